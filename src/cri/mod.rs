@@ -1,0 +1,1 @@
+//! CRI adapters (being built).

@@ -1,0 +1,160 @@
+//! The crate error: a kind plus a message and the source chain. Modules keep their own
+//! `thiserror` enums and convert into this one; `From<Error> for tonic::Status` is the
+//! only place a gRPC code is chosen.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    NotFound,
+    AlreadyExists,
+    InvalidArgument,
+    FailedPrecondition,
+    Unavailable,
+    DeadlineExceeded,
+    Unimplemented,
+    Internal,
+}
+
+type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    source: Option<Source>,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error of `kind` that says what was being done, caused by `source`.
+    pub fn with_source(
+        kind: ErrorKind,
+        message: impl Into<String>,
+        source: impl Into<Source>,
+    ) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+    pub fn already_exists(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::AlreadyExists, message)
+    }
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidArgument, message)
+    }
+    pub fn failed_precondition(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::FailedPrecondition, message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unavailable, message)
+    }
+    pub fn deadline_exceeded(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::DeadlineExceeded, message)
+    }
+    pub fn unimplemented(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unimplemented, message)
+    }
+    pub fn internal(message: impl Into<String>, source: impl Into<Source>) -> Self {
+        Self::with_source(ErrorKind::Internal, message, source)
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Prefixes the message with what the caller was doing, keeping kind and source.
+    pub fn context(mut self, what: impl fmt::Display) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    /// The message followed by every cause, so a gRPC client sees the real reason.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        let mut next: Option<&(dyn std::error::Error + 'static)> =
+            self.source.as_deref().map(|s| s as _);
+        while let Some(cause) = next {
+            write!(f, ": {cause}")?;
+            next = cause.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<Error> for tonic::Status {
+    fn from(err: Error) -> Self {
+        let code = match err.kind {
+            ErrorKind::NotFound => tonic::Code::NotFound,
+            ErrorKind::AlreadyExists => tonic::Code::AlreadyExists,
+            ErrorKind::InvalidArgument => tonic::Code::InvalidArgument,
+            ErrorKind::FailedPrecondition => tonic::Code::FailedPrecondition,
+            ErrorKind::Unavailable => tonic::Code::Unavailable,
+            ErrorKind::DeadlineExceeded => tonic::Code::DeadlineExceeded,
+            ErrorKind::Unimplemented => tonic::Code::Unimplemented,
+            ErrorKind::Internal => tonic::Code::Internal,
+        };
+        tonic::Status::new(code, err.to_string())
+    }
+}
+
+impl From<crate::config::ConfigError> for Error {
+    fn from(err: crate::config::ConfigError) -> Self {
+        Error::with_source(ErrorKind::InvalidArgument, "configuration", err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_carries_the_code_and_the_whole_cause_chain() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "permission denied");
+        let err = Error::internal("mount /proc", io).context("start container abc");
+        let status: tonic::Status = err.into();
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert_eq!(
+            status.message(),
+            "start container abc: mount /proc: permission denied"
+        );
+    }
+
+    #[test]
+    fn kinds_map_to_their_codes() {
+        let cases = [
+            (Error::not_found("x"), tonic::Code::NotFound),
+            (Error::invalid_argument("x"), tonic::Code::InvalidArgument),
+            (
+                Error::failed_precondition("x"),
+                tonic::Code::FailedPrecondition,
+            ),
+            (Error::unavailable("x"), tonic::Code::Unavailable),
+            (Error::already_exists("x"), tonic::Code::AlreadyExists),
+            (Error::deadline_exceeded("x"), tonic::Code::DeadlineExceeded),
+            (Error::unimplemented("x"), tonic::Code::Unimplemented),
+        ];
+        for (err, code) in cases {
+            assert_eq!(tonic::Status::from(err).code(), code);
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! berth: a Kubernetes CRI v1 container runtime.
+//!
+//! One binary, three roles: the daemon (CRI server), the per-pod shim, and init
+//! (the single-threaded process that sets up a container and execs it).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod cni;
+pub mod config;
+pub mod cri;
+pub mod error;
+pub mod image;
+pub mod init;
+pub mod linux;
+pub mod persist;
+pub mod sandbox;
+pub mod server;
+pub mod shim;
+
+pub use error::{Error, ErrorKind, Result};
+
+/// Generated daemon⇄shim API (proto/shim.proto).
+pub mod shim_api {
+    tonic::include_proto!("berth.shim.v1");
+}

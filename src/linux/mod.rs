@@ -1,0 +1,1 @@
+//! Small safe wrappers around Linux interfaces.

@@ -1,0 +1,1 @@
+//! Atomic JSON records (being built).
