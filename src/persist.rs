@@ -1,1 +1,121 @@
-//! Atomic JSON records (being built).
+//! Atomic files: temp file, fsync, rename, fsync the directory. Every record berth keeps
+//! is JSON with a `version` field written this way, so a crash leaves the old file or the
+//! new one, never half of either.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Writes `bytes` to `path` atomically with file mode `mode`.
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let dir = path.parent().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, "path has no parent directory")
+    })?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp{}", rand::random::<u32>()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_mode(path, bytes, 0o644)
+}
+
+/// Writes a record as pretty JSON (records are meant to be readable with `cat`).
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    write_atomic_mode(path, &bytes, 0o600)
+}
+
+/// Reads a JSON record; `Ok(None)` when the file does not exist.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes a file, treating "already gone" as success (removal must be idempotent).
+pub fn remove_file_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Removes a directory tree, treating "already gone" as success.
+pub fn remove_dir_all_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Record {
+        version: u32,
+        name: String,
+    }
+
+    #[test]
+    fn json_round_trip_and_overwrite_leave_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        assert_eq!(read_json::<Record>(&path).unwrap(), None);
+        for name in ["a", "b"] {
+            let rec = Record {
+                version: 1,
+                name: name.into(),
+            };
+            write_json_atomic(&path, &rec).unwrap();
+            assert_eq!(read_json::<Record>(&path).unwrap(), Some(rec));
+        }
+        let entries: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(entries.len(), 1, "only the record itself remains");
+    }
+
+    #[test]
+    fn corrupt_record_is_invalid_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        fs::write(&path, b"{not json").unwrap();
+        let err = read_json::<Record>(&path).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn removal_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        remove_file_if_exists(&dir.path().join("nope")).unwrap();
+        remove_dir_all_if_exists(&dir.path().join("nope")).unwrap();
+    }
+}

@@ -1,0 +1,582 @@
+//! CRI RuntimeService: proto ⇄ domain conversions and delegation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_server::RuntimeService;
+use tonic::{Request, Response, Status};
+
+use super::{CgroupDriver, Daemon};
+use crate::error::Error;
+use crate::sandbox::podfiles::DnsConfig;
+use crate::sandbox::{
+    NamespaceMode, NamespaceOptions, PodMetadata, PodSpec, PortMapping, Protocol, SandboxFilter,
+    SandboxRecord, SandboxState,
+};
+
+pub struct RuntimeCri {
+    daemon: Arc<Daemon>,
+}
+
+impl RuntimeCri {
+    pub fn new(daemon: Arc<Daemon>) -> Self {
+        RuntimeCri { daemon }
+    }
+}
+
+type RpcResult<T> = Result<Response<T>, Status>;
+
+fn unimplemented<T>(rpc: &str) -> RpcResult<T> {
+    Err(Error::unimplemented(format!("{rpc} is not implemented by berth yet")).into())
+}
+
+fn namespace_mode(value: i32) -> Result<NamespaceMode, Error> {
+    match cri::NamespaceMode::try_from(value) {
+        Ok(cri::NamespaceMode::Pod) => Ok(NamespaceMode::Pod),
+        Ok(cri::NamespaceMode::Container) => Ok(NamespaceMode::Container),
+        Ok(cri::NamespaceMode::Node) => Ok(NamespaceMode::Node),
+        Ok(cri::NamespaceMode::Target) => Ok(NamespaceMode::Target),
+        Err(_) => Err(Error::invalid_argument(format!(
+            "unknown namespace mode {value}"
+        ))),
+    }
+}
+
+fn namespace_mode_to_cri(mode: NamespaceMode) -> i32 {
+    match mode {
+        NamespaceMode::Pod => cri::NamespaceMode::Pod as i32,
+        NamespaceMode::Container => cri::NamespaceMode::Container as i32,
+        NamespaceMode::Node => cri::NamespaceMode::Node as i32,
+        NamespaceMode::Target => cri::NamespaceMode::Target as i32,
+    }
+}
+
+fn port_mapping(p: &cri::PortMapping) -> Result<PortMapping, Error> {
+    let protocol = match cri::Protocol::try_from(p.protocol) {
+        Ok(cri::Protocol::Tcp) => Protocol::Tcp,
+        Ok(cri::Protocol::Udp) => Protocol::Udp,
+        Ok(cri::Protocol::Sctp) => Protocol::Sctp,
+        Err(_) => {
+            return Err(Error::invalid_argument(format!(
+                "port_mappings: unknown protocol {}",
+                p.protocol
+            )));
+        }
+    };
+    let port = |value: i32, field: &str| {
+        u16::try_from(value).map_err(|_| {
+            Error::invalid_argument(format!("port_mappings: {field} {value} is out of range"))
+        })
+    };
+    Ok(PortMapping {
+        protocol,
+        container_port: port(p.container_port, "container_port")?,
+        host_port: port(p.host_port, "host_port")?,
+        host_ip: p.host_ip.clone(),
+    })
+}
+
+/// CRI PodSandboxConfig → berth's PodSpec.
+pub fn pod_spec(config: cri::PodSandboxConfig, runtime_handler: String) -> Result<PodSpec, Error> {
+    let linux = config.linux.unwrap_or_default();
+    let security = linux.security_context.unwrap_or_default();
+    let ns = security.namespace_options.unwrap_or_default();
+    Ok(PodSpec {
+        metadata: config.metadata.map(|m| PodMetadata {
+            name: m.name,
+            uid: m.uid,
+            namespace: m.namespace,
+            attempt: m.attempt,
+        }),
+        hostname: config.hostname,
+        log_directory: config.log_directory,
+        dns: config
+            .dns_config
+            .map(|d| DnsConfig {
+                servers: d.servers,
+                searches: d.searches,
+                options: d.options,
+            })
+            .unwrap_or_default(),
+        port_mappings: config
+            .port_mappings
+            .iter()
+            .map(port_mapping)
+            .collect::<Result<_, _>>()?,
+        labels: config.labels.into_iter().collect(),
+        annotations: config.annotations.into_iter().collect(),
+        cgroup_parent: linux.cgroup_parent,
+        namespaces: NamespaceOptions {
+            network: namespace_mode(ns.network)?,
+            pid: namespace_mode(ns.pid)?,
+            ipc: namespace_mode(ns.ipc)?,
+        },
+        sysctls: linux.sysctls.into_iter().collect(),
+        privileged: security.privileged,
+        runtime_handler,
+    })
+}
+
+fn state_to_cri(state: SandboxState) -> i32 {
+    match state {
+        SandboxState::Ready => cri::PodSandboxState::SandboxReady as i32,
+        SandboxState::Creating | SandboxState::NotReady => {
+            cri::PodSandboxState::SandboxNotready as i32
+        }
+    }
+}
+
+fn metadata_to_cri(record: &SandboxRecord) -> Option<cri::PodSandboxMetadata> {
+    record.metadata().map(|m| cri::PodSandboxMetadata {
+        name: m.name.clone(),
+        uid: m.uid.clone(),
+        namespace: m.namespace.clone(),
+        attempt: m.attempt,
+    })
+}
+
+fn to_hash_map(map: &BTreeMap<String, String>) -> HashMap<String, String> {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+fn sandbox_status(record: &SandboxRecord, state: SandboxState) -> cri::PodSandboxStatus {
+    let ips = record.ips();
+    let ns = &record.spec.namespaces;
+    cri::PodSandboxStatus {
+        id: record.id.clone(),
+        metadata: metadata_to_cri(record),
+        state: state_to_cri(state),
+        created_at: record.created_at,
+        network: Some(cri::PodSandboxNetworkStatus {
+            ip: ips.first().map(|ip| ip.to_string()).unwrap_or_default(),
+            additional_ips: ips
+                .iter()
+                .skip(1)
+                .map(|ip| cri::PodIp { ip: ip.to_string() })
+                .collect(),
+        }),
+        linux: Some(cri::LinuxPodSandboxStatus {
+            namespaces: Some(cri::Namespace {
+                options: Some(cri::NamespaceOption {
+                    network: namespace_mode_to_cri(ns.network),
+                    pid: namespace_mode_to_cri(ns.pid),
+                    ipc: namespace_mode_to_cri(ns.ipc),
+                    target_id: String::new(),
+                    userns_options: None,
+                }),
+            }),
+        }),
+        labels: to_hash_map(&record.spec.labels),
+        annotations: to_hash_map(&record.spec.annotations),
+        runtime_handler: record.spec.runtime_handler.clone(),
+    }
+}
+
+/// The `info` of a verbose PodSandboxStatus: what an operator debugging a pod wants.
+fn sandbox_info(record: &SandboxRecord) -> HashMap<String, String> {
+    let info = serde_json::json!({
+        "pid": record.pause_pid,
+        "shimPid": record.shim_pid,
+        "netNamespacePath": record.netns,
+        "cgroupPath": record.pause_cgroup,
+        "cniResult": record.network.as_ref().and_then(|n| n.result.as_ref()).map(|r| &r.raw),
+        "cniNetwork": record.network.as_ref().map(|n| &n.config),
+        "config": &record.spec,
+    });
+    HashMap::from([("info".to_string(), info.to_string())])
+}
+
+#[tonic::async_trait]
+impl RuntimeService for RuntimeCri {
+    async fn version(&self, _: Request<cri::VersionRequest>) -> RpcResult<cri::VersionResponse> {
+        Ok(Response::new(cri::VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: "berth".into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: "v1".into(),
+        }))
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        request: Request<cri::RunPodSandboxRequest>,
+    ) -> RpcResult<cri::RunPodSandboxResponse> {
+        let request = request.into_inner();
+        let config = request
+            .config
+            .ok_or_else(|| Error::invalid_argument("config is required"))?;
+        let spec = pod_spec(config, request.runtime_handler)?;
+        let id = self.daemon.sandboxes.run(spec).await?;
+        Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id: id }))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        request: Request<cri::StopPodSandboxRequest>,
+    ) -> RpcResult<cri::StopPodSandboxResponse> {
+        let id = request.into_inner().pod_sandbox_id;
+        self.daemon.sandboxes.stop(&id).await?;
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        request: Request<cri::RemovePodSandboxRequest>,
+    ) -> RpcResult<cri::RemovePodSandboxResponse> {
+        let id = request.into_inner().pod_sandbox_id;
+        self.daemon.sandboxes.remove(&id).await?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        request: Request<cri::PodSandboxStatusRequest>,
+    ) -> RpcResult<cri::PodSandboxStatusResponse> {
+        let request = request.into_inner();
+        let (record, state) = self.daemon.sandboxes.status(&request.pod_sandbox_id)?;
+        Ok(Response::new(cri::PodSandboxStatusResponse {
+            status: Some(sandbox_status(&record, state)),
+            info: if request.verbose {
+                sandbox_info(&record)
+            } else {
+                HashMap::new()
+            },
+            containers_statuses: Vec::new(),
+            timestamp: crate::sandbox::now_nanos(),
+        }))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        request: Request<cri::ListPodSandboxRequest>,
+    ) -> RpcResult<cri::ListPodSandboxResponse> {
+        let filter = request.into_inner().filter.unwrap_or_default();
+        let filter = SandboxFilter {
+            id: (!filter.id.is_empty()).then_some(filter.id),
+            state: filter.state.map(|s| {
+                if s.state == cri::PodSandboxState::SandboxReady as i32 {
+                    SandboxState::Ready
+                } else {
+                    SandboxState::NotReady
+                }
+            }),
+            labels: filter.label_selector,
+        };
+        let items = self
+            .daemon
+            .sandboxes
+            .list(&filter)
+            .into_iter()
+            .map(|(record, state)| cri::PodSandbox {
+                id: record.id.clone(),
+                metadata: metadata_to_cri(&record),
+                state: state_to_cri(state),
+                created_at: record.created_at,
+                labels: to_hash_map(&record.spec.labels),
+                annotations: to_hash_map(&record.spec.annotations),
+                runtime_handler: record.spec.runtime_handler.clone(),
+            })
+            .collect();
+        Ok(Response::new(cri::ListPodSandboxResponse { items }))
+    }
+
+    async fn create_container(
+        &self,
+        _: Request<cri::CreateContainerRequest>,
+    ) -> RpcResult<cri::CreateContainerResponse> {
+        unimplemented("CreateContainer")
+    }
+
+    async fn start_container(
+        &self,
+        _: Request<cri::StartContainerRequest>,
+    ) -> RpcResult<cri::StartContainerResponse> {
+        unimplemented("StartContainer")
+    }
+
+    async fn stop_container(
+        &self,
+        _: Request<cri::StopContainerRequest>,
+    ) -> RpcResult<cri::StopContainerResponse> {
+        unimplemented("StopContainer")
+    }
+
+    async fn remove_container(
+        &self,
+        _: Request<cri::RemoveContainerRequest>,
+    ) -> RpcResult<cri::RemoveContainerResponse> {
+        unimplemented("RemoveContainer")
+    }
+
+    async fn list_containers(
+        &self,
+        _: Request<cri::ListContainersRequest>,
+    ) -> RpcResult<cri::ListContainersResponse> {
+        // No container can exist yet, so the true answer is an empty list.
+        Ok(Response::new(cri::ListContainersResponse {
+            containers: Vec::new(),
+        }))
+    }
+
+    async fn container_status(
+        &self,
+        _: Request<cri::ContainerStatusRequest>,
+    ) -> RpcResult<cri::ContainerStatusResponse> {
+        unimplemented("ContainerStatus")
+    }
+
+    async fn update_container_resources(
+        &self,
+        _: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> RpcResult<cri::UpdateContainerResourcesResponse> {
+        unimplemented("UpdateContainerResources")
+    }
+
+    async fn reopen_container_log(
+        &self,
+        _: Request<cri::ReopenContainerLogRequest>,
+    ) -> RpcResult<cri::ReopenContainerLogResponse> {
+        unimplemented("ReopenContainerLog")
+    }
+
+    async fn exec_sync(
+        &self,
+        _: Request<cri::ExecSyncRequest>,
+    ) -> RpcResult<cri::ExecSyncResponse> {
+        unimplemented("ExecSync")
+    }
+
+    async fn exec(&self, _: Request<cri::ExecRequest>) -> RpcResult<cri::ExecResponse> {
+        unimplemented("Exec")
+    }
+
+    async fn attach(&self, _: Request<cri::AttachRequest>) -> RpcResult<cri::AttachResponse> {
+        unimplemented("Attach")
+    }
+
+    async fn port_forward(
+        &self,
+        _: Request<cri::PortForwardRequest>,
+    ) -> RpcResult<cri::PortForwardResponse> {
+        unimplemented("PortForward")
+    }
+
+    async fn container_stats(
+        &self,
+        _: Request<cri::ContainerStatsRequest>,
+    ) -> RpcResult<cri::ContainerStatsResponse> {
+        unimplemented("ContainerStats")
+    }
+
+    async fn list_container_stats(
+        &self,
+        _: Request<cri::ListContainerStatsRequest>,
+    ) -> RpcResult<cri::ListContainerStatsResponse> {
+        unimplemented("ListContainerStats")
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        _: Request<cri::PodSandboxStatsRequest>,
+    ) -> RpcResult<cri::PodSandboxStatsResponse> {
+        unimplemented("PodSandboxStats")
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> RpcResult<cri::ListPodSandboxStatsResponse> {
+        unimplemented("ListPodSandboxStats")
+    }
+
+    async fn update_runtime_config(
+        &self,
+        request: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> RpcResult<cri::UpdateRuntimeConfigResponse> {
+        let cidr = request
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        if !cidr.is_empty() {
+            tracing::info!(pod_cidr = %cidr, "pod CIDR updated");
+            *self
+                .daemon
+                .pod_cidr
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = cidr;
+        }
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
+    }
+
+    async fn status(&self, request: Request<cri::StatusRequest>) -> RpcResult<cri::StatusResponse> {
+        let verbose = request.into_inner().verbose;
+        let network = self.daemon.sandboxes.cni().status();
+        let network_condition = match network {
+            Ok(_) => cri::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: true,
+                reason: String::new(),
+                message: String::new(),
+            },
+            Err(e) => cri::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: false,
+                reason: "NetworkPluginNotReady".into(),
+                message: format!("Network plugin returns error: {e}"),
+            },
+        };
+        let mut info = HashMap::new();
+        if verbose {
+            let config = serde_json::to_string(&*self.daemon.config)
+                .map_err(|e| Error::internal("encoding the config", e))?;
+            info.insert("config".to_string(), config);
+            let cidr = self
+                .daemon
+                .pod_cidr
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            info.insert("podCIDR".to_string(), cidr);
+        }
+        let features = cri::RuntimeHandlerFeatures {
+            recursive_read_only_mounts: false,
+            user_namespaces: false,
+        };
+        Ok(Response::new(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus {
+                conditions: vec![
+                    cri::RuntimeCondition {
+                        r#type: "RuntimeReady".into(),
+                        status: true,
+                        reason: String::new(),
+                        message: String::new(),
+                    },
+                    network_condition,
+                ],
+            }),
+            info,
+            runtime_handlers: crate::sandbox::spec::RUNTIME_HANDLERS
+                .iter()
+                .map(|name| cri::RuntimeHandler {
+                    name: name.to_string(),
+                    features: Some(features),
+                })
+                .collect(),
+            features: Some(cri::RuntimeFeatures {
+                supplemental_groups_policy: false,
+            }),
+        }))
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _: Request<cri::CheckpointContainerRequest>,
+    ) -> RpcResult<cri::CheckpointContainerResponse> {
+        unimplemented("CheckpointContainer")
+    }
+
+    type GetContainerEventsStream = Pin<
+        Box<
+            dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>>
+                + Send
+                + 'static,
+        >,
+    >;
+
+    async fn get_container_events(
+        &self,
+        _: Request<cri::GetEventsRequest>,
+    ) -> RpcResult<Self::GetContainerEventsStream> {
+        unimplemented("GetContainerEvents")
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> RpcResult<cri::ListMetricDescriptorsResponse> {
+        unimplemented("ListMetricDescriptors")
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> RpcResult<cri::ListPodSandboxMetricsResponse> {
+        unimplemented("ListPodSandboxMetrics")
+    }
+
+    async fn runtime_config(
+        &self,
+        _: Request<cri::RuntimeConfigRequest>,
+    ) -> RpcResult<cri::RuntimeConfigResponse> {
+        let driver = match self.daemon.cgroup_driver {
+            CgroupDriver::Cgroupfs => cri::CgroupDriver::Cgroupfs,
+            CgroupDriver::Systemd => cri::CgroupDriver::Systemd,
+        };
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: driver as i32,
+            }),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_spec_converts_namespaces_ports_and_sysctls() {
+        let config = cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: "p".into(),
+                uid: "u".into(),
+                namespace: "n".into(),
+                attempt: 1,
+            }),
+            port_mappings: vec![cri::PortMapping {
+                protocol: cri::Protocol::Udp as i32,
+                container_port: 53,
+                host_port: 5353,
+                host_ip: "127.0.0.1".into(),
+            }],
+            linux: Some(cri::LinuxPodSandboxConfig {
+                sysctls: HashMap::from([("net.ipv4.ip_forward".into(), "1".into())]),
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption {
+                        network: cri::NamespaceMode::Node as i32,
+                        pid: cri::NamespaceMode::Container as i32,
+                        ipc: cri::NamespaceMode::Pod as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let spec = pod_spec(config, String::new()).unwrap();
+        assert!(spec.namespaces.host_network());
+        assert_eq!(spec.namespaces.pid, NamespaceMode::Container);
+        assert_eq!(spec.port_mappings[0].protocol, Protocol::Udp);
+        assert_eq!(spec.port_mappings[0].host_port, 5353);
+        assert_eq!(spec.sysctls["net.ipv4.ip_forward"], "1");
+    }
+
+    #[test]
+    fn out_of_range_port_is_invalid_argument() {
+        let config = cri::PodSandboxConfig {
+            port_mappings: vec![cri::PortMapping {
+                container_port: 70000,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let err = pod_spec(config, String::new()).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument);
+        assert!(err.to_string().contains("container_port"));
+    }
+}

@@ -1,0 +1,491 @@
+//! Starts the real `berth` binary on a private root, state dir, socket, CNI network and
+//! cgroup parent, and talks CRI to it over the unix socket. Root only (CI is root).
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
+
+/// Fails (never skips) when the machine lacks what the tests need.
+pub fn require_root_and_tools() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests start real pods and must run as root"
+    );
+    for plugin in ["bridge", "host-local", "portmap", "loopback"] {
+        assert!(
+            Path::new(CNI_BIN_DIR).join(plugin).exists(),
+            "CNI plugin {plugin} missing in {CNI_BIN_DIR}: run hack/install-deps.sh"
+        );
+    }
+}
+
+/// A network slot (bridge name and /24) held exclusively by one test daemon, across
+/// test threads and test processes, so parallel tests never share a bridge.
+pub struct NetSlot {
+    pub index: u32,
+    lock: PathBuf,
+}
+
+impl NetSlot {
+    fn acquire() -> NetSlot {
+        let dir = Path::new("/run/berth-test-netslots");
+        fs::create_dir_all(dir).expect("creating net slot dir");
+        for index in 10..250u32 {
+            let lock = dir.join(index.to_string());
+            let created = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&lock);
+            if let Ok(mut f) = created {
+                use std::io::Write;
+                let _ = write!(f, "{}", std::process::id());
+                return NetSlot { index, lock };
+            }
+            // A slot left by a test process that died is free again.
+            let owner: Option<u32> = fs::read_to_string(&lock).ok().and_then(|s| s.parse().ok());
+            if owner.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = fs::remove_file(&lock);
+            }
+        }
+        panic!("no free test network slot under /run/berth-test-netslots");
+    }
+
+    pub fn bridge(&self) -> String {
+        format!("berthtest{}", self.index)
+    }
+
+    pub fn subnet(&self) -> String {
+        format!("10.123.{}.0/24", self.index)
+    }
+
+    pub fn subnet_prefix(&self) -> String {
+        format!("10.123.{}.", self.index)
+    }
+}
+
+impl Drop for NetSlot {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge()])
+            .stderr(Stdio::null())
+            .status();
+        let _ = fs::remove_file(&self.lock);
+    }
+}
+
+pub struct TestDaemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub cni_conf_dir: PathBuf,
+    pub ipam_dir: PathBuf,
+    pub registry_dir: PathBuf,
+    pub cgroup_parent: String,
+    pub net: NetSlot,
+    pub log: PathBuf,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+}
+
+impl TestDaemon {
+    /// A daemon with the bridge network configured.
+    pub async fn start() -> TestDaemon {
+        Self::start_with(true, &[]).await
+    }
+
+    pub async fn start_with(network: bool, extra_args: &[&str]) -> TestDaemon {
+        require_root_and_tools();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-test")
+            .tempdir()
+            .expect("tempdir");
+        let net = NetSlot::acquire();
+        let mut daemon = TestDaemon {
+            socket: dir.path().join("berth.sock"),
+            root: dir.path().join("root"),
+            state: dir.path().join("state"),
+            cni_conf_dir: dir.path().join("net.d"),
+            ipam_dir: dir.path().join("ipam"),
+            registry_dir: dir.path().join("certs.d"),
+            cgroup_parent: format!("/berth-test-{:08x}", rand::random::<u32>()),
+            log: dir.path().join("berth.log"),
+            dir,
+            net,
+            child: None,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        fs::create_dir_all(&daemon.cni_conf_dir).expect("conf dir");
+        fs::create_dir_all(&daemon.registry_dir).expect("registry dir");
+        if network {
+            daemon.write_bridge_conflist();
+        }
+        daemon.spawn();
+        daemon.wait_ready().await;
+        daemon
+    }
+
+    pub fn bridge_conflist(&self) -> String {
+        serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "berth-test",
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": self.net.bridge(),
+                    "isGateway": true,
+                    "ipMasq": false,
+                    "hairpinMode": true,
+                    "ipam": {
+                        "type": "host-local",
+                        "dataDir": self.ipam_dir,
+                        "ranges": [[{"subnet": self.net.subnet()}]],
+                        "routes": [{"dst": "0.0.0.0/0"}]
+                    }
+                },
+                {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}
+            ]
+        })
+        .to_string()
+    }
+
+    pub fn write_bridge_conflist(&self) {
+        fs::write(
+            self.cni_conf_dir.join("10-berth-test.conflist"),
+            self.bridge_conflist(),
+        )
+        .expect("writing conflist");
+    }
+
+    fn spawn(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.arg("--config")
+            .arg(self.dir.path().join("none.toml"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--state")
+            .arg(&self.state)
+            .arg("--cni-conf-dir")
+            .arg(&self.cni_conf_dir)
+            .arg("--cni-bin-dir")
+            .arg(CNI_BIN_DIR)
+            .arg("--registry-config-path")
+            .arg(&self.registry_dir)
+            .arg("--default-cgroup-parent")
+            .arg(&self.cgroup_parent)
+            .arg("--log-level")
+            .arg("debug")
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log);
+        // An empty config file: the test must not pick up /etc/berth/config.toml.
+        fs::write(self.dir.path().join("none.toml"), "").expect("config file");
+        self.child = Some(cmd.spawn().expect("spawning berth"));
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("berth exited with {status}:\n{}", self.log_text());
+            }
+            if let Ok(mut client) = self.try_runtime().await
+                && client
+                    .version(cri::VersionRequest::default())
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "berth did not become ready:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn channel(&self) -> Result<Channel, tonic::transport::Error> {
+        let socket = self.socket.clone();
+        Endpoint::from_static("http://[::]:50051")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let socket = socket.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(socket).await?,
+                    ))
+                }
+            }))
+            .await
+    }
+
+    async fn try_runtime(&self) -> Result<RuntimeServiceClient<Channel>, tonic::transport::Error> {
+        Ok(RuntimeServiceClient::new(self.channel().await?))
+    }
+
+    pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
+        self.try_runtime().await.expect("connecting to berth")
+    }
+
+    pub async fn images(&self) -> ImageServiceClient<Channel> {
+        ImageServiceClient::new(self.channel().await.expect("connecting to berth"))
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Processes whose command line mentions this daemon's state dir (shims, pauses).
+    pub fn leftover_processes(&self) -> Vec<(u32, String)> {
+        let needle = self.state.to_string_lossy().to_string();
+        let me = self.daemon_pid();
+        let mut found = Vec::new();
+        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if Some(pid) == me {
+                continue;
+            }
+            let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if text.contains(&needle) {
+                found.push((pid, text));
+            }
+        }
+        found
+    }
+
+    /// Mounts under this daemon's temp dir (netns pins and the like).
+    pub fn leftover_mounts(&self) -> Vec<String> {
+        let needle = self.dir.path().to_string_lossy().to_string();
+        fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .map(String::from)
+            .collect()
+    }
+
+    /// Cgroup dirs under the test's parent in any hierarchy.
+    pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for root in cgroup_roots() {
+            let dir = root.join(self.cgroup_parent.trim_start_matches('/'));
+            if let Ok(entries) = fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    if e.path().is_dir() {
+                        found.push(e.path());
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// IP leases host-local still holds.
+    pub fn ip_leases(&self) -> Vec<String> {
+        let mut leases = Vec::new();
+        for entry in walk(&self.ipam_dir) {
+            let name = entry
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            if name.parse::<std::net::IpAddr>().is_ok() {
+                leases.push(name);
+            }
+        }
+        leases
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Roots of every mounted cgroup hierarchy (v1 controllers and the v2 tree).
+pub fn cgroup_roots() -> Vec<PathBuf> {
+    let mut roots = Vec::new();
+    for line in fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+    {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fstype = right.split(' ').next().unwrap_or_default();
+        if fstype == "cgroup" || fstype == "cgroup2" {
+            if let Some(mount_point) = left.split(' ').nth(4) {
+                roots.push(PathBuf::from(mount_point));
+            }
+        }
+    }
+    roots
+}
+
+impl Drop for TestDaemon {
+    /// Best-effort cleanup so one failed test does not poison the machine; the tests
+    /// themselves assert that berth left nothing behind before this runs.
+    fn drop(&mut self) {
+        self.kill9();
+        for (pid, _) in self.leftover_processes() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        for root in cgroup_roots() {
+            let parent = root.join(self.cgroup_parent.trim_start_matches('/'));
+            for p in walk_dirs(&parent).into_iter().rev() {
+                for pid in fs::read_to_string(p.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                {
+                    if let Ok(pid) = pid.parse::<i32>() {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        for root in cgroup_roots() {
+            let parent = root.join(self.cgroup_parent.trim_start_matches('/'));
+            for p in walk_dirs(&parent).into_iter().rev() {
+                let _ = fs::remove_dir(&p);
+            }
+        }
+        for line in self.leftover_mounts() {
+            if let Some(mount_point) = line.split(' ').nth(4) {
+                let _ = nix::mount::umount2(mount_point, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+/// `dir` and every directory below it, parents first.
+fn walk_dirs(dir: &Path) -> Vec<PathBuf> {
+    if !dir.is_dir() {
+        return Vec::new();
+    }
+    let mut out = vec![dir.to_path_buf()];
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk_dirs(&e.path()));
+        }
+    }
+    out
+}
+
+/// A minimal pod config as the kubelet would send it.
+pub fn pod_config(name: &str) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.to_string(),
+            uid: format!("uid-{name}-{:08x}", rand::random::<u32>()),
+            namespace: "berth-test".into(),
+            attempt: 0,
+        }),
+        hostname: name.to_string(),
+        log_directory: String::new(),
+        labels: [("app".to_string(), name.to_string())].into(),
+        linux: Some(cri::LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    }
+}
+
+pub async fn run_pod(
+    client: &mut RuntimeServiceClient<Channel>,
+    config: cri::PodSandboxConfig,
+) -> Result<String, tonic::Status> {
+    client
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner().pod_sandbox_id)
+}
+
+pub async fn pod_status(
+    client: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    verbose: bool,
+) -> Result<cri::PodSandboxStatusResponse, tonic::Status> {
+    client
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_string(),
+            verbose,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// The pause pid from a verbose status.
+pub fn pause_pid(status: &cri::PodSandboxStatusResponse) -> u32 {
+    let info: serde_json::Value =
+        serde_json::from_str(status.info.get("info").expect("verbose info")).expect("info json");
+    info["pid"].as_u64().expect("pid in info") as u32
+}
+
+pub fn process_exists(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z')
+        })
+        .unwrap_or(false)
+}
