@@ -1,1 +1,4 @@
 //! Pod sandbox lifecycle (being built).
+
+pub mod podfiles;
+pub mod sysctl;
