@@ -63,9 +63,8 @@ impl PodFiles {
 
 /// Checks that `hostname` is an RFC 1123 host name the kernel accepts.
 pub fn validate_hostname(hostname: &str) -> Result<(), Error> {
-    let invalid = |why: &str| {
-        Error::invalid_argument(format!("hostname {hostname:?} is invalid: {why}"))
-    };
+    let invalid =
+        |why: &str| Error::invalid_argument(format!("hostname {hostname:?} is invalid: {why}"));
     if hostname.is_empty() {
         return Err(invalid("empty"));
     }
@@ -80,7 +79,9 @@ pub fn validate_hostname(hostname: &str) -> Result<(), Error> {
         if label.len() > 63 {
             return Err(invalid("a label is longer than 63 characters"));
         }
-        if !bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        if !bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
             || !first.is_ascii_alphanumeric()
             || !last.is_ascii_alphanumeric()
         {
@@ -228,7 +229,10 @@ mod tests {
     fn dns_config_renders_search_nameserver_options() {
         let dns = DnsConfig {
             servers: vec!["10.96.0.10".into(), "fd00::a".into()],
-            searches: vec!["default.svc.cluster.local".into(), "svc.cluster.local".into()],
+            searches: vec![
+                "default.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+            ],
             options: vec!["ndots:5".into(), "edns0".into()],
         };
         assert_eq!(
