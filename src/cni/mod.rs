@@ -178,27 +178,29 @@ impl CniManager {
                 .await;
             return Err(failure.error);
         }
-        match self
+        let last_plugin = || net.plugin_types().last().unwrap_or_default().to_owned();
+        let outcome = match self
             .run_list(CniCommand::Add, net, att, &netns, &att.ifname, None)
             .await
         {
-            Ok(Some(raw)) => {
-                return CniResult::parse(raw).map_err(|reason| CniError::InvalidResult {
-                    plugin: net.plugin_types().last().unwrap_or_default().to_owned(),
+            Ok(Some(raw)) => CniResult::parse(raw.clone()).map_err(|reason| AddFailure {
+                error: CniError::InvalidResult {
+                    plugin: last_plugin(),
                     reason,
-                });
-            }
-            Ok(None) => {
-                let err = CniError::InvalidResult {
-                    plugin: net.plugin_types().last().unwrap_or_default().to_owned(),
+                },
+                partial: Some(raw),
+            }),
+            Ok(None) => Err(AddFailure {
+                error: CniError::InvalidResult {
+                    plugin: last_plugin(),
                     reason: "no result from any plugin".into(),
-                };
-                self.teardown_after_failed_add(net, att, &netns, &att.ifname, None)
-                    .await;
-                self.teardown_after_failed_add(&loopback, att, &netns, LOOPBACK_IFNAME, None)
-                    .await;
-                Err(err)
-            }
+                },
+                partial: None,
+            }),
+            Err(failure) => Err(failure),
+        };
+        match outcome {
+            Ok(result) => Ok(result),
             Err(AddFailure { error, partial }) => {
                 self.teardown_after_failed_add(net, att, &netns, &att.ifname, partial.as_ref())
                     .await;
@@ -487,6 +489,30 @@ mod tests {
         let crate_err: Error = err.into();
         assert_eq!(crate_err.kind(), ErrorKind::Internal);
         assert!(crate_err.to_string().ends_with("no IP addresses available"));
+    }
+
+    #[tokio::test]
+    async fn an_unparsable_result_is_an_error_and_is_torn_down() {
+        let f = fixture();
+        fake_plugin(
+            &f.bin,
+            "garbled",
+            &f.log,
+            r#"[ "$CNI_COMMAND" = ADD ] && echo '{"ips":[{"address":"banana/24"}]}'; true"#,
+        );
+        let cni = CniManager::new("/nonexistent", vec![f.bin.clone()]);
+        let att = Attachment::new("c6", Some("/ns".into()), "ns", "pod", "uid");
+        let err = cni.add(&list(&["garbled"]), &att).await.unwrap_err();
+        assert!(matches!(err, CniError::InvalidResult { .. }), "{err}");
+        assert_eq!(
+            log_lines(&f.log),
+            [
+                "ADD loopback lo /ns",
+                "ADD garbled eth0 /ns",
+                "DEL garbled eth0 /ns",
+                "DEL loopback lo /ns"
+            ]
+        );
     }
 
     #[tokio::test]
