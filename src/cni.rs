@@ -1,1 +1,0 @@
-//! CNI plugin invocation (being built).
