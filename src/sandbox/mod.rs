@@ -254,7 +254,9 @@ impl SandboxManager {
         let host_net = spec.namespaces.host_network();
         let host_ipc = spec.namespaces.host_ipc();
         sysctl::validate_sysctls(&spec.sysctls, host_net, host_ipc)?;
-        podfiles::validate_hostname(&spec.hostname)?;
+        if !spec.hostname.is_empty() {
+            podfiles::validate_hostname(&spec.hostname)?;
+        }
 
         let mut rx = {
             let mut names = lock(&self.names);
@@ -373,12 +375,16 @@ impl SandboxManager {
             .insert(id.to_string(), sandbox.clone());
 
         let host_files = read_host_files();
-        let files = podfiles::PodFiles {
-            hostname: podfiles::render_hostname(&hostname),
-            resolv_conf: podfiles::render_resolv_conf(&spec.dns, &host_files.resolv_conf),
-            hosts: podfiles::render_hosts(&hostname, &[], host_network, &host_files.hosts),
-        };
-        files.write(&record_dir)?;
+        podfiles::PodFiles::render(
+            &hostname,
+            &[],
+            host_network,
+            &spec.dns,
+            &host_files.hosts,
+            &host_files.resolv_conf,
+        )?
+        .write_to(&record_dir)
+        .map_err(io_err("writing the pod's files"))?;
 
         if let Some(path) = &netns {
             let pin_path = path.clone();
@@ -498,7 +504,7 @@ impl SandboxManager {
             None => Vec::new(),
         };
         if !host_network {
-            let hosts = podfiles::render_hosts(&hostname, &ips, false, &host_files.hosts);
+            let hosts = podfiles::render_hosts(&hostname, &ips, false, &host_files.hosts)?;
             persist::write_atomic(&record_dir.join("hosts"), hosts.as_bytes())
                 .map_err(io_err("writing the pod's hosts file"))?;
         }
@@ -825,28 +831,16 @@ fn attachment(
     metadata: &PodMetadata,
     ports: &[PortMapping],
 ) -> Attachment {
-    Attachment {
-        container_id: id.to_string(),
-        netns: netns.to_path_buf(),
-        ifname: "eth0".to_string(),
-        args: vec![
-            ("IgnoreUnknown".into(), "1".into()),
-            ("K8S_POD_NAMESPACE".into(), metadata.namespace.clone()),
-            ("K8S_POD_NAME".into(), metadata.name.clone()),
-            ("K8S_POD_INFRA_CONTAINER_ID".into(), id.to_string()),
-            ("K8S_POD_UID".into(), metadata.uid.clone()),
-        ],
-        port_mappings: ports
-            .iter()
-            .filter(|p| p.host_port != 0)
-            .map(|p| crate::cni::PortMapping {
-                host_port: p.host_port,
-                container_port: p.container_port,
-                protocol: p.protocol.as_str().to_string(),
-                host_ip: p.host_ip.clone(),
-            })
-            .collect(),
-    }
+    let mut attachment = Attachment::new(
+        id,
+        Some(netns.to_path_buf()),
+        &metadata.namespace,
+        &metadata.name,
+        &metadata.uid,
+    );
+    // A mapping without a host port only documents the container port.
+    attachment.port_mappings = ports.iter().filter(|p| p.host_port != 0).cloned().collect();
+    attachment
 }
 
 struct HostFiles {

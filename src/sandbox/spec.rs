@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::cni::{PortMapping, Protocol};
 use crate::error::{Error, Result};
 use crate::sandbox::podfiles::DnsConfig;
 
@@ -57,32 +58,6 @@ impl NamespaceOptions {
     pub fn shared_pid(&self) -> bool {
         self.pid == NamespaceMode::Pod
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Sctp => "sctp",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortMapping {
-    pub protocol: Protocol,
-    pub container_port: u16,
-    pub host_port: u16,
-    pub host_ip: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
