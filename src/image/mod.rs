@@ -1,1 +1,2 @@
 //! Images: references, registry pulls, content store, layer unpack (being built).
+pub mod unpack;
