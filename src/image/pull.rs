@@ -133,9 +133,13 @@ impl PullError {
                 source: StoreError::DigestMismatch { .. },
                 ..
             } => ErrorKind::FailedPrecondition,
-            PullError::Store { .. } | PullError::Join(_) | PullError::Unpack { .. } => {
-                ErrorKind::Internal
-            }
+            PullError::Unpack {
+                source: UnpackError::Io { .. } | UnpackError::LayerDir { .. },
+                ..
+            } => ErrorKind::Internal,
+            // The layer is broken or hostile, or too big for the limits.
+            PullError::Unpack { .. } => ErrorKind::FailedPrecondition,
+            PullError::Store { .. } | PullError::Join(_) => ErrorKind::Internal,
             PullError::Hosts(_)
             | PullError::ManifestDigest { .. }
             | PullError::NoPlatform { .. }
@@ -794,14 +798,11 @@ impl LayerJob {
             &mut reader,
             self.compression,
             &tmp.join("fs"),
-            &UnpackLimits {
-                max_unpacked_size: None,
-                min_free_space: None,
-            },
+            &UnpackLimits::default(),
         )
         .map_err(unpack_err)?;
         // The blob digest covers every byte, including any the unpacker did not need.
-        io::copy(&mut reader, &mut io::sink()).map_err(|e| unpack_err(UnpackError::from(e)))?;
+        io::copy(&mut reader, &mut io::sink()).map_err(|e| unpack_err(UnpackError::Stream(e)))?;
         reader.tee.commit(&self.digest).map_err(store_err)?;
         if stats.diff_id != self.diff_id {
             return Err(PullError::DiffId {

@@ -40,6 +40,8 @@ pub enum StoreError {
     DigestMismatch { expected: String, actual: String },
     #[error("bad digest {0:?}")]
     BadDigest(String),
+    #[error("removing a layer directory")]
+    RemoveLayer(#[source] super::unpack::UnpackError),
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
@@ -433,7 +435,9 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 fn remove_any(path: &Path) -> Result<(), StoreError> {
     let result = match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => super::unpack::remove_layer_dir(path),
+        Ok(meta) if meta.is_dir() => {
+            return super::unpack::remove_layer_dir(path).map_err(StoreError::RemoveLayer);
+        }
         Ok(_) => fs::remove_file(path),
         Err(e) => Err(e),
     };
