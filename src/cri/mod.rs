@@ -1,1 +1,2 @@
 //! CRI adapters (being built).
+pub mod image;

@@ -309,8 +309,12 @@ server = "https://registry-1.docker.io"
 [host."https://mm.example/custom/api"]
   override_path = true
 "#;
-        let eps = parse("docker.io", text, Path::new("/etc/berth/certs.d/docker.io/hosts.toml"))
-            .unwrap();
+        let eps = parse(
+            "docker.io",
+            text,
+            Path::new("/etc/berth/certs.d/docker.io/hosts.toml"),
+        )
+        .unwrap();
         assert_eq!(
             urls(&eps),
             [
@@ -333,9 +337,16 @@ server = "https://registry-1.docker.io"
 
     #[test]
     fn server_defaults_to_the_registry_and_can_be_disabled() {
-        let eps = parse("quay.io", "[host.\"http://127.0.0.1:5000\"]\n", Path::new("/x/h.toml"))
-            .unwrap();
-        assert_eq!(urls(&eps), ["http://127.0.0.1:5000/v2", "https://quay.io/v2"]);
+        let eps = parse(
+            "quay.io",
+            "[host.\"http://127.0.0.1:5000\"]\n",
+            Path::new("/x/h.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            urls(&eps),
+            ["http://127.0.0.1:5000/v2", "https://quay.io/v2"]
+        );
         let text = "server = \"https://quay.io\"\ncapabilities = []\n[host.\"http://m\"]\n";
         let eps = parse("quay.io", text, Path::new("/x/h.toml")).unwrap();
         assert_eq!(urls(&eps), ["http://m/v2"]);
@@ -353,7 +364,12 @@ server = "https://registry-1.docker.io"
         let eps = default_endpoints("docker.io");
         assert_eq!(urls(&eps), ["https://registry-1.docker.io/v2"]);
         assert!(!eps[0].http_fallback);
-        for loopback in ["localhost:5000", "127.0.0.1:5000", "[::1]:5000", "localhost"] {
+        for loopback in [
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "[::1]:5000",
+            "localhost",
+        ] {
             let eps = default_endpoints(loopback);
             assert!(eps[0].http_fallback, "{loopback}");
             assert_eq!(eps[0].scheme, "https");
@@ -374,7 +390,11 @@ server = "https://registry-1.docker.io"
         };
         write(second.path(), "docker.io", "[host.\"http://second\"]\n");
         write(first.path(), "_default", "[host.\"http://default\"]\n");
-        write(second.path(), "127.0.0.1_5000", "server = \"http://127.0.0.1:5000\"\n");
+        write(
+            second.path(),
+            "127.0.0.1_5000",
+            "server = \"http://127.0.0.1:5000\"\n",
+        );
         let dirs = [first.path().to_path_buf(), second.path().to_path_buf()];
         // A host directory in a later dir beats _default in an earlier one.
         assert_eq!(

@@ -26,7 +26,7 @@ use store::{ImageRecord, Store, StoreError};
 pub enum ImageError {
     #[error(transparent)]
     Reference(#[from] ReferenceError),
-    #[error("{0}")]
+    #[error(transparent)]
     Pull(#[from] pull::PullError),
     #[error("image store")]
     Store(#[from] StoreError),

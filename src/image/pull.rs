@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf as _, Bytes};
-use futures_util::{StreamExt as _, TryStreamExt as _};
+use futures_util::StreamExt as _;
 use serde::Deserialize;
 
 use super::hosts::{self, Endpoint};
@@ -40,7 +40,10 @@ pub enum PullError {
     #[error("registry hosts configuration")]
     Hosts(#[from] hosts::HostsError),
     #[error("{what}: {}", describe_attempts(.attempts))]
-    Endpoints { what: String, attempts: Vec<Attempt> },
+    Endpoints {
+        what: String,
+        attempts: Vec<Attempt>,
+    },
     #[error("manifest from {endpoint} has digest {actual}, not the {expected} asked for")]
     ManifestDigest {
         endpoint: String,
@@ -86,7 +89,9 @@ pub enum PullError {
         #[source]
         source: UnpackError,
     },
-    #[error("layer {digest}: its uncompressed content is {actual}, the image config says {expected}")]
+    #[error(
+        "layer {digest}: its uncompressed content is {actual}, the image config says {expected}"
+    )]
     DiffId {
         digest: String,
         expected: String,
@@ -105,6 +110,8 @@ pub enum PullError {
     ProgressTimeout(Duration),
     #[error("pull task failed")]
     Join(#[from] tokio::task::JoinError),
+    #[error("stopped because another layer of the pull failed")]
+    Cancelled,
 }
 
 impl PullError {
@@ -139,7 +146,9 @@ impl PullError {
             } => ErrorKind::Internal,
             // The layer is broken or hostile, or too big for the limits.
             PullError::Unpack { .. } => ErrorKind::FailedPrecondition,
-            PullError::Store { .. } | PullError::Join(_) => ErrorKind::Internal,
+            PullError::Store { .. } | PullError::Join(_) | PullError::Cancelled => {
+                ErrorKind::Internal
+            }
             PullError::Hosts(_)
             | PullError::ManifestDigest { .. }
             | PullError::NoPlatform { .. }
@@ -560,11 +569,11 @@ async fn pull(
     }
 
     let config_bytes = ctx.small_blob(&pullers, &config).await?;
-    let image_config: oci_spec::image::ImageConfiguration = serde_json::from_slice(&config_bytes)
-        .map_err(|source| PullError::BadConfig {
-        digest: config.digest.clone(),
-        source,
-    })?;
+    let image_config: oci_spec::image::ImageConfiguration =
+        serde_json::from_slice(&config_bytes).map_err(|source| PullError::BadConfig {
+            digest: config.digest.clone(),
+            source,
+        })?;
     let diff_ids = image_config.rootfs().diff_ids().clone();
     if diff_ids.len() != layers.len() {
         return Err(PullError::LayerCount {
@@ -578,12 +587,33 @@ async fn pull(
         .iter()
         .zip(&diff_ids)
         .zip(&chain_ids)
-        .map(|((layer, diff_id), chain_id)| Ok::<_, PullError>((layer, diff_id, chain_id)));
-    futures_util::stream::iter(jobs)
-        .try_for_each_concurrent(inner.max_downloads, |(layer, diff_id, chain_id)| {
-            fetch_layer(&ctx, &pullers, layer, diff_id, chain_id)
-        })
-        .await?;
+        .map(|((layer, diff_id), chain_id)| (layer, diff_id, chain_id));
+    // On the first failure the other layers stop too, and the pull returns only after each
+    // has cleaned up after itself, so a failed pull leaves nothing half-written behind.
+    let (cancel, cancelled) = tokio::sync::watch::channel(false);
+    let slots = tokio::sync::Semaphore::new(inner.max_downloads);
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    for (layer, diff_id, chain_id) in jobs {
+        let (ctx, pullers, cancel, slots) = (&ctx, &pullers, &cancel, &slots);
+        let cancelled = cancelled.clone();
+        running.push(async move {
+            let _slot = slots.acquire().await;
+            let result = fetch_layer(ctx, pullers, layer, diff_id, chain_id, cancelled).await;
+            if result.is_err() {
+                cancel.send_replace(true);
+            }
+            result
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(result) = running.next().await {
+        results.push(result);
+    }
+    // In completion order: the first error is the cause, later ones are its echoes.
+    drop(running);
+    if let Some(error) = results.into_iter().find_map(Result::err) {
+        return Err(error);
+    }
 
     for (digest, bytes) in manifests {
         ctx.store_blob(&digest, bytes).await?;
@@ -678,7 +708,11 @@ async fn fetch_layer(
     layer: &Descriptor,
     diff_id: &str,
     chain_id: &str,
+    mut cancelled: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), PullError> {
+    if *cancelled.borrow() {
+        return Err(PullError::Cancelled);
+    }
     let chain_lock = lock(&ctx.inner.layer_locks)
         .entry(chain_id.to_string())
         .or_default()
@@ -692,13 +726,12 @@ async fn fetch_layer(
     if store.has_layer(chain_id).map_err(store_err)? {
         return Ok(());
     }
-    let compression =
-        Compression::from_media_type(&layer.media_type).map_err(|source| {
-            PullError::LayerMediaType {
-                digest: layer.digest.clone(),
-                source,
-            }
-        })?;
+    let compression = Compression::from_media_type(&layer.media_type).map_err(|source| {
+        PullError::LayerMediaType {
+            digest: layer.digest.clone(),
+            source,
+        }
+    })?;
     let (response, endpoint) = ctx.blob_response(endpoints, &layer.digest).await?;
     tracing::debug!(digest = %layer.digest, endpoint = %endpoint.base_url(), "downloading layer");
 
@@ -714,7 +747,15 @@ async fn fetch_layer(
 
     let mut body = response.bytes_stream();
     let mut network_error = None;
-    while let Some(chunk) = body.next().await {
+    loop {
+        let chunk = tokio::select! {
+            chunk = body.next() => chunk,
+            _ = cancelled.wait_for(|c| *c) => {
+                network_error = Some(PullError::Cancelled);
+                break;
+            }
+        };
+        let Some(chunk) = chunk else { break };
         match chunk {
             Ok(bytes) => {
                 ctx.progress.touch();
@@ -904,9 +945,8 @@ mod tests {
             format!("sha256:{}", "b".repeat(64))
         );
         // With only a variant entry, that one is taken.
-        let only_variant = [
-            serde_json::from_value(entry("linux", "amd64", Some("v2"), 'f')).unwrap(),
-        ];
+        let only_variant =
+            [serde_json::from_value(entry("linux", "amd64", Some("v2"), 'f')).unwrap()];
         assert!(select_platform(&only_variant).is_ok());
     }
 
@@ -938,7 +978,11 @@ mod tests {
             "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
                         "digest": format!("sha256:{}", "2".repeat(64)), "size": 7}]
         });
-        for media_type in [MEDIA_DOCKER_MANIFEST, MEDIA_OCI_MANIFEST, "application/json"] {
+        for media_type in [
+            MEDIA_DOCKER_MANIFEST,
+            MEDIA_OCI_MANIFEST,
+            "application/json",
+        ] {
             let Parsed::Image { config, layers } =
                 parse_manifest(&manifest(media_type, doc.clone())).unwrap()
             else {
@@ -997,6 +1041,9 @@ mod tests {
             })],
         };
         assert_eq!(err.kind(), ErrorKind::Unavailable);
-        assert!(err.to_string().contains("http://x/v2 (u: HTTP 500)"), "{err}");
+        assert!(
+            err.to_string().contains("http://x/v2 (u: HTTP 500)"),
+            "{err}"
+        );
     }
 }

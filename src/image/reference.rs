@@ -155,7 +155,11 @@ pub fn validate_digest(digest: &str) -> Result<(), &'static str> {
     let Some(hex) = digest.strip_prefix("sha256:") else {
         return Err("digest is not sha256:<hex>");
     };
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err("digest is not 64 lowercase hex characters");
     }
     Ok(())
@@ -176,7 +180,9 @@ fn validate_tag(tag: &str) -> Result<(), &'static str> {
 fn validate_domain(domain: &str) -> Result<(), &'static str> {
     // An IPv6 literal in brackets, optionally with a port.
     if let Some(rest) = domain.strip_prefix('[') {
-        let (addr, after) = rest.split_once(']').ok_or("unclosed '[' in registry host")?;
+        let (addr, after) = rest
+            .split_once(']')
+            .ok_or("unclosed '[' in registry host")?;
         if addr.parse::<std::net::Ipv6Addr>().is_err() {
             return Err("bad IPv6 address in registry host");
         }
@@ -280,9 +286,15 @@ mod tests {
             ),
             ("localhost/app", "localhost/app:latest"),
             ("localhost:5000/app:x", "localhost:5000/app:x"),
-            ("127.0.0.1:5000/library/busybox", "127.0.0.1:5000/library/busybox:latest"),
+            (
+                "127.0.0.1:5000/library/busybox",
+                "127.0.0.1:5000/library/busybox:latest",
+            ),
             ("[::1]:5000/a/b:c", "[::1]:5000/a/b:c"),
-            ("a.b/c/d/e_f__g-h--i.j:T_a.g-1", "a.b/c/d/e_f__g-h--i.j:T_a.g-1"),
+            (
+                "a.b/c/d/e_f__g-h--i.j:T_a.g-1",
+                "a.b/c/d/e_f__g-h--i.j:T_a.g-1",
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(norm(input), want, "{input}");
@@ -354,7 +366,10 @@ mod tests {
             long_name.as_str(),
         ];
         for input in cases {
-            assert!(Reference::parse(input).is_err(), "{input:?} should be refused");
+            assert!(
+                Reference::parse(input).is_err(),
+                "{input:?} should be refused"
+            );
         }
     }
 }

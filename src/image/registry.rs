@@ -114,7 +114,9 @@ pub enum Challenge {
 /// Parses `Bearer realm="…",service="…",scope="…"` or `Basic realm="…"`.
 pub fn parse_challenge(header: &str) -> Option<Challenge> {
     let header = header.trim();
-    let (scheme, params) = header.split_once(char::is_whitespace).unwrap_or((header, ""));
+    let (scheme, params) = header
+        .split_once(char::is_whitespace)
+        .unwrap_or((header, ""));
     let params = parse_params(params)?;
     let get = |key: &str| {
         params
@@ -238,12 +240,11 @@ impl RegistryClient {
                 path: path.clone(),
                 source,
             })?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|source| {
-                RegistryError::BadCa {
+            let cert =
+                reqwest::Certificate::from_pem(&pem).map_err(|source| RegistryError::BadCa {
                     path: path.clone(),
                     source,
-                }
-            })?;
+                })?;
             builder = builder.add_root_certificate(cert);
         }
         let client = builder.build().map_err(RegistryError::Client)?;
@@ -527,7 +528,9 @@ fn bearer_header(token: &str) -> HeaderValue {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding one of these maps leaves it consistent (single inserts).
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -277,7 +277,9 @@ impl Store {
     }
 
     pub fn write_record(&self, record: &ImageRecord) -> Result<(), StoreError> {
-        let path = self.records_dir().join(format!("{}.json", digest_hex(&record.id)?));
+        let path = self
+            .records_dir()
+            .join(format!("{}.json", digest_hex(&record.id)?));
         let json = serde_json::to_vec_pretty(record).map_err(|source| StoreError::BadRecord {
             path: path.clone(),
             source,
@@ -484,7 +486,9 @@ mod tests {
         let good = sha256_digest(b"hello");
         store.write_blob(&good, b"hello").unwrap();
         assert_eq!(store.read_blob(&good).unwrap(), b"hello");
-        let err = store.write_blob(&sha256_digest(b"other"), b"hello").unwrap_err();
+        let err = store
+            .write_blob(&sha256_digest(b"other"), b"hello")
+            .unwrap_err();
         assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
         assert!(!store.blob_path(&sha256_digest(b"other")).unwrap().exists());
         assert_eq!(fs::read_dir(dir.path().join("ingest")).unwrap().count(), 0);
