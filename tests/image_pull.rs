@@ -219,8 +219,10 @@ fn env() -> Env {
     let root = dir.path().join("root");
     let certs = dir.path().join("certs.d");
     std::fs::create_dir_all(&certs).unwrap();
-    let mut config = Config::default();
-    config.root = root.clone();
+    let mut config = Config {
+        root: root.clone(),
+        ..Default::default()
+    };
     config.registry.config_path = vec![certs.clone()];
     Env {
         _dir: dir,
@@ -443,9 +445,12 @@ async fn restart_keeps_images_and_cleans_half_written_files() {
 
 /// A tiny registry serving fixed paths, counting requests; `stall` paths send half their
 /// body and then nothing.
+/// Path → (content type, body).
+type Routes = HashMap<String, (String, Vec<u8>)>;
+
 #[derive(Clone, Default)]
 struct Fake {
-    routes: Arc<Mutex<HashMap<String, (String, Vec<u8>)>>>,
+    routes: Arc<Mutex<Routes>>,
     stall: Arc<Mutex<Vec<String>>>,
     hits: Arc<Mutex<HashMap<String, usize>>>,
 }

@@ -808,10 +808,10 @@ impl LayerJob {
         };
         let tmp = self.store.layer_tmp(&self.chain_id).map_err(store_err)?;
         let result = self.unpack_into(rx, &tmp);
-        if result.is_err() {
-            if let Err(e) = unpack::remove_layer_dir(&tmp) {
-                tracing::warn!(path = %tmp.display(), error = %e, "removing a failed layer");
-            }
+        if result.is_err()
+            && let Err(e) = unpack::remove_layer_dir(&tmp)
+        {
+            tracing::warn!(path = %tmp.display(), error = %e, "removing a failed layer");
         }
         result
     }
