@@ -1,1 +1,3 @@
 //! Small safe wrappers around Linux interfaces.
+pub mod cgroup;
+pub mod process;
