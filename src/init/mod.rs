@@ -175,13 +175,15 @@ fn setup(bundle: &Path, sync: &OwnedFd) -> Result<Outcome> {
             fs::write(&path, value).map_err(|e| InitError::io(&step, &e))?;
         }
     }
-    if let Some(root) = spec.root() {
-        if !root.path().as_os_str().is_empty() {
-            return Err(InitError::new(
-                format!("set up rootfs {}", root.path().display()),
-                "not supported yet",
-            ));
-        }
+    if let Some(root) = spec
+        .root()
+        .as_ref()
+        .filter(|r| !r.path().as_os_str().is_empty())
+    {
+        return Err(InitError::new(
+            format!("set up rootfs {}", root.path().display()),
+            "not supported yet",
+        ));
     }
 
     match ready_pipe {
@@ -284,7 +286,12 @@ fn fork_into_pid_namespace(sync: &OwnedFd) -> Result<Forked> {
             let mut byte = [0u8; 1];
             let ready = matches!(File::from(read_end).read(&mut byte), Ok(1));
             if ready {
-                send(sync, &InitMessage::Created { pid: child.as_raw() });
+                send(
+                    sync,
+                    &InitMessage::Created {
+                        pid: child.as_raw(),
+                    },
+                );
                 Ok(Forked::Intermediate(Outcome::Intermediate))
             } else {
                 // The workload sent its own error (or died; the shim sees EOF).
@@ -316,7 +323,9 @@ fn exec_pause() -> Result<Outcome> {
     // process does not keep init's heap and mappings.
     let exe = c"/proc/self/exe";
     let argv = [c"berth-pause", c"pause"];
-    let err = nix::unistd::execv(exe, &argv).err().unwrap_or(Errno::EINVAL);
+    let err = nix::unistd::execv(exe, &argv)
+        .err()
+        .unwrap_or(Errno::EINVAL);
     Err(InitError::errno("exec pause", err))
 }
 
@@ -335,13 +344,19 @@ fn exec_process(spec: &Spec) -> Result<Outcome> {
     std::env::set_current_dir(cwd)
         .map_err(|e| InitError::io(format!("chdir {}", cwd.display()), &e))?;
     let step = format!("exec {program}");
-    let path = resolve_program(program, &env).ok_or_else(|| {
-        InitError::new(&step, "executable file not found in $PATH")
-    })?;
-    let to_c = |s: &[u8]| CString::new(s).map_err(|_| InitError::new(&step, "argument contains NUL"));
+    let path = resolve_program(program, &env)
+        .ok_or_else(|| InitError::new(&step, "executable file not found in $PATH"))?;
+    let to_c =
+        |s: &[u8]| CString::new(s).map_err(|_| InitError::new(&step, "argument contains NUL"));
     let c_path = to_c(path.as_os_str().as_bytes())?;
-    let c_args = args.iter().map(|a| to_c(a.as_bytes())).collect::<Result<Vec<_>>>()?;
-    let c_env = env.iter().map(|e| to_c(e.as_bytes())).collect::<Result<Vec<_>>>()?;
+    let c_args = args
+        .iter()
+        .map(|a| to_c(a.as_bytes()))
+        .collect::<Result<Vec<_>>>()?;
+    let c_env = env
+        .iter()
+        .map(|e| to_c(e.as_bytes()))
+        .collect::<Result<Vec<_>>>()?;
     let err = nix::unistd::execve(&c_path, &c_args, &c_env)
         .err()
         .unwrap_or(Errno::EINVAL);
@@ -394,10 +409,7 @@ mod tests {
         let env = vec!["PATH=/nonexistent:/bin:/usr/bin".to_string()];
         let found = resolve_program("sh", &env).unwrap();
         assert!(found.ends_with("sh"));
-        assert_eq!(
-            resolve_program("/x/y", &env),
-            Some(PathBuf::from("/x/y"))
-        );
+        assert_eq!(resolve_program("/x/y", &env), Some(PathBuf::from("/x/y")));
         assert_eq!(resolve_program("no-such-program-berth", &env), None);
     }
 }

@@ -23,7 +23,8 @@ pub enum InitMessage {
 impl InitMessage {
     /// One JSON line.
     pub fn to_line(&self) -> Vec<u8> {
-        let mut line = serde_json::to_vec(self).unwrap_or_else(|_| b"{\"error\":\"encode\"}".to_vec());
+        let mut line =
+            serde_json::to_vec(self).unwrap_or_else(|_| b"{\"error\":\"encode\"}".to_vec());
         line.push(b'\n');
         line
     }

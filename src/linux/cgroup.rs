@@ -152,9 +152,12 @@ fn unescape_mountinfo(field: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'\\'
             && i + 4 <= bytes.len()
-            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
         {
-            let value = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            let value =
+                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(value);
             i += 4;
         } else {
@@ -465,7 +468,11 @@ mod tests {
         assert_eq!(
             summary,
             vec![
-                ("/sys/fs/cgroup/cpu,cpuacct".into(), s(&["cpu", "cpuacct"]), false),
+                (
+                    "/sys/fs/cgroup/cpu,cpuacct".into(),
+                    s(&["cpu", "cpuacct"]),
+                    false
+                ),
                 ("/sys/fs/cgroup/cpuset".into(), s(&["cpuset"]), false),
                 ("/sys/fs/cgroup/memory".into(), s(&["memory"]), false),
                 ("/sys/fs/cgroup/systemd".into(), s(&["name=systemd"]), false),

@@ -109,7 +109,9 @@ mod tests {
     fn sysctl_keys_map_below_proc_sys() {
         assert_eq!(
             sysctl_path("net.ipv4.ip_unprivileged_port_start"),
-            Some(PathBuf::from("/proc/sys/net/ipv4/ip_unprivileged_port_start"))
+            Some(PathBuf::from(
+                "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+            ))
         );
         assert_eq!(
             sysctl_path("kernel/shmmni"),
