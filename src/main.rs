@@ -38,6 +38,11 @@ enum ConfigAction {
 }
 
 fn main() -> ExitCode {
+    // The pod's pause process re-execs the binary as `berth-pause pause`: keep it off clap
+    // and everything else so it stays small.
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == "pause") {
+        return berth::init::pause::run();
+    }
     let cli = Cli::parse();
     match cli.role.unwrap_or(Role::Daemon) {
         Role::Daemon => berth::server::run_daemon(&cli.config),

@@ -1,9 +1,415 @@
-//! The init process (being built).
+//! `berth init`: sets up one process of a pod from an OCI runtime spec, then execs it.
+//!
+//! Single-threaded, no tokio. Sequence: cgroup → oom_score_adj → namespaces (join, then
+//! create) → (fork, when a PID namespace is entered, so the workload is inside it) →
+//! hostname → sysctls → [rootfs: later issue] → report "created" → wait at the start gate
+//! → exec (or become the built-in pause). Every failure is sent to the shim over the
+//! sync socket (fd 3) with the failing step named, before exiting.
+
+pub mod pause;
+pub mod plan;
+pub mod sync;
+
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct InitArgs {}
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::unistd::{ForkResult, fork, getpid, pipe2};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
-pub fn run(_args: InitArgs) -> ExitCode {
-    ExitCode::FAILURE
+use crate::linux::cgroup::Cgroups;
+use crate::linux::process::{clamp_oom_score_adj, read_oom_score_adj, sysctl_path};
+use plan::{NamespacePlan, is_pause, short_name};
+use sync::{InitMessage, SYNC_FD};
+
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// The OCI bundle: a directory holding config.json.
+    #[arg(long)]
+    pub bundle: PathBuf,
+}
+
+/// A failed step, as the shim (and the kubelet) will read it: "step: reason".
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {reason}")]
+pub struct InitError {
+    step: String,
+    reason: String,
+}
+
+impl InitError {
+    fn new(step: impl Into<String>, reason: impl Into<String>) -> Self {
+        InitError {
+            step: step.into(),
+            reason: reason.into(),
+        }
+    }
+    fn errno(step: impl Into<String>, errno: Errno) -> Self {
+        Self::new(step, describe_errno(errno))
+    }
+    fn io(step: impl Into<String>, err: &io::Error) -> Self {
+        Self::new(step, describe_io(err))
+    }
+}
+
+/// "No such file or directory" → "no such file or directory".
+fn describe_errno(errno: Errno) -> String {
+    let desc = errno.desc();
+    let mut chars = desc.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => desc.to_string(),
+    }
+}
+
+fn describe_io(err: &io::Error) -> String {
+    match err.raw_os_error() {
+        Some(code) => describe_errno(Errno::from_raw(code)),
+        None => err.to_string(),
+    }
+}
+
+/// An error and its causes, with OS errors described the same way as above.
+fn describe_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        match e.downcast_ref::<io::Error>() {
+            Some(io_err) => parts.push(describe_io(io_err)),
+            None => parts.push(e.to_string()),
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+type Result<T, E = InitError> = std::result::Result<T, E>;
+
+pub fn run(args: InitArgs) -> ExitCode {
+    // SAFETY: the shim hands init its sync socket as fd 3; nothing else in this
+    // process owns that number.
+    let sync = unsafe { OwnedFd::from_raw_fd(SYNC_FD) };
+    if fcntl(&sync, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).is_err() {
+        eprintln!("berth init: fd 3 is not the sync socket; init is started by the shim");
+        return ExitCode::FAILURE;
+    }
+    match setup(&args.bundle, &sync) {
+        Ok(Outcome::Intermediate) => ExitCode::SUCCESS,
+        Ok(Outcome::NoStart) => ExitCode::FAILURE,
+        Err(err) => {
+            send(&sync, &InitMessage::Error(err.to_string()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum Outcome {
+    /// The parent that forked the workload into its PID namespace; its job is done.
+    Intermediate,
+    /// The shim closed the gate without starting (deleted before start).
+    NoStart,
+}
+
+fn send(sync: &OwnedFd, message: &InitMessage) {
+    let line = message.to_line();
+    let mut rest = line.as_slice();
+    while !rest.is_empty() {
+        match nix::unistd::write(sync, rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(Errno::EINTR) => continue,
+            // The shim is gone; nobody is left to tell.
+            Err(_) => return,
+        }
+    }
+}
+
+fn setup(bundle: &Path, sync: &OwnedFd) -> Result<Outcome> {
+    let config = bundle.join("config.json");
+    let spec = Spec::load(&config)
+        .map_err(|e| InitError::new(format!("load {}", config.display()), describe_chain(&e)))?;
+    let linux = spec.linux().clone().unwrap_or_default();
+    let plan = NamespacePlan::from_spec(&spec);
+
+    if let Some(cgroup) = linux.cgroups_path() {
+        join_cgroup(&cgroup.to_string_lossy())?;
+    }
+    if let Some(requested) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
+        set_oom_score_adj(requested)?;
+    }
+    enter_namespaces(&plan)?;
+
+    // From here on this is the workload process. When it was forked, the intermediate
+    // reports "created" with its pid once the ready pipe says setup finished.
+    let ready_pipe = if plan.needs_fork() {
+        match fork_into_pid_namespace(sync)? {
+            Forked::Intermediate(outcome) => return Ok(outcome),
+            Forked::Workload(ready) => Some(ready),
+        }
+    } else {
+        None
+    };
+
+    if let Some(hostname) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        if !plan.creates(LinuxNamespaceType::Uts) {
+            return Err(InitError::new(
+                format!("set hostname {hostname}"),
+                "needs a new uts namespace",
+            ));
+        }
+        nix::unistd::sethostname(hostname)
+            .map_err(|e| InitError::errno(format!("set hostname {hostname}"), e))?;
+    }
+    if let Some(sysctls) = linux.sysctl() {
+        let mut keys: Vec<_> = sysctls.iter().collect();
+        keys.sort();
+        for (key, value) in keys {
+            let step = format!("set sysctl {key}={value}");
+            let path = sysctl_path(key).ok_or_else(|| InitError::new(&step, "invalid key"))?;
+            fs::write(&path, value).map_err(|e| InitError::io(&step, &e))?;
+        }
+    }
+    if let Some(root) = spec
+        .root()
+        .as_ref()
+        .filter(|r| !r.path().as_os_str().is_empty())
+    {
+        return Err(InitError::new(
+            format!("set up rootfs {}", root.path().display()),
+            "not supported yet",
+        ));
+    }
+
+    match ready_pipe {
+        Some(ready) => File::from(ready)
+            .write_all(b"1")
+            .map_err(|e| InitError::io("report ready to the intermediate", &e))?,
+        None => send(
+            sync,
+            &InitMessage::Created {
+                pid: getpid().as_raw(),
+            },
+        ),
+    }
+
+    if !wait_for_start(sync)? {
+        return Ok(Outcome::NoStart);
+    }
+    if is_pause(&spec) {
+        exec_pause()
+    } else {
+        exec_process(&spec)
+    }
+}
+
+enum Forked {
+    Intermediate(Outcome),
+    /// The workload, holding the write end of the ready pipe.
+    Workload(OwnedFd),
+}
+
+fn join_cgroup(path: &str) -> Result<()> {
+    let step = format!("join cgroup {path}");
+    let cgroups = Cgroups::detect().map_err(|e| InitError::new(&step, describe_chain(&e)))?;
+    cgroups
+        .create(path)
+        .and_then(|()| cgroups.add_process(path, getpid().as_raw()))
+        .map_err(|e| InitError::new(&step, describe_chain(&e)))
+}
+
+fn set_oom_score_adj(requested: i32) -> Result<()> {
+    let step = format!("set oom_score_adj {requested}");
+    let current = read_oom_score_adj("self").map_err(|e| InitError::io(&step, &e))?;
+    let (value, clamped) = clamp_oom_score_adj(requested, current);
+    if clamped {
+        // Lowering it needs CAP_SYS_RESOURCE; containerd does the same clamp.
+        eprintln!("berth init: debug: oom_score_adj {requested} clamped to {current}");
+    }
+    if value != current {
+        fs::write("/proc/self/oom_score_adj", value.to_string())
+            .map_err(|e| InitError::io(&step, &e))?;
+    }
+    Ok(())
+}
+
+fn enter_namespaces(plan: &NamespacePlan) -> Result<()> {
+    // Open every path first: joining a mount namespace changes what later paths name.
+    let mut opened = Vec::new();
+    for join in &plan.join {
+        let step = format!("join {} {}", short_name(join.kind), join.path.display());
+        let fd = File::open(&join.path).map_err(|e| InitError::io(&step, &e))?;
+        opened.push((step, OwnedFd::from(fd), join.kind));
+    }
+    for (step, fd, kind) in opened {
+        setns(fd, plan::clone_flag(kind)).map_err(|e| InitError::errno(step, e))?;
+    }
+    let flags = plan.unshare_flags();
+    if !flags.is_empty() {
+        let names: Vec<&str> = plan.create.iter().map(|k| short_name(*k)).collect();
+        let step = format!("create {}", names.join(","));
+        unshare(flags).map_err(|e| InitError::errno(step, e))?;
+    }
+    if flags.contains(CloneFlags::CLONE_NEWNS) {
+        // Keep mount events from leaking back to the host.
+        nix::mount::mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_SLAVE,
+            None::<&str>,
+        )
+        .map_err(|e| InitError::errno("make / a slave mount", e))?;
+    }
+    Ok(())
+}
+
+/// Forks the workload into the PID namespace. The intermediate waits until the workload
+/// is set up and reports its pid (the workload reports its own errors); the workload
+/// gets the ready pipe. The workload is reparented to the shim, the pod's subreaper.
+fn fork_into_pid_namespace(sync: &OwnedFd) -> Result<Forked> {
+    let (read_end, write_end) =
+        pipe2(OFlag::O_CLOEXEC).map_err(|e| InitError::errno("create ready pipe", e))?;
+    // SAFETY: init is single-threaded, so the child may run arbitrary code.
+    match unsafe { fork() }.map_err(|e| InitError::errno("fork into the pid namespace", e))? {
+        ForkResult::Child => {
+            drop(read_end);
+            Ok(Forked::Workload(write_end))
+        }
+        ForkResult::Parent { child } => {
+            drop(write_end);
+            let mut byte = [0u8; 1];
+            let ready = matches!(File::from(read_end).read(&mut byte), Ok(1));
+            if ready {
+                send(
+                    sync,
+                    &InitMessage::Created {
+                        pid: child.as_raw(),
+                    },
+                );
+                Ok(Forked::Intermediate(Outcome::Intermediate))
+            } else {
+                // The workload sent its own error (or died; the shim sees EOF).
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                Ok(Forked::Intermediate(Outcome::NoStart))
+            }
+        }
+    }
+}
+
+/// Blocks until the shim sends `start` (true) or closes the socket (false).
+fn wait_for_start(sync: &OwnedFd) -> Result<bool> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(sync.as_fd(), &mut byte) {
+            Ok(0) => return Ok(false),
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => line.push(byte[0]),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(InitError::errno("wait for start", e)),
+        }
+    }
+    Ok(line == sync::START.strip_suffix(b"\n").unwrap_or(sync::START))
+}
+
+fn exec_pause() -> Result<Outcome> {
+    // Re-exec the binary into its small pause fast path (src/main.rs) so the pause
+    // process does not keep init's heap and mappings.
+    let exe = c"/proc/self/exe";
+    let argv = [c"berth-pause", c"pause"];
+    let err = nix::unistd::execv(exe, &argv)
+        .err()
+        .unwrap_or(Errno::EINVAL);
+    Err(InitError::errno("exec pause", err))
+}
+
+fn exec_process(spec: &Spec) -> Result<Outcome> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| InitError::new("exec", "the spec has no process"))?;
+    let args = process.args().clone().unwrap_or_default();
+    let program = args
+        .first()
+        .ok_or_else(|| InitError::new("exec", "process.args is empty"))?;
+    let env = process.env().clone().unwrap_or_default();
+    let cwd = process.cwd();
+    #[allow(clippy::disallowed_methods)] // init is single-threaded: chdir is its to do
+    std::env::set_current_dir(cwd)
+        .map_err(|e| InitError::io(format!("chdir {}", cwd.display()), &e))?;
+    let step = format!("exec {program}");
+    let path = resolve_program(program, &env)
+        .ok_or_else(|| InitError::new(&step, "executable file not found in $PATH"))?;
+    let to_c =
+        |s: &[u8]| CString::new(s).map_err(|_| InitError::new(&step, "argument contains NUL"));
+    let c_path = to_c(path.as_os_str().as_bytes())?;
+    let c_args = args
+        .iter()
+        .map(|a| to_c(a.as_bytes()))
+        .collect::<Result<Vec<_>>>()?;
+    let c_env = env
+        .iter()
+        .map(|e| to_c(e.as_bytes()))
+        .collect::<Result<Vec<_>>>()?;
+    let err = nix::unistd::execve(&c_path, &c_args, &c_env)
+        .err()
+        .unwrap_or(Errno::EINVAL);
+    Err(InitError::errno(step, err))
+}
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Finds `program` in the workload's own PATH (not init's), like a shell would.
+fn resolve_program(program: &str, env: &[String]) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    let path_var = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    path_var
+        .split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| Path::new(dir).join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_read_like_the_brief() {
+        let err = InitError::errno("join netns /run/berth/netns/x", Errno::ENOENT);
+        assert_eq!(
+            err.to_string(),
+            "join netns /run/berth/netns/x: no such file or directory"
+        );
+        let io = io::Error::from_raw_os_error(libc::EACCES);
+        assert_eq!(
+            InitError::io("mount /proc", &io).to_string(),
+            "mount /proc: permission denied"
+        );
+    }
+
+    #[test]
+    fn programs_are_found_in_the_workload_path() {
+        let env = vec!["PATH=/nonexistent:/bin:/usr/bin".to_string()];
+        let found = resolve_program("sh", &env).unwrap();
+        assert!(found.ends_with("sh"));
+        assert_eq!(resolve_program("/x/y", &env), Some(PathBuf::from("/x/y")));
+        assert_eq!(resolve_program("no-such-program-berth", &env), None);
+    }
 }

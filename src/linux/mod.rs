@@ -1,3 +1,5 @@
 //! Small safe wrappers around Linux interfaces.
 
+pub mod cgroup;
 pub mod netns;
+pub mod process;

@@ -1,9 +1,174 @@
-//! The per-pod shim process (being built).
+//! `berth shim`: one per pod. Parent (via subreaper) of the pod's pause, container and
+//! exec processes; serves berth.shim.v1 on a unix socket; records exits to files so a
+//! daemon that was away learns them from disk. It outlives the daemon and never
+//! restarts itself.
+//!
+//! Start-up, all before the (single-threaded) tokio runtime exists: fork away from the
+//! daemon (whose child exits at once), setsid, become child subreaper, bind the socket,
+//! stdin → /dev/null and stdout/stderr → the log, then `ready <pid>\n` on the original
+//! stdout, which is closed.
+
+pub mod bundle;
+pub mod client;
+mod service;
+mod state;
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct ShimArgs {}
+use nix::unistd::{ForkResult, fork, setsid};
 
-pub fn run(_args: ShimArgs) -> ExitCode {
-    ExitCode::FAILURE
+pub use bundle::{PauseSpec, write_pause_bundle};
+pub use client::{ShimClient, SpawnOptions, connect, spawn};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ShimArgs {
+    /// The pod this shim serves.
+    #[arg(long)]
+    pub sandbox_id: String,
+    /// Unix socket to serve berth.shim.v1 on (keep it short: sockaddr_un holds 107 bytes).
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// Directory for shim.json and exits/.
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    /// Log file (appended); default `<state-dir>/shim.log`.
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    /// Log level filter (tracing syntax).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    #[error("{what}")]
+    Setup {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{what}")]
+    Sys {
+        what: String,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+impl From<ShimError> for crate::Error {
+    fn from(err: ShimError) -> Self {
+        crate::Error::internal("shim", err)
+    }
+}
+
+fn setup_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ShimError {
+    let what = what.into();
+    move |source| ShimError::Setup { what, source }
+}
+
+fn sys_err(what: impl Into<String>) -> impl FnOnce(nix::Error) -> ShimError {
+    let what = what.into();
+    move |source| ShimError::Sys { what, source }
+}
+
+pub fn run(args: ShimArgs) -> ExitCode {
+    // SAFETY: nothing has started a thread yet (main only parsed argv), so the child may
+    // run arbitrary code.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { .. }) => return ExitCode::SUCCESS,
+        Ok(ForkResult::Child) => {}
+        Err(e) => {
+            eprintln!("berth shim: fork: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let listener = match detach(&args) {
+        Ok(listener) => listener,
+        Err(e) => {
+            // stderr is still the daemon's pipe when detaching fails.
+            eprintln!("berth shim: {}", crate::Error::from(e));
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(&args.log_level);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "build the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(service::serve(args, listener)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "shim failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Everything between the fork and the runtime; returns the bound listener after
+/// `ready <pid>` was written.
+fn detach(args: &ShimArgs) -> Result<UnixListener, ShimError> {
+    setsid().map_err(sys_err("setsid"))?;
+    nix::sys::prctl::set_child_subreaper(true).map_err(sys_err("become child subreaper"))?;
+    let exits = args.state_dir.join("exits");
+    fs::create_dir_all(&exits).map_err(setup_err(format!("create {}", exits.display())))?;
+    let listener = bind(&args.socket)?;
+
+    let log_path = args
+        .log
+        .clone()
+        .unwrap_or_else(|| args.state_dir.join("shim.log"));
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&log_path)
+        .map_err(setup_err(format!("open log {}", log_path.display())))?;
+    let null = fs::File::open("/dev/null").map_err(setup_err("open /dev/null"))?;
+    let ready_pipe = nix::unistd::dup(io::stdout()).map_err(sys_err("dup stdout"))?;
+    nix::unistd::dup2_stdin(&null).map_err(sys_err("redirect stdin"))?;
+    nix::unistd::dup2_stdout(&log).map_err(sys_err("redirect stdout"))?;
+    nix::unistd::dup2_stderr(&log).map_err(sys_err("redirect stderr"))?;
+    let mut ready = fs::File::from(ready_pipe);
+    // A daemon that gave up waiting closed the pipe; serving anyway lets it reconnect.
+    let _ = writeln!(ready, "ready {}", std::process::id());
+    Ok(listener)
+}
+
+fn bind(socket: &Path) -> Result<UnixListener, ShimError> {
+    if socket.exists() && std::os::unix::net::UnixStream::connect(socket).is_err() {
+        // A stale socket of a dead shim; a live one would have answered.
+        let _ = fs::remove_file(socket);
+    }
+    if let Some(dir) = socket.parent() {
+        fs::create_dir_all(dir).map_err(setup_err(format!("create {}", dir.display())))?;
+    }
+    let listener =
+        UnixListener::bind(socket).map_err(setup_err(format!("bind {}", socket.display())))?;
+    fs::set_permissions(socket, fs::Permissions::from_mode(0o600))
+        .map_err(setup_err(format!("chmod {}", socket.display())))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(setup_err("set the listener non-blocking"))?;
+    Ok(listener)
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(io::stderr)
+        .try_init();
 }

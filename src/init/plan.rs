@@ -1,0 +1,169 @@
+//! What init will do for a spec, as data: which namespaces to join or create, whether a
+//! fork is needed, whether the workload is the built-in pause.
+
+use std::path::PathBuf;
+
+use nix::sched::CloneFlags;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+/// Annotation that makes init become the built-in pause process instead of an exec.
+pub const PAUSE_ANNOTATION: &str = "berth.pause";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceJoin {
+    pub kind: LinuxNamespaceType,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NamespacePlan {
+    /// In join order: user first (it grants rights over the others), mount last (it
+    /// changes how later paths resolve; all paths are opened before any join anyway).
+    pub join: Vec<NamespaceJoin>,
+    /// Namespaces to create with one unshare.
+    pub create: Vec<LinuxNamespaceType>,
+}
+
+impl NamespacePlan {
+    pub fn from_spec(spec: &Spec) -> NamespacePlan {
+        let mut plan = NamespacePlan::default();
+        let namespaces = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().clone())
+            .unwrap_or_default();
+        for ns in namespaces {
+            match ns.path() {
+                Some(path) if !path.as_os_str().is_empty() => plan.join.push(NamespaceJoin {
+                    kind: ns.typ(),
+                    path: path.clone(),
+                }),
+                _ => plan.create.push(ns.typ()),
+            }
+        }
+        plan.join.sort_by_key(|j| join_rank(j.kind));
+        plan
+    }
+
+    pub fn unshare_flags(&self) -> CloneFlags {
+        self.create
+            .iter()
+            .fold(CloneFlags::empty(), |flags, kind| flags | clone_flag(*kind))
+    }
+
+    /// Entering a PID namespace (new or joined) only applies to children: init must fork
+    /// so the workload is inside it.
+    pub fn needs_fork(&self) -> bool {
+        self.create.contains(&LinuxNamespaceType::Pid)
+            || self.join.iter().any(|j| j.kind == LinuxNamespaceType::Pid)
+    }
+
+    pub fn creates(&self, kind: LinuxNamespaceType) -> bool {
+        self.create.contains(&kind)
+    }
+}
+
+fn join_rank(kind: LinuxNamespaceType) -> u8 {
+    match kind {
+        LinuxNamespaceType::User => 0,
+        LinuxNamespaceType::Mount => 2,
+        _ => 1,
+    }
+}
+
+pub fn clone_flag(kind: LinuxNamespaceType) -> CloneFlags {
+    match kind {
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        // nix has no CLONE_NEWTIME constant; the value is fixed by the kernel ABI.
+        LinuxNamespaceType::Time => CloneFlags::from_bits_retain(0x80),
+    }
+}
+
+/// Short name used in step descriptions: "netns", "ipcns", ...
+pub fn short_name(kind: LinuxNamespaceType) -> &'static str {
+    match kind {
+        LinuxNamespaceType::Mount => "mntns",
+        LinuxNamespaceType::Cgroup => "cgroupns",
+        LinuxNamespaceType::Uts => "utsns",
+        LinuxNamespaceType::Ipc => "ipcns",
+        LinuxNamespaceType::User => "userns",
+        LinuxNamespaceType::Pid => "pidns",
+        LinuxNamespaceType::Network => "netns",
+        LinuxNamespaceType::Time => "timens",
+    }
+}
+
+/// Whether the spec asks for the built-in pause process.
+pub fn is_pause(spec: &Spec) -> bool {
+    let annotated = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(PAUSE_ANNOTATION))
+        .is_some_and(|v| v == "true");
+    let args = spec.process().as_ref().and_then(|p| p.args().clone());
+    annotated || args.is_some_and(|a| a == ["/pause"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> Spec {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn joins_are_ordered_and_new_namespaces_collected() {
+        let s = spec(
+            r#"{"ociVersion":"1.0.2","linux":{"namespaces":[
+                {"type":"mount","path":"/proc/1/ns/mnt"},
+                {"type":"network","path":"/run/berth/netns/x"},
+                {"type":"user","path":"/proc/1/ns/user"},
+                {"type":"ipc"},{"type":"uts"},{"type":"pid"}]}}"#,
+        );
+        let plan = NamespacePlan::from_spec(&s);
+        let kinds: Vec<_> = plan.join.iter().map(|j| j.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                LinuxNamespaceType::User,
+                LinuxNamespaceType::Network,
+                LinuxNamespaceType::Mount
+            ]
+        );
+        assert_eq!(
+            plan.unshare_flags(),
+            CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWPID
+        );
+        assert!(plan.needs_fork());
+    }
+
+    #[test]
+    fn no_pid_namespace_means_no_fork() {
+        let s = spec(r#"{"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"ipc"}]}}"#);
+        let plan = NamespacePlan::from_spec(&s);
+        assert!(!plan.needs_fork());
+        assert!(plan.creates(LinuxNamespaceType::Ipc));
+        let none = NamespacePlan::from_spec(&spec(r#"{"ociVersion":"1.0.2"}"#));
+        assert_eq!(none, NamespacePlan::default());
+    }
+
+    #[test]
+    fn pause_is_recognised_by_args_or_annotation() {
+        assert!(is_pause(&spec(
+            r#"{"ociVersion":"1.0.2","process":{"cwd":"/","user":{"uid":0,"gid":0},"args":["/pause"]}}"#
+        )));
+        assert!(is_pause(&spec(
+            r#"{"ociVersion":"1.0.2","annotations":{"berth.pause":"true"}}"#
+        )));
+        assert!(!is_pause(&spec(
+            r#"{"ociVersion":"1.0.2","process":{"cwd":"/","user":{"uid":0,"gid":0},"args":["/bin/sh"]}}"#
+        )));
+    }
+}

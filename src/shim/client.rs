@@ -1,0 +1,301 @@
+//! Daemon side: spawn a pod's shim, (re)connect to it, and typed calls.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::shim_api::shim_client::ShimClient as RawClient;
+use crate::shim_api::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("spawn {binary}")]
+    Spawn {
+        binary: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("shim for {sandbox_id} did not become ready: {reason}")]
+    NotReady { sandbox_id: String, reason: String },
+    #[error("connect to shim at {socket}")]
+    Connect {
+        socket: PathBuf,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("shim {method}")]
+    Rpc {
+        method: &'static str,
+        #[source]
+        source: tonic::Status,
+    },
+}
+
+impl From<ClientError> for crate::Error {
+    fn from(err: ClientError) -> Self {
+        use crate::ErrorKind;
+        let kind = match &err {
+            ClientError::Spawn { .. } | ClientError::NotReady { .. } => ErrorKind::Internal,
+            ClientError::Connect { .. } => ErrorKind::Unavailable,
+            ClientError::Rpc { source, .. } => match source.code() {
+                tonic::Code::NotFound => ErrorKind::NotFound,
+                tonic::Code::AlreadyExists => ErrorKind::AlreadyExists,
+                tonic::Code::InvalidArgument => ErrorKind::InvalidArgument,
+                tonic::Code::FailedPrecondition => ErrorKind::FailedPrecondition,
+                tonic::Code::DeadlineExceeded => ErrorKind::DeadlineExceeded,
+                tonic::Code::Unavailable => ErrorKind::Unavailable,
+                _ => ErrorKind::Internal,
+            },
+        };
+        crate::Error::with_source(kind, "shim", err)
+    }
+}
+
+type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone)]
+pub struct SpawnOptions {
+    /// The berth binary; `/proc/self/exe` for the daemon itself.
+    pub binary: PathBuf,
+    pub sandbox_id: String,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub log: Option<PathBuf>,
+    pub log_level: Option<String>,
+    pub ready_timeout: Duration,
+}
+
+impl SpawnOptions {
+    pub fn new(sandbox_id: &str, socket: &Path, state_dir: &Path) -> Self {
+        SpawnOptions {
+            binary: PathBuf::from("/proc/self/exe"),
+            sandbox_id: sandbox_id.to_string(),
+            socket: socket.to_path_buf(),
+            state_dir: state_dir.to_path_buf(),
+            log: None,
+            log_level: None,
+            ready_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The shim socket for a sandbox: `<state>/s/<first 16 hex of id>.sock` (short, because
+/// sockaddr_un holds 107 bytes).
+pub fn socket_path(state_root: &Path, sandbox_id: &str) -> PathBuf {
+    let short: String = sandbox_id.chars().take(16).collect();
+    state_root.join("s").join(format!("{short}.sock"))
+}
+
+/// Starts a shim and connects to it once it said `ready <pid>`.
+pub async fn spawn(opts: SpawnOptions) -> Result<ShimClient> {
+    let mut command = tokio::process::Command::new(&opts.binary);
+    command
+        .arg("shim")
+        .arg("--sandbox-id")
+        .arg(&opts.sandbox_id)
+        .arg("--socket")
+        .arg(&opts.socket)
+        .arg("--state-dir")
+        .arg(&opts.state_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(log) = &opts.log {
+        command.arg("--log").arg(log);
+    }
+    if let Some(level) = &opts.log_level {
+        command.arg("--log-level").arg(level);
+    }
+    let mut child = command.spawn().map_err(|source| ClientError::Spawn {
+        binary: opts.binary.clone(),
+        source,
+    })?;
+    let not_ready = |reason: String| ClientError::NotReady {
+        sandbox_id: opts.sandbox_id.clone(),
+        reason,
+    };
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| not_ready("no stdout pipe".into()))?;
+    let mut stderr = child.stderr.take();
+    let mut line = String::new();
+    let read = tokio::time::timeout(
+        opts.ready_timeout,
+        BufReader::new(stdout).read_line(&mut line),
+    )
+    .await;
+    // The direct child only forks the shim away and exits; reap it.
+    let _ = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
+    let ready = match read {
+        Ok(Ok(_)) => line
+            .trim_end()
+            .strip_prefix("ready ")
+            .and_then(|pid| pid.parse::<u32>().ok()),
+        Ok(Err(_)) | Err(_) => None,
+    };
+    let Some(pid) = ready else {
+        let mut message = String::new();
+        if let Some(stderr) = stderr.as_mut() {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), stderr.read_to_string(&mut message))
+                    .await;
+        }
+        let reason = match (read.is_err(), message.trim()) {
+            (true, _) => format!("no ready line within {:?}", opts.ready_timeout),
+            (false, "") => format!("unexpected output {:?}", line.trim_end()),
+            (false, message) => message.to_string(),
+        };
+        return Err(not_ready(reason));
+    };
+    let mut client = connect(&opts.socket).await?;
+    client.pid = pid;
+    Ok(client)
+}
+
+/// Connects to a running shim (after a daemon restart, for instance).
+pub async fn connect(socket: &Path) -> Result<ShimClient> {
+    let path = socket.to_path_buf();
+    let channel = Endpoint::from_static("http://[::]:50051")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { UnixStream::connect(path).await.map(TokioIo::new) }
+        }))
+        .await
+        .map_err(|source| ClientError::Connect {
+            socket: socket.to_path_buf(),
+            source,
+        })?;
+    Ok(ShimClient {
+        raw: RawClient::new(channel),
+        pid: 0,
+    })
+}
+
+/// A connection to one pod's shim. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ShimClient {
+    raw: RawClient<Channel>,
+    /// The shim's pid as reported by `ready` (0 when connected later; see `info`).
+    pid: u32,
+}
+
+/// A process as the shim reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessState {
+    pub id: String,
+    pub pid: u32,
+    pub status: ProcessStatus,
+    pub exit_code: i32,
+    pub started_at: i64,
+    pub exited_at: i64,
+}
+
+fn rpc(method: &'static str) -> impl FnOnce(tonic::Status) -> ClientError {
+    move |source| ClientError::Rpc { method, source }
+}
+
+impl ShimClient {
+    /// The shim's pid from its ready line (0 if this client came from `connect`).
+    pub fn spawned_pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// (sandbox id, shim pid).
+    pub async fn info(&mut self) -> Result<(String, u32)> {
+        let info = self
+            .raw
+            .info(InfoRequest {})
+            .await
+            .map_err(rpc("info"))?
+            .into_inner();
+        Ok((info.sandbox_id, info.shim_pid))
+    }
+
+    /// Creates the process of `bundle`; returns its pid once init reported "created".
+    pub async fn create(&mut self, id: &str, bundle: &Path, start: bool) -> Result<u32> {
+        let request = CreateRequest {
+            id: id.to_string(),
+            bundle: bundle.to_string_lossy().into_owned(),
+            start,
+        };
+        Ok(self
+            .raw
+            .create(request)
+            .await
+            .map_err(rpc("create"))?
+            .into_inner()
+            .pid)
+    }
+
+    pub async fn start(&mut self, id: &str) -> Result<u32> {
+        let request = StartRequest { id: id.to_string() };
+        Ok(self
+            .raw
+            .start(request)
+            .await
+            .map_err(rpc("start"))?
+            .into_inner()
+            .pid)
+    }
+
+    pub async fn kill(&mut self, id: &str, signal: i32, all: bool) -> Result<()> {
+        let request = KillRequest {
+            id: id.to_string(),
+            signal: u32::try_from(signal).unwrap_or(0),
+            all,
+        };
+        self.raw.kill(request).await.map_err(rpc("kill"))?;
+        Ok(())
+    }
+
+    pub async fn state(&mut self, id: &str) -> Result<ProcessState> {
+        let request = StateRequest { id: id.to_string() };
+        let state = self
+            .raw
+            .state(request)
+            .await
+            .map_err(rpc("state"))?
+            .into_inner();
+        Ok(ProcessState {
+            status: state.status(),
+            id: state.id,
+            pid: state.pid,
+            exit_code: state.exit_code,
+            started_at: state.started_at,
+            exited_at: state.exited_at,
+        })
+    }
+
+    pub async fn delete(&mut self, id: &str) -> Result<()> {
+        let request = DeleteRequest { id: id.to_string() };
+        self.raw.delete(request).await.map_err(rpc("delete"))?;
+        Ok(())
+    }
+
+    /// Kills every process of the pod; the shim exits after answering.
+    pub async fn shutdown(&mut self) -> Result<()> {
+        self.raw
+            .shutdown(ShutdownRequest {})
+            .await
+            .map_err(rpc("shutdown"))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_paths_are_short() {
+        let id = "0123456789abcdef".repeat(4);
+        let path = socket_path(Path::new("/run/berth"), &id);
+        assert_eq!(path, PathBuf::from("/run/berth/s/0123456789abcdef.sock"));
+    }
+}

@@ -1,0 +1,536 @@
+//! The berth.shim.v1 service: creates processes through `berth init`, opens their start
+//! gates, signals, reports and forgets them, and shuts the pod down.
+//!
+//! The runtime is single-threaded, so handlers only interleave at `.await`s; the table
+//! lock is never held across one. Small state files are written inline: starting
+//! tokio's blocking pool would add threads (and memory) to every pod for a few
+//! hundred bytes of I/O.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status};
+
+use super::ShimArgs;
+use super::state::{
+    ExitRecord, ProcessRecord, Reaped, ShimRecord, Status as ProcStatus, Table, write_exit_file,
+    write_shim_record,
+};
+use crate::init::sync::{InitMessage, START, SYNC_FD};
+use crate::linux::cgroup::Cgroups;
+use crate::linux::process::{exit_of, now_unix_nanos};
+use crate::shim_api::shim_server::{Shim, ShimServer};
+use crate::shim_api::*;
+
+/// How long init may take to report "created", and the exec after `start`.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(30);
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long Shutdown keeps killing and reaping before it gives up on stragglers.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+pub(super) struct Shared {
+    sandbox_id: String,
+    state_dir: PathBuf,
+    socket: PathBuf,
+    table: Mutex<Table>,
+    /// Sync sockets of created-but-not-started processes, by id.
+    gates: Mutex<std::collections::HashMap<String, BufReader<UnixStream>>>,
+    shutdown: Notify,
+}
+
+impl Shared {
+    fn table(&self) -> MutexGuard<'_, Table> {
+        // A poisoned lock means a panic mid-update; the table is still the best we have.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn gates(&self) -> MutexGuard<'_, std::collections::HashMap<String, BufReader<UnixStream>>> {
+        self.gates.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn save(&self, table: &Table) {
+        let record = ShimRecord {
+            version: 1,
+            sandbox_id: self.sandbox_id.clone(),
+            shim_pid: std::process::id(),
+            processes: table.processes.clone(),
+        };
+        if let Err(e) = write_shim_record(&self.state_dir, &record) {
+            tracing::warn!(error = %e, "write shim.json");
+        }
+    }
+
+    /// Reaps every exited child (`waitpid(-1, WNOHANG)` until none is left).
+    pub(super) fn reap(&self) {
+        loop {
+            let status =
+                match nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                    Ok(nix::sys::wait::WaitStatus::StillAlive) | Err(_) => return,
+                    Ok(status) => status,
+                };
+            let Some((pid, exit_code)) = exit_of(status) else {
+                continue;
+            };
+            let exit = ExitRecord {
+                exit_code,
+                exited_at: now_unix_nanos(),
+            };
+            let mut table = self.table();
+            match table.reaped(pid, exit.clone()) {
+                Reaped::Workload(id) => {
+                    tracing::info!(id = %id, pid, exit_code, "process exited");
+                    if let Err(e) = write_exit_file(&self.state_dir, &id, &exit) {
+                        tracing::error!(id = %id, error = %e, "write exit file");
+                    }
+                    self.save(&table);
+                }
+                Reaped::Init(id) => tracing::debug!(id = %id, pid, exit_code, "init exited"),
+                Reaped::Orphan => tracing::debug!(pid, exit_code, "reaped"),
+            }
+        }
+    }
+}
+
+pub(super) async fn serve(
+    args: ShimArgs,
+    listener: StdUnixListener,
+) -> Result<(), super::ShimError> {
+    let listener = tokio::net::UnixListener::from_std(listener)
+        .map_err(super::setup_err("register the listener"))?;
+    let shared = Arc::new(Shared {
+        sandbox_id: args.sandbox_id.clone(),
+        state_dir: args.state_dir.clone(),
+        socket: args.socket.clone(),
+        table: Mutex::default(),
+        gates: Mutex::default(),
+        shutdown: Notify::new(),
+    });
+    let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
+        .map_err(super::setup_err("watch SIGCHLD"))?;
+    let reaper = {
+        let shared = shared.clone();
+        async move {
+            loop {
+                shared.reap();
+                if sigchld.recv().await.is_none() {
+                    return;
+                }
+            }
+        }
+    };
+    tokio::spawn(reaper);
+    shared.save(&shared.table());
+    tracing::info!(sandbox_id = %args.sandbox_id, pid = std::process::id(), socket = %args.socket.display(), "shim serving");
+
+    let stop = {
+        let shared = shared.clone();
+        async move { shared.shutdown.notified().await }
+    };
+    let server = tonic::transport::Server::builder()
+        .add_service(ShimServer::new(Service {
+            shared: shared.clone(),
+        }))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            stop,
+        );
+    // Graceful shutdown waits for clients to hang up; don't let one keep the shim alive.
+    let deadline = async {
+        shared.shutdown.notified().await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    tokio::select! {
+        result = server => {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "serve");
+            }
+        }
+        () = deadline => {}
+    }
+    tracing::info!("shim exiting");
+    Ok(())
+}
+
+struct Service {
+    shared: Arc<Shared>,
+}
+
+fn not_found(id: &str) -> Status {
+    Status::not_found(format!("process {id} not found"))
+}
+
+impl Service {
+    fn spawn_init(&self, bundle: &Path) -> std::io::Result<(u32, UnixStream)> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        let theirs = OwnedFd::from(theirs);
+        let theirs_raw = theirs.as_raw_fd();
+        let mut command = Command::new("/proc/self/exe");
+        command
+            .arg("init")
+            .arg("--bundle")
+            .arg(bundle)
+            .stdin(Stdio::null());
+        // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if theirs_raw == SYNC_FD {
+                    if libc::fcntl(SYNC_FD, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(theirs_raw, SYNC_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        // The child is reaped by the SIGCHLD reaper, not through `Child`.
+        let child = command.spawn()?;
+        drop(theirs);
+        ours.set_nonblocking(true)?;
+        Ok((child.id(), UnixStream::from_std(ours)?))
+    }
+
+    async fn create_process(&self, id: &str, bundle: &Path) -> Result<i32, Status> {
+        let cgroup = read_cgroups_path(bundle);
+        {
+            let mut table = self.shared.table();
+            if table.processes.contains_key(id) {
+                return Err(Status::already_exists(format!(
+                    "process {id} already exists"
+                )));
+            }
+            table.processes.insert(
+                id.to_string(),
+                ProcessRecord {
+                    pid: 0,
+                    status: ProcStatus::Creating,
+                    exit: None,
+                    started_at: 0,
+                    cgroup,
+                },
+            );
+        }
+        let fail = |message: String| {
+            let mut table = self.shared.table();
+            table.forget(id);
+            Status::failed_precondition(message)
+        };
+        let (init_pid, stream) = match self.spawn_init(bundle) {
+            Ok(spawned) => spawned,
+            Err(e) => return Err(fail(format!("spawn berth init: {e}"))),
+        };
+        let init_pid = i32::try_from(init_pid).unwrap_or(0);
+        // No await since the spawn: the reaper cannot have seen this pid yet.
+        self.shared.table().inits.insert(init_pid, id.to_string());
+
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        let read = tokio::time::timeout(CREATE_TIMEOUT, reader.read_line(&mut line)).await;
+        let message = match read {
+            Ok(Ok(n)) if n > 0 => InitMessage::parse(&line)
+                .unwrap_or_else(|_| InitMessage::Error(format!("init sent {:?}", line.trim_end()))),
+            Ok(Ok(_)) => InitMessage::Error("init exited without reporting".into()),
+            Ok(Err(e)) => InitMessage::Error(format!("read from init: {e}")),
+            Err(_) => InitMessage::Error(format!("init did not report within {CREATE_TIMEOUT:?}")),
+        };
+        let pid = match message {
+            InitMessage::Created { pid } => pid,
+            InitMessage::Error(message) => {
+                // Leave nothing behind: the init (and, via the closed socket, anything it
+                // forked that still waits) goes; the reaper collects them.
+                let _ = kill(Pid::from_raw(init_pid), Signal::SIGKILL);
+                tracing::info!(id = %id, error = %message, "create failed");
+                return Err(fail(message));
+            }
+        };
+        let mut table = self.shared.table();
+        let early_exit = table.claim(id, pid);
+        if let Some(record) = table.processes.get_mut(id) {
+            record.pid = pid;
+            record.status = ProcStatus::Created;
+            if let Some(exit) = early_exit {
+                record.status = ProcStatus::Exited;
+                if let Err(e) = write_exit_file(&self.shared.state_dir, id, &exit) {
+                    tracing::error!(id = %id, error = %e, "write exit file");
+                }
+                record.exit = Some(exit);
+            }
+        }
+        self.shared.save(&table);
+        drop(table);
+        self.shared.gates().insert(id.to_string(), reader);
+        tracing::info!(id = %id, pid, "process created");
+        Ok(pid)
+    }
+
+    async fn start_process(&self, id: &str) -> Result<i32, Status> {
+        let pid = {
+            let table = self.shared.table();
+            let record = table.processes.get(id).ok_or_else(|| not_found(id))?;
+            if record.status != ProcStatus::Created {
+                return Err(Status::failed_precondition(format!(
+                    "process {id} is {:?}, not created",
+                    record.status
+                )));
+            }
+            record.pid
+        };
+        let mut gate =
+            self.shared.gates().remove(id).ok_or_else(|| {
+                Status::failed_precondition(format!("process {id} is being started"))
+            })?;
+        gate.get_mut().write_all(START).await.map_err(|e| {
+            Status::failed_precondition(format!("open the start gate of {id}: {e}"))
+        })?;
+        // init's end is close-on-exec: EOF means the exec happened; a line is its error.
+        let mut rest = String::new();
+        let read = tokio::time::timeout(START_TIMEOUT, gate.read_to_string(&mut rest)).await;
+        let started_at = now_unix_nanos();
+        match read {
+            Ok(Ok(_)) if rest.trim().is_empty() => {}
+            Ok(Ok(_)) => {
+                let message = match InitMessage::parse(rest.lines().next().unwrap_or_default()) {
+                    Ok(InitMessage::Error(message)) => message,
+                    _ => format!("init sent {:?}", rest.trim_end()),
+                };
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                return Err(Status::failed_precondition(message));
+            }
+            Ok(Err(e)) => return Err(Status::internal(format!("read from init: {e}"))),
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "process {id} did not exec within {START_TIMEOUT:?}"
+                )));
+            }
+        }
+        let mut table = self.shared.table();
+        if let Some(record) = table.processes.get_mut(id) {
+            // It may already have exited (and been reaped) meanwhile; keep that.
+            if record.status == ProcStatus::Created {
+                record.status = ProcStatus::Running;
+            }
+            record.started_at = started_at;
+        }
+        self.shared.save(&table);
+        tracing::info!(id = %id, pid, "process started");
+        Ok(pid)
+    }
+
+    async fn shutdown_pod(&self) {
+        let cgroups = Cgroups::detect().ok();
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+        self.shared.gates().clear();
+        loop {
+            let (mut pids, cgroup_paths) = {
+                let table = self.shared.table();
+                (table.live_pids(), table.cgroups())
+            };
+            if let Some(cgroups) = &cgroups {
+                for path in &cgroup_paths {
+                    pids.extend(cgroups.procs(path).unwrap_or_default());
+                }
+            }
+            pids.extend(own_children());
+            pids.sort_unstable();
+            pids.dedup();
+            pids.retain(|pid| *pid > 0 && *pid != std::process::id() as i32);
+            self.shared.reap();
+            if pids.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(?pids, "processes left after shutdown");
+                break;
+            }
+            for pid in &pids {
+                let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            self.shared.reap();
+        }
+        let _ = std::fs::remove_file(&self.shared.socket);
+        self.shared.save(&self.shared.table());
+    }
+}
+
+/// The shim's children (including inherited orphans), from /proc/self/task/*/children.
+fn own_children() -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+/// `linux.cgroupsPath` of the bundle's spec, read without building the whole spec.
+fn read_cgroups_path(bundle: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(bundle.join("config.json")).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    value
+        .get("linux")?
+        .get("cgroupsPath")?
+        .as_str()
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+}
+
+#[tonic::async_trait]
+impl Shim for Service {
+    async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        Ok(Response::new(InfoResponse {
+            sandbox_id: self.shared.sandbox_id.clone(),
+            shim_pid: std::process::id(),
+        }))
+    }
+
+    async fn create(
+        &self,
+        request: Request<CreateRequest>,
+    ) -> Result<Response<CreateResponse>, Status> {
+        let request = request.into_inner();
+        if request.id.is_empty() || request.id.contains('/') || request.id.starts_with('.') {
+            return Err(Status::invalid_argument(format!(
+                "invalid process id {:?}",
+                request.id
+            )));
+        }
+        let pid = self
+            .create_process(&request.id, Path::new(&request.bundle))
+            .await?;
+        if request.start {
+            self.start_process(&request.id).await?;
+        }
+        Ok(Response::new(CreateResponse { pid: pid as u32 }))
+    }
+
+    async fn start(
+        &self,
+        request: Request<StartRequest>,
+    ) -> Result<Response<StartResponse>, Status> {
+        let pid = self.start_process(&request.into_inner().id).await?;
+        Ok(Response::new(StartResponse { pid: pid as u32 }))
+    }
+
+    async fn kill(&self, request: Request<KillRequest>) -> Result<Response<KillResponse>, Status> {
+        let request = request.into_inner();
+        let signal = i32::try_from(request.signal)
+            .ok()
+            .and_then(|s| Signal::try_from(s).ok())
+            .ok_or_else(|| {
+                Status::invalid_argument(format!("invalid signal {}", request.signal))
+            })?;
+        let (pid, status, cgroup) = {
+            let table = self.shared.table();
+            let record = table
+                .processes
+                .get(&request.id)
+                .ok_or_else(|| not_found(&request.id))?;
+            (record.pid, record.status, record.cgroup.clone())
+        };
+        let mut pids = Vec::new();
+        if matches!(status, ProcStatus::Created | ProcStatus::Running) {
+            pids.push(pid);
+        }
+        if request.all
+            && let (Some(path), Ok(cgroups)) = (cgroup, Cgroups::detect())
+        {
+            pids.extend(cgroups.procs(&path).unwrap_or_default());
+        }
+        for target in pids {
+            match kill(Pid::from_raw(target), signal) {
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                Err(e) => {
+                    return Err(Status::internal(format!(
+                        "kill {target} with {signal}: {e}"
+                    )));
+                }
+            }
+        }
+        tracing::info!(id = %request.id, pid, %signal, all = request.all, "signalled");
+        Ok(Response::new(KillResponse {}))
+    }
+
+    async fn state(
+        &self,
+        request: Request<StateRequest>,
+    ) -> Result<Response<StateResponse>, Status> {
+        let id = request.into_inner().id;
+        let table = self.shared.table();
+        let record = table.processes.get(&id).ok_or_else(|| not_found(&id))?;
+        let status = match record.status {
+            ProcStatus::Creating => ProcessStatus::Unknown,
+            ProcStatus::Created => ProcessStatus::Created,
+            ProcStatus::Running => ProcessStatus::Running,
+            ProcStatus::Exited => ProcessStatus::Exited,
+        };
+        Ok(Response::new(StateResponse {
+            id: id.clone(),
+            pid: record.pid.max(0) as u32,
+            status: status as i32,
+            exit_code: record.exit.as_ref().map_or(0, |e| e.exit_code),
+            started_at: record.started_at,
+            exited_at: record.exit.as_ref().map_or(0, |e| e.exited_at),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let id = request.into_inner().id;
+        let mut table = self.shared.table();
+        let Some(record) = table.processes.get(&id) else {
+            return Err(not_found(&id));
+        };
+        match record.status {
+            ProcStatus::Running => {
+                return Err(Status::failed_precondition(format!(
+                    "process {id} is running"
+                )));
+            }
+            ProcStatus::Creating => {
+                return Err(Status::failed_precondition(format!(
+                    "process {id} is being created"
+                )));
+            }
+            // Never started: it waits at the gate; it goes now and is reaped as an orphan.
+            ProcStatus::Created => {
+                let _ = kill(Pid::from_raw(record.pid), Signal::SIGKILL);
+            }
+            ProcStatus::Exited => {}
+        }
+        table.forget(&id);
+        self.shared.save(&table);
+        drop(table);
+        self.shared.gates().remove(&id);
+        tracing::info!(id = %id, "process deleted");
+        Ok(Response::new(DeleteResponse {}))
+    }
+
+    async fn shutdown(
+        &self,
+        _: Request<ShutdownRequest>,
+    ) -> Result<Response<ShutdownResponse>, Status> {
+        tracing::info!("shutdown requested");
+        self.shutdown_pod().await;
+        self.shared.shutdown.notify_waiters();
+        Ok(Response::new(ShutdownResponse {}))
+    }
+}

@@ -1,0 +1,207 @@
+//! The shim's process table and its on-disk forms: `shim.json` (id → pid, status) and
+//! `exits/<id>` (`{"exit_code":N,"exited_at":ns}`), both written atomically.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::linux::process::write_atomic;
+
+/// ```text
+///  Creating ──created──► Created ──start──► Running ──exit──► Exited
+///     │                     └───────────exit──────────────────►┘
+///     └──error──► (removed)
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Creating,
+    Created,
+    Running,
+    Exited,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    pub exit_code: i32,
+    pub exited_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    pub pid: i32,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitRecord>,
+    #[serde(default)]
+    pub started_at: i64,
+    /// The spec's cgroupsPath, for `kill --all` and shutdown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ShimRecord {
+    pub version: u32,
+    pub sandbox_id: String,
+    pub shim_pid: u32,
+    pub processes: BTreeMap<String, ProcessRecord>,
+}
+
+/// Pids reaped before anyone claimed them; bounded so orphans cannot grow it forever.
+const MAX_UNCLAIMED: usize = 1024;
+
+#[derive(Debug, Default)]
+pub struct Table {
+    pub processes: BTreeMap<String, ProcessRecord>,
+    /// Workload pid → id.
+    by_pid: HashMap<i32, String>,
+    /// `berth init` pids still running (their exit is not a workload exit).
+    pub inits: HashMap<i32, String>,
+    unclaimed: HashMap<i32, ExitRecord>,
+}
+
+/// What a reaped pid was.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reaped {
+    Workload(String),
+    Init(String),
+    Orphan,
+}
+
+impl Table {
+    /// Records the workload pid of `id`; returns its exit if it was already reaped.
+    pub fn claim(&mut self, id: &str, pid: i32) -> Option<ExitRecord> {
+        self.by_pid.insert(pid, id.to_string());
+        self.unclaimed.remove(&pid)
+    }
+
+    pub fn forget(&mut self, id: &str) -> Option<ProcessRecord> {
+        let record = self.processes.remove(id)?;
+        if self
+            .by_pid
+            .get(&record.pid)
+            .is_some_and(|owner| owner == id)
+        {
+            self.by_pid.remove(&record.pid);
+        }
+        Some(record)
+    }
+
+    pub fn reaped(&mut self, pid: i32, exit: ExitRecord) -> Reaped {
+        if let Some(id) = self.by_pid.remove(&pid) {
+            if let Some(record) = self.processes.get_mut(&id) {
+                record.status = Status::Exited;
+                record.exit = Some(exit);
+            }
+            self.inits.remove(&pid);
+            return Reaped::Workload(id);
+        }
+        if let Some(id) = self.inits.remove(&pid) {
+            return Reaped::Init(id);
+        }
+        if self.unclaimed.len() >= MAX_UNCLAIMED {
+            self.unclaimed.clear();
+        }
+        self.unclaimed.insert(pid, exit);
+        Reaped::Orphan
+    }
+
+    /// Pids of processes that may still run.
+    pub fn live_pids(&self) -> Vec<i32> {
+        self.processes
+            .values()
+            .filter(|r| matches!(r.status, Status::Created | Status::Running) && r.pid > 0)
+            .map(|r| r.pid)
+            .chain(self.inits.keys().copied())
+            .collect()
+    }
+
+    pub fn cgroups(&self) -> Vec<String> {
+        let mut cgroups: Vec<String> = self
+            .processes
+            .values()
+            .filter_map(|r| r.cgroup.clone())
+            .collect();
+        cgroups.sort();
+        cgroups.dedup();
+        cgroups
+    }
+}
+
+pub fn exit_file(state_dir: &Path, id: &str) -> PathBuf {
+    state_dir.join("exits").join(id)
+}
+
+pub fn write_exit_file(state_dir: &Path, id: &str, exit: &ExitRecord) -> std::io::Result<()> {
+    let data = serde_json::to_vec(exit).map_err(std::io::Error::other)?;
+    write_atomic(&exit_file(state_dir, id), &data)
+}
+
+pub fn write_shim_record(state_dir: &Path, record: &ShimRecord) -> std::io::Result<()> {
+    let data = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
+    write_atomic(&state_dir.join("shim.json"), &data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(pid: i32, status: Status) -> ProcessRecord {
+        ProcessRecord {
+            pid,
+            status,
+            exit: None,
+            started_at: 0,
+            cgroup: None,
+        }
+    }
+
+    #[test]
+    fn reaping_maps_pids_to_ids_inits_and_orphans() {
+        let mut table = Table::default();
+        table
+            .processes
+            .insert("pod".into(), record(10, Status::Running));
+        assert_eq!(table.claim("pod", 10), None);
+        table.inits.insert(9, "pod".into());
+        let exit = ExitRecord {
+            exit_code: 137,
+            exited_at: 5,
+        };
+        assert_eq!(table.reaped(9, exit.clone()), Reaped::Init("pod".into()));
+        assert_eq!(table.reaped(77, exit.clone()), Reaped::Orphan);
+        assert_eq!(
+            table.reaped(10, exit.clone()),
+            Reaped::Workload("pod".into())
+        );
+        assert_eq!(table.processes["pod"].status, Status::Exited);
+        assert_eq!(table.processes["pod"].exit, Some(exit));
+        assert!(table.live_pids().is_empty());
+    }
+
+    #[test]
+    fn an_exit_reaped_before_the_claim_is_not_lost() {
+        let mut table = Table::default();
+        let exit = ExitRecord {
+            exit_code: 1,
+            exited_at: 3,
+        };
+        assert_eq!(table.reaped(20, exit.clone()), Reaped::Orphan);
+        assert_eq!(table.claim("c", 20), Some(exit));
+    }
+
+    #[test]
+    fn exit_files_have_the_documented_form() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("exits")).unwrap();
+        let exit = ExitRecord {
+            exit_code: 137,
+            exited_at: 1_700_000_000_000_000_000,
+        };
+        write_exit_file(dir.path(), "abc", &exit).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("exits/abc")).unwrap();
+        assert_eq!(text, r#"{"exit_code":137,"exited_at":1700000000000000000}"#);
+    }
+}
