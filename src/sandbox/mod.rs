@@ -29,11 +29,13 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::linux::cgroup::Cgroups;
 use crate::linux::netns;
 use crate::persist;
-use crate::shim::client::{PauseSpec, ShimClient, SpawnOptions};
+use crate::shim::{PauseSpec, ShimClient, SpawnOptions};
 pub use spec::{NamespaceMode, NamespaceOptions, PodMetadata, PodSpec, PortMapping, Protocol};
 
 const RECORD_VERSION: u32 = 1;
 const RECORD_FILE: &str = "sandbox.json";
+/// How long to wait for a killed cgroup to empty.
+const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -253,7 +255,8 @@ impl SandboxManager {
         let key = spec.validate()?.reservation_key();
         let host_net = spec.namespaces.host_network();
         let host_ipc = spec.namespaces.host_ipc();
-        sysctl::validate_sysctls(&spec.sysctls, host_net, host_ipc)?;
+        let mut spec = spec;
+        spec.sysctls = sysctl::validate_sysctls(&spec.sysctls, host_net, host_ipc)?;
         if !spec.hostname.is_empty() {
             podfiles::validate_hostname(&spec.hostname)?;
         }
@@ -417,35 +420,42 @@ impl SandboxManager {
         let process_setup = async {
             let cgroups = self.cgroups.clone();
             let cg = pause_cgroup.clone();
-            tokio::task::spawn_blocking(move || cgroups.create(&cg))
+            let created = tokio::task::spawn_blocking(move || cgroups.create(&cg))
                 .await
-                .map_err(|e| Error::internal("cgroup task", e))??;
-            let shim = crate::shim::client::spawn(SpawnOptions {
-                sandbox_id: id.to_string(),
-                socket: self.shim_socket(id),
-                state_dir: state_dir.join("shim"),
-                log: state_dir.join("shim.log"),
-            })
-            .await;
-            let shim = match shim {
+                .map_err(|e| Error::internal("cgroup task", e))
+                .and_then(|r| r.map_err(Error::from));
+            if let Err(e) = created {
+                return Err((e, None));
+            }
+            let mut options = SpawnOptions::new(id, &self.shim_socket(id), &state_dir.join("shim"));
+            options.log = Some(state_dir.join("shim.log"));
+            options.log_level = Some(self.config.log_level.as_str().to_string());
+            let shim = match crate::shim::spawn(options).await {
                 Ok(s) => s,
-                Err(e) => return Err((e, None)),
+                Err(e) => return Err((Error::from(e), None)),
             };
             let bundle = state_dir.join("pause");
+            let sysctls = &spec.sysctls;
             let pause = PauseSpec {
                 sandbox_id: id.to_string(),
                 netns: netns.clone(),
-                hostname: hostname.clone(),
-                cgroup_path: pause_cgroup.clone(),
-                sysctls: spec.sysctls.clone(),
-                new_pid_ns: spec.namespaces.shared_pid(),
+                hostname: Some(hostname.clone()),
+                cgroup_path: Some(pause_cgroup.clone()),
+                sysctls: sysctls.clone(),
+                // The pause owns a PID namespace unless the pod uses the host's.
+                share_pid_ns: !spec.namespaces.host_pid(),
                 host_ipc: spec.namespaces.host_ipc(),
-                host_pid: spec.namespaces.host_pid(),
-                oom_score_adj: -998,
+                host_uts: false,
+                // What the kubelet asks for pause; init clamps it to what it may set.
+                oom_score_adj: Some(-998),
             };
             let created = async {
-                crate::shim::client::write_pause_bundle(&bundle, &pause)?;
-                shim.create(id, &bundle, true).await
+                crate::shim::write_pause_bundle(&bundle, &pause)
+                    .map_err(io_err("writing the pause bundle"))?;
+                shim.clone()
+                    .create(id, &bundle, true)
+                    .await
+                    .map_err(Error::from)
             }
             .await;
             match created {
@@ -460,7 +470,7 @@ impl SandboxManager {
         }
         let shim_pid = match processes {
             Ok((shim, pid)) => {
-                let shim_pid = shim.pid();
+                let shim_pid = shim.spawned_pid();
                 undo.push(Undo::ShutdownShim(shim.clone()));
                 *lock(&sandbox.shim) = Some(shim);
                 Some((shim_pid, pid))
@@ -556,7 +566,7 @@ impl SandboxManager {
                     let cgroups = self.cgroups.clone();
                     let p = path.clone();
                     let r = tokio::task::spawn_blocking(move || {
-                        cgroups.kill_all(&p)?;
+                        cgroups.kill_all(&p, KILL_WAIT)?;
                         cgroups.remove(&p)
                     })
                     .await;
@@ -565,7 +575,7 @@ impl SandboxManager {
                     }
                 }
                 Undo::ShutdownShim(shim) => {
-                    if let Err(e) = shim.shutdown().await {
+                    if let Err(e) = shim.clone().shutdown().await {
                         tracing::warn!(error = %e, "rollback: shim shutdown failed");
                     }
                 }
@@ -669,12 +679,12 @@ impl SandboxManager {
         let shim = match sb.shim_client() {
             Some(s) => Some(s),
             None if record.shim_socket.exists() => {
-                crate::shim::client::connect(&record.shim_socket).await.ok()
+                crate::shim::connect(&record.shim_socket).await.ok()
             }
             None => None,
         };
         if let Some(shim) = shim
-            && let Err(e) = shim.shutdown().await
+            && let Err(e) = shim.clone().shutdown().await
         {
             tracing::warn!(sandbox_id = %record.id, error = %e, "shim shutdown failed; killing the pod cgroup");
         }
@@ -686,9 +696,9 @@ impl SandboxManager {
         let owns = record.owns_pod_cgroup;
         tokio::task::spawn_blocking(move || {
             if owns {
-                cgroups.kill_all(&cg)
+                cgroups.kill_all(&cg, KILL_WAIT)
             } else {
-                cgroups.kill_all(&pause_cg)
+                cgroups.kill_all(&pause_cg, KILL_WAIT)
             }
         })
         .await
@@ -774,9 +784,9 @@ impl SandboxManager {
         let shim = if record.state == SandboxState::NotReady {
             None
         } else {
-            match crate::shim::client::connect(&record.shim_socket).await {
-                Ok(shim) => match shim.info().await {
-                    Ok(info) if info.sandbox_id == id => Some(shim),
+            match crate::shim::connect(&record.shim_socket).await {
+                Ok(shim) => match shim.clone().info().await {
+                    Ok((sandbox_id, _)) if sandbox_id == id => Some(shim),
                     _ => None,
                 },
                 Err(_) => None,

@@ -13,7 +13,7 @@ const MAX_DNS_SEARCHES: usize = 32;
 const MAX_DNS_SEARCH_CHARS: usize = 2048;
 
 /// A pod's DNS settings (CRI `DNSConfig`, without the proto).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DnsConfig {
     pub servers: Vec<String>,
     pub searches: Vec<String>,
