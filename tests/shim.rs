@@ -87,9 +87,33 @@ impl Drop for TestCgroup {
     }
 }
 
+/// Kills a shim and its children if a test fails before shutting it down.
+struct ShimGuard(u32);
+
+impl Drop for ShimGuard {
+    fn drop(&mut self) {
+        if !alive(self.0) {
+            return;
+        }
+        for child in children_of(self.0) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0 as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
 fn spawn_options(state: &Path, id: &str) -> SpawnOptions {
     let mut opts = SpawnOptions::new(id, &state.join("s").join("shim.sock"), state);
-    opts.binary = PathBuf::from(env!("CARGO_BIN_EXE_berth"));
+    // BERTH_TEST_BINARY lets the memory figures be taken with a release build.
+    opts.binary = std::env::var_os("BERTH_TEST_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_berth")));
     opts.log_level = Some("debug".into());
     opts
 }
@@ -117,7 +141,10 @@ fn children_of(pid: u32) -> Vec<u32> {
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for task in tasks.flatten() {
             if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-                children.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+                children.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
             }
         }
     }
@@ -137,7 +164,10 @@ fn nsenter(pid: u32, flag: &str, command: &[&str]) -> String {
         .args(command)
         .output()
         .unwrap();
-    assert!(output.status.success(), "nsenter {flag} {command:?}: {output:?}");
+    assert!(
+        output.status.success(),
+        "nsenter {flag} {command:?}: {output:?}"
+    );
     String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
@@ -161,7 +191,10 @@ async fn wait_exited(client: &mut ShimClient, id: &str) -> ProcessState {
         if state.status == ProcessStatus::Exited {
             return state;
         }
-        assert!(start.elapsed() < Duration::from_secs(5), "{id} did not exit: {state:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{id} did not exit: {state:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -177,14 +210,25 @@ async fn pause_pod_lifecycle() {
     let mut client = spawn(spawn_options(state.path(), &id)).await.unwrap();
     let shim_pid = client.spawned_pid();
     assert!(shim_pid > 0);
+    let _guard = ShimGuard(shim_pid);
     let (sandbox_id, info_pid) = client.info().await.unwrap();
     assert_eq!((sandbox_id.as_str(), info_pid), (id.as_str(), shim_pid));
     // The shim is detached from us: its own session, not our child.
     let shim_stat = std::fs::read_to_string(format!("/proc/{shim_pid}/stat")).unwrap();
     let fields: Vec<&str> = shim_stat.rsplit_once(") ").unwrap().1.split(' ').collect();
-    assert_ne!(fields[1], std::process::id().to_string(), "shim's parent is the test");
-    assert_eq!(fields[3], shim_pid.to_string(), "shim leads its own session");
-    let socket_mode = std::fs::metadata(state.path().join("s/shim.sock")).unwrap().mode();
+    assert_ne!(
+        fields[1],
+        std::process::id().to_string(),
+        "shim's parent is the test"
+    );
+    assert_eq!(
+        fields[3],
+        shim_pid.to_string(),
+        "shim leads its own session"
+    );
+    let socket_mode = std::fs::metadata(state.path().join("s/shim.sock"))
+        .unwrap()
+        .mode();
     assert_eq!(socket_mode & 0o777, 0o600);
 
     let bundle = state.path().join("bundles").join(&id);
@@ -215,27 +259,45 @@ async fn pause_pod_lifecycle() {
 
     // Namespaces: new ipc/uts/pid, the test netns.
     for ns in ["ipc", "uts", "pid"] {
-        assert_ne!(ns_id(&pid_s, ns), ns_id("self", ns), "{ns} namespace is the host's");
+        assert_ne!(
+            ns_id(&pid_s, ns),
+            ns_id("self", ns),
+            "{ns} namespace is the host's"
+        );
     }
     let netns_inode = std::fs::metadata(netns.path()).unwrap().ino();
     assert_eq!(ns_id(&pid_s, "net"), format!("net:[{netns_inode}]"));
     // PID 1 of its namespace.
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
-    assert!(nspid.ends_with("\t1"), "not PID 1 of its namespace: {nspid}");
+    assert!(
+        nspid.ends_with("\t1"),
+        "not PID 1 of its namespace: {nspid}"
+    );
     assert!(status.contains("State:\tS (sleeping)"), "{status}");
     assert_eq!(
-        std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap().trim(),
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap()
+            .trim(),
         "pause"
     );
     assert_eq!(nsenter(pid, "-u", &["hostname"]), "berth-test");
     assert_eq!(
-        nsenter(pid, "-n", &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"]),
+        nsenter(
+            pid,
+            "-n",
+            &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"]
+        ),
         "0"
     );
-    assert_eq!(nsenter(pid, "-i", &["cat", "/proc/sys/kernel/shmmni"]), "1000");
+    assert_eq!(
+        nsenter(pid, "-i", &["cat", "/proc/sys/kernel/shmmni"]),
+        "1000"
+    );
     assert_ne!(
-        std::fs::read_to_string("/proc/sys/kernel/shmmni").unwrap().trim(),
+        std::fs::read_to_string("/proc/sys/kernel/shmmni")
+            .unwrap()
+            .trim(),
         "1000",
         "the IPC sysctl leaked to the host"
     );
@@ -251,7 +313,10 @@ async fn pause_pod_lifecycle() {
             "not in the test cgroup: {line}"
         );
     }
-    assert_eq!(cgroup.cgroups.procs(&cgroup.path).unwrap(), vec![pid as i32]);
+    assert_eq!(
+        cgroup.cgroups.procs(&cgroup.path).unwrap(),
+        vec![pid as i32]
+    );
     let state_now = client.state(&id).await.unwrap();
     assert_eq!(state_now.status, ProcessStatus::Running);
     assert!(state_now.started_at > 0);
@@ -292,12 +357,20 @@ async fn pause_pod_lifecycle() {
     assert_eq!(source.code(), tonic::Code::FailedPrecondition);
     assert_eq!(
         source.message(),
-        format!("join netns {}: no such file or directory", missing.display())
+        format!(
+            "join netns {}: no such file or directory",
+            missing.display()
+        )
     );
-    wait_until("the failed init to be reaped", Duration::from_secs(5), || {
-        children_of(shim_pid) == vec![pid]
-    });
-    assert!(client.state("bad").await.is_err(), "failed process still listed");
+    wait_until(
+        "the failed init to be reaped",
+        Duration::from_secs(5),
+        || children_of(shim_pid) == vec![pid],
+    );
+    assert!(
+        client.state("bad").await.is_err(),
+        "failed process still listed"
+    );
 
     // Kill: exit 128+9, recorded in State and in the exit file.
     client.kill(&id, 9, false).await.unwrap();
@@ -336,9 +409,14 @@ async fn pause_pod_lifecycle() {
     assert!(alive(pid2));
 
     client.shutdown().await.unwrap();
-    wait_until("the shim to exit", Duration::from_secs(5), || !alive(shim_pid));
+    wait_until("the shim to exit", Duration::from_secs(5), || {
+        !alive(shim_pid)
+    });
     assert!(!alive(pid2), "pause left running after shutdown");
-    assert!(!state.path().join("s/shim.sock").exists(), "socket left behind");
+    assert!(
+        !state.path().join("s/shim.sock").exists(),
+        "socket left behind"
+    );
     assert!(cgroup.cgroups.procs(&cgroup.path).unwrap().is_empty());
     cgroup.cgroups.remove(&cgroup.path).unwrap();
     for hierarchy in cgroup.cgroups.hierarchies() {
@@ -351,10 +429,12 @@ async fn memory_of_ten_pods() {
     require_root();
     let state = tempfile::tempdir().unwrap();
     let mut pods = Vec::new();
+    let mut guards = Vec::new();
     for n in 0..10 {
         let dir = state.path().join(format!("pod{n}"));
         let id = format!("mem{n}{}", suffix());
         let mut client = spawn(spawn_options(&dir, &id)).await.unwrap();
+        guards.push(ShimGuard(client.spawned_pid()));
         let bundle = dir.join("bundle");
         write_pause_bundle(
             &bundle,
@@ -388,9 +468,18 @@ async fn memory_of_ten_pods() {
         pause_pss / 10
     );
     assert!(pss > 0 && rss >= pss);
+    // For looking at the processes by hand: BERTH_TEST_HOLD=<seconds>.
+    if let Some(secs) = std::env::var("BERTH_TEST_HOLD")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+    }
     for (mut client, shim_pid, _) in pods {
         client.shutdown().await.unwrap();
-        wait_until("a shim to exit", Duration::from_secs(5), || !alive(shim_pid));
+        wait_until("a shim to exit", Duration::from_secs(5), || {
+            !alive(shim_pid)
+        });
     }
 }
 

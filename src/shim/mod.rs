@@ -39,7 +39,7 @@ pub struct ShimArgs {
     /// Log file (appended); default `<state-dir>/shim.log`.
     #[arg(long)]
     pub log: Option<PathBuf>,
-    /// Log level filter (tracing syntax).
+    /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: String,
 }
@@ -118,6 +118,14 @@ pub fn run(args: ShimArgs) -> ExitCode {
 /// Everything between the fork and the runtime; returns the bound listener after
 /// `ready <pid>` was written.
 fn detach(args: &ShimArgs) -> Result<UnixListener, ShimError> {
+    // Whatever the spawner leaked (a jobserver pipe, say) must not reach the pod.
+    // SAFETY: no fd above 2 is owned by anything in this process yet.
+    if unsafe { libc::close_range(3, u32::MAX, 0) } != 0 {
+        return Err(ShimError::Setup {
+            what: "close inherited fds".into(),
+            source: io::Error::last_os_error(),
+        });
+    }
     setsid().map_err(sys_err("setsid"))?;
     nix::sys::prctl::set_child_subreaper(true).map_err(sys_err("become child subreaper"))?;
     let exits = args.state_dir.join("exits");
@@ -164,10 +172,13 @@ fn bind(socket: &Path) -> Result<UnixListener, ShimError> {
 }
 
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A plain level, not an EnvFilter: its directive parsing and regexes cost every pod
+    // memory for nothing.
+    let level = level
+        .parse::<tracing::level_filters::LevelFilter>()
+        .unwrap_or(tracing::level_filters::LevelFilter::INFO);
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(level)
         .with_ansi(false)
         .with_writer(io::stderr)
         .try_init();
