@@ -66,7 +66,11 @@ fn make_layer(path: &Path) -> u64 {
         header.set_size(size as u64);
         header.set_mtime(1_600_000_000);
         builder
-            .append_data(&mut header, format!("usr/share/d{:02}/file{f:05}", f % 60), &data[..])
+            .append_data(
+                &mut header,
+                format!("usr/share/d{:02}/file{f:05}", f % 60),
+                &data[..],
+            )
             .unwrap();
         total += size as u64;
     }
@@ -85,7 +89,8 @@ fn sync() {
 }
 
 fn main() {
-    let work = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or("/var/tmp".into())).unwrap();
+    let work =
+        tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or("/var/tmp".into())).unwrap();
     let layer = work.path().join("layer.tar.gz");
     let bytes = make_layer(&layer);
     let blob = fs::metadata(&layer).unwrap().len();

@@ -1032,3 +1032,24 @@ fn corrupt_streams_fail_cleanly() {
     assert!(matches!(err, UnpackError::Stream(_)), "{err}");
     remove_layer_dir(&sb.layer).unwrap();
 }
+
+#[test]
+fn empty_numeric_header_fields_read_as_zero() {
+    // tar::Builder leaves uid/gid/mtime empty unless told; Go and GNU tar read them as 0.
+    let sb = sandbox();
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = Header::new_ustar();
+    header.set_entry_type(EntryType::Regular);
+    header.set_size(2);
+    header.set_mode(0o640);
+    builder.append_data(&mut header, "f", &b"ok"[..]).unwrap();
+    let layer = builder.into_inner().unwrap();
+    let stats = unpack_layer(Cursor::new(&layer), Compression::None, &sb.layer, &limits()).unwrap();
+    let meta = fs::metadata(sb.layer.join("f")).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o777, meta.mtime()),
+        (0, 0, 0o640, 0)
+    );
+    assert_eq!(stats.diff_id, sha256(&layer));
+    remove_layer_dir(&sb.layer).unwrap();
+}
