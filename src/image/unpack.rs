@@ -603,13 +603,20 @@ impl Extractor {
             source,
         };
         let header = entry.header();
+        let old = header.as_old();
+        // Go's archive/tar and GNU tar read an all-NUL/space numeric field as 0; so do we.
+        let numeric = |field: &[u8], parsed: io::Result<u64>| match parsed {
+            Err(_) if field.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
+            result => result.map_err(bad),
+        };
         let id =
             |raw: u64| u32::try_from(raw).map_err(|_| refused(shown, Refusal::IdOutOfRange(raw)));
-        let uid = Uid::from_raw_unchecked(id(header.uid().map_err(bad)?)?);
-        let gid = Gid::from_raw_unchecked(id(header.gid().map_err(bad)?)?);
-        let mode = Mode::from_raw_mode(header.mode().map_err(bad)? & 0o7777);
+        let uid = Uid::from_raw_unchecked(id(numeric(&old.uid, header.uid())?)?);
+        let gid = Gid::from_raw_unchecked(id(numeric(&old.gid, header.gid())?)?);
+        let mode = numeric(&old.mode, header.mode().map(u64::from))? as u32 & 0o7777;
+        let mode = Mode::from_raw_mode(mode);
         let header_mtime = Timespec {
-            tv_sec: i64::try_from(header.mtime().map_err(bad)?).unwrap_or(i64::MAX),
+            tv_sec: i64::try_from(numeric(&old.mtime, header.mtime())?).unwrap_or(i64::MAX),
             tv_nsec: 0,
         };
         let mut mtime = None;
