@@ -50,10 +50,17 @@ pub fn run_daemon(flags: &ConfigFlags) -> ExitCode {
 }
 
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config.log_level.as_str()));
+    use std::io::IsTerminal;
+    // The HTTP/2 stack logs every frame at debug: keep it at info unless BERTH_LOG asks.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "{},h2=info,hyper=info,hyper_util=info,tower=info,tonic=info,reqwest=info,rustls=info",
+            config.log_level.as_str()
+        ))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Text => builder.init(),
@@ -75,9 +82,7 @@ fn lock_socket(socket: &Path) -> Result<SocketLock> {
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| {
-            Error::internal(format!("opening lock file {}", lock_path.display()), e)
-        })?;
+        .map_err(|e| Error::internal(format!("opening lock file {}", lock_path.display()), e))?;
     // SAFETY: flock on a valid, owned descriptor.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return Err(Error::failed_precondition(format!(
@@ -208,8 +213,11 @@ where
         if self.ready.load(Ordering::Acquire) {
             futures_util::future::Either::Right(self.inner.call(request))
         } else {
-            let status: tonic::Status =
-                Error::new(ErrorKind::Unavailable, "berth is recovering its state; retry").into();
+            let status: tonic::Status = Error::new(
+                ErrorKind::Unavailable,
+                "berth is recovering its state; retry",
+            )
+            .into();
             futures_util::future::Either::Left(std::future::ready(Ok(status.into_http())))
         }
     }

@@ -31,7 +31,10 @@ async fn version_status_and_runtime_config() {
     let daemon = TestDaemon::start().await;
     let mut rt = daemon.runtime().await;
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&daemon.socket).unwrap().permissions().mode();
+    let mode = std::fs::metadata(&daemon.socket)
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o660, "socket mode");
     let v = rt
         .version(cri::VersionRequest::default())
@@ -111,7 +114,8 @@ async fn network_ready_follows_the_cni_conf_dir_without_restart() {
     assert!(!c.status);
     assert!(!c.reason.is_empty());
     assert!(
-        c.message.contains(&daemon.cni_conf_dir.to_string_lossy().to_string()),
+        c.message
+            .contains(&daemon.cni_conf_dir.to_string_lossy().to_string()),
         "{c:?}"
     );
 
@@ -136,7 +140,11 @@ async fn pod_lifecycle_leaves_nothing_behind() {
         options: vec!["ndots:5".into()],
     });
     config.linux = Some(cri::LinuxPodSandboxConfig {
-        sysctls: [("net.ipv4.ip_unprivileged_port_start".to_string(), "0".to_string())].into(),
+        sysctls: [(
+            "net.ipv4.ip_unprivileged_port_start".to_string(),
+            "0".to_string(),
+        )]
+        .into(),
         ..Default::default()
     });
     let id = run_pod(&mut rt, config).await.unwrap();
@@ -164,16 +172,24 @@ async fn pod_lifecycle_leaves_nothing_behind() {
     assert_ne!(ns_inode(pid, "net"), ns_inode(me, "net"));
     let netns = daemon.state.join("netns").join(&id);
     assert_eq!(
-        std::fs::metadata(&netns).map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            m.ino()
-        }).unwrap(),
+        std::fs::metadata(&netns)
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.ino()
+            })
+            .unwrap(),
         ns_inode(pid, "net"),
         "the pinned netns is the pause's"
     );
     // Sysctl applied inside the pod's netns only.
     let inside = std::process::Command::new("nsenter")
-        .args(["-t", &pid.to_string(), "-n", "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"])
+        .args([
+            "-t",
+            &pid.to_string(),
+            "-n",
+            "cat",
+            "/proc/sys/net/ipv4/ip_unprivileged_port_start",
+        ])
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&inside.stdout).trim(), "0");
@@ -182,7 +198,10 @@ async fn pod_lifecycle_leaves_nothing_behind() {
         .args(["-t", &pid.to_string(), "-u", "hostname"])
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&hostname.stdout).trim(), "lifecycle");
+    assert_eq!(
+        String::from_utf8_lossy(&hostname.stdout).trim(),
+        "lifecycle"
+    );
     // Pod files.
     let pod_dir = daemon.root.join("sandboxes").join(&id);
     let resolv = std::fs::read_to_string(pod_dir.join("resolv.conf")).unwrap();
@@ -190,7 +209,10 @@ async fn pod_lifecycle_leaves_nothing_behind() {
     assert!(resolv.contains("search svc.cluster.local"), "{resolv}");
     assert!(resolv.contains("options ndots:5"), "{resolv}");
     let hosts = std::fs::read_to_string(pod_dir.join("hosts")).unwrap();
-    assert!(hosts.contains(&ip) && hosts.contains("lifecycle"), "{hosts}");
+    assert!(
+        hosts.contains(&ip) && hosts.contains("lifecycle"),
+        "{hosts}"
+    );
     assert!(!daemon.leftover_cgroups().is_empty(), "pod cgroup exists");
     assert_eq!(daemon.ip_leases(), vec![ip.clone()]);
 
@@ -280,8 +302,9 @@ async fn pod_lifecycle_leaves_nothing_behind() {
 fn assert_nothing_left(daemon: &TestDaemon, id: &str) {
     assert!(
         daemon.leftover_processes().is_empty(),
-        "processes left: {:?}",
-        daemon.leftover_processes()
+        "processes left: {:?}\n{}",
+        daemon.leftover_processes(),
+        daemon.log_text()
     );
     assert!(
         daemon.leftover_mounts().is_empty(),
@@ -387,7 +410,7 @@ async fn bad_requests_are_invalid_argument_and_leave_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cni_plugin_failure_reports_the_plugin_message_and_rolls_back() {
     let daemon = TestDaemon::start_with(false, &[]).await;
-    // host-local refuses a range whose gateway is outside the subnet.
+    // host-local has no address to give: the range holds only the gateway.
     let conflist = serde_json::json!({
         "cniVersion": "1.0.0",
         "name": "broken",
@@ -397,7 +420,12 @@ async fn cni_plugin_failure_reports_the_plugin_message_and_rolls_back() {
             "ipam": {
                 "type": "host-local",
                 "dataDir": daemon.ipam_dir,
-                "ranges": [[{"subnet": daemon.net.subnet(), "gateway": "192.0.2.1"}]]
+                "ranges": [[{
+                    "subnet": daemon.net.subnet(),
+                    "rangeStart": format!("{}1", daemon.net.subnet_prefix()),
+                    "rangeEnd": format!("{}1", daemon.net.subnet_prefix()),
+                    "gateway": format!("{}1", daemon.net.subnet_prefix())
+                }]]
             }
         }]
     });
@@ -409,7 +437,7 @@ async fn cni_plugin_failure_reports_the_plugin_message_and_rolls_back() {
     let mut rt = daemon.runtime().await;
     let err = run_pod(&mut rt, pod_config("cnifail")).await.unwrap_err();
     assert!(
-        err.message().contains("192.0.2.1"),
+        err.message().contains("no IP addresses available"),
         "plugin message should reach the client: {}",
         err.message()
     );
@@ -427,8 +455,16 @@ async fn cni_plugin_failure_reports_the_plugin_message_and_rolls_back() {
         "{:?}",
         daemon.leftover_processes()
     );
-    assert!(daemon.leftover_mounts().is_empty(), "{:?}", daemon.leftover_mounts());
-    assert!(daemon.leftover_cgroups().is_empty(), "{:?}", daemon.leftover_cgroups());
+    assert!(
+        daemon.leftover_mounts().is_empty(),
+        "{:?}",
+        daemon.leftover_mounts()
+    );
+    assert!(
+        daemon.leftover_cgroups().is_empty(),
+        "{:?}",
+        daemon.leftover_cgroups()
+    );
     assert!(daemon.ip_leases().is_empty());
     let sandboxes = std::fs::read_dir(daemon.root.join("sandboxes"))
         .map(|d| d.count())
@@ -483,9 +519,10 @@ async fn retried_run_with_same_metadata_returns_the_same_sandbox() {
     let mut rt = daemon.runtime().await;
     let config = pod_config("retry");
     // Two calls at once (a client that timed out and retried) and one after.
+    let (mut rt_a, mut rt_b) = (rt.clone(), rt.clone());
     let (a, b) = tokio::join!(
-        run_pod(&mut rt.clone(), config.clone()),
-        run_pod(&mut rt.clone(), config.clone())
+        run_pod(&mut rt_a, config.clone()),
+        run_pod(&mut rt_b, config.clone())
     );
     let a = a.unwrap();
     assert_eq!(a, b.unwrap());
@@ -497,9 +534,11 @@ async fn retried_run_with_same_metadata_returns_the_same_sandbox() {
         .into_inner()
         .items;
     assert_eq!(items.len(), 1);
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: a.clone() })
-        .await
-        .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: a.clone(),
+    })
+    .await
+    .unwrap();
     assert_nothing_left(&daemon, &a);
 }
 
@@ -535,6 +574,8 @@ async fn pods_survive_kill_9_of_the_daemon() {
         })
         .await
         .unwrap();
+    }
+    for (id, _, _) in &before {
         assert_nothing_left(&daemon, id);
     }
 }

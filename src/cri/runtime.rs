@@ -209,7 +209,9 @@ impl RuntimeService for RuntimeCri {
             .ok_or_else(|| Error::invalid_argument("config is required"))?;
         let spec = pod_spec(config, request.runtime_handler)?;
         let id = self.daemon.sandboxes.run(spec).await?;
-        Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id: id }))
+        Ok(Response::new(cri::RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
     }
 
     async fn stop_pod_sandbox(

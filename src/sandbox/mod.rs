@@ -212,7 +212,10 @@ impl SandboxManager {
 
     /// Short, so `<state>/s/<16 hex>.sock` stays under the 107-byte socket path limit.
     fn shim_socket(&self, id: &str) -> PathBuf {
-        self.config.state.join("s").join(format!("{}.sock", &id[..16]))
+        self.config
+            .state
+            .join("s")
+            .join(format!("{}.sock", &id[..16]))
     }
 
     fn persist(&self, record: &SandboxRecord) -> Result<()> {
@@ -394,7 +397,10 @@ impl SandboxManager {
             tokio::task::spawn_blocking(move || netns::pin_netns(&pin_path))
                 .await
                 .map_err(|e| Error::internal("netns task", e))?
-                .map_err(io_err(format!("pinning network namespace {}", path.display())))?;
+                .map_err(io_err(format!(
+                    "pinning network namespace {}",
+                    path.display()
+                )))?;
             undo.push(Undo::UnpinNetns(path.clone()));
         }
 
@@ -835,12 +841,7 @@ impl SandboxManager {
     }
 }
 
-fn attachment(
-    id: &str,
-    netns: &Path,
-    metadata: &PodMetadata,
-    ports: &[PortMapping],
-) -> Attachment {
+fn attachment(id: &str, netns: &Path, metadata: &PodMetadata, ports: &[PortMapping]) -> Attachment {
     let mut attachment = Attachment::new(
         id,
         Some(netns.to_path_buf()),

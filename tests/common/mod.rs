@@ -212,10 +212,7 @@ impl TestDaemon {
                 panic!("berth exited with {status}:\n{}", self.log_text());
             }
             if let Ok(mut client) = self.try_runtime().await
-                && client
-                    .version(cri::VersionRequest::default())
-                    .await
-                    .is_ok()
+                && client.version(cri::VersionRequest::default()).await.is_ok()
             {
                 return;
             }
@@ -282,7 +279,10 @@ impl TestDaemon {
         let me = self.daemon_pid();
         let mut found = Vec::new();
         for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok())
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
             else {
                 continue;
             };
@@ -298,8 +298,17 @@ impl TestDaemon {
         found
     }
 
-    /// Mounts under this daemon's temp dir (netns pins and the like).
+    /// Mounts under this daemon's temp dir (netns pins and the like), except the
+    /// shared bind mount of the netns directory itself, which berth keeps for its lifetime
+    /// (as `ip netns` does for /run/netns).
     pub fn leftover_mounts(&self) -> Vec<String> {
+        self.mounts()
+            .into_iter()
+            .filter(|l| l.split(' ').nth(4) != Some(&*self.state.join("netns").to_string_lossy()))
+            .collect()
+    }
+
+    fn mounts(&self) -> Vec<String> {
         let needle = self.dir.path().to_string_lossy().to_string();
         fs::read_to_string("/proc/self/mountinfo")
             .unwrap_or_default()
@@ -365,10 +374,10 @@ pub fn cgroup_roots() -> Vec<PathBuf> {
             continue;
         };
         let fstype = right.split(' ').next().unwrap_or_default();
-        if fstype == "cgroup" || fstype == "cgroup2" {
-            if let Some(mount_point) = left.split(' ').nth(4) {
-                roots.push(PathBuf::from(mount_point));
-            }
+        if (fstype == "cgroup" || fstype == "cgroup2")
+            && let Some(mount_point) = left.split(' ').nth(4)
+        {
+            roots.push(PathBuf::from(mount_point));
         }
     }
     roots
@@ -408,7 +417,8 @@ impl Drop for TestDaemon {
                 let _ = fs::remove_dir(&p);
             }
         }
-        for line in self.leftover_mounts() {
+        // Pins first, then the netns dir they sit in.
+        for line in self.mounts().iter().rev() {
             if let Some(mount_point) = line.split(' ').nth(4) {
                 let _ = nix::mount::umount2(mount_point, nix::mount::MntFlags::MNT_DETACH);
             }
