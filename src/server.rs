@@ -77,6 +77,10 @@ fn lock_socket(socket: &Path) -> Result<SocketLock> {
     let mut lock_path = socket.as_os_str().to_owned();
     lock_path.push(".lock");
     let lock_path = PathBuf::from(lock_path);
+    if let Some(dir) = socket.parent() {
+        fs::create_dir_all(dir)
+            .map_err(|e| Error::internal(format!("creating {}", dir.display()), e))?;
+    }
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -94,10 +98,6 @@ fn lock_socket(socket: &Path) -> Result<SocketLock> {
 }
 
 fn bind_socket(socket: &Path) -> Result<UnixListener> {
-    if let Some(dir) = socket.parent() {
-        fs::create_dir_all(dir)
-            .map_err(|e| Error::internal(format!("creating {}", dir.display()), e))?;
-    }
     // We hold the lock, so any socket file here is stale.
     crate::persist::remove_file_if_exists(socket)
         .map_err(|e| Error::internal(format!("removing stale {}", socket.display()), e))?;
