@@ -112,10 +112,11 @@ start_one() {
 	# The registry reads REGISTRY_* variables as config overrides: keep ours pristine.
 	local unset_args=() var
 	while IFS= read -r var; do unset_args+=(-u "$var"); done < <(compgen -e | grep '^REGISTRY_' || true)
-	# setsid: the registry outlives this script and the caller's terminal. 8>&-: it
-	# must not inherit (and so hold forever) the lock of this script.
+	# setsid: the registry outlives this script and the caller's terminal. 8>&- 9>&-:
+	# it must not inherit (and so hold forever) the lock of this script or of
+	# test-images.sh.
 	env "${unset_args[@]}" setsid docker-registry serve "$(inst_config "$name")" \
-		</dev/null >>"$(inst_log "$name")" 2>&1 8>&- &
+		</dev/null >>"$(inst_log "$name")" 2>&1 8>&- 9>&- &
 	pid=$!
 	echo "$pid" >"$(inst_pidfile "$name")"
 
@@ -166,7 +167,7 @@ start)
 	mkdir -p "$RUN_DIR"
 	# Concurrent starts (say, two test scripts at once) must not race for the ports.
 	exec 8>"$RUN_DIR/registry.lock"
-	flock 8
+	flock -w 60 8 || berth_die "another hack/registry.sh holds $RUN_DIR/registry.lock"
 	ensure_htpasswd
 	start_one registry
 	start_one registry-auth
@@ -174,7 +175,7 @@ start)
 stop)
 	if [[ -d $RUN_DIR ]]; then
 		exec 8>"$RUN_DIR/registry.lock"
-		flock 8
+		flock -w 60 8 || berth_die "another hack/registry.sh holds $RUN_DIR/registry.lock"
 	fi
 	stop_one registry
 	stop_one registry-auth

@@ -718,7 +718,7 @@ if [[ $what == bench ]]; then entries=("${BENCH_IMAGES[@]}"); else entries=("${I
 mkdir -p "$BERTH_TEST_DIR"
 # One build at a time: concurrent runs would share $WORK.
 exec 9>"$BERTH_TEST_DIR/test-images.lock"
-flock 9
+flock -w 600 9 || berth_die "another hack/test-images.sh holds $BERTH_TEST_DIR/test-images.lock"
 
 # Which images have a reference the registry lacks (or holds from an older version)?
 todo=()
@@ -745,18 +745,27 @@ for entry in "${todo[@]}"; do
 	builder="${words[0]}"
 	"build_$builder"
 	finalize "$builder"
-	# The first push uploads the blobs; the other names then only need a manifest
-	# and go in parallel (concurrent uploads of one blob to one repository can fail
-	# in the registry).
+	# The first push uploads the blobs. The other names then go in parallel, one job
+	# per repository: the registry fails concurrent writes into one repository (it
+	# reads link files that another request is still writing).
 	push_ref "$builder" "${words[1]}" || berth_die "pushing ${words[1]} failed"
-	pids=()
+	declare -A by_repo=()
 	for ref in "${words[@]:2}"; do
-		push_ref "$builder" "$ref" &
+		by_repo["${ref%:*}"]+="$ref "
+	done
+	pids=()
+	for repo in "${!by_repo[@]}"; do
+		(
+			for ref in ${by_repo[$repo]}; do
+				push_ref "$builder" "$ref" || exit 1
+			done
+		) &
 		pids+=($!)
 	done
 	for pid in "${pids[@]}"; do
 		wait "$pid" || berth_die "pushing $builder failed"
 	done
+	unset by_repo
 	berth_log "pushed ${words[*]:1}"
 done
 rm -rf "$WORK"

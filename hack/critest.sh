@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs critest (the CRI conformance suite; binary from $CRITEST) against a berth started
+# with critest-config/: its own socket, state and root, the local registry behind
+# registry mirrors, and the bridge network of critest-config/net.d.
+# The local registry and test images must be up: hack/registry.sh start && hack/test-images.sh
+# Extra arguments go to critest, e.g. hack/critest.sh --ginkgo.focus='PodSandbox'
+# BERTH (default target/release/berth, built if missing) picks the daemon binary.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=hack/lib.sh
+source hack/lib.sh
+
+berth_need_root
+: "${CRITEST:?set CRITEST to the critest binary (not shipped with berth)}"
+[[ -x $CRITEST ]] || berth_die "CRITEST=$CRITEST is not executable"
+
+berth=${BERTH:-target/release/berth}
+if [[ ! -x $berth ]]; then
+	cargo build --release
+fi
+
+run_dir=$(mktemp -d /tmp/berth-critest.XXXXXX)
+config=$run_dir/berth.toml
+berth_render_critest_config "$config"
+socket=$(sed -n 's/^socket = "\(.*\)"/\1/p' "$config")
+
+"$berth" --config "$config" >"$run_dir/berth.log" 2>&1 &
+berth_pid=$!
+cleanup() {
+	kill "$berth_pid" 2>/dev/null || true
+	wait "$berth_pid" 2>/dev/null || true
+	berth_log "berth log: $run_dir/berth.log"
+}
+trap cleanup EXIT
+
+for _ in $(seq 100); do
+	[[ -S $socket ]] && break
+	sleep 0.1
+done
+[[ -S $socket ]] || berth_die "berth did not start; see $run_dir/berth.log"
+
+# The digest-pinned image cannot be rebuilt offline (TESTING.md): skip that one spec.
+"$CRITEST" \
+	--runtime-endpoint "unix://$socket" \
+	--image-endpoint "unix://$socket" \
+	--test-images-file critest-config/test-images.yaml \
+	--report-dir "$run_dir" \
+	--ginkgo.skip='public image with digest' \
+	"$@"
