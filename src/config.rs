@@ -106,6 +106,10 @@ pub struct ImageConfig {
     pub pull_progress_timeout: Duration,
     /// Blobs of one pull downloaded at once.
     pub max_concurrent_downloads: usize,
+    /// Bytes that must stay free on the image filesystem while a layer unpacks; 0 = no check.
+    pub min_free_space: u64,
+    /// Largest unpacked size of one layer in bytes; 0 = unlimited.
+    pub max_unpacked_size: u64,
 }
 
 impl Default for Config {
@@ -160,6 +164,8 @@ impl Default for ImageConfig {
         ImageConfig {
             pull_progress_timeout: Duration::from_secs(300),
             max_concurrent_downloads: 3,
+            min_free_space: 1 << 30,
+            max_unpacked_size: 0,
         }
     }
 }
@@ -207,6 +213,12 @@ pub struct ConfigFlags {
     pub pull_progress_timeout: Option<Duration>,
     #[arg(long)]
     pub max_concurrent_downloads: Option<usize>,
+    /// Bytes kept free while unpacking, 0 for no check [image.min_free_space].
+    #[arg(long)]
+    pub min_free_space: Option<u64>,
+    /// Largest unpacked layer in bytes, 0 for unlimited [image.max_unpacked_size].
+    #[arg(long)]
+    pub max_unpacked_size: Option<u64>,
 }
 
 fn parse_duration_flag(text: &str) -> Result<Duration, String> {
@@ -272,6 +284,8 @@ impl Config {
             &mut self.image.max_concurrent_downloads,
             &f.max_concurrent_downloads,
         );
+        set(&mut self.image.min_free_space, &f.min_free_space);
+        set(&mut self.image.max_unpacked_size, &f.max_unpacked_size);
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -366,6 +380,10 @@ config_path = [{registry_paths}]
 pull_progress_timeout = "{pull_timeout}"
 # Blobs of one pull downloaded at once (--max-concurrent-downloads).
 max_concurrent_downloads = {downloads}
+# Bytes that must stay free on the image filesystem while a layer unpacks; 0 = no check (--min-free-space).
+min_free_space = {min_free}
+# Largest unpacked size of one layer in bytes; 0 = unlimited (--max-unpacked-size).
+max_unpacked_size = {max_unpacked}
 "#,
             socket = d.socket.display(),
             root = d.root.display(),
@@ -378,6 +396,8 @@ max_concurrent_downloads = {downloads}
             registry_paths = list(&d.registry.config_path),
             pull_timeout = humantime::format_duration(d.image.pull_progress_timeout),
             downloads = d.image.max_concurrent_downloads,
+            min_free = d.image.min_free_space,
+            max_unpacked = d.image.max_unpacked_size,
         )
     }
 }

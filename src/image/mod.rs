@@ -130,6 +130,7 @@ struct Inner {
     config_dirs: Vec<PathBuf>,
     progress_timeout: Duration,
     max_downloads: usize,
+    unpack_limits: unpack::UnpackLimits,
     /// Pulls in flight by normalized reference: identical pulls share one.
     inflight: Mutex<HashMap<String, SharedPull>>,
     /// One unpack per chain ID at a time.
@@ -168,6 +169,12 @@ impl ImageService {
                 config_dirs: config.registry.config_path.clone(),
                 progress_timeout: config.image.pull_progress_timeout,
                 max_downloads: config.image.max_concurrent_downloads.max(1),
+                unpack_limits: unpack::UnpackLimits {
+                    max_unpacked_size: (config.image.max_unpacked_size > 0)
+                        .then_some(config.image.max_unpacked_size),
+                    min_free_space: (config.image.min_free_space > 0)
+                        .then_some(config.image.min_free_space),
+                },
                 inflight: Mutex::new(HashMap::new()),
                 layer_locks: Mutex::new(HashMap::new()),
                 gc_barrier: Arc::new(tokio::sync::RwLock::new(())),

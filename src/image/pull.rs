@@ -742,6 +742,7 @@ async fn fetch_layer(
         diff_id: diff_id.to_string(),
         chain_id: chain_id.to_string(),
         compression,
+        limits: ctx.inner.unpack_limits.clone(),
     };
     let unpacker = tokio::task::spawn_blocking(move || job.run(rx));
 
@@ -798,6 +799,7 @@ struct LayerJob {
     diff_id: String,
     chain_id: String,
     compression: Compression,
+    limits: UnpackLimits,
 }
 
 impl LayerJob {
@@ -839,7 +841,7 @@ impl LayerJob {
             &mut reader,
             self.compression,
             &tmp.join("fs"),
-            &UnpackLimits::default(),
+            &self.limits,
         )
         .map_err(unpack_err)?;
         // The blob digest covers every byte, including any the unpacker did not need.
