@@ -15,17 +15,16 @@
 #
 # Reproducible: the same script on the same Debian packages gives the same digests
 # (fixed timestamps, sorted tar entries, numeric owners, no pax atime/ctime, fixed
-# config "created"). Fast on reruns: a reference is skipped when the registry holds
-# it with this script's FIXTURE_VERSION annotation. Bump FIXTURE_VERSION whenever the
-# content of an image changes, so that machines that already have the old images
-# rebuild them.
+# config "created"). Fast on reruns: nothing is built when the registry holds every
+# reference and $BERTH_TEST_DIR/test-images-<all|bench>.stamp records a successful
+# run of this very script (its hash, with the host's busybox and glibc versions); an
+# edit of this file or a package upgrade rebuilds everything once, and since the
+# builds are reproducible, unchanged images keep their digests.
 set -euo pipefail
 
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-FIXTURE_VERSION=1
-VERSION_KEY="org.berth.fixtures.version"
 # 2024-01-01T00:00:00Z: every file mtime and every "created" in the images.
 SOURCE_DATE_EPOCH=1704067200
 CREATED="2024-01-01T00:00:00Z"
@@ -87,31 +86,26 @@ ref_registry() { if [[ $1 == auth:* ]]; then echo "$BERTH_AUTH_REGISTRY"; else e
 ref_path() { echo "${1#auth:}"; }
 ref_creds() { if [[ $1 == auth:* ]]; then echo "$BERTH_AUTH_USER:$BERTH_AUTH_PASSWORD"; fi; }
 
-# registry_get REF KIND [DIGEST]: GET the manifest of REF (KIND=manifest) or a blob.
-registry_get() {
-	local ref="$1" kind="$2" reg path repo tag creds url
-	reg="$(ref_registry "$ref")"
+# registry_manifest REF [curl args]: the manifest of REF, as the registry serves it.
+registry_manifest() {
+	local ref="$1" path creds
+	shift
 	path="$(ref_path "$ref")"
-	repo="${path%:*}"
-	tag="${path##*:}"
 	creds="$(ref_creds "$ref")"
-	if [[ $kind == manifest ]]; then
-		url="http://$reg/v2/$repo/manifests/$tag"
-	else
-		url="http://$reg/v2/$repo/blobs/$3"
-	fi
-	curl -fsS --max-time 10 ${creds:+-u "$creds"} \
+	curl -fsS --max-time 10 ${creds:+-u "$creds"} "$@" \
 		-H 'Accept: application/vnd.oci.image.manifest.v1+json' \
 		-H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
-		"$url" 2>/dev/null
+		"http://$(ref_registry "$ref")/v2/${path%:*}/manifests/${path##*:}" 2>/dev/null
 }
 
-# ref_current REF: true when the registry holds REF, built by this FIXTURE_VERSION.
-ref_current() {
-	local manifest
-	manifest="$(registry_get "$1" manifest)" || return 1
-	jq -e --arg k "$VERSION_KEY" --arg v "$FIXTURE_VERSION" '.annotations[$k] == $v' \
-		<<<"$manifest" >/dev/null
+ref_present() { registry_manifest "$1" -I >/dev/null; }
+
+# fixture_hash: what the images are made from. Changes of it rebuild everything.
+fixture_hash() {
+	{
+		cat "${BASH_SOURCE[0]}"
+		dpkg-query -W busybox libc6
+	} | sha256sum | cut -d' ' -f1
 }
 
 push_ref() {
@@ -210,11 +204,9 @@ derive() {
 	umoci config --image "$LAYOUT:$from" --tag "$to" --no-history --created "$CREATED" "$@"
 }
 
-# finalize TAG: stamps the fixture version (the rerun check reads it) and the fixed
-# creation time, as the last step of every image.
+# finalize TAG: the fixed creation time, as the last step of every image.
 finalize() {
-	umoci config --image "$LAYOUT:$1" --no-history --created "$CREATED" \
-		--manifest.annotation "$VERSION_KEY=$FIXTURE_VERSION"
+	umoci config --image "$LAYOUT:$1" --no-history --created "$CREATED"
 }
 
 # compile NAME: a static binary from $WORK/src/NAME.c (no libraries to copy).
@@ -664,13 +656,7 @@ build_bench() {
 
 # ref_digest REF: the manifest digest the registry serves for REF.
 ref_digest() {
-	local ref="$1" creds path
-	creds="$(ref_creds "$ref")"
-	path="$(ref_path "$ref")"
-	curl -fsS --max-time 10 -I ${creds:+-u "$creds"} \
-		-H 'Accept: application/vnd.oci.image.manifest.v1+json' \
-		"http://$(ref_registry "$ref")/v2/${path%:*}/manifests/${path##*:}" 2>/dev/null |
-		tr -d '\r' | awk 'tolower($1) == "docker-content-digest:" { print $2 }'
+	registry_manifest "$1" -I | tr -d '\r' | awk 'tolower($1) == "docker-content-digest:" { print $2 }'
 }
 
 list_refs() {
@@ -678,7 +664,7 @@ list_refs() {
 	for entry in "${IMAGES[@]}" "${BENCH_IMAGES[@]}"; do
 		read -r -a words <<<"$entry"
 		for ref in "${words[@]:1}"; do
-			if manifest="$(registry_get "$ref" manifest)"; then
+			if manifest="$(registry_manifest "$ref")"; then
 				printf '%s/%s manifest %s image-id %s\n' "$(ref_registry "$ref")" "$(ref_path "$ref")" \
 					"$(ref_digest "$ref")" "$(jq -r .config.digest <<<"$manifest")"
 			else
@@ -720,19 +706,23 @@ mkdir -p "$BERTH_TEST_DIR"
 exec 9>"$BERTH_TEST_DIR/test-images.lock"
 flock -w 600 9 || berth_die "another hack/test-images.sh holds $BERTH_TEST_DIR/test-images.lock"
 
-# Which images have a reference the registry lacks (or holds from an older version)?
+# Everything, when this script or the packages it copies changed since the last
+# successful run; otherwise only the images of which a reference is missing.
+stamp="$BERTH_TEST_DIR/test-images-$what.stamp"
+want_stamp="$(fixture_hash)"
+[[ $(cat "$stamp" 2>/dev/null) == "$want_stamp" ]] || force=1
 todo=()
 for entry in "${entries[@]}"; do
 	read -r -a words <<<"$entry"
 	for ref in "${words[@]:1}"; do
-		if [[ -n $force ]] || ! ref_current "$ref"; then
+		if [[ -n $force ]] || ! ref_present "$ref"; then
 			todo+=("$entry")
 			break
 		fi
 	done
 done
 if ((${#todo[@]} == 0)); then
-	berth_log "all ${#entries[@]} images up to date in the registry (FIXTURE_VERSION $FIXTURE_VERSION)"
+	berth_log "all ${#entries[@]} images up to date in the registry"
 	exit 0
 fi
 
@@ -769,4 +759,5 @@ for entry in "${todo[@]}"; do
 	berth_log "pushed ${words[*]:1}"
 done
 rm -rf "$WORK"
+echo "$want_stamp" >"$stamp"
 berth_log "done: ${#todo[@]} of ${#entries[@]} images built and pushed"

@@ -446,8 +446,11 @@ mod tests {
         assert!(err.to_string().contains("log_level"), "{err}");
         let err = Config::from_toml("[streaming]\nport = 70000\n", Path::new("c")).unwrap_err();
         assert!(err.to_string().contains("port"), "{err}");
-        let err = Config::from_toml("[image]\npull_progress_timeout = \"soon\"\n", Path::new("c"))
-            .unwrap_err();
+        let err = Config::from_toml(
+            "[image]\npull_progress_timeout = \"soon\"\n",
+            Path::new("c"),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("pull_progress_timeout"), "{err}");
     }
 
@@ -459,9 +462,11 @@ mod tests {
 
     #[test]
     fn flags_override_file_values() {
-        let mut config =
-            Config::from_toml("socket = \"/a.sock\"\n[cni]\nbin_dirs = [\"/b\"]\n", Path::new("c"))
-                .unwrap();
+        let mut config = Config::from_toml(
+            "socket = \"/a.sock\"\n[cni]\nbin_dirs = [\"/b\"]\n",
+            Path::new("c"),
+        )
+        .unwrap();
         let flags = ConfigFlags {
             socket: Some("/flag.sock".into()),
             cni_bin_dirs: vec!["/x".into(), "/y".into()],
@@ -470,7 +475,10 @@ mod tests {
         };
         config.apply_flags(&flags);
         assert_eq!(config.socket, PathBuf::from("/flag.sock"));
-        assert_eq!(config.cni.bin_dirs, vec![PathBuf::from("/x"), PathBuf::from("/y")]);
+        assert_eq!(
+            config.cni.bin_dirs,
+            vec![PathBuf::from("/x"), PathBuf::from("/y")]
+        );
         assert_eq!(config.image.pull_progress_timeout, Duration::from_secs(7));
         // Untouched keys keep the defaults.
         assert_eq!(config.root, PathBuf::from("/var/lib/berth"));

@@ -4,7 +4,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "berth", version, about = "A Kubernetes CRI v1 container runtime")]
+#[command(
+    name = "berth",
+    version,
+    about = "A Kubernetes CRI v1 container runtime"
+)]
 struct Cli {
     #[command(flatten)]
     config: berth::config::ConfigFlags,

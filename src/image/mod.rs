@@ -200,6 +200,10 @@ impl ImageService {
                     let task = tokio::spawn(async move {
                         let result = pull::run(&inner, &reference, auth.as_ref()).await;
                         lock(&inner.inflight).remove(&task_key);
+                        if result.is_err() {
+                            // A failed pull may have stored blobs no image will use.
+                            inner.gc_pending.store(true, Ordering::Release);
+                        }
                         if inner.gc_pending.load(Ordering::Acquire) {
                             // Best effort: a failure is retried at the next removal or start.
                             if let Err(e) = inner.collect_garbage().await {

@@ -398,11 +398,20 @@ impl Ctx<'_> {
                             lock(&self.inner.http_hosts).insert(endpoint.host.clone());
                             return Ok((answer, http));
                         }
-                        Err(http_error) => {
+                        Err(http_error @ RegistryError::Request { .. }) => {
                             attempts.push(Attempt {
                                 endpoint: endpoint.base_url(),
                                 error,
                             });
+                            attempts.push(Attempt {
+                                endpoint: http.base_url(),
+                                error: http_error,
+                            });
+                        }
+                        // The host speaks plain http and answered (404, 401, ...): that
+                        // answer is the one that counts, the https probe was only a probe.
+                        Err(http_error) => {
+                            lock(&self.inner.http_hosts).insert(endpoint.host.clone());
                             attempts.push(Attempt {
                                 endpoint: http.base_url(),
                                 error: http_error,
@@ -837,13 +846,9 @@ impl LayerJob {
             digest: self.digest.clone(),
             source,
         };
-        let stats = unpack::unpack_layer(
-            &mut reader,
-            self.compression,
-            &tmp.join("fs"),
-            &self.limits,
-        )
-        .map_err(unpack_err)?;
+        let stats =
+            unpack::unpack_layer(&mut reader, self.compression, &tmp.join("fs"), &self.limits)
+                .map_err(unpack_err)?;
         // The blob digest covers every byte, including any the unpacker did not need.
         io::copy(&mut reader, &mut io::sink()).map_err(|e| unpack_err(UnpackError::Stream(e)))?;
         reader.tee.commit(&self.digest).map_err(store_err)?;
