@@ -29,6 +29,8 @@ PACKAGES=(
 	attr tar openssl
 	# critest's IPC specs run ipcmk on the host; nsenter/unshare for tests
 	util-linux
+	# the sandbox tests ping a pod's IP from the host
+	iputils-ping
 )
 
 berth_need_root

@@ -43,7 +43,7 @@ inst_pid() {
 inst_http_code() {
 	local name="$1"
 	shift
-	curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" "http://$(inst_addr "$name")/v2/" || true
+	curl -s -o /dev/null -w '%{http_code}' --max-time 2 --noproxy '*' "$@" "http://$(inst_addr "$name")/v2/" || true
 }
 
 inst_ready() {

@@ -86,13 +86,14 @@ ref_registry() { if [[ $1 == auth:* ]]; then echo "$BERTH_AUTH_REGISTRY"; else e
 ref_path() { echo "${1#auth:}"; }
 ref_creds() { if [[ $1 == auth:* ]]; then echo "$BERTH_AUTH_USER:$BERTH_AUTH_PASSWORD"; fi; }
 
-# registry_manifest REF [curl args]: the manifest of REF, as the registry serves it.
+# registry_manifest REF [curl args]: the manifest of REF, as the registry serves it
+# (--noproxy: a proxy from the environment must never see loopback requests).
 registry_manifest() {
 	local ref="$1" path creds
 	shift
 	path="$(ref_path "$ref")"
 	creds="$(ref_creds "$ref")"
-	curl -fsS --max-time 10 ${creds:+-u "$creds"} "$@" \
+	curl -fsS --max-time 10 --noproxy '*' ${creds:+-u "$creds"} "$@" \
 		-H 'Accept: application/vnd.oci.image.manifest.v1+json' \
 		-H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
 		"http://$(ref_registry "$ref")/v2/${path%:*}/manifests/${path##*:}" 2>/dev/null

@@ -751,7 +751,7 @@ async fn fetch_layer(
         diff_id: diff_id.to_string(),
         chain_id: chain_id.to_string(),
         compression,
-        limits: ctx.inner.unpack_limits.clone(),
+        limits: ctx.inner.unpack_limits,
     };
     let unpacker = tokio::task::spawn_blocking(move || job.run(rx));
 
