@@ -1,0 +1,340 @@
+//! CRI benchmarks against any runtime endpoint (berth, containerd, CRI-O), so the same
+//! client measures each side by side. Run through `hack/bench.sh`, or directly:
+//!
+//! ```text
+//! cargo bench --bench cri -- pods  --endpoint unix:///run/berth/berth.sock --pods 20 [--daemon-pid N]
+//! cargo bench --bench cri -- pull  --endpoint unix:///run/berth/berth.sock --image REF --runs 10
+//! cargo bench --bench cri -- shell --runs 5 --setup 'rm -rf d; mkdir d' -- 'gzip -dc a.tgz | tar -x -C d'
+//! ```
+//! `pods` times RunPodSandbox, StopPodSandbox and RemovePodSandbox one pod at a time and
+//! reads the memory of each pod's pause process and of its parent (the shim) from
+//! /proc/<pid>/smaps_rollup while all pods run; `pull` times cold pulls (the image is removed
+//! before each); `shell` times a shell command the same way (after an untimed `--setup`), for a baseline.
+
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+struct Args {
+    mode: String,
+    endpoint: String,
+    pods: usize,
+    runs: usize,
+    image: String,
+    daemon_pid: Option<u32>,
+    label: String,
+    setup: String,
+    command: String,
+}
+
+fn parse_args() -> Result<Args, Error> {
+    // cargo bench passes --bench; ignore it.
+    let mut raw: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let mut args = Args {
+        mode: String::new(),
+        endpoint: "unix:///run/berth/berth.sock".into(),
+        pods: 20,
+        runs: 10,
+        image: String::new(),
+        daemon_pid: None,
+        label: String::new(),
+        setup: String::new(),
+        command: String::new(),
+    };
+    if let Some(pos) = raw.iter().position(|a| a == "--") {
+        args.command = raw
+            .split_off(pos)
+            .into_iter()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
+    let mut it = raw.into_iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--endpoint" => args.endpoint = value()?,
+            "--pods" => args.pods = value()?.parse()?,
+            "--runs" => args.runs = value()?.parse()?,
+            "--image" => args.image = value()?,
+            "--daemon-pid" => args.daemon_pid = Some(value()?.parse()?),
+            "--label" => args.label = value()?,
+            "--setup" => args.setup = value()?,
+            mode if !mode.starts_with('-') && args.mode.is_empty() => args.mode = mode.into(),
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    if args.label.is_empty() {
+        args.label = args.endpoint.clone();
+    }
+    Ok(args)
+}
+
+async fn channel(endpoint: &str) -> Result<Channel, Error> {
+    let path = endpoint
+        .strip_prefix("unix://")
+        .ok_or("endpoint must be unix://PATH")?
+        .to_string();
+    Ok(Endpoint::from_static("http://[::]:50051")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
+        }))
+        .await?)
+}
+
+/// Median and 90th percentile in milliseconds.
+fn summary(samples: &mut [Duration]) -> (f64, f64, f64, f64) {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let at = |q: f64| ms(samples[((samples.len() - 1) as f64 * q).round() as usize]);
+    (
+        at(0.5),
+        at(0.9),
+        ms(samples[0]),
+        ms(samples[samples.len() - 1]),
+    )
+}
+
+fn report(label: &str, what: &str, samples: &mut [Duration]) {
+    let (median, p90, min, max) = summary(samples);
+    println!(
+        "{label:<12} {what:<18} n={:<3} median {median:>8.2} ms   p90 {p90:>8.2} ms   min {min:>8.2}   max {max:>8.2}",
+        samples.len()
+    );
+}
+
+/// RSS and PSS of a process in KiB.
+fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((field("Rss:")?, field("Pss:")?))
+}
+
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
+}
+
+fn pod_config(i: usize, run: &str) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: format!("bench-{i}"),
+            uid: format!("bench-{run}-{i}"),
+            namespace: "bench".into(),
+            attempt: 0,
+        }),
+        hostname: format!("bench-{i}"),
+        log_directory: format!("/tmp/berth-bench-logs/{run}-{i}"),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            cgroup_parent: String::new(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn pods(args: &Args) -> Result<(), Error> {
+    let mut rt = RuntimeServiceClient::new(channel(&args.endpoint).await?);
+    let run = format!("{:08x}", rand::random::<u32>());
+    let (mut create, mut stop, mut remove) = (Vec::new(), Vec::new(), Vec::new());
+
+    // One pod first, not counted: the runtime's first pod may pull its pause image.
+    let warm = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config(9999, &run)),
+            runtime_handler: String::new(),
+        })
+        .await?
+        .into_inner()
+        .pod_sandbox_id;
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: warm.clone(),
+    })
+    .await?;
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: warm,
+    })
+    .await?;
+
+    let mut ids = Vec::new();
+    for i in 0..args.pods {
+        let start = Instant::now();
+        let id = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(pod_config(i, &run)),
+                runtime_handler: String::new(),
+            })
+            .await?
+            .into_inner()
+            .pod_sandbox_id;
+        create.push(start.elapsed());
+        ids.push(id);
+    }
+    // Let the processes settle before reading their memory.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut per_pod = Vec::new();
+    for id in &ids {
+        let status = rt
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.clone(),
+                verbose: true,
+            })
+            .await?
+            .into_inner();
+        let info: serde_json::Value = serde_json::from_str(
+            status
+                .info
+                .get("info")
+                .ok_or("no verbose info in PodSandboxStatus")?,
+        )?;
+        let pause = info["pid"].as_u64().ok_or("no pid in verbose info")? as u32;
+        let shim = parent_pid(pause).ok_or("pause has no parent")?;
+        let (pause_rss, pause_pss) = memory_kib(pause).ok_or("pause memory")?;
+        let (shim_rss, shim_pss) = memory_kib(shim).ok_or("shim memory")?;
+        per_pod.push((shim_rss, shim_pss, pause_rss, pause_pss));
+    }
+    let daemon = args.daemon_pid.and_then(memory_kib);
+
+    for id in &ids {
+        let start = Instant::now();
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await?;
+        stop.push(start.elapsed());
+    }
+    for id in &ids {
+        let start = Instant::now();
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await?;
+        remove.push(start.elapsed());
+    }
+
+    report(&args.label, "RunPodSandbox", &mut create);
+    report(&args.label, "StopPodSandbox", &mut stop);
+    report(&args.label, "RemovePodSandbox", &mut remove);
+    let n = per_pod.len() as f64;
+    let mean = |f: fn(&(u64, u64, u64, u64)) -> u64| {
+        per_pod.iter().map(f).sum::<u64>() as f64 / n / 1024.0
+    };
+    println!(
+        "{:<12} memory per pod      shim RSS {:.2} MiB PSS {:.2} MiB | pause RSS {:.2} MiB PSS {:.2} MiB | shim+pause RSS {:.2} MiB PSS {:.2} MiB  ({} pods running)",
+        args.label,
+        mean(|m| m.0),
+        mean(|m| m.1),
+        mean(|m| m.2),
+        mean(|m| m.3),
+        mean(|m| m.0 + m.2),
+        mean(|m| m.1 + m.3),
+        per_pod.len()
+    );
+    if let Some((rss, pss)) = daemon {
+        println!(
+            "{:<12} daemon with {} pods  RSS {:.2} MiB PSS {:.2} MiB",
+            args.label,
+            per_pod.len(),
+            rss as f64 / 1024.0,
+            pss as f64 / 1024.0
+        );
+    }
+    Ok(())
+}
+
+async fn pull(args: &Args) -> Result<(), Error> {
+    if args.image.is_empty() {
+        return Err("pull needs --image".into());
+    }
+    let mut images = ImageServiceClient::new(channel(&args.endpoint).await?);
+    let spec = || {
+        Some(cri::ImageSpec {
+            image: args.image.clone(),
+            ..Default::default()
+        })
+    };
+    let mut samples = Vec::new();
+    // One warm-up pull (connection set-up, registry caches), not counted.
+    for run in 0..=args.runs {
+        images
+            .remove_image(cri::RemoveImageRequest { image: spec() })
+            .await?;
+        let start = Instant::now();
+        images
+            .pull_image(cri::PullImageRequest {
+                image: spec(),
+                auth: None,
+                sandbox_config: None,
+            })
+            .await?;
+        if run > 0 {
+            samples.push(start.elapsed());
+        }
+    }
+    images
+        .remove_image(cri::RemoveImageRequest { image: spec() })
+        .await?;
+    report(&args.label, "PullImage (cold)", &mut samples);
+    Ok(())
+}
+
+fn shell(args: &Args) -> Result<(), Error> {
+    if args.command.is_empty() {
+        return Err("shell needs a command after --".into());
+    }
+    let mut samples = Vec::new();
+    for run in 0..=args.runs {
+        if !args.setup.is_empty() {
+            let status = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&args.setup)
+                .status()?;
+            if !status.success() {
+                return Err(format!("{} failed: {status}", args.setup).into());
+            }
+        }
+        let start = Instant::now();
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&args.command)
+            .status()?;
+        if !status.success() {
+            return Err(format!("{} failed: {status}", args.command).into());
+        }
+        if run > 0 {
+            samples.push(start.elapsed());
+        }
+    }
+    report(&args.label, "shell", &mut samples);
+    Ok(())
+}
+
+fn main() -> Result<(), Error> {
+    let args = parse_args()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match args.mode.as_str() {
+        "pods" => runtime.block_on(pods(&args)),
+        "pull" => runtime.block_on(pull(&args)),
+        "shell" => shell(&args),
+        other => Err(format!("unknown mode {other:?}: pods, pull or shell").into()),
+    }
+}

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Benchmarks berth side by side with containerd (Debian 12's containerd 1.6 with runc),
+# both driven by the same CRI client (benches/cri.rs) on this machine:
+#   pods  RunPodSandbox / StopPodSandbox / RemovePodSandbox over $BENCH_PODS pods on a bridge
+#         network (median, p90), memory per running pod (shim + pause, RSS and PSS), and the
+#         daemon's RSS idle and with the pods running
+#   pull  cold PullImage of the small busybox image and of the generated 200 MiB 8-layer
+#         image (berth-bench/big:v1), and `gzip -dc | tar -x` of that image's layer blobs from
+#         local disk one after the other (the single-core floor of the unpack alone)
+# Usage: sudo hack/bench.sh [pods|pull|all]   (default all)
+# Env: BENCH_PODS (20), BENCH_RUNS (10), BENCH_CONTAINERD=0 to measure berth alone.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=hack/lib.sh
+source hack/lib.sh
+berth_need_root
+
+what=${1:-all}
+pods=${BENCH_PODS:-20}
+runs=${BENCH_RUNS:-10}
+with_containerd=${BENCH_CONTAINERD:-1}
+repo=$(pwd)
+work=/run/berth-bench
+rm -rf "$work" && mkdir -p "$work"
+
+hack/install-deps.sh
+if [[ $with_containerd == 1 ]] && ! command -v containerd >/dev/null; then
+	# Only for the comparison; berth itself needs neither.
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc >/dev/null
+fi
+hack/registry.sh start
+hack/test-images.sh
+hack/test-images.sh bench
+cargo build --release --bin berth --bench cri
+bench=$(find target/release/deps -maxdepth 1 -name 'cri-*' -type f -executable -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2)
+registry="127.0.0.1:${BERTH_REGISTRY_PORT:-5000}"
+small="docker.io/library/busybox:latest"
+big="$registry/berth-bench/big:v1"
+
+# A bridge network per runtime: two runtimes must never share a bridge.
+write_net() { # DIR BRIDGE SUBNET
+	mkdir -p "$1"
+	cat >"$1/10-bench.conflist" <<EOF
+{"cniVersion": "1.0.0", "name": "bench-$2", "plugins": [
+  {"type": "bridge", "bridge": "$2", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "dataDir": "$work/ipam-$2", "ranges": [[{"subnet": "$3"}]]}},
+  {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}]}
+EOF
+}
+
+rss_mib() { awk '/^Rss:/ {printf "%.2f", $2/1024}' "/proc/$1/smaps_rollup"; }
+
+wait_socket() {
+	for _ in $(seq 200); do
+		[[ -S $1 ]] && return 0
+		sleep 0.05
+	done
+	berth_die "no socket at $1"
+}
+
+daemon_pid=
+stop_daemon() {
+	if [[ -n $daemon_pid ]]; then
+		kill "$daemon_pid" 2>/dev/null || true
+		wait "$daemon_pid" 2>/dev/null || true
+		daemon_pid=
+	fi
+}
+trap 'stop_daemon; ip link del berthbench0 2>/dev/null || true; ip link del ctrbench0 2>/dev/null || true' EXIT
+
+measure() { # LABEL ENDPOINT
+	local label=$1 endpoint=$2
+	sleep 1
+	echo "$label idle daemon RSS $(rss_mib "$daemon_pid") MiB"
+	if [[ $what == pods || $what == all ]]; then
+		"$bench" pods --label "$label" --endpoint "$endpoint" --pods "$pods" --daemon-pid "$daemon_pid"
+	fi
+	if [[ $what == pull || $what == all ]]; then
+		"$bench" pull --label "$label" --endpoint "$endpoint" --image "$small" --runs "$runs"
+		"$bench" pull --label "$label" --endpoint "$endpoint" --image "$big" --runs "$((runs < 5 ? runs : 5))"
+	fi
+}
+
+echo "== berth $(git rev-parse --short HEAD) (release build)"
+write_net "$work/berth-net.d" berthbench0 10.77.0.0/16
+cat >"$work/berth.toml" <<EOF
+socket = "$work/berth.sock"
+root = "/var/lib/berth-bench"
+state = "$work/berth"
+log_level = "warn"
+[cni]
+conf_dir = "$work/berth-net.d"
+bin_dirs = ["/usr/lib/cni"]
+[registry]
+config_path = ["$repo/critest-config/certs.d"]
+EOF
+rm -rf /var/lib/berth-bench
+target/release/berth --config "$work/berth.toml" 2>"$work/berth.log" &
+daemon_pid=$!
+wait_socket "$work/berth.sock"
+measure berth "unix://$work/berth.sock"
+stop_daemon
+rm -rf /var/lib/berth-bench
+
+if [[ $with_containerd == 1 ]]; then
+	echo "== containerd $(containerd --version | awk '{print $3}') with runc $(runc --version | awk 'NR==1 {print $3}')"
+	write_net "$work/ctr-net.d" ctrbench0 10.78.0.0/16
+	cat >"$work/containerd.toml" <<EOF
+version = 2
+root = "$work/containerd/root"
+state = "$work/containerd/state"
+[grpc]
+  address = "$work/containerd.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "registry.k8s.io/pause:3.9"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$work/ctr-net.d"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$repo/critest-config/certs.d"
+EOF
+	containerd --config "$work/containerd.toml" 2>"$work/containerd.log" &
+	daemon_pid=$!
+	wait_socket "$work/containerd.sock"
+	measure containerd "unix://$work/containerd.sock"
+	stop_daemon
+	rm -rf "$work/containerd"
+fi
+
+if [[ $what == pull || $what == all ]]; then
+	echo "== gzip -dc | tar -x of the big image's layer blobs, one after the other, from local disk"
+	blobs=$work/blobs
+	mkdir -p "$blobs"
+	manifest=$(curl -fsS --noproxy '*' -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+		-H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+		"http://$registry/v2/berth-bench/big/manifests/v1")
+	layers=()
+	for digest in $(jq -r '.layers[].digest' <<<"$manifest"); do
+		curl -fsS --noproxy '*' -o "$blobs/${digest#sha256:}" "http://$registry/v2/berth-bench/big/blobs/$digest"
+		layers+=("$blobs/${digest#sha256:}")
+	done
+	extract=""
+	for i in "${!layers[@]}"; do
+		extract+="mkdir -p $work/x/$i && gzip -dc ${layers[$i]} | tar -x -C $work/x/$i && "
+	done
+	extract+="sync -f $work/x"
+	"$bench" shell --label gzip+tar --runs "$((runs < 5 ? runs : 5))" --setup "rm -rf $work/x" -- "$extract"
+	rm -rf "$work/x" "$blobs"
+fi
