@@ -72,12 +72,16 @@ measure() { # LABEL ENDPOINT
 	local label=$1 endpoint=$2
 	sleep 1
 	echo "$label idle daemon RSS $(rss_mib "$daemon_pid") MiB"
+	# A runtime that fails one part still gets measured on the others.
 	if [[ $what == pods || $what == all ]]; then
-		"$bench" pods --label "$label" --endpoint "$endpoint" --pods "$pods" --daemon-pid "$daemon_pid"
+		"$bench" pods --label "$label" --endpoint "$endpoint" --pods "$pods" --daemon-pid "$daemon_pid" ||
+			echo "$label: the pod benchmark failed (above)"
 	fi
 	if [[ $what == pull || $what == all ]]; then
-		"$bench" pull --label "$label" --endpoint "$endpoint" --image "$small" --runs "$runs"
-		"$bench" pull --label "$label" --endpoint "$endpoint" --image "$big" --runs "$((runs < 5 ? runs : 5))"
+		"$bench" pull --label "$label" --endpoint "$endpoint" --image "$small" --runs "$runs" ||
+			echo "$label: the small pull benchmark failed (above)"
+		"$bench" pull --label "$label" --endpoint "$endpoint" --image "$big" --runs "$((runs < 5 ? runs : 5))" ||
+			echo "$label: the big pull benchmark failed (above)"
 	fi
 }
 
