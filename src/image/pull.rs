@@ -112,6 +112,8 @@ pub enum PullError {
     Join(#[from] tokio::task::JoinError),
     #[error("stopped because another layer of the pull failed")]
     Cancelled,
+    #[error("layer {digest}: the download stopped before its end")]
+    Truncated { digest: String },
 }
 
 impl PullError {
@@ -134,7 +136,7 @@ impl PullError {
                     ErrorKind::Unavailable
                 }
             }
-            PullError::Download { .. } => ErrorKind::Unavailable,
+            PullError::Download { .. } | PullError::Truncated { .. } => ErrorKind::Unavailable,
             PullError::ProgressTimeout(_) => ErrorKind::DeadlineExceeded,
             PullError::Store {
                 source: StoreError::DigestMismatch { .. },
@@ -577,7 +579,10 @@ async fn pull(
             .map_err(|_| PullError::BadDigest(descriptor.digest.clone()))?;
     }
 
+    let phase = |name: &str| tracing::debug!(image = %reference, phase = name, elapsed_ms = progress.start.elapsed().as_secs_f64() * 1e3, "pull phase");
+    phase("manifest");
     let config_bytes = ctx.small_blob(&pullers, &config).await?;
+    phase("config");
     let image_config: oci_spec::image::ImageConfiguration =
         serde_json::from_slice(&config_bytes).map_err(|source| PullError::BadConfig {
             digest: config.digest.clone(),
@@ -620,6 +625,7 @@ async fn pull(
     }
     // In completion order: the first error is the cause, later ones are its echoes.
     drop(running);
+    phase("layers");
     if let Some(error) = results.into_iter().find_map(Result::err) {
         return Err(error);
     }
@@ -744,16 +750,20 @@ async fn fetch_layer(
     let (response, endpoint) = ctx.blob_response(endpoints, &layer.digest).await?;
     tracing::debug!(digest = %layer.digest, endpoint = %endpoint.base_url(), "downloading layer");
 
+    // Two blocking workers take the stream at once, so the two cores share the work: one
+    // writes and hashes the compressed blob, the other decompresses, hashes and extracts.
     let (tx, rx) = tokio::sync::mpsc::channel::<Piece>(CHANNEL_CHUNKS);
+    let (blob_tx, blob_rx) = tokio::sync::mpsc::channel::<Piece>(CHANNEL_CHUNKS);
     let job = LayerJob {
-        store,
+        store: store.clone(),
         digest: layer.digest.clone(),
-        diff_id: diff_id.to_string(),
         chain_id: chain_id.to_string(),
         compression,
         limits: ctx.inner.unpack_limits,
     };
     let unpacker = tokio::task::spawn_blocking(move || job.run(rx));
+    let blob_store = store.clone();
+    let blob_writer = tokio::task::spawn_blocking(move || write_blob(&blob_store, blob_rx));
 
     let mut body = response.bytes_stream();
     let mut network_error = None;
@@ -769,8 +779,12 @@ async fn fetch_layer(
         match chunk {
             Ok(bytes) => {
                 ctx.progress.touch();
-                if tx.send(Piece::Data(bytes)).await.is_err() {
-                    // The unpacker stopped early; its result says why.
+                let (to_unpack, to_blob) = tokio::join!(
+                    tx.send(Piece::Data(bytes.clone())),
+                    blob_tx.send(Piece::Data(bytes))
+                );
+                if to_unpack.is_err() || to_blob.is_err() {
+                    // A worker stopped early; its result says why.
                     break;
                 }
             }
@@ -785,14 +799,81 @@ async fn fetch_layer(
         }
     }
     if network_error.is_none() {
-        let _ = tx.send(Piece::End).await;
+        let _ = tokio::join!(tx.send(Piece::End), blob_tx.send(Piece::End));
     }
     drop(tx);
-    let unpacked = unpacker.await?;
-    match network_error {
-        Some(error) => Err(error),
-        None => unpacked,
+    drop(blob_tx);
+    let (unpacked, blob) = tokio::join!(unpacker, blob_writer);
+    let (unpacked, blob) = (unpacked?, blob?);
+    let digest = layer.digest.clone();
+    let diff_id = diff_id.to_string();
+    let chain_id = chain_id.to_string();
+    let finish = move || {
+        let store_err = |source| PullError::Store {
+            digest: digest.clone(),
+            source,
+        };
+        let (tmp, stats) = unpacked?;
+        let result = (|| {
+            if let Some(error) = network_error {
+                return Err(error);
+            }
+            let blob = blob
+                .map_err(store_err)?
+                .ok_or_else(|| PullError::Truncated {
+                    digest: digest.clone(),
+                })?;
+            // Nothing is kept unless the compressed bytes match the digest...
+            blob.commit(&digest).map_err(store_err)?;
+            // ...and the uncompressed ones match the image config.
+            if stats.diff_id != diff_id {
+                return Err(PullError::DiffId {
+                    digest: digest.clone(),
+                    expected: diff_id.clone(),
+                    actual: stats.diff_id.clone(),
+                });
+            }
+            let info = LayerInfo {
+                version: store::RECORD_VERSION,
+                chain_id: chain_id.clone(),
+                diff_id: stats.diff_id.clone(),
+                bytes: stats.bytes,
+                inodes: stats.inodes,
+            };
+            store.commit_layer(&tmp, &info).map_err(store_err)
+        })();
+        if result.is_err() {
+            remove_failed_layer(&tmp);
+        }
+        result
+    };
+    tokio::task::spawn_blocking(finish).await?
+}
+
+fn remove_failed_layer(tmp: &std::path::Path) {
+    if let Err(e) = unpack::remove_layer_dir(tmp) {
+        tracing::warn!(path = %tmp.display(), error = %e, "removing a failed layer");
     }
+}
+
+/// Writes the compressed stream into the ingest area, hashing it; `None` when the download
+/// ended before its end marker.
+fn write_blob(
+    store: &store::Store,
+    mut rx: tokio::sync::mpsc::Receiver<Piece>,
+) -> Result<Option<BlobWriter>, StoreError> {
+    let mut writer = store.ingest()?;
+    while let Some(piece) = rx.blocking_recv() {
+        match piece {
+            Piece::Data(bytes) => writer.write_all(&bytes).map_err(|source| StoreError::Io {
+                what: "writing",
+                path: writer.path().to_path_buf(),
+                source,
+            })?,
+            Piece::End => return Ok(Some(writer)),
+        }
+    }
+    Ok(None)
 }
 
 enum Piece {
@@ -800,95 +881,69 @@ enum Piece {
     End,
 }
 
-/// The blocking half of a layer download: unpack what arrives while teeing it into the
-/// content store; then check both digests and move the layer into place.
+/// The decompressing half of a layer download: unpack what arrives into a temp dir; the
+/// caller checks both digests before moving the layer into place.
 struct LayerJob {
     store: store::Store,
     digest: String,
-    diff_id: String,
     chain_id: String,
     compression: Compression,
     limits: UnpackLimits,
 }
 
 impl LayerJob {
-    fn run(self, rx: tokio::sync::mpsc::Receiver<Piece>) -> Result<(), PullError> {
+    fn run(
+        self,
+        rx: tokio::sync::mpsc::Receiver<Piece>,
+    ) -> Result<(std::path::PathBuf, unpack::UnpackStats), PullError> {
         let store_err = |source| PullError::Store {
             digest: self.digest.clone(),
             source,
         };
         let tmp = self.store.layer_tmp(&self.chain_id).map_err(store_err)?;
-        let result = self.unpack_into(rx, &tmp);
-        if result.is_err()
-            && let Err(e) = unpack::remove_layer_dir(&tmp)
-        {
-            tracing::warn!(path = %tmp.display(), error = %e, "removing a failed layer");
-        }
-        result
-    }
-
-    fn unpack_into(
-        &self,
-        rx: tokio::sync::mpsc::Receiver<Piece>,
-        tmp: &std::path::Path,
-    ) -> Result<(), PullError> {
-        let store_err = |source| PullError::Store {
-            digest: self.digest.clone(),
-            source,
-        };
-        let mut reader = TeeReader {
-            rx,
-            current: Bytes::new(),
-            ended: false,
-            tee: self.store.ingest().map_err(store_err)?,
-        };
         let unpack_err = |source| PullError::Unpack {
             digest: self.digest.clone(),
             source,
         };
-        let stats =
-            unpack::unpack_layer(&mut reader, self.compression, &tmp.join("fs"), &self.limits)
-                .map_err(unpack_err)?;
-        // The blob digest covers every byte, including any the unpacker did not need.
-        io::copy(&mut reader, &mut io::sink()).map_err(|e| unpack_err(UnpackError::Stream(e)))?;
-        reader.tee.commit(&self.digest).map_err(store_err)?;
-        if stats.diff_id != self.diff_id {
-            return Err(PullError::DiffId {
-                digest: self.digest.clone(),
-                expected: self.diff_id.clone(),
-                actual: stats.diff_id,
-            });
-        }
-        let info = LayerInfo {
-            version: store::RECORD_VERSION,
-            chain_id: self.chain_id.clone(),
-            diff_id: stats.diff_id,
-            bytes: stats.bytes,
-            inodes: stats.inodes,
+        let mut reader = ChannelReader {
+            rx,
+            current: Bytes::new(),
+            ended: false,
         };
-        self.store.commit_layer(tmp, &info).map_err(store_err)
+        let result =
+            unpack::unpack_layer(&mut reader, self.compression, &tmp.join("fs"), &self.limits)
+                .map_err(unpack_err)
+                .and_then(|stats| {
+                    // Drain what the unpacker did not need, so the blob writer sees it all.
+                    io::copy(&mut reader, &mut io::sink())
+                        .map_err(|e| unpack_err(UnpackError::Stream(e)))?;
+                    Ok(stats)
+                });
+        match result {
+            Ok(stats) => Ok((tmp, stats)),
+            Err(error) => {
+                remove_failed_layer(&tmp);
+                Err(error)
+            }
+        }
     }
 }
 
-/// Reads the chunks of a download and writes each into the ingest file as it passes.
-struct TeeReader {
+/// Reads the chunks of a download as a byte stream.
+struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<Piece>,
     current: Bytes,
     ended: bool,
-    tee: BlobWriter,
 }
 
-impl Read for TeeReader {
+impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.current.is_empty() {
             if self.ended {
                 return Ok(0);
             }
             match self.rx.blocking_recv() {
-                Some(Piece::Data(bytes)) => {
-                    self.tee.write_all(&bytes)?;
-                    self.current = bytes;
-                }
+                Some(Piece::Data(bytes)) => self.current = bytes,
                 Some(Piece::End) => self.ended = true,
                 None => return Err(io::Error::other("download stopped before its end")),
             }

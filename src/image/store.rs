@@ -365,6 +365,12 @@ pub struct BlobWriter {
     committed: bool,
 }
 
+impl BlobWriter {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 impl Drop for BlobWriter {
     /// A writer dropped before its commit (an error, a cancelled pull) leaves nothing behind.
     fn drop(&mut self) {

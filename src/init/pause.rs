@@ -18,6 +18,8 @@ pub fn run() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let _ = nix::sys::prctl::set_name(c"pause");
+    // Nothing else of the binary is needed from here on: keep the pause's RSS tiny.
+    let _ = crate::linux::memory::trim_idle_pages();
     loop {
         match signals.wait() {
             Ok(Signal::SIGCHLD) => {

@@ -1,5 +1,6 @@
 //! Small safe wrappers around Linux interfaces.
 
 pub mod cgroup;
+pub mod memory;
 pub mod netns;
 pub mod process;

@@ -106,6 +106,8 @@ pub fn run(args: ShimArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The shim lives as long as its pod mostly idle: keep only the code it touches.
+    let _ = crate::linux::memory::trim_idle_pages();
     match runtime.block_on(service::serve(args, listener)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
