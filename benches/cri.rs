@@ -187,8 +187,9 @@ async fn pods(args: &Args) -> Result<(), Error> {
         create.push(start.elapsed());
         ids.push(id);
     }
-    // Let the processes settle before reading their memory.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Memory is read in the steady state of running pods (they live for hours): a few
+    // seconds after the last creation, the same wait for every runtime.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let mut per_pod = Vec::new();
     for id in &ids {
         let status = rt

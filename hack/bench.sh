@@ -117,6 +117,8 @@ state = "$work/containerd/state"
   address = "$work/containerd.sock"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "registry.k8s.io/pause:3.9"
+  # This machine lacks CAP_SYS_RESOURCE: the pause's oom_score_adj -998 must be clamped.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$work/ctr-net.d"
