@@ -644,18 +644,26 @@ impl SandboxManager {
         };
         let _op = sb.op.lock().await;
         let record = sb.record();
-        self.stop_processes(&sb, &record).await?;
+        // Killing the processes and tearing down the network do not depend on each other.
+        let (processes, network) = tokio::join!(
+            self.stop_processes(&sb, &record),
+            self.teardown_network(&sb, &record)
+        );
+        processes?;
+        network?;
+        let rec = sb.update(|r| r.state = SandboxState::NotReady);
+        self.persist(&rec)?;
+        tracing::info!(sandbox_id = %rec.id, "pod sandbox stopped");
+        Ok(())
+    }
 
-        if let (Some(network), Some(path)) = (&record.network, &record.netns)
+    /// CNI DEL with the config and result recorded at ADD (once), then the netns unpinned.
+    async fn teardown_network(&self, sb: &Sandbox, record: &SandboxRecord) -> Result<()> {
+        if let (Some(network), Some(path), Some(metadata)) =
+            (&record.network, &record.netns, record.metadata())
             && !network.torn_down
         {
-            let metadata = record.metadata().cloned().unwrap_or(PodMetadata {
-                name: String::new(),
-                uid: String::new(),
-                namespace: String::new(),
-                attempt: 0,
-            });
-            let attachment = attachment(&record.id, path, &metadata, &record.spec.port_mappings);
+            let attachment = attachment(&record.id, path, metadata, &record.spec.port_mappings);
             let prev = network.result.as_ref().map(|r| r.raw.clone());
             self.cni
                 .del(&network.config, &attachment, prev.as_ref())
@@ -675,9 +683,6 @@ impl SandboxManager {
                 .map_err(|e| Error::internal("netns task", e))?
                 .map_err(io_err(format!("unpinning {}", path.display())))?;
         }
-        let rec = sb.update(|r| r.state = SandboxState::NotReady);
-        self.persist(&rec)?;
-        tracing::info!(sandbox_id = %rec.id, "pod sandbox stopped");
         Ok(())
     }
 
