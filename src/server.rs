@@ -222,3 +222,41 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::{Layer, Service, ServiceExt};
+
+    #[tokio::test]
+    async fn the_gate_answers_unavailable_until_recovery_is_done() {
+        let ready = Arc::new(AtomicBool::new(false));
+        let inner = tower::service_fn(|_: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::empty()))
+        });
+        let mut gate = RecoveryGateLayer {
+            ready: ready.clone(),
+        }
+        .layer(inner);
+        let response = gate
+            .ready()
+            .await
+            .unwrap()
+            .call(http::Request::new(()))
+            .await
+            .unwrap();
+        let status = tonic::Status::from_header_map(response.headers()).expect("a grpc status");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(status.message().contains("recovering"));
+
+        ready.store(true, Ordering::Release);
+        let response = gate
+            .ready()
+            .await
+            .unwrap()
+            .call(http::Request::new(()))
+            .await
+            .unwrap();
+        assert!(tonic::Status::from_header_map(response.headers()).is_none());
+    }
+}

@@ -656,3 +656,65 @@ fn config_default_prints_a_config_the_daemon_accepts_and_unknown_keys_are_refuse
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("adress"), "{stderr}");
 }
+
+/// The README quickstart's pod (examples/pod.json, in crictl's JSON form) runs as written.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quickstart_example_pod_runs() {
+    let daemon = TestDaemon::start().await;
+    let mut rt = daemon.runtime().await;
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/pod.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let map = |v: &serde_json::Value| -> std::collections::HashMap<String, String> {
+        v.as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let meta = &json["metadata"];
+    let config = cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: meta["name"].as_str().unwrap().into(),
+            uid: meta["uid"].as_str().unwrap().into(),
+            namespace: meta["namespace"].as_str().unwrap().into(),
+            attempt: meta["attempt"].as_u64().unwrap() as u32,
+        }),
+        hostname: json["hostname"].as_str().unwrap().into(),
+        log_directory: json["log_directory"].as_str().unwrap().into(),
+        dns_config: Some(cri::DnsConfig {
+            servers: strings(&json["dns_config"]["servers"]),
+            searches: strings(&json["dns_config"]["searches"]),
+            options: strings(&json["dns_config"]["options"]),
+        }),
+        labels: map(&json["labels"]),
+        annotations: map(&json["annotations"]),
+        linux: Some(cri::LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    };
+    let id = run_pod(&mut rt, config).await.unwrap();
+    let status = pod_status(&mut rt, &id, false).await.unwrap();
+    assert!(ready(&status));
+    assert!(ip_of(&status).starts_with(&daemon.net.subnet_prefix()));
+    let resolv =
+        std::fs::read_to_string(daemon.root.join("sandboxes").join(&id).join("resolv.conf"))
+            .unwrap();
+    assert!(resolv.contains("nameserver 1.1.1.1"), "{resolv}");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    assert_nothing_left(&daemon, &id);
+}

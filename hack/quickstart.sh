@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs the README quickstart, step by step, against a running berth, and checks what each
+# step prints, so the README cannot drift from what berth does.
+# crictl is not shipped with berth: CRICTL names the binary (default: crictl on PATH).
+# BERTH_SOCKET picks the daemon (default /run/berth/berth.sock, as hack/run.sh starts it).
+# The image steps need the docker.io mirror of critest-config/certs.d (or internet access).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=hack/lib.sh
+source hack/lib.sh
+
+crictl=${CRICTL:-crictl}
+command -v "$crictl" >/dev/null || berth_die "set CRICTL to a crictl binary"
+socket=${BERTH_SOCKET:-/run/berth/berth.sock}
+export CONTAINER_RUNTIME_ENDPOINT=unix://$socket IMAGE_SERVICE_ENDPOINT=unix://$socket
+c() { "$crictl" "$@" 2>/dev/null; }
+expect() { # WHAT TEXT PATTERN
+	grep -qE -- "$3" <<<"$2" || berth_die "$1: expected /$3/ in: $2"
+	berth_log "ok: $1"
+}
+
+expect "crictl version" "$(c version)" "RuntimeName: +berth"
+info=$(c info)
+expect "crictl info: runtime ready" "$info" '"type": "RuntimeReady"'
+expect "crictl info: network ready" "$(jq -r '.status.conditions[] | select(.type=="NetworkReady") | .status' <<<"$info")" '^true$'
+expect "crictl runtime-config" "$(c runtime-config)" "cgroup driver: +CGROUPFS"
+
+pod=$(c runp examples/pod.json)
+trap 'c rmp -f "$pod" >/dev/null || true' EXIT
+expect "crictl runp" "$pod" '^[0-9a-f]{64}$'
+expect "crictl pods" "$(c pods --id "$pod")" " Ready +quickstart +default"
+inspect=$(c inspectp "$pod")
+expect "crictl inspectp: ready" "$(jq -r .status.state <<<"$inspect")" '^SANDBOX_READY$'
+expect "crictl inspectp: pod IP" "$(jq -r .status.network.ip <<<"$inspect")" '^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$'
+expect "crictl inspectp: pause pid" "$(jq -r .info.pid <<<"$inspect")" '^[0-9]+$'
+expect "crictl stopp" "$(c stopp "$pod")" "Stopped sandbox $pod"
+expect "crictl pods after stop" "$(c pods --id "$pod")" " NotReady +quickstart"
+expect "crictl rmp" "$(c rmp "$pod")" "Removed sandbox $pod"
+trap - EXIT
+
+image=docker.io/library/busybox:latest
+expect "crictl pull" "$(c pull "$image")" "Image is up to date for sha256:[0-9a-f]{64}"
+expect "crictl images" "$(c images)" "docker.io/library/busybox +latest"
+expect "crictl inspecti" "$(jq -r '.status.repoTags[]' <<<"$(c inspecti "$image")")" "^$image$"
+expect "crictl imagefsinfo" "$(jq -r '.status.imageFilesystems[0].usedBytes.value' <<<"$(c imagefsinfo)")" '^[1-9][0-9]*$'
+expect "crictl rmi" "$(c rmi "$image")" "Deleted: $image"
+berth_log "the README quickstart works"
