@@ -198,8 +198,28 @@ impl SandboxManager {
         &self.cgroups
     }
 
-    fn record_dir(&self, id: &str) -> PathBuf {
+    /// Holds the record and the pod files (hostname, hosts, resolv.conf).
+    pub fn record_dir(&self, id: &str) -> PathBuf {
         self.config.root.join("sandboxes").join(id)
+    }
+
+    /// The shim's own state (its exit files are in `exits/`).
+    pub fn shim_state_dir(&self, id: &str) -> PathBuf {
+        self.state_dir(id).join("shim")
+    }
+
+    /// The pod's shim, connected (again, after a daemon restart) when needed.
+    pub async fn shim(&self, id: &str) -> Result<ShimClient> {
+        let sb = self.get(id)?;
+        if let Some(shim) = sb.shim_client() {
+            return Ok(shim);
+        }
+        let socket = sb.record().shim_socket;
+        let shim = crate::shim::connect(&socket).await.map_err(|e| {
+            Error::from(e).context(format!("the shim of pod sandbox {id} is not reachable"))
+        })?;
+        *lock(&sb.shim) = Some(shim.clone());
+        Ok(shim)
     }
 
     fn state_dir(&self, id: &str) -> PathBuf {
@@ -433,7 +453,7 @@ impl SandboxManager {
             if let Err(e) = created {
                 return Err((e, None));
             }
-            let mut options = SpawnOptions::new(id, &self.shim_socket(id), &state_dir.join("shim"));
+            let mut options = SpawnOptions::new(id, &self.shim_socket(id), &self.shim_state_dir(id));
             options.log = Some(state_dir.join("shim.log"));
             options.log_level = Some(self.config.log_level.as_str().to_string());
             let shim = match crate::shim::spawn(options).await {

@@ -1,0 +1,820 @@
+//! Container lifecycle: records, the bundle, the pod's shim, and exit files.
+//!
+//! ```text
+//!            create ok           start            exit (exit file)        remove
+//! Creating ────────────▶ Created ──────▶ Running ───────────────▶ Exited ────────▶ (gone)
+//!    │ any step fails                │ stop: signal, timeout, SIGKILL, cgroup kill ▲
+//!    └──────▶ rolled back (gone)     └──────────────────────────────────────────────┘
+//! ```
+//! A container's exit is learned from the exit file its shim writes (so a daemon that was
+//! down loses none): a Running record whose exit file exists is Exited.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::config::ContainerConfig;
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::image::ImageService;
+use crate::persist;
+use crate::sandbox::{SandboxManager, SandboxState, now_nanos};
+
+const RECORD_VERSION: u32 = 1;
+const RECORD_FILE: &str = "container.json";
+/// How long a killed container may take to disappear before its cgroup is killed.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerState {
+    Creating,
+    Created,
+    Running,
+    Exited,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub version: u32,
+    pub id: String,
+    pub sandbox_id: String,
+    pub config: ContainerConfig,
+    /// The image as the kubelet named it, and the image ID it resolved to.
+    pub image_ref: String,
+    pub image_id: String,
+    /// A repo digest or tag of that image, for ContainerStatus.image_ref.
+    pub image_name: String,
+    pub state: ContainerState,
+    pub created_at: i64,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub exit_code: i32,
+    pub reason: String,
+    pub message: String,
+    pub pid: u32,
+    /// Absolute log path (the pod's log_directory joined with the container's log_path).
+    pub log_path: Option<PathBuf>,
+    pub bundle: PathBuf,
+    pub cgroup_path: String,
+    pub stop_signal: i32,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// The exit file a shim writes when a process ends.
+#[derive(Debug, Clone, Deserialize)]
+struct ExitFile {
+    exit_code: i32,
+    exited_at: i64,
+    #[serde(default)]
+    oom_killed: bool,
+}
+
+pub struct Container {
+    record: Mutex<ContainerRecord>,
+    op: tokio::sync::Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Container {
+    pub fn record(&self) -> ContainerRecord {
+        lock(&self.record).clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut ContainerRecord)) -> ContainerRecord {
+        let mut guard = lock(&self.record);
+        f(&mut guard);
+        guard.clone()
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ContainerFilter {
+    pub id: Option<String>,
+    pub sandbox_id: Option<String>,
+    pub state: Option<ContainerState>,
+    pub labels: HashMap<String, String>,
+}
+
+pub struct ContainerManager {
+    config: Arc<Config>,
+    sandboxes: Arc<SandboxManager>,
+    images: ImageService,
+    containers: RwLock<HashMap<String, Arc<Container>>>,
+    /// (sandbox id, name, attempt) → container id.
+    names: Mutex<HashMap<(String, String, u32), String>>,
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |e| Error::internal(what, e)
+}
+
+impl ContainerManager {
+    pub fn new(
+        config: Arc<Config>,
+        sandboxes: Arc<SandboxManager>,
+        images: ImageService,
+    ) -> ContainerManager {
+        ContainerManager {
+            config,
+            sandboxes,
+            images,
+            containers: RwLock::new(HashMap::new()),
+            names: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn record_dir(&self, id: &str) -> PathBuf {
+        self.config.root.join("containers").join(id)
+    }
+
+    fn state_dir(&self, id: &str) -> PathBuf {
+        self.config.state.join("containers").join(id)
+    }
+
+    fn persist(&self, record: &ContainerRecord) -> Result<()> {
+        let path = self.record_dir(&record.id).join(RECORD_FILE);
+        persist::write_json_atomic(&path, record)
+            .map_err(io_err(format!("writing {}", path.display())))
+    }
+
+    fn exit_file(&self, record: &ContainerRecord) -> PathBuf {
+        self.sandboxes
+            .shim_state_dir(&record.sandbox_id)
+            .join("exits")
+            .join(&record.id)
+    }
+
+    /// Finds a container by full id or unique prefix.
+    pub fn get(&self, id: &str) -> Result<Arc<Container>> {
+        if id.is_empty() {
+            return Err(Error::invalid_argument("container_id is required"));
+        }
+        let map = self.containers.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = map.get(id) {
+            return Ok(c.clone());
+        }
+        let mut found = map.iter().filter(|(k, _)| k.starts_with(id));
+        match (found.next(), found.next()) {
+            (Some((_, c)), None) => Ok(c.clone()),
+            (Some(_), Some(_)) => Err(Error::invalid_argument(format!(
+                "container id prefix {id} is ambiguous"
+            ))),
+            _ => Err(Error::not_found(format!("container {id} not found"))),
+        }
+    }
+
+    fn all(&self) -> Vec<Arc<Container>> {
+        self.containers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Brings a Running record up to date with its exit file.
+    fn refresh(&self, container: &Container) -> ContainerRecord {
+        let record = container.record();
+        if record.state != ContainerState::Running && record.state != ContainerState::Created {
+            return record;
+        }
+        let Ok(Some(exit)) = persist::read_json::<ExitFile>(&self.exit_file(&record)) else {
+            return record;
+        };
+        let updated = container.update(|r| apply_exit(r, &exit));
+        let _ = self.persist(&updated);
+        updated
+    }
+
+    pub fn status(&self, id: &str) -> Result<ContainerRecord> {
+        let c = self.get(id)?;
+        Ok(self.refresh(&c))
+    }
+
+    pub fn list(&self, filter: &ContainerFilter) -> Vec<ContainerRecord> {
+        let mut out: Vec<_> = self
+            .all()
+            .into_iter()
+            .map(|c| self.refresh(&c))
+            .filter(|r| r.state != ContainerState::Creating)
+            .filter(|r| filter.id.as_ref().is_none_or(|id| r.id.starts_with(id)))
+            .filter(|r| {
+                filter
+                    .sandbox_id
+                    .as_ref()
+                    .is_none_or(|id| r.sandbox_id.starts_with(id))
+            })
+            .filter(|r| filter.state.is_none_or(|s| s == r.state))
+            .filter(|r| {
+                filter
+                    .labels
+                    .iter()
+                    .all(|(k, v)| r.config.labels.get(k) == Some(v))
+            })
+            .collect();
+        out.sort_by_key(|r| r.created_at);
+        out
+    }
+
+    pub fn containers_of(&self, sandbox_id: &str) -> Vec<ContainerRecord> {
+        self.list(&ContainerFilter {
+            sandbox_id: Some(sandbox_id.to_string()),
+            ..Default::default()
+        })
+    }
+}
+
+fn apply_exit(record: &mut ContainerRecord, exit: &ExitFile) {
+    record.state = ContainerState::Exited;
+    record.exit_code = exit.exit_code;
+    record.finished_at = exit.exited_at;
+    record.reason = if exit.oom_killed {
+        "OOMKilled".to_string()
+    } else if exit.exit_code == 0 {
+        "Completed".to_string()
+    } else {
+        "Error".to_string()
+    };
+}
+
+/// The pod's log directory joined with the container's log path (absolute), if any.
+pub fn log_path(log_directory: &str, log_path: &str) -> Option<PathBuf> {
+    if log_directory.is_empty() || log_path.is_empty() {
+        return None;
+    }
+    Some(Path::new(log_directory).join(log_path))
+}
+
+/// Undo steps of a half-done CreateContainer, run in reverse on failure.
+enum Undo {
+    RemoveDir(PathBuf),
+    Forget(String),
+    DeleteProcess(String),
+    RemoveCgroup(String),
+}
+
+/// The options of CreateContainer that are not in the config.
+pub struct CreateRequest {
+    pub sandbox_id: String,
+    pub config: ContainerConfig,
+}
+
+impl ContainerManager {
+    /// CreateContainer: the bundle, the shim's init waiting at the start gate, a record.
+    pub async fn create(self: &Arc<Self>, request: CreateRequest) -> Result<String> {
+        let CreateRequest { sandbox_id, config } = request;
+        let sandbox = self.sandboxes.get(&sandbox_id)?;
+        let (sandbox_record, sandbox_state) = self.sandboxes.status(&sandbox.id)?;
+        if sandbox_state != SandboxState::Ready {
+            return Err(Error::failed_precondition(format!(
+                "pod sandbox {} is not ready",
+                sandbox.id
+            )));
+        }
+        let key = (
+            sandbox.id.clone(),
+            config.metadata.name.clone(),
+            config.metadata.attempt,
+        );
+        let id = hex::encode(rand::random::<[u8; 32]>());
+        {
+            let mut names = lock(&self.names);
+            if let Some(existing) = names.get(&key) {
+                return Err(Error::already_exists(format!(
+                    "container name {:?} (attempt {}) in pod {} is already used by container {existing}",
+                    key.1, key.2, key.0
+                )));
+            }
+            names.insert(key.clone(), id.clone());
+        }
+        let mut undo = vec![Undo::Forget(id.clone())];
+        let result = self
+            .create_steps(&id, &sandbox_record, config, &mut undo)
+            .await;
+        match result {
+            Ok(()) => Ok(id),
+            Err(err) => {
+                tracing::warn!(container_id = %id, error = %err, "create container failed; rolling back");
+                self.rollback(&sandbox.id, undo).await;
+                lock(&self.names).remove(&key);
+                Err(err)
+            }
+        }
+    }
+
+    async fn create_steps(
+        &self,
+        id: &str,
+        sandbox: &crate::sandbox::SandboxRecord,
+        config: ContainerConfig,
+        undo: &mut Vec<Undo>,
+    ) -> Result<()> {
+        let started = std::time::Instant::now();
+        if config.image.is_empty() {
+            return Err(Error::invalid_argument("config.image.image is required"));
+        }
+        let (image, layers, image_config) = self
+            .images
+            .resolve_for_container(&config.image)
+            .await
+            .map_err(|e| e.context(format!("image {}", config.image)))?;
+        let layers_top_first: Vec<PathBuf> = layers.iter().rev().cloned().collect();
+        let record_dir = self.record_dir(id);
+        let state_dir = self.state_dir(id);
+        let bundle = state_dir.join("bundle");
+        let (upper, work, rootfs) = (
+            record_dir.join("upper"),
+            record_dir.join("work"),
+            bundle.join("rootfs"),
+        );
+        undo.push(Undo::RemoveDir(record_dir.clone()));
+        undo.push(Undo::RemoveDir(state_dir.clone()));
+        for dir in [&upper, &work, &rootfs] {
+            std::fs::create_dir_all(dir)
+                .map_err(io_err(format!("creating {}", dir.display())))?;
+        }
+        let target_pid = match (
+            config.security.namespaces.pid,
+            config.security.namespaces.target_id.as_str(),
+        ) {
+            (crate::sandbox::NamespaceMode::Target, target) => {
+                let target = self.status(target)?;
+                if target.state != ContainerState::Running {
+                    return Err(Error::failed_precondition(format!(
+                        "target container {} is not running",
+                        target.id
+                    )));
+                }
+                Some(target.pid)
+            }
+            _ => None,
+        };
+        let spec_config = config.clone();
+        let sandbox_info = super::spec::SandboxInfo {
+            id: sandbox.id.clone(),
+            hostname: if sandbox.spec.hostname.is_empty() {
+                sandbox
+                    .metadata()
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default()
+            } else {
+                sandbox.spec.hostname.clone()
+            },
+            pause_pid: sandbox.pause_pid.unwrap_or_default(),
+            netns_path: sandbox.netns.clone(),
+            host_ipc: sandbox.spec.namespaces.host_ipc(),
+            pod_files_dir: self.sandboxes.record_dir(&sandbox.id),
+            pod_cgroup: sandbox.pod_cgroup.clone(),
+            shm_path: None,
+            runtime_handler: sandbox.spec.runtime_handler.clone(),
+        };
+        let bundle_dir = bundle.clone();
+        let container_id = id.to_string();
+        let lower = layers_top_first.clone();
+        // Reading the image's user database and the host devices is file I/O.
+        let spec = tokio::task::spawn_blocking(move || {
+            let passwd = super::users::read_image_file(&lower, "/etc/passwd")
+                .map_err(io_err("reading the image's /etc/passwd"))?;
+            let group = super::users::read_image_file(&lower, "/etc/group")
+                .map_err(io_err("reading the image's /etc/group"))?;
+            let mut host_devices = BTreeMap::new();
+            for device in &spec_config.devices {
+                let found = super::spec::host_device(Path::new(&device.host_path)).map_err(|e| {
+                    Error::with_source(
+                        ErrorKind::InvalidArgument,
+                        format!("device {}", device.host_path),
+                        e,
+                    )
+                })?;
+                host_devices.insert(device.host_path.clone(), found);
+            }
+            let defaults = super::spec::RuntimeDefaults {
+                min_oom_score_adj: crate::linux::process::read_oom_score_adj("self").unwrap_or(0),
+                ..Default::default()
+            };
+            let spec = super::spec::build_spec(&super::spec::SpecInput {
+                container_id: &container_id,
+                config: &spec_config,
+                image: &image_config,
+                sandbox: &sandbox_info,
+                bundle_dir: &bundle_dir,
+                passwd: passwd.as_deref(),
+                group: group.as_deref(),
+                target_pid,
+                host_devices: &host_devices,
+                defaults: &defaults,
+            })?;
+            let stop_signal = super::spec::stop_signal(&image_config, None);
+            Ok::<_, Error>((spec, stop_signal as i32))
+        })
+        .await
+        .map_err(|e| Error::internal("spec task", e))??;
+        let (spec, stop_signal) = spec;
+        let cgroup_path = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().clone())
+            .map(|p| p.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let user = spec.process().as_ref().map(|p| p.user().clone());
+        let rootfs_json = serde_json::json!({
+            "lower": layers_top_first,
+            "upper": upper,
+            "work": work,
+        });
+        persist::write_atomic(
+            &bundle.join("config.json"),
+            &serde_json::to_vec(&spec).map_err(|e| Error::internal("encoding the spec", e))?,
+        )
+        .map_err(io_err("writing config.json"))?;
+        persist::write_atomic(&bundle.join("rootfs.json"), rootfs_json.to_string().as_bytes())
+            .map_err(io_err("writing rootfs.json"))?;
+
+        let log_path = log_path(&sandbox.spec.log_directory, &config.log_path);
+        let record = ContainerRecord {
+            version: RECORD_VERSION,
+            id: id.to_string(),
+            sandbox_id: sandbox.id.clone(),
+            image_ref: config.image.clone(),
+            image_id: image.id.clone(),
+            image_name: image
+                .repo_digests
+                .first()
+                .or(image.repo_tags.first())
+                .cloned()
+                .unwrap_or_else(|| image.id.clone()),
+            config: config.clone(),
+            state: ContainerState::Creating,
+            created_at: now_nanos(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            pid: 0,
+            log_path: log_path.clone(),
+            bundle: bundle.clone(),
+            cgroup_path: cgroup_path.clone(),
+            stop_signal,
+            uid: user.as_ref().map(|u| u.uid()).unwrap_or(0),
+            gid: user.as_ref().map(|u| u.gid()).unwrap_or(0),
+            groups: user
+                .as_ref()
+                .and_then(|u| u.additional_gids().clone())
+                .unwrap_or_default(),
+        };
+        // On disk before the shim is asked, so recovery can roll back a crash mid-create.
+        self.persist(&record)?;
+        let container = Arc::new(Container {
+            record: Mutex::new(record),
+            op: tokio::sync::Mutex::new(()),
+        });
+        self.containers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), container.clone());
+
+        undo.push(Undo::RemoveCgroup(cgroup_path.clone()));
+        let mut shim = self.sandboxes.shim(&sandbox.id).await?;
+        let pid = shim
+            .create(
+                id,
+                &bundle,
+                crate::shim::CreateOptions {
+                    start: false,
+                    log_path: log_path.clone(),
+                    tty: config.tty,
+                    stdin: config.stdin,
+                    stdin_once: config.stdin_once,
+                    cgroup_path: Some(cgroup_path),
+                },
+            )
+            .await
+            .map_err(|e| Error::from(e).context("creating the container"))?;
+        undo.push(Undo::DeleteProcess(id.to_string()));
+        let record = container.update(|r| {
+            r.state = ContainerState::Created;
+            r.pid = pid;
+        });
+        self.persist(&record)?;
+        tracing::info!(
+            container_id = %id,
+            sandbox_id = %sandbox.id,
+            name = %config.metadata.name,
+            pid,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "container created"
+        );
+        Ok(())
+    }
+
+    async fn rollback(&self, sandbox_id: &str, undo: Vec<Undo>) {
+        for step in undo.into_iter().rev() {
+            match step {
+                Undo::RemoveDir(dir) => {
+                    if let Err(e) = persist::remove_dir_all_if_exists(&dir) {
+                        tracing::warn!(dir = %dir.display(), error = %e, "rollback: removing dir");
+                    }
+                }
+                Undo::Forget(id) => {
+                    self.containers
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
+                }
+                Undo::DeleteProcess(id) => {
+                    if let Ok(mut shim) = self.sandboxes.shim(sandbox_id).await {
+                        let _ = shim.kill(&id, libc::SIGKILL, true).await;
+                        let _ = shim.delete(&id).await;
+                    }
+                }
+                Undo::RemoveCgroup(path) => {
+                    let cgroups = self.sandboxes.cgroups().clone();
+                    let r = tokio::task::spawn_blocking(move || {
+                        cgroups.kill_all(&path, KILL_GRACE)?;
+                        cgroups.remove(&path)
+                    })
+                    .await;
+                    if !matches!(r, Ok(Ok(()))) {
+                        tracing::warn!("rollback: removing the container cgroup failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// StartContainer: opens the start gate; init execs the workload.
+    pub async fn start(&self, id: &str) -> Result<()> {
+        let container = self.get(id)?;
+        let _op = container.op.lock().await;
+        let record = self.refresh(&container);
+        if record.state != ContainerState::Created {
+            return Err(Error::failed_precondition(format!(
+                "container {} is {:?}, not created",
+                record.id, record.state
+            )));
+        }
+        let mut shim = self.sandboxes.shim(&record.sandbox_id).await?;
+        let started = shim.start(&record.id).await;
+        match started {
+            Ok(pid) => {
+                let record = container.update(|r| {
+                    r.state = ContainerState::Running;
+                    r.pid = pid;
+                    r.started_at = now_nanos();
+                });
+                self.persist(&record)?;
+                tracing::info!(container_id = %record.id, pid, "container started");
+                Ok(())
+            }
+            Err(e) => {
+                let err = Error::from(e).context("starting the container");
+                let message = err.to_string();
+                let record = container.update(|r| {
+                    r.state = ContainerState::Exited;
+                    r.exit_code = 128;
+                    r.finished_at = now_nanos();
+                    r.reason = "StartError".into();
+                    r.message = message;
+                });
+                self.persist(&record)?;
+                Err(err)
+            }
+        }
+    }
+
+    /// StopContainer: the stop signal, `timeout` seconds, SIGKILL, then the whole cgroup.
+    /// It always returns; an unknown id is success.
+    pub async fn stop(&self, id: &str, timeout: Duration) -> Result<()> {
+        let container = match self.get(id) {
+            Ok(c) => c,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let _op = container.op.lock().await;
+        self.stop_locked(&container, timeout).await
+    }
+
+    async fn stop_locked(&self, container: &Container, timeout: Duration) -> Result<()> {
+        let record = self.refresh(container);
+        match record.state {
+            ContainerState::Exited | ContainerState::Creating => return Ok(()),
+            ContainerState::Created | ContainerState::Running | ContainerState::Unknown => {}
+        }
+        let shim = self.sandboxes.shim(&record.sandbox_id).await.ok();
+        let exit_file = self.exit_file(&record);
+        if let Some(mut shim) = shim.clone() {
+            let signal = if record.state == ContainerState::Created {
+                libc::SIGKILL
+            } else {
+                record.stop_signal
+            };
+            if !timeout.is_zero() || signal == libc::SIGKILL {
+                let _ = shim.kill(&record.id, signal, false).await;
+                if wait_for_file(&exit_file, timeout.max(Duration::from_millis(1))).await {
+                    self.refresh(container);
+                    return Ok(());
+                }
+            }
+            let _ = shim.kill(&record.id, libc::SIGKILL, true).await;
+            if wait_for_file(&exit_file, KILL_GRACE).await {
+                self.refresh(container);
+                return Ok(());
+            }
+        }
+        // The shim is gone or the process will not die: the cgroup takes everything with it.
+        let cgroups = self.sandboxes.cgroups().clone();
+        let path = record.cgroup_path.clone();
+        let _ = tokio::task::spawn_blocking(move || cgroups.kill_all(&path, KILL_GRACE)).await;
+        if !wait_for_file(&exit_file, KILL_GRACE).await {
+            // No shim to record the exit: record what we know.
+            let updated = container.update(|r| {
+                r.state = ContainerState::Exited;
+                r.exit_code = 137;
+                r.finished_at = now_nanos();
+                r.reason = "Error".into();
+                r.message = "killed by berth: the pod's shim was not reachable".into();
+            });
+            self.persist(&updated)?;
+        } else {
+            self.refresh(container);
+        }
+        Ok(())
+    }
+
+    /// RemoveContainer: kills it if running, then removes every trace. Unknown id is success.
+    pub async fn remove(&self, id: &str) -> Result<()> {
+        let container = match self.get(id) {
+            Ok(c) => c,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let _op = container.op.lock().await;
+        self.stop_locked(&container, Duration::ZERO).await?;
+        let record = container.record();
+        if let Ok(mut shim) = self.sandboxes.shim(&record.sandbox_id).await {
+            let _ = shim.delete(&record.id).await;
+        }
+        let cgroups = self.sandboxes.cgroups().clone();
+        let path = record.cgroup_path.clone();
+        tokio::task::spawn_blocking(move || {
+            cgroups.kill_all(&path, KILL_GRACE)?;
+            cgroups.remove(&path)
+        })
+        .await
+        .map_err(|e| Error::internal("cgroup task", e))?
+        .map_err(Error::from)?;
+        persist::remove_file_if_exists(&self.exit_file(&record))
+            .map_err(io_err("removing the exit file"))?;
+        persist::remove_dir_all_if_exists(&self.state_dir(&record.id))
+            .map_err(io_err("removing the container state dir"))?;
+        persist::remove_dir_all_if_exists(&self.record_dir(&record.id))
+            .map_err(io_err("removing the container record"))?;
+        self.containers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&record.id);
+        let key = (
+            record.sandbox_id.clone(),
+            record.config.metadata.name.clone(),
+            record.config.metadata.attempt,
+        );
+        let mut names = lock(&self.names);
+        if names.get(&key) == Some(&record.id) {
+            names.remove(&key);
+        }
+        tracing::info!(container_id = %record.id, "container removed");
+        Ok(())
+    }
+
+    /// UpdateContainerResources: written to the live cgroup, and kept in the record.
+    pub async fn update_resources(
+        &self,
+        id: &str,
+        resources: super::config::ContainerResources,
+    ) -> Result<()> {
+        let container = self.get(id)?;
+        let _op = container.op.lock().await;
+        let record = self.refresh(&container);
+        if record.state == ContainerState::Exited {
+            return Err(Error::failed_precondition(format!(
+                "container {} has exited",
+                record.id
+            )));
+        }
+        let linux = super::spec::linux_resources(&resources);
+        let cgroups = self.sandboxes.cgroups().clone();
+        let path = record.cgroup_path.clone();
+        tokio::task::spawn_blocking(move || cgroups.apply_resources(&path, &linux))
+            .await
+            .map_err(|e| Error::internal("cgroup task", e))?
+            .map_err(Error::from)?;
+        let record = container.update(|r| r.config.resources = resources);
+        self.persist(&record)
+    }
+
+    /// ReopenContainerLog: the shim reopens the log file the kubelet rotated.
+    pub async fn reopen_log(&self, id: &str) -> Result<()> {
+        let record = self.status(id)?;
+        if record.state != ContainerState::Running {
+            return Err(Error::failed_precondition(format!(
+                "container {} is not running",
+                record.id
+            )));
+        }
+        let mut shim = self.sandboxes.shim(&record.sandbox_id).await?;
+        shim.reopen_log(&record.id).await.map_err(Error::from)
+    }
+
+    /// Every container of a pod removed (RemovePodSandbox).
+    pub async fn remove_all_of(&self, sandbox_id: &str) -> Result<()> {
+        for record in self.containers_of(sandbox_id) {
+            self.remove(&record.id).await?;
+        }
+        Ok(())
+    }
+
+    /// Loads every record; rolls back creations a crash interrupted.
+    pub async fn recover(&self) -> Result<()> {
+        let dir = self.config.root.join("containers");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::internal(format!("reading {}", dir.display()), e)),
+        };
+        for entry in entries.flatten() {
+            let path = entry.path().join(RECORD_FILE);
+            let record: ContainerRecord = match persist::read_json(&path) {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    tracing::warn!(dir = %entry.path().display(), "container dir without a record; removing");
+                    let _ = persist::remove_dir_all_if_exists(&entry.path());
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(record = %path.display(), error = %e, "unreadable container record; left in place");
+                    continue;
+                }
+            };
+            if record.state == ContainerState::Creating
+                || self.sandboxes.get(&record.sandbox_id).is_err()
+            {
+                tracing::warn!(container_id = %record.id, "removing a container whose creation was interrupted or whose pod is gone");
+                let undo = vec![
+                    Undo::RemoveDir(self.record_dir(&record.id)),
+                    Undo::RemoveDir(self.state_dir(&record.id)),
+                    Undo::RemoveCgroup(record.cgroup_path.clone()),
+                    Undo::DeleteProcess(record.id.clone()),
+                ];
+                self.rollback(&record.sandbox_id, undo).await;
+                continue;
+            }
+            lock(&self.names).insert(
+                (
+                    record.sandbox_id.clone(),
+                    record.config.metadata.name.clone(),
+                    record.config.metadata.attempt,
+                ),
+                record.id.clone(),
+            );
+            let container = Arc::new(Container {
+                record: Mutex::new(record),
+                op: tokio::sync::Mutex::new(()),
+            });
+            let record = self.refresh(&container);
+            tracing::info!(container_id = %record.id, state = ?record.state, "container recovered");
+            self.containers
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(record.id.clone(), container);
+        }
+        Ok(())
+    }
+}
+
+/// Waits until `path` exists, checking often at first (most processes exit at once).
+async fn wait_for_file(path: &Path, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = Duration::from_micros(500);
+    loop {
+        if path.exists() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
