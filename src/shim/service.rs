@@ -593,16 +593,19 @@ impl Shim for Service {
             .ok_or_else(|| {
                 Status::invalid_argument(format!("invalid signal {}", request.signal))
             })?;
-        let (pid, status, cgroup) = {
+        let (pid, alive, cgroup) = {
             let table = self.shared.table();
             let record = table
                 .processes
                 .get(&request.id)
                 .ok_or_else(|| not_found(&request.id))?;
-            (record.pid, record.status, record.cgroup.clone())
+            // A reaped pid (exit pending while the output drains) may be reused already.
+            let alive = matches!(record.status, ProcStatus::Created | ProcStatus::Running)
+                && record.exit.is_none();
+            (record.pid, alive, record.cgroup.clone())
         };
         let mut pids = Vec::new();
-        if matches!(status, ProcStatus::Created | ProcStatus::Running) {
+        if alive {
             pids.push(pid);
         }
         if request.all
