@@ -838,6 +838,23 @@ async fn tty_output_is_logged_as_stdout() {
             record("stdout", "P", "end")
         ]
     );
+
+    // No log, no tty, no stdin: the output goes nowhere, not into the shim's own log.
+    let bundle = shim.path().join("bundles/quiet");
+    write_container_bundle(
+        &bundle,
+        &["/bin/sh", "-c", "echo quiet-marker; echo quiet-marker >&2"],
+        false,
+        None,
+    );
+    shim.client
+        .create("quiet", &bundle, started())
+        .await
+        .unwrap();
+    assert_eq!(wait_exited(&mut shim.client, "quiet").await.exit_code, 0);
+    let shim_log = std::fs::read_to_string(shim.path().join("shim.log")).unwrap();
+    assert!(shim_log.contains("process exited"), "{shim_log}");
+    assert!(!shim_log.contains("quiet-marker"), "{shim_log}");
     shim.shutdown().await;
 }
 

@@ -282,7 +282,8 @@ fn not_found(id: &str) -> Status {
 
 impl Service {
     /// Spawns `berth init` with the sync socket as fd 3 and `stdio` as fds 0/1/2 (without
-    /// it: /dev/null in, the shim's log out, as for the pause process).
+    /// it: /dev/null, as for the pause process or a container with no log and no stdin,
+    /// whose output must not end up in the shim's own log).
     fn spawn_init(
         &self,
         bundle: &Path,
@@ -298,7 +299,10 @@ impl Service {
                 .stdin(stdio.stdin)
                 .stdout(stdio.stdout)
                 .stderr(stdio.stderr),
-            None => command.stdin(Stdio::null()),
+            None => command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
         };
         // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec. std
         // has already moved the stdio ends to 0/1/2 when this runs, so fd 3 may be

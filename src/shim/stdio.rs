@@ -38,7 +38,7 @@ pub(super) struct IoOptions<'a> {
 
 impl IoOptions<'_> {
     /// Whether the shim owns the process's stdio (a container), rather than handing it
-    /// /dev/null and its own log (the pause process).
+    /// /dev/null (the pause process, or a container nobody can read from).
     pub fn managed(&self) -> bool {
         self.log_path.is_some() || self.tty || self.stdin
     }
