@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use berth::linux::cgroup::Cgroups;
 use berth::shim::client::{ProcessState, connect, spawn};
-use berth::shim::{PauseSpec, ShimClient, SpawnOptions, write_pause_bundle};
+use berth::shim::{CreateOptions, PauseSpec, ShimClient, SpawnOptions, write_pause_bundle};
 use berth::shim_api::ProcessStatus;
 
 fn require_root() {
@@ -105,6 +105,13 @@ impl Drop for ShimGuard {
             nix::unistd::Pid::from_raw(self.0 as i32),
             nix::sys::signal::Signal::SIGKILL,
         );
+    }
+}
+
+fn started() -> CreateOptions {
+    CreateOptions {
+        start: true,
+        ..CreateOptions::default()
     }
 }
 
@@ -254,7 +261,7 @@ async fn pause_pod_lifecycle() {
         },
     )
     .unwrap();
-    let pid = client.create(&id, &bundle, true).await.unwrap();
+    let pid = client.create(&id, &bundle, started()).await.unwrap();
     let pid_s = pid.to_string();
 
     // Namespaces: new ipc/uts/pid, the test netns.
@@ -350,7 +357,10 @@ async fn pause_pod_lifecycle() {
         },
     )
     .unwrap();
-    let err = client.create("bad", &bad_bundle, false).await.unwrap_err();
+    let err = client
+        .create("bad", &bad_bundle, CreateOptions::default())
+        .await
+        .unwrap_err();
     let berth::shim::client::ClientError::Rpc { source, .. } = &err else {
         panic!("unexpected error {err:?}");
     };
@@ -396,7 +406,10 @@ async fn pause_pod_lifecycle() {
         },
     )
     .unwrap();
-    let pid2 = client.create("second", &bundle2, false).await.unwrap();
+    let pid2 = client
+        .create("second", &bundle2, CreateOptions::default())
+        .await
+        .unwrap();
     assert_eq!(
         client.state("second").await.unwrap().status,
         ProcessStatus::Created
@@ -446,7 +459,7 @@ async fn memory_of_ten_pods() {
             },
         )
         .unwrap();
-        let pid = client.create(&id, &bundle, true).await.unwrap();
+        let pid = client.create(&id, &bundle, started()).await.unwrap();
         pods.push((client, client_pid_of(&dir), pid));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -488,4 +501,480 @@ fn client_pid_of(state_dir: &Path) -> u32 {
     let record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(state_dir.join("shim.json")).unwrap()).unwrap();
     record["shim_pid"].as_u64().unwrap() as u32
+}
+
+// ---- Containers: stdio, the CRI log, exits and OOM ----
+
+/// A "container" without a rootfs (init does not mount one yet): the host's view, no
+/// new namespaces, running `args`.
+fn write_container_bundle(dir: &Path, args: &[&str], terminal: bool, cgroup: Option<&str>) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut linux = serde_json::json!({ "namespaces": [] });
+    if let Some(cgroup) = cgroup {
+        linux["cgroupsPath"] = serde_json::json!(cgroup);
+    }
+    let config = serde_json::json!({
+        "ociVersion": "1.2.0",
+        "process": {
+            "terminal": terminal,
+            "user": {"uid": 0, "gid": 0},
+            "args": args,
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "cwd": "/",
+        },
+        "linux": linux,
+    });
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec_pretty(&config).unwrap(),
+    )
+    .unwrap();
+}
+
+/// One parsed CRI log record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Record {
+    stream: String,
+    tag: String,
+    content: String,
+}
+
+/// Parses a CRI log file, checking every line's form (timestamp, stream, tag) and that
+/// the timestamps never go backwards.
+fn read_log(path: &Path) -> Vec<Record> {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "log does not end with a newline"
+    );
+    let mut last_timestamp = String::new();
+    text.lines()
+        .map(|line| {
+            let mut parts = line.splitn(4, ' ');
+            let (timestamp, stream, tag, content) = (
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts
+                    .next()
+                    .unwrap_or_else(|| panic!("short record {line:?}")),
+            );
+            // 2016-10-06T00:17:09.669794202Z
+            let bytes = timestamp.as_bytes();
+            assert_eq!(bytes.len(), 30, "timestamp {timestamp:?}");
+            for (i, b) in bytes.iter().enumerate() {
+                let expected_sep = match i {
+                    4 | 7 => Some(b'-'),
+                    10 => Some(b'T'),
+                    13 | 16 => Some(b':'),
+                    19 => Some(b'.'),
+                    29 => Some(b'Z'),
+                    _ => None,
+                };
+                match expected_sep {
+                    Some(sep) => assert_eq!(*b, sep, "timestamp {timestamp:?}"),
+                    None => assert!(b.is_ascii_digit(), "timestamp {timestamp:?}"),
+                }
+            }
+            assert!(timestamp >= last_timestamp.as_str(), "timestamps go back");
+            last_timestamp = timestamp.to_string();
+            assert!(matches!(stream, "stdout" | "stderr"), "stream {stream:?}");
+            assert!(matches!(tag, "F" | "P"), "tag {tag:?}");
+            Record {
+                stream: stream.into(),
+                tag: tag.into(),
+                content: content.into(),
+            }
+        })
+        .collect()
+}
+
+fn record(stream: &str, tag: &str, content: &str) -> Record {
+    Record {
+        stream: stream.into(),
+        tag: tag.into(),
+        content: content.into(),
+    }
+}
+
+fn of_stream(records: &[Record], stream: &str) -> Vec<Record> {
+    records
+        .iter()
+        .filter(|r| r.stream == stream)
+        .cloned()
+        .collect()
+}
+
+/// A shim of its own for one test, shut down (or killed) at the end.
+struct TestShim {
+    state: tempfile::TempDir,
+    client: ShimClient,
+    pid: u32,
+    _guard: ShimGuard,
+}
+
+impl TestShim {
+    async fn new() -> Self {
+        require_root();
+        let state = tempfile::tempdir().unwrap();
+        let id = format!("ctr{}", suffix());
+        let client = spawn(spawn_options(state.path(), &id)).await.unwrap();
+        let pid = client.spawned_pid();
+        TestShim {
+            state,
+            client,
+            pid,
+            _guard: ShimGuard(pid),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.state.path()
+    }
+
+    async fn shutdown(mut self) {
+        self.client.shutdown().await.unwrap();
+        let pid = self.pid;
+        wait_until("the shim to exit", Duration::from_secs(5), || !alive(pid));
+    }
+}
+
+fn exit_file(state: &Path, id: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(state.join("exits").join(id)).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_output_is_logged_in_cri_format_before_the_exit() {
+    let mut shim = TestShim::new().await;
+    let bundle = shim.path().join("bundles/c1");
+    write_container_bundle(
+        &bundle,
+        &[
+            "/bin/sh",
+            "-c",
+            "echo out; echo err >&2; printf partial; exit 3",
+        ],
+        false,
+        None,
+    );
+    // The log's directory does not exist yet: the shim makes it.
+    let log = shim.path().join("logs/c1/0.log");
+    let options = CreateOptions {
+        log_path: Some(log.clone()),
+        ..CreateOptions::default()
+    };
+    let pid = shim.client.create("c1", &bundle, options).await.unwrap();
+    // Created, not started: nothing ran yet.
+    assert_eq!(read_log(&log), vec![]);
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().mode() & 0o777,
+        0o640 & !umask()
+    );
+    shim.client.start("c1").await.unwrap();
+    let exited = wait_exited(&mut shim.client, "c1").await;
+    assert_eq!(
+        (exited.pid, exited.exit_code, exited.oom_killed),
+        (pid, 3, false)
+    );
+    // Exited means drained: every record is in the file already.
+    let records = read_log(&log);
+    assert_eq!(records.len(), 3, "{records:?}");
+    assert_eq!(
+        of_stream(&records, "stdout"),
+        vec![
+            record("stdout", "F", "out"),
+            record("stdout", "P", "partial")
+        ]
+    );
+    assert_eq!(
+        of_stream(&records, "stderr"),
+        vec![record("stderr", "F", "err")]
+    );
+    let exit = exit_file(shim.path(), "c1");
+    assert_eq!(exit["exit_code"], 3);
+    assert_eq!(exit["exited_at"], exited.exited_at);
+    assert_eq!(exit["oom_killed"], false);
+    shim.client.delete("c1").await.unwrap();
+    shim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_lines_are_split_and_stdin_is_dev_null_unless_asked() {
+    let mut shim = TestShim::new().await;
+    let bundle = shim.path().join("bundles/long");
+    // 40 KiB line, then a `cat` that must see EOF at once (stdin is /dev/null).
+    write_container_bundle(
+        &bundle,
+        &[
+            "/bin/sh",
+            "-c",
+            "head -c 40960 /dev/zero | tr '\\0' a; echo; cat; echo done",
+        ],
+        false,
+        None,
+    );
+    let log = shim.path().join("long.log");
+    let options = CreateOptions {
+        start: true,
+        log_path: Some(log.clone()),
+        ..CreateOptions::default()
+    };
+    shim.client.create("long", &bundle, options).await.unwrap();
+    assert_eq!(wait_exited(&mut shim.client, "long").await.exit_code, 0);
+    let records = read_log(&log);
+    let shape: Vec<(&str, &str, usize)> = records
+        .iter()
+        .map(|r| (r.stream.as_str(), r.tag.as_str(), r.content.len()))
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            ("stdout", "P", 16384),
+            ("stdout", "P", 16384),
+            ("stdout", "F", 8192),
+            ("stdout", "F", 4)
+        ]
+    );
+    assert!(
+        records[..3]
+            .iter()
+            .all(|r| r.content.bytes().all(|b| b == b'a'))
+    );
+    assert_eq!(records[3].content, "done");
+
+    // With stdin the shim keeps the pipe open: a reader waits instead of seeing EOF.
+    let bundle = shim.path().join("bundles/stdin");
+    write_container_bundle(
+        &bundle,
+        &["/bin/sh", "-c", "timeout 0.3 cat; echo cat=$?"],
+        false,
+        None,
+    );
+    let log = shim.path().join("stdin.log");
+    let options = CreateOptions {
+        start: true,
+        log_path: Some(log.clone()),
+        stdin: true,
+        ..CreateOptions::default()
+    };
+    shim.client.create("stdin", &bundle, options).await.unwrap();
+    assert_eq!(wait_exited(&mut shim.client, "stdin").await.exit_code, 0);
+    // timeout(1) exits 124 when it had to stop cat.
+    assert_eq!(read_log(&log), vec![record("stdout", "F", "cat=124")]);
+    shim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopen_log_moves_later_lines_to_the_new_file_losing_none() {
+    let mut shim = TestShim::new().await;
+    let bundle = shim.path().join("bundles/rot");
+    let trigger = shim.path().join("trigger");
+    // "tw" waits in the shim's line buffer while the file is rotated.
+    let script = format!(
+        "echo one; printf tw; while [ ! -e {} ]; do sleep 0.02; done; echo o; echo three >&2",
+        trigger.display()
+    );
+    write_container_bundle(&bundle, &["/bin/sh", "-c", &script], false, None);
+    let log = shim.path().join("rot.log");
+    let options = CreateOptions {
+        start: true,
+        log_path: Some(log.clone()),
+        ..CreateOptions::default()
+    };
+    shim.client.create("rot", &bundle, options).await.unwrap();
+    wait_until("the first line", Duration::from_secs(5), || {
+        !read_log(&log).is_empty()
+    });
+    let rotated = shim.path().join("rot.log.20240101-000000");
+    std::fs::rename(&log, &rotated).unwrap();
+    shim.client.reopen_log("rot").await.unwrap();
+    assert!(log.exists(), "reopen did not create the file");
+    std::fs::write(&trigger, "").unwrap();
+    assert_eq!(wait_exited(&mut shim.client, "rot").await.exit_code, 0);
+    assert_eq!(read_log(&rotated), vec![record("stdout", "F", "one")]);
+    let mut new = read_log(&log);
+    new.sort_by(|a, b| a.stream.cmp(&b.stream));
+    assert_eq!(
+        new,
+        vec![record("stderr", "F", "three"), record("stdout", "F", "two")]
+    );
+    // Bad requests: an unknown id, a process without a log.
+    let err = shim.client.reopen_log("nosuch").await.unwrap_err();
+    assert!(
+        matches!(&err, berth::shim::client::ClientError::Rpc { source, .. } if source.code() == tonic::Code::NotFound),
+        "{err:?}"
+    );
+    shim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tty_output_is_logged_as_stdout() {
+    let mut shim = TestShim::new().await;
+    let bundle = shim.path().join("bundles/tty");
+    write_container_bundle(
+        &bundle,
+        &[
+            "/bin/sh",
+            "-c",
+            "test -t 0 && test -t 1 && test -t 2 && stty size; echo err >&2; printf end",
+        ],
+        true,
+        None,
+    );
+    let log = shim.path().join("tty.log");
+    let options = CreateOptions {
+        start: true,
+        log_path: Some(log.clone()),
+        tty: true,
+        ..CreateOptions::default()
+    };
+    shim.client.create("tty", &bundle, options).await.unwrap();
+    assert_eq!(wait_exited(&mut shim.client, "tty").await.exit_code, 0);
+    assert_eq!(
+        read_log(&log),
+        vec![
+            record("stdout", "F", "24 80"),
+            record("stdout", "F", "err"),
+            record("stdout", "P", "end")
+        ]
+    );
+
+    // No log, no tty, no stdin: the output goes nowhere, not into the shim's own log.
+    let bundle = shim.path().join("bundles/quiet");
+    write_container_bundle(
+        &bundle,
+        &["/bin/sh", "-c", "echo quiet-marker; echo quiet-marker >&2"],
+        false,
+        None,
+    );
+    shim.client
+        .create("quiet", &bundle, started())
+        .await
+        .unwrap();
+    assert_eq!(wait_exited(&mut shim.client, "quiet").await.exit_code, 0);
+    let shim_log = std::fs::read_to_string(shim.path().join("shim.log")).unwrap();
+    assert!(shim_log.contains("process exited"), "{shim_log}");
+    assert!(!shim_log.contains("quiet-marker"), "{shim_log}");
+    shim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oom_kill_is_recorded_with_exit_137() {
+    let mut shim = TestShim::new().await;
+    let cgroup = TestCgroup::new();
+    cgroup.cgroups.create(&cgroup.path).unwrap();
+    let limit = 8 * 1024 * 1024;
+    let mut limited = false;
+    for hierarchy in cgroup.cgroups.hierarchies() {
+        let dir = hierarchy.mount_point.join(&cgroup.path);
+        if hierarchy.v2 && dir.join("memory.max").exists() {
+            std::fs::write(dir.join("memory.max"), limit.to_string()).unwrap();
+            let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+            limited = true;
+        } else if hierarchy.controllers.iter().any(|c| c == "memory") {
+            std::fs::write(dir.join("memory.limit_in_bytes"), limit.to_string()).unwrap();
+            // Without swap accounting the file is absent; then there is no swap to use.
+            let _ = std::fs::write(dir.join("memory.memsw.limit_in_bytes"), limit.to_string());
+            limited = true;
+        }
+    }
+    assert!(
+        limited,
+        "no memory controller to limit the test cgroup with"
+    );
+    let bundle = shim.path().join("bundles/oom");
+    write_container_bundle(
+        &bundle,
+        &[
+            "/bin/sh",
+            "-c",
+            "echo start; x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived",
+        ],
+        false,
+        Some(&cgroup.path),
+    );
+    let log = shim.path().join("oom.log");
+    let options = CreateOptions {
+        start: true,
+        log_path: Some(log.clone()),
+        cgroup_path: Some(cgroup.path.clone()),
+        ..CreateOptions::default()
+    };
+    shim.client.create("oom", &bundle, options).await.unwrap();
+    let exited = wait_exited(&mut shim.client, "oom").await;
+    assert_eq!(
+        (exited.exit_code, exited.oom_killed),
+        (137, true),
+        "{exited:?}"
+    );
+    assert_eq!(exit_file(shim.path(), "oom")["oom_killed"], true);
+    // (head and tr complain on stderr when the shell dies under them.)
+    assert_eq!(
+        of_stream(&read_log(&log), "stdout"),
+        vec![record("stdout", "F", "start")]
+    );
+
+    // A normal exit in the same cgroup afterwards is not an OOM kill.
+    let bundle = shim.path().join("bundles/fine");
+    write_container_bundle(&bundle, &["/bin/true"], false, Some(&cgroup.path));
+    let options = CreateOptions {
+        start: true,
+        log_path: Some(shim.path().join("fine.log")),
+        cgroup_path: Some(cgroup.path.clone()),
+        ..CreateOptions::default()
+    };
+    shim.client.create("fine", &bundle, options).await.unwrap();
+    let exited = wait_exited(&mut shim.client, "fine").await;
+    assert_eq!((exited.exit_code, exited.oom_killed), (0, false));
+    shim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exit_waits_at_most_two_seconds_for_a_grandchild_holding_the_output() {
+    let mut shim = TestShim::new().await;
+    let bundle = shim.path().join("bundles/bg");
+    let cgroup = TestCgroup::new();
+    write_container_bundle(
+        &bundle,
+        &["/bin/sh", "-c", "sleep 30 & echo main done"],
+        false,
+        Some(&cgroup.path),
+    );
+    let log = shim.path().join("bg.log");
+    let options = CreateOptions {
+        start: true,
+        log_path: Some(log.clone()),
+        cgroup_path: Some(cgroup.path.clone()),
+        ..CreateOptions::default()
+    };
+    let started = Instant::now();
+    shim.client.create("bg", &bundle, options).await.unwrap();
+    let exited = wait_exited(&mut shim.client, "bg").await;
+    let waited = started.elapsed();
+    assert_eq!(exited.exit_code, 0);
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "exit recorded after {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(4),
+        "exit recorded after {waited:?}"
+    );
+    assert_eq!(read_log(&log), vec![record("stdout", "F", "main done")]);
+    // kill --all reaches the grandchild through the cgroup from Create.
+    assert_eq!(cgroup.cgroups.procs(&cgroup.path).unwrap().len(), 1);
+    shim.client.kill("bg", 9, true).await.unwrap();
+    wait_until("the grandchild to die", Duration::from_secs(5), || {
+        cgroup.cgroups.procs(&cgroup.path).unwrap().is_empty()
+    });
+    shim.shutdown().await;
+}
+
+fn umask() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+        .unwrap()
 }

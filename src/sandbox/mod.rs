@@ -479,7 +479,14 @@ impl SandboxManager {
                 crate::shim::write_pause_bundle(&bundle, &pause)
                     .map_err(io_err("writing the pause bundle"))?;
                 shim.clone()
-                    .create(id, &bundle, true)
+                    .create(
+                        id,
+                        &bundle,
+                        crate::shim::CreateOptions {
+                            start: true,
+                            ..Default::default()
+                        },
+                    )
                     .await
                     .map_err(Error::from)
             }

@@ -194,6 +194,27 @@ pub struct ProcessState {
     pub exit_code: i32,
     pub started_at: i64,
     pub exited_at: i64,
+    /// The process's cgroup saw an OOM kill while it ran (meaningful once Exited).
+    pub oom_killed: bool,
+}
+
+/// How `create` sets a process up. The default is the pause process's: not started,
+/// stdio to /dev/null, cgroup from the spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateOptions {
+    /// Open the start gate right away.
+    pub start: bool,
+    /// CRI log file for stdout and stderr (created with its directory).
+    pub log_path: Option<PathBuf>,
+    /// A pty as stdin/stdout/stderr; the output is logged as stdout.
+    pub tty: bool,
+    /// Keep stdin open for attach; without it stdin is /dev/null.
+    pub stdin: bool,
+    /// Close stdin after the first attach client detaches.
+    pub stdin_once: bool,
+    /// The cgroup (relative to each hierarchy root) for kill --all and OOM detection;
+    /// `None`: the spec's `linux.cgroupsPath`.
+    pub cgroup_path: Option<String>,
 }
 
 fn rpc(method: &'static str) -> impl FnOnce(tonic::Status) -> ClientError {
@@ -218,11 +239,19 @@ impl ShimClient {
     }
 
     /// Creates the process of `bundle`; returns its pid once init reported "created".
-    pub async fn create(&mut self, id: &str, bundle: &Path, start: bool) -> Result<u32> {
+    pub async fn create(&mut self, id: &str, bundle: &Path, options: CreateOptions) -> Result<u32> {
         let request = CreateRequest {
             id: id.to_string(),
             bundle: bundle.to_string_lossy().into_owned(),
-            start,
+            start: options.start,
+            log_path: options
+                .log_path
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            tty: options.tty,
+            stdin: options.stdin,
+            stdin_once: options.stdin_once,
+            cgroup_path: options.cgroup_path.unwrap_or_default(),
         };
         Ok(self
             .raw
@@ -269,7 +298,18 @@ impl ShimClient {
             exit_code: state.exit_code,
             started_at: state.started_at,
             exited_at: state.exited_at,
+            oom_killed: state.oom_killed,
         })
+    }
+
+    /// Reopens the process's log file at its path (after the kubelet renamed it).
+    pub async fn reopen_log(&mut self, id: &str) -> Result<()> {
+        let request = ReopenLogRequest { id: id.to_string() };
+        self.raw
+            .reopen_log(request)
+            .await
+            .map_err(rpc("reopen_log"))?;
+        Ok(())
     }
 
     pub async fn delete(&mut self, id: &str) -> Result<()> {

@@ -10,8 +10,11 @@
 
 pub mod bundle;
 pub mod client;
+pub mod log;
+mod oom;
 mod service;
 mod state;
+mod stdio;
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -23,7 +26,7 @@ use std::process::ExitCode;
 use nix::unistd::{ForkResult, fork, setsid};
 
 pub use bundle::{PauseSpec, write_pause_bundle};
-pub use client::{ShimClient, SpawnOptions, connect, spawn};
+pub use client::{CreateOptions, ShimClient, SpawnOptions, connect, spawn};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ShimArgs {

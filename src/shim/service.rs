@@ -2,9 +2,9 @@
 //! gates, signals, reports and forgets them, and shuts the pod down.
 //!
 //! The runtime is single-threaded, so handlers only interleave at `.await`s; the table
-//! lock is never held across one. Small state files are written inline: starting
-//! tokio's blocking pool would add threads (and memory) to every pod for a few
-//! hundred bytes of I/O.
+//! lock is never held across one. Small state files, cgroup counters and container log
+//! records are written and read inline: starting tokio's blocking pool would add
+//! threads (and memory) to every pod for small, local I/O.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener as StdUnixListener;
@@ -22,10 +22,12 @@ use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
 use super::ShimArgs;
+use super::oom::oom_kills;
 use super::state::{
     ExitRecord, ProcessRecord, Reaped, ShimRecord, Status as ProcStatus, Table, write_exit_file,
     write_shim_record,
 };
+use super::stdio::{ChildStdio, IoOptions, ProcessIo};
 use crate::init::sync::{InitMessage, START, SYNC_FD};
 use crate::linux::cgroup::Cgroups;
 use crate::linux::process::{exit_of, now_unix_nanos};
@@ -37,6 +39,9 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(30);
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long Shutdown keeps killing and reaping before it gives up on stragglers.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+/// How long a reaped process's exit waits for its output to reach EOF (a grandchild may
+/// hold the pipes open for ever).
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
 pub(super) struct Shared {
     sandbox_id: String,
@@ -45,6 +50,10 @@ pub(super) struct Shared {
     table: Mutex<Table>,
     /// Sync sockets of created-but-not-started processes, by id.
     gates: Mutex<std::collections::HashMap<String, BufReader<UnixStream>>>,
+    /// Stdio of processes the shim manages (containers), by id.
+    ios: Mutex<std::collections::HashMap<String, ProcessIo>>,
+    /// The host's cgroup hierarchies, for kill --all, shutdown and OOM counters.
+    cgroups: Option<Cgroups>,
     shutdown: Notify,
 }
 
@@ -56,6 +65,69 @@ impl Shared {
 
     fn gates(&self) -> MutexGuard<'_, std::collections::HashMap<String, BufReader<UnixStream>>> {
         self.gates.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ios(&self) -> MutexGuard<'_, std::collections::HashMap<String, ProcessIo>> {
+        self.ios.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cgroup's OOM kill counter, if the host has one for it.
+    fn oom_kills(&self, cgroup: Option<&str>) -> Option<u64> {
+        oom_kills(self.cgroups.as_ref()?, cgroup?)
+    }
+
+    /// `id` (pid `pid`) was reaped: its exit becomes final now, or once its output is
+    /// drained, at the latest after DRAIN_WAIT.
+    fn exit_observed(self: &Arc<Self>, id: &str, pid: i32) {
+        let draining = self
+            .table()
+            .processes
+            .get(id)
+            .is_some_and(|r| r.open_outputs > 0);
+        if !draining {
+            self.finish_exit(id, pid);
+            return;
+        }
+        let shared = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(DRAIN_WAIT).await;
+            shared.finish_exit(&id, pid);
+        });
+    }
+
+    /// An output of `id` reached EOF.
+    fn output_closed(&self, id: &str) {
+        let (ready, pid) = {
+            let mut table = self.table();
+            let ready = table.output_closed(id);
+            (ready, table.processes.get(id).map_or(0, |r| r.pid))
+        };
+        if ready {
+            self.finish_exit(id, pid);
+        }
+    }
+
+    /// Records the exit of `id` (if still pending and still pid `pid`): OOM check, state,
+    /// exit file.
+    fn finish_exit(&self, id: &str, pid: i32) {
+        let mut table = self.table();
+        let Some(record) = table.processes.get(id).filter(|r| r.pid == pid) else {
+            return;
+        };
+        // The counter rose while it ran: the kernel OOM-killed something in its cgroup
+        // (the process itself, if it died of SIGKILL).
+        let oom_killed = self
+            .oom_kills(record.cgroup.as_deref())
+            .is_some_and(|now| now > record.oom_kills_before.unwrap_or(0));
+        let Some(exit) = table.finish_exit(id, oom_killed) else {
+            return;
+        };
+        tracing::info!(id = %id, pid, exit_code = exit.exit_code, oom_killed, "process exited");
+        if let Err(e) = write_exit_file(&self.state_dir, id, &exit) {
+            tracing::error!(id = %id, error = %e, "write exit file");
+        }
+        self.save(&table);
     }
 
     fn save(&self, table: &Table) {
@@ -71,7 +143,7 @@ impl Shared {
     }
 
     /// Reaps every exited child (`waitpid(-1, WNOHANG)` until none is left).
-    pub(super) fn reap(&self) {
+    pub(super) fn reap(self: &Arc<Self>) {
         loop {
             let status =
                 match nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
@@ -84,15 +156,13 @@ impl Shared {
             let exit = ExitRecord {
                 exit_code,
                 exited_at: now_unix_nanos(),
+                oom_killed: false,
             };
-            let mut table = self.table();
-            match table.reaped(pid, exit.clone()) {
+            let reaped = self.table().reaped(pid, exit);
+            match reaped {
                 Reaped::Workload(id) => {
-                    tracing::info!(id = %id, pid, exit_code, "process exited");
-                    if let Err(e) = write_exit_file(&self.state_dir, &id, &exit) {
-                        tracing::error!(id = %id, error = %e, "write exit file");
-                    }
-                    self.save(&table);
+                    tracing::debug!(id = %id, pid, exit_code, "process reaped");
+                    self.exit_observed(&id, pid);
                 }
                 Reaped::Init(id) => tracing::debug!(id = %id, pid, exit_code, "init exited"),
                 Reaped::Orphan => tracing::debug!(pid, exit_code, "reaped"),
@@ -113,6 +183,8 @@ pub(super) async fn serve(
         socket: args.socket.clone(),
         table: Mutex::default(),
         gates: Mutex::default(),
+        ios: Mutex::default(),
+        cgroups: Cgroups::detect().ok(),
         shutdown: Notify::new(),
     });
     let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
@@ -209,17 +281,32 @@ fn not_found(id: &str) -> Status {
 }
 
 impl Service {
-    fn spawn_init(&self, bundle: &Path) -> std::io::Result<(u32, UnixStream)> {
+    /// Spawns `berth init` with the sync socket as fd 3 and `stdio` as fds 0/1/2 (without
+    /// it: /dev/null, as for the pause process or a container with no log and no stdin,
+    /// whose output must not end up in the shim's own log).
+    fn spawn_init(
+        &self,
+        bundle: &Path,
+        stdio: Option<ChildStdio>,
+    ) -> std::io::Result<(u32, UnixStream)> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         let theirs = OwnedFd::from(theirs);
         let theirs_raw = theirs.as_raw_fd();
         let mut command = Command::new("/proc/self/exe");
-        command
-            .arg("init")
-            .arg("--bundle")
-            .arg(bundle)
-            .stdin(Stdio::null());
-        // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+        command.arg("init").arg("--bundle").arg(bundle);
+        match stdio {
+            Some(stdio) => command
+                .stdin(stdio.stdin)
+                .stdout(stdio.stdout)
+                .stderr(stdio.stderr),
+            None => command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        };
+        // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec. std
+        // has already moved the stdio ends to 0/1/2 when this runs, so fd 3 may be
+        // overwritten freely.
         unsafe {
             command.pre_exec(move || {
                 if theirs_raw == SYNC_FD {
@@ -234,13 +321,25 @@ impl Service {
         }
         // The child is reaped by the SIGCHLD reaper, not through `Child`.
         let child = command.spawn()?;
+        // The child's stdio ends close with `command`: EOF then means the process is done.
+        drop(command);
         drop(theirs);
         ours.set_nonblocking(true)?;
         Ok((child.id(), UnixStream::from_std(ours)?))
     }
 
-    async fn create_process(&self, id: &str, bundle: &Path) -> Result<i32, Status> {
-        let cgroup = read_cgroups_path(bundle);
+    async fn create_process(&self, request: &CreateRequest) -> Result<i32, Status> {
+        let id = request.id.as_str();
+        let bundle = Path::new(&request.bundle);
+        let cgroup = Some(request.cgroup_path.clone())
+            .filter(|p| !p.is_empty())
+            .or_else(|| read_cgroups_path(bundle));
+        let io_options = IoOptions {
+            log_path: Some(Path::new(&request.log_path)).filter(|p| !p.as_os_str().is_empty()),
+            tty: request.tty,
+            stdin: request.stdin,
+            stdin_once: request.stdin_once,
+        };
         {
             let mut table = self.shared.table();
             if table.processes.contains_key(id) {
@@ -255,22 +354,46 @@ impl Service {
                     status: ProcStatus::Creating,
                     exit: None,
                     started_at: 0,
-                    cgroup,
+                    cgroup: cgroup.clone(),
+                    open_outputs: 0,
+                    oom_kills_before: None,
                 },
             );
         }
         let fail = |message: String| {
             let mut table = self.shared.table();
             table.forget(id);
+            drop(table);
+            // Its output readers stop with it.
+            self.shared.ios().remove(id);
             Status::failed_precondition(message)
         };
-        let (init_pid, stream) = match self.spawn_init(bundle) {
+        let (child_stdio, outputs) = if io_options.managed() {
+            match super::stdio::prepare(&io_options) {
+                Ok((child, outputs, io)) => (Some(child), Some((outputs, io))),
+                Err(e) => return Err(fail(format!("set up stdio: {e}"))),
+            }
+        } else {
+            (None, None)
+        };
+        let (init_pid, stream) = match self.spawn_init(bundle, child_stdio) {
             Ok(spawned) => spawned,
             Err(e) => return Err(fail(format!("spawn berth init: {e}"))),
         };
         let init_pid = i32::try_from(init_pid).unwrap_or(0);
         // No await since the spawn: the reaper cannot have seen this pid yet.
         self.shared.table().inits.insert(init_pid, id.to_string());
+        if let Some((outputs, mut io)) = outputs {
+            if let Some(record) = self.shared.table().processes.get_mut(id) {
+                record.open_outputs = outputs.len();
+            }
+            let shared = self.shared.clone();
+            let owner = id.to_string();
+            super::stdio::start_readers(&mut io, outputs, io_options.tty, move || {
+                shared.output_closed(&owner)
+            });
+            self.shared.ios().insert(id.to_string(), io);
+        }
 
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
@@ -292,21 +415,22 @@ impl Service {
                 return Err(fail(message));
             }
         };
+        // Init has joined the cgroup by now; kills counted before are not this process's.
+        let oom_kills_before = self.shared.oom_kills(cgroup.as_deref());
         let mut table = self.shared.table();
         let early_exit = table.claim(id, pid);
+        let exited = early_exit.is_some();
         if let Some(record) = table.processes.get_mut(id) {
             record.pid = pid;
             record.status = ProcStatus::Created;
-            if let Some(exit) = early_exit {
-                record.status = ProcStatus::Exited;
-                if let Err(e) = write_exit_file(&self.shared.state_dir, id, &exit) {
-                    tracing::error!(id = %id, error = %e, "write exit file");
-                }
-                record.exit = Some(exit);
-            }
+            record.oom_kills_before = oom_kills_before;
+            record.exit = early_exit;
         }
         self.shared.save(&table);
         drop(table);
+        if exited {
+            self.shared.exit_observed(id, pid);
+        }
         self.shared.gates().insert(id.to_string(), reader);
         tracing::info!(id = %id, pid, "process created");
         Ok(pid)
@@ -366,7 +490,7 @@ impl Service {
     }
 
     async fn shutdown_pod(&self) {
-        let cgroups = Cgroups::detect().ok();
+        let cgroups = self.shared.cgroups.as_ref();
         let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
         self.shared.gates().clear();
         loop {
@@ -374,7 +498,7 @@ impl Service {
                 let table = self.shared.table();
                 (table.live_pids(), table.cgroups())
             };
-            if let Some(cgroups) = &cgroups {
+            if let Some(cgroups) = cgroups {
                 for path in &cgroup_paths {
                     pids.extend(cgroups.procs(path).unwrap_or_default());
                 }
@@ -450,9 +574,7 @@ impl Shim for Service {
                 request.id
             )));
         }
-        let pid = self
-            .create_process(&request.id, Path::new(&request.bundle))
-            .await?;
+        let pid = self.create_process(&request).await?;
         if request.start {
             self.start_process(&request.id).await?;
         }
@@ -475,20 +597,23 @@ impl Shim for Service {
             .ok_or_else(|| {
                 Status::invalid_argument(format!("invalid signal {}", request.signal))
             })?;
-        let (pid, status, cgroup) = {
+        let (pid, alive, cgroup) = {
             let table = self.shared.table();
             let record = table
                 .processes
                 .get(&request.id)
                 .ok_or_else(|| not_found(&request.id))?;
-            (record.pid, record.status, record.cgroup.clone())
+            // A reaped pid (exit pending while the output drains) may be reused already.
+            let alive = matches!(record.status, ProcStatus::Created | ProcStatus::Running)
+                && record.exit.is_none();
+            (record.pid, alive, record.cgroup.clone())
         };
         let mut pids = Vec::new();
-        if matches!(status, ProcStatus::Created | ProcStatus::Running) {
+        if alive {
             pids.push(pid);
         }
         if request.all
-            && let (Some(path), Ok(cgroups)) = (cgroup, Cgroups::detect())
+            && let (Some(path), Some(cgroups)) = (cgroup, self.shared.cgroups.as_ref())
         {
             pids.extend(cgroups.procs(&path).unwrap_or_default());
         }
@@ -519,13 +644,19 @@ impl Shim for Service {
             ProcStatus::Running => ProcessStatus::Running,
             ProcStatus::Exited => ProcessStatus::Exited,
         };
+        // A reaped exit is reported once final (its output drained).
+        let exit = record
+            .exit
+            .as_ref()
+            .filter(|_| record.status == ProcStatus::Exited);
         Ok(Response::new(StateResponse {
             id: id.clone(),
             pid: record.pid.max(0) as u32,
             status: status as i32,
-            exit_code: record.exit.as_ref().map_or(0, |e| e.exit_code),
+            exit_code: exit.map_or(0, |e| e.exit_code),
             started_at: record.started_at,
-            exited_at: record.exit.as_ref().map_or(0, |e| e.exited_at),
+            exited_at: exit.map_or(0, |e| e.exited_at),
+            oom_killed: exit.is_some_and(|e| e.oom_killed),
         }))
     }
 
@@ -559,8 +690,30 @@ impl Shim for Service {
         self.shared.save(&table);
         drop(table);
         self.shared.gates().remove(&id);
+        self.shared.ios().remove(&id);
         tracing::info!(id = %id, "process deleted");
         Ok(Response::new(DeleteResponse {}))
+    }
+
+    async fn reopen_log(
+        &self,
+        request: Request<ReopenLogRequest>,
+    ) -> Result<Response<ReopenLogResponse>, Status> {
+        let id = request.into_inner().id;
+        if !self.shared.table().processes.contains_key(&id) {
+            return Err(not_found(&id));
+        }
+        let log = self
+            .shared
+            .ios()
+            .get(&id)
+            .and_then(|io| io.log.clone())
+            .ok_or_else(|| Status::failed_precondition(format!("process {id} has no log")))?;
+        let mut log = super::stdio::lock(&log);
+        log.reopen()
+            .map_err(|e| Status::internal(format!("reopen log {}: {e}", log.path().display())))?;
+        tracing::info!(id = %id, path = %log.path().display(), "log reopened");
+        Ok(Response::new(ReopenLogResponse {}))
     }
 
     async fn shutdown(

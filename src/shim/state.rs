@@ -1,5 +1,6 @@
 //! The shim's process table and its on-disk forms: `shim.json` (id → pid, status) and
-//! `exits/<id>` (`{"exit_code":N,"exited_at":ns}`), both written atomically.
+//! `exits/<id>` (`{"exit_code":N,"exited_at":ns,"oom_killed":bool}`), both written
+//! atomically.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,9 @@ use crate::linux::process::write_atomic;
 ///     │                     └───────────exit──────────────────►┘
 ///     └──error──► (removed)
 /// ```
+/// "exit" is two steps: the reaped exit is held in `exit` (status unchanged) until the
+/// process's output is drained (or a deadline passes), then `finish_exit` makes it
+/// Exited, so the last lines are in the log before anyone sees the exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -26,6 +30,9 @@ pub enum Status {
 pub struct ExitRecord {
     pub exit_code: i32,
     pub exited_at: i64,
+    /// The process's cgroup saw an OOM kill while it ran.
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,9 +43,16 @@ pub struct ProcessRecord {
     pub exit: Option<ExitRecord>,
     #[serde(default)]
     pub started_at: i64,
-    /// The spec's cgroupsPath, for `kill --all` and shutdown.
+    /// The process's cgroup (Create's cgroup_path, else the spec's cgroupsPath), for
+    /// `kill --all`, shutdown and OOM detection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
+    /// Output readers still running; the exit waits for them.
+    #[serde(skip)]
+    pub open_outputs: usize,
+    /// The cgroup's OOM kill counter when the process was created.
+    #[serde(skip)]
+    pub oom_kills_before: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -89,10 +103,10 @@ impl Table {
         Some(record)
     }
 
+    /// A reaped pid: a workload's exit is held until `finish_exit`.
     pub fn reaped(&mut self, pid: i32, exit: ExitRecord) -> Reaped {
         if let Some(id) = self.by_pid.remove(&pid) {
             if let Some(record) = self.processes.get_mut(&id) {
-                record.status = Status::Exited;
                 record.exit = Some(exit);
             }
             self.inits.remove(&pid);
@@ -108,11 +122,42 @@ impl Table {
         Reaped::Orphan
     }
 
+    /// An output reader of `id` reached EOF; true when that was the last one and the
+    /// exit waits only for it.
+    pub fn output_closed(&mut self, id: &str) -> bool {
+        let Some(record) = self.processes.get_mut(id) else {
+            return false;
+        };
+        record.open_outputs = record.open_outputs.saturating_sub(1);
+        record.open_outputs == 0 && self.exit_pending(id)
+    }
+
+    /// Reaped but not yet Exited.
+    pub fn exit_pending(&self, id: &str) -> bool {
+        self.processes
+            .get(id)
+            .is_some_and(|r| r.status != Status::Exited && r.exit.is_some())
+    }
+
+    /// Makes a pending exit final; returns it (None when there is none, or it was
+    /// already final).
+    pub fn finish_exit(&mut self, id: &str, oom_killed: bool) -> Option<ExitRecord> {
+        if !self.exit_pending(id) {
+            return None;
+        }
+        let record = self.processes.get_mut(id)?;
+        let exit = record.exit.as_mut()?;
+        exit.oom_killed = oom_killed;
+        record.status = Status::Exited;
+        Some(exit.clone())
+    }
+
     /// Pids of processes that may still run.
     pub fn live_pids(&self) -> Vec<i32> {
         self.processes
             .values()
             .filter(|r| matches!(r.status, Status::Created | Status::Running) && r.pid > 0)
+            .filter(|r| r.exit.is_none())
             .map(|r| r.pid)
             .chain(self.inits.keys().copied())
             .collect()
@@ -155,6 +200,8 @@ mod tests {
             exit: None,
             started_at: 0,
             cgroup: None,
+            open_outputs: 0,
+            oom_kills_before: None,
         }
     }
 
@@ -169,6 +216,7 @@ mod tests {
         let exit = ExitRecord {
             exit_code: 137,
             exited_at: 5,
+            oom_killed: false,
         };
         assert_eq!(table.reaped(9, exit.clone()), Reaped::Init("pod".into()));
         assert_eq!(table.reaped(77, exit.clone()), Reaped::Orphan);
@@ -176,9 +224,37 @@ mod tests {
             table.reaped(10, exit.clone()),
             Reaped::Workload("pod".into())
         );
-        assert_eq!(table.processes["pod"].status, Status::Exited);
-        assert_eq!(table.processes["pod"].exit, Some(exit));
+        // Reaped, not yet final: not live, not Exited.
+        assert_eq!(table.processes["pod"].status, Status::Running);
+        assert!(table.exit_pending("pod"));
         assert!(table.live_pids().is_empty());
+        let final_exit = table.finish_exit("pod", true).unwrap();
+        assert!(final_exit.oom_killed);
+        assert_eq!(table.processes["pod"].status, Status::Exited);
+        assert_eq!(table.processes["pod"].exit, Some(final_exit));
+        assert_eq!(table.finish_exit("pod", false), None, "finished twice");
+    }
+
+    #[test]
+    fn the_exit_waits_for_the_last_output_to_close() {
+        let mut table = Table::default();
+        let mut running = record(30, Status::Running);
+        running.open_outputs = 2;
+        table.processes.insert("c".into(), running);
+        table.claim("c", 30);
+        // Output closing before the exit does not finish anything.
+        assert!(!table.output_closed("c"));
+        let exit = ExitRecord {
+            exit_code: 0,
+            exited_at: 1,
+            oom_killed: false,
+        };
+        assert_eq!(table.reaped(30, exit), Reaped::Workload("c".into()));
+        assert!(
+            table.output_closed("c"),
+            "last output closed after the exit"
+        );
+        assert!(!table.output_closed("unknown"));
     }
 
     #[test]
@@ -187,6 +263,7 @@ mod tests {
         let exit = ExitRecord {
             exit_code: 1,
             exited_at: 3,
+            oom_killed: false,
         };
         assert_eq!(table.reaped(20, exit.clone()), Reaped::Orphan);
         assert_eq!(table.claim("c", 20), Some(exit));
@@ -199,9 +276,16 @@ mod tests {
         let exit = ExitRecord {
             exit_code: 137,
             exited_at: 1_700_000_000_000_000_000,
+            oom_killed: true,
         };
         write_exit_file(dir.path(), "abc", &exit).unwrap();
         let text = std::fs::read_to_string(dir.path().join("exits/abc")).unwrap();
-        assert_eq!(text, r#"{"exit_code":137,"exited_at":1700000000000000000}"#);
+        assert_eq!(
+            text,
+            r#"{"exit_code":137,"exited_at":1700000000000000000,"oom_killed":true}"#
+        );
+        // Files written before the field existed still read.
+        let old: ExitRecord = serde_json::from_str(r#"{"exit_code":1,"exited_at":2}"#).unwrap();
+        assert!(!old.oom_killed);
     }
 }
