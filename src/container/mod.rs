@@ -1,0 +1,3 @@
+//! Containers: the CRI config in berth's types, the OCI spec builder, image users.
+
+pub mod config;
