@@ -1,5 +1,6 @@
 //! Thin CRI adapters: proto ⇄ domain types, one method per RPC delegating to the managers.
 
+pub mod container_convert;
 pub mod image;
 pub mod runtime;
 

@@ -1,0 +1,934 @@
+//! The OCI runtime spec of a container, built as a pure function of the CRI config, the image
+//! config, the pod sandbox and a few facts the caller looked up (the image's /etc/passwd and
+//! /etc/group, host device numbers, a target container's pid). `berth init` applies it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::Signal;
+use oci_spec::image::ImageConfiguration;
+use oci_spec::runtime::{
+    Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDevice,
+    LinuxDeviceBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,
+    LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxResources, LinuxResourcesBuilder, Mount, MountBuilder,
+    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
+};
+
+use crate::container::config::{
+    ContainerConfig, ContainerResources, MountPropagation, NamespaceMode,
+};
+use crate::container::users::{self, IdOrName, UserError, UserSpec};
+use crate::error::{Error, ErrorKind};
+
+/// The OCI runtime spec version berth writes.
+pub const OCI_VERSION: &str = "1.2.0";
+/// PATH when neither the image nor the CRI config sets one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+pub const ANNOTATION_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+pub const ANNOTATION_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+pub const ANNOTATION_CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
+pub const ANNOTATION_IMAGE_NAME: &str = "io.kubernetes.cri.image-name";
+
+/// Paths hidden from unprivileged containers (as every major runtime does).
+pub const DEFAULT_MASKED_PATHS: [&str; 11] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths unprivileged containers see read-only.
+pub const DEFAULT_READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// The capabilities of an unprivileged container unless the CRI config adds or drops some.
+pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+/// Every capability the kernel defines (through CAP_CHECKPOINT_RESTORE, Linux 5.9).
+pub const ALL_CAPABILITIES: [Capability; 41] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::DacReadSearch,
+    Capability::Fowner,
+    Capability::Fsetid,
+    Capability::Kill,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setpcap,
+    Capability::LinuxImmutable,
+    Capability::NetBindService,
+    Capability::NetBroadcast,
+    Capability::NetAdmin,
+    Capability::NetRaw,
+    Capability::IpcLock,
+    Capability::IpcOwner,
+    Capability::SysModule,
+    Capability::SysRawio,
+    Capability::SysChroot,
+    Capability::SysPtrace,
+    Capability::SysPacct,
+    Capability::SysAdmin,
+    Capability::SysBoot,
+    Capability::SysNice,
+    Capability::SysResource,
+    Capability::SysTime,
+    Capability::SysTtyConfig,
+    Capability::Mknod,
+    Capability::Lease,
+    Capability::AuditWrite,
+    Capability::AuditControl,
+    Capability::Setfcap,
+    Capability::MacOverride,
+    Capability::MacAdmin,
+    Capability::Syslog,
+    Capability::WakeAlarm,
+    Capability::BlockSuspend,
+    Capability::AuditRead,
+    Capability::Perfmon,
+    Capability::Bpf,
+    Capability::CheckpointRestore,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("no command specified")]
+    NoCommand,
+    #[error("user: {0}")]
+    User(#[source] UserError),
+    #[error("image USER {user:?}: {source}")]
+    ImageUser {
+        user: String,
+        #[source]
+        source: UserError,
+    },
+    #[error("run_as_user/run_as_group: {0} is not a valid id")]
+    InvalidId(i64),
+    #[error("supplemental_groups: {0} is not a valid gid")]
+    InvalidGid(i64),
+    #[error("mount {container_path}: {reason}")]
+    BadMount {
+        container_path: String,
+        reason: String,
+    },
+    #[error("device {host_path}: {reason}")]
+    BadDevice { host_path: String, reason: String },
+    #[error("unknown capability {0:?}")]
+    UnknownCapability(String),
+    #[error("pid namespace of target container {0:?}: the container is not running")]
+    NoTargetPid(String),
+    #[error("building the OCI spec")]
+    Oci(#[from] oci_spec::OciSpecError),
+}
+
+impl From<SpecError> for Error {
+    fn from(err: SpecError) -> Self {
+        let kind = match &err {
+            SpecError::ImageUser { .. } | SpecError::NoTargetPid(_) => {
+                ErrorKind::FailedPrecondition
+            }
+            SpecError::Oci(_) => ErrorKind::Internal,
+            _ => ErrorKind::InvalidArgument,
+        };
+        Error::with_source(kind, "building the container spec", err)
+    }
+}
+
+/// What the spec needs to know about the pod sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SandboxInfo {
+    pub id: String,
+    /// The pod's hostname (the pause process's UTS namespace already has it).
+    pub hostname: String,
+    pub pause_pid: u32,
+    /// The pinned pod netns; None for host-network pods.
+    pub netns_path: Option<PathBuf>,
+    pub host_ipc: bool,
+    /// Holds `hostname`, `hosts` and `resolv.conf`.
+    pub pod_files_dir: PathBuf,
+    /// The pod cgroup (cgroupfs path relative to each hierarchy root).
+    pub pod_cgroup: String,
+    /// The pod's /dev/shm to bind (for host IPC: the host's /dev/shm); None: a private tmpfs.
+    pub shm_path: Option<PathBuf>,
+    pub runtime_handler: String,
+}
+
+/// A host device's identity, looked up by the caller (`host_device`) for every CRI device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostDevice {
+    pub block: bool,
+    pub major: i64,
+    pub minor: i64,
+    pub file_mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Stats a device node on the host (following symlinks, as /dev/disk/by-* links need).
+/// Blocking: call it off the async executor.
+pub fn host_device(path: &Path) -> io::Result<HostDevice> {
+    let meta = std::fs::metadata(path)?;
+    let ft = meta.file_type();
+    if !ft.is_char_device() && !ft.is_block_device() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a character or block device",
+        ));
+    }
+    let rdev = meta.rdev();
+    Ok(HostDevice {
+        block: ft.is_block_device(),
+        major: i64::from(rustix::fs::major(rdev)),
+        minor: i64::from(rustix::fs::minor(rdev)),
+        file_mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+    })
+}
+
+/// Runtime-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeDefaults {
+    /// The lowest oom_score_adj berth may give (its own: without CAP_SYS_RESOURCE a process
+    /// cannot go below it).
+    pub min_oom_score_adj: i32,
+    /// RLIMIT_NOFILE, soft and hard.
+    pub nofile: u64,
+}
+
+impl Default for RuntimeDefaults {
+    fn default() -> Self {
+        RuntimeDefaults {
+            min_oom_score_adj: -1000,
+            nofile: 1_048_576,
+        }
+    }
+}
+
+/// Everything `build_spec` reads.
+#[derive(Debug, Clone)]
+pub struct SpecInput<'a> {
+    pub container_id: &'a str,
+    pub config: &'a ContainerConfig,
+    pub image: &'a ImageConfiguration,
+    pub sandbox: &'a SandboxInfo,
+    /// `<state>/containers/<id>/bundle`; the rootfs is `<bundle>/rootfs`.
+    pub bundle_dir: &'a Path,
+    /// The image's /etc/passwd and /etc/group (`users::read_image_file`), None when absent.
+    pub passwd: Option<&'a str>,
+    pub group: Option<&'a str>,
+    /// The pid of the container named by `namespaces.target_id` (pid mode TARGET).
+    pub target_pid: Option<u32>,
+    /// `host_device` of each CRI device's host_path.
+    pub host_devices: &'a BTreeMap<String, HostDevice>,
+    pub defaults: &'a RuntimeDefaults,
+}
+
+/// Builds the container's OCI runtime spec.
+pub fn build_spec(input: &SpecInput) -> Result<Spec, SpecError> {
+    let config = input.config;
+    let security = &config.security;
+    let image = input.image.config().clone().unwrap_or_default();
+
+    let args = process_args(
+        &config.command,
+        &config.args,
+        image.entrypoint().as_deref().unwrap_or_default(),
+        image.cmd().as_deref().unwrap_or_default(),
+    )?;
+    let user = resolve_user(input, image.user().as_deref().unwrap_or_default())?;
+    let env = process_env(
+        &input.sandbox.hostname,
+        image.env().as_deref().unwrap_or_default(),
+        &config.envs,
+        user.home.as_deref(),
+    );
+    let cwd = working_dir(&config.working_dir, image.working_dir().as_deref());
+
+    let mut process = ProcessBuilder::default()
+        .terminal(config.tty)
+        .user(
+            UserBuilder::default()
+                .uid(user.uid)
+                .gid(user.gid)
+                .additional_gids(user.additional_gids.clone())
+                .build()?,
+        )
+        .args(args)
+        .env(env)
+        .cwd(cwd)
+        .capabilities(capabilities(security)?)
+        .rlimits(vec![
+            PosixRlimitBuilder::default()
+                .typ(PosixRlimitType::RlimitNofile)
+                .soft(input.defaults.nofile)
+                .hard(input.defaults.nofile)
+                .build()?,
+        ])
+        .no_new_privileges(security.no_new_privs)
+        .build()?;
+    process.set_oom_score_adj(Some(oom_score_adj(
+        config.resources.oom_score_adj,
+        input.defaults.min_oom_score_adj,
+    )));
+
+    let (masked, readonly) = if security.privileged {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            security
+                .masked_paths
+                .clone()
+                .unwrap_or_else(|| DEFAULT_MASKED_PATHS.map(String::from).to_vec()),
+            security
+                .readonly_paths
+                .clone()
+                .unwrap_or_else(|| DEFAULT_READONLY_PATHS.map(String::from).to_vec()),
+        )
+    };
+
+    let mut resources = linux_resources(&config.resources)?;
+    let (devices, device_rules) = devices(input)?;
+    resources.set_devices(Some(device_rules));
+
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces(input)?)
+        .cgroups_path(PathBuf::from(format!(
+            "{}/{}",
+            input.sandbox.pod_cgroup.trim_end_matches('/'),
+            input.container_id
+        )))
+        .resources(resources)
+        .devices(devices)
+        .masked_paths(masked)
+        .readonly_paths(readonly)
+        .build()?;
+    if let Some(propagation) = rootfs_propagation(config) {
+        linux.set_rootfs_propagation(Some(propagation.to_owned()));
+    }
+
+    let mut annotations: HashMap<String, String> = config
+        .annotations
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    annotations.insert(ANNOTATION_CONTAINER_TYPE.into(), "container".into());
+    annotations.insert(ANNOTATION_SANDBOX_ID.into(), input.sandbox.id.clone());
+    annotations.insert(
+        ANNOTATION_CONTAINER_NAME.into(),
+        config.metadata.name.clone(),
+    );
+    annotations.insert(ANNOTATION_IMAGE_NAME.into(), config.image.clone());
+
+    let mut spec = SpecBuilder::default()
+        .version(OCI_VERSION)
+        .root(
+            RootBuilder::default()
+                .path(input.bundle_dir.join("rootfs"))
+                .readonly(security.readonly_rootfs)
+                .build()?,
+        )
+        .mounts(mounts(input)?)
+        .process(process)
+        .annotations(annotations)
+        .linux(linux)
+        .build()?;
+    // The container joins the pause process's UTS namespace, which already has the pod's
+    // hostname; oci-spec's builder default would set one of its own.
+    spec.set_hostname(None);
+    Ok(spec)
+}
+
+/// The kubelet's rules: `command` replaces the image's Entrypoint and drops its Cmd; `args`
+/// alone replace Cmd and keep Entrypoint; neither runs Entrypoint + Cmd. `ENTRYPOINT [""]`
+/// means no entrypoint.
+pub fn process_args(
+    command: &[String],
+    args: &[String],
+    entrypoint: &[String],
+    image_cmd: &[String],
+) -> Result<Vec<String>, SpecError> {
+    let result: Vec<String> = if !command.is_empty() {
+        command.iter().chain(args).cloned().collect()
+    } else {
+        let entrypoint: &[String] = if entrypoint.len() == 1 && entrypoint[0].is_empty() {
+            &[]
+        } else {
+            entrypoint
+        };
+        let rest = if args.is_empty() { image_cmd } else { args };
+        entrypoint.iter().chain(rest).cloned().collect()
+    };
+    if result.is_empty() {
+        return Err(SpecError::NoCommand);
+    }
+    Ok(result)
+}
+
+fn env_key(entry: &str) -> &str {
+    entry.split_once('=').map_or(entry, |(k, _)| k)
+}
+
+/// PATH (default) and HOSTNAME first, then the image's env, then the CRI envs; a later entry
+/// with the same name replaces the earlier one in place. HOME comes from passwd (else `/`)
+/// when nobody set it, as runc does at exec.
+pub fn process_env(
+    hostname: &str,
+    image_env: &[String],
+    cri_envs: &[(String, String)],
+    home: Option<&str>,
+) -> Vec<String> {
+    let mut env: Vec<String> = Vec::new();
+    let mut set = |entry: String| {
+        let key = env_key(&entry).to_owned();
+        match env.iter_mut().find(|e| env_key(e) == key) {
+            Some(existing) => *existing = entry,
+            None => env.push(entry),
+        }
+    };
+    set(format!("PATH={DEFAULT_PATH}"));
+    set(format!("HOSTNAME={hostname}"));
+    for entry in image_env {
+        set(entry.clone());
+    }
+    for (key, value) in cri_envs {
+        set(format!("{key}={value}"));
+    }
+    if !env.iter().any(|e| env_key(e) == "HOME") {
+        let home = home.filter(|h| !h.is_empty()).unwrap_or("/");
+        env.push(format!("HOME={home}"));
+    }
+    env
+}
+
+/// CRI working_dir, else the image's (made absolute), else `/`.
+pub fn working_dir(cri: &str, image: Option<&str>) -> String {
+    if !cri.is_empty() {
+        return cri.to_owned();
+    }
+    match image {
+        Some(dir) if !dir.is_empty() && dir.starts_with('/') => dir.to_owned(),
+        Some(dir) if !dir.is_empty() => format!("/{dir}"),
+        _ => "/".to_owned(),
+    }
+}
+
+fn id_u32(value: i64) -> Result<u32, SpecError> {
+    u32::try_from(value).map_err(|_| SpecError::InvalidId(value))
+}
+
+/// CRI run_as_username (or run_as_user), with run_as_group, else the image's USER.
+fn resolve_user(input: &SpecInput, image_user: &str) -> Result<users::ResolvedUser, SpecError> {
+    let security = &input.config.security;
+    let extra: Vec<u32> = security
+        .supplemental_groups
+        .iter()
+        .map(|g| u32::try_from(*g).map_err(|_| SpecError::InvalidGid(*g)))
+        .collect::<Result<_, _>>()?;
+    let group = security.run_as_group.map(id_u32).transpose()?;
+    let cri_user = if !security.run_as_username.is_empty() {
+        Some(IdOrName::Name(security.run_as_username.clone()))
+    } else {
+        security
+            .run_as_user
+            .map(id_u32)
+            .transpose()?
+            .map(IdOrName::Id)
+    };
+    let (spec, from_image) = match cri_user {
+        Some(user) => (
+            UserSpec {
+                user,
+                group: group.map(IdOrName::Id),
+            },
+            false,
+        ),
+        None => {
+            let mut spec =
+                users::parse_user(image_user).map_err(|source| SpecError::ImageUser {
+                    user: image_user.to_owned(),
+                    source,
+                })?;
+            // run_as_group alone regroups the image's user.
+            if let Some(gid) = group {
+                spec.group = Some(IdOrName::Id(gid));
+            }
+            (spec, true)
+        }
+    };
+    users::resolve_user(&spec, input.passwd, input.group, &extra).map_err(|source| {
+        if from_image {
+            SpecError::ImageUser {
+                user: image_user.to_owned(),
+                source,
+            }
+        } else {
+            SpecError::User(source)
+        }
+    })
+}
+
+fn parse_capability(name: &str) -> Result<Capability, SpecError> {
+    use serde::Deserialize;
+    use serde::de::IntoDeserializer;
+    // oci-spec's deserializer accepts any case, with or without the CAP_ prefix.
+    let de: serde::de::value::StrDeserializer<serde::de::value::Error> = name.into_deserializer();
+    Capability::deserialize(de).map_err(|_| SpecError::UnknownCapability(name.to_owned()))
+}
+
+fn is_all(name: &str) -> bool {
+    name.eq_ignore_ascii_case("ALL") || name.eq_ignore_ascii_case("CAP_ALL")
+}
+
+/// The default set, or every capability when privileged; then "ALL" adds or drops
+/// everything, and the named ones are added, then dropped (so add ALL + drop X = all but X).
+/// Ambient capabilities go into the ambient and inheritable sets.
+fn capabilities(
+    security: &crate::container::config::SecurityContext,
+) -> Result<oci_spec::runtime::LinuxCapabilities, SpecError> {
+    let caps = &security.capabilities;
+    let set: Capabilities = if security.privileged {
+        ALL_CAPABILITIES.into_iter().collect()
+    } else {
+        let mut set: Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
+        if caps.add.iter().any(|c| is_all(c)) {
+            set.extend(ALL_CAPABILITIES);
+        }
+        if caps.drop.iter().any(|c| is_all(c)) {
+            set.clear();
+        }
+        for name in caps.add.iter().filter(|c| !is_all(c)) {
+            set.insert(parse_capability(name)?);
+        }
+        for name in caps.drop.iter().filter(|c| !is_all(c)) {
+            set.remove(&parse_capability(name)?);
+        }
+        set
+    };
+    let ambient: Capabilities = caps
+        .add_ambient
+        .iter()
+        .map(|c| parse_capability(c))
+        .collect::<Result<_, _>>()?;
+    let mut builder = LinuxCapabilitiesBuilder::default()
+        .bounding(set.clone())
+        .effective(set.clone())
+        .permitted(set);
+    if !ambient.is_empty() {
+        builder = builder.inheritable(ambient.clone()).ambient(ambient);
+    }
+    Ok(builder.build()?)
+}
+
+/// The requested score, never below what berth itself may set, within the kernel's range.
+fn oom_score_adj(requested: i64, floor: i32) -> i32 {
+    let clamped = requested.clamp(-1000, 1000) as i32;
+    if clamped < floor {
+        tracing::debug!(
+            requested,
+            applied = floor,
+            "oom_score_adj below the runtime's own; clamped"
+        );
+        return floor.min(1000);
+    }
+    clamped
+}
+
+fn namespace(typ: LinuxNamespaceType, path: Option<PathBuf>) -> Result<LinuxNamespace, SpecError> {
+    let builder = LinuxNamespaceBuilder::default().typ(typ);
+    Ok(match path {
+        Some(path) => builder.path(path).build()?,
+        None => builder.build()?,
+    })
+}
+
+/// The pod's network (none for host network), IPC (none for host IPC) and UTS; PID per mode;
+/// always a new mount namespace.
+fn namespaces(input: &SpecInput) -> Result<Vec<LinuxNamespace>, SpecError> {
+    let pause = |ns: &str| PathBuf::from(format!("/proc/{}/ns/{ns}", input.sandbox.pause_pid));
+    let mut list = vec![namespace(LinuxNamespaceType::Mount, None)?];
+    if let Some(netns) = &input.sandbox.netns_path {
+        list.push(namespace(LinuxNamespaceType::Network, Some(netns.clone()))?);
+    }
+    if !input.sandbox.host_ipc {
+        list.push(namespace(LinuxNamespaceType::Ipc, Some(pause("ipc")))?);
+    }
+    list.push(namespace(LinuxNamespaceType::Uts, Some(pause("uts")))?);
+    let pid_ns = &input.config.security.namespaces;
+    match pid_ns.pid {
+        NamespaceMode::Pod => list.push(namespace(LinuxNamespaceType::Pid, Some(pause("pid")))?),
+        NamespaceMode::Container => list.push(namespace(LinuxNamespaceType::Pid, None)?),
+        NamespaceMode::Node => {}
+        NamespaceMode::Target => {
+            let pid = input
+                .target_pid
+                .ok_or_else(|| SpecError::NoTargetPid(pid_ns.target_id.clone()))?;
+            list.push(namespace(
+                LinuxNamespaceType::Pid,
+                Some(PathBuf::from(format!("/proc/{pid}/ns/pid"))),
+            )?);
+        }
+    }
+    Ok(list)
+}
+
+fn mount(
+    destination: &str,
+    typ: &str,
+    source: impl Into<PathBuf>,
+    options: &[&str],
+) -> Result<Mount, SpecError> {
+    Ok(MountBuilder::default()
+        .destination(destination)
+        .typ(typ)
+        .source(source.into())
+        .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+        .build()?)
+}
+
+fn depth(path: &str) -> usize {
+    path.split('/').filter(|p| !p.is_empty()).count()
+}
+
+/// The standard filesystems, then the pod files, /dev/shm and the CRI mounts, those sorted so
+/// that a parent is mounted before its children. A CRI mount replaces a default mount at the
+/// same place (and a CRI /dev replaces everything under /dev).
+fn mounts(input: &SpecInput) -> Result<Vec<Mount>, SpecError> {
+    let config = input.config;
+    let privileged = config.security.privileged;
+    let sys_mode = if privileged { "rw" } else { "ro" };
+    let mut defaults = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", sys_mode],
+        )?,
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", sys_mode],
+        )?,
+    ];
+    let cri_targets: HashSet<&str> = config
+        .mounts
+        .iter()
+        .map(|m| m.container_path.trim_end_matches('/'))
+        .collect();
+    let covered = |dest: &str| {
+        cri_targets.contains(dest)
+            || (cri_targets.contains("/dev") && dest.starts_with("/dev/"))
+            || (cri_targets.contains("/sys") && dest.starts_with("/sys/"))
+    };
+    defaults.retain(|m| !covered(&m.destination().to_string_lossy()));
+
+    let mut extra: Vec<(String, Mount)> = Vec::new();
+    if !covered("/dev/shm") {
+        let shm = match &input.sandbox.shm_path {
+            Some(path) => mount(
+                "/dev/shm",
+                "bind",
+                path.clone(),
+                &["rbind", "rprivate", "rw"],
+            )?,
+            None => mount(
+                "/dev/shm",
+                "tmpfs",
+                "shm",
+                &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+            )?,
+        };
+        extra.push(("/dev/shm".into(), shm));
+    }
+    let pod_file_mode = if config.security.readonly_rootfs {
+        "ro"
+    } else {
+        "rw"
+    };
+    for (dest, file) in [
+        ("/etc/hostname", "hostname"),
+        ("/etc/hosts", "hosts"),
+        ("/etc/resolv.conf", "resolv.conf"),
+    ] {
+        if !covered(dest) {
+            extra.push((
+                dest.into(),
+                mount(
+                    dest,
+                    "bind",
+                    input.sandbox.pod_files_dir.join(file),
+                    &["rbind", "rprivate", pod_file_mode],
+                )?,
+            ));
+        }
+    }
+    for m in &config.mounts {
+        if !m.host_path.starts_with('/') {
+            return Err(SpecError::BadMount {
+                container_path: m.container_path.clone(),
+                reason: format!("host_path {:?} is not an absolute path", m.host_path),
+            });
+        }
+        let propagation = match m.propagation {
+            MountPropagation::Private => "rprivate",
+            MountPropagation::HostToContainer => "rslave",
+            MountPropagation::Bidirectional => "rshared",
+        };
+        let mode = if m.readonly { "ro" } else { "rw" };
+        extra.push((
+            m.container_path.clone(),
+            mount(
+                &m.container_path,
+                "bind",
+                m.host_path.clone(),
+                &["rbind", propagation, mode],
+            )?,
+        ));
+    }
+    // Stable: same-depth mounts keep their order (pod files, then the kubelet's order).
+    extra.sort_by_key(|(dest, _)| depth(dest));
+    defaults.extend(extra.into_iter().map(|(_, m)| m));
+    Ok(defaults)
+}
+
+/// The rootfs must propagate for rslave/rshared CRI mounts to work.
+fn rootfs_propagation(config: &ContainerConfig) -> Option<&'static str> {
+    let has = |p: MountPropagation| config.mounts.iter().any(|m| m.propagation == p);
+    if has(MountPropagation::Bidirectional) {
+        Some("rshared")
+    } else if has(MountPropagation::HostToContainer) {
+        Some("rslave")
+    } else {
+        None
+    }
+}
+
+fn device_rule(
+    typ: LinuxDeviceType,
+    major: Option<i64>,
+    minor: Option<i64>,
+    access: &str,
+) -> Result<LinuxDeviceCgroup, SpecError> {
+    let mut builder = LinuxDeviceCgroupBuilder::default()
+        .allow(true)
+        .typ(typ)
+        .access(access);
+    if let Some(major) = major {
+        builder = builder.major(major);
+    }
+    if let Some(minor) = minor {
+        builder = builder.minor(minor);
+    }
+    Ok(builder.build()?)
+}
+
+/// The device cgroup: deny everything, allow mknod, the standard nodes and the CRI devices
+/// (everything when privileged); and the CRI devices as nodes to create.
+fn devices(input: &SpecInput) -> Result<(Vec<LinuxDevice>, Vec<LinuxDeviceCgroup>), SpecError> {
+    use LinuxDeviceType::{B, C};
+    let mut rules = vec![
+        LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()?,
+    ];
+    if input.config.security.privileged {
+        rules.push(device_rule(LinuxDeviceType::A, None, None, "rwm")?);
+    } else {
+        rules.push(device_rule(C, None, None, "m")?);
+        rules.push(device_rule(B, None, None, "m")?);
+        for (major, minor) in [
+            (1, Some(3)), // null
+            (1, Some(5)), // zero
+            (1, Some(7)), // full
+            (1, Some(8)), // random
+            (1, Some(9)), // urandom
+            (5, Some(0)), // tty
+            (5, Some(2)), // ptmx
+            (136, None),  // pts
+        ] {
+            rules.push(device_rule(C, Some(major), minor, "rwm")?);
+        }
+    }
+    let mut nodes = Vec::new();
+    for d in &input.config.devices {
+        let host = input
+            .host_devices
+            .get(&d.host_path)
+            .ok_or_else(|| SpecError::BadDevice {
+                host_path: d.host_path.clone(),
+                reason: "not a device on this host".into(),
+            })?;
+        let typ = if host.block { B } else { C };
+        let access = if d.permissions.is_empty() {
+            "rwm"
+        } else {
+            &d.permissions
+        };
+        nodes.push(
+            LinuxDeviceBuilder::default()
+                .path(&d.container_path)
+                .typ(typ)
+                .major(host.major)
+                .minor(host.minor)
+                .file_mode(host.file_mode)
+                .uid(host.uid)
+                .gid(host.gid)
+                .build()?,
+        );
+        rules.push(device_rule(
+            typ,
+            Some(host.major),
+            Some(host.minor),
+            access,
+        )?);
+    }
+    Ok((nodes, rules))
+}
+
+/// CRI resources → `linux.resources` (without the device rules). Zero or empty means unset.
+/// Also what UpdateContainerResources applies.
+pub fn linux_resources(r: &ContainerResources) -> Result<LinuxResources, SpecError> {
+    let mut cpu = LinuxCpuBuilder::default();
+    if r.cpu_shares > 0 {
+        cpu = cpu.shares(r.cpu_shares as u64);
+    }
+    if r.cpu_quota != 0 {
+        cpu = cpu.quota(r.cpu_quota);
+    }
+    if r.cpu_period > 0 {
+        cpu = cpu.period(r.cpu_period as u64);
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu = cpu.cpus(r.cpuset_cpus.clone());
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu = cpu.mems(r.cpuset_mems.clone());
+    }
+    let mut memory = LinuxMemoryBuilder::default();
+    if r.memory_limit_in_bytes > 0 {
+        memory = memory.limit(r.memory_limit_in_bytes);
+    }
+    if r.memory_swap_limit_in_bytes > 0 {
+        memory = memory.swap(r.memory_swap_limit_in_bytes);
+    }
+    let hugepages = r
+        .hugepage_limits
+        .iter()
+        .map(|h| {
+            LinuxHugepageLimitBuilder::default()
+                .page_size(h.page_size.clone())
+                .limit(i64::try_from(h.limit).unwrap_or(i64::MAX))
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut builder = LinuxResourcesBuilder::default()
+        .cpu(cpu.build()?)
+        .memory(memory.build()?);
+    if !hugepages.is_empty() {
+        builder = builder.hugepage_limits(hugepages);
+    }
+    if !r.unified.is_empty() {
+        builder = builder.unified(
+            r.unified
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        );
+    }
+    Ok(builder.build()?)
+}
+
+/// A signal by name (`SIGTERM`, `TERM`, any case) or number.
+pub fn parse_signal(value: &str) -> Option<Signal> {
+    let value = value.trim();
+    if let Ok(number) = value.parse::<i32>() {
+        return Signal::try_from(number).ok();
+    }
+    let upper = value.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse().ok()
+}
+
+/// The signal StopContainer sends first: the CRI's, else the image's STOPSIGNAL, else SIGTERM.
+/// (k8s-cri 0.11's ContainerConfig has no stop_signal; the caller passes it when it has one.)
+/// An unparsable value is logged and skipped.
+pub fn stop_signal(image: &ImageConfiguration, cri_override: Option<&str>) -> Signal {
+    let image_signal = image
+        .config()
+        .as_ref()
+        .and_then(|c| c.stop_signal().clone());
+    for candidate in [cri_override.map(str::to_owned), image_signal]
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_empty())
+    {
+        match parse_signal(&candidate) {
+            Some(signal) => return signal,
+            None => tracing::warn!(signal = %candidate, "unknown stop signal; trying the next"),
+        }
+    }
+    Signal::SIGTERM
+}

@@ -1,0 +1,564 @@
+//! Who a container runs as: `/etc/passwd` and `/etc/group` parsing, the image's `USER` forms,
+//! and reading those files out of the image's layer directories as overlay would show them.
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// Why a user could not be resolved; every variant names what was asked for.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UserError {
+    #[error("unable to find user {0}: no matching entries in passwd file")]
+    UnknownUser(String),
+    #[error("unable to find group {0}: no matching entries in group file")]
+    UnknownGroup(String),
+    #[error("invalid user {0:?}")]
+    InvalidUser(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswdEntry {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupEntry {
+    pub name: String,
+    pub gid: u32,
+    pub members: Vec<String>,
+}
+
+/// Parses `/etc/passwd` (`name:password:uid:gid:gecos:home:shell`); comments, blank and
+/// malformed lines are skipped, as libc does.
+pub fn parse_passwd(contents: &str) -> Vec<PasswdEntry> {
+    contents
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            if fields.len() < 4 || fields[0].is_empty() {
+                return None;
+            }
+            Some(PasswdEntry {
+                name: fields[0].to_owned(),
+                uid: fields[2].trim().parse().ok()?,
+                gid: fields[3].trim().parse().ok()?,
+                home: fields.get(5).copied().unwrap_or_default().to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Parses `/etc/group` (`name:password:gid:member,member`).
+pub fn parse_group(contents: &str) -> Vec<GroupEntry> {
+    contents
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            if fields.len() < 3 || fields[0].is_empty() {
+                return None;
+            }
+            Some(GroupEntry {
+                name: fields[0].to_owned(),
+                gid: fields[2].trim().parse().ok()?,
+                members: fields
+                    .get(3)
+                    .map(|m| {
+                        m.split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// One side of a `USER` string: a number or a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdOrName {
+    Id(u32),
+    Name(String),
+}
+
+impl IdOrName {
+    fn parse(s: &str, whole: &str) -> Result<IdOrName, UserError> {
+        if s.is_empty() {
+            return Err(UserError::InvalidUser(whole.to_owned()));
+        }
+        if s.bytes().all(|b| b.is_ascii_digit()) {
+            return s
+                .parse()
+                .map(IdOrName::Id)
+                .map_err(|_| UserError::InvalidUser(whole.to_owned()));
+        }
+        Ok(IdOrName::Name(s.to_owned()))
+    }
+}
+
+/// A parsed `USER`: `uid`, `name`, `uid:gid`, `name:group`, `uid:group`, `name:gid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSpec {
+    pub user: IdOrName,
+    pub group: Option<IdOrName>,
+}
+
+/// Parses a `USER` string; empty means root.
+pub fn parse_user(s: &str) -> Result<UserSpec, UserError> {
+    if s.is_empty() {
+        return Ok(UserSpec {
+            user: IdOrName::Id(0),
+            group: None,
+        });
+    }
+    let (user, group) = match s.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (s, None),
+    };
+    Ok(UserSpec {
+        user: IdOrName::parse(user, s)?,
+        group: group.map(|g| IdOrName::parse(g, s)).transpose()?,
+    })
+}
+
+/// The ids a process gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedUser {
+    pub uid: u32,
+    pub gid: u32,
+    /// The primary gid first, then the groups listing the user in /etc/group, then `extra`.
+    pub additional_gids: Vec<u32>,
+    /// The passwd name of the user, when there is one.
+    pub username: Option<String>,
+    /// The passwd home directory, when there is one.
+    pub home: Option<String>,
+}
+
+/// Resolves `user` against the image's passwd and group contents (None: the file is absent).
+/// A name that is not in the file is an error; a number need not be. Without a group, the
+/// gid is the user's passwd group, else 0. `extra_gids` (the CRI supplemental groups) are
+/// appended; duplicates are dropped, first occurrence kept.
+pub fn resolve_user(
+    user: &UserSpec,
+    passwd: Option<&str>,
+    group: Option<&str>,
+    extra_gids: &[u32],
+) -> Result<ResolvedUser, UserError> {
+    let users = passwd.map(parse_passwd).unwrap_or_default();
+    let groups = group.map(parse_group).unwrap_or_default();
+    let entry = match &user.user {
+        IdOrName::Id(uid) => users.iter().find(|u| u.uid == *uid),
+        IdOrName::Name(name) => Some(
+            users
+                .iter()
+                .find(|u| &u.name == name)
+                .ok_or_else(|| UserError::UnknownUser(name.clone()))?,
+        ),
+    };
+    let uid = match (&user.user, entry) {
+        (IdOrName::Id(uid), _) => *uid,
+        (IdOrName::Name(_), Some(e)) => e.uid,
+        (IdOrName::Name(name), None) => return Err(UserError::UnknownUser(name.clone())),
+    };
+    let gid = match &user.group {
+        Some(IdOrName::Id(gid)) => *gid,
+        Some(IdOrName::Name(name)) => {
+            groups
+                .iter()
+                .find(|g| &g.name == name)
+                .ok_or_else(|| UserError::UnknownGroup(name.clone()))?
+                .gid
+        }
+        None => entry.map_or(0, |e| e.gid),
+    };
+    let mut additional_gids = vec![gid];
+    if let Some(e) = entry {
+        additional_gids.extend(
+            groups
+                .iter()
+                .filter(|g| g.members.iter().any(|m| m == &e.name))
+                .map(|g| g.gid),
+        );
+    }
+    additional_gids.extend_from_slice(extra_gids);
+    let mut seen = std::collections::HashSet::new();
+    additional_gids.retain(|g| seen.insert(*g));
+    Ok(ResolvedUser {
+        uid,
+        gid,
+        additional_gids,
+        username: entry.map(|e| e.name.clone()),
+        home: entry.map(|e| e.home.clone()),
+    })
+}
+
+const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// Symlinks followed while looking a path up, as the kernel's limit.
+const MAX_SYMLINKS: usize = 40;
+
+/// What one layer says about a path.
+enum LayerLookup {
+    /// A regular file at this path in this layer.
+    File(PathBuf),
+    /// The path goes through (or is) a symlink; look this absolute path up instead.
+    Redirect(String),
+    /// The layer hides the path from lower layers (whiteout, opaque dir, a non-directory
+    /// where a directory is needed) or has something that is not a file there.
+    Hidden,
+    /// Not in this layer: look lower.
+    Absent,
+}
+
+/// Reads `path` (absolute, inside the image) from the stacked layer dirs, top layer first, as
+/// the overlay mount would show it: the top layer that has the path wins; a whiteout (a 0/0
+/// character device) or an opaque directory (`trusted.overlay.opaque=y`) on the way hides the
+/// layers below. Symlinks (in the file or in a directory on its path) are resolved within the
+/// layer stack, never on the host: absolute targets start again at the image root and `..`
+/// stops at it. Ok(None) when the merged view has no regular file there.
+pub fn read_image_file(layers_top_first: &[PathBuf], path: &str) -> io::Result<Option<String>> {
+    let mut path = normalize(path);
+    for _ in 0..=MAX_SYMLINKS {
+        let mut found = None;
+        for layer in layers_top_first {
+            match lookup_in_layer(layer, &path)? {
+                LayerLookup::Absent => continue,
+                other => {
+                    found = Some(other);
+                    break;
+                }
+            }
+        }
+        match found {
+            Some(LayerLookup::File(file)) => {
+                let bytes = std::fs::read(file)?;
+                return Ok(Some(String::from_utf8_lossy(&bytes).into_owned()));
+            }
+            Some(LayerLookup::Redirect(next)) => path = next,
+            Some(LayerLookup::Hidden | LayerLookup::Absent) | None => return Ok(None),
+        }
+    }
+    Err(io::Error::other(format!(
+        "too many levels of symbolic links resolving {path}"
+    )))
+}
+
+/// `path` as components with `.` and `..` resolved lexically, clamped at the root.
+fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+fn is_whiteout(meta: &std::fs::Metadata) -> bool {
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+fn is_opaque(dir: &Path) -> io::Result<bool> {
+    let mut value = [0u8; 4];
+    match rustix::fs::lgetxattr(dir, OPAQUE_XATTR, &mut value) {
+        Ok(n) => Ok(&value[..n] == b"y"),
+        Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn lookup_in_layer(layer: &Path, path: &str) -> io::Result<LayerLookup> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let mut here = layer.to_path_buf();
+    let mut opaque_above = false;
+    for (i, part) in parts.iter().enumerate() {
+        here.push(part);
+        let last = i + 1 == parts.len();
+        let meta = match std::fs::symlink_metadata(&here) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // An opaque directory on the way hides whatever lower layers have below it.
+                return Ok(if opaque_above {
+                    LayerLookup::Hidden
+                } else {
+                    LayerLookup::Absent
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        if is_whiteout(&meta) {
+            return Ok(LayerLookup::Hidden);
+        }
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&here)?;
+            let target = target.to_string_lossy();
+            let base = if target.starts_with('/') {
+                String::new()
+            } else {
+                parts[..i].join("/")
+            };
+            let rest = parts[i + 1..].join("/");
+            return Ok(LayerLookup::Redirect(normalize(&format!(
+                "/{base}/{target}/{rest}"
+            ))));
+        }
+        if last {
+            return Ok(if meta.is_file() {
+                LayerLookup::File(here)
+            } else {
+                LayerLookup::Hidden
+            });
+        }
+        if !meta.is_dir() {
+            return Ok(LayerLookup::Hidden);
+        }
+        if is_opaque(&here)? {
+            opaque_above = true;
+        }
+    }
+    // The path was the root itself: not a file.
+    Ok(LayerLookup::Hidden)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
+        # a comment\n\
+        www-data:x:33:33:www-data:/var/www:/usr/sbin/nologin\n\
+        broken line\n\
+        default-user:x:1000:1000::/home/default-user:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\n\
+        www-data:x:33:\n\
+        default-user:x:1000:\n\
+        audio:x:29:www-data\n\
+        extra:x:50000:default-user,www-data\n";
+
+    fn resolve(user: &str, extra: &[u32]) -> Result<ResolvedUser, UserError> {
+        resolve_user(&parse_user(user)?, Some(PASSWD), Some(GROUP), extra)
+    }
+
+    #[test]
+    fn passwd_and_group_parse_skipping_bad_lines() {
+        let users = parse_passwd(PASSWD);
+        assert_eq!(users.len(), 3);
+        assert_eq!(
+            users[1],
+            PasswdEntry {
+                name: "www-data".into(),
+                uid: 33,
+                gid: 33,
+                home: "/var/www".into()
+            }
+        );
+        let groups = parse_group(GROUP);
+        assert_eq!(groups[4].members, ["default-user", "www-data"]);
+        assert!(groups[0].members.is_empty());
+    }
+
+    #[test]
+    fn user_forms_parse() {
+        let id = IdOrName::Id;
+        let name = |s: &str| IdOrName::Name(s.into());
+        let cases = [
+            ("1002", id(1002), None),
+            ("www-data", name("www-data"), None),
+            ("1003:1004", id(1003), Some(id(1004))),
+            ("www-data:audio", name("www-data"), Some(name("audio"))),
+            ("1003:audio", id(1003), Some(name("audio"))),
+            ("www-data:1004", name("www-data"), Some(id(1004))),
+            ("", id(0), None),
+        ];
+        for (s, user, group) in cases {
+            assert_eq!(parse_user(s), Ok(UserSpec { user, group }), "{s}");
+        }
+        assert!(parse_user(":5").is_err());
+        assert!(parse_user("5:").is_err());
+        assert!(parse_user("99999999999").is_err());
+    }
+
+    #[test]
+    fn numeric_uid_not_in_passwd_gets_gid_0() {
+        let r = resolve("1002", &[]).unwrap();
+        assert_eq!((r.uid, r.gid), (1002, 0));
+        assert_eq!(r.additional_gids, [0]);
+        assert_eq!(r.username, None);
+    }
+
+    #[test]
+    fn numeric_uid_in_passwd_gets_its_group_and_memberships() {
+        let r = resolve("1000", &[]).unwrap();
+        assert_eq!((r.uid, r.gid), (1000, 1000));
+        assert_eq!(r.additional_gids, [1000, 50000]);
+        assert_eq!(r.username.as_deref(), Some("default-user"));
+    }
+
+    #[test]
+    fn name_resolves_through_passwd() {
+        let r = resolve("www-data", &[]).unwrap();
+        assert_eq!((r.uid, r.gid), (33, 33));
+        assert_eq!(r.additional_gids, [33, 29, 50000]);
+        assert_eq!(r.home.as_deref(), Some("/var/www"));
+    }
+
+    #[test]
+    fn explicit_groups_override_the_primary_group() {
+        let r = resolve("1003:1004", &[]).unwrap();
+        assert_eq!(
+            (r.uid, r.gid, r.additional_gids.clone()),
+            (1003, 1004, vec![1004])
+        );
+        let r = resolve("www-data:1004", &[]).unwrap();
+        assert_eq!((r.uid, r.gid), (33, 1004));
+        assert_eq!(r.additional_gids, [1004, 29, 50000]);
+        let r = resolve("www-data:audio", &[]).unwrap();
+        assert_eq!((r.uid, r.gid), (33, 29));
+        let r = resolve("1003:extra", &[]).unwrap();
+        assert_eq!((r.uid, r.gid), (1003, 50000));
+    }
+
+    #[test]
+    fn supplemental_groups_are_appended_without_duplicates() {
+        let r = resolve("www-data", &[50000, 7, 33, 7]).unwrap();
+        assert_eq!(r.additional_gids, [33, 29, 50000, 7]);
+    }
+
+    #[test]
+    fn unknown_names_are_errors_naming_them() {
+        assert_eq!(
+            resolve("nobody", &[]),
+            Err(UserError::UnknownUser("nobody".into()))
+        );
+        assert_eq!(
+            resolve("1000:nogroup", &[]),
+            Err(UserError::UnknownGroup("nogroup".into()))
+        );
+        // Without the files, names cannot resolve but numbers can.
+        let spec = parse_user("www-data").unwrap();
+        assert!(resolve_user(&spec, None, None, &[]).is_err());
+        let spec = parse_user("5:6").unwrap();
+        assert_eq!(resolve_user(&spec, None, None, &[]).unwrap().gid, 6);
+    }
+
+    fn write(path: &Path, contents: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+
+    fn whiteout(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            0,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn top_layer_wins() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (top, bottom) = (tmp.path().join("top"), tmp.path().join("bottom"));
+        write(&top.join("etc/passwd"), "top");
+        write(&bottom.join("etc/passwd"), "bottom");
+        write(&bottom.join("etc/group"), "group");
+        let layers = [top, bottom];
+        assert_eq!(
+            read_image_file(&layers, "/etc/passwd").unwrap().as_deref(),
+            Some("top")
+        );
+        assert_eq!(
+            read_image_file(&layers, "/etc/group").unwrap().as_deref(),
+            Some("group")
+        );
+        assert_eq!(read_image_file(&layers, "/etc/shadow").unwrap(), None);
+    }
+
+    #[test]
+    fn whiteout_hides_lower_file_and_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (top, bottom) = (tmp.path().join("top"), tmp.path().join("bottom"));
+        write(&bottom.join("etc/passwd"), "bottom");
+        whiteout(&top.join("etc/passwd"));
+        assert_eq!(
+            read_image_file(&[top.clone(), bottom.clone()], "/etc/passwd").unwrap(),
+            None
+        );
+        std::fs::remove_dir_all(&top).unwrap();
+        whiteout(&top.join("etc"));
+        assert_eq!(
+            read_image_file(&[top, bottom], "/etc/passwd").unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn opaque_dir_hides_lower_contents() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (top, bottom) = (tmp.path().join("top"), tmp.path().join("bottom"));
+        write(&bottom.join("etc/passwd"), "bottom");
+        write(&top.join("etc/group"), "top group");
+        let layers = [top.clone(), bottom];
+        assert_eq!(
+            read_image_file(&layers, "/etc/passwd").unwrap().as_deref(),
+            Some("bottom")
+        );
+        rustix::fs::setxattr(
+            top.join("etc").as_path(),
+            OPAQUE_XATTR,
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .expect("setting trusted.* xattrs needs root (tests run as root)");
+        assert_eq!(read_image_file(&layers, "/etc/passwd").unwrap(), None);
+        assert_eq!(
+            read_image_file(&layers, "/etc/group").unwrap().as_deref(),
+            Some("top group")
+        );
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_layer_stack() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (top, bottom) = (tmp.path().join("top"), tmp.path().join("bottom"));
+        write(&bottom.join("usr/etc/passwd"), "real");
+        std::fs::create_dir_all(top.join("etc")).unwrap();
+        // Absolute target: from the image root, not the host's.
+        std::os::unix::fs::symlink("/usr/etc/passwd", top.join("etc/passwd")).unwrap();
+        // Relative target escaping with ..: clamped at the image root.
+        std::os::unix::fs::symlink("../../../../usr/etc", top.join("etc2")).unwrap();
+        let layers = [top.clone(), bottom];
+        assert_eq!(
+            read_image_file(&layers, "/etc/passwd").unwrap().as_deref(),
+            Some("real")
+        );
+        assert_eq!(
+            read_image_file(&layers, "/etc2/passwd").unwrap().as_deref(),
+            Some("real")
+        );
+        // A link to a host file is looked up in the image, where it does not exist.
+        std::os::unix::fs::symlink("/proc/self/status", top.join("etc/group")).unwrap();
+        assert_eq!(read_image_file(&layers, "/etc/group").unwrap(), None);
+        // A loop ends with an error, not forever.
+        std::os::unix::fs::symlink("/etc/loop", top.join("etc/loop")).unwrap();
+        assert!(read_image_file(&layers, "/etc/loop").is_err());
+    }
+
+    #[test]
+    fn normalize_clamps_at_root() {
+        assert_eq!(normalize("/a/./b/../../../c/"), "/c");
+        assert_eq!(normalize(""), "/");
+    }
+}

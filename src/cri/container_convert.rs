@@ -1,0 +1,554 @@
+//! CRI ContainerConfig (proto) → berth's ContainerConfig, validating as it goes: every bad
+//! value is an InvalidArgument naming its field.
+
+use k8s_cri::v1 as cri;
+
+use crate::container::config::{
+    Capabilities, ContainerConfig, ContainerMetadata, ContainerNamespaces, ContainerResources,
+    Device, HugepageLimit, Mount, MountPropagation, NamespaceMode, ProfileType, SecurityContext,
+    SecurityProfile,
+};
+use crate::error::Error;
+
+/// Validates and converts a CRI ContainerConfig.
+pub fn container_config(cri: cri::ContainerConfig) -> Result<ContainerConfig, Error> {
+    let metadata = cri
+        .metadata
+        .ok_or_else(|| Error::invalid_argument("metadata: required"))?;
+    if metadata.name.is_empty() {
+        return Err(Error::invalid_argument("metadata.name: required"));
+    }
+    let image = cri.image.map(|i| i.image).unwrap_or_default();
+    if image.is_empty() {
+        return Err(Error::invalid_argument("image.image: required"));
+    }
+    if !cri.working_dir.is_empty() && !cri.working_dir.starts_with('/') {
+        return Err(Error::invalid_argument(format!(
+            "working_dir: {:?} is not an absolute path",
+            cri.working_dir
+        )));
+    }
+    let mounts = cri
+        .mounts
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| mount(i, m))
+        .collect::<Result<_, _>>()?;
+    let devices = cri
+        .devices
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| device(i, d))
+        .collect::<Result<_, _>>()?;
+    let linux = cri.linux.unwrap_or_default();
+    Ok(ContainerConfig {
+        metadata: ContainerMetadata {
+            name: metadata.name,
+            attempt: metadata.attempt,
+        },
+        image,
+        command: cri.command,
+        args: cri.args,
+        working_dir: cri.working_dir,
+        envs: cri.envs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
+        mounts,
+        devices,
+        labels: cri.labels.into_iter().collect(),
+        annotations: cri.annotations.into_iter().collect(),
+        log_path: cri.log_path,
+        stdin: cri.stdin,
+        stdin_once: cri.stdin_once,
+        tty: cri.tty,
+        resources: linux.resources.as_ref().map(resources).unwrap_or_default(),
+        security: security_context(linux.security_context.unwrap_or_default())?,
+    })
+}
+
+/// CRI LinuxContainerResources → berth's (also for UpdateContainerResources).
+pub fn resources(cri: &cri::LinuxContainerResources) -> ContainerResources {
+    ContainerResources {
+        cpu_period: cri.cpu_period,
+        cpu_quota: cri.cpu_quota,
+        cpu_shares: cri.cpu_shares,
+        memory_limit_in_bytes: cri.memory_limit_in_bytes,
+        oom_score_adj: cri.oom_score_adj,
+        cpuset_cpus: cri.cpuset_cpus.clone(),
+        cpuset_mems: cri.cpuset_mems.clone(),
+        hugepage_limits: cri
+            .hugepage_limits
+            .iter()
+            .map(|h| HugepageLimit {
+                page_size: h.page_size.clone(),
+                limit: h.limit,
+            })
+            .collect(),
+        unified: cri
+            .unified
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        memory_swap_limit_in_bytes: cri.memory_swap_limit_in_bytes,
+    }
+}
+
+fn absolute_container_path(field: &str, path: &str) -> Result<(), Error> {
+    if path.is_empty() {
+        return Err(Error::invalid_argument(format!(
+            "{field}.container_path: required"
+        )));
+    }
+    if !path.starts_with('/') {
+        return Err(Error::invalid_argument(format!(
+            "{field}.container_path: {path:?} is not an absolute path"
+        )));
+    }
+    Ok(())
+}
+
+fn mount(index: usize, m: cri::Mount) -> Result<Mount, Error> {
+    let field = format!("mounts[{index}]");
+    absolute_container_path(&field, &m.container_path)?;
+    let propagation = match cri::MountPropagation::try_from(m.propagation) {
+        Ok(cri::MountPropagation::PropagationPrivate) => MountPropagation::Private,
+        Ok(cri::MountPropagation::PropagationHostToContainer) => MountPropagation::HostToContainer,
+        Ok(cri::MountPropagation::PropagationBidirectional) => MountPropagation::Bidirectional,
+        Err(_) => {
+            return Err(Error::invalid_argument(format!(
+                "{field}.propagation: unknown value {}",
+                m.propagation
+            )));
+        }
+    };
+    // selinux_relabel is ignored: SELinux is not supported. Image volumes and id-mapped
+    // mounts are not supported either; refuse them rather than mount something else.
+    if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
+        return Err(Error::invalid_argument(format!(
+            "{field}.image: image volumes are not supported"
+        )));
+    }
+    if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
+        return Err(Error::invalid_argument(format!(
+            "{field}: id-mapped mounts are not supported"
+        )));
+    }
+    Ok(Mount {
+        container_path: m.container_path,
+        host_path: m.host_path,
+        readonly: m.readonly,
+        propagation,
+        recursive_read_only: m.recursive_read_only,
+    })
+}
+
+fn device(index: usize, d: cri::Device) -> Result<Device, Error> {
+    let field = format!("devices[{index}]");
+    absolute_container_path(&field, &d.container_path)?;
+    if !d.host_path.starts_with('/') {
+        return Err(Error::invalid_argument(format!(
+            "{field}.host_path: {:?} is not an absolute path",
+            d.host_path
+        )));
+    }
+    if let Some(bad) = d
+        .permissions
+        .chars()
+        .find(|c| !matches!(c, 'r' | 'w' | 'm'))
+    {
+        return Err(Error::invalid_argument(format!(
+            "{field}.permissions: {:?} has {bad:?}; only r, w and m are allowed",
+            d.permissions
+        )));
+    }
+    Ok(Device {
+        container_path: d.container_path,
+        host_path: d.host_path,
+        permissions: d.permissions,
+    })
+}
+
+fn namespace_mode(field: &str, value: i32) -> Result<NamespaceMode, Error> {
+    match cri::NamespaceMode::try_from(value) {
+        Ok(cri::NamespaceMode::Pod) => Ok(NamespaceMode::Pod),
+        Ok(cri::NamespaceMode::Container) => Ok(NamespaceMode::Container),
+        Ok(cri::NamespaceMode::Node) => Ok(NamespaceMode::Node),
+        Ok(cri::NamespaceMode::Target) => Ok(NamespaceMode::Target),
+        Err(_) => Err(Error::invalid_argument(format!(
+            "{field}: unknown namespace mode {value}"
+        ))),
+    }
+}
+
+fn security_profile(field: &str, p: &cri::SecurityProfile) -> Result<SecurityProfile, Error> {
+    let profile_type = match cri::security_profile::ProfileType::try_from(p.profile_type) {
+        Ok(cri::security_profile::ProfileType::RuntimeDefault) => ProfileType::RuntimeDefault,
+        Ok(cri::security_profile::ProfileType::Unconfined) => ProfileType::Unconfined,
+        Ok(cri::security_profile::ProfileType::Localhost) => ProfileType::Localhost,
+        Err(_) => {
+            return Err(Error::invalid_argument(format!(
+                "{field}.profile_type: unknown value {}",
+                p.profile_type
+            )));
+        }
+    };
+    Ok(SecurityProfile {
+        profile_type,
+        localhost_ref: p.localhost_ref.clone(),
+    })
+}
+
+/// The deprecated string form (`runtime/default`, `unconfined`, `localhost/<path>`).
+fn legacy_profile(value: &str) -> Option<SecurityProfile> {
+    let (profile_type, localhost_ref) = match value {
+        "" => return None,
+        "unconfined" => (ProfileType::Unconfined, String::new()),
+        "runtime/default" | "docker/default" => (ProfileType::RuntimeDefault, String::new()),
+        other => match other.strip_prefix("localhost/") {
+            Some(path) => (ProfileType::Localhost, path.to_owned()),
+            None => (ProfileType::RuntimeDefault, String::new()),
+        },
+    };
+    Some(SecurityProfile {
+        profile_type,
+        localhost_ref,
+    })
+}
+
+// Older kubelets still send the deprecated string forms of the profiles.
+#[allow(deprecated)]
+fn security_context(sc: cri::LinuxContainerSecurityContext) -> Result<SecurityContext, Error> {
+    let ns = sc.namespace_options.unwrap_or_default();
+    let pid = namespace_mode("security_context.namespace_options.pid", ns.pid)?;
+    if pid == NamespaceMode::Target && ns.target_id.is_empty() {
+        return Err(Error::invalid_argument(
+            "security_context.namespace_options.target_id: required with pid mode TARGET",
+        ));
+    }
+    let caps = sc.capabilities.unwrap_or_default();
+    let seccomp = match &sc.seccomp {
+        Some(p) => Some(security_profile("security_context.seccomp", p)?),
+        None => legacy_profile(&sc.seccomp_profile_path),
+    };
+    let apparmor = match &sc.apparmor {
+        Some(p) => Some(security_profile("security_context.apparmor", p)?),
+        None => legacy_profile(&sc.apparmor_profile),
+    };
+    // proto3 cannot tell an empty list from an absent one; like containerd, empty means
+    // "the defaults" (the kubelet always sends the defaults unless procMount is Unmasked).
+    let non_empty = |v: Vec<String>| (!v.is_empty()).then_some(v);
+    Ok(SecurityContext {
+        run_as_user: sc.run_as_user.map(|v| v.value),
+        run_as_group: sc.run_as_group.map(|v| v.value),
+        run_as_username: sc.run_as_username,
+        readonly_rootfs: sc.readonly_rootfs,
+        supplemental_groups: sc.supplemental_groups,
+        privileged: sc.privileged,
+        capabilities: Capabilities {
+            add: caps.add_capabilities,
+            drop: caps.drop_capabilities,
+            add_ambient: caps.add_ambient_capabilities,
+        },
+        no_new_privs: sc.no_new_privs,
+        masked_paths: non_empty(sc.masked_paths),
+        readonly_paths: non_empty(sc.readonly_paths),
+        namespaces: ContainerNamespaces {
+            pid,
+            target_id: ns.target_id,
+        },
+        seccomp,
+        apparmor,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    fn minimal() -> cri::ContainerConfig {
+        cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: "app".into(),
+                attempt: 2,
+            }),
+            image: Some(cri::ImageSpec {
+                image: "busybox".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn invalid(config: cri::ContainerConfig, field: &str) {
+        let err = container_config(config).expect_err("must be refused");
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+        assert!(err.to_string().contains(field), "{err} should name {field}");
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn converts_every_field() {
+        let mut c = minimal();
+        c.command = vec!["/bin/sh".into()];
+        c.args = vec!["-c".into(), "true".into()];
+        c.working_dir = "/work".into();
+        c.envs = vec![
+            cri::KeyValue {
+                key: "B".into(),
+                value: "1".into(),
+            },
+            cri::KeyValue {
+                key: "A".into(),
+                value: "2".into(),
+            },
+        ];
+        c.mounts = vec![cri::Mount {
+            container_path: "/data".into(),
+            host_path: "/srv/data".into(),
+            readonly: true,
+            propagation: cri::MountPropagation::PropagationBidirectional as i32,
+            recursive_read_only: true,
+            ..Default::default()
+        }];
+        c.devices = vec![cri::Device {
+            container_path: "/dev/fuse".into(),
+            host_path: "/dev/fuse".into(),
+            permissions: "rw".into(),
+        }];
+        c.labels.insert("l".into(), "v".into());
+        c.annotations.insert("a".into(), "b".into());
+        c.log_path = "app/0.log".into();
+        c.stdin = true;
+        c.stdin_once = true;
+        c.tty = true;
+        c.linux = Some(cri::LinuxContainerConfig {
+            resources: Some(cri::LinuxContainerResources {
+                cpu_period: 100000,
+                cpu_quota: 50000,
+                cpu_shares: 512,
+                memory_limit_in_bytes: 1 << 20,
+                oom_score_adj: 5,
+                cpuset_cpus: "0".into(),
+                cpuset_mems: "0".into(),
+                hugepage_limits: vec![cri::HugepageLimit {
+                    page_size: "2MB".into(),
+                    limit: 4096,
+                }],
+                unified: [("memory.high".to_string(), "1000".to_string())].into(),
+                memory_swap_limit_in_bytes: 2 << 20,
+            }),
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                capabilities: Some(cri::Capability {
+                    add_capabilities: vec!["NET_ADMIN".into()],
+                    drop_capabilities: vec!["ALL".into()],
+                    add_ambient_capabilities: vec!["CAP_CHOWN".into()],
+                }),
+                privileged: true,
+                namespace_options: Some(cri::NamespaceOption {
+                    pid: cri::NamespaceMode::Target as i32,
+                    target_id: "other".into(),
+                    ..Default::default()
+                }),
+                run_as_user: Some(cri::Int64Value { value: 1000 }),
+                run_as_group: Some(cri::Int64Value { value: 0 }),
+                run_as_username: "".into(),
+                readonly_rootfs: true,
+                supplemental_groups: vec![5, 6],
+                no_new_privs: true,
+                masked_paths: vec![],
+                readonly_paths: vec!["/proc/sys".into()],
+                seccomp: Some(cri::SecurityProfile {
+                    profile_type: cri::security_profile::ProfileType::Localhost as i32,
+                    localhost_ref: "/p.json".into(),
+                }),
+                seccomp_profile_path: "unconfined".into(),
+                apparmor_profile: "runtime/default".into(),
+                ..Default::default()
+            }),
+        });
+        let got = container_config(c).expect("valid");
+        assert_eq!(got.metadata.name, "app");
+        assert_eq!(got.metadata.attempt, 2);
+        assert_eq!(got.image, "busybox");
+        assert_eq!(got.command, ["/bin/sh"]);
+        assert_eq!(got.args, ["-c", "true"]);
+        assert_eq!(got.working_dir, "/work");
+        assert_eq!(
+            got.envs,
+            [("B".into(), "1".into()), ("A".into(), "2".into())]
+        );
+        assert_eq!(
+            got.mounts,
+            [Mount {
+                container_path: "/data".into(),
+                host_path: "/srv/data".into(),
+                readonly: true,
+                propagation: MountPropagation::Bidirectional,
+                recursive_read_only: true,
+            }]
+        );
+        assert_eq!(got.devices[0].permissions, "rw");
+        assert_eq!(got.labels["l"], "v");
+        assert_eq!(got.annotations["a"], "b");
+        assert_eq!(got.log_path, "app/0.log");
+        assert!(got.stdin && got.stdin_once && got.tty);
+        let r = &got.resources;
+        assert_eq!(
+            (r.cpu_period, r.cpu_quota, r.cpu_shares),
+            (100000, 50000, 512)
+        );
+        assert_eq!(r.memory_limit_in_bytes, 1 << 20);
+        assert_eq!(r.memory_swap_limit_in_bytes, 2 << 20);
+        assert_eq!(r.oom_score_adj, 5);
+        assert_eq!((r.cpuset_cpus.as_str(), r.cpuset_mems.as_str()), ("0", "0"));
+        assert_eq!(r.hugepage_limits[0].limit, 4096);
+        assert_eq!(r.unified["memory.high"], "1000");
+        let s = &got.security;
+        assert_eq!(s.run_as_user, Some(1000));
+        assert_eq!(s.run_as_group, Some(0));
+        assert!(s.readonly_rootfs && s.privileged && s.no_new_privs);
+        assert_eq!(s.supplemental_groups, [5, 6]);
+        assert_eq!(s.capabilities.add, ["NET_ADMIN"]);
+        assert_eq!(s.capabilities.drop, ["ALL"]);
+        assert_eq!(s.capabilities.add_ambient, ["CAP_CHOWN"]);
+        assert_eq!(s.masked_paths, None);
+        assert_eq!(s.readonly_paths, Some(vec!["/proc/sys".to_string()]));
+        assert_eq!(s.namespaces.pid, NamespaceMode::Target);
+        assert_eq!(s.namespaces.target_id, "other");
+        // The structured field wins over the deprecated string.
+        assert_eq!(
+            s.seccomp,
+            Some(SecurityProfile {
+                profile_type: ProfileType::Localhost,
+                localhost_ref: "/p.json".into()
+            })
+        );
+        assert_eq!(
+            s.apparmor.as_ref().map(|p| p.profile_type),
+            Some(ProfileType::RuntimeDefault)
+        );
+    }
+
+    #[test]
+    fn absent_run_as_user_stays_none() {
+        let got = container_config(minimal()).expect("valid");
+        assert_eq!(got.security.run_as_user, None);
+        assert_eq!(got.security.run_as_group, None);
+        assert_eq!(got.security.namespaces.pid, NamespaceMode::Pod);
+        assert_eq!(got.resources, ContainerResources::default());
+    }
+
+    #[test]
+    fn missing_metadata_or_name_is_invalid() {
+        let mut c = minimal();
+        c.metadata = None;
+        invalid(c, "metadata");
+        let mut c = minimal();
+        c.metadata = Some(cri::ContainerMetadata::default());
+        invalid(c, "metadata.name");
+    }
+
+    #[test]
+    fn missing_image_is_invalid() {
+        let mut c = minimal();
+        c.image = None;
+        invalid(c, "image");
+    }
+
+    #[test]
+    fn relative_working_dir_is_invalid() {
+        let mut c = minimal();
+        c.working_dir = "work".into();
+        invalid(c, "working_dir");
+    }
+
+    #[test]
+    fn mount_without_or_with_relative_container_path_is_invalid() {
+        let mut c = minimal();
+        c.mounts = vec![cri::Mount {
+            host_path: "/x".into(),
+            ..Default::default()
+        }];
+        invalid(c, "mounts[0].container_path");
+        let mut c = minimal();
+        c.mounts = vec![cri::Mount {
+            container_path: "data".into(),
+            host_path: "/x".into(),
+            ..Default::default()
+        }];
+        invalid(c, "mounts[0].container_path");
+    }
+
+    #[test]
+    fn bad_enum_values_are_invalid() {
+        let mut c = minimal();
+        c.mounts = vec![cri::Mount {
+            container_path: "/data".into(),
+            host_path: "/x".into(),
+            propagation: 7,
+            ..Default::default()
+        }];
+        invalid(c, "mounts[0].propagation");
+        let mut c = minimal();
+        c.linux = Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    pid: 9,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        invalid(c, "namespace_options.pid");
+    }
+
+    #[test]
+    fn target_pid_needs_a_target_id() {
+        let mut c = minimal();
+        c.linux = Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    pid: cri::NamespaceMode::Target as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        invalid(c, "target_id");
+    }
+
+    #[test]
+    fn bad_devices_are_invalid() {
+        let mut c = minimal();
+        c.devices = vec![cri::Device {
+            container_path: "/dev/x".into(),
+            host_path: "/dev/x".into(),
+            permissions: "rwx".into(),
+        }];
+        invalid(c, "devices[0].permissions");
+        let mut c = minimal();
+        c.devices = vec![cri::Device {
+            container_path: "dev/x".into(),
+            host_path: "/dev/x".into(),
+            permissions: "r".into(),
+        }];
+        invalid(c, "devices[0].container_path");
+    }
+
+    #[test]
+    fn legacy_profile_strings() {
+        assert_eq!(legacy_profile(""), None);
+        assert_eq!(
+            legacy_profile("localhost/a/b.json"),
+            Some(SecurityProfile {
+                profile_type: ProfileType::Localhost,
+                localhost_ref: "a/b.json".into()
+            })
+        );
+        assert_eq!(
+            legacy_profile("unconfined").map(|p| p.profile_type),
+            Some(ProfileType::Unconfined)
+        );
+    }
+}
