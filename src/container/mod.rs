@@ -1,5 +1,7 @@
-//! Containers: the CRI config in berth's types, the OCI spec builder, image users.
+//! Containers: the CRI config in berth's types, the OCI spec builder, image users, and
+//! the lifecycle (`manager`).
 
 pub mod config;
+pub mod manager;
 pub mod spec;
 pub mod users;

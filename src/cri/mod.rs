@@ -1,5 +1,6 @@
 //! Thin CRI adapters: proto ⇄ domain types, one method per RPC delegating to the managers.
 
+pub mod container;
 pub mod container_convert;
 pub mod image;
 pub mod runtime;
@@ -9,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use crate::config::{CgroupDriverSetting, Config};
 use crate::error::{Error, Result};
 use crate::image::ImageService;
+use crate::container::manager::ContainerManager;
 use crate::sandbox::SandboxManager;
 
 /// The cgroup driver in use, after `auto` is resolved.
@@ -46,6 +48,7 @@ pub struct Daemon {
     pub config: Arc<Config>,
     pub cgroup_driver: CgroupDriver,
     pub sandboxes: Arc<SandboxManager>,
+    pub containers: Arc<ContainerManager>,
     pub images: ImageService,
     /// Pod CIDR given by UpdateRuntimeConfig.
     pub pod_cidr: Mutex<String>,
@@ -56,10 +59,16 @@ impl Daemon {
         let cgroup_driver = CgroupDriver::resolve(config.cgroup_driver)?;
         let sandboxes = Arc::new(SandboxManager::new(config.clone())?);
         let images = ImageService::open(&config).await?;
+        let containers = Arc::new(ContainerManager::new(
+            config.clone(),
+            sandboxes.clone(),
+            images.clone(),
+        ));
         Ok(Arc::new(Daemon {
             config,
             cgroup_driver,
             sandboxes,
+            containers,
             images,
             pod_cidr: Mutex::new(String::new()),
         }))
@@ -75,7 +84,8 @@ impl Daemon {
 
     /// Brings back every sandbox (and, later, container) before the gate opens.
     pub async fn recover(&self) -> Result<()> {
-        self.sandboxes.recover().await
+        self.sandboxes.recover().await?;
+        self.containers.recover().await
     }
 
     /// The daemon is stopping: pods keep running under their shims.

@@ -228,6 +228,10 @@ impl RuntimeService for RuntimeCri {
         request: Request<cri::RemovePodSandboxRequest>,
     ) -> RpcResult<cri::RemovePodSandboxResponse> {
         let id = request.into_inner().pod_sandbox_id;
+        // The pod's containers go first: their cgroups sit inside the pod's.
+        if let Ok(sandbox) = self.daemon.sandboxes.get(&id) {
+            self.daemon.containers.remove_all_of(&sandbox.id).await?;
+        }
         self.daemon.sandboxes.remove(&id).await?;
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
@@ -286,61 +290,113 @@ impl RuntimeService for RuntimeCri {
 
     async fn create_container(
         &self,
-        _: Request<cri::CreateContainerRequest>,
+        request: Request<cri::CreateContainerRequest>,
     ) -> RpcResult<cri::CreateContainerResponse> {
-        unimplemented("CreateContainer")
+        let request = request.into_inner();
+        let config = request
+            .config
+            .ok_or_else(|| Error::invalid_argument("config is required"))?;
+        let config = super::container_convert::container_config(config)?;
+        let id = self
+            .daemon
+            .containers
+            .create(crate::container::manager::CreateRequest {
+                sandbox_id: request.pod_sandbox_id,
+                config,
+            })
+            .await?;
+        Ok(Response::new(cri::CreateContainerResponse { container_id: id }))
     }
 
     async fn start_container(
         &self,
-        _: Request<cri::StartContainerRequest>,
+        request: Request<cri::StartContainerRequest>,
     ) -> RpcResult<cri::StartContainerResponse> {
-        unimplemented("StartContainer")
+        let id = request.into_inner().container_id;
+        self.daemon.containers.start(&id).await?;
+        Ok(Response::new(cri::StartContainerResponse {}))
     }
 
     async fn stop_container(
         &self,
-        _: Request<cri::StopContainerRequest>,
+        request: Request<cri::StopContainerRequest>,
     ) -> RpcResult<cri::StopContainerResponse> {
-        unimplemented("StopContainer")
+        let request = request.into_inner();
+        let timeout = std::time::Duration::from_secs(request.timeout.max(0) as u64);
+        self.daemon
+            .containers
+            .stop(&request.container_id, timeout)
+            .await?;
+        Ok(Response::new(cri::StopContainerResponse {}))
     }
 
     async fn remove_container(
         &self,
-        _: Request<cri::RemoveContainerRequest>,
+        request: Request<cri::RemoveContainerRequest>,
     ) -> RpcResult<cri::RemoveContainerResponse> {
-        unimplemented("RemoveContainer")
+        let id = request.into_inner().container_id;
+        self.daemon.containers.remove(&id).await?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
     async fn list_containers(
         &self,
-        _: Request<cri::ListContainersRequest>,
+        request: Request<cri::ListContainersRequest>,
     ) -> RpcResult<cri::ListContainersResponse> {
-        // No container can exist yet, so the true answer is an empty list.
-        Ok(Response::new(cri::ListContainersResponse {
-            containers: Vec::new(),
-        }))
+        let filter = super::container::filter(request.into_inner().filter);
+        let containers = self
+            .daemon
+            .containers
+            .list(&filter)
+            .iter()
+            .map(super::container::container)
+            .collect();
+        Ok(Response::new(cri::ListContainersResponse { containers }))
     }
 
     async fn container_status(
         &self,
-        _: Request<cri::ContainerStatusRequest>,
+        request: Request<cri::ContainerStatusRequest>,
     ) -> RpcResult<cri::ContainerStatusResponse> {
-        unimplemented("ContainerStatus")
+        let request = request.into_inner();
+        let record = self.daemon.containers.status(&request.container_id)?;
+        let info = if request.verbose {
+            let spec = std::fs::read(record.bundle.join("config.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            super::container::info(&record, spec)
+        } else {
+            HashMap::new()
+        };
+        Ok(Response::new(cri::ContainerStatusResponse {
+            status: Some(super::container::status(&record)),
+            info,
+        }))
     }
 
     async fn update_container_resources(
         &self,
-        _: Request<cri::UpdateContainerResourcesRequest>,
+        request: Request<cri::UpdateContainerResourcesRequest>,
     ) -> RpcResult<cri::UpdateContainerResourcesResponse> {
-        unimplemented("UpdateContainerResources")
+        let request = request.into_inner();
+        let linux = request
+            .linux
+            .ok_or_else(|| Error::invalid_argument("linux resources are required"))?;
+        let resources = super::container_convert::resources(&linux);
+        self.daemon
+            .containers
+            .update_resources(&request.container_id, resources)
+            .await?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(
         &self,
-        _: Request<cri::ReopenContainerLogRequest>,
+        request: Request<cri::ReopenContainerLogRequest>,
     ) -> RpcResult<cri::ReopenContainerLogResponse> {
-        unimplemented("ReopenContainerLog")
+        let id = request.into_inner().container_id;
+        self.daemon.containers.reopen_log(&id).await?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
     async fn exec_sync(

@@ -499,3 +499,38 @@ pub fn process_exists(pid: u32) -> bool {
         })
         .unwrap_or(false)
 }
+
+pub fn registry() -> String {
+    let port = std::env::var("BERTH_REGISTRY_PORT").unwrap_or_else(|_| "5000".into());
+    format!("127.0.0.1:{port}")
+}
+
+/// Mirrors docker.io to the local registry; fails with the fix when the fixtures are missing.
+pub fn mirror_docker_io(daemon: &TestDaemon) {
+    let registry = registry();
+    let probe = std::process::Command::new("curl")
+        .args([
+            "-fsS",
+            "-o",
+            "/dev/null",
+            &format!("http://{registry}/v2/library/busybox/manifests/latest"),
+            "-H",
+            "Accept: application/vnd.oci.image.manifest.v1+json",
+        ])
+        .status()
+        .expect("curl is needed: run hack/install-deps.sh");
+    assert!(
+        probe.success(),
+        "the local registry on {registry} lacks library/busybox:latest: run hack/registry.sh start && hack/test-images.sh"
+    );
+    let dir = daemon.registry_dir.join("docker.io");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("hosts.toml"),
+        format!(
+            "server = \"https://registry-1.docker.io\"\n\n[host.\"http://{registry}\"]\ncapabilities = [\"pull\", \"resolve\"]\n"
+        ),
+    )
+    .unwrap();
+}
+

@@ -1,0 +1,565 @@
+//! Containers through the real daemon: busybox from the local registry (hack/test-images.sh)
+//! in real pods, driven as the kubelet drives them.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::Channel;
+
+const IMAGE: &str = "docker.io/library/busybox:latest";
+
+struct Pod {
+    id: String,
+    config: cri::PodSandboxConfig,
+    logs: PathBuf,
+}
+
+async fn setup(daemon: &TestDaemon, name: &str) -> (RuntimeServiceClient<Channel>, Pod) {
+    mirror_docker_io(daemon);
+    let mut images = daemon.images().await;
+    images
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: IMAGE.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("pulling busybox from the local registry");
+    let mut rt = daemon.runtime().await;
+    let logs = daemon.dir.path().join(format!("logs-{name}"));
+    let mut config = pod_config(name);
+    config.log_directory = logs.to_string_lossy().to_string();
+    let id = run_pod(&mut rt, config.clone()).await.unwrap();
+    (rt, Pod { id, config, logs })
+}
+
+fn container_config(name: &str, command: &[&str]) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: IMAGE.into(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        labels: [("container".to_string(), name.to_string())].into(),
+        linux: Some(cri::LinuxContainerConfig::default()),
+        ..Default::default()
+    }
+}
+
+async fn create(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod: &Pod,
+    config: cri::ContainerConfig,
+) -> Result<String, tonic::Status> {
+    rt.create_container(cri::CreateContainerRequest {
+        pod_sandbox_id: pod.id.clone(),
+        config: Some(config),
+        sandbox_config: Some(pod.config.clone()),
+    })
+    .await
+    .map(|r| r.into_inner().container_id)
+}
+
+async fn start(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> Result<(), tonic::Status> {
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.into(),
+    })
+    .await
+    .map(|_| ())
+}
+
+async fn run(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod: &Pod,
+    config: cri::ContainerConfig,
+) -> String {
+    let id = create(rt, pod, config).await.expect("create");
+    start(rt, &id).await.expect("start");
+    id
+}
+
+async fn status(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> cri::ContainerStatus {
+    rt.container_status(cri::ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .status
+    .unwrap()
+}
+
+async fn wait_exited(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> cri::ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = status(rt, id).await;
+        if st.state == cri::ContainerState::ContainerExited as i32 {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "container {id} did not exit: {st:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn log_lines(pod: &Pod, name: &str) -> Vec<(String, String, String)> {
+    std::fs::read_to_string(pod.logs.join(format!("{name}.log")))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let mut parts = l.splitn(4, ' ');
+            let ts = parts.next().unwrap_or_default();
+            assert!(ts.ends_with('Z') && ts.contains('T'), "timestamp {ts:?} in {l:?}");
+            (
+                parts.next().unwrap_or_default().to_string(),
+                parts.next().unwrap_or_default().to_string(),
+                parts.next().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn stdout_of(pod: &Pod, name: &str) -> Vec<String> {
+    log_lines(pod, name)
+        .into_iter()
+        .filter(|(stream, _, _)| stream == "stdout")
+        .map(|(_, _, line)| line)
+        .collect()
+}
+
+async fn remove_pod(daemon: &TestDaemon, rt: &mut RuntimeServiceClient<Channel>, pod: &Pod) {
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.id.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.id.clone(),
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        daemon.leftover_processes().is_empty(),
+        "processes: {:?}",
+        daemon.leftover_processes()
+    );
+    assert!(
+        daemon.leftover_mounts().is_empty(),
+        "mounts: {:?}",
+        daemon.leftover_mounts()
+    );
+    assert!(
+        daemon.leftover_cgroups().is_empty(),
+        "cgroups: {:?}",
+        daemon.leftover_cgroups()
+    );
+    let containers = std::fs::read_dir(daemon.root.join("containers"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(containers, 0, "container records left");
+    let bundles = std::fs::read_dir(daemon.state.join("containers"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(bundles, 0, "container bundles left");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_runs_logs_in_cri_format_and_exits_with_its_code() {
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod) = setup(&daemon, "basic").await;
+    let id = run(
+        &mut rt,
+        &pod,
+        container_config("basic", &["sh", "-c", "echo hello; echo oops >&2; exit 3"]),
+    )
+    .await;
+    let st = wait_exited(&mut rt, &id).await;
+    assert_eq!(st.exit_code, 3);
+    assert_eq!(st.reason, "Error");
+    assert!(st.started_at > 0 && st.finished_at >= st.started_at);
+    assert_eq!(st.image.unwrap().image, IMAGE);
+    assert!(st.image_id.starts_with("sha256:"));
+    assert!(st.log_path.ends_with("basic.log"));
+    let lines = log_lines(&pod, "basic");
+    assert!(lines.contains(&("stdout".into(), "F".into(), "hello".into())), "{lines:?}");
+    assert!(lines.contains(&("stderr".into(), "F".into(), "oops".into())), "{lines:?}");
+
+    let ok = run(&mut rt, &pod, container_config("ok", &["true"])).await;
+    let st = wait_exited(&mut rt, &ok).await;
+    assert_eq!((st.exit_code, st.reason.as_str()), (0, "Completed"));
+
+    // List with filters.
+    let list = |filter: cri::ContainerFilter| {
+        let mut rt = rt.clone();
+        async move {
+            rt.list_containers(cri::ListContainersRequest {
+                filter: Some(filter),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers
+        }
+    };
+    assert_eq!(list(Default::default()).await.len(), 2);
+    assert_eq!(
+        list(cri::ContainerFilter {
+            pod_sandbox_id: pod.id.clone(),
+            label_selector: [("container".to_string(), "ok".to_string())].into(),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        1
+    );
+    assert_eq!(
+        list(cri::ContainerFilter {
+            state: Some(cri::ContainerStateValue {
+                state: cri::ContainerState::ContainerRunning as i32
+            }),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        0
+    );
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: ok.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_container(cri::RemoveContainerRequest { container_id: ok })
+        .await
+        .unwrap();
+    remove_pod(&daemon, &mut rt, &pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn args_env_workdir_user_and_the_pod_network() {
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod) = setup(&daemon, "env").await;
+    let mut config = container_config(
+        "env",
+        &[
+            "sh",
+            "-c",
+            "echo foo=$FOO; pwd; id -u; id -g; ip -4 addr show eth0 | grep inet; cat /etc/hostname",
+        ],
+    );
+    config.envs = vec![cri::KeyValue {
+        key: "FOO".into(),
+        value: "bar".into(),
+    }];
+    config.working_dir = "/tmp".into();
+    config.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 1000 }),
+            run_as_group: Some(cri::Int64Value { value: 1001 }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run(&mut rt, &pod, config).await;
+    let st = wait_exited(&mut rt, &id).await;
+    let out = stdout_of(&pod, "env");
+    assert_eq!(st.exit_code, 0, "{out:?}");
+    let ip = pod_status(&mut rt, &pod.id, false)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .network
+        .unwrap()
+        .ip;
+    assert_eq!(out[0], "foo=bar");
+    assert_eq!(out[1], "/tmp");
+    assert_eq!(out[2], "1000");
+    assert_eq!(out[3], "1001");
+    assert!(out[4].contains(&ip), "container sees the pod IP {ip}: {out:?}");
+    assert_eq!(out[5], "env");
+    let user = st.user.unwrap().linux.unwrap();
+    assert_eq!((user.uid, user.gid), (1000, 1001));
+    remove_pod(&daemon, &mut rt, &pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_kills_a_process_that_ignores_sigterm_and_limits_reach_the_cgroup() {
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod) = setup(&daemon, "stop").await;
+    let mut config = container_config("stubborn", &["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]);
+    config.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            cpu_shares: 512,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run(&mut rt, &pod, config).await;
+    let st = status(&mut rt, &id).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32);
+    // The limits are in the container's cgroup files.
+    let cgroup = find_cgroup(&daemon, "memory", &id).expect("the container's memory cgroup");
+    assert_eq!(
+        std::fs::read_to_string(cgroup.join("memory.limit_in_bytes"))
+            .unwrap()
+            .trim(),
+        (64u64 << 20).to_string()
+    );
+    rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 96 << 20,
+            cpu_shares: 256,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(cgroup.join("memory.limit_in_bytes"))
+            .unwrap()
+            .trim(),
+        (96u64 << 20).to_string()
+    );
+
+    let started = Instant::now();
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 1,
+    })
+    .await
+    .unwrap();
+    let elapsed = started.elapsed();
+    let st = status(&mut rt, &id).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(st.exit_code, 137);
+    assert!(elapsed >= Duration::from_millis(900), "stopped after {elapsed:?}");
+    // Stopping again and stopping an unknown id are fine.
+    for container_id in [id.clone(), "f".repeat(64)] {
+        rt.stop_container(cri::StopContainerRequest {
+            container_id,
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    }
+    remove_pod(&daemon, &mut rt, &pod).await;
+}
+
+fn find_cgroup(daemon: &TestDaemon, controller: &str, id: &str) -> Option<PathBuf> {
+    fn walk(dir: &Path, id: &str) -> Option<PathBuf> {
+        for e in std::fs::read_dir(dir).ok()?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                if p.file_name().is_some_and(|n| n == id) {
+                    return Some(p);
+                }
+                if let Some(found) = walk(&p, id) {
+                    return Some(found);
+                }
+            }
+        }
+        None
+    }
+    let root = cgroup_roots()
+        .into_iter()
+        .find(|r| r.file_name().is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == controller)))?;
+    walk(&root.join(daemon.cgroup_parent.trim_start_matches('/')), id)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oom_kill_is_reported_as_oomkilled() {
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod) = setup(&daemon, "oom").await;
+    let mut config = container_config(
+        "oom",
+        &["sh", "-c", "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived"],
+    );
+    config.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 16 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run(&mut rt, &pod, config).await;
+    let st = wait_exited(&mut rt, &id).await;
+    assert_eq!(st.reason, "OOMKilled", "{st:?}");
+    assert_eq!(st.exit_code, 137);
+    remove_pod(&daemon, &mut rt, &pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_path_mounts_and_a_readonly_rootfs() {
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod) = setup(&daemon, "mounts").await;
+    let data = daemon.dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("greeting"), "hi from the host\n").unwrap();
+    let missing = daemon.dir.path().join("made-by-berth");
+    let mut config = container_config(
+        "mounts",
+        &[
+            "sh",
+            "-c",
+            "cat /data/greeting; touch /data/x 2>&1; touch /rw/y && echo rw-ok; touch /root-file 2>&1; echo done",
+        ],
+    );
+    let mount = |host: &Path, container: &str, readonly: bool, propagation| cri::Mount {
+        container_path: container.into(),
+        host_path: host.to_string_lossy().to_string(),
+        readonly,
+        propagation,
+        ..Default::default()
+    };
+    config.mounts = vec![
+        mount(
+            &data,
+            "/data",
+            true,
+            cri::MountPropagation::PropagationPrivate as i32,
+        ),
+        mount(
+            &missing,
+            "/rw",
+            false,
+            cri::MountPropagation::PropagationHostToContainer as i32,
+        ),
+    ];
+    config.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            readonly_rootfs: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run(&mut rt, &pod, config).await;
+    let st = wait_exited(&mut rt, &id).await;
+    let out = stdout_of(&pod, "mounts");
+    assert_eq!(st.exit_code, 0, "{out:?}");
+    assert_eq!(out[0], "hi from the host");
+    assert!(out[1].contains("Read-only file system"), "{out:?}");
+    assert_eq!(out[2], "rw-ok");
+    assert!(out[3].contains("Read-only file system"), "{out:?}");
+    assert!(missing.join("y").exists(), "the missing host path was made and written");
+    assert!(!data.join("x").exists());
+    let st = status(&mut rt, &id).await;
+    assert_eq!(st.mounts.len(), 2);
+    remove_pod(&daemon, &mut rt, &pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_clear_errors_and_leave_nothing() {
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod) = setup(&daemon, "bad").await;
+
+    let err = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: "f".repeat(64),
+            config: Some(container_config("x", &["true"])),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{}", err.message());
+
+    let mut config = container_config("noimage", &["true"]);
+    config.image = Some(cri::ImageSpec {
+        image: "docker.io/library/never-pulled:1".into(),
+        ..Default::default()
+    });
+    let err = create(&mut rt, &pod, config).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{}", err.message());
+
+    let err = match create(&mut rt, &pod, container_config("nosuch", &["nosuch"])).await {
+        Err(e) => e,
+        Ok(id) => start(&mut rt, &id).await.unwrap_err(),
+    };
+    assert!(
+        err.message()
+            .contains("exec: \"nosuch\": executable file not found in $PATH"),
+        "{}",
+        err.message()
+    );
+
+    let mut config = container_config("badcwd", &["true"]);
+    config.working_dir = "/does/not/exist".into();
+    let err = match create(&mut rt, &pod, config).await {
+        Err(e) => e,
+        Ok(id) => start(&mut rt, &id).await.unwrap_err(),
+    };
+    assert!(err.message().contains("/does/not/exist"), "{}", err.message());
+
+    let first = create(&mut rt, &pod, container_config("twice", &["sleep", "100"]))
+        .await
+        .unwrap();
+    let err = create(&mut rt, &pod, container_config("twice", &["sleep", "100"]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
+    assert!(err.message().contains(&first), "{}", err.message());
+
+    // A pod that is not ready takes no new containers.
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.id.clone(),
+    })
+    .await
+    .unwrap();
+    let err = create(&mut rt, &pod, container_config("late", &["true"]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    remove_pod(&daemon, &mut rt, &pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_survive_kill_9_of_the_daemon() {
+    let mut daemon = TestDaemon::start().await;
+    let (mut rt, pod) = setup(&daemon, "survive").await;
+    let running = run(
+        &mut rt,
+        &pod,
+        container_config("running", &["sh", "-c", "while true; do echo tick; sleep 0.2; done"]),
+    )
+    .await;
+    let exited = run(&mut rt, &pod, container_config("exited", &["sh", "-c", "exit 7"])).await;
+    wait_exited(&mut rt, &exited).await;
+    let before = status(&mut rt, &running).await;
+    daemon.kill9();
+    // Logs keep flowing while the daemon is away.
+    let lines_before = stdout_of(&pod, "running").len();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(stdout_of(&pod, "running").len() > lines_before);
+    daemon.restart().await;
+    let mut rt = daemon.runtime().await;
+    let after = status(&mut rt, &running).await;
+    assert_eq!(after.state, cri::ContainerState::ContainerRunning as i32);
+    assert_eq!(after.started_at, before.started_at);
+    let st = status(&mut rt, &exited).await;
+    assert_eq!(st.exit_code, 7);
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: running.clone(),
+        timeout: 2,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        status(&mut rt, &running).await.state,
+        cri::ContainerState::ContainerExited as i32
+    );
+    remove_pod(&daemon, &mut rt, &pod).await;
+}
