@@ -1,13 +1,19 @@
 //! `berth init`: sets up one process of a pod from an OCI runtime spec, then execs it.
 //!
-//! Single-threaded, no tokio. Sequence: cgroup → oom_score_adj → namespaces (join, then
-//! create) → (fork, when a PID namespace is entered, so the workload is inside it) →
-//! hostname → sysctls → [rootfs: later issue] → report "created" → wait at the start gate
-//! → exec (or become the built-in pause). Every failure is sent to the shim over the
-//! sync socket (fd 3) with the failing step named, before exiting.
+//! Single-threaded, no tokio. Sequence: cgroup (create, resources, join) → oom_score_adj
+//! → namespaces (join, then create; a new mount namespace is made a slave at once) →
+//! (fork, when a PID namespace is entered, so the workload is inside it) → hostname →
+//! sysctls → rootfs (overlay, the spec's mounts, /dev, devices, pivot_root, masked and
+//! read-only paths, read-only root) → cwd, rlimits, user, capabilities, program lookup →
+//! report "created" → wait at the start gate → exec (or become the built-in pause).
+//! Every failure is sent to the shim over the sync socket (fd 3) with the failing step
+//! named, before exiting.
 
+pub mod mounts;
 pub mod pause;
 pub mod plan;
+pub mod rootfs;
+pub mod security;
 pub mod sync;
 
 use std::ffi::CString;
@@ -138,7 +144,7 @@ fn setup(bundle: &Path, sync: &OwnedFd) -> Result<Outcome> {
     let plan = NamespacePlan::from_spec(&spec);
 
     if let Some(cgroup) = linux.cgroups_path() {
-        join_cgroup(&cgroup.to_string_lossy())?;
+        join_cgroup(&cgroup.to_string_lossy(), linux.resources().as_ref())?;
     }
     if let Some(requested) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
         set_oom_score_adj(requested)?;
@@ -157,14 +163,11 @@ fn setup(bundle: &Path, sync: &OwnedFd) -> Result<Outcome> {
     };
 
     if let Some(hostname) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
-        if !plan.creates(LinuxNamespaceType::Uts) {
-            return Err(InitError::new(
-                format!("set hostname {hostname}"),
-                "needs a new uts namespace",
-            ));
+        // A container joins its pod's UTS namespace: the pause process set the name.
+        if plan.creates(LinuxNamespaceType::Uts) {
+            nix::unistd::sethostname(hostname)
+                .map_err(|e| InitError::errno(format!("set hostname {hostname}"), e))?;
         }
-        nix::unistd::sethostname(hostname)
-            .map_err(|e| InitError::errno(format!("set hostname {hostname}"), e))?;
     }
     if let Some(sysctls) = linux.sysctl() {
         let mut keys: Vec<_> = sysctls.iter().collect();
@@ -180,11 +183,24 @@ fn setup(bundle: &Path, sync: &OwnedFd) -> Result<Outcome> {
         .as_ref()
         .filter(|r| !r.path().as_os_str().is_empty())
     {
-        return Err(InitError::new(
-            format!("set up rootfs {}", root.path().display()),
-            "not supported yet",
-        ));
+        if !plan.creates(LinuxNamespaceType::Mount) {
+            return Err(InitError::new(
+                format!("set up rootfs {}", root.path().display()),
+                "needs a new mount namespace",
+            ));
+        }
+        let root_path = if root.path().is_absolute() {
+            root.path().clone()
+        } else {
+            bundle.join(root.path())
+        };
+        setup_rootfs(bundle, &spec, &root_path, root.readonly().unwrap_or(false))?;
     }
+    let exec = if is_pause(&spec) {
+        None
+    } else {
+        Some(prepare_process(&spec)?)
+    };
 
     match ready_pipe {
         Some(ready) => File::from(ready)
@@ -201,11 +217,81 @@ fn setup(bundle: &Path, sync: &OwnedFd) -> Result<Outcome> {
     if !wait_for_start(sync)? {
         return Ok(Outcome::NoStart);
     }
-    if is_pause(&spec) {
-        exec_pause()
-    } else {
-        exec_process(&spec)
+    match exec {
+        None => exec_pause(),
+        Some(exec) => exec_process(exec),
     }
+}
+
+/// Everything of the container's filesystem, done below `root` and then made its root.
+fn setup_rootfs(bundle: &Path, spec: &Spec, root: &Path, readonly: bool) -> Result<()> {
+    rootfs::mount_rootfs(bundle, root)?;
+    let root_fd = rootfs::open_root(root)?;
+    let cgroup_v2 = Cgroups::detect().is_ok_and(|c| c.mode() == crate::linux::cgroup::Mode::V2);
+    for step in mounts::plan_mounts(spec) {
+        rootfs::apply_mount(&root_fd, &step, cgroup_v2)?;
+    }
+    rootfs::setup_dev(&root_fd)?;
+    let linux = spec.linux().clone().unwrap_or_default();
+    for device in linux.devices().iter().flatten() {
+        rootfs::create_device(&root_fd, device)?;
+    }
+    drop(root_fd);
+    rootfs::pivot_root(root)?;
+    for path in linux.masked_paths().iter().flatten() {
+        rootfs::mask_path(Path::new(path))?;
+    }
+    for path in linux.readonly_paths().iter().flatten() {
+        rootfs::readonly_path(Path::new(path))?;
+    }
+    if readonly {
+        rootfs::readonly_root()?;
+    }
+    Ok(())
+}
+
+/// What exec needs, resolved before "created" is reported so that a bad cwd or a
+/// missing program fails the create.
+struct ExecPlan {
+    path: CString,
+    display: String,
+    args: Vec<CString>,
+    env: Vec<CString>,
+    terminal: bool,
+}
+
+fn prepare_process(spec: &Spec) -> Result<ExecPlan> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| InitError::new("exec", "the spec has no process"))?;
+    let args = process.args().clone().unwrap_or_default();
+    let program = args
+        .first()
+        .ok_or_else(|| InitError::new("exec", "process.args is empty"))?;
+    let env = process.env().clone().unwrap_or_default();
+    let cwd = process.cwd();
+    #[allow(clippy::disallowed_methods)] // init is single-threaded: chdir is its to do
+    std::env::set_current_dir(cwd)
+        .map_err(|e| InitError::io(format!("chdir {}", cwd.display()), &e))?;
+    security::apply_process_identity(process)?;
+    let path = resolve_program(program, &env)?;
+    let to_c = |s: &[u8]| {
+        CString::new(s).map_err(|_| InitError::new("exec", "argument contains NUL"))
+    };
+    Ok(ExecPlan {
+        path: to_c(path.as_os_str().as_bytes())?,
+        display: path.display().to_string(),
+        args: args
+            .iter()
+            .map(|a| to_c(a.as_bytes()))
+            .collect::<Result<Vec<_>>>()?,
+        env: env
+            .iter()
+            .map(|e| to_c(e.as_bytes()))
+            .collect::<Result<Vec<_>>>()?,
+        terminal: process.terminal().unwrap_or(false),
+    })
 }
 
 enum Forked {
@@ -214,12 +300,19 @@ enum Forked {
     Workload(OwnedFd),
 }
 
-fn join_cgroup(path: &str) -> Result<()> {
+fn join_cgroup(path: &str, resources: Option<&oci_spec::runtime::LinuxResources>) -> Result<()> {
     let step = format!("join cgroup {path}");
     let cgroups = Cgroups::detect().map_err(|e| InitError::new(&step, describe_chain(&e)))?;
     cgroups
         .create(path)
-        .and_then(|()| cgroups.add_process(path, getpid().as_raw()))
+        .map_err(|e| InitError::new(&step, describe_chain(&e)))?;
+    if let Some(resources) = resources {
+        cgroups
+            .apply_resources(path, resources)
+            .map_err(|e| InitError::new(format!("set cgroup resources of {path}"), describe_chain(&e)))?;
+    }
+    cgroups
+        .add_process(path, getpid().as_raw())
         .map_err(|e| InitError::new(&step, describe_chain(&e)))
 }
 
@@ -329,56 +422,60 @@ fn exec_pause() -> Result<Outcome> {
     Err(InitError::errno("exec pause", err))
 }
 
-fn exec_process(spec: &Spec) -> Result<Outcome> {
-    let process = spec
-        .process()
-        .as_ref()
-        .ok_or_else(|| InitError::new("exec", "the spec has no process"))?;
-    let args = process.args().clone().unwrap_or_default();
-    let program = args
-        .first()
-        .ok_or_else(|| InitError::new("exec", "process.args is empty"))?;
-    let env = process.env().clone().unwrap_or_default();
-    let cwd = process.cwd();
-    #[allow(clippy::disallowed_methods)] // init is single-threaded: chdir is its to do
-    std::env::set_current_dir(cwd)
-        .map_err(|e| InitError::io(format!("chdir {}", cwd.display()), &e))?;
-    let step = format!("exec {program}");
-    let path = resolve_program(program, &env)
-        .ok_or_else(|| InitError::new(&step, "executable file not found in $PATH"))?;
-    let to_c =
-        |s: &[u8]| CString::new(s).map_err(|_| InitError::new(&step, "argument contains NUL"));
-    let c_path = to_c(path.as_os_str().as_bytes())?;
-    let c_args = args
-        .iter()
-        .map(|a| to_c(a.as_bytes()))
-        .collect::<Result<Vec<_>>>()?;
-    let c_env = env
-        .iter()
-        .map(|e| to_c(e.as_bytes()))
-        .collect::<Result<Vec<_>>>()?;
-    let err = nix::unistd::execve(&c_path, &c_args, &c_env)
+fn exec_process(exec: ExecPlan) -> Result<Outcome> {
+    if exec.terminal {
+        // The shim gave the pty slave as fd 0: make it the controlling terminal of a new
+        // session.
+        nix::unistd::setsid().map_err(|e| InitError::errno("setsid", e))?;
+        rustix::process::ioctl_tiocsctty(unsafe { std::os::fd::BorrowedFd::borrow_raw(0) })
+            .map_err(|e| InitError::io("set the controlling terminal", &e.into()))?;
+    }
+    // Nothing but stdio may reach the workload (fd 3 stays open until the exec, to report
+    // its failure).
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 4u32) };
+    if rc != 0 {
+        return Err(InitError::io(
+            "mark fds close-on-exec",
+            &io::Error::last_os_error(),
+        ));
+    }
+    let err = nix::unistd::execve(&exec.path, &exec.args, &exec.env)
         .err()
         .unwrap_or(Errno::EINVAL);
-    Err(InitError::errno(step, err))
+    Err(InitError::errno(format!("exec {}", exec.display), err))
 }
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Finds `program` in the workload's own PATH (not init's), like a shell would.
-fn resolve_program(program: &str, env: &[String]) -> Option<PathBuf> {
+/// Finds `program` in the workload's own PATH (not init's), like a shell would; errors
+/// read like other runtimes'.
+fn resolve_program(program: &str, env: &[String]) -> Result<PathBuf> {
     if program.contains('/') {
-        return Some(PathBuf::from(program));
+        return match fs::metadata(program) {
+            Ok(_) => Ok(PathBuf::from(program)),
+            Err(e) => Err(InitError::new(
+                "exec",
+                format!("\"{program}\": stat {program}: {}", describe_io(&e)),
+            )),
+        };
     }
     let path_var = env
         .iter()
+        .rev()
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH);
     path_var
         .split(':')
-        .filter(|dir| !dir.is_empty())
+        .map(|dir| if dir.is_empty() { "." } else { dir })
         .map(|dir| Path::new(dir).join(program))
         .find(|candidate| is_executable(candidate))
+        .ok_or_else(|| {
+            InitError::new(
+                "exec",
+                format!("\"{program}\": executable file not found in $PATH"),
+            )
+        })
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -409,7 +506,19 @@ mod tests {
         let env = vec!["PATH=/nonexistent:/bin:/usr/bin".to_string()];
         let found = resolve_program("sh", &env).unwrap();
         assert!(found.ends_with("sh"));
-        assert_eq!(resolve_program("/x/y", &env), Some(PathBuf::from("/x/y")));
-        assert_eq!(resolve_program("no-such-program-berth", &env), None);
+        assert_eq!(resolve_program("/bin/sh", &env).unwrap(), PathBuf::from("/bin/sh"));
+        assert_eq!(
+            resolve_program("/x/y", &env).unwrap_err().to_string(),
+            "exec: \"/x/y\": stat /x/y: no such file or directory"
+        );
+        assert_eq!(
+            resolve_program("no-such-program-berth", &env)
+                .unwrap_err()
+                .to_string(),
+            "exec: \"no-such-program-berth\": executable file not found in $PATH"
+        );
+        // The workload's PATH decides, not init's.
+        let nothing = vec!["PATH=/nonexistent".to_string()];
+        assert!(resolve_program("sh", &nothing).is_err());
     }
 }

@@ -5,8 +5,10 @@
 //! it is asked to remove, below the given path; parents are left alone because berth
 //! may not have created them.
 //!
-//! Resource limits (cpu, memory, pids) come later: they will be written by a
-//! `set_resources(path, &LinuxResources)` next to `create`.
+//! Resource limits are planned as data in [`resources`] and written by
+//! [`Cgroups::apply_resources`].
+
+pub mod resources;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -32,6 +34,10 @@ pub enum CgroupError {
         #[source]
         source: io::Error,
     },
+    #[error("plan cgroup resources")]
+    Resources(#[from] resources::ResourcePlanError),
+    #[error("controller {0} is not mounted")]
+    NoController(&'static str),
     #[error("processes still in cgroup {path} after {waited:?}: {pids:?}")]
     NotEmpty {
         path: String,
@@ -43,7 +49,9 @@ pub enum CgroupError {
 impl From<CgroupError> for crate::Error {
     fn from(err: CgroupError) -> Self {
         let kind = match &err {
-            CgroupError::InvalidPath(_) => crate::ErrorKind::InvalidArgument,
+            CgroupError::InvalidPath(_)
+            | CgroupError::Resources(_)
+            | CgroupError::NoController(_) => crate::ErrorKind::InvalidArgument,
             _ => crate::ErrorKind::Internal,
         };
         crate::Error::with_source(kind, "cgroup", err)
@@ -293,6 +301,43 @@ impl Cgroups {
                     copy_if_empty(&parent, &current, "cpuset.cpus")?;
                     copy_if_empty(&parent, &current, "cpuset.mems")?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the resource limits of `resources` into the cgroup `path` (which must
+    /// exist). On v1 an absent `memory.memsw.limit_in_bytes` (no swap accounting) is
+    /// skipped; any other missing controller is an error.
+    pub fn apply_resources(
+        &self,
+        path: &str,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<()> {
+        let relative = relative_path(path)?;
+        if self.mode == Mode::V2 {
+            let Some(tree) = self.hierarchies.iter().find(|h| h.v2) else {
+                return Err(CgroupError::NoHierarchy);
+            };
+            for w in resources::plan_v2(resources)? {
+                let file = tree.mount_point.join(&relative).join(&w.file);
+                fs::write(&file, &w.value).map_err(io_err("write", &file))?;
+            }
+            return Ok(());
+        }
+        for w in resources::plan_v1(resources)? {
+            let hierarchy = self
+                .hierarchies
+                .iter()
+                .find(|h| !h.v2 && h.has(w.controller))
+                .ok_or(CgroupError::NoController(w.controller))?;
+            let file = hierarchy.mount_point.join(&relative).join(&w.file);
+            match fs::write(&file, &w.value) {
+                Ok(()) => {}
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        && w.file == "memory.memsw.limit_in_bytes" => {}
+                Err(e) => return Err(io_err("write", &file)(e)),
             }
         }
         Ok(())

@@ -1,0 +1,483 @@
+//! Applies the container's filesystem: overlay rootfs, the spec's mounts, /dev, devices,
+//! pivot_root, masked and read-only paths. Runs in init's own (new) mount namespace, so
+//! everything here disappears with the container.
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceType};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+
+use super::mounts::{
+    ATTR_ATIME_MASK, ATTR_NODEV, ATTR_NOEXEC, ATTR_NOSUID, ATTR_RDONLY, BindKind, DEFAULT_DEVICES,
+    DEV_SYMLINKS, MountKind, MountStep, RootfsLayers, overlay_config,
+};
+use super::{InitError, Result, describe_io};
+
+/// Mounts the overlay described by `<bundle>/rootfs.json` at `root`; without that file,
+/// `root` is bound onto itself (pivot_root needs a mount point).
+pub fn mount_rootfs(bundle: &Path, root: &Path) -> Result<()> {
+    let step = format!("mount rootfs {}", root.display());
+    let layers_file = bundle.join("rootfs.json");
+    let text = match fs::read(&layers_file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return mount(
+                Some(root),
+                root,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| InitError::errno(&step, e));
+        }
+        Err(e) => return Err(InitError::io(format!("read {}", layers_file.display()), &e)),
+    };
+    let layers: RootfsLayers = serde_json::from_slice(&text)
+        .map_err(|e| InitError::new(format!("parse {}", layers_file.display()), e.to_string()))?;
+    mount_overlay(&layers, root).map_err(|e| InitError::io(&step, &e))
+}
+
+/// The new mount API: one `lowerdir+` per layer, so no option string length limit.
+fn mount_overlay(layers: &RootfsLayers, target: &Path) -> io::Result<()> {
+    use rustix::mount::{
+        FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
+        fsconfig_set_string, fsmount, fsopen, move_mount,
+    };
+    let fs_fd = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    for (key, value) in overlay_config(layers) {
+        fsconfig_set_string(&fs_fd, key, &value).map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("{key} {}: {}", value.display(), describe_io(&e.into())),
+            )
+        })?;
+    }
+    fsconfig_create(&fs_fd)?;
+    let mnt = fsmount(&fs_fd, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
+    move_mount(
+        &mnt,
+        "",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )?;
+    Ok(())
+}
+
+/// `dest` relative to the root, `.` and `..` resolved lexically (`..` stops at the root,
+/// as it does inside the container).
+fn relative(dest: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in dest.components() {
+        match component {
+            Component::Normal(part) => out.push(part),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Opens `dest` as an O_PATH fd, resolved inside `root` (symlinks and `..` cannot leave it).
+fn open_in_root(root: &OwnedFd, dest: &Path) -> io::Result<OwnedFd> {
+    let rel = relative(dest);
+    let rel = if rel.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        rel
+    };
+    Ok(rustix::fs::openat2(
+        root,
+        &rel,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )?)
+}
+
+/// Opens `dest` inside `root`, creating it (and missing parents) first: a directory, or
+/// an empty file when `file` is set.
+fn ensure_in_root(root: &OwnedFd, dest: &Path, file: bool) -> io::Result<OwnedFd> {
+    let dest = relative(dest);
+    match open_in_root(root, &dest) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        other => return other,
+    }
+    let parent = dest.parent().unwrap_or(Path::new(""));
+    let name = dest
+        .file_name()
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let parent_fd = ensure_in_root(root, parent, false)?;
+    let created = if file {
+        rustix::fs::openat(
+            &parent_fd,
+            name,
+            OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o644),
+        )
+        .map(drop)
+    } else {
+        rustix::fs::mkdirat(&parent_fd, name, Mode::from_raw_mode(0o755))
+    };
+    match created {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    open_in_root(root, &dest)
+}
+
+fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const AT_RECURSIVE: libc::c_int = 0x8000;
+
+/// mount_setattr(2) on the mount `fd` is the root of.
+fn set_mount_attrs(
+    fd: &OwnedFd,
+    set: u64,
+    clear: u64,
+    propagation: u64,
+    recursive: bool,
+) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation,
+        userns_fd: 0,
+    };
+    let flags = libc::AT_EMPTY_PATH | if recursive { AT_RECURSIVE } else { 0 };
+    // SAFETY: a valid fd, a NUL-terminated empty path and a mount_attr of the size given.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn set_propagation(fd: &OwnedFd, propagation: MsFlags) -> io::Result<()> {
+    let recursive = propagation.contains(MsFlags::MS_REC);
+    let kind = (propagation & !MsFlags::MS_REC).bits();
+    set_mount_attrs(fd, 0, 0, u64::from(kind), recursive)
+}
+
+/// Performs one spec mount below `root` (an O_PATH fd of the rootfs).
+pub fn apply_mount(root: &OwnedFd, step: &MountStep, cgroup_v2: bool) -> Result<()> {
+    let name = format!("mount {}", step.destination.display());
+    let err = |e: io::Error| InitError::io(&name, &e);
+    let errno = |e: nix::errno::Errno| InitError::errno(&name, e);
+    let options = &step.options;
+    let target = match &step.kind {
+        MountKind::Bind { source, kind } => {
+            let meta = fs::metadata(source).map_err(err)?;
+            let target = ensure_in_root(root, &step.destination, !meta.is_dir()).map_err(err)?;
+            let mut flags = MsFlags::MS_BIND;
+            if *kind == BindKind::Recursive {
+                flags |= MsFlags::MS_REC;
+            }
+            mount(
+                Some(source.as_path()),
+                fd_path(&target).as_str(),
+                None::<&str>,
+                flags,
+                None::<&str>,
+            )
+            .map_err(errno)?;
+            // A bind ignores flags: set them on the new mount (and, for rbind, below it).
+            let attrs = options.attrs();
+            let clear = if options.sets_atime() {
+                ATTR_ATIME_MASK
+            } else {
+                0
+            };
+            let mounted = open_in_root(root, &step.destination).map_err(err)?;
+            if attrs != 0 || clear != 0 {
+                set_mount_attrs(&mounted, attrs, clear, 0, *kind == BindKind::Recursive)
+                    .map_err(err)?;
+            }
+            mounted
+        }
+        MountKind::Cgroup => {
+            let target = ensure_in_root(root, &step.destination, false).map_err(err)?;
+            if cgroup_v2 {
+                mount(
+                    Some("cgroup"),
+                    fd_path(&target).as_str(),
+                    Some("cgroup2"),
+                    options.flags,
+                    None::<&str>,
+                )
+                .map_err(errno)?;
+            } else {
+                // v1: the host's hierarchies, read-only (runc builds a tmpfs with only the
+                // container's own cgroups; the whole tree read-only is the simple form).
+                mount(
+                    Some("/sys/fs/cgroup"),
+                    fd_path(&target).as_str(),
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .map_err(errno)?;
+                let mounted = open_in_root(root, &step.destination).map_err(err)?;
+                set_mount_attrs(
+                    &mounted,
+                    ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC,
+                    0,
+                    0,
+                    true,
+                )
+                .map_err(err)?;
+            }
+            open_in_root(root, &step.destination).map_err(err)?
+        }
+        MountKind::Fs { fstype, source } => {
+            let target = ensure_in_root(root, &step.destination, false).map_err(err)?;
+            let data = options.data_string();
+            mount(
+                Some(source.as_str()),
+                fd_path(&target).as_str(),
+                Some(fstype.as_str()),
+                options.flags,
+                data.as_deref(),
+            )
+            .map_err(errno)?;
+            open_in_root(root, &step.destination).map_err(err)?
+        }
+    };
+    if let Some(propagation) = options.propagation {
+        set_propagation(&target, propagation).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// The standard /dev nodes (bound from the host's, which also works without the right
+/// to mknod) and the /dev symlinks.
+pub fn setup_dev(root: &OwnedFd) -> Result<()> {
+    for name in DEFAULT_DEVICES {
+        let host = Path::new("/dev").join(name);
+        if !host.exists() {
+            continue;
+        }
+        let dest = Path::new("/dev").join(name);
+        let step = format!("mount {}", dest.display());
+        let target = ensure_in_root(root, &dest, true).map_err(|e| InitError::io(&step, &e))?;
+        mount(
+            Some(host.as_path()),
+            fd_path(&target).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| InitError::errno(&step, e))?;
+    }
+    let dev = ensure_in_root(root, Path::new("/dev"), false)
+        .map_err(|e| InitError::io("create /dev", &e))?;
+    for (link, target) in DEV_SYMLINKS {
+        match rustix::fs::symlinkat(*target, &dev, *link) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(InitError::io(format!("symlink /dev/{link}"), &e.into())),
+        }
+    }
+    Ok(())
+}
+
+/// `linux.devices`: created with mknod, with the given mode, uid and gid.
+pub fn create_device(root: &OwnedFd, device: &LinuxDevice) -> Result<()> {
+    let path = device.path();
+    let step = format!("create device {}", path.display());
+    let err = |e: io::Error| InitError::io(&step, &e);
+    let parent = ensure_in_root(root, path.parent().unwrap_or(Path::new("/")), false).map_err(err)?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| InitError::new(&step, "not a file path"))?;
+    let file_type = match device.typ() {
+        LinuxDeviceType::B => rustix::fs::FileType::BlockDevice,
+        LinuxDeviceType::C | LinuxDeviceType::U => rustix::fs::FileType::CharacterDevice,
+        LinuxDeviceType::P => rustix::fs::FileType::Fifo,
+        LinuxDeviceType::A => return Err(InitError::new(&step, "type `a` is not a device")),
+    };
+    let mode = device.file_mode().unwrap_or(0o666) & 0o7777;
+    let major = u32::try_from(device.major()).map_err(|_| InitError::new(&step, "bad major"))?;
+    let minor = u32::try_from(device.minor()).map_err(|_| InitError::new(&step, "bad minor"))?;
+    match rustix::fs::unlinkat(&parent, name, AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(err(e.into())),
+    }
+    rustix::fs::mknodat(
+        &parent,
+        name,
+        file_type,
+        Mode::from_raw_mode(mode),
+        rustix::fs::makedev(major, minor),
+    )
+    .map_err(|e| err(e.into()))?;
+    rustix::fs::chmodat(&parent, name, Mode::from_raw_mode(mode), AtFlags::empty())
+        .map_err(|e| err(e.into()))?;
+    rustix::fs::chownat(
+        &parent,
+        name,
+        Some(rustix::fs::Uid::from_raw(device.uid().unwrap_or(0))),
+        Some(rustix::fs::Gid::from_raw(device.gid().unwrap_or(0))),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| err(e.into()))
+}
+
+/// Makes `root` the process's root: pivot_root(".", ".") stacks the old root on top of
+/// the new one, and the lazy unmount of "." removes it.
+pub fn pivot_root(root: &Path) -> Result<()> {
+    let step = format!("pivot_root {}", root.display());
+    #[allow(clippy::disallowed_methods)] // init is single-threaded: its cwd is its own
+    std::env::set_current_dir(root).map_err(|e| InitError::io(&step, &e))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| InitError::errno(&step, e))?;
+    // The old root is now the top of "/": no unmount of it may reach the host.
+    mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| InitError::errno("make the old root a slave", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| InitError::errno("unmount the old root", e))?;
+    #[allow(clippy::disallowed_methods)]
+    std::env::set_current_dir("/").map_err(|e| InitError::io(&step, &e))
+}
+
+fn open_path(path: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Hides `path` (after pivot_root): /dev/null over a file, a read-only tmpfs over a
+/// directory. A missing path is skipped.
+pub fn mask_path(path: &Path) -> Result<()> {
+    let step = format!("mask {}", path.display());
+    let meta = match fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+            return Ok(());
+        }
+        Err(e) => return Err(InitError::io(&step, &e)),
+    };
+    let result = if meta.is_dir() {
+        mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+    } else {
+        mount(
+            Some("/dev/null"),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+    };
+    result.map_err(|e| InitError::errno(&step, e))
+}
+
+/// Makes `path` (and everything mounted below it) read-only, after pivot_root. A missing
+/// path is skipped.
+pub fn readonly_path(path: &Path) -> Result<()> {
+    let step = format!("make {} read-only", path.display());
+    match fs::symlink_metadata(path) {
+        Ok(_) => {}
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+            return Ok(());
+        }
+        Err(e) => return Err(InitError::io(&step, &e)),
+    }
+    mount(
+        Some(path),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| InitError::errno(&step, e))?;
+    let fd = open_path(path).map_err(|e| InitError::io(&step, &e))?;
+    set_mount_attrs(&fd, ATTR_RDONLY, 0, 0, true).map_err(|e| InitError::io(&step, &e))
+}
+
+/// `root.readonly`: the root mount (only it, like other runtimes) becomes read-only.
+pub fn readonly_root() -> Result<()> {
+    let fd = open_path(Path::new("/")).map_err(|e| InitError::io("make / read-only", &e))?;
+    set_mount_attrs(&fd, ATTR_RDONLY, 0, 0, false).map_err(|e| InitError::io("make / read-only", &e))
+}
+
+/// An O_PATH fd of the rootfs directory (after the overlay is mounted on it).
+pub fn open_root(root: &Path) -> Result<OwnedFd> {
+    let fd = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| InitError::io(format!("open rootfs {}", root.display()), &e.into()))?;
+    Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_are_made_relative() {
+        assert_eq!(relative(Path::new("/etc/hosts")), PathBuf::from("etc/hosts"));
+        assert_eq!(relative(Path::new("/./a/../b")), PathBuf::from("b"));
+        assert_eq!(relative(Path::new("/../../x")), PathBuf::from("x"));
+        assert_eq!(relative(Path::new("/")), PathBuf::new());
+    }
+
+    #[test]
+    fn symlinks_cannot_lead_a_mount_point_out_of_the_root() {
+        let root_dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root_dir.path().join("escape")).unwrap();
+        let root = open_root(root_dir.path()).unwrap();
+        // The absolute symlink is resolved inside the root, where its target is missing:
+        // refused, and nothing is created in `outside`.
+        assert!(ensure_in_root(&root, Path::new("/escape/x"), false).is_err());
+        assert!(!outside.path().join("x").exists());
+        // A symlink to a directory of the root is followed inside the root.
+        fs::create_dir(root_dir.path().join("real")).unwrap();
+        std::os::unix::fs::symlink("/real", root_dir.path().join("link")).unwrap();
+        ensure_in_root(&root, Path::new("/link/x"), false).unwrap();
+        assert!(root_dir.path().join("real/x").is_dir());
+        ensure_in_root(&root, Path::new("/a/b/file"), true).unwrap();
+        assert!(root_dir.path().join("a/b/file").is_file());
+        ensure_in_root(&root, Path::new("/../../up"), false).unwrap();
+        assert!(root_dir.path().join("up").is_dir());
+    }
+}
