@@ -148,6 +148,8 @@ pub enum SpecError {
     UnknownCapability(String),
     #[error("pid namespace of target container {0:?}: the container is not running")]
     NoTargetPid(String),
+    #[error("the pod has no network namespace")]
+    NoPodNetns,
     #[error("building the OCI spec")]
     Oci(#[from] oci_spec::OciSpecError),
 }
@@ -155,7 +157,7 @@ pub enum SpecError {
 impl From<SpecError> for Error {
     fn from(err: SpecError) -> Self {
         let kind = match &err {
-            SpecError::ImageUser { .. } | SpecError::NoTargetPid(_) => {
+            SpecError::ImageUser { .. } | SpecError::NoTargetPid(_) | SpecError::NoPodNetns => {
                 ErrorKind::FailedPrecondition
             }
             SpecError::Oci(_) => ErrorKind::Internal,
@@ -172,7 +174,8 @@ pub struct SandboxInfo {
     /// The pod's hostname (the pause process's UTS namespace already has it).
     pub hostname: String,
     pub pause_pid: u32,
-    /// The pinned pod netns; None for host-network pods.
+    pub host_network: bool,
+    /// The pinned pod netns (required unless host_network).
     pub netns_path: Option<PathBuf>,
     pub host_ipc: bool,
     /// Holds `hostname`, `hosts` and `resolv.conf`.
@@ -580,8 +583,14 @@ fn namespace(typ: LinuxNamespaceType, path: Option<PathBuf>) -> Result<LinuxName
 fn namespaces(input: &SpecInput) -> Result<Vec<LinuxNamespace>, SpecError> {
     let pause = |ns: &str| PathBuf::from(format!("/proc/{}/ns/{ns}", input.sandbox.pause_pid));
     let mut list = vec![namespace(LinuxNamespaceType::Mount, None)?];
-    if let Some(netns) = &input.sandbox.netns_path {
-        list.push(namespace(LinuxNamespaceType::Network, Some(netns.clone()))?);
+    if !input.sandbox.host_network {
+        // Never fall back to the host's network for a pod that has its own.
+        let netns = input
+            .sandbox
+            .netns_path
+            .clone()
+            .ok_or(SpecError::NoPodNetns)?;
+        list.push(namespace(LinuxNamespaceType::Network, Some(netns))?);
     }
     if !input.sandbox.host_ipc {
         list.push(namespace(LinuxNamespaceType::Ipc, Some(pause("ipc")))?);
@@ -734,7 +743,19 @@ fn mounts(input: &SpecInput) -> Result<Vec<Mount>, SpecError> {
             MountPropagation::HostToContainer => "rslave",
             MountPropagation::Bidirectional => "rshared",
         };
-        let mode = if m.readonly { "ro" } else { "rw" };
+        // `rro` (runc's name) asks for a recursively read-only bind (mount_setattr with
+        // AT_RECURSIVE); the kubelet only sends it together with readonly.
+        let mode = match (m.readonly, m.recursive_read_only) {
+            (true, true) => "rro",
+            (true, false) => "ro",
+            (false, false) => "rw",
+            (false, true) => {
+                return Err(SpecError::BadMount {
+                    container_path: m.container_path.clone(),
+                    reason: "recursive_read_only requires readonly".into(),
+                });
+            }
+        };
         extra.push((
             m.container_path.clone(),
             mount(
@@ -984,6 +1005,7 @@ mod tests {
                 id: "sb1".into(),
                 hostname: "pod-host".into(),
                 pause_pid: 42,
+                host_network: false,
                 netns_path: Some("/run/berth/netns/sb1".into()),
                 host_ipc: false,
                 pod_files_dir: "/var/lib/berth/sandboxes/sb1".into(),
@@ -1467,6 +1489,26 @@ mod tests {
     }
 
     #[test]
+    fn recursive_read_only_mounts() {
+        let mut f = fixture();
+        f.config.mounts = vec![CriMount {
+            container_path: "/data".into(),
+            host_path: "/h".into(),
+            readonly: true,
+            recursive_read_only: true,
+            ..Default::default()
+        }];
+        assert_eq!(
+            options(mount_at(&f.spec(), "/data").unwrap()),
+            ["rbind", "rprivate", "rro"]
+        );
+        f.config.mounts[0].readonly = false;
+        let err = Error::from(f.build().unwrap_err());
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert!(err.to_string().contains("recursive_read_only"), "{err}");
+    }
+
+    #[test]
     fn cri_mounts_are_sorted_parents_first() {
         let mut f = fixture();
         let m = |dest: &str| CriMount {
@@ -1708,10 +1750,14 @@ mod tests {
     fn namespaces_for_host_network_and_ipc() {
         use LinuxNamespaceType::*;
         let mut f = fixture();
+        f.sandbox.host_network = true;
         f.sandbox.netns_path = None;
         f.sandbox.host_ipc = true;
         let types: Vec<_> = ns(&f.spec()).into_iter().map(|(t, _)| t).collect();
         assert_eq!(types, [Mount, Uts, Pid]);
+        f.sandbox.host_network = false;
+        let err = Error::from(f.build().unwrap_err());
+        assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
     }
 
     #[test]
