@@ -58,8 +58,8 @@ pub struct Mount {
     pub host_path: String,
     pub readonly: bool,
     pub propagation: MountPropagation,
-    /// With `readonly`: read-only all the way down (the spec says `rro`, which init applies
-    /// with `mount_setattr(MOUNT_ATTR_RDONLY, AT_RECURSIVE)`).
+    /// With `readonly`: read-only all the way down (the spec adds `rro` to `ro`; init must
+    /// apply it with `mount_setattr(MOUNT_ATTR_RDONLY, AT_RECURSIVE)`).
     pub recursive_read_only: bool,
 }
 

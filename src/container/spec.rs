@@ -148,8 +148,6 @@ pub enum SpecError {
     UnknownCapability(String),
     #[error("pid namespace of target container {0:?}: the container is not running")]
     NoTargetPid(String),
-    #[error("the pod has no network namespace")]
-    NoPodNetns,
     #[error("building the OCI spec")]
     Oci(#[from] oci_spec::OciSpecError),
 }
@@ -157,7 +155,7 @@ pub enum SpecError {
 impl From<SpecError> for Error {
     fn from(err: SpecError) -> Self {
         let kind = match &err {
-            SpecError::ImageUser { .. } | SpecError::NoTargetPid(_) | SpecError::NoPodNetns => {
+            SpecError::ImageUser { .. } | SpecError::NoTargetPid(_) => {
                 ErrorKind::FailedPrecondition
             }
             SpecError::Oci(_) => ErrorKind::Internal,
@@ -174,8 +172,7 @@ pub struct SandboxInfo {
     /// The pod's hostname (the pause process's UTS namespace already has it).
     pub hostname: String,
     pub pause_pid: u32,
-    pub host_network: bool,
-    /// The pinned pod netns (required unless host_network).
+    /// The pinned pod netns; None only for host-network pods.
     pub netns_path: Option<PathBuf>,
     pub host_ipc: bool,
     /// Holds `hostname`, `hosts` and `resolv.conf`.
@@ -583,14 +580,8 @@ fn namespace(typ: LinuxNamespaceType, path: Option<PathBuf>) -> Result<LinuxName
 fn namespaces(input: &SpecInput) -> Result<Vec<LinuxNamespace>, SpecError> {
     let pause = |ns: &str| PathBuf::from(format!("/proc/{}/ns/{ns}", input.sandbox.pause_pid));
     let mut list = vec![namespace(LinuxNamespaceType::Mount, None)?];
-    if !input.sandbox.host_network {
-        // Never fall back to the host's network for a pod that has its own.
-        let netns = input
-            .sandbox
-            .netns_path
-            .clone()
-            .ok_or(SpecError::NoPodNetns)?;
-        list.push(namespace(LinuxNamespaceType::Network, Some(netns))?);
+    if let Some(netns) = &input.sandbox.netns_path {
+        list.push(namespace(LinuxNamespaceType::Network, Some(netns.clone()))?);
     }
     if !input.sandbox.host_ipc {
         list.push(namespace(LinuxNamespaceType::Ipc, Some(pause("ipc")))?);
@@ -743,27 +734,23 @@ fn mounts(input: &SpecInput) -> Result<Vec<Mount>, SpecError> {
             MountPropagation::HostToContainer => "rslave",
             MountPropagation::Bidirectional => "rshared",
         };
-        // `rro` (runc's name) asks for a recursively read-only bind (mount_setattr with
-        // AT_RECURSIVE); the kubelet only sends it together with readonly.
-        let mode = match (m.readonly, m.recursive_read_only) {
-            (true, true) => "rro",
-            (true, false) => "ro",
-            (false, false) => "rw",
-            (false, true) => {
-                return Err(SpecError::BadMount {
-                    container_path: m.container_path.clone(),
-                    reason: "recursive_read_only requires readonly".into(),
-                });
-            }
-        };
+        if m.recursive_read_only && !m.readonly {
+            return Err(SpecError::BadMount {
+                container_path: m.container_path.clone(),
+                reason: "recursive_read_only requires readonly".into(),
+            });
+        }
+        let mode = if m.readonly { "ro" } else { "rw" };
+        let mut options = vec!["rbind", propagation, mode];
+        // `rro` (runc's name) asks for read-only all the way down (mount_setattr with
+        // AT_RECURSIVE); `ro` stays so that an init that ignores `rro` still mounts the
+        // top read-only.
+        if m.recursive_read_only {
+            options.push("rro");
+        }
         extra.push((
             m.container_path.clone(),
-            mount(
-                &m.container_path,
-                "bind",
-                m.host_path.clone(),
-                &["rbind", propagation, mode],
-            )?,
+            mount(&m.container_path, "bind", m.host_path.clone(), &options)?,
         ));
     }
     // Stable: same-depth mounts keep their order (pod files, then the kubelet's order).
@@ -1005,7 +992,6 @@ mod tests {
                 id: "sb1".into(),
                 hostname: "pod-host".into(),
                 pause_pid: 42,
-                host_network: false,
                 netns_path: Some("/run/berth/netns/sb1".into()),
                 host_ipc: false,
                 pod_files_dir: "/var/lib/berth/sandboxes/sb1".into(),
@@ -1500,7 +1486,7 @@ mod tests {
         }];
         assert_eq!(
             options(mount_at(&f.spec(), "/data").unwrap()),
-            ["rbind", "rprivate", "rro"]
+            ["rbind", "rprivate", "ro", "rro"]
         );
         f.config.mounts[0].readonly = false;
         let err = Error::from(f.build().unwrap_err());
@@ -1750,14 +1736,10 @@ mod tests {
     fn namespaces_for_host_network_and_ipc() {
         use LinuxNamespaceType::*;
         let mut f = fixture();
-        f.sandbox.host_network = true;
         f.sandbox.netns_path = None;
         f.sandbox.host_ipc = true;
         let types: Vec<_> = ns(&f.spec()).into_iter().map(|(t, _)| t).collect();
         assert_eq!(types, [Mount, Uts, Pid]);
-        f.sandbox.host_network = false;
-        let err = Error::from(f.build().unwrap_err());
-        assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
     }
 
     #[test]
