@@ -58,7 +58,8 @@ pub struct Mount {
     pub host_path: String,
     pub readonly: bool,
     pub propagation: MountPropagation,
-    /// Kept for later (needs `MOUNT_ATTR_RDONLY` with `AT_RECURSIVE`); not applied yet.
+    /// With `readonly`: read-only all the way down (the spec adds `rro` to `ro`; init must
+    /// apply it with `mount_setattr(MOUNT_ATTR_RDONLY, AT_RECURSIVE)`).
     pub recursive_read_only: bool,
 }
 

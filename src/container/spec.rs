@@ -172,7 +172,7 @@ pub struct SandboxInfo {
     /// The pod's hostname (the pause process's UTS namespace already has it).
     pub hostname: String,
     pub pause_pid: u32,
-    /// The pinned pod netns; None for host-network pods.
+    /// The pinned pod netns; None only for host-network pods.
     pub netns_path: Option<PathBuf>,
     pub host_ipc: bool,
     /// Holds `hostname`, `hosts` and `resolv.conf`.
@@ -734,15 +734,23 @@ fn mounts(input: &SpecInput) -> Result<Vec<Mount>, SpecError> {
             MountPropagation::HostToContainer => "rslave",
             MountPropagation::Bidirectional => "rshared",
         };
+        if m.recursive_read_only && !m.readonly {
+            return Err(SpecError::BadMount {
+                container_path: m.container_path.clone(),
+                reason: "recursive_read_only requires readonly".into(),
+            });
+        }
         let mode = if m.readonly { "ro" } else { "rw" };
+        let mut options = vec!["rbind", propagation, mode];
+        // `rro` (runc's name) asks for read-only all the way down (mount_setattr with
+        // AT_RECURSIVE); `ro` stays so that an init that ignores `rro` still mounts the
+        // top read-only.
+        if m.recursive_read_only {
+            options.push("rro");
+        }
         extra.push((
             m.container_path.clone(),
-            mount(
-                &m.container_path,
-                "bind",
-                m.host_path.clone(),
-                &["rbind", propagation, mode],
-            )?,
+            mount(&m.container_path, "bind", m.host_path.clone(), &options)?,
         ));
     }
     // Stable: same-depth mounts keep their order (pod files, then the kubelet's order).
@@ -1464,6 +1472,26 @@ mod tests {
             Some("rshared")
         );
         assert_eq!(linux(&fixture().spec()).rootfs_propagation(), &None);
+    }
+
+    #[test]
+    fn recursive_read_only_mounts() {
+        let mut f = fixture();
+        f.config.mounts = vec![CriMount {
+            container_path: "/data".into(),
+            host_path: "/h".into(),
+            readonly: true,
+            recursive_read_only: true,
+            ..Default::default()
+        }];
+        assert_eq!(
+            options(mount_at(&f.spec(), "/data").unwrap()),
+            ["rbind", "rprivate", "ro", "rro"]
+        );
+        f.config.mounts[0].readonly = false;
+        let err = Error::from(f.build().unwrap_err());
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert!(err.to_string().contains("recursive_read_only"), "{err}");
     }
 
     #[test]
