@@ -399,9 +399,13 @@ impl ContainerManager {
                 })?;
                 host_devices.insert(device.host_path.clone(), found);
             }
+            // Without CAP_SYS_RESOURCE neither can go past what the daemon itself has.
+            let nofile_hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map(|(_, hard)| hard)
+                .unwrap_or(1_048_576);
             let defaults = super::spec::RuntimeDefaults {
                 min_oom_score_adj: crate::linux::process::read_oom_score_adj("self").unwrap_or(0),
-                ..Default::default()
+                nofile: nofile_hard.min(super::spec::RuntimeDefaults::default().nofile),
             };
             let spec = super::spec::build_spec(&super::spec::SpecInput {
                 container_id: &container_id,
@@ -713,7 +717,7 @@ impl ContainerManager {
                 record.id
             )));
         }
-        let linux = super::spec::linux_resources(&resources);
+        let linux = super::spec::linux_resources(&resources).map_err(Error::from)?;
         let cgroups = self.sandboxes.cgroups().clone();
         let path = record.cgroup_path.clone();
         tokio::task::spawn_blocking(move || cgroups.apply_resources(&path, &linux))
