@@ -64,7 +64,8 @@ impl Bundle {
         fs::write(dir.path().join("rootfs.json"), layers.to_string()).unwrap();
         Bundle {
             dir,
-            cgroup: format!("berth-test-init-{}/{name}", std::process::id()),
+            // One parent per bundle: tests run in parallel and each removes its own tree.
+            cgroup: format!("berth-test-init-{}-{name}/ctr", std::process::id()),
         }
     }
 
@@ -147,6 +148,8 @@ fn process(
 struct Outcome {
     /// The first line from init: created or error.
     first: String,
+    /// What init said after `start` (nothing when the exec worked).
+    after_start: String,
     stdout: String,
     stderr: String,
 }
@@ -176,13 +179,12 @@ fn run_init(bundle: &Bundle, on_created: impl FnOnce(i32)) -> Outcome {
     let mut reader = BufReader::new(ours.try_clone().unwrap());
     let mut first = String::new();
     reader.read_line(&mut first).unwrap();
+    let mut after_start = String::new();
     let created: Value = serde_json::from_str(first.trim()).unwrap_or(Value::Null);
     if let Some(pid) = created["created"]["pid"].as_i64() {
         on_created(pid as i32);
         (&ours).write_all(b"start\n").unwrap();
-        let mut rest = String::new();
-        reader.read_to_string(&mut rest).unwrap();
-        assert!(rest.is_empty(), "init reported after start: {rest}");
+        reader.read_to_string(&mut after_start).unwrap();
     }
     drop(ours);
     let mut stdout = String::new();
@@ -202,6 +204,7 @@ fn run_init(bundle: &Bundle, on_created: impl FnOnce(i32)) -> Outcome {
     child.wait().unwrap();
     Outcome {
         first: first.trim().to_string(),
+        after_start: after_start.trim().to_string(),
         stdout,
         stderr,
     }
@@ -244,7 +247,7 @@ fn a_container_gets_its_rootfs_mounts_user_caps_and_limits() {
         echo cwd=$(pwd); \
         grep CapEff /proc/self/status; \
         cat /data/hello; touch /data/x 2>/dev/null || echo data-ro; \
-        touch /sys/x 2>/dev/null || echo sys-ro";
+        touch /sys/x 2>/dev/null || echo sys-ro; echo pid=$$";
     bundle.write_spec(
         process(
             &["sh", "-c", script],
@@ -254,7 +257,10 @@ fn a_container_gets_its_rootfs_mounts_user_caps_and_limits() {
             &[],
             Some(&["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"]),
         ),
-        json!({"resources": {"memory": {"limit": 67108864}, "pids": {"limit": 64}}}),
+        json!({
+            "resources": {"memory": {"limit": 67108864}, "pids": {"limit": 64}},
+            "namespaces": [{"type": "mount"}, {"type": "ipc"}, {"type": "uts"}, {"type": "pid"}],
+        }),
         default_mounts(data.path()),
         false,
     );
@@ -297,9 +303,12 @@ fn a_container_gets_its_rootfs_mounts_user_caps_and_limits() {
         "hello-data",
         "data-ro",
         "sys-ro",
+        // Its own PID namespace: init forked the workload into it.
+        "pid=1",
     ];
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines, expected, "stderr: {}", out.stderr);
+    assert_eq!(out.after_start, "");
     // The write landed in the upper dir; the layers are untouched.
     assert_eq!(
         fs::read_to_string(bundle.path().join("upper/written")).unwrap(),
@@ -412,6 +421,22 @@ fn a_missing_program_or_cwd_fails_the_create_with_the_exact_reason() {
         out.first,
         r#"{"error":"mount /data: no such file or directory"}"#
     );
+
+    // A program that exists but cannot be executed fails at start, over the same socket.
+    let noexec = Bundle::new(&lowers, "noexec");
+    noexec.write_spec(
+        process(&["/base.txt"], "/", 0, 0, &[], None),
+        json!({}),
+        default_mounts(data.path()),
+        false,
+    );
+    let out = run_init(&noexec, |_| {});
+    assert!(out.first.starts_with("{\"created\""), "{}", out.first);
+    assert_eq!(
+        out.after_start,
+        r#"{"error":"exec /base.txt: permission denied"}"#
+    );
+    assert_nothing_mounted(&noexec);
 }
 
 #[test]
