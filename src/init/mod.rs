@@ -276,9 +276,8 @@ fn prepare_process(spec: &Spec) -> Result<ExecPlan> {
         .map_err(|e| InitError::io(format!("chdir {}", cwd.display()), &e))?;
     security::apply_process_identity(process)?;
     let path = resolve_program(program, &env)?;
-    let to_c = |s: &[u8]| {
-        CString::new(s).map_err(|_| InitError::new("exec", "argument contains NUL"))
-    };
+    let to_c =
+        |s: &[u8]| CString::new(s).map_err(|_| InitError::new("exec", "argument contains NUL"));
     Ok(ExecPlan {
         path: to_c(path.as_os_str().as_bytes())?,
         display: path.display().to_string(),
@@ -307,9 +306,12 @@ fn join_cgroup(path: &str, resources: Option<&oci_spec::runtime::LinuxResources>
         .create(path)
         .map_err(|e| InitError::new(&step, describe_chain(&e)))?;
     if let Some(resources) = resources {
-        cgroups
-            .apply_resources(path, resources)
-            .map_err(|e| InitError::new(format!("set cgroup resources of {path}"), describe_chain(&e)))?;
+        cgroups.apply_resources(path, resources).map_err(|e| {
+            InitError::new(
+                format!("set cgroup resources of {path}"),
+                describe_chain(&e),
+            )
+        })?;
     }
     cgroups
         .add_process(path, getpid().as_raw())
@@ -506,7 +508,10 @@ mod tests {
         let env = vec!["PATH=/nonexistent:/bin:/usr/bin".to_string()];
         let found = resolve_program("sh", &env).unwrap();
         assert!(found.ends_with("sh"));
-        assert_eq!(resolve_program("/bin/sh", &env).unwrap(), PathBuf::from("/bin/sh"));
+        assert_eq!(
+            resolve_program("/bin/sh", &env).unwrap(),
+            PathBuf::from("/bin/sh")
+        );
         assert_eq!(
             resolve_program("/x/y", &env).unwrap_err().to_string(),
             "exec: \"/x/y\": stat /x/y: no such file or directory"

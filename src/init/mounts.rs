@@ -160,11 +160,7 @@ pub struct MountStep {
 
 /// The spec's mounts in order.
 pub fn plan_mounts(spec: &Spec) -> Vec<MountStep> {
-    spec.mounts()
-        .iter()
-        .flatten()
-        .map(plan_mount)
-        .collect()
+    spec.mounts().iter().flatten().map(plan_mount).collect()
 }
 
 pub fn plan_mount(mount: &Mount) -> MountStep {
@@ -264,7 +260,10 @@ mod tests {
         assert_eq!(o.propagation, Some(MsFlags::MS_SLAVE | MsFlags::MS_REC));
         assert_eq!(o.data_string().as_deref(), Some("mode=755,size=65536k"));
         assert_eq!(o.bind, None);
-        assert_eq!(o.attrs(), ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC);
+        assert_eq!(
+            o.attrs(),
+            ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC
+        );
         assert!(o.sets_atime());
         // Later options win.
         let o = opts(&["ro", "rw", "bind", "rbind", "strictatime", "private"]);
@@ -326,7 +325,10 @@ mod tests {
         )
         .unwrap();
         let config = overlay_config(&layers);
-        let keys: Vec<_> = config.iter().map(|(k, v)| format!("{k}={}", v.display())).collect();
+        let keys: Vec<_> = config
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.display()))
+            .collect();
         assert_eq!(
             keys,
             vec![

@@ -57,7 +57,11 @@ fn mount_overlay(layers: &RootfsLayers, target: &Path) -> io::Result<()> {
         })?;
     }
     fsconfig_create(&fs_fd)?;
-    let mnt = fsmount(&fs_fd, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
+    let mnt = fsmount(
+        &fs_fd,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::empty(),
+    )?;
     move_mount(
         &mnt,
         "",
@@ -182,7 +186,7 @@ fn set_mount_attrs(
 fn set_propagation(fd: &OwnedFd, propagation: MsFlags) -> io::Result<()> {
     let recursive = propagation.contains(MsFlags::MS_REC);
     let kind = (propagation & !MsFlags::MS_REC).bits();
-    set_mount_attrs(fd, 0, 0, u64::from(kind), recursive)
+    set_mount_attrs(fd, 0, 0, kind, recursive)
 }
 
 /// Performs one spec mount below `root` (an O_PATH fd of the rootfs).
@@ -311,7 +315,8 @@ pub fn create_device(root: &OwnedFd, device: &LinuxDevice) -> Result<()> {
     let path = device.path();
     let step = format!("create device {}", path.display());
     let err = |e: io::Error| InitError::io(&step, &e);
-    let parent = ensure_in_root(root, path.parent().unwrap_or(Path::new("/")), false).map_err(err)?;
+    let parent =
+        ensure_in_root(root, path.parent().unwrap_or(Path::new("/")), false).map_err(err)?;
     let name = path
         .file_name()
         .ok_or_else(|| InitError::new(&step, "not a file path"))?;
@@ -434,7 +439,8 @@ pub fn readonly_path(path: &Path) -> Result<()> {
 /// `root.readonly`: the root mount (only it, like other runtimes) becomes read-only.
 pub fn readonly_root() -> Result<()> {
     let fd = open_path(Path::new("/")).map_err(|e| InitError::io("make / read-only", &e))?;
-    set_mount_attrs(&fd, ATTR_RDONLY, 0, 0, false).map_err(|e| InitError::io("make / read-only", &e))
+    set_mount_attrs(&fd, ATTR_RDONLY, 0, 0, false)
+        .map_err(|e| InitError::io("make / read-only", &e))
 }
 
 /// An O_PATH fd of the rootfs directory (after the overlay is mounted on it).
@@ -454,7 +460,10 @@ mod tests {
 
     #[test]
     fn destinations_are_made_relative() {
-        assert_eq!(relative(Path::new("/etc/hosts")), PathBuf::from("etc/hosts"));
+        assert_eq!(
+            relative(Path::new("/etc/hosts")),
+            PathBuf::from("etc/hosts")
+        );
         assert_eq!(relative(Path::new("/./a/../b")), PathBuf::from("b"));
         assert_eq!(relative(Path::new("/../../x")), PathBuf::from("x"));
         assert_eq!(relative(Path::new("/")), PathBuf::new());

@@ -181,7 +181,8 @@ pub fn apply_process_identity(process: &Process) -> Result<()> {
     if let Some(plan) = &plan {
         for cap in &plan.drop_bounding {
             // SAFETY: prctl with integer arguments only.
-            let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(*cap), 0, 0, 0) };
+            let rc =
+                unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(*cap), 0, 0, 0) };
             // EINVAL: a capability this kernel does not know.
             if rc != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
                 return Err(InitError::io(

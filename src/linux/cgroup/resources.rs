@@ -283,7 +283,11 @@ mod tests {
             plan_v1(&resources(r#"{"unified": {"memory.high": "1"}}"#)),
             Err(ResourcePlanError::UnifiedOnV1)
         );
-        assert!(plan_v1(&resources(r#"{"unified": {}}"#)).unwrap().is_empty());
+        assert!(
+            plan_v1(&resources(r#"{"unified": {}}"#))
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
