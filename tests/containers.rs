@@ -108,7 +108,10 @@ async fn wait_exited(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> cri::C
         if st.state == cri::ContainerState::ContainerExited as i32 {
             return st;
         }
-        assert!(Instant::now() < deadline, "container {id} did not exit: {st:?}");
+        assert!(
+            Instant::now() < deadline,
+            "container {id} did not exit: {st:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -120,7 +123,10 @@ fn log_lines(pod: &Pod, name: &str) -> Vec<(String, String, String)> {
         .map(|l| {
             let mut parts = l.splitn(4, ' ');
             let ts = parts.next().unwrap_or_default();
-            assert!(ts.ends_with('Z') && ts.contains('T'), "timestamp {ts:?} in {l:?}");
+            assert!(
+                ts.ends_with('Z') && ts.contains('T'),
+                "timestamp {ts:?} in {l:?}"
+            );
             (
                 parts.next().unwrap_or_default().to_string(),
                 parts.next().unwrap_or_default().to_string(),
@@ -193,8 +199,14 @@ async fn a_container_runs_logs_in_cri_format_and_exits_with_its_code() {
     assert!(st.image_id.starts_with("sha256:"));
     assert!(st.log_path.ends_with("basic.log"));
     let lines = log_lines(&pod, "basic");
-    assert!(lines.contains(&("stdout".into(), "F".into(), "hello".into())), "{lines:?}");
-    assert!(lines.contains(&("stderr".into(), "F".into(), "oops".into())), "{lines:?}");
+    assert!(
+        lines.contains(&("stdout".into(), "F".into(), "hello".into())),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&("stderr".into(), "F".into(), "oops".into())),
+        "{lines:?}"
+    );
 
     let ok = run(&mut rt, &pod, container_config("ok", &["true"])).await;
     let st = wait_exited(&mut rt, &ok).await;
@@ -287,7 +299,10 @@ async fn args_env_workdir_user_and_the_pod_network() {
     assert_eq!(out[1], "/tmp");
     assert_eq!(out[2], "1000");
     assert_eq!(out[3], "1001");
-    assert!(out[4].contains(&ip), "container sees the pod IP {ip}: {out:?}");
+    assert!(
+        out[4].contains(&ip),
+        "container sees the pod IP {ip}: {out:?}"
+    );
     assert_eq!(out[5], "env");
     let user = st.user.unwrap().linux.unwrap();
     assert_eq!((user.uid, user.gid), (1000, 1001));
@@ -298,7 +313,10 @@ async fn args_env_workdir_user_and_the_pod_network() {
 async fn stop_kills_a_process_that_ignores_sigterm_and_limits_reach_the_cgroup() {
     let daemon = TestDaemon::start().await;
     let (mut rt, pod) = setup(&daemon, "stop").await;
-    let mut config = container_config("stubborn", &["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]);
+    let mut config = container_config(
+        "stubborn",
+        &["sh", "-c", "trap '' TERM; while true; do sleep 1; done"],
+    );
     config.linux = Some(cri::LinuxContainerConfig {
         resources: Some(cri::LinuxContainerResources {
             memory_limit_in_bytes: 64 << 20,
@@ -347,7 +365,10 @@ async fn stop_kills_a_process_that_ignores_sigterm_and_limits_reach_the_cgroup()
     let st = status(&mut rt, &id).await;
     assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
     assert_eq!(st.exit_code, 137);
-    assert!(elapsed >= Duration::from_millis(900), "stopped after {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "stopped after {elapsed:?}"
+    );
     // Stopping again and stopping an unknown id are fine.
     for container_id in [id.clone(), "f".repeat(64)] {
         rt.stop_container(cri::StopContainerRequest {
@@ -375,9 +396,10 @@ fn find_cgroup(daemon: &TestDaemon, controller: &str, id: &str) -> Option<PathBu
         }
         None
     }
-    let root = cgroup_roots()
-        .into_iter()
-        .find(|r| r.file_name().is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == controller)))?;
+    let root = cgroup_roots().into_iter().find(|r| {
+        r.file_name()
+            .is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == controller))
+    })?;
     walk(&root.join(daemon.cgroup_parent.trim_start_matches('/')), id)
 }
 
@@ -387,7 +409,11 @@ async fn an_oom_kill_is_reported_as_oomkilled() {
     let (mut rt, pod) = setup(&daemon, "oom").await;
     let mut config = container_config(
         "oom",
-        &["sh", "-c", "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived"],
+        &[
+            "sh",
+            "-c",
+            "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived",
+        ],
     );
     config.linux = Some(cri::LinuxContainerConfig {
         resources: Some(cri::LinuxContainerResources {
@@ -455,7 +481,10 @@ async fn host_path_mounts_and_a_readonly_rootfs() {
     assert!(out[1].contains("Read-only file system"), "{out:?}");
     assert_eq!(out[2], "rw-ok");
     assert!(out[3].contains("Read-only file system"), "{out:?}");
-    assert!(missing.join("y").exists(), "the missing host path was made and written");
+    assert!(
+        missing.join("y").exists(),
+        "the missing host path was made and written"
+    );
     assert!(!data.join("x").exists());
     let st = status(&mut rt, &id).await;
     assert_eq!(st.mounts.len(), 2);
@@ -502,7 +531,11 @@ async fn bad_requests_get_clear_errors_and_leave_nothing() {
         Err(e) => e,
         Ok(id) => start(&mut rt, &id).await.unwrap_err(),
     };
-    assert!(err.message().contains("/does/not/exist"), "{}", err.message());
+    assert!(
+        err.message().contains("/does/not/exist"),
+        "{}",
+        err.message()
+    );
 
     let first = create(&mut rt, &pod, container_config("twice", &["sleep", "100"]))
         .await
@@ -533,10 +566,18 @@ async fn containers_survive_kill_9_of_the_daemon() {
     let running = run(
         &mut rt,
         &pod,
-        container_config("running", &["sh", "-c", "while true; do echo tick; sleep 0.2; done"]),
+        container_config(
+            "running",
+            &["sh", "-c", "while true; do echo tick; sleep 0.2; done"],
+        ),
     )
     .await;
-    let exited = run(&mut rt, &pod, container_config("exited", &["sh", "-c", "exit 7"])).await;
+    let exited = run(
+        &mut rt,
+        &pod,
+        container_config("exited", &["sh", "-c", "exit 7"]),
+    )
+    .await;
     wait_exited(&mut rt, &exited).await;
     let before = status(&mut rt, &running).await;
     daemon.kill9();

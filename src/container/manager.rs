@@ -341,8 +341,7 @@ impl ContainerManager {
         undo.push(Undo::RemoveDir(record_dir.clone()));
         undo.push(Undo::RemoveDir(state_dir.clone()));
         for dir in [&upper, &work, &rootfs] {
-            std::fs::create_dir_all(dir)
-                .map_err(io_err(format!("creating {}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
         }
         let target_pid = match (
             config.security.namespaces.pid,
@@ -388,21 +387,36 @@ impl ContainerManager {
                 .map_err(io_err("reading the image's /etc/passwd"))?;
             let group = super::users::read_image_file(&lower, "/etc/group")
                 .map_err(io_err("reading the image's /etc/group"))?;
+            // The kubelet expects a missing host path to be made as a directory.
+            for mount in &spec_config.mounts {
+                let source = Path::new(&mount.host_path);
+                if !source.exists() {
+                    std::fs::create_dir_all(source).map_err(|e| {
+                        Error::with_source(
+                            ErrorKind::InvalidArgument,
+                            format!("creating the mount source {}", mount.host_path),
+                            e,
+                        )
+                    })?;
+                }
+            }
             let mut host_devices = BTreeMap::new();
             for device in &spec_config.devices {
-                let found = super::spec::host_device(Path::new(&device.host_path)).map_err(|e| {
-                    Error::with_source(
-                        ErrorKind::InvalidArgument,
-                        format!("device {}", device.host_path),
-                        e,
-                    )
-                })?;
+                let found =
+                    super::spec::host_device(Path::new(&device.host_path)).map_err(|e| {
+                        Error::with_source(
+                            ErrorKind::InvalidArgument,
+                            format!("device {}", device.host_path),
+                            e,
+                        )
+                    })?;
                 host_devices.insert(device.host_path.clone(), found);
             }
             // Without CAP_SYS_RESOURCE neither can go past what the daemon itself has.
-            let nofile_hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-                .map(|(_, hard)| hard)
-                .unwrap_or(1_048_576);
+            let nofile_hard =
+                nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                    .map(|(_, hard)| hard)
+                    .unwrap_or(1_048_576);
             let defaults = super::spec::RuntimeDefaults {
                 min_oom_score_adj: crate::linux::process::read_oom_score_adj("self").unwrap_or(0),
                 nofile: nofile_hard.min(super::spec::RuntimeDefaults::default().nofile),
@@ -442,8 +456,11 @@ impl ContainerManager {
             &serde_json::to_vec(&spec).map_err(|e| Error::internal("encoding the spec", e))?,
         )
         .map_err(io_err("writing config.json"))?;
-        persist::write_atomic(&bundle.join("rootfs.json"), rootfs_json.to_string().as_bytes())
-            .map_err(io_err("writing rootfs.json"))?;
+        persist::write_atomic(
+            &bundle.join("rootfs.json"),
+            rootfs_json.to_string().as_bytes(),
+        )
+        .map_err(io_err("writing rootfs.json"))?;
 
         let log_path = log_path(&sandbox.spec.log_directory, &config.log_path);
         let record = ContainerRecord {

@@ -8,9 +8,9 @@ pub mod runtime;
 use std::sync::{Arc, Mutex};
 
 use crate::config::{CgroupDriverSetting, Config};
+use crate::container::manager::ContainerManager;
 use crate::error::{Error, Result};
 use crate::image::ImageService;
-use crate::container::manager::ContainerManager;
 use crate::sandbox::SandboxManager;
 
 /// The cgroup driver in use, after `auto` is resolved.

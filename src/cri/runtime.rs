@@ -305,7 +305,9 @@ impl RuntimeService for RuntimeCri {
                 config,
             })
             .await?;
-        Ok(Response::new(cri::CreateContainerResponse { container_id: id }))
+        Ok(Response::new(cri::CreateContainerResponse {
+            container_id: id,
+        }))
     }
 
     async fn start_container(

@@ -389,8 +389,10 @@ fn fork_into_pid_namespace(sync: &OwnedFd) -> Result<Forked> {
                 );
                 Ok(Forked::Intermediate(Outcome::Intermediate))
             } else {
-                // The workload sent its own error (or died; the shim sees EOF).
-                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                // The ready pipe closes as the workload's setup fails, a moment before the
+                // workload sends its error: wait for it to finish saying why (or to die; then
+                // the shim sees EOF) instead of killing it mid-sentence.
+                let _ = nix::sys::wait::waitpid(child, None);
                 Ok(Forked::Intermediate(Outcome::NoStart))
             }
         }

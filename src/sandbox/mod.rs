@@ -453,7 +453,8 @@ impl SandboxManager {
             if let Err(e) = created {
                 return Err((e, None));
             }
-            let mut options = SpawnOptions::new(id, &self.shim_socket(id), &self.shim_state_dir(id));
+            let mut options =
+                SpawnOptions::new(id, &self.shim_socket(id), &self.shim_state_dir(id));
             options.log = Some(state_dir.join("shim.log"));
             options.log_level = Some(self.config.log_level.as_str().to_string());
             let shim = match crate::shim::spawn(options).await {

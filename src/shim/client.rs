@@ -28,10 +28,10 @@ pub enum ClientError {
         #[source]
         source: tonic::transport::Error,
     },
-    #[error("shim {method}")]
+    /// The shim's own words (init's error, say), without the status wrapping around them.
+    #[error("shim {method}: {}", source.message())]
     Rpc {
         method: &'static str,
-        #[source]
         source: tonic::Status,
     },
 }

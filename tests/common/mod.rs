@@ -533,4 +533,3 @@ pub fn mirror_docker_io(daemon: &TestDaemon) {
     )
     .unwrap();
 }
-
