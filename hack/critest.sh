@@ -37,7 +37,8 @@ for _ in $(seq 100); do
 	[[ -S $socket ]] && break
 	sleep 0.1
 done
-[[ -S $socket ]] || berth_die "berth did not start; see $run_dir/berth.log"
+[[ -S $socket ]] && kill -0 "$berth_pid" 2>/dev/null ||
+	berth_die "berth did not start (is another one serving $socket?); see $run_dir/berth.log"
 
 # The digest-pinned image cannot be rebuilt offline (TESTING.md): skip that one spec.
 "$CRITEST" \

@@ -362,14 +362,7 @@ impl ContainerManager {
         let spec_config = config.clone();
         let sandbox_info = super::spec::SandboxInfo {
             id: sandbox.id.clone(),
-            hostname: if sandbox.spec.hostname.is_empty() {
-                sandbox
-                    .metadata()
-                    .map(|m| m.name.clone())
-                    .unwrap_or_default()
-            } else {
-                sandbox.spec.hostname.clone()
-            },
+            hostname: sandbox.hostname.clone(),
             pause_pid: sandbox.pause_pid.unwrap_or_default(),
             netns_path: sandbox.netns.clone(),
             host_ipc: sandbox.spec.namespaces.host_ipc(),

@@ -59,6 +59,9 @@ pub struct SandboxRecord {
     pub id: String,
     pub spec: PodSpec,
     pub state: SandboxState,
+    /// The hostname the pod got (the request's, else the node's).
+    #[serde(default)]
+    pub hostname: String,
     /// Unix nanoseconds.
     pub created_at: i64,
     pub netns: Option<PathBuf>,
@@ -370,8 +373,11 @@ impl SandboxManager {
             (spec.cgroup_parent.clone(), false)
         };
         let pause_cgroup = format!("{}/{}", pod_cgroup.trim_end_matches('/'), id);
+        // Like containerd: a pod that names no hostname gets the node's.
         let hostname = if spec.hostname.is_empty() {
-            metadata.name.clone()
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().to_string())
+                .map_err(|e| Error::internal("reading the node's hostname", e))?
         } else {
             spec.hostname.clone()
         };
@@ -381,6 +387,7 @@ impl SandboxManager {
             id: id.to_string(),
             spec: spec.clone(),
             state: SandboxState::Creating,
+            hostname: hostname.clone(),
             created_at: now_nanos(),
             netns: netns.clone(),
             network: None,
@@ -665,6 +672,10 @@ impl SandboxManager {
     /// StopPodSandbox: every process of the pod killed, the network torn down. Idempotent;
     /// an unknown id is success.
     pub async fn stop(&self, id: &str) -> Result<()> {
+        if id.is_empty() {
+            // Nothing to stop: a client cleaning up after a failed run sends an empty id.
+            return Ok(());
+        }
         let sb = match self.get(id) {
             Ok(sb) => sb,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
@@ -750,6 +761,9 @@ impl SandboxManager {
 
     /// RemovePodSandbox: stops it if needed, then removes every trace. Unknown id is success.
     pub async fn remove(&self, id: &str) -> Result<()> {
+        if id.is_empty() {
+            return Ok(());
+        }
         let sb = match self.get(id) {
             Ok(sb) => sb,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
@@ -945,6 +959,7 @@ mod tests {
             id: "a".repeat(64),
             spec: PodSpec::default(),
             state: SandboxState::Ready,
+            hostname: "node".into(),
             created_at: 5,
             netns: Some("/run/berth/netns/x".into()),
             network: None,
