@@ -101,13 +101,12 @@ pub fn short_name(kind: LinuxNamespaceType) -> &'static str {
 
 /// Whether the spec asks for the built-in pause process.
 pub fn is_pause(spec: &Spec) -> bool {
-    let annotated = spec
-        .annotations()
+    // Only berth's own pause bundle says so: an image whose entrypoint is /pause (the
+    // upstream pause image) is an ordinary container.
+    spec.annotations()
         .as_ref()
         .and_then(|a| a.get(PAUSE_ANNOTATION))
-        .is_some_and(|v| v == "true");
-    let args = spec.process().as_ref().and_then(|p| p.args().clone());
-    annotated || args.is_some_and(|a| a == ["/pause"])
+        .is_some_and(|v| v == "true")
 }
 
 #[cfg(test)]
@@ -155,8 +154,9 @@ mod tests {
     }
 
     #[test]
-    fn pause_is_recognised_by_args_or_annotation() {
-        assert!(is_pause(&spec(
+    fn pause_is_recognised_by_its_annotation_only() {
+        // The upstream pause image runs /pause: that is an ordinary container.
+        assert!(!is_pause(&spec(
             r#"{"ociVersion":"1.0.2","process":{"cwd":"/","user":{"uid":0,"gid":0},"args":["/pause"]}}"#
         )));
         assert!(is_pause(&spec(

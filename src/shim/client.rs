@@ -29,10 +29,11 @@ pub enum ClientError {
         source: tonic::transport::Error,
     },
     /// The shim's own words (init's error, say), without the status wrapping around them.
-    #[error("shim {method}: {}", source.message())]
+    // Not named `source`: thiserror would chain the status's own Display after it.
+    #[error("shim {method}: {}", status.message())]
     Rpc {
         method: &'static str,
-        source: tonic::Status,
+        status: tonic::Status,
     },
 }
 
@@ -42,7 +43,7 @@ impl From<ClientError> for crate::Error {
         let kind = match &err {
             ClientError::Spawn { .. } | ClientError::NotReady { .. } => ErrorKind::Internal,
             ClientError::Connect { .. } => ErrorKind::Unavailable,
-            ClientError::Rpc { source, .. } => match source.code() {
+            ClientError::Rpc { status, .. } => match status.code() {
                 tonic::Code::NotFound => ErrorKind::NotFound,
                 tonic::Code::AlreadyExists => ErrorKind::AlreadyExists,
                 tonic::Code::InvalidArgument => ErrorKind::InvalidArgument,
@@ -218,7 +219,7 @@ pub struct CreateOptions {
 }
 
 fn rpc(method: &'static str) -> impl FnOnce(tonic::Status) -> ClientError {
-    move |source| ClientError::Rpc { method, source }
+    move |status| ClientError::Rpc { method, status }
 }
 
 impl ShimClient {
