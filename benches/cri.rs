@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench --bench cri -- pods  --endpoint unix:///run/berth/berth.sock --pods 20 [--daemon-pid N]
 //! cargo bench --bench cri -- pull  --endpoint unix:///run/berth/berth.sock --image REF --runs 10
+//! cargo bench --bench cri -- containers --endpoint unix:///run/berth/berth.sock --image REF --pods 20
 //! cargo bench --bench cri -- shell --runs 5 --setup 'rm -rf d; mkdir d' -- 'gzip -dc a.tgz | tar -x -C d'
 //! ```
 //! `pods` times RunPodSandbox, StopPodSandbox and RemovePodSandbox one pod at a time and
@@ -296,6 +297,152 @@ async fn pull(args: &Args) -> Result<(), Error> {
     Ok(())
 }
 
+fn container_config(name: &str, image: &str) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        // Exits on SIGTERM (it is not PID 1: the pod shares the pause's PID namespace).
+        command: vec!["sleep".into(), "3600".into()],
+        log_path: format!("{name}.log"),
+        linux: Some(cri::LinuxContainerConfig::default()),
+        ..Default::default()
+    }
+}
+
+/// CreateContainer, StartContainer, StopContainer and RemoveContainer of `--pods`
+/// containers in one pod, one at a time; then RunPodSandbox + CreateContainer +
+/// StartContainer as one path, pod by pod.
+async fn containers(args: &Args) -> Result<(), Error> {
+    if args.image.is_empty() {
+        return Err("containers needs --image".into());
+    }
+    let channel = channel(&args.endpoint).await?;
+    let mut rt = RuntimeServiceClient::new(channel.clone());
+    let mut images = ImageServiceClient::new(channel);
+    images
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: args.image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?;
+    let run = format!("{:08x}", rand::random::<u32>());
+    let shared_pod = pod_config(0, &run);
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(shared_pod.clone()),
+            runtime_handler: String::new(),
+        })
+        .await?
+        .into_inner()
+        .pod_sandbox_id;
+    let (mut create, mut start, mut both, mut stop, mut remove) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut ids = Vec::new();
+    for i in 0..=args.pods {
+        let t0 = Instant::now();
+        let id = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(container_config(&format!("c{i}"), &args.image)),
+                sandbox_config: Some(shared_pod.clone()),
+            })
+            .await?
+            .into_inner()
+            .container_id;
+        let t1 = Instant::now();
+        rt.start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await?;
+        // The first container warms caches; it is not counted.
+        if i > 0 {
+            create.push(t1 - t0);
+            start.push(t1.elapsed());
+            both.push(t0.elapsed());
+        }
+        ids.push(id);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let t0 = Instant::now();
+        rt.stop_container(cri::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 10,
+        })
+        .await?;
+        let t1 = Instant::now();
+        rt.remove_container(cri::RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await?;
+        if i > 0 {
+            stop.push(t1 - t0);
+            remove.push(t1.elapsed());
+        }
+    }
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await?;
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await?;
+
+    let mut whole = Vec::new();
+    let mut pods = Vec::new();
+    for i in 0..args.pods {
+        let config = pod_config(100 + i, &run);
+        let t0 = Instant::now();
+        let pod = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await?
+            .into_inner()
+            .pod_sandbox_id;
+        let id = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(container_config("app", &args.image)),
+                sandbox_config: Some(config),
+            })
+            .await?
+            .into_inner()
+            .container_id;
+        rt.start_container(cri::StartContainerRequest { container_id: id })
+            .await?;
+        whole.push(t0.elapsed());
+        pods.push(pod);
+    }
+    for pod in pods {
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await?;
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await?;
+    }
+    report(&args.label, "CreateContainer", &mut create);
+    report(&args.label, "StartContainer", &mut start);
+    report(&args.label, "Create+Start", &mut both);
+    report(&args.label, "StopContainer", &mut stop);
+    report(&args.label, "RemoveContainer", &mut remove);
+    report(&args.label, "pod+container", &mut whole);
+    Ok(())
+}
+
 fn shell(args: &Args) -> Result<(), Error> {
     if args.command.is_empty() {
         return Err("shell needs a command after --".into());
@@ -335,7 +482,8 @@ fn main() -> Result<(), Error> {
     match args.mode.as_str() {
         "pods" => runtime.block_on(pods(&args)),
         "pull" => runtime.block_on(pull(&args)),
+        "containers" => runtime.block_on(containers(&args)),
         "shell" => shell(&args),
-        other => Err(format!("unknown mode {other:?}: pods, pull or shell").into()),
+        other => Err(format!("unknown mode {other:?}: pods, containers, pull or shell").into()),
     }
 }

@@ -4,10 +4,13 @@
 #   pods  RunPodSandbox / StopPodSandbox / RemovePodSandbox over $BENCH_PODS pods on a bridge
 #         network (median, p90), memory per running pod (shim + pause, RSS and PSS), and the
 #         daemon's RSS idle and with the pods running
+#   containers  CreateContainer, StartContainer, StopContainer (a process that exits on
+#         SIGTERM), RemoveContainer over $BENCH_PODS containers in one pod, and RunPodSandbox +
+#         CreateContainer + StartContainer as one path (median, p90)
 #   pull  cold PullImage of the small busybox image and of the generated 200 MiB 8-layer
 #         image (berth-bench/big:v1), and `gzip -dc | tar -x` of that image's layer blobs from
 #         local disk one after the other (the single-core floor of the unpack alone)
-# Usage: sudo hack/bench.sh [pods|pull|all]   (default all)
+# Usage: sudo hack/bench.sh [pods|containers|pull|all]   (default all)
 # Env: BENCH_PODS (20), BENCH_RUNS (10), BENCH_CONTAINERD=0 to measure berth alone.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -76,6 +79,10 @@ measure() { # LABEL ENDPOINT
 	if [[ $what == pods || $what == all ]]; then
 		"$bench" pods --label "$label" --endpoint "$endpoint" --pods "$pods" --daemon-pid "$daemon_pid" ||
 			echo "$label: the pod benchmark failed (above)"
+	fi
+	if [[ $what == containers || $what == all ]]; then
+		"$bench" containers --label "$label" --endpoint "$endpoint" --image "$small" --pods "$pods" ||
+			echo "$label: the container benchmark failed (above)"
 	fi
 	if [[ $what == pull || $what == all ]]; then
 		"$bench" pull --label "$label" --endpoint "$endpoint" --image "$small" --runs "$runs" ||

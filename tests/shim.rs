@@ -361,7 +361,7 @@ async fn pause_pod_lifecycle() {
         .create("bad", &bad_bundle, CreateOptions::default())
         .await
         .unwrap_err();
-    let berth::shim::client::ClientError::Rpc { source, .. } = &err else {
+    let berth::shim::client::ClientError::Rpc { status: source, .. } = &err else {
         panic!("unexpected error {err:?}");
     };
     assert_eq!(source.code(), tonic::Code::FailedPrecondition);
@@ -801,7 +801,7 @@ async fn reopen_log_moves_later_lines_to_the_new_file_losing_none() {
     // Bad requests: an unknown id, a process without a log.
     let err = shim.client.reopen_log("nosuch").await.unwrap_err();
     assert!(
-        matches!(&err, berth::shim::client::ClientError::Rpc { source, .. } if source.code() == tonic::Code::NotFound),
+        matches!(&err, berth::shim::client::ClientError::Rpc { status: source, .. } if source.code() == tonic::Code::NotFound),
         "{err:?}"
     );
     shim.shutdown().await;
