@@ -626,9 +626,8 @@ impl ContainerManager {
             ContainerState::Exited | ContainerState::Creating => return Ok(()),
             ContainerState::Created | ContainerState::Running | ContainerState::Unknown => {}
         }
-        let shim = self.sandboxes.shim(&record.sandbox_id).await.ok();
         let exit_file = self.exit_file(&record);
-        if let Some(mut shim) = shim.clone() {
+        if let Ok(mut shim) = self.sandboxes.shim(&record.sandbox_id).await {
             let signal = if record.state == ContainerState::Created {
                 libc::SIGKILL
             } else {
@@ -647,24 +646,23 @@ impl ContainerManager {
                 return Ok(());
             }
         }
-        // The shim is gone or the process will not die: the cgroup takes everything with it.
+        // The shim is gone (nobody will write the exit file) or the process will not die:
+        // the cgroup takes everything with it, and the exit is recorded here.
         let cgroups = self.sandboxes.cgroups().clone();
         let path = record.cgroup_path.clone();
         let _ = tokio::task::spawn_blocking(move || cgroups.kill_all(&path, KILL_GRACE)).await;
-        if !wait_for_file(&exit_file, KILL_GRACE).await {
-            // No shim to record the exit: record what we know.
-            let updated = container.update(|r| {
-                r.state = ContainerState::Exited;
-                r.exit_code = 137;
-                r.finished_at = now_nanos();
-                r.reason = "Error".into();
-                r.message = "killed by berth: the pod's shim was not reachable".into();
-            });
-            self.persist(&updated)?;
-        } else {
+        if exit_file.exists() {
             self.refresh(container);
+            return Ok(());
         }
-        Ok(())
+        let updated = container.update(|r| {
+            r.state = ContainerState::Exited;
+            r.exit_code = 137;
+            r.finished_at = now_nanos();
+            r.reason = "Error".into();
+            r.message = "killed by berth: the pod's shim was not reachable".into();
+        });
+        self.persist(&updated)
     }
 
     /// RemoveContainer: kills it if running, then removes every trace. Unknown id is success.
