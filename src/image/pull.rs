@@ -694,19 +694,15 @@ async fn save_record(inner: &Inner, mut record: ImageRecord) -> Result<(), PullE
     }
     record.repo_tags.sort();
     record.repo_digests.sort();
+    let id = record.id.clone();
     changed.push(record);
     let store = inner.store.clone();
     let to_write = changed.clone();
     tokio::task::spawn_blocking(move || {
-        for record in &to_write {
-            store
-                .write_record(record)
-                .map_err(|source| PullError::Store {
-                    digest: record.id.clone(),
-                    source,
-                })?;
-        }
-        Ok::<_, PullError>(())
+        // One syncfs makes the layers and blobs of this pull durable before the record.
+        store
+            .write_records_durably(&to_write)
+            .map_err(|source| PullError::Store { digest: id, source })
     })
     .await??;
     let mut index = inner.index.write().unwrap_or_else(|p| p.into_inner());
@@ -911,7 +907,7 @@ impl LayerJob {
             ended: false,
         };
         let result =
-            unpack::unpack_layer(&mut reader, self.compression, &tmp.join("fs"), &self.limits)
+            unpack::extract_layer(&mut reader, self.compression, &tmp.join("fs"), &self.limits)
                 .map_err(unpack_err)
                 .and_then(|stats| {
                     // Drain what the unpacker did not need, so the blob writer sees it all.
