@@ -1,7 +1,8 @@
-//! The pull pipeline: resolve endpoints → manifest (index → linux/amd64) → config →
-//! layers in parallel, each streamed at once into the content store (hashing the compressed
+//! The pull pipeline: resolve endpoints → manifest (index → linux/amd64) → config and
+//! layers at once (a layer needs the config's diff_id and chain id only to be checked and
+//! committed), each layer streamed at once into the content store (hashing the compressed
 //! bytes) and into the unpacker (which hashes the uncompressed ones), so download, verify and
-//! unpack overlap → image record written last.
+//! unpack overlap → one syncfs → image record written last.
 
 use std::io::{self, Read, Write as _};
 use std::sync::Arc;
