@@ -1,7 +1,8 @@
-//! The pull pipeline: resolve endpoints → manifest (index → linux/amd64) → config →
-//! layers in parallel, each streamed at once into the content store (hashing the compressed
+//! The pull pipeline: resolve endpoints → manifest (index → linux/amd64) → config and
+//! layers at once (a layer needs the config's diff_id and chain id only to be checked and
+//! committed), each layer streamed at once into the content store (hashing the compressed
 //! bytes) and into the unpacker (which hashes the uncompressed ones), so download, verify and
-//! unpack overlap → image record written last.
+//! unpack overlap → one syncfs → image record written last.
 
 use std::io::{self, Read, Write as _};
 use std::sync::Arc;
@@ -581,51 +582,76 @@ async fn pull(
 
     let phase = |name: &str| tracing::debug!(image = %reference, phase = name, elapsed_ms = progress.start.elapsed().as_secs_f64() * 1e3, "pull phase");
     phase("manifest");
-    let config_bytes = ctx.small_blob(&pullers, &config).await?;
-    phase("config");
-    let image_config: oci_spec::image::ImageConfiguration =
-        serde_json::from_slice(&config_bytes).map_err(|source| PullError::BadConfig {
-            digest: config.digest.clone(),
-            source,
-        })?;
-    let diff_ids = image_config.rootfs().diff_ids().clone();
-    if diff_ids.len() != layers.len() {
-        return Err(PullError::LayerCount {
-            diff_ids: diff_ids.len(),
-            layers: layers.len(),
-        });
-    }
-    let chain_ids = store::chain_ids(&diff_ids);
-
-    let jobs = layers
-        .iter()
-        .zip(&diff_ids)
-        .zip(&chain_ids)
-        .map(|((layer, diff_id), chain_id)| (layer, diff_id, chain_id));
-    // On the first failure the other layers stop too, and the pull returns only after each
-    // has cleaned up after itself, so a failed pull leaves nothing half-written behind.
+    // The config is fetched while the layers already download: a layer needs its diff_id
+    // and chain id only at the end, to be checked and committed.
     let (cancel, cancelled) = tokio::sync::watch::channel(false);
-    let slots = tokio::sync::Semaphore::new(inner.max_downloads);
-    let mut running = futures_util::stream::FuturesUnordered::new();
-    for (layer, diff_id, chain_id) in jobs {
-        let (ctx, pullers, cancel, slots) = (&ctx, &pullers, &cancel, &slots);
-        let cancelled = cancelled.clone();
-        running.push(async move {
-            let _slot = slots.acquire().await;
-            let result = fetch_layer(ctx, pullers, layer, diff_id, chain_id, cancelled).await;
-            if result.is_err() {
+    let (ids_tx, ids_rx) = tokio::sync::watch::channel(None::<Arc<LayerIds>>);
+    let config_work = async {
+        let result = async {
+            let config_bytes = ctx.small_blob(&pullers, &config).await?;
+            phase("config");
+            let image_config: oci_spec::image::ImageConfiguration =
+                serde_json::from_slice(&config_bytes).map_err(|source| PullError::BadConfig {
+                    digest: config.digest.clone(),
+                    source,
+                })?;
+            let diff_ids = image_config.rootfs().diff_ids().clone();
+            if diff_ids.len() != layers.len() {
+                return Err(PullError::LayerCount {
+                    diff_ids: diff_ids.len(),
+                    layers: layers.len(),
+                });
+            }
+            let chain_ids = store::chain_ids(&diff_ids);
+            Ok((image_config, diff_ids, chain_ids))
+        }
+        .await;
+        match &result {
+            Ok((_, diff_ids, chain_ids)) => {
+                ids_tx.send_replace(Some(Arc::new(LayerIds {
+                    diff_ids: diff_ids.clone(),
+                    chain_ids: chain_ids.clone(),
+                })));
+            }
+            Err(_) => {
                 cancel.send_replace(true);
             }
-            result
-        });
-    }
-    let mut results = Vec::new();
-    while let Some(result) = running.next().await {
-        results.push(result);
-    }
-    // In completion order: the first error is the cause, later ones are its echoes.
-    drop(running);
+        }
+        result
+    };
+
+    // On the first failure the other layers stop too, and the pull returns only after each
+    // has cleaned up after itself, so a failed pull leaves nothing half-written behind.
+    let slots = tokio::sync::Semaphore::new(inner.max_downloads);
+    let layers_work = async {
+        let mut running = futures_util::stream::FuturesUnordered::new();
+        for (index, layer) in layers.iter().enumerate() {
+            let (ctx, pullers, cancel, slots) = (&ctx, &pullers, &cancel, &slots);
+            let job = LayerTask {
+                index,
+                layer,
+                ids: ids_rx.clone(),
+                cancelled: cancelled.clone(),
+            };
+            running.push(async move {
+                let result = fetch_layer(ctx, pullers, job, slots).await;
+                if result.is_err() {
+                    cancel.send_replace(true);
+                }
+                result
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(result) = running.next().await {
+            results.push(result);
+        }
+        results
+    };
+    let (config_result, results) = tokio::join!(config_work, layers_work);
     phase("layers");
+    // A failed config is the cause (the layers only stopped for it); otherwise, in
+    // completion order, the first error is the cause and later ones are its echoes.
+    let (image_config, _, chain_ids) = config_result?;
     if let Some(error) = results.into_iter().find_map(Result::err) {
         return Err(error);
     }
@@ -694,19 +720,15 @@ async fn save_record(inner: &Inner, mut record: ImageRecord) -> Result<(), PullE
     }
     record.repo_tags.sort();
     record.repo_digests.sort();
+    let id = record.id.clone();
     changed.push(record);
     let store = inner.store.clone();
     let to_write = changed.clone();
     tokio::task::spawn_blocking(move || {
-        for record in &to_write {
-            store
-                .write_record(record)
-                .map_err(|source| PullError::Store {
-                    digest: record.id.clone(),
-                    source,
-                })?;
-        }
-        Ok::<_, PullError>(())
+        // One syncfs makes the layers and blobs of this pull durable before the record.
+        store
+            .write_records_durably(&to_write)
+            .map_err(|source| PullError::Store { digest: id, source })
     })
     .await??;
     let mut index = inner.index.write().unwrap_or_else(|p| p.into_inner());
@@ -716,37 +738,220 @@ async fn save_record(inner: &Inner, mut record: ImageRecord) -> Result<(), PullE
     Ok(())
 }
 
+/// The diff_ids and chain ids of an image's layers, from its config.
+struct LayerIds {
+    diff_ids: Vec<String>,
+    chain_ids: Vec<String>,
+}
+
+/// One layer of a pull: its place in the image, the config's ids once they are known, and
+/// the signal that another part of the pull failed.
+struct LayerTask<'a> {
+    index: usize,
+    layer: &'a Descriptor,
+    ids: tokio::sync::watch::Receiver<Option<Arc<LayerIds>>>,
+    cancelled: tokio::sync::watch::Receiver<bool>,
+}
+
+impl LayerTask<'_> {
+    /// This layer's (diff_id, chain id), once the config is in; `Cancelled` when the pull
+    /// failed first (the config's own error is reported by the pull).
+    async fn ids(&mut self) -> Result<(String, String), PullError> {
+        let ids = tokio::select! {
+            ids = self.ids.wait_for(Option::is_some) => match ids {
+                Ok(ids) => ids.clone(),
+                Err(_) => None,
+            },
+            _ = self.cancelled.wait_for(|c| *c) => None,
+        };
+        ids.and_then(|ids| {
+            Some((
+                ids.diff_ids.get(self.index)?.clone(),
+                ids.chain_ids.get(self.index)?.clone(),
+            ))
+        })
+        .ok_or(PullError::Cancelled)
+    }
+}
+
+/// One unpack per key (a chain id, or a blob digest being downloaded) at a time.
+async fn key_lock(inner: &Inner, key: String) -> tokio::sync::OwnedMutexGuard<()> {
+    let mutex = lock(&inner.layer_locks).entry(key).or_default().clone();
+    mutex.lock_owned().await
+}
+
 /// Downloads, verifies and unpacks one layer unless its chain is already unpacked.
+///
+/// A layer whose compressed blob is already stored was probably unpacked by an earlier
+/// pull: it waits for the config to learn its chain and skips the download when that chain
+/// is there. Any other layer downloads and unpacks into a temp dir at once, while the config
+/// is still on its way, and is checked against its diff_id and committed (unless another
+/// pull committed the same chain meanwhile) once the config is in.
 async fn fetch_layer(
     ctx: &Ctx<'_>,
     endpoints: &[&Endpoint],
-    layer: &Descriptor,
-    diff_id: &str,
-    chain_id: &str,
-    mut cancelled: tokio::sync::watch::Receiver<bool>,
+    mut task: LayerTask<'_>,
+    slots: &tokio::sync::Semaphore,
 ) -> Result<(), PullError> {
-    if *cancelled.borrow() {
+    if *task.cancelled.borrow() {
         return Err(PullError::Cancelled);
     }
-    let chain_lock = lock(&ctx.inner.layer_locks)
-        .entry(chain_id.to_string())
-        .or_default()
-        .clone();
-    let _chain = chain_lock.lock().await;
+    let layer = task.layer;
     let store = ctx.inner.store.clone();
     let store_err = |source| PullError::Store {
         digest: layer.digest.clone(),
         source,
     };
-    if store.has_layer(chain_id).map_err(store_err)? {
-        return Ok(());
-    }
     let compression = Compression::from_media_type(&layer.media_type).map_err(|source| {
         PullError::LayerMediaType {
             digest: layer.digest.clone(),
             source,
         }
     })?;
+    let blob_path = store.blob_path(&layer.digest).map_err(store_err)?;
+    // Two pulls of images sharing a new layer download it once: the second waits here and
+    // then finds the blob stored. ("blob " keeps these keys apart from chain ids, which an
+    // uncompressed bottom layer's blob digest equals.)
+    let _blob = key_lock(ctx.inner, format!("blob {}", layer.digest)).await;
+    if blob_path.exists() {
+        let (diff_id, chain_id) = task.ids().await?;
+        let _chain = key_lock(ctx.inner, chain_id.clone()).await;
+        if store.has_layer(&chain_id).map_err(store_err)? {
+            return Ok(());
+        }
+        let unpacked = {
+            let _slot = slots.acquire().await;
+            download_layer(ctx, endpoints, &mut task, compression).await?
+        };
+        return finish_layer(store, layer.digest.clone(), unpacked, diff_id, chain_id).await;
+    }
+    let unpacked = {
+        let _slot = slots.acquire().await;
+        download_layer(ctx, endpoints, &mut task, compression).await?
+    };
+    let (diff_id, chain_id) = match task.ids().await {
+        Ok(ids) => ids,
+        Err(error) => {
+            unpacked.discard().await;
+            return Err(error);
+        }
+    };
+    let _chain = key_lock(ctx.inner, chain_id.clone()).await;
+    finish_layer(store, layer.digest.clone(), unpacked, diff_id, chain_id).await
+}
+
+/// A layer downloaded and unpacked, with both digests computed, nothing committed yet.
+struct Unpacked {
+    tmp: TmpLayer,
+    stats: unpack::UnpackStats,
+    blob: BlobWriter,
+}
+
+impl Unpacked {
+    async fn discard(self) {
+        let Unpacked { tmp, blob, .. } = self;
+        let _ = tokio::task::spawn_blocking(move || {
+            drop(blob);
+            tmp.remove_now();
+        })
+        .await;
+    }
+}
+
+/// A layer's temp dir: removed unless committed, also when the pull is dropped midway (the
+/// progress watchdog).
+struct TmpLayer {
+    path: Option<std::path::PathBuf>,
+}
+
+impl TmpLayer {
+    fn path(&self) -> &std::path::Path {
+        self.path.as_deref().unwrap_or(std::path::Path::new(""))
+    }
+    fn remove_now(mut self) {
+        if let Some(path) = self.path.take() {
+            remove_failed_layer(&path);
+        }
+    }
+    /// Renamed into place (or already removed by the store): nothing left to clean up.
+    fn forget(mut self) {
+        self.path = None;
+    }
+}
+
+impl Drop for TmpLayer {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(move || remove_failed_layer(&path))),
+                Err(_) => remove_failed_layer(&path),
+            }
+        }
+    }
+}
+
+/// Checks both digests and moves the layer into place (unless its chain is there already:
+/// then ours is dropped). The caller holds the chain's lock.
+async fn finish_layer(
+    store: store::Store,
+    digest: String,
+    unpacked: Unpacked,
+    diff_id: String,
+    chain_id: String,
+) -> Result<(), PullError> {
+    let finish = move || {
+        let store_err = |source| PullError::Store {
+            digest: digest.clone(),
+            source,
+        };
+        let Unpacked { tmp, stats, blob } = unpacked;
+        let result = (|| {
+            // Nothing is kept unless the compressed bytes match the digest...
+            blob.commit(&digest).map_err(store_err)?;
+            // ...and the uncompressed ones match the image config.
+            if stats.diff_id != diff_id {
+                return Err(PullError::DiffId {
+                    digest: digest.clone(),
+                    expected: diff_id.clone(),
+                    actual: stats.diff_id.clone(),
+                });
+            }
+            if store.has_layer(&chain_id).map_err(store_err)? {
+                return Ok(false);
+            }
+            let info = LayerInfo {
+                version: store::RECORD_VERSION,
+                chain_id: chain_id.clone(),
+                diff_id: stats.diff_id.clone(),
+                bytes: stats.bytes,
+                inodes: stats.inodes,
+            };
+            // commit_layer removes the temp dir itself when it fails.
+            store.commit_layer(tmp.path(), &info).map_err(store_err)?;
+            Ok(true)
+        })();
+        match result {
+            Ok(true) => tmp.forget(),
+            Ok(false) => tmp.remove_now(),
+            Err(error) => {
+                tmp.remove_now();
+                return Err(error);
+            }
+        }
+        Ok(())
+    };
+    tokio::task::spawn_blocking(finish).await?
+}
+
+/// Streams one layer blob into the ingest area and into the unpacker at once.
+async fn download_layer(
+    ctx: &Ctx<'_>,
+    endpoints: &[&Endpoint],
+    task: &mut LayerTask<'_>,
+    compression: Compression,
+) -> Result<Unpacked, PullError> {
+    let layer = task.layer;
+    let store = ctx.inner.store.clone();
     let (response, endpoint) = ctx.blob_response(endpoints, &layer.digest).await?;
     tracing::debug!(digest = %layer.digest, endpoint = %endpoint.base_url(), "downloading layer");
 
@@ -757,7 +962,6 @@ async fn fetch_layer(
     let job = LayerJob {
         store: store.clone(),
         digest: layer.digest.clone(),
-        chain_id: chain_id.to_string(),
         compression,
         limits: ctx.inner.unpack_limits,
     };
@@ -770,7 +974,7 @@ async fn fetch_layer(
     loop {
         let chunk = tokio::select! {
             chunk = body.next() => chunk,
-            _ = cancelled.wait_for(|c| *c) => {
+            _ = task.cancelled.wait_for(|c| *c) => {
                 network_error = Some(PullError::Cancelled);
                 break;
             }
@@ -806,48 +1010,29 @@ async fn fetch_layer(
     let (unpacked, blob) = tokio::join!(unpacker, blob_writer);
     let (unpacked, blob) = (unpacked?, blob?);
     let digest = layer.digest.clone();
-    let diff_id = diff_id.to_string();
-    let chain_id = chain_id.to_string();
-    let finish = move || {
-        let store_err = |source| PullError::Store {
-            digest: digest.clone(),
-            source,
-        };
+    let check = move || {
         let (tmp, stats) = unpacked?;
         let result = (|| {
             if let Some(error) = network_error {
                 return Err(error);
             }
-            let blob = blob
-                .map_err(store_err)?
-                .ok_or_else(|| PullError::Truncated {
-                    digest: digest.clone(),
-                })?;
-            // Nothing is kept unless the compressed bytes match the digest...
-            blob.commit(&digest).map_err(store_err)?;
-            // ...and the uncompressed ones match the image config.
-            if stats.diff_id != diff_id {
-                return Err(PullError::DiffId {
-                    digest: digest.clone(),
-                    expected: diff_id.clone(),
-                    actual: stats.diff_id.clone(),
-                });
-            }
-            let info = LayerInfo {
-                version: store::RECORD_VERSION,
-                chain_id: chain_id.clone(),
-                diff_id: stats.diff_id.clone(),
-                bytes: stats.bytes,
-                inodes: stats.inodes,
-            };
-            store.commit_layer(&tmp, &info).map_err(store_err)
+            blob.map_err(|source| PullError::Store {
+                digest: digest.clone(),
+                source,
+            })?
+            .ok_or_else(|| PullError::Truncated {
+                digest: digest.clone(),
+            })
         })();
-        if result.is_err() {
-            remove_failed_layer(&tmp);
+        match result {
+            Ok(blob) => Ok(Unpacked { tmp, stats, blob }),
+            Err(error) => {
+                tmp.remove_now();
+                Err(error)
+            }
         }
-        result
     };
-    tokio::task::spawn_blocking(finish).await?
+    tokio::task::spawn_blocking(check).await?
 }
 
 fn remove_failed_layer(tmp: &std::path::Path) {
@@ -881,12 +1066,12 @@ enum Piece {
     End,
 }
 
-/// The decompressing half of a layer download: unpack what arrives into a temp dir; the
-/// caller checks both digests before moving the layer into place.
+/// The decompressing half of a layer download: unpack what arrives into a temp dir (named
+/// by the blob digest: the chain id comes with the config, later); the caller checks both
+/// digests before moving the layer into place.
 struct LayerJob {
     store: store::Store,
     digest: String,
-    chain_id: String,
     compression: Compression,
     limits: UnpackLimits,
 }
@@ -895,12 +1080,14 @@ impl LayerJob {
     fn run(
         self,
         rx: tokio::sync::mpsc::Receiver<Piece>,
-    ) -> Result<(std::path::PathBuf, unpack::UnpackStats), PullError> {
+    ) -> Result<(TmpLayer, unpack::UnpackStats), PullError> {
         let store_err = |source| PullError::Store {
             digest: self.digest.clone(),
             source,
         };
-        let tmp = self.store.layer_tmp(&self.chain_id).map_err(store_err)?;
+        let tmp = TmpLayer {
+            path: Some(self.store.layer_tmp(&self.digest).map_err(store_err)?),
+        };
         let unpack_err = |source| PullError::Unpack {
             digest: self.digest.clone(),
             source,
@@ -910,19 +1097,23 @@ impl LayerJob {
             current: Bytes::new(),
             ended: false,
         };
-        let result =
-            unpack::unpack_layer(&mut reader, self.compression, &tmp.join("fs"), &self.limits)
-                .map_err(unpack_err)
-                .and_then(|stats| {
-                    // Drain what the unpacker did not need, so the blob writer sees it all.
-                    io::copy(&mut reader, &mut io::sink())
-                        .map_err(|e| unpack_err(UnpackError::Stream(e)))?;
-                    Ok(stats)
-                });
+        let result = unpack::extract_layer(
+            &mut reader,
+            self.compression,
+            &tmp.path().join("fs"),
+            &self.limits,
+        )
+        .map_err(unpack_err)
+        .and_then(|stats| {
+            // Drain what the unpacker did not need, so the blob writer sees it all.
+            io::copy(&mut reader, &mut io::sink())
+                .map_err(|e| unpack_err(UnpackError::Stream(e)))?;
+            Ok(stats)
+        });
         match result {
             Ok(stats) => Ok((tmp, stats)),
             Err(error) => {
-                remove_failed_layer(&tmp);
+                tmp.remove_now();
                 Err(error)
             }
         }

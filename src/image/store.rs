@@ -8,6 +8,11 @@
 //! records/<id-hex>.json     one image; written last, so an image is visible only when complete
 //! ```
 //!
+//! Blobs and layers are renamed into place without an fsync of their own: a pull makes all
+//! of them durable at once with [`Store::write_records_durably`] (one `syncfs` before its
+//! record), and [`Store::open`] removes every blob and layer no record references, so after
+//! a crash nothing half-written is left that counts as done.
+//!
 //! Everything here is blocking file work: callers run it on `spawn_blocking`.
 
 use std::collections::HashSet;
@@ -195,7 +200,8 @@ impl Store {
         fs::read(&path).map_err(io_err("reading blob", &path))
     }
 
-    /// Stores bytes already in memory (manifests, configs) after checking their digest.
+    /// Stores bytes already in memory (manifests, configs) after checking their digest (not
+    /// yet durable: see the module doc).
     pub fn write_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let path = self.blob_path(digest)?;
         if path.exists() {
@@ -249,14 +255,15 @@ impl Store {
         Ok(dir)
     }
 
-    /// Writes layer.json into `tmp` and renames it into place. When another pull put the
-    /// same layer there first, ours is dropped.
+    /// Writes layer.json into `tmp` and renames it into place (not yet durable: see the
+    /// module doc). When another pull put the same layer there first, ours is dropped.
     pub fn commit_layer(&self, tmp: &Path, info: &LayerInfo) -> Result<(), StoreError> {
         let json = serde_json::to_vec(info).map_err(|source| StoreError::BadRecord {
             path: tmp.to_path_buf(),
             source,
         })?;
-        write_atomic(&tmp.join("layer.json"), &json)?;
+        let info_path = tmp.join("layer.json");
+        fs::write(&info_path, &json).map_err(io_err("writing", &info_path))?;
         let dest = self.layer_dir(&info.chain_id)?;
         match fs::rename(tmp, &dest) {
             Ok(()) => {}
@@ -273,18 +280,51 @@ impl Store {
                 });
             }
         }
-        sync_dir(&self.layers_dir())
+        Ok(())
     }
 
     pub fn write_record(&self, record: &ImageRecord) -> Result<(), StoreError> {
-        let path = self
-            .records_dir()
-            .join(format!("{}.json", digest_hex(&record.id)?));
-        let json = serde_json::to_vec_pretty(record).map_err(|source| StoreError::BadRecord {
-            path: path.clone(),
-            source,
-        })?;
-        write_atomic(&path, &json)
+        self.write_records_durably(std::slice::from_ref(record))
+    }
+
+    /// Makes everything written to the store so far durable (blobs, layers, and the records'
+    /// temp files: one `syncfs`), then renames the records into place and syncs their
+    /// directory: a record never reaches the disk before what it references.
+    pub fn write_records_durably(&self, records: &[ImageRecord]) -> Result<(), StoreError> {
+        let dir = self.records_dir();
+        let mut staged = Vec::with_capacity(records.len());
+        let result = (|| {
+            for record in records {
+                let path = dir.join(format!("{}.json", digest_hex(&record.id)?));
+                let json =
+                    serde_json::to_vec_pretty(record).map_err(|source| StoreError::BadRecord {
+                        path: path.clone(),
+                        source,
+                    })?;
+                let tmp = dir.join(format!("{TMP_PREFIX}{}", random_name()));
+                staged.push((tmp, path));
+                let (tmp, _) = &staged[staged.len() - 1];
+                let mut file = File::create_new(tmp).map_err(io_err("creating", tmp))?;
+                file.write_all(&json).map_err(io_err("writing", tmp))?;
+            }
+            let root = File::open(&self.root).map_err(io_err("opening", &self.root))?;
+            rustix::fs::syncfs(&root).map_err(|e| StoreError::Io {
+                what: "syncfs",
+                path: self.root.clone(),
+                source: e.into(),
+            })?;
+            for (tmp, path) in &staged {
+                fs::rename(tmp, path).map_err(io_err("renaming into place", path))?;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            for (tmp, _) in &staged {
+                let _ = fs::remove_file(tmp);
+            }
+        }
+        result?;
+        sync_dir(&dir)
     }
 
     pub fn delete_record(&self, id: &str) -> Result<(), StoreError> {
@@ -392,8 +432,8 @@ impl Write for BlobWriter {
 }
 
 impl BlobWriter {
-    /// Checks the digest, fsyncs and renames into `blobs/`; on a mismatch the file is removed
-    /// and nothing is stored.
+    /// Checks the digest and renames into `blobs/` (not yet durable: see the module doc); on
+    /// a mismatch the file is removed and nothing is stored.
     pub fn commit(mut self, expected: &str) -> Result<(), StoreError> {
         let actual = format!("sha256:{}", hex::encode(self.hasher.finalize_reset()));
         if actual != expected {
@@ -403,36 +443,14 @@ impl BlobWriter {
             });
         }
         let dest = self.blobs_dir.join(digest_hex(expected)?);
-        let result = self
-            .file
-            .sync_all()
-            .map_err(io_err("syncing", &self.path))
-            .and_then(|()| fs::rename(&self.path, &dest).map_err(io_err("storing blob", &dest)));
-        result?;
+        fs::rename(&self.path, &dest).map_err(io_err("storing blob", &dest))?;
         self.committed = true;
-        sync_dir(&self.blobs_dir)
+        Ok(())
     }
 }
 
 fn random_name() -> String {
     hex::encode(rand::random::<[u8; 8]>())
-}
-
-/// temp file → fsync → rename → fsync the directory.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let tmp = dir.join(format!("{TMP_PREFIX}{}", random_name()));
-    let result = (|| {
-        let mut file = File::create_new(&tmp).map_err(io_err("creating", &tmp))?;
-        file.write_all(bytes).map_err(io_err("writing", &tmp))?;
-        file.sync_all().map_err(io_err("syncing", &tmp))?;
-        fs::rename(&tmp, path).map_err(io_err("renaming into place", path))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
-    sync_dir(dir)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {

@@ -4,6 +4,7 @@
 //! ```text
 //! Compression::from_media_type(&str) -> Result<Compression, UnpackError>
 //! unpack_layer(reader, Compression, dest: &Path, &UnpackLimits) -> Result<UnpackStats, UnpackError>
+//! extract_layer(reader, Compression, dest: &Path, &UnpackLimits) -> Result<UnpackStats, UnpackError>
 //! remove_layer_dir(&Path) -> Result<(), UnpackError>
 //! ```
 //!
@@ -11,7 +12,9 @@
 //! `dest` empty (a temp dir next to `layers/<chain-id>`), calls [`unpack_layer`], compares
 //! [`UnpackStats::diff_id`] with the config's `rootfs.diff_ids`, then renames `dest` into
 //! place. On any error it calls [`remove_layer_dir`]. `unpack_layer` ends with one `syncfs`
-//! on `dest`, so the rename can follow directly.
+//! on `dest`, so the rename can follow directly; [`extract_layer`] is the same without it,
+//! for a caller that syncs the filesystem once for several layers (the pull does, before it
+//! writes the image record).
 //!
 //! What the extractor does with a tar entry:
 //! - Paths are normalized (`./x` is `x`); absolute paths and `..` components are refused.
@@ -227,9 +230,35 @@ pub fn remove_layer_dir(path: &Path) -> Result<(), UnpackError> {
 }
 
 /// Extracts the (compressed) layer stream into `dest`, an empty directory the caller
-/// created. Never writes outside `dest`. On error, the caller removes `dest` with
-/// [`remove_layer_dir`].
+/// created, and syncs its filesystem. Never writes outside `dest`. On error, the caller
+/// removes `dest` with [`remove_layer_dir`].
 pub fn unpack_layer(
+    reader: impl Read,
+    compression: Compression,
+    dest: &Path,
+    limits: &UnpackLimits,
+) -> Result<UnpackStats, UnpackError> {
+    let stats = extract_layer(reader, compression, dest, limits)?;
+    let root = rustix::fs::open(
+        dest,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| UnpackError::LayerDir {
+        path: dest.to_path_buf(),
+        what: "opening it",
+        source: e.into(),
+    })?;
+    rustix::fs::syncfs(&root).map_err(|e| UnpackError::LayerDir {
+        path: dest.to_path_buf(),
+        what: "syncfs",
+        source: e.into(),
+    })?;
+    Ok(stats)
+}
+
+/// [`unpack_layer`] without the final `syncfs`: nothing written is durable yet.
+pub fn extract_layer(
     reader: impl Read,
     compression: Compression,
     dest: &Path,
@@ -275,8 +304,6 @@ pub fn unpack_layer(
     let mut stream = archive.into_inner();
     io::copy(&mut stream, &mut io::sink()).map_err(UnpackError::Stream)?;
     let diff_id = format!("sha256:{}", hex::encode(stream.hasher.finalize()));
-
-    rustix::fs::syncfs(&extractor.root).map_err(|e| layer_dir_error("syncfs", e.into()))?;
     Ok(UnpackStats {
         diff_id,
         bytes: extractor.budget.bytes,
