@@ -24,6 +24,9 @@ runs=${BENCH_RUNS:-10}
 with_containerd=${BENCH_CONTAINERD:-1}
 repo=$(pwd)
 work=/run/berth-bench
+# berth keeps its netns directory mounted across its own restarts; a bench run owns it.
+unmount_under() { findmnt -rn -o TARGET | grep "^$1/" | sort -r | xargs -r -n1 umount -l; }
+unmount_under "$work"
 rm -rf "$work" && mkdir -p "$work"
 
 hack/install-deps.sh
@@ -69,7 +72,7 @@ stop_daemon() {
 		daemon_pid=
 	fi
 }
-trap 'stop_daemon; ip link del berthbench0 2>/dev/null || true; ip link del ctrbench0 2>/dev/null || true' EXIT
+trap 'stop_daemon; unmount_under "$work"; ip link del berthbench0 2>/dev/null || true; ip link del ctrbench0 2>/dev/null || true' EXIT
 
 measure() { # LABEL ENDPOINT
 	local label=$1 endpoint=$2
