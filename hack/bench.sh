@@ -25,7 +25,7 @@ with_containerd=${BENCH_CONTAINERD:-1}
 repo=$(pwd)
 work=/run/berth-bench
 # berth keeps its netns directory mounted across its own restarts; a bench run owns it.
-unmount_under() { findmnt -rn -o TARGET | grep "^$1/" | sort -r | xargs -r -n1 umount -l; }
+unmount_under() { findmnt -rn -o TARGET | { grep "^$1/" || true; } | sort -r | xargs -r -n1 umount -l; }
 unmount_under "$work"
 rm -rf "$work" && mkdir -p "$work"
 

@@ -32,7 +32,7 @@ cleanup() {
 	# What critest left running, and the netns dir berth keeps mounted between restarts.
 	state=$(sed -n 's/^state = "\(.*\)"/\1/p' "$config")
 	pkill -f "shim --sandbox-id .* --socket $state/" 2>/dev/null || true
-	findmnt -rn -o TARGET | grep "^$state/" | sort -r | xargs -r -n1 umount -l
+	findmnt -rn -o TARGET | { grep "^$state/" || true; } | sort -r | xargs -r -n1 umount -l
 	berth_log "berth log: $run_dir/berth.log"
 }
 trap cleanup EXIT
