@@ -604,3 +604,60 @@ async fn containers_survive_kill_9_of_the_daemon() {
     );
     remove_pod(&daemon, &mut rt, &pod).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reopen_container_log_moves_output_to_a_new_file() {
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod) = setup(&daemon, "reopen").await;
+    let id = run(
+        &mut rt,
+        &pod,
+        container_config(
+            "talker",
+            &[
+                "sh",
+                "-c",
+                "i=0; while true; do echo line$i; i=$((i+1)); sleep 0.05; done",
+            ],
+        ),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = pod.logs.join("talker.log");
+    let rotated = pod.logs.join("talker.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    rt.reopen_container_log(cri::ReopenContainerLogRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    let new = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !old.is_empty() && !new.is_empty(),
+        "old {old:?} new {new:?}"
+    );
+    // No line lost across the rotation: the numbers run on from one file into the other.
+    let number = |l: &str| l.rsplit("line").next().and_then(|n| n.parse::<u64>().ok());
+    let last_old = old.lines().filter_map(number).max().unwrap();
+    let first_new = new.lines().filter_map(number).min().unwrap();
+    assert_eq!(
+        first_new,
+        last_old + 1,
+        "old ends at {last_old}, new starts at {first_new}"
+    );
+    // A stopped container has no log to reopen.
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    let err = rt
+        .reopen_container_log(cri::ReopenContainerLogRequest { container_id: id })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    remove_pod(&daemon, &mut rt, &pod).await;
+}
