@@ -33,6 +33,18 @@ inspect=$(c inspectp "$pod")
 expect "crictl inspectp: ready" "$(jq -r .status.state <<<"$inspect")" '^SANDBOX_READY$'
 expect "crictl inspectp: pod IP" "$(jq -r .status.network.ip <<<"$inspect")" '^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$'
 expect "crictl inspectp: pause pid" "$(jq -r .info.pid <<<"$inspect")" '^[0-9]+$'
+c pull docker.io/library/busybox:latest >/dev/null
+ctr=$(c create "$pod" examples/container.json examples/pod.json)
+expect "crictl create" "$ctr" '^[0-9a-f]{64}$'
+expect "crictl start" "$(c start "$ctr")" "^$ctr$"
+expect "crictl ps" "$(c ps --id "$ctr")" " Running +hello "
+for _ in $(seq 50); do c logs "$ctr" | grep -q . && break; sleep 0.1; done
+expect "crictl logs" "$(c logs "$ctr")" "^hello from berth$"
+expect "crictl inspect" "$(jq -r .status.state <<<"$(c inspect "$ctr")")" '^CONTAINER_RUNNING$'
+expect "crictl update" "$(c update --memory 100000000 "$ctr")" "^$ctr$"
+expect "crictl stop" "$(c stop "$ctr")" "^$ctr$"
+expect "crictl ps -a" "$(c ps -a --id "$ctr")" " Exited +hello "
+expect "crictl rm" "$(c rm "$ctr")" "^$ctr$"
 expect "crictl stopp" "$(c stopp "$pod")" "Stopped sandbox $pod"
 expect "crictl pods after stop" "$(c pods --id "$pod")" " NotReady +quickstart"
 expect "crictl rmp" "$(c rmp "$pod")" "Removed sandbox $pod"
