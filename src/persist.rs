@@ -50,6 +50,28 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> io::Result<()>
     write_atomic_mode(path, &bytes, 0o600)
 }
 
+/// Replaces a record atomically but without waiting for the disk: for short-lived marker
+/// states (a creation under way) whose loss in a power cut recovery copes with anyway.
+/// A crash of the daemon alone loses nothing: the page cache keeps the file.
+pub fn write_json_replace<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
+    let tmp = dir.join(format!(".record.tmp{}", rand::random::<u32>()));
+    let result = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(&bytes))
+        .and_then(|()| fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Reads a JSON record; `Ok(None)` when the file does not exist.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
     match fs::read(path) {
@@ -102,6 +124,19 @@ mod tests {
         }
         let entries: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(entries.len(), 1, "only the record itself remains");
+    }
+
+    #[test]
+    fn replace_without_sync_reads_back_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        let rec = Record {
+            version: 1,
+            name: "creating".into(),
+        };
+        write_json_replace(&path, &rec).unwrap();
+        assert_eq!(read_json::<Record>(&path).unwrap(), Some(rec));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -329,6 +329,8 @@ impl ContainerManager {
             .resolve_for_container(&config.image)
             .await
             .map_err(|e| e.context(format!("image {}", config.image)))?;
+        let phase = |name: &str| tracing::debug!(container_id = %id, phase = name, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "create phase");
+        phase("image");
         let layers_top_first: Vec<PathBuf> = layers.iter().rev().cloned().collect();
         let record_dir = self.record_dir(id);
         let state_dir = self.state_dir(id);
@@ -432,6 +434,7 @@ impl ContainerManager {
         .await
         .map_err(|e| Error::internal("spec task", e))??;
         let (spec, stop_signal) = spec;
+        phase("spec");
         let cgroup_path = spec
             .linux()
             .as_ref()
@@ -488,8 +491,12 @@ impl ContainerManager {
                 .and_then(|u| u.additional_gids().clone())
                 .unwrap_or_default(),
         };
-        // On disk before the shim is asked, so recovery can roll back a crash mid-create.
-        self.persist(&record)?;
+        // Written before the shim is asked, so recovery can roll back a daemon crash
+        // mid-create; not synced: after a power cut the processes are gone too, and
+        // recovery removes container dirs that have no record.
+        let path = self.record_dir(id).join(RECORD_FILE);
+        persist::write_json_replace(&path, &record)
+            .map_err(io_err(format!("writing {}", path.display())))?;
         let container = Arc::new(Container {
             record: Mutex::new(record),
             op: tokio::sync::Mutex::new(()),
@@ -499,6 +506,7 @@ impl ContainerManager {
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.to_string(), container.clone());
 
+        phase("record");
         undo.push(Undo::RemoveCgroup(cgroup_path.clone()));
         let mut shim = self.sandboxes.shim(&sandbox.id).await?;
         let pid = shim
