@@ -661,3 +661,175 @@ async fn reopen_container_log_moves_output_to_a_new_file() {
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     remove_pod(&daemon, &mut rt, &pod).await;
 }
+
+async fn exec_sync(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<cri::ExecSyncResponse, tonic::Status> {
+    // The kubelet accepts 16 MiB messages; tonic's default is 4 MiB.
+    rt.clone()
+        .max_decoding_message_size(64 << 20)
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Host pids whose command line is exactly `args`.
+fn processes_running(args: &[&str]) -> Vec<u32> {
+    let mut wanted = args.join("\0").into_bytes();
+    wanted.push(0);
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+            (std::fs::read(e.path().join("cmdline")).ok()? == wanted).then_some(pid)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_sync_runs_in_the_container_and_honours_its_timeout() {
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod) = setup(&daemon, "exec").await;
+    let mut config = container_config("exec", &["sleep", "3600"]);
+    config.envs = vec![cri::KeyValue {
+        key: "FOO".into(),
+        value: "bar".into(),
+    }];
+    config.working_dir = "/tmp".into();
+    config.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 1000 }),
+            run_as_group: Some(cri::Int64Value { value: 1001 }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run(&mut rt, &pod, config).await;
+
+    let hello = exec_sync(&mut rt, &id, &["echo", "hello"], 0)
+        .await
+        .unwrap();
+    assert_eq!(hello.stdout, b"hello\n");
+    assert!(hello.stderr.is_empty());
+    assert_eq!(hello.exit_code, 0);
+
+    let err = exec_sync(&mut rt, &id, &["sh", "-c", "echo err >&2; exit 3"], 10)
+        .await
+        .unwrap();
+    assert_eq!(err.stderr, b"err\n");
+    assert!(err.stdout.is_empty());
+    assert_eq!(err.exit_code, 3);
+
+    let ip = pod_status(&mut rt, &pod.id, false)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .network
+        .unwrap()
+        .ip;
+    let env = exec_sync(
+        &mut rt,
+        &id,
+        &[
+            "sh",
+            "-c",
+            "echo foo=$FOO; pwd; id -u; id -g; ip -4 addr show eth0 | grep inet",
+        ],
+        10,
+    )
+    .await
+    .unwrap();
+    let out = String::from_utf8_lossy(&env.stdout).to_string();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(env.exit_code, 0, "{out} {:?}", env.stderr);
+    assert_eq!(lines[..4], ["foo=bar", "/tmp", "1000", "1001"], "{out}");
+    assert!(lines[4].contains(&ip), "exec sees the pod IP {ip}: {out}");
+
+    // Output past 16 MiB is dropped (the answer must fit the CRI's 16 MiB messages), the
+    // command still completes.
+    let big = exec_sync(
+        &mut rt,
+        &id,
+        &["sh", "-c", "head -c 17825792 /dev/zero; echo done >&2"],
+        30,
+    )
+    .await
+    .unwrap();
+    assert!(
+        big.stdout.len() > (16 << 20) - 8192 && big.stdout.len() < 16 << 20,
+        "{}",
+        big.stdout.len()
+    );
+    assert_eq!(big.stderr, b"done\n");
+    assert_eq!(big.exit_code, 0);
+
+    let missing = exec_sync(&mut rt, &id, &["nosuch"], 10).await.unwrap_err();
+    assert!(
+        missing
+            .message()
+            .contains("exec: \"nosuch\": executable file not found in $PATH"),
+        "{missing:?}"
+    );
+
+    let empty = exec_sync(&mut rt, &id, &[], 10).await.unwrap_err();
+    assert_eq!(empty.code(), tonic::Code::InvalidArgument, "{empty:?}");
+
+    // A background child keeps stdout open: the call still returns at the deadline, and
+    // nothing the exec started is left.
+    let started = Instant::now();
+    let timed_out = exec_sync(&mut rt, &id, &["sh", "-c", "sleep 67 & sleep 67"], 2)
+        .await
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    assert_eq!(
+        timed_out.code(),
+        tonic::Code::DeadlineExceeded,
+        "{timed_out:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(3),
+        "returned after {elapsed:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        processes_running(&["sleep", "67"]).is_empty(),
+        "sleeps left: {:?}",
+        processes_running(&["sleep", "67"])
+    );
+    // The container itself still runs.
+    assert_eq!(
+        status(&mut rt, &id).await.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    let after = exec_sync(&mut rt, &id, &["true"], 10).await.unwrap();
+    assert_eq!(after.exit_code, 0);
+
+    let unknown = exec_sync(&mut rt, "nosuchcontainer", &["true"], 10)
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    let stopped = exec_sync(&mut rt, &id, &["true"], 10).await.unwrap_err();
+    assert_eq!(
+        stopped.code(),
+        tonic::Code::FailedPrecondition,
+        "{stopped:?}"
+    );
+    remove_pod(&daemon, &mut rt, &pod).await;
+}

@@ -403,9 +403,20 @@ impl RuntimeService for RuntimeCri {
 
     async fn exec_sync(
         &self,
-        _: Request<cri::ExecSyncRequest>,
+        request: Request<cri::ExecSyncRequest>,
     ) -> RpcResult<cri::ExecSyncResponse> {
-        unimplemented("ExecSync")
+        let request = request.into_inner();
+        let timeout = std::time::Duration::from_secs(u64::try_from(request.timeout).unwrap_or(0));
+        let output = self
+            .daemon
+            .containers
+            .exec_sync(&request.container_id, request.cmd, timeout)
+            .await?;
+        Ok(Response::new(cri::ExecSyncResponse {
+            stdout: output.stdout,
+            stderr: output.stderr,
+            exit_code: output.exit_code,
+        }))
     }
 
     async fn exec(&self, _: Request<cri::ExecRequest>) -> RpcResult<cri::ExecResponse> {

@@ -28,7 +28,7 @@ use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::unistd::{ForkResult, fork, getpid, pipe2};
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 
 use crate::linux::cgroup::Cgroups;
 use crate::linux::process::{clamp_oom_score_adj, read_oom_score_adj, sysctl_path};
@@ -40,6 +40,13 @@ pub struct InitArgs {
     /// The OCI bundle: a directory holding config.json.
     #[arg(long)]
     pub bundle: PathBuf,
+    /// Exec mode: run a process in the running container whose (host) pid this is,
+    /// instead of creating the container. Needs `--process`.
+    #[arg(long, requires = "process")]
+    pub exec_pid: Option<i32>,
+    /// Exec mode: a file holding the OCI `process` JSON to run.
+    #[arg(long, requires = "exec_pid")]
+    pub process: Option<PathBuf>,
 }
 
 /// A failed step, as the shim (and the kubelet) will read it: "step: reason".
@@ -106,7 +113,11 @@ pub fn run(args: InitArgs) -> ExitCode {
         eprintln!("berth init: fd 3 is not the sync socket; init is started by the shim");
         return ExitCode::FAILURE;
     }
-    match setup(&args.bundle, &sync) {
+    let result = match (args.exec_pid, &args.process) {
+        (Some(pid), Some(process)) => setup_exec(&args.bundle, pid, process, &sync),
+        _ => setup(&args.bundle, &sync),
+    };
+    match result {
         Ok(Outcome::Intermediate) => ExitCode::SUCCESS,
         Ok(Outcome::NoStart) => ExitCode::FAILURE,
         Err(err) => {
@@ -223,6 +234,46 @@ fn setup(bundle: &Path, sync: &OwnedFd) -> Result<Outcome> {
     }
 }
 
+/// Exec mode: a new process in the running container `target` (a host pid). It joins the
+/// container's cgroup and namespaces (the mount namespace last: from then on paths are
+/// the container's), forks into its PID namespace, becomes the leader of its own session
+/// (so the shim can kill the exec and everything it started as one process group), sets
+/// up the process like a container start, reports "created" and execs at once: there
+/// is no start gate.
+fn setup_exec(bundle: &Path, target: i32, process_file: &Path, sync: &OwnedFd) -> Result<Outcome> {
+    let config = bundle.join("config.json");
+    let spec = Spec::load(&config)
+        .map_err(|e| InitError::new(format!("load {}", config.display()), describe_chain(&e)))?;
+    let step = format!("load {}", process_file.display());
+    let text = fs::read(process_file).map_err(|e| InitError::io(&step, &e))?;
+    let process: Process =
+        serde_json::from_slice(&text).map_err(|e| InitError::new(&step, e.to_string()))?;
+
+    if let Some(cgroup) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) {
+        // The container made it; the exec only joins (resources are the container's).
+        let path = cgroup.to_string_lossy();
+        let step = format!("join cgroup {path}");
+        let cgroups = Cgroups::detect().map_err(|e| InitError::new(&step, describe_chain(&e)))?;
+        cgroups
+            .add_process(&path, getpid().as_raw())
+            .map_err(|e| InitError::new(&step, describe_chain(&e)))?;
+    }
+    if let Some(requested) = process.oom_score_adj() {
+        set_oom_score_adj(requested)?;
+    }
+    enter_namespaces(&NamespacePlan::exec_into(target))?;
+    let ready = match fork_into_pid_namespace(sync)? {
+        Forked::Intermediate(outcome) => return Ok(outcome),
+        Forked::Workload(ready) => ready,
+    };
+    nix::unistd::setsid().map_err(|e| InitError::errno("setsid", e))?;
+    let exec = prepare_process_of(&process)?;
+    File::from(ready)
+        .write_all(b"1")
+        .map_err(|e| InitError::io("report ready to the intermediate", &e))?;
+    exec_process(exec)
+}
+
 /// Everything of the container's filesystem, done below `root` and then made its root.
 fn setup_rootfs(bundle: &Path, spec: &Spec, root: &Path, readonly: bool) -> Result<()> {
     rootfs::mount_rootfs(bundle, root)?;
@@ -265,6 +316,10 @@ fn prepare_process(spec: &Spec) -> Result<ExecPlan> {
         .process()
         .as_ref()
         .ok_or_else(|| InitError::new("exec", "the spec has no process"))?;
+    prepare_process_of(process)
+}
+
+fn prepare_process_of(process: &Process) -> Result<ExecPlan> {
     let args = process.args().clone().unwrap_or_default();
     let program = args
         .first()

@@ -45,6 +45,28 @@ impl NamespacePlan {
         plan
     }
 
+    /// Exec mode: join every namespace of the running process `pid` that a container
+    /// has (no user namespace yet), creating none.
+    pub fn exec_into(pid: i32) -> NamespacePlan {
+        let join = [
+            LinuxNamespaceType::Ipc,
+            LinuxNamespaceType::Uts,
+            LinuxNamespaceType::Network,
+            LinuxNamespaceType::Pid,
+            LinuxNamespaceType::Mount,
+        ]
+        .into_iter()
+        .map(|kind| NamespaceJoin {
+            kind,
+            path: PathBuf::from(format!("/proc/{pid}/ns/{}", proc_ns_name(kind))),
+        })
+        .collect();
+        NamespacePlan {
+            join,
+            create: Vec::new(),
+        }
+    }
+
     pub fn unshare_flags(&self) -> CloneFlags {
         self.create
             .iter()
@@ -82,6 +104,20 @@ pub fn clone_flag(kind: LinuxNamespaceType) -> CloneFlags {
         LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
         // nix has no CLONE_NEWTIME constant; the value is fixed by the kernel ABI.
         LinuxNamespaceType::Time => CloneFlags::from_bits_retain(0x80),
+    }
+}
+
+/// The entry of a namespace kind under /proc/<pid>/ns/.
+pub fn proc_ns_name(kind: LinuxNamespaceType) -> &'static str {
+    match kind {
+        LinuxNamespaceType::Mount => "mnt",
+        LinuxNamespaceType::Cgroup => "cgroup",
+        LinuxNamespaceType::Uts => "uts",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::User => "user",
+        LinuxNamespaceType::Pid => "pid",
+        LinuxNamespaceType::Network => "net",
+        LinuxNamespaceType::Time => "time",
     }
 }
 
@@ -141,6 +177,29 @@ mod tests {
             CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWPID
         );
         assert!(plan.needs_fork());
+    }
+
+    #[test]
+    fn exec_joins_the_container_namespaces_mount_last() {
+        let plan = NamespacePlan::exec_into(42);
+        let paths: Vec<_> = plan
+            .join
+            .iter()
+            .map(|j| j.path.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            paths,
+            vec![
+                "/proc/42/ns/ipc",
+                "/proc/42/ns/uts",
+                "/proc/42/ns/net",
+                "/proc/42/ns/pid",
+                "/proc/42/ns/mnt"
+            ]
+        );
+        assert!(plan.create.is_empty());
+        assert!(plan.needs_fork());
+        assert!(plan.unshare_flags().is_empty());
     }
 
     #[test]

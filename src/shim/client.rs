@@ -57,6 +57,9 @@ impl From<ClientError> for crate::Error {
     }
 }
 
+/// Largest shim answer accepted: two full ExecSync streams and room to spare.
+const MAX_RESPONSE: usize = 40 * 1024 * 1024;
+
 type Result<T, E = ClientError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone)]
@@ -173,7 +176,8 @@ pub async fn connect(socket: &Path) -> Result<ShimClient> {
             source,
         })?;
     Ok(ShimClient {
-        raw: RawClient::new(channel),
+        // ExecSync answers carry up to 16 MiB per stream.
+        raw: RawClient::new(channel).max_decoding_message_size(MAX_RESPONSE),
         pid: 0,
     })
 }
@@ -216,6 +220,19 @@ pub struct CreateOptions {
     /// The cgroup (relative to each hierarchy root) for kill --all and OOM detection;
     /// `None`: the spec's `linux.cgroupsPath`.
     pub cgroup_path: Option<String>,
+}
+
+/// What an ExecSync returned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecSyncOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i32,
+    /// The deadline passed; the command and what it started were killed.
+    pub timed_out: bool,
+    /// More than 16 MiB came on that stream; the rest was dropped.
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
 }
 
 fn rpc(method: &'static str) -> impl FnOnce(tonic::Status) -> ClientError {
@@ -317,6 +334,36 @@ impl ShimClient {
         let request = DeleteRequest { id: id.to_string() };
         self.raw.delete(request).await.map_err(rpc("delete"))?;
         Ok(())
+    }
+
+    /// Runs `args` in the running container `id`; `timeout` zero: no deadline.
+    pub async fn exec_sync(
+        &mut self,
+        id: &str,
+        exec_id: &str,
+        args: Vec<String>,
+        timeout: Duration,
+    ) -> Result<ExecSyncOutput> {
+        let request = ExecSyncRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            args,
+            timeout_seconds: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+        };
+        let response = self
+            .raw
+            .exec_sync(request)
+            .await
+            .map_err(rpc("exec_sync"))?
+            .into_inner();
+        Ok(ExecSyncOutput {
+            stdout: response.stdout,
+            stderr: response.stderr,
+            exit_code: response.exit_code,
+            timed_out: response.timed_out,
+            stdout_truncated: response.stdout_truncated,
+            stderr_truncated: response.stderr_truncated,
+        })
     }
 
     /// Kills every process of the pod; the shim exits after answering.

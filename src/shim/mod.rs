@@ -10,6 +10,7 @@
 
 pub mod bundle;
 pub mod client;
+mod exec;
 pub mod log;
 mod oom;
 mod service;

@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
 use super::ShimArgs;
+use super::exec::{CappedOutput, MAX_OUTPUT};
 use super::oom::oom_kills;
 use super::state::{
     ExitRecord, ProcessRecord, Reaped, ShimRecord, Status as ProcStatus, Table, write_exit_file,
@@ -52,6 +53,8 @@ pub(super) struct Shared {
     gates: Mutex<std::collections::HashMap<String, BufReader<UnixStream>>>,
     /// Stdio of processes the shim manages (containers), by id.
     ios: Mutex<std::collections::HashMap<String, ProcessIo>>,
+    /// ExecSync processes waiting for their exit code, by pid.
+    exec_waiters: Mutex<std::collections::HashMap<i32, tokio::sync::oneshot::Sender<i32>>>,
     /// The host's cgroup hierarchies, for kill --all, shutdown and OOM counters.
     cgroups: Option<Cgroups>,
     shutdown: Notify,
@@ -69,6 +72,12 @@ impl Shared {
 
     fn ios(&self) -> MutexGuard<'_, std::collections::HashMap<String, ProcessIo>> {
         self.ios.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn exec_waiters(
+        &self,
+    ) -> MutexGuard<'_, std::collections::HashMap<i32, tokio::sync::oneshot::Sender<i32>>> {
+        self.exec_waiters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The cgroup's OOM kill counter, if the host has one for it.
@@ -164,6 +173,12 @@ impl Shared {
                     tracing::debug!(id = %id, pid, exit_code, "process reaped");
                     self.exit_observed(&id, pid);
                 }
+                Reaped::Exec(name) => {
+                    tracing::debug!(exec = %name, pid, exit_code, "exec reaped");
+                    if let Some(waiter) = self.exec_waiters().remove(&pid) {
+                        let _ = waiter.send(exit_code);
+                    }
+                }
                 Reaped::Init(id) => tracing::debug!(id = %id, pid, exit_code, "init exited"),
                 Reaped::Orphan => tracing::debug!(pid, exit_code, "reaped"),
             }
@@ -184,6 +199,7 @@ pub(super) async fn serve(
         table: Mutex::default(),
         gates: Mutex::default(),
         ios: Mutex::default(),
+        exec_waiters: Mutex::default(),
         cgroups: Cgroups::detect().ok(),
         shutdown: Notify::new(),
     });
@@ -288,12 +304,17 @@ impl Service {
         &self,
         bundle: &Path,
         stdio: Option<ChildStdio>,
+        extra_args: &[&std::ffi::OsStr],
     ) -> std::io::Result<(u32, UnixStream)> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         let theirs = OwnedFd::from(theirs);
         let theirs_raw = theirs.as_raw_fd();
         let mut command = Command::new("/proc/self/exe");
-        command.arg("init").arg("--bundle").arg(bundle);
+        command
+            .arg("init")
+            .arg("--bundle")
+            .arg(bundle)
+            .args(extra_args);
         match stdio {
             Some(stdio) => command
                 .stdin(stdio.stdin)
@@ -355,6 +376,7 @@ impl Service {
                     exit: None,
                     started_at: 0,
                     cgroup: cgroup.clone(),
+                    bundle: Some(bundle.to_path_buf()),
                     open_outputs: 0,
                     oom_kills_before: None,
                 },
@@ -376,7 +398,7 @@ impl Service {
         } else {
             (None, None)
         };
-        let (init_pid, stream) = match self.spawn_init(bundle, child_stdio) {
+        let (init_pid, stream) = match self.spawn_init(bundle, child_stdio, &[]) {
             Ok(spawned) => spawned,
             Err(e) => return Err(fail(format!("spawn berth init: {e}"))),
         };
@@ -489,6 +511,181 @@ impl Service {
         Ok(pid)
     }
 
+    /// ExecSync: `berth init --exec-pid` runs the command in the container; its output is
+    /// collected (capped) until it exits and the pipes close, or the deadline passes.
+    async fn exec_sync(&self, request: &ExecSyncRequest) -> Result<ExecSyncResponse, Status> {
+        let id = request.id.as_str();
+        if request.args.is_empty() {
+            return Err(Status::invalid_argument("the command is empty"));
+        }
+        let now = tokio::time::Instant::now();
+        let deadline = u64::try_from(request.timeout_seconds)
+            .ok()
+            .filter(|s| *s > 0)
+            .map(|s| now + Duration::from_secs(s));
+        let (target, bundle) = {
+            let table = self.shared.table();
+            let record = table.processes.get(id).ok_or_else(|| not_found(id))?;
+            if record.status != ProcStatus::Running || record.exit.is_some() {
+                return Err(Status::failed_precondition(format!(
+                    "container {id} is not running"
+                )));
+            }
+            let bundle = record.bundle.clone().ok_or_else(|| {
+                Status::failed_precondition(format!("process {id} has no bundle"))
+            })?;
+            (record.pid, bundle)
+        };
+        let name = format!("{id}/{}", request.exec_id);
+        let config_path = bundle.join("config.json");
+        let config: serde_json::Value = std::fs::read(&config_path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_json::from_slice(&text).map_err(|e| e.to_string()))
+            .map_err(|e| {
+                Status::failed_precondition(format!("read {}: {e}", config_path.display()))
+            })?;
+        let process = super::exec::exec_process(&config, &request.args)
+            .map_err(Status::failed_precondition)?;
+        let process_file = RemoveOnDrop(
+            self.shared
+                .state_dir
+                .join(format!("exec-{:016x}.json", rand::random::<u64>())),
+        );
+        let text = serde_json::to_vec(&process).map_err(|e| Status::internal(e.to_string()))?;
+        std::fs::write(&process_file.0, text)
+            .map_err(|e| Status::internal(format!("write {}: {e}", process_file.0.display())))?;
+
+        let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC);
+        let (stdout_read, stdout_write) =
+            pipe().map_err(|e| Status::internal(format!("create stdout pipe: {e}")))?;
+        let (stderr_read, stderr_write) =
+            pipe().map_err(|e| Status::internal(format!("create stderr pipe: {e}")))?;
+        let stdio = ChildStdio {
+            stdin: Stdio::null(),
+            stdout: Stdio::from(stdout_write),
+            stderr: Stdio::from(stderr_write),
+        };
+        let target_arg = target.to_string();
+        let extra: [&std::ffi::OsStr; 4] = [
+            "--exec-pid".as_ref(),
+            target_arg.as_ref(),
+            "--process".as_ref(),
+            process_file.0.as_os_str(),
+        ];
+        let (init_pid, stream) = self
+            .spawn_init(&bundle, Some(stdio), &extra)
+            .map_err(|e| Status::internal(format!("spawn berth init: {e}")))?;
+        let init_pid = i32::try_from(init_pid).unwrap_or(0);
+        // No await since the spawn: the reaper cannot have seen this pid yet.
+        self.shared.table().inits.insert(init_pid, name.clone());
+        let stdout = Arc::new(Mutex::new(CappedOutput::new(MAX_OUTPUT)));
+        let stderr = Arc::new(Mutex::new(CappedOutput::new(MAX_OUTPUT)));
+        let mut readers = Readers(vec![
+            tokio::spawn(collect_output(stdout_read, stdout.clone())),
+            tokio::spawn(collect_output(stderr_read, stderr.clone())),
+        ]);
+
+        // init's report ("created" or its error), then EOF once the command was exec'd.
+        let report_deadline =
+            deadline.map_or(now + CREATE_TIMEOUT, |d| d.min(now + CREATE_TIMEOUT));
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        let read = tokio::time::timeout_at(report_deadline, reader.read_line(&mut line)).await;
+        let message = match read {
+            Ok(Ok(n)) if n > 0 => InitMessage::parse(&line)
+                .unwrap_or_else(|_| InitMessage::Error(format!("init sent {:?}", line.trim_end()))),
+            Ok(Ok(_)) => InitMessage::Error("init exited without reporting".into()),
+            Ok(Err(e)) => InitMessage::Error(format!("read from init: {e}")),
+            Err(_) => {
+                kill_tree(init_pid);
+                if deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
+                    tracing::info!(exec = %name, "exec timed out before it started");
+                    return Ok(timed_out());
+                }
+                InitMessage::Error(format!("init did not report within {CREATE_TIMEOUT:?}"))
+            }
+        };
+        let pid = match message {
+            InitMessage::Created { pid } => pid,
+            InitMessage::Error(message) => {
+                kill_tree(init_pid);
+                tracing::info!(exec = %name, error = %message, "exec failed");
+                return Err(Status::unknown(message));
+            }
+        };
+        let (exit_sender, exit) = tokio::sync::oneshot::channel();
+        let early_exit = self.shared.table().claim_exec(pid, &name);
+        match early_exit {
+            Some(record) => {
+                let _ = exit_sender.send(record.exit_code);
+            }
+            None => {
+                self.shared.exec_waiters().insert(pid, exit_sender);
+            }
+        }
+        drop(process_file);
+        let mut rest = String::new();
+        let read = tokio::time::timeout_at(report_deadline, reader.read_to_string(&mut rest)).await;
+        match read {
+            Ok(Ok(_)) if rest.trim().is_empty() => {}
+            Ok(Ok(_)) => {
+                kill_tree(pid);
+                self.shared.exec_waiters().remove(&pid);
+                let message = match InitMessage::parse(rest.lines().next().unwrap_or_default()) {
+                    Ok(InitMessage::Error(message)) => message,
+                    _ => format!("init sent {:?}", rest.trim_end()),
+                };
+                tracing::info!(exec = %name, error = %message, "exec failed");
+                return Err(Status::unknown(message));
+            }
+            // The command runs; whatever went wrong with the socket, its exit tells.
+            Ok(Err(_)) | Err(_) => {}
+        }
+
+        let exit_code = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, exit).await {
+                Ok(code) => code,
+                Err(_) => {
+                    // Everything the exec started goes with it; the pipes they held are
+                    // not waited for.
+                    kill_tree(pid);
+                    self.shared.exec_waiters().remove(&pid);
+                    tracing::info!(exec = %name, pid, "exec timed out: killed");
+                    return Ok(timed_out());
+                }
+            },
+            None => exit.await,
+        }
+        .map_err(|_| Status::internal(format!("lost the exit of exec {name}")))?;
+
+        // A background child may keep the pipes open: take what came by then.
+        let drain_until = tokio::time::Instant::now() + DRAIN_WAIT;
+        let drain_until = deadline.map_or(drain_until, |d| d.min(drain_until));
+        let _ = tokio::time::timeout_at(drain_until, async {
+            for reader in &mut readers.0 {
+                let _ = reader.await;
+            }
+        })
+        .await;
+        drop(readers);
+        let take = |output: &Arc<Mutex<CappedOutput>>| {
+            std::mem::take(&mut *output.lock().unwrap_or_else(|p| p.into_inner()))
+        };
+        let (stdout, stderr) = (take(&stdout), take(&stderr));
+        if stdout.truncated || stderr.truncated {
+            tracing::info!(exec = %name, stdout_truncated = stdout.truncated, stderr_truncated = stderr.truncated, "exec output over {MAX_OUTPUT} bytes dropped");
+        }
+        tracing::debug!(exec = %name, pid, exit_code, "exec done");
+        Ok(ExecSyncResponse {
+            stdout: stdout.data,
+            stderr: stderr.data,
+            exit_code,
+            timed_out: false,
+            stdout_truncated: stdout.truncated,
+            stderr_truncated: stderr.truncated,
+        })
+    }
+
     async fn shutdown_pod(&self) {
         let cgroups = self.shared.cgroups.as_ref();
         let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
@@ -523,6 +720,63 @@ impl Service {
         }
         let _ = std::fs::remove_file(&self.shared.socket);
         self.shared.save(&self.shared.table());
+    }
+}
+
+fn timed_out() -> ExecSyncResponse {
+    ExecSyncResponse {
+        timed_out: true,
+        ..Default::default()
+    }
+}
+
+/// Kills `pid`, its process group (an exec leads its own session) and every descendant
+/// still attached to it (found first: once `pid` dies they are reparented out of reach).
+fn kill_tree(pid: i32) {
+    let descendants = super::exec::descendants(pid);
+    let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    for child in descendants {
+        let _ = kill(Pid::from_raw(child), Signal::SIGKILL);
+    }
+}
+
+/// Reads a pipe to EOF into `output`.
+async fn collect_output(fd: OwnedFd, output: Arc<Mutex<CappedOutput>>) {
+    let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
+        return;
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) => return,
+            Ok(n) => output
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Output readers that stop when the call returns (a grandchild may hold the pipes).
+struct Readers(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Readers {
+    fn drop(&mut self) {
+        for reader in &self.0 {
+            reader.abort();
+        }
+    }
+}
+
+/// The exec's process file, removed however the call ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -714,6 +968,15 @@ impl Shim for Service {
             .map_err(|e| Status::internal(format!("reopen log {}: {e}", log.path().display())))?;
         tracing::info!(id = %id, path = %log.path().display(), "log reopened");
         Ok(Response::new(ReopenLogResponse {}))
+    }
+
+    async fn exec_sync(
+        &self,
+        request: Request<ExecSyncRequest>,
+    ) -> Result<Response<ExecSyncResponse>, Status> {
+        self.exec_sync(&request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn shutdown(

@@ -47,6 +47,9 @@ pub struct ProcessRecord {
     /// `kill --all`, shutdown and OOM detection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
+    /// The OCI bundle it was created from (ExecSync takes the process from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<PathBuf>,
     /// Output readers still running; the exit waits for them.
     #[serde(skip)]
     pub open_outputs: usize,
@@ -73,6 +76,8 @@ pub struct Table {
     by_pid: HashMap<i32, String>,
     /// `berth init` pids still running (their exit is not a workload exit).
     pub inits: HashMap<i32, String>,
+    /// ExecSync processes: pid → "container/exec id". Never a container's main process.
+    execs: HashMap<i32, String>,
     unclaimed: HashMap<i32, ExitRecord>,
 }
 
@@ -81,6 +86,8 @@ pub struct Table {
 pub enum Reaped {
     Workload(String),
     Init(String),
+    /// An ExecSync process ("container/exec id").
+    Exec(String),
     Orphan,
 }
 
@@ -89,6 +96,17 @@ impl Table {
     pub fn claim(&mut self, id: &str, pid: i32) -> Option<ExitRecord> {
         self.by_pid.insert(pid, id.to_string());
         self.unclaimed.remove(&pid)
+    }
+
+    /// Records the pid of an ExecSync process; returns its exit if it was already reaped.
+    pub fn claim_exec(&mut self, pid: i32, name: &str) -> Option<ExitRecord> {
+        match self.unclaimed.remove(&pid) {
+            Some(exit) => Some(exit),
+            None => {
+                self.execs.insert(pid, name.to_string());
+                None
+            }
+        }
     }
 
     pub fn forget(&mut self, id: &str) -> Option<ProcessRecord> {
@@ -111,6 +129,10 @@ impl Table {
             }
             self.inits.remove(&pid);
             return Reaped::Workload(id);
+        }
+        if let Some(name) = self.execs.remove(&pid) {
+            self.inits.remove(&pid);
+            return Reaped::Exec(name);
         }
         if let Some(id) = self.inits.remove(&pid) {
             return Reaped::Init(id);
@@ -200,6 +222,7 @@ mod tests {
             exit: None,
             started_at: 0,
             cgroup: None,
+            bundle: None,
             open_outputs: 0,
             oom_kills_before: None,
         }
@@ -267,6 +290,28 @@ mod tests {
         };
         assert_eq!(table.reaped(20, exit.clone()), Reaped::Orphan);
         assert_eq!(table.claim("c", 20), Some(exit));
+    }
+
+    #[test]
+    fn exec_exits_are_not_the_container_exit() {
+        let mut table = Table::default();
+        table
+            .processes
+            .insert("c".into(), record(30, Status::Running));
+        table.claim("c", 30);
+        let exit = ExitRecord {
+            exit_code: 3,
+            exited_at: 1,
+            oom_killed: false,
+        };
+        assert_eq!(table.claim_exec(31, "c/e1"), None);
+        table.inits.insert(29, "c/e1".into());
+        assert_eq!(table.reaped(29, exit.clone()), Reaped::Init("c/e1".into()));
+        assert_eq!(table.reaped(31, exit.clone()), Reaped::Exec("c/e1".into()));
+        assert!(!table.exit_pending("c"), "the container still runs");
+        // Reaped before it was claimed: the claim returns the exit.
+        assert_eq!(table.reaped(40, exit.clone()), Reaped::Orphan);
+        assert_eq!(table.claim_exec(40, "c/e2"), Some(exit));
     }
 
     #[test]

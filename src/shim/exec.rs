@@ -1,0 +1,165 @@
+//! ExecSync's pure parts: the exec's `process` JSON (the container's, with other args),
+//! output capped per stream, and the processes an exec started (to kill at its deadline).
+
+use serde_json::Value;
+
+/// Output kept per stream; the rest is read (so the writer never blocks) and dropped.
+pub(super) const MAX_OUTPUT: usize = 16 * 1024 * 1024;
+
+/// The OCI `process` of an exec: the container's own (env, cwd, user, capabilities,
+/// rlimits, no_new_privileges ...) with `args` replaced and no terminal.
+pub(super) fn exec_process(config: &Value, args: &[String]) -> Result<Value, String> {
+    let mut process = config
+        .get("process")
+        .filter(|p| p.is_object())
+        .cloned()
+        .ok_or_else(|| "the container's config.json has no process".to_string())?;
+    if let Some(fields) = process.as_object_mut() {
+        fields.insert("args".into(), Value::from(args.to_vec()));
+        fields.insert("terminal".into(), Value::Bool(false));
+        fields.remove("consoleSize");
+        // Only one process of a container holds the command line of the container.
+        fields.remove("commandLine");
+    }
+    Ok(process)
+}
+
+/// A stream's output, at most `cap` bytes of it; whether more came.
+#[derive(Debug, Default)]
+pub(super) struct CappedOutput {
+    pub data: Vec<u8>,
+    pub truncated: bool,
+    cap: usize,
+}
+
+impl CappedOutput {
+    pub fn new(cap: usize) -> Self {
+        CappedOutput {
+            data: Vec::new(),
+            truncated: false,
+            cap,
+        }
+    }
+
+    pub fn push(&mut self, chunk: &[u8]) {
+        let room = self.cap.saturating_sub(self.data.len());
+        let keep = chunk.len().min(room);
+        self.data.extend_from_slice(&chunk[..keep]);
+        if keep < chunk.len() {
+            self.truncated = true;
+        }
+    }
+}
+
+/// Every descendant of `pid` (children first found through
+/// /proc/<pid>/task/*/children), not `pid` itself.
+pub(super) fn descendants(pid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(parent) = queue.pop() {
+        for child in children(parent) {
+            // A pid cycle cannot happen, but a reused pid could confuse the walk.
+            if child != pid && !found.contains(&child) {
+                found.push(child);
+                queue.push(child);
+            }
+        }
+    }
+    found
+}
+
+fn children(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| parse_pids(&text))
+        .collect()
+}
+
+fn parse_pids(text: &str) -> Vec<i32> {
+    text.split_whitespace()
+        .filter_map(|pid| pid.parse().ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exec_runs_as_the_container_process_with_other_args() {
+        let config: Value = serde_json::from_str(
+            r#"{"ociVersion":"1.0.2","process":{"terminal":true,"consoleSize":{"height":1,"width":2},
+                "user":{"uid":1000,"gid":1000,"additionalGids":[10]},"args":["/bin/server","-x"],
+                "env":["PATH=/bin","A=b"],"cwd":"/work","capabilities":{"bounding":["CAP_KILL"]},
+                "noNewPrivileges":true},"root":{"path":"rootfs"}}"#,
+        )
+        .unwrap();
+        let process = exec_process(&config, &["sh".into(), "-c".into(), "id".into()]).unwrap();
+        let expected: Value = serde_json::from_str(
+            r#"{"terminal":false,"user":{"uid":1000,"gid":1000,"additionalGids":[10]},
+                "args":["sh","-c","id"],"env":["PATH=/bin","A=b"],"cwd":"/work",
+                "capabilities":{"bounding":["CAP_KILL"]},"noNewPrivileges":true}"#,
+        )
+        .unwrap();
+        assert_eq!(process, expected);
+        // It is a valid OCI process.
+        let parsed: oci_spec::runtime::Process = serde_json::from_value(process).unwrap();
+        assert_eq!(parsed.cwd().to_str(), Some("/work"));
+        assert_eq!(parsed.user().uid(), 1000);
+    }
+
+    #[test]
+    fn a_config_without_process_is_an_error() {
+        let config: Value = serde_json::from_str(r#"{"ociVersion":"1.0.2"}"#).unwrap();
+        assert!(exec_process(&config, &["true".into()]).is_err());
+    }
+
+    #[test]
+    fn output_is_capped_and_the_overflow_flagged() {
+        let mut out = CappedOutput::new(10);
+        out.push(b"hello");
+        assert!(!out.truncated);
+        out.push(b"world");
+        assert_eq!(out.data, b"helloworld");
+        assert!(!out.truncated, "exactly at the cap is not truncated");
+        out.push(b"!");
+        assert_eq!(out.data, b"helloworld");
+        assert!(out.truncated);
+
+        let mut big = CappedOutput::new(4);
+        big.push(b"abcdef");
+        assert_eq!(big.data, b"abcd");
+        assert!(big.truncated);
+    }
+
+    #[test]
+    fn descendants_are_found_through_proc() {
+        assert_eq!(parse_pids("12 13 \n"), vec![12, 13]);
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & sleep 30"])
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let mut found = Vec::new();
+        for _ in 0..200 {
+            found = descendants(pid);
+            if found.len() >= 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        for p in &found {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*p),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(found.len(), 2, "both sleeps: {found:?}");
+    }
+}
