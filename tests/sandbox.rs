@@ -86,11 +86,11 @@ async fn version_status_and_runtime_config() {
 
     // Not built yet: a clear Unimplemented, not a hang or a crash.
     let err = rt
-        .exec_sync(cri::ExecSyncRequest::default())
+        .port_forward(cri::PortForwardRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("ExecSync"));
+    assert!(err.message().contains("PortForward"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
