@@ -833,3 +833,112 @@ async fn exec_sync_runs_in_the_container_and_honours_its_timeout() {
     );
     remove_pod(&daemon, &mut rt, &pod).await;
 }
+
+/// Bidirectional volumes share mounts both ways with the host; host-to-container ones
+/// only one way (regression: the old root was made a slave through the new one).
+#[tokio::test(flavor = "multi_thread")]
+async fn mount_propagation_of_volumes_follows_the_cri_mode() {
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod) = setup(&daemon, "propagation").await;
+    let mut volumes = Vec::new();
+    for name in ["shared", "slave"] {
+        let dir = daemon.dir.path().join(format!("vol-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for args in [
+            vec!["--bind", dir.to_str().unwrap(), dir.to_str().unwrap()],
+            vec!["--make-rshared", dir.to_str().unwrap()],
+        ] {
+            assert!(
+                std::process::Command::new("mount")
+                    .args(&args)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+        volumes.push(dir);
+    }
+    let mut config = container_config("prop", &["sleep", "1000"]);
+    let mount = |host: &Path, container: &str, propagation: cri::MountPropagation| cri::Mount {
+        container_path: container.into(),
+        host_path: host.to_string_lossy().to_string(),
+        propagation: propagation as i32,
+        ..Default::default()
+    };
+    config.mounts = vec![
+        mount(
+            &volumes[0],
+            "/shared",
+            cri::MountPropagation::PropagationBidirectional,
+        ),
+        mount(
+            &volumes[1],
+            "/slave",
+            cri::MountPropagation::PropagationHostToContainer,
+        ),
+    ];
+    config.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run(&mut rt, &pod, config).await;
+
+    // Container → host, through the bidirectional volume only.
+    for dir in ["/shared/m", "/slave/m"] {
+        let out = exec_sync(
+            &mut rt,
+            &id,
+            &[
+                "sh",
+                "-c",
+                &format!(
+                    "mkdir -p {dir} && mount -t tmpfs none {dir} && touch {dir}/from-container"
+                ),
+            ],
+            10,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            out.exit_code,
+            0,
+            "{:?}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        volumes[0].join("m/from-container").exists(),
+        "bidirectional: the host sees the container's mount"
+    );
+    assert!(
+        !volumes[1].join("m/from-container").exists(),
+        "host-to-container: the host does not"
+    );
+
+    // Host → container, through both.
+    let host_mount = volumes[1].join("h");
+    std::fs::create_dir_all(&host_mount).unwrap();
+    assert!(
+        std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "none", host_mount.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::write(host_mount.join("from-host"), "x").unwrap();
+    let out = exec_sync(&mut rt, &id, &["ls", "/slave/h"], 10)
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "from-host");
+
+    // The test's own mounts go first, so the leak check sees only what berth made.
+    for dir in volumes.iter().rev() {
+        let _ = std::process::Command::new("umount")
+            .args(["-R", "-l", dir.to_str().unwrap()])
+            .status();
+    }
+    remove_pod(&daemon, &mut rt, &pod).await;
+}

@@ -160,7 +160,13 @@ fn setup(bundle: &Path, sync: &OwnedFd) -> Result<Outcome> {
     if let Some(requested) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
         set_oom_score_adj(requested)?;
     }
-    enter_namespaces(&plan)?;
+    // A volume with bidirectional propagation needs the host's shared mounts to stay peers
+    // of ours (runc's rootfsPropagation); otherwise all of them become slaves.
+    let keep_shared = linux
+        .rootfs_propagation()
+        .as_deref()
+        .is_some_and(|p| p == "rshared" || p == "shared");
+    enter_namespaces(&plan, keep_shared)?;
 
     // From here on this is the workload process. When it was forked, the intermediate
     // reports "created" with its pid once the ready pipe says setup finished.
@@ -261,7 +267,7 @@ fn setup_exec(bundle: &Path, target: i32, process_file: &Path, sync: &OwnedFd) -
     if let Some(requested) = process.oom_score_adj() {
         set_oom_score_adj(requested)?;
     }
-    enter_namespaces(&NamespacePlan::exec_into(target))?;
+    enter_namespaces(&NamespacePlan::exec_into(target), false)?;
     let ready = match fork_into_pid_namespace(sync)? {
         Forked::Intermediate(outcome) => return Ok(outcome),
         Forked::Workload(ready) => ready,
@@ -276,6 +282,16 @@ fn setup_exec(bundle: &Path, target: i32, process_file: &Path, sync: &OwnedFd) -
 
 /// Everything of the container's filesystem, done below `root` and then made its root.
 fn setup_rootfs(bundle: &Path, spec: &Spec, root: &Path, readonly: bool) -> Result<()> {
+    let keep_shared = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.rootfs_propagation().clone())
+        .is_some_and(|p| p == "rshared" || p == "shared");
+    if keep_shared {
+        // Our mounts must not reach the host through a shared parent: only the volumes
+        // that ask for it share.
+        rootfs::make_parent_mount_private(root)?;
+    }
     rootfs::mount_rootfs(bundle, root)?;
     let root_fd = rootfs::open_root(root)?;
     let cgroup_v2 = Cgroups::detect().is_ok_and(|c| c.mode() == crate::linux::cgroup::Mode::V2);
@@ -388,7 +404,7 @@ fn set_oom_score_adj(requested: i32) -> Result<()> {
     Ok(())
 }
 
-fn enter_namespaces(plan: &NamespacePlan) -> Result<()> {
+fn enter_namespaces(plan: &NamespacePlan, keep_shared: bool) -> Result<()> {
     // Open every path first: joining a mount namespace changes what later paths name.
     let mut opened = Vec::new();
     for join in &plan.join {
@@ -405,7 +421,7 @@ fn enter_namespaces(plan: &NamespacePlan) -> Result<()> {
         let step = format!("create {}", names.join(","));
         unshare(flags).map_err(|e| InitError::errno(step, e))?;
     }
-    if flags.contains(CloneFlags::CLONE_NEWNS) {
+    if flags.contains(CloneFlags::CLONE_NEWNS) && !keep_shared {
         // Keep mount events from leaking back to the host.
         nix::mount::mount(
             None::<&str>,

@@ -29,6 +29,9 @@ pub struct MountOptions {
     pub bind: Option<BindKind>,
     /// Filesystem-specific options, comma-joined for mount(2)'s data.
     pub data: Vec<String>,
+    /// `rro`: read-only all the way down. Plain `ro` on a bind makes only the top mount
+    /// read-only (as runc does), so submounts of a volume keep their own flags.
+    pub recursive_attrs: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +47,7 @@ impl MountOptions {
             propagation: None,
             bind: None,
             data: Vec::new(),
+            recursive_attrs: false,
         };
         for option in options {
             let (set, clear) = match option.as_str() {
@@ -75,6 +79,10 @@ impl MountOptions {
                 "rbind" => {
                     parsed.bind = Some(BindKind::Recursive);
                     continue;
+                }
+                "rro" => {
+                    parsed.recursive_attrs = true;
+                    (MsFlags::MS_RDONLY, MsFlags::empty())
                 }
                 other => {
                     if let Some(propagation) = propagation_flag(other) {
@@ -232,6 +240,19 @@ pub fn overlay_config(layers: &RootfsLayers) -> Vec<(&'static str, PathBuf)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ro_is_the_top_mount_only_and_rro_goes_all_the_way_down() {
+        let opts =
+            |o: &[&str]| MountOptions::parse(&o.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let ro = opts(&["rbind", "ro"]);
+        assert!(ro.flags.contains(MsFlags::MS_RDONLY));
+        assert!(!ro.recursive_attrs);
+        let rro = opts(&["rbind", "ro", "rro"]);
+        assert!(rro.flags.contains(MsFlags::MS_RDONLY));
+        assert!(rro.recursive_attrs);
+        assert!(rro.data.is_empty(), "rro is not passed on as fs data");
+    }
 
     fn opts(list: &[&str]) -> MountOptions {
         MountOptions::parse(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>())

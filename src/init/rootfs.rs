@@ -17,6 +17,32 @@ use super::mounts::{
 };
 use super::{InitError, Result, describe_io};
 
+/// Makes the mount that holds `path` private in this (new) mount namespace, so mounts made
+/// below it stay here even when the rest of the tree keeps sharing with the host.
+pub fn make_parent_mount_private(path: &Path) -> Result<()> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| InitError::io("read /proc/self/mountinfo", &e))?;
+    let parent = containing_mount(&mountinfo, path).unwrap_or_else(|| PathBuf::from("/"));
+    mount(
+        None::<&str>,
+        &parent,
+        None::<&str>,
+        MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| InitError::errno(format!("make {} private", parent.display()), e))
+}
+
+/// The longest mount point in `mountinfo` that is `path` or one of its ancestors.
+pub fn containing_mount(mountinfo: &str, path: &Path) -> Option<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|mount_point| path.starts_with(mount_point))
+        .max_by_key(|mount_point| mount_point.as_os_str().len())
+}
+
 /// Mounts the overlay described by `<bundle>/rootfs.json` at `root`; without that file,
 /// `root` is bound onto itself (pivot_root needs a mount point).
 pub fn mount_rootfs(bundle: &Path, root: &Path) -> Result<()> {
@@ -220,8 +246,7 @@ pub fn apply_mount(root: &OwnedFd, step: &MountStep, cgroup_v2: bool) -> Result<
             };
             let mounted = open_in_root(root, &step.destination).map_err(err)?;
             if attrs != 0 || clear != 0 {
-                set_mount_attrs(&mounted, attrs, clear, 0, *kind == BindKind::Recursive)
-                    .map_err(err)?;
+                set_mount_attrs(&mounted, attrs, clear, 0, options.recursive_attrs).map_err(err)?;
             }
             mounted
         }
@@ -357,9 +382,14 @@ pub fn create_device(root: &OwnedFd, device: &LinuxDevice) -> Result<()> {
 /// the new one, and the lazy unmount of "." removes it.
 pub fn pivot_root(root: &Path) -> Result<()> {
     let step = format!("pivot_root {}", root.display());
+    // Held so that "." can name the old root after the pivot: there, "." would otherwise
+    // be the new root, and making it a slave would cut the container's shared volumes
+    // off from the host.
+    let old_root = open_path(Path::new("/")).map_err(|e| InitError::io(&step, &e))?;
     #[allow(clippy::disallowed_methods)] // init is single-threaded: its cwd is its own
     std::env::set_current_dir(root).map_err(|e| InitError::io(&step, &e))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| InitError::errno(&step, e))?;
+    nix::unistd::fchdir(&old_root).map_err(|e| InitError::errno(&step, e))?;
     // The old root is now the top of "/": no unmount of it may reach the host.
     mount(
         None::<&str>,
@@ -457,6 +487,23 @@ pub fn open_root(root: &Path) -> Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_containing_mount_is_the_longest_ancestor_mount_point() {
+        let mountinfo = "\
+22 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+30 22 0:25 / /run rw,nosuid - tmpfs tmpfs rw
+41 30 0:26 / /run/berth/netns rw - tmpfs tmpfs rw
+42 30 0:27 / /run/berthx rw - tmpfs tmpfs rw
+";
+        let at = |p: &str| containing_mount(mountinfo, Path::new(p));
+        assert_eq!(
+            at("/run/berth/containers/a/bundle/rootfs"),
+            Some("/run".into())
+        );
+        assert_eq!(at("/run/berth/netns/x"), Some("/run/berth/netns".into()));
+        assert_eq!(at("/var/lib/berth"), Some("/".into()));
+    }
 
     #[test]
     fn destinations_are_made_relative() {
