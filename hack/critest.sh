@@ -33,6 +33,8 @@ cleanup() {
 	state=$(sed -n 's/^state = "\(.*\)"/\1/p' "$config")
 	pkill -f "shim --sandbox-id .* --socket $state/" 2>/dev/null || true
 	findmnt -rn -o TARGET | { grep "^$state/" || true; } | sort -r | xargs -r -n1 umount -l
+	# The bridge plugin never deletes its bridge.
+	ip link del berth-cni0 2>/dev/null || true
 	berth_log "berth log: $run_dir/berth.log"
 }
 trap cleanup EXIT
