@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::init::plan::PAUSE_ANNOTATION;
-use crate::linux::process::write_atomic;
+use crate::persist::write_atomic;
 
 /// The OCI runtime spec version berth writes.
 pub const OCI_VERSION: &str = "1.2.0";

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::linux::process::write_atomic;
+use crate::persist::write_atomic;
 
 /// ```text
 ///  Creating ──created──► Created ──start──► Running ──exit──► Exited
