@@ -606,13 +606,19 @@ impl ContainerManager {
             )));
         }
         let mut shim = self.sandboxes.shim(&record.sandbox_id).await?;
+        // Taken before the gate opens: a workload that exits at once must not be seen
+        // finishing before it started.
+        let started_at = now_nanos();
         let started = shim.start(&record.id).await;
         match started {
             Ok(pid) => {
                 let record = container.update(|r| {
-                    r.state = ContainerState::Running;
+                    // The exit may already be in (a fast workload): keep it.
+                    if r.state != ContainerState::Exited {
+                        r.state = ContainerState::Running;
+                    }
                     r.pid = pid;
-                    r.started_at = now_nanos();
+                    r.started_at = started_at;
                 });
                 self.persist(&record)?;
                 tracing::info!(container_id = %record.id, pid, "container started");
