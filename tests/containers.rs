@@ -797,7 +797,9 @@ async fn exec_sync_runs_in_the_container_and_honours_its_timeout() {
         "{timed_out:?}"
     );
     assert!(
-        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(3),
+        // Well before the 67 s the background child holds the pipes for: berth returns at
+        // the deadline instead of waiting for them (loose upper bound for loaded machines).
+        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(10),
         "returned after {elapsed:?}"
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
