@@ -944,3 +944,91 @@ async fn mount_propagation_of_volumes_follows_the_cri_mode() {
     }
     remove_pod(&daemon, &mut rt, &pod).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn container_stats_show_cpu_memory_and_the_writable_layer() {
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod) = setup(&daemon, "stats").await;
+    let busy = run(
+        &mut rt,
+        &pod,
+        container_config(
+            "busy",
+            &["sh", "-c", "head -c 20000000 /dev/zero > /tmp/fill; x=$(head -c 8000000 /dev/zero | tr '\\0' a); while true; do :; done"],
+        ),
+    )
+    .await;
+    let idle = run(&mut rt, &pod, container_config("idle", &["sleep", "1000"])).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stats = rt
+        .list_container_stats(cri::ListContainerStatsRequest {
+            filter: Some(cri::ContainerStatsFilter {
+                pod_sandbox_id: pod.id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(stats.len(), 2);
+    let of = |id: &str| {
+        stats
+            .iter()
+            .find(|s| s.attributes.as_ref().unwrap().id == id)
+            .unwrap()
+            .clone()
+    };
+    let busy_stats = of(&busy);
+    let cpu = busy_stats.cpu.unwrap();
+    assert!(cpu.timestamp > 0);
+    assert!(
+        cpu.usage_core_nano_seconds.unwrap().value > 300_000_000,
+        "a busy loop for over a second used CPU: {cpu:?}"
+    );
+    let memory = busy_stats.memory.unwrap();
+    assert!(
+        memory.working_set_bytes.unwrap().value > 4_000_000,
+        "{memory:?}"
+    );
+    let layer = busy_stats.writable_layer.unwrap();
+    assert!(layer.used_bytes.unwrap().value >= 20_000_000, "{layer:?}");
+    let idle_cpu = of(&idle)
+        .cpu
+        .unwrap()
+        .usage_core_nano_seconds
+        .unwrap()
+        .value;
+    assert!(idle_cpu < cpu.usage_core_nano_seconds.unwrap().value);
+
+    let single = rt
+        .container_stats(cri::ContainerStatsRequest {
+            container_id: idle.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert_eq!(single.attributes.unwrap().metadata.unwrap().name, "idle");
+    let err = rt
+        .container_stats(cri::ContainerStatsRequest {
+            container_id: "f".repeat(64),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let none = rt
+        .list_container_stats(cri::ListContainerStatsRequest {
+            filter: Some(cri::ContainerStatsFilter {
+                id: "f".repeat(64),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert!(none.is_empty());
+    remove_pod(&daemon, &mut rt, &pod).await;
+}

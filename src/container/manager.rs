@@ -911,6 +911,51 @@ async fn wait_for_file(path: &Path, timeout: Duration) -> bool {
     }
 }
 
+/// One container's usage, read now.
+pub struct ContainerUsage {
+    pub record: ContainerRecord,
+    pub timestamp: i64,
+    pub usage: super::stats::Usage,
+    /// The writable layer: bytes and inodes, and the filesystem it is on.
+    pub writable_bytes: u64,
+    pub writable_inodes: u64,
+    pub writable_mountpoint: PathBuf,
+}
+
+impl ContainerManager {
+    /// Usage of the containers `filter` selects (cgroup and writable-layer reads, off the
+    /// executor). A container whose cgroup is gone reports empty figures, never an error.
+    pub async fn stats(&self, filter: &ContainerFilter) -> Result<Vec<ContainerUsage>> {
+        let records = self.list(filter);
+        let cgroups = self.sandboxes.cgroups().clone();
+        let dirs: Vec<PathBuf> = records
+            .iter()
+            .map(|r| self.record_dir(&r.id).join("upper"))
+            .collect();
+        let mountpoint = self.config.root.clone();
+        tokio::task::spawn_blocking(move || {
+            records
+                .into_iter()
+                .zip(dirs)
+                .map(|(record, upper)| {
+                    let usage = super::stats::read_usage(&cgroups, &record.cgroup_path);
+                    let (writable_bytes, writable_inodes) = super::stats::disk_usage(&upper);
+                    ContainerUsage {
+                        record,
+                        timestamp: now_nanos(),
+                        usage,
+                        writable_bytes,
+                        writable_inodes,
+                        writable_mountpoint: mountpoint.clone(),
+                    }
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| Error::internal("stats task", e))
+    }
+}
+
 #[cfg(test)]
 mod exec_output_tests {
     use super::*;

@@ -4,4 +4,5 @@
 pub mod config;
 pub mod manager;
 pub mod spec;
+pub mod stats;
 pub mod users;

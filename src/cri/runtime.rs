@@ -436,16 +436,35 @@ impl RuntimeService for RuntimeCri {
 
     async fn container_stats(
         &self,
-        _: Request<cri::ContainerStatsRequest>,
+        request: Request<cri::ContainerStatsRequest>,
     ) -> RpcResult<cri::ContainerStatsResponse> {
-        unimplemented("ContainerStats")
+        let id = request.into_inner().container_id;
+        let record = self.daemon.containers.status(&id)?;
+        let filter = crate::container::manager::ContainerFilter {
+            id: Some(record.id),
+            ..Default::default()
+        };
+        let usage = self.daemon.containers.stats(&filter).await?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: usage.first().map(super::container::stats),
+        }))
     }
 
     async fn list_container_stats(
         &self,
-        _: Request<cri::ListContainerStatsRequest>,
+        request: Request<cri::ListContainerStatsRequest>,
     ) -> RpcResult<cri::ListContainerStatsResponse> {
-        unimplemented("ListContainerStats")
+        let filter = request.into_inner().filter.unwrap_or_default();
+        let filter = crate::container::manager::ContainerFilter {
+            id: (!filter.id.is_empty()).then_some(filter.id),
+            sandbox_id: (!filter.pod_sandbox_id.is_empty()).then_some(filter.pod_sandbox_id),
+            state: None,
+            labels: filter.label_selector,
+        };
+        let usage = self.daemon.containers.stats(&filter).await?;
+        Ok(Response::new(cri::ListContainerStatsResponse {
+            stats: usage.iter().map(super::container::stats).collect(),
+        }))
     }
 
     async fn pod_sandbox_stats(
