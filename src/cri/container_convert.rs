@@ -235,6 +235,13 @@ fn security_context(sc: cri::LinuxContainerSecurityContext) -> Result<SecurityCo
     // proto3 cannot tell an empty list from an absent one; like containerd, empty means
     // "the defaults" (the kubelet always sends the defaults unless procMount is Unmasked).
     let non_empty = |v: Vec<String>| (!v.is_empty()).then_some(v);
+    // A group alone would run as the image's user with a group the pod chose for another
+    // user: the kubelet and containerd refuse it.
+    if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
+        return Err(Error::invalid_argument(
+            "security_context.run_as_group: set without run_as_user or run_as_username",
+        ));
+    }
     Ok(SecurityContext {
         run_as_user: sc.run_as_user.map(|v| v.value),
         run_as_group: sc.run_as_group.map(|v| v.value),
@@ -426,6 +433,21 @@ mod tests {
             s.apparmor.as_ref().map(|p| p.profile_type),
             Some(ProfileType::RuntimeDefault)
         );
+    }
+
+    #[test]
+    fn run_as_group_without_a_user_is_refused() {
+        let mut config = minimal();
+        config.linux = Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                run_as_group: Some(cri::Int64Value { value: 7 }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let err = container_config(config).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument);
+        assert!(err.to_string().contains("run_as_group"), "{err}");
     }
 
     #[test]
