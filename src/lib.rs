@@ -16,6 +16,7 @@ pub mod persist;
 pub mod sandbox;
 pub mod server;
 pub mod shim;
+pub mod store;
 
 pub use error::{Error, ErrorKind, Result};
 

@@ -22,6 +22,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::image::ImageService;
 use crate::persist;
 use crate::sandbox::{SandboxManager, SandboxState, now_nanos};
+use crate::store::lock;
 
 const RECORD_VERSION: u32 = 1;
 const RECORD_FILE: &str = "container.json";
@@ -79,10 +80,6 @@ struct ExitFile {
 pub struct Container {
     record: Mutex<ContainerRecord>,
     op: tokio::sync::Mutex<()>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Container {
@@ -157,30 +154,11 @@ impl ContainerManager {
 
     /// Finds a container by full id or unique prefix.
     pub fn get(&self, id: &str) -> Result<Arc<Container>> {
-        if id.is_empty() {
-            return Err(Error::invalid_argument("container_id is required"));
-        }
-        let map = self.containers.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = map.get(id) {
-            return Ok(c.clone());
-        }
-        let mut found = map.iter().filter(|(k, _)| k.starts_with(id));
-        match (found.next(), found.next()) {
-            (Some((_, c)), None) => Ok(c.clone()),
-            (Some(_), Some(_)) => Err(Error::invalid_argument(format!(
-                "container id prefix {id} is ambiguous"
-            ))),
-            _ => Err(Error::not_found(format!("container {id} not found"))),
-        }
+        crate::store::lookup(&self.containers, id, "container", "container_id")
     }
 
     fn all(&self) -> Vec<Arc<Container>> {
-        self.containers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        crate::store::values(&self.containers)
     }
 
     /// Brings a Running record up to date with its exit file.

@@ -30,6 +30,7 @@ use crate::linux::cgroup::Cgroups;
 use crate::linux::netns;
 use crate::persist;
 use crate::shim::{PauseSpec, ShimClient, SpawnOptions};
+use crate::store::lock;
 pub use spec::{NamespaceMode, NamespaceOptions, PodMetadata, PodSpec, PortMapping, Protocol};
 
 const RECORD_VERSION: u32 = 1;
@@ -122,11 +123,6 @@ impl Sandbox {
     fn shim_client(&self) -> Option<ShimClient> {
         lock(&self.shim).clone()
     }
-}
-
-/// A poisoned lock only means another thread panicked mid-update of plain data; keep going.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Clone)]
@@ -249,30 +245,11 @@ impl SandboxManager {
 
     /// Finds a sandbox by full id or unique prefix.
     pub fn get(&self, id: &str) -> Result<Arc<Sandbox>> {
-        if id.is_empty() {
-            return Err(Error::invalid_argument("pod_sandbox_id is required"));
-        }
-        let map = self.sandboxes.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(sb) = map.get(id) {
-            return Ok(sb.clone());
-        }
-        let mut found = map.iter().filter(|(k, _)| k.starts_with(id));
-        match (found.next(), found.next()) {
-            (Some((_, sb)), None) => Ok(sb.clone()),
-            (Some(_), Some(_)) => Err(Error::invalid_argument(format!(
-                "pod sandbox id prefix {id} is ambiguous"
-            ))),
-            _ => Err(Error::not_found(format!("pod sandbox {id} not found"))),
-        }
+        crate::store::lookup(&self.sandboxes, id, "pod sandbox", "pod_sandbox_id")
     }
 
     fn all(&self) -> Vec<Arc<Sandbox>> {
-        self.sandboxes
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        crate::store::values(&self.sandboxes)
     }
 
     /// RunPodSandbox. The work runs in its own task so that a client that gives up does
