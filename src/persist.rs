@@ -83,6 +83,32 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
     }
 }
 
+/// Loads the record `<dir>/<id>/<file>` of every object dir under `dir` (none when `dir` is
+/// missing). A dir without its record is a creation that never got that far: it is removed.
+/// An unreadable record is logged and left in place for an operator to look at.
+pub fn load_records<T: DeserializeOwned>(dir: &Path, file: &str, what: &str) -> io::Result<Vec<T>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut records = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path().join(file);
+        match read_json(&path) {
+            Ok(Some(record)) => records.push(record),
+            Ok(None) => {
+                tracing::warn!(dir = %entry.path().display(), "{what} dir without a record; removing");
+                let _ = remove_dir_all_if_exists(&entry.path());
+            }
+            Err(e) => {
+                tracing::error!(record = %path.display(), error = %e, "unreadable {what} record; left in place");
+            }
+        }
+    }
+    Ok(records)
+}
+
 /// Removes a file, treating "already gone" as success (removal must be idempotent).
 pub fn remove_file_if_exists(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
@@ -146,6 +172,42 @@ mod tests {
         fs::write(&path, b"{not json").unwrap();
         let err = read_json::<Record>(&path).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn load_records_skips_and_removes_record_less_dirs_and_keeps_unreadable_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            load_records::<Record>(&dir.path().join("none"), "r.json", "thing")
+                .unwrap()
+                .is_empty()
+        );
+        for (name, content) in [
+            ("good", Some("{\"version\":1,\"name\":\"a\"}")),
+            ("half", None),
+            ("bad", Some("{")),
+        ] {
+            fs::create_dir(dir.path().join(name)).unwrap();
+            if let Some(content) = content {
+                fs::write(dir.path().join(name).join("r.json"), content).unwrap();
+            }
+        }
+        let records: Vec<Record> = load_records(dir.path(), "r.json", "thing").unwrap();
+        assert_eq!(
+            records,
+            vec![Record {
+                version: 1,
+                name: "a".into()
+            }]
+        );
+        assert!(
+            !dir.path().join("half").exists(),
+            "a dir without a record is removed"
+        );
+        assert!(
+            dir.path().join("bad/r.json").exists(),
+            "an unreadable record is left for an operator"
+        );
     }
 
     #[test]

@@ -818,25 +818,10 @@ impl ContainerManager {
     /// Loads every record; rolls back creations a crash interrupted.
     pub async fn recover(&self) -> Result<()> {
         let dir = self.config.root.join("containers");
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::internal(format!("reading {}", dir.display()), e)),
-        };
-        for entry in entries.flatten() {
-            let path = entry.path().join(RECORD_FILE);
-            let record: ContainerRecord = match persist::read_json(&path) {
-                Ok(Some(r)) => r,
-                Ok(None) => {
-                    tracing::warn!(dir = %entry.path().display(), "container dir without a record; removing");
-                    let _ = persist::remove_dir_all_if_exists(&entry.path());
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(record = %path.display(), error = %e, "unreadable container record; left in place");
-                    continue;
-                }
-            };
+        let records: Vec<ContainerRecord> =
+            persist::load_records(&dir, RECORD_FILE, "container")
+                .map_err(|e| Error::internal(format!("reading {}", dir.display()), e))?;
+        for record in records {
             if record.state == ContainerState::Creating
                 || self.sandboxes.get(&record.sandbox_id).is_err()
             {

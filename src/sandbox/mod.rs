@@ -785,25 +785,9 @@ impl SandboxManager {
     /// Loads every record; reconnects live shims; rolls back runs a crash interrupted.
     pub async fn recover(&self) -> Result<()> {
         let dir = self.config.root.join("sandboxes");
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::internal(format!("reading {}", dir.display()), e)),
-        };
-        for entry in entries.flatten() {
-            let path = entry.path().join(RECORD_FILE);
-            let record: SandboxRecord = match persist::read_json(&path) {
-                Ok(Some(r)) => r,
-                Ok(None) => {
-                    tracing::warn!(dir = %entry.path().display(), "sandbox dir without a record; removing");
-                    let _ = persist::remove_dir_all_if_exists(&entry.path());
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(record = %path.display(), error = %e, "unreadable sandbox record; left in place");
-                    continue;
-                }
-            };
+        let records: Vec<SandboxRecord> = persist::load_records(&dir, RECORD_FILE, "sandbox")
+            .map_err(|e| Error::internal(format!("reading {}", dir.display()), e))?;
+        for record in records {
             self.recover_one(record).await;
         }
         Ok(())
