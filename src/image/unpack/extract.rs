@@ -106,6 +106,36 @@ pub(super) struct Extractor {
     buf: Vec<u8>,
 }
 
+/// Ownership, mode (not for symlinks: they have none of their own), xattrs and times of
+/// the entry `path` just created in `dir`, which is the entry's parent. chown comes before
+/// chmod, which it would otherwise clear setuid bits after.
+fn set_meta_at(
+    dir: BorrowedFd<'_>,
+    path: &LayerPath,
+    meta: &Meta,
+    shown: &str,
+    symlink: bool,
+) -> Result<(), UnpackError> {
+    let name = path.split_last().map(|(_, name)| name).unwrap_or_default();
+    rustix::fs::chownat(
+        dir,
+        name,
+        Some(meta.uid),
+        Some(meta.gid),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(io_error(shown, "chown"))?;
+    if !symlink {
+        // Just created by mknodat: not a symlink, so chmodat cannot follow anything.
+        rustix::fs::chmodat(dir, name, meta.mode, AtFlags::empty())
+            .map_err(io_error(shown, "chmod"))?;
+    }
+    // Many filesystems refuse xattrs on symlinks (user.* always): those are skipped.
+    set_xattrs_path(dir, name, &meta.xattrs, shown, symlink)?;
+    rustix::fs::utimensat(dir, name, &meta.times, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(io_error(shown, "setting times"))
+}
+
 impl Extractor {
     pub(super) fn new(
         root: OwnedFd,
@@ -429,19 +459,7 @@ impl Extractor {
         let (dir, ()) = self.place(path, shown, |dir, name| {
             rustix::fs::symlinkat(target, dir, name)
         })?;
-        let name = path.split_last().map(|(_, name)| name).unwrap_or_default();
-        rustix::fs::chownat(
-            &dir,
-            name,
-            Some(meta.uid),
-            Some(meta.gid),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(io_error(shown, "chown"))?;
-        // Many filesystems refuse xattrs on symlinks (user.* always): skip those.
-        set_xattrs_path(dir.as_fd(), name, &meta.xattrs, shown, true)?;
-        rustix::fs::utimensat(&dir, name, &meta.times, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(io_error(shown, "setting times"))?;
+        set_meta_at(dir.as_fd(), path, &meta, shown, true)?;
         drop(dir);
         self.dir_times.remove(path);
         self.inodes += 1;
@@ -459,21 +477,7 @@ impl Extractor {
         let (dir, ()) = self.place(path, shown, |dir, name| {
             rustix::fs::mknodat(dir, name, file_type, Mode::from_raw_mode(0o600), dev)
         })?;
-        let name = path.split_last().map(|(_, name)| name).unwrap_or_default();
-        rustix::fs::chownat(
-            &dir,
-            name,
-            Some(meta.uid),
-            Some(meta.gid),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(io_error(shown, "chown"))?;
-        // Just created by mknodat: not a symlink, so chmodat cannot follow anything.
-        rustix::fs::chmodat(&dir, name, meta.mode, AtFlags::empty())
-            .map_err(io_error(shown, "chmod"))?;
-        set_xattrs_path(dir.as_fd(), name, &meta.xattrs, shown, false)?;
-        rustix::fs::utimensat(&dir, name, &meta.times, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(io_error(shown, "setting times"))?;
+        set_meta_at(dir.as_fd(), path, &meta, shown, false)?;
         drop(dir);
         self.dir_times.remove(path);
         self.inodes += 1;
