@@ -57,6 +57,23 @@ fn container_config(name: &str, command: &[&str]) -> cri::ContainerConfig {
     }
 }
 
+/// FOO=bar, working dir /tmp, uid 1000 and gid 1001: what the env tests check.
+fn as_user_1000_in_tmp_with_foo(config: &mut cri::ContainerConfig) {
+    config.envs = vec![cri::KeyValue {
+        key: "FOO".into(),
+        value: "bar".into(),
+    }];
+    config.working_dir = "/tmp".into();
+    config.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 1000 }),
+            run_as_group: Some(cri::Int64Value { value: 1001 }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+}
+
 async fn create(
     rt: &mut RuntimeServiceClient<Channel>,
     pod: &Pod,
@@ -270,19 +287,7 @@ async fn args_env_workdir_user_and_the_pod_network() {
             "echo foo=$FOO; pwd; id -u; id -g; ip -4 addr show eth0 | grep inet; cat /etc/hostname",
         ],
     );
-    config.envs = vec![cri::KeyValue {
-        key: "FOO".into(),
-        value: "bar".into(),
-    }];
-    config.working_dir = "/tmp".into();
-    config.linux = Some(cri::LinuxContainerConfig {
-        security_context: Some(cri::LinuxContainerSecurityContext {
-            run_as_user: Some(cri::Int64Value { value: 1000 }),
-            run_as_group: Some(cri::Int64Value { value: 1001 }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    as_user_1000_in_tmp_with_foo(&mut config);
     let id = run(&mut rt, &pod, config).await;
     let st = wait_exited(&mut rt, &id).await;
     let out = stdout_of(&pod, "env");
@@ -700,19 +705,7 @@ async fn exec_sync_runs_in_the_container_and_honours_its_timeout() {
     let daemon = TestDaemon::start().await;
     let (mut rt, pod) = setup(&daemon, "exec").await;
     let mut config = container_config("exec", &["sleep", "3600"]);
-    config.envs = vec![cri::KeyValue {
-        key: "FOO".into(),
-        value: "bar".into(),
-    }];
-    config.working_dir = "/tmp".into();
-    config.linux = Some(cri::LinuxContainerConfig {
-        security_context: Some(cri::LinuxContainerSecurityContext {
-            run_as_user: Some(cri::Int64Value { value: 1000 }),
-            run_as_group: Some(cri::Int64Value { value: 1001 }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    as_user_1000_in_tmp_with_foo(&mut config);
     let id = run(&mut rt, &pod, config).await;
 
     let hello = exec_sync(&mut rt, &id, &["echo", "hello"], 0)
