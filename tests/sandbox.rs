@@ -267,16 +267,8 @@ async fn pod_lifecycle_leaves_nothing_behind() {
     );
 
     // Stop: processes gone, IP released, state NotReady; twice is fine.
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: id.clone(),
-    })
-    .await
-    .unwrap();
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: id.clone(),
-    })
-    .await
-    .unwrap();
+    stop_pod(&mut rt, &id).await;
+    stop_pod(&mut rt, &id).await;
     let status = pod_status(&mut rt, &id, false).await.unwrap();
     assert!(!ready(&status));
     assert!(!process_exists(pid), "pause still running after stop");
@@ -284,16 +276,8 @@ async fn pod_lifecycle_leaves_nothing_behind() {
     assert!(!netns.exists(), "netns pin kept after stop");
 
     // Remove: nothing left anywhere; twice is fine; then NotFound.
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: id.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: id.clone(),
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &id).await;
+    remove_pod(&mut rt, &id).await;
     let err = pod_status(&mut rt, &id, false).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
     assert_nothing_left(&daemon, &id);
@@ -331,16 +315,8 @@ async fn unknown_ids_stop_and_remove_succeed_status_is_not_found() {
     let daemon = TestDaemon::start().await;
     let mut rt = daemon.runtime().await;
     let unknown = "f".repeat(64);
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: unknown.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: unknown.clone(),
-    })
-    .await
-    .unwrap();
+    stop_pod(&mut rt, &unknown).await;
+    remove_pod(&mut rt, &unknown).await;
     let err = pod_status(&mut rt, &unknown, false).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
     let err = pod_status(&mut rt, "", false).await.unwrap_err();
@@ -505,11 +481,7 @@ async fn host_network_pod_has_no_netns_and_no_ip() {
         .unwrap();
     assert_eq!(nspid, "1");
     assert!(!daemon.state.join("netns").join(&id).exists());
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: id.clone(),
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &id).await;
     assert_nothing_left(&daemon, &id);
 }
 
@@ -534,11 +506,7 @@ async fn retried_run_with_same_metadata_returns_the_same_sandbox() {
         .into_inner()
         .items;
     assert_eq!(items.len(), 1);
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: a.clone(),
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &a).await;
     assert_nothing_left(&daemon, &a);
 }
 
@@ -563,17 +531,9 @@ async fn pods_survive_kill_9_of_the_daemon() {
     }
     // The reconnected shims still take orders.
     for (id, _, pid) in &before {
-        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await
-        .unwrap();
+        stop_pod(&mut rt, id).await;
         assert!(!process_exists(*pid));
-        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await
-        .unwrap();
+        remove_pod(&mut rt, id).await;
     }
     for (id, _, _) in &before {
         assert_nothing_left(&daemon, id);
@@ -711,10 +671,6 @@ async fn the_quickstart_example_pod_runs() {
         std::fs::read_to_string(daemon.root.join("sandboxes").join(&id).join("resolv.conf"))
             .unwrap();
     assert!(resolv.contains("nameserver 1.1.1.1"), "{resolv}");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: id.clone(),
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &id).await;
     assert_nothing_left(&daemon, &id);
 }

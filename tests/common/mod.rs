@@ -533,3 +533,23 @@ pub fn mirror_docker_io(daemon: &TestDaemon) {
     )
     .unwrap();
 }
+
+/// StopPodSandbox that must succeed.
+pub async fn stop_pod(client: &mut RuntimeServiceClient<Channel>, id: &str) {
+    client
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        })
+        .await
+        .expect("StopPodSandbox");
+}
+
+/// RemovePodSandbox that must succeed.
+pub async fn remove_pod(client: &mut RuntimeServiceClient<Channel>, id: &str) {
+    client
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        })
+        .await
+        .expect("RemovePodSandbox");
+}
