@@ -19,6 +19,10 @@ if [[ ! -x $berth ]]; then
 	cargo build --release
 fi
 
+# One critest run at a time per machine: they share the bridge name and the test images.
+exec 9>/run/berth-critest.lock
+flock 9
+
 run_dir=$(mktemp -d /tmp/berth-critest.XXXXXX)
 config=$run_dir/berth.toml
 berth_render_critest_config "$config"
