@@ -172,6 +172,7 @@ pub enum HeaderError {
 /// The sending direction's zlib context.
 pub struct HeaderCompressor {
     zlib: Compress,
+    dictionary_set: bool,
 }
 
 impl std::fmt::Debug for HeaderCompressor {
@@ -180,16 +181,28 @@ impl std::fmt::Debug for HeaderCompressor {
     }
 }
 
+impl Default for HeaderCompressor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl HeaderCompressor {
-    pub fn new() -> Result<Self, HeaderError> {
-        let mut zlib = Compress::new(Compression::default(), true);
-        zlib.set_dictionary(SPDY3_DICTIONARY)
-            .map_err(|e| HeaderError::Compress(e.to_string()))?;
-        Ok(HeaderCompressor { zlib })
+    pub fn new() -> Self {
+        HeaderCompressor {
+            zlib: Compress::new(Compression::default(), true),
+            dictionary_set: false,
+        }
     }
 
     /// Compresses one block, ending with a sync flush so the peer can decode it at once.
     pub fn compress(&mut self, headers: &Headers) -> Result<Bytes, HeaderError> {
+        if !self.dictionary_set {
+            self.zlib
+                .set_dictionary(SPDY3_DICTIONARY)
+                .map_err(|e| HeaderError::Compress(e.to_string()))?;
+            self.dictionary_set = true;
+        }
         let raw = headers.to_block();
         let mut out = Vec::with_capacity(raw.len() / 2 + 64);
         let mut input = &raw[..];
@@ -332,7 +345,7 @@ mod tests {
 
     #[test]
     fn compression_round_trips_across_many_blocks() {
-        let mut c = HeaderCompressor::new().unwrap();
+        let mut c = HeaderCompressor::new();
         let mut d = HeaderDecompressor::new(64 * 1024);
         for i in 0..50 {
             let h = Headers::new()
@@ -358,7 +371,7 @@ mod tests {
     #[test]
     fn our_blocks_decode_with_a_fresh_reference_context() {
         // The first block of a connection starts with a zlib header naming the dictionary.
-        let mut c = HeaderCompressor::new().unwrap();
+        let mut c = HeaderCompressor::new();
         let block = c
             .compress(&Headers::new().with("streamtype", "error"))
             .unwrap();
@@ -368,7 +381,7 @@ mod tests {
 
     #[test]
     fn oversized_block_is_refused() {
-        let mut c = HeaderCompressor::new().unwrap();
+        let mut c = HeaderCompressor::new();
         let big = Headers::new().with("x", "a".repeat(100_000));
         let block = c.compress(&big).unwrap();
         assert!(block.len() < 2000, "compresses well: {}", block.len());
