@@ -17,6 +17,7 @@ pub mod sandbox;
 pub mod server;
 pub mod shim;
 pub mod store;
+pub mod streaming;
 
 pub use error::{Error, ErrorKind, Result};
 
