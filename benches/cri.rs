@@ -6,11 +6,15 @@
 //! cargo bench --bench cri -- pull  --endpoint unix:///run/berth/berth.sock --image REF --runs 10
 //! cargo bench --bench cri -- containers --endpoint unix:///run/berth/berth.sock --image REF --pods 20
 //! cargo bench --bench cri -- shell --runs 5 --setup 'rm -rf d; mkdir d' -- 'gzip -dc a.tgz | tar -x -C d'
+//! cargo bench --bench cri -- streaming --endpoint unix:///run/berth/berth.sock --image REF --runs 5
 //! ```
 //! `pods` times RunPodSandbox, StopPodSandbox and RemovePodSandbox one pod at a time and
 //! reads the memory of each pod's pause process and of its parent (the shim) from
 //! /proc/<pid>/smaps_rollup while all pods run; `pull` times cold pulls (the image is removed
-//! before each); `shell` times a shell command the same way (after an untimed `--setup`), for a baseline.
+//! before each); `shell` times a shell command the same way (after an untimed `--setup`), for a baseline;
+//! `streaming` times ExecSync of `true`, and measures the throughput of `cat` of a 256 MiB
+//! file through an Exec over SPDY and of a port-forward (over SPDY) reading 256 MiB from a
+//! server in the pod.
 
 use std::time::{Duration, Instant};
 
@@ -474,6 +478,219 @@ fn shell(args: &Args) -> Result<(), Error> {
     Ok(())
 }
 
+/// Bytes moved per throughput run.
+const STREAM_BYTES: usize = 256 * 1024 * 1024;
+/// The port the in-pod server sends those bytes from.
+const STREAM_PORT: u16 = 9000;
+
+/// The HTTP/1.1 upgrade to SPDY/3.1 on a streaming URL (client-go's way).
+async fn spdy_connect(url: &str, protocol: &str) -> Result<tokio::net::TcpStream, Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("streaming URL is not http")?;
+    let (host, path) = rest.split_once('/').ok_or("streaming URL has no path")?;
+    let mut tcp = tokio::net::TcpStream::connect(host).await?;
+    tcp.set_nodelay(true)?;
+    let head = format!(
+        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {protocol}\r\nContent-Length: 0\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await?;
+    let mut response = Vec::new();
+    while !response.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        if tcp.read(&mut byte).await? == 0 {
+            return Err("connection closed during the upgrade".into());
+        }
+        response.push(byte[0]);
+    }
+    if !response.starts_with(b"HTTP/1.1 101") {
+        return Err(format!("upgrade refused: {}", String::from_utf8_lossy(&response)).into());
+    }
+    Ok(tcp)
+}
+
+/// Reads a stream to its end; the number of bytes.
+async fn drain(mut reader: impl tokio::io::AsyncRead + Unpin) -> Result<usize, Error> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0;
+    loop {
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n;
+    }
+}
+
+fn report_throughput(label: &str, what: &str, samples: &mut [f64]) {
+    samples.sort_by(f64::total_cmp);
+    println!(
+        "{label:<12} {what:<18} n={:<3} median {:>8.1} MiB/s   min {:>8.1}   max {:>8.1}",
+        samples.len(),
+        samples[samples.len() / 2],
+        samples[0],
+        samples[samples.len() - 1]
+    );
+}
+
+/// ExecSync latency, exec and port-forward throughput, in one pod.
+async fn streaming(args: &Args) -> Result<(), Error> {
+    use berth::streaming::spdy::{Headers, Session, SessionConfig};
+    if args.image.is_empty() {
+        return Err("streaming needs --image".into());
+    }
+    let channel = channel(&args.endpoint).await?;
+    let mut rt = RuntimeServiceClient::new(channel.clone());
+    ImageServiceClient::new(channel)
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: args.image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?;
+    let run = format!("{:08x}", rand::random::<u32>());
+    let pod_config = pod_config(0, &run);
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await?
+        .into_inner()
+        .pod_sandbox_id;
+    let mut server = container_config("server", &args.image);
+    server.command = vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "head -c {STREAM_BYTES} /dev/zero > /tmp/big; while true; do nc -l -p {STREAM_PORT} < /tmp/big; done"
+        ),
+    ];
+    let id = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(server),
+            sandbox_config: Some(pod_config),
+        })
+        .await?
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await?;
+    let exec_sync = |cmd: &[&str]| cri::ExecSyncRequest {
+        container_id: id.clone(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout: 60,
+    };
+    // The file is written once the server's shell runs; wait for it.
+    for _ in 0..200 {
+        let size = rt
+            .exec_sync(exec_sync(&["stat", "-c", "%s", "/tmp/big"]))
+            .await?
+            .into_inner();
+        if String::from_utf8_lossy(&size.stdout).trim() == STREAM_BYTES.to_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut latencies = Vec::new();
+    for i in 0..=args.runs.max(10) * 5 {
+        let t0 = Instant::now();
+        let response = rt.exec_sync(exec_sync(&["true"])).await?.into_inner();
+        if response.exit_code != 0 {
+            return Err(format!("true exited {}", response.exit_code).into());
+        }
+        if i > 0 {
+            latencies.push(t0.elapsed());
+        }
+    }
+    report(&args.label, "ExecSync true", &mut latencies);
+
+    let mut exec_rates = Vec::new();
+    for _ in 0..args.runs {
+        let url = rt
+            .exec(cri::ExecRequest {
+                container_id: id.clone(),
+                cmd: vec!["cat".into(), "/tmp/big".into()],
+                tty: false,
+                stdin: false,
+                stdout: true,
+                stderr: true,
+            })
+            .await?
+            .into_inner()
+            .url;
+        let t0 = Instant::now();
+        let tcp = spdy_connect(&url, "v4.channel.k8s.io").await?;
+        let (session, _incoming) = Session::client(tcp, SessionConfig::default());
+        let open = |kind: &str| Headers::new().with("streamtype", kind);
+        let error = session.open_stream(open("error"), false).await?;
+        let stdout = session.open_stream(open("stdout"), false).await?;
+        let stderr = session.open_stream(open("stderr"), false).await?;
+        let stderr = tokio::spawn(drain(stderr.reader));
+        let got = drain(stdout.reader).await?;
+        let _ = stderr.await;
+        let _ = drain(error.reader).await;
+        let elapsed = t0.elapsed();
+        session.close().await;
+        if got != STREAM_BYTES {
+            return Err(format!("exec sent {got} bytes, not {STREAM_BYTES}").into());
+        }
+        exec_rates.push(STREAM_BYTES as f64 / (1 << 20) as f64 / elapsed.as_secs_f64());
+    }
+    report_throughput(&args.label, "exec cat (SPDY)", &mut exec_rates);
+
+    let mut forward_rates = Vec::new();
+    for request in 0..args.runs {
+        let url = rt
+            .port_forward(cri::PortForwardRequest {
+                pod_sandbox_id: pod.clone(),
+                port: vec![i32::from(STREAM_PORT)],
+            })
+            .await?
+            .into_inner()
+            .url;
+        let t0 = Instant::now();
+        let tcp = spdy_connect(&url, "portforward.k8s.io").await?;
+        let (session, _incoming) = Session::client(tcp, SessionConfig::default());
+        let headers = |kind: &str| {
+            Headers::new()
+                .with("streamtype", kind)
+                .with("port", STREAM_PORT.to_string())
+                .with("requestid", request.to_string())
+        };
+        let _error = session.open_stream(headers("error"), false).await?;
+        let data = session.open_stream(headers("data"), false).await?;
+        let got = drain(data.reader).await?;
+        let elapsed = t0.elapsed();
+        session.close().await;
+        if got != STREAM_BYTES {
+            return Err(format!("port-forward sent {got} bytes, not {STREAM_BYTES}").into());
+        }
+        forward_rates.push(STREAM_BYTES as f64 / (1 << 20) as f64 / elapsed.as_secs_f64());
+        // nc listens again once the last connection is done.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    report_throughput(&args.label, "port-forward (SPDY)", &mut forward_rates);
+
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await?;
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await?;
+    Ok(())
+}
+
 fn main() -> Result<(), Error> {
     let args = parse_args()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -484,6 +701,9 @@ fn main() -> Result<(), Error> {
         "pull" => runtime.block_on(pull(&args)),
         "containers" => runtime.block_on(containers(&args)),
         "shell" => shell(&args),
-        other => Err(format!("unknown mode {other:?}: pods, containers, pull or shell").into()),
+        "streaming" => runtime.block_on(streaming(&args)),
+        other => Err(
+            format!("unknown mode {other:?}: pods, containers, pull, streaming or shell").into(),
+        ),
     }
 }

@@ -10,7 +10,9 @@
 #   pull  cold PullImage of the small busybox image and of the generated 200 MiB 8-layer
 #         image (berth-bench/big:v1), and `gzip -dc | tar -x` of that image's layer blobs from
 #         local disk one after the other (the single-core floor of the unpack alone)
-# Usage: sudo hack/bench.sh [pods|containers|pull|all]   (default all)
+#   streaming  ExecSync of `true` (median, p90); throughput of `cat` of a 256 MiB file through
+#         Exec over SPDY, and of a port-forward over SPDY reading 256 MiB from a server in the pod
+# Usage: sudo hack/bench.sh [pods|containers|pull|streaming|all]   (default all)
 # Env: BENCH_PODS (20), BENCH_RUNS (10), BENCH_CONTAINERD=0 to measure berth alone.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -86,6 +88,10 @@ measure() { # LABEL ENDPOINT
 	if [[ $what == containers || $what == all ]]; then
 		"$bench" containers --label "$label" --endpoint "$endpoint" --image "$small" --pods "$pods" ||
 			echo "$label: the container benchmark failed (above)"
+	fi
+	if [[ $what == streaming || $what == all ]]; then
+		"$bench" streaming --label "$label" --endpoint "$endpoint" --image "$small" --runs "$((runs < 5 ? runs : 5))" ||
+			echo "$label: the streaming benchmark failed (above)"
 	fi
 	if [[ $what == pull || $what == all ]]; then
 		"$bench" pull --label "$label" --endpoint "$endpoint" --image "$small" --runs "$runs" ||

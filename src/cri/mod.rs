@@ -12,6 +12,7 @@ use crate::container::manager::ContainerManager;
 use crate::error::{Error, Result};
 use crate::image::ImageService;
 use crate::sandbox::SandboxManager;
+use crate::streaming::StreamingServer;
 
 /// The cgroup driver in use, after `auto` is resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +51,8 @@ pub struct Daemon {
     pub sandboxes: Arc<SandboxManager>,
     pub containers: Arc<ContainerManager>,
     pub images: ImageService,
+    /// Exec, attach and port-forward URLs point here.
+    pub streaming: Arc<StreamingServer>,
     /// Pod CIDR given by UpdateRuntimeConfig.
     pub pod_cidr: Mutex<String>,
 }
@@ -64,12 +67,20 @@ impl Daemon {
             sandboxes.clone(),
             images.clone(),
         ));
+        let streaming = StreamingServer::start(
+            config.streaming.address,
+            config.streaming.port,
+            containers.clone(),
+            sandboxes.clone(),
+        )
+        .await?;
         Ok(Arc::new(Daemon {
             config,
             cgroup_driver,
             sandboxes,
             containers,
             images,
+            streaming,
             pod_cidr: Mutex::new(String::new()),
         }))
     }

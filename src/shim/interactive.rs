@@ -327,21 +327,42 @@ impl Service {
         let _ = sender
             .send(output(Output::Started(u32::try_from(pid).unwrap_or(0))))
             .await;
-        // When this client detaches, a stdin_once container's stdin closes.
-        let detach = stdin_once.then(|| {
-            let shared = self.shared.clone();
-            let id = id.to_string();
-            move || {
-                if let Some(io) = shared.ios().get_mut(&id) {
-                    io.stdin = None;
-                }
+        // A client attached with stdin detaches when its stdin ends (as with containerd):
+        // a stdin_once container's stdin closes then, and the session ends once its output
+        // does (it usually exits), or right away for other containers.
+        let (stdin_ended, mut detached) = tokio::sync::oneshot::channel::<()>();
+        let shared = self.shared.clone();
+        let owner = id.to_string();
+        let with_stdin = open.stdin;
+        let detach = move || {
+            // Only a client that had stdin detaches anything.
+            if stdin_once
+                && with_stdin
+                && let Some(io) = shared.ios().get_mut(&owner)
+            {
+                io.stdin = None;
             }
-        });
-        let input = tokio::spawn(feed_input(inputs, stdin_end, console, detach));
+            let _ = stdin_ended.send(());
+        };
+        let watch_detach = open.stdin;
+        let input = tokio::spawn(feed_input(inputs, stdin_end, console, Some(detach)));
         let (want_stdout, want_stderr) = (open.stdout, open.stderr);
         tokio::spawn(async move {
             let _input = Tasks(vec![input]);
-            while let Some((kind, data)) = chunks.recv().await {
+            let mut until: Option<tokio::time::Instant> = None;
+            loop {
+                let chunk = tokio::select! {
+                    chunk = chunks.recv() => chunk,
+                    Ok(()) = &mut detached, if watch_detach && until.is_none() => {
+                        if !stdin_once {
+                            return;
+                        }
+                        until = Some(tokio::time::Instant::now() + DRAIN_WAIT);
+                        continue;
+                    }
+                    () = sleep_until(until) => return,
+                };
+                let Some((kind, data)) = chunk else { return };
                 let message = match kind {
                     OutputKind::Stdout if want_stdout => Output::Stdout(data),
                     OutputKind::Stderr if want_stderr => Output::Stderr(data),
@@ -358,6 +379,14 @@ impl Service {
     }
 }
 
+/// Sleeps until `deadline`, or for ever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Feeds the daemon's input to the process: stdin bytes, stdin's end, window sizes.
 /// `detach` runs once the client's stdin ended or the client went away.
 async fn feed_input(
@@ -370,10 +399,10 @@ async fn feed_input(
     while let Some(Ok(message)) = inputs.next().await {
         match message.input {
             Some(Input::Stdin(data)) => {
-                if let Some(pipe) = &stdin {
-                    if pipe.write_all(&data).await.is_err() {
-                        stdin = None;
-                    }
+                if let Some(pipe) = &stdin
+                    && pipe.write_all(&data).await.is_err()
+                {
+                    stdin = None;
                 }
             }
             Some(Input::CloseStdin(_)) => {
