@@ -100,7 +100,7 @@ pub async fn websocket_channels<S>(
                 return;
             }
         }
-        let _ = sink.send(Message::Close(None)).await;
+        let _ = sink.send(super::websocket::normal_close()).await;
         let _ = sink.close().await;
     });
     let mut to_ports = Vec::new();

@@ -28,6 +28,14 @@ pub const CLOSE: u8 = 255;
 /// Largest message accepted from a client.
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
+/// A normal closure: clients read a close without a status code as an error.
+pub fn normal_close() -> Message {
+    Message::Close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: "".into(),
+    }))
+}
+
 pub fn config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE))
@@ -138,7 +146,7 @@ where
         if let Some(error) = error {
             let _ = self.sink.send(encode(self.encoding, ERROR, &error)).await;
         }
-        let _ = self.sink.send(Message::Close(None)).await;
+        let _ = self.sink.send(normal_close()).await;
         let _ = self.sink.close().await;
     }
 }
@@ -243,7 +251,7 @@ where
                 }
             }
         }
-        let _ = sink.send(Message::Close(None)).await;
+        let _ = sink.send(normal_close()).await;
         let _ = sink.close().await;
     });
     theirs
@@ -292,6 +300,15 @@ mod tests {
             decode(Encoding::Base64, Some(Version::V4), Message::text("0!!!")),
             Err(FrameError::BadBase64(STDIN))
         );
+    }
+
+    #[test]
+    fn sessions_end_with_a_normal_closure() {
+        // Go's WebSocket client reads a close without status (1005) as an error.
+        let Message::Close(Some(frame)) = normal_close() else {
+            panic!("not a close frame with a status");
+        };
+        assert_eq!(u16::from(frame.code), 1000);
     }
 
     #[test]
