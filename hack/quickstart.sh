@@ -42,8 +42,8 @@ for _ in $(seq 50); do c logs "$ctr" | grep -q . && break; sleep 0.1; done
 expect "crictl logs" "$(c logs "$ctr")" "^hello from berth$"
 expect "crictl inspect" "$(jq -r .status.state <<<"$(c inspect "$ctr")")" '^CONTAINER_RUNNING$'
 expect "crictl exec" "$(c exec "$ctr" cat /etc/hostname)" "^quickstart$"
-c exec -s --timeout 5 "$ctr" sh -c 'exit 3' && code=0 || code=$?
-expect "crictl exec -s exit code" "$code" "^3$"
+expect "crictl exec -s exit code" "$("$crictl" exec -s --timeout 5 "$ctr" sh -c 'exit 3' 2>&1 || true)" "exited with 3"
+expect "crictl exec --timeout" "$("$crictl" exec -s --timeout 1 "$ctr" sh -c 'sleep 10 & sleep 20' 2>&1 || true)" "timed out after 1s"
 expect "crictl exec -it" "$(script -qc "$crictl exec -it $ctr sh -c 'test -t 0 && echo terminal'" /dev/null </dev/null)" "^terminal"
 "$crictl" port-forward "$pod" 18080:80 >/dev/null 2>&1 &
 forward=$!

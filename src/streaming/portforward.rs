@@ -40,37 +40,57 @@ impl PodNetwork {
 /// One copy direction's chunk size: big enough that a fast stream costs few syscalls.
 const COPY_CHUNK: usize = 64 * 1024;
 
-/// Copies `from` to `to` until EOF, then shuts `to`'s write side.
-pub async fn copy_until_eof(
+/// Which end of a relay failed.
+#[derive(Debug)]
+enum Failure {
+    /// The client's stream (reset, gone): nothing to tell it.
+    Client,
+    /// The connection in the pod: the client is told on its error stream.
+    Pod(io::Error),
+}
+
+/// Copies `from` to `to` until EOF, then shuts `to`'s write side; errors say which side.
+async fn copy_until_eof(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
-) -> io::Result<u64> {
+    from_is_pod: bool,
+) -> Result<(), Failure> {
+    let side = |pod: bool| {
+        move |e: io::Error| {
+            if pod {
+                Failure::Pod(e)
+            } else {
+                Failure::Client
+            }
+        }
+    };
     let mut buf = vec![0u8; COPY_CHUNK];
-    let mut total = 0u64;
     loop {
-        let n = from.read(&mut buf).await?;
+        let n = from.read(&mut buf).await.map_err(side(from_is_pod))?;
         if n == 0 {
             break;
         }
-        to.write_all(&buf[..n]).await?;
-        total += n as u64;
+        to.write_all(&buf[..n]).await.map_err(side(!from_is_pod))?;
     }
-    to.shutdown().await?;
-    Ok(total)
+    to.shutdown().await.map_err(side(!from_is_pod))
 }
 
 /// Relays a client's stream and a connection both ways until both directions ended (or
-/// one failed).
+/// one failed). Only a failure of the pod's side is an error: a client that resets its
+/// stream when it is done (client-go does) has not failed.
 pub async fn relay(
     client_read: impl AsyncRead + Unpin,
     client_write: impl AsyncWrite + Unpin,
     connection: TcpStream,
 ) -> io::Result<()> {
     let (conn_read, conn_write) = connection.into_split();
-    let upstream = copy_until_eof(client_read, conn_write);
-    let downstream = copy_until_eof(conn_read, client_write);
-    // An error either way ends both: a reset client must not leave the connection open.
-    tokio::try_join!(upstream, downstream).map(|_| ())
+    let upstream = copy_until_eof(client_read, conn_write, false);
+    let downstream = copy_until_eof(conn_read, client_write, true);
+    // A failure either way ends both: a reset client must not leave the connection open.
+    match tokio::try_join!(upstream, downstream) {
+        Ok(_) | Err(Failure::Client) => Ok(()),
+        Err(Failure::Pod(e)) => Err(e),
+    }
 }
 
 /// WebSocket port-forward with channel framing: for the i-th requested port, channel 2i
@@ -184,4 +204,50 @@ pub async fn websocket_channels<S>(
         relay.abort();
     }
     writer.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client stream that fails, as a reset SPDY stream does.
+    struct Reset;
+
+    impl AsyncRead for Reset {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Err(io::Error::other("stream was reset")))
+        }
+    }
+
+    async fn pod_side(reply: &'static [u8]) -> (TcpStream, tokio::task::JoinHandle<Vec<u8>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut connection, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let _ = connection.read_to_end(&mut got).await;
+            let _ = connection.write_all(reply).await;
+            got
+        });
+        (TcpStream::connect(address).await.unwrap(), server)
+    }
+
+    #[tokio::test]
+    async fn relay_carries_both_ways_until_both_end() {
+        let (connection, server) = pod_side(b"pong").await;
+        let mut answer = Vec::new();
+        relay(&b"ping"[..], &mut answer, connection).await.unwrap();
+        assert_eq!(server.await.unwrap(), b"ping");
+        assert_eq!(answer, b"pong");
+    }
+
+    #[tokio::test]
+    async fn a_client_reset_is_not_an_error_to_report() {
+        let (connection, _server) = pod_side(b"").await;
+        relay(Reset, tokio::io::sink(), connection).await.unwrap();
+    }
 }
