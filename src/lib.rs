@@ -9,6 +9,7 @@ pub mod config;
 pub mod container;
 pub mod cri;
 pub mod error;
+pub mod fault;
 pub mod image;
 pub mod init;
 pub mod linux;

@@ -493,6 +493,7 @@ impl ContainerManager {
         let path = self.record_dir(id).join(RECORD_FILE);
         persist::write_json_replace(&path, &record)
             .map_err(io_err(format!("writing {}", path.display())))?;
+        crate::fault::point("container.create.after_record");
         let container = Arc::new(Container {
             record: Mutex::new(record),
             op: tokio::sync::Mutex::new(()),
@@ -521,6 +522,7 @@ impl ContainerManager {
             .await
             .map_err(|e| Error::from(e).context("creating the container"))?;
         undo.push(Undo::DeleteProcess(id.to_string()));
+        crate::fault::point("container.create.after_shim_create");
         let record = container.update(|r| {
             r.state = ContainerState::Created;
             r.pid = pid;
@@ -588,6 +590,7 @@ impl ContainerManager {
         // finishing before it started.
         let started_at = now_nanos();
         let started = shim.start(&record.id).await;
+        crate::fault::point("container.start.after_gate_open");
         match started {
             Ok(pid) => {
                 let record = container.update(|r| {
@@ -645,6 +648,7 @@ impl ContainerManager {
             };
             if !timeout.is_zero() || signal == libc::SIGKILL {
                 let _ = shim.kill(&record.id, signal, false).await;
+                crate::fault::point("container.stop.after_signal");
                 if wait_for_file(&exit_file, timeout.max(Duration::from_millis(1))).await {
                     self.refresh(container);
                     return Ok(());
@@ -688,6 +692,7 @@ impl ContainerManager {
         if let Ok(mut shim) = self.sandboxes.shim(&record.sandbox_id).await {
             let _ = shim.delete(&record.id).await;
         }
+        crate::fault::point("container.remove.after_shim_delete");
         let cgroups = self.sandboxes.cgroups().clone();
         let path = record.cgroup_path.clone();
         tokio::task::spawn_blocking(move || {

@@ -378,6 +378,7 @@ impl SandboxManager {
         };
         // Written before any resource is taken: recovery rolls back a Creating record.
         self.persist(&record)?;
+        crate::fault::point("sandbox.run.after_record");
         let sandbox = Sandbox::new(record, None);
         self.sandboxes
             .write()
@@ -406,6 +407,7 @@ impl SandboxManager {
                     path.display()
                 )))?;
             undo.push(Undo::UnpinNetns(path.clone()));
+            crate::fault::point("sandbox.run.after_netns_pin");
         }
 
         // The network and the processes only meet at the netns, which exists now.
@@ -425,6 +427,7 @@ impl SandboxManager {
             self.persist(&sandbox.record())?;
             let attachment = attachment(id, path, &metadata, &spec.port_mappings);
             let result = self.cni.add(&network, &attachment).await;
+            crate::fault::point("sandbox.run.after_cni_add");
             Ok(Some((network, attachment, result)))
         };
         let process_setup = async {
@@ -445,6 +448,7 @@ impl SandboxManager {
                 Ok(s) => s,
                 Err(e) => return Err((Error::from(e), None)),
             };
+            crate::fault::point("sandbox.run.after_shim_start");
             let bundle = state_dir.join("pause");
             let sysctls = &spec.sysctls;
             let pause = PauseSpec {
@@ -537,6 +541,7 @@ impl SandboxManager {
                 .map_err(io_err("writing the pod's hosts file"))?;
         }
         let (shim_pid, pause_pid) = shim_pid.unwrap_or_default();
+        crate::fault::point("sandbox.run.after_pause_create");
         let record = sandbox.update(|r| {
             r.shim_pid = Some(shim_pid);
             r.pause_pid = Some(pause_pid);
@@ -685,6 +690,7 @@ impl SandboxManager {
                 .del(&network.config, &attachment, prev.as_ref())
                 .await
                 .map_err(|e| Error::from(e).context("tearing down the pod network"))?;
+            crate::fault::point("sandbox.stop.after_cni_del");
             let rec = sb.update(|r| {
                 if let Some(n) = r.network.as_mut() {
                     n.torn_down = true
@@ -733,6 +739,7 @@ impl SandboxManager {
         if let Some(pid) = record.shim_pid {
             kill_if_same(pid, None);
         }
+        crate::fault::point("sandbox.stop.after_processes_killed");
         Ok(())
     }
 
@@ -761,6 +768,7 @@ impl SandboxManager {
         })
         .await
         .map_err(|e| Error::internal("cgroup task", e))??;
+        crate::fault::point("sandbox.remove.after_cgroups_removed");
         persist::remove_dir_all_if_exists(&self.state_dir(&record.id))
             .map_err(io_err("removing the sandbox state dir"))?;
         persist::remove_file_if_exists(&record.shim_socket)
