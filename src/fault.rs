@@ -42,7 +42,10 @@ fn armed() -> Option<&'static str> {
 /// Dies here (SIGKILL, as a crash would) when `BERTH_FAULT` names this point.
 #[cfg(feature = "fault-injection")]
 pub fn point(name: &'static str) {
-    debug_assert!(POINTS.contains(&name), "fault point {name} is not in POINTS");
+    debug_assert!(
+        POINTS.contains(&name),
+        "fault point {name} is not in POINTS"
+    );
     if armed() == Some(name) {
         // Written straight to stderr (no buffering layer) so tests can see where it died.
         eprintln!("berth: fault injection: killed at {name}");

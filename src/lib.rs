@@ -18,6 +18,7 @@ pub mod sandbox;
 pub mod server;
 pub mod shim;
 pub mod store;
+pub mod sweep;
 
 pub use error::{Error, ErrorKind, Result};
 

@@ -24,6 +24,9 @@ use crate::persist;
 use crate::sandbox::{SandboxManager, SandboxState, now_nanos};
 use crate::store::lock;
 
+mod lost;
+pub use lost::SHIM_LOST_REASON;
+
 const RECORD_VERSION: u32 = 1;
 const RECORD_FILE: &str = "container.json";
 /// How long a killed container may take to disappear before its cgroup is killed.
@@ -852,7 +855,8 @@ impl ContainerManager {
                 record: Mutex::new(record),
                 op: tokio::sync::Mutex::new(()),
             });
-            let record = self.refresh(&container);
+            self.reconcile_recovered(&container).await;
+            let record = container.record();
             tracing::info!(container_id = %record.id, state = ?record.state, "container recovered");
             self.containers
                 .write()

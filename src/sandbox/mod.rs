@@ -11,6 +11,7 @@
 //! what a crash interrupted; every step of a run pushes its undo.
 
 pub mod podfiles;
+mod shim_watch;
 pub mod spec;
 pub mod sysctl;
 
@@ -145,6 +146,8 @@ pub struct SandboxManager {
     cgroups: Cgroups,
     sandboxes: RwLock<HashMap<String, Arc<Sandbox>>>,
     names: Mutex<HashMap<String, NameEntry>>,
+    /// Pods whose shim died unexpectedly (see shim_watch.rs).
+    shim_lost: tokio::sync::broadcast::Sender<String>,
 }
 
 pub fn now_nanos() -> i64 {
@@ -186,6 +189,7 @@ impl SandboxManager {
             cgroups,
             sandboxes: RwLock::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
+            shim_lost: tokio::sync::broadcast::channel(shim_watch::LOST_BACKLOG).0,
         })
     }
 
@@ -314,7 +318,10 @@ impl SandboxManager {
         let id = new_id();
         let mut undo = Vec::new();
         match self.create_steps(&id, spec, &mut undo).await {
-            Ok(()) => Ok(id),
+            Ok(()) => {
+                self.watch_shim(&id);
+                Ok(id)
+            }
             Err(err) => {
                 tracing::warn!(sandbox_id = %id, error = %err, "run pod sandbox failed; rolling back");
                 self.rollback(undo).await;
