@@ -405,7 +405,7 @@ mod tests {
                 (11, shim_cmdline(&b, "/run/berth")),
                 // Another berth's shim (other state dir) is not ours.
                 (12, shim_cmdline(&b, "/run/other")),
-                (13, b"/bin/sleep\0100\0".to_vec()),
+                (13, b"/bin/sleep\0x\0".to_vec()),
             ],
             mount_points: vec![
                 "/".into(),
