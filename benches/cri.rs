@@ -644,12 +644,14 @@ fn count_dirs(dir: &std::path::Path) -> usize {
         .sum()
 }
 
-/// One pod with one container through its whole life; each step's time.
+/// One pod with one container through its whole life; each step's time, and what the
+/// runtime held while the container ran when `probe` is given.
 async fn churn_cycle(
     rt: &mut RuntimeServiceClient<Channel>,
     config: cri::PodSandboxConfig,
     image: &str,
-) -> Result<[Duration; 7], Error> {
+    probe: Option<&Args>,
+) -> Result<([Duration; 7], Option<Holdings>), Error> {
     let mut times = [Duration::ZERO; 7];
     let mut t = Instant::now();
     let mut lap = |i: usize| {
@@ -680,6 +682,7 @@ async fn churn_cycle(
     })
     .await?;
     lap(2);
+    let held = probe.map(holdings);
     rt.stop_container(cri::StopContainerRequest {
         container_id: id.clone(),
         timeout: 10,
@@ -699,7 +702,7 @@ async fn churn_cycle(
     })
     .await?;
     lap(6);
-    Ok(times)
+    Ok((times, held))
 }
 
 /// `--pods` pods, each with one container, created and removed by `--clients` clients at
@@ -727,21 +730,40 @@ async fn churn(args: &Args) -> Result<(), Error> {
         config
     };
     // One cycle per client first, not counted: pause image, bridge, connections.
+    // The first also shows that every counter sees a running pod (a counter looking in the
+    // wrong place would read 0 and hide a leak).
     let mut clients = Vec::new();
+    let mut with_one_pod = None;
     for c in 0..args.clients {
         let mut rt = RuntimeServiceClient::new(channel.clone());
-        churn_cycle(&mut rt, config(90_000 + c), &args.image).await?;
+        let probe = (c == 0).then_some(args);
+        with_one_pod =
+            with_one_pod.or(churn_cycle(&mut rt, config(90_000 + c), &args.image, probe)
+                .await?
+                .1);
         clients.push(rt);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = holdings(args);
+    if let Some(held) = with_one_pod {
+        let seen: Vec<String> = Holdings::NAMES
+            .iter()
+            .zip(held.values().iter().zip(before.values()))
+            .map(|(name, (h, b))| format!("{name} {:+}", *h as i64 - b as i64))
+            .collect();
+        println!(
+            "{:<12} churn counters     {}   (one pod running - none)",
+            args.label,
+            seen.join("  ")
+        );
+    }
     let start = Instant::now();
     let work = clients.into_iter().enumerate().map(|(c, mut rt)| {
         let config = &config;
         async move {
             let mut times = Vec::new();
             for i in (c..args.pods).step_by(args.clients) {
-                times.push(churn_cycle(&mut rt, config(i), &args.image).await?);
+                times.push(churn_cycle(&mut rt, config(i), &args.image, None).await?.0);
             }
             Ok::<_, Error>(times)
         }
