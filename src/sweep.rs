@@ -303,10 +303,9 @@ fn remove(leftover: &Leftover, cgroups: &Cgroups) -> std::result::Result<(), Str
     }
 }
 
-/// Observes, plans and removes (blocking); returns what was found.
-pub fn sweep_blocking(scope: &Scope, known: &Known, cgroups: &Cgroups) -> Vec<Leftover> {
-    let leftovers = plan(scope, known, &observe(scope, cgroups));
-    for leftover in &leftovers {
+/// Removes `leftovers` in order, logging each (blocking).
+pub fn remove_all(leftovers: &[Leftover], cgroups: &Cgroups) {
+    for leftover in leftovers {
         let what = leftover.kind();
         let result = remove(leftover, cgroups);
         match (leftover, result) {
@@ -330,7 +329,25 @@ pub fn sweep_blocking(scope: &Scope, known: &Known, cgroups: &Cgroups) -> Vec<Le
             }
         }
     }
-    leftovers
+}
+
+/// CNI DEL for a pod whose netns pin outlived its record, with today's network config: the
+/// CNI container id is the pod id (the pin's name), which is all host-local needs to free
+/// the pod's IP lease and portmap needs to drop its rules. Best effort.
+async fn release_network(sandboxes: &SandboxManager, pin: &Path) {
+    let Some(id) = pin.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let Ok(network) = sandboxes.cni().load() else {
+        return;
+    };
+    let attachment = crate::cni::Attachment::new(id.clone(), Some(pin.to_path_buf()), "", "", "");
+    match sandboxes.cni().del(&network, &attachment, None).await {
+        Ok(()) => tracing::warn!(sandbox_id = %id, "sweep: released the network of an unknown pod"),
+        Err(e) => {
+            tracing::warn!(sandbox_id = %id, error = %e, "sweep: CNI DEL for an unknown pod failed")
+        }
+    }
 }
 
 /// The sweep at daemon start, after recovery and before serving.
@@ -359,9 +376,25 @@ pub async fn sweep(
     };
     let cgroups = sandboxes.cgroups().clone();
     let started = std::time::Instant::now();
-    let leftovers =
-        tokio::task::spawn_blocking(move || sweep_blocking(&scope, &known, &cgroups)).await;
-    let leftovers = leftovers.unwrap_or_default();
+    let found = {
+        let cgroups = cgroups.clone();
+        tokio::task::spawn_blocking(move || plan(&scope, &known, &observe(&scope, &cgroups))).await
+    };
+    let leftovers = found.unwrap_or_default();
+    // Shims and their processes first (the netns must be empty for its veth to go), then
+    // the network, while the pins still exist.
+    let (first, rest): (Vec<Leftover>, Vec<Leftover>) = leftovers
+        .iter()
+        .cloned()
+        .partition(|l| matches!(l, Leftover::Shim { .. } | Leftover::Cgroup(_)));
+    let blocking_cgroups = cgroups.clone();
+    let _ = tokio::task::spawn_blocking(move || remove_all(&first, &blocking_cgroups)).await;
+    for leftover in &rest {
+        if let Leftover::NetnsPin(pin) = leftover {
+            release_network(sandboxes, pin).await;
+        }
+    }
+    let _ = tokio::task::spawn_blocking(move || remove_all(&rest, &cgroups)).await;
     tracing::info!(
         leftovers = leftovers.len(),
         elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
