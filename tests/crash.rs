@@ -721,3 +721,71 @@ async fn the_startup_sweep_removes_what_no_record_points_to() {
     // The lost pod's IP lease was released too (CNI DEL by its id), so nothing at all is left.
     daemon.assert_no_leaks("after the sweep and removing the kept pod");
 }
+
+// ---- any instant ----
+
+/// Pods with a container run through their whole life until an RPC fails (the daemon died).
+async fn churn_until_error(mut rt: RuntimeServiceClient<Channel>, client: usize) -> usize {
+    for n in 0.. {
+        let config = pod_config(&format!("any-{client}-{n}-{:04x}", rand::random::<u16>()));
+        let cycle = async {
+            let pod = run_pod(&mut rt, config.clone()).await?;
+            let ctr = create(
+                &mut rt,
+                &pod,
+                &config,
+                container_config("c", &["sleep", "1000"]),
+            )
+            .await?;
+            start(&mut rt, &ctr).await?;
+            stop(&mut rt, &ctr, 0).await?;
+            remove(&mut rt, &ctr).await?;
+            rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await?;
+            rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: pod,
+            })
+            .await?;
+            Ok::<_, tonic::Status>(())
+        };
+        if let Err(e) = cycle.await {
+            println!("client {client}: {} after {n} cycles", e.message());
+            return n;
+        }
+    }
+    unreachable!()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_at_random_instants_of_a_churn_leaves_nothing_behind() {
+    let mut daemon = TestDaemon::start().await;
+    pull_busybox(&daemon).await.expect("pulling busybox");
+    let mut cycles = 0;
+    for round in 0..6 {
+        let clients = [daemon.runtime().await, daemon.runtime().await];
+        let tasks: Vec<_> = clients
+            .into_iter()
+            .enumerate()
+            .map(|(i, rt)| tokio::spawn(churn_until_error(rt, round * 2 + i)))
+            .collect();
+        // Somewhere inside some operation of each client.
+        let delay = 150 + u64::from(rand::random::<u16>() % 1000);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        daemon.kill9();
+        for task in tasks {
+            cycles += task.await.expect("a churn client panicked");
+        }
+        daemon.restart().await;
+    }
+    println!("{cycles} whole cycles completed between 6 kills");
+    // Whatever was complete is usable and can be removed; the rest was rolled back.
+    let mut rt = daemon.runtime().await;
+    for id in container_ids(&mut rt).await {
+        remove(&mut rt, &id).await.expect("RemoveContainer");
+    }
+    tear_down(&daemon).await;
+    let log = daemon.log_text();
+    assert!(!log.contains("could not remove"), "{log}");
+}
