@@ -101,7 +101,7 @@ fn is_berth_id(name: &str) -> bool {
 }
 
 /// `(sandbox id, state dir)` of a shim command line (`<exe> shim --sandbox-id ID … --state-dir DIR`).
-fn shim_args(cmdline: &[u8]) -> Option<(String, PathBuf)> {
+pub(crate) fn shim_args(cmdline: &[u8]) -> Option<(String, PathBuf)> {
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
     if args.get(1) != Some(&&b"shim"[..]) {
         return None;
@@ -380,7 +380,10 @@ pub async fn sweep(
         let cgroups = cgroups.clone();
         tokio::task::spawn_blocking(move || plan(&scope, &known, &observe(&scope, &cgroups))).await
     };
-    let leftovers = found.unwrap_or_default();
+    let leftovers = found.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "sweep: looking for leftovers failed");
+        Vec::new()
+    });
     // Shims and their processes first (the netns must be empty for its veth to go), then
     // the network, while the pins still exist.
     let (first, rest): (Vec<Leftover>, Vec<Leftover>) = leftovers

@@ -132,13 +132,9 @@ fn open_pidfd(pid: u32, sandbox_id: &str) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Whether a NUL-separated command line is `… shim … --sandbox-id <sandbox_id> …`.
+/// Whether a NUL-separated command line is `<exe> shim … --sandbox-id <sandbox_id> …`.
 pub(crate) fn is_shim_of(cmdline: &[u8], sandbox_id: &str) -> bool {
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    args.get(1) == Some(&&b"shim"[..])
-        && args
-            .windows(2)
-            .any(|w| w[0] == b"--sandbox-id" && w[1] == sandbox_id.as_bytes())
+    crate::sweep::shim_args(cmdline).is_some_and(|(id, _)| id == sandbox_id)
 }
 
 /// Resolves when the process behind `fd` has exited (a pidfd polls readable then).
@@ -158,8 +154,9 @@ mod tests {
     #[test]
     fn shim_command_lines_are_told_apart() {
         let id = "ab".repeat(32);
-        let shim =
-            format!("/usr/bin/berth\0shim\0--sandbox-id\0{id}\0--socket\0/run/berth/s/x.sock\0");
+        let shim = format!(
+            "/usr/bin/berth\0shim\0--sandbox-id\0{id}\0--socket\0/run/berth/s/x.sock\0--state-dir\0/run/berth/sandboxes/{id}/shim\0"
+        );
         assert!(is_shim_of(shim.as_bytes(), &id));
         assert!(!is_shim_of(shim.as_bytes(), &"cd".repeat(32)));
         // The id alone (say, in a container's arguments) is not a shim.
