@@ -83,7 +83,8 @@ impl Daemon {
         image::ImageCri::new(self.images.clone())
     }
 
-    /// Brings back every sandbox (and, later, container) before the gate opens.
+    /// Before the gate opens: brings back every sandbox and container (rolling back what a
+    /// crash interrupted), sweeps what no record points to, then watches the live shims.
     pub async fn recover(&self) -> Result<()> {
         self.sandboxes.recover().await?;
         self.containers.recover().await?;
