@@ -582,6 +582,11 @@ impl ContainerManager {
         let container = self.get(id)?;
         let _op = container.op.lock().await;
         let record = self.refresh(&container);
+        if record.state == ContainerState::Running {
+            // A retry of a start that took effect (say, before a crash cut the answer off).
+            tracing::info!(container_id = %record.id, "container already running");
+            return Ok(());
+        }
         if record.state != ContainerState::Created {
             return Err(Error::failed_precondition(format!(
                 "container {} is {:?}, not created",
