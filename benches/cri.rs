@@ -7,6 +7,10 @@
 //! cargo bench --bench cri -- containers --endpoint unix:///run/berth/berth.sock --image REF --pods 20
 //! cargo bench --bench cri -- shell --runs 5 --setup 'rm -rf d; mkdir d' -- 'gzip -dc a.tgz | tar -x -C d'
 //! cargo bench --bench cri -- streaming --endpoint unix:///run/berth/berth.sock --image REF --runs 5
+//! cargo bench --bench cri -- churn --endpoint unix:///run/berth/berth.sock --image REF --pods 100 --clients 2 \
+//!     --cgroup-parent /bench-churn --bridge cni0 --ipam-dir /var/lib/cni/networks/NET \
+//!     --netns-dir /run/berth/netns --count-procs 'berth shim,sleep 3600' --count-mounts /run/berth \
+//!     --count-dirs /var/lib/berth/sandboxes,/var/lib/berth/containers [--daemon-pid N]
 //! ```
 //! `pods` times RunPodSandbox, StopPodSandbox and RemovePodSandbox one pod at a time and
 //! reads the memory of each pod's pause process and of its parent (the shim) from
@@ -14,7 +18,11 @@
 //! before each); `shell` times a shell command the same way (after an untimed `--setup`), for a baseline;
 //! `streaming` times ExecSync of `true`, and measures the throughput of `cat` of a 256 MiB
 //! file through an Exec over SPDY and of a port-forward (over SPDY) reading 256 MiB from a
-//! server in the pod.
+//! server in the pod;
+//! `churn` runs `--pods` pods, each with one container, through their whole life (run, create,
+//! start, stop, remove) from `--clients` clients at once, reports the wall time of the whole
+//! churn, and counts what the runtime holds before and after (processes, mounts, netns, veths,
+//! IP leases, cgroups, files, daemon fds): every leak counter should be back to zero.
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +44,14 @@ struct Args {
     label: String,
     setup: String,
     command: String,
+    clients: usize,
+    cgroup_parent: String,
+    bridge: String,
+    ipam_dir: String,
+    netns_dir: String,
+    count_procs: Vec<String>,
+    count_mounts: Vec<String>,
+    count_dirs: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, Error> {
@@ -54,6 +70,20 @@ fn parse_args() -> Result<Args, Error> {
         label: String::new(),
         setup: String::new(),
         command: String::new(),
+        clients: 2,
+        cgroup_parent: String::new(),
+        bridge: String::new(),
+        ipam_dir: String::new(),
+        netns_dir: String::new(),
+        count_procs: Vec::new(),
+        count_mounts: Vec::new(),
+        count_dirs: Vec::new(),
+    };
+    let list = |v: String| -> Vec<String> {
+        v.split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
     };
     if let Some(pos) = raw.iter().position(|a| a == "--") {
         args.command = raw
@@ -74,6 +104,14 @@ fn parse_args() -> Result<Args, Error> {
             "--daemon-pid" => args.daemon_pid = Some(value()?.parse()?),
             "--label" => args.label = value()?,
             "--setup" => args.setup = value()?,
+            "--clients" => args.clients = value()?.parse()?,
+            "--cgroup-parent" => args.cgroup_parent = value()?,
+            "--bridge" => args.bridge = value()?,
+            "--ipam-dir" => args.ipam_dir = value()?,
+            "--netns-dir" => args.netns_dir = value()?,
+            "--count-procs" => args.count_procs = list(value()?),
+            "--count-mounts" => args.count_mounts = list(value()?),
+            "--count-dirs" => args.count_dirs = list(value()?),
             mode if !mode.starts_with('-') && args.mode.is_empty() => args.mode = mode.into(),
             other => return Err(format!("unknown argument {other}").into()),
         }
@@ -478,6 +516,306 @@ fn shell(args: &Args) -> Result<(), Error> {
     Ok(())
 }
 
+/// What a runtime holds, counted the same way for every runtime.
+#[derive(Debug, Clone, Copy, Default)]
+struct Holdings {
+    processes: usize,
+    mounts: usize,
+    netns: usize,
+    veths: usize,
+    ip_leases: usize,
+    cgroups: usize,
+    files: usize,
+    daemon_fds: usize,
+}
+
+impl Holdings {
+    const NAMES: [&'static str; 8] = [
+        "processes",
+        "mounts",
+        "netns",
+        "veths",
+        "ip_leases",
+        "cgroups",
+        "files",
+        "daemon_fds",
+    ];
+
+    fn values(&self) -> [usize; 8] {
+        [
+            self.processes,
+            self.mounts,
+            self.netns,
+            self.veths,
+            self.ip_leases,
+            self.cgroups,
+            self.files,
+            self.daemon_fds,
+        ]
+    }
+}
+
+fn entries(dir: &str) -> Vec<std::path::PathBuf> {
+    if dir.is_empty() {
+        return Vec::new();
+    }
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Counts what the runtime holds now; see `churn` for what each counter looks at.
+fn holdings(args: &Args) -> Holdings {
+    let mut h = Holdings::default();
+    // Processes: those in the pods' cgroup parent (pause, containers, stragglers) and those
+    // whose command line matches (shims, which live outside the pods' cgroups).
+    let mut pids = std::collections::HashSet::new();
+    if !args.count_procs.is_empty() {
+        for proc_dir in entries("/proc") {
+            let cmdline = std::fs::read(proc_dir.join("cmdline")).unwrap_or_default();
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if args.count_procs.iter().any(|p| text.contains(p.as_str())) {
+                pids.insert(proc_dir);
+            }
+        }
+    }
+    if !args.cgroup_parent.is_empty() {
+        let parent = args.cgroup_parent.trim_start_matches('/');
+        if let Some(root) = entries("/sys/fs/cgroup")
+            .into_iter()
+            .find(|r| r.join("cgroup.procs").exists() && r.join(parent).is_dir())
+        {
+            cgroup_pids(&root.join(parent), &mut pids);
+        }
+    }
+    h.processes = pids.len();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    h.mounts = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| args.count_mounts.iter().any(|p| m.starts_with(p.as_str())))
+        .count();
+    h.netns = entries(&args.netns_dir).len();
+    if !args.bridge.is_empty() {
+        h.veths = entries(&format!("/sys/class/net/{}/brif", args.bridge)).len();
+    }
+    h.ip_leases = entries(&args.ipam_dir)
+        .iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.parse::<std::net::IpAddr>().is_ok())
+        })
+        .count();
+    if !args.cgroup_parent.is_empty() {
+        // Every hierarchy (v1 controllers and v2) below the parent the pods were given.
+        for root in entries("/sys/fs/cgroup") {
+            h.cgroups += count_dirs(&root.join(args.cgroup_parent.trim_start_matches('/')));
+        }
+    }
+    h.files = args.count_dirs.iter().map(|d| entries(d).len()).sum();
+    h.daemon_fds = args
+        .daemon_pid
+        .map(|pid| entries(&format!("/proc/{pid}/fd")).len())
+        .unwrap_or(0);
+    h
+}
+
+fn cgroup_pids(dir: &std::path::Path, pids: &mut std::collections::HashSet<std::path::PathBuf>) {
+    for pid in std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+    {
+        pids.insert(std::path::PathBuf::from("/proc").join(pid));
+    }
+    for sub in entries(&dir.to_string_lossy()) {
+        if sub.is_dir() {
+            cgroup_pids(&sub, pids);
+        }
+    }
+}
+
+fn count_dirs(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| 1 + count_dirs(&e.path()))
+        .sum()
+}
+
+/// One pod with one container through its whole life; each step's time, and what the
+/// runtime held while the container ran when `probe` is given.
+async fn churn_cycle(
+    rt: &mut RuntimeServiceClient<Channel>,
+    config: cri::PodSandboxConfig,
+    image: &str,
+    probe: Option<&Args>,
+) -> Result<([Duration; 7], Option<Holdings>), Error> {
+    let mut times = [Duration::ZERO; 7];
+    let mut t = Instant::now();
+    let mut lap = |i: usize| {
+        times[i] = t.elapsed();
+        t = Instant::now();
+    };
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await?
+        .into_inner()
+        .pod_sandbox_id;
+    lap(0);
+    let id = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(container_config("app", image)),
+            sandbox_config: Some(config),
+        })
+        .await?
+        .into_inner()
+        .container_id;
+    lap(1);
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await?;
+    lap(2);
+    let held = probe.map(holdings);
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 10,
+    })
+    .await?;
+    lap(3);
+    rt.remove_container(cri::RemoveContainerRequest { container_id: id })
+        .await?;
+    lap(4);
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await?;
+    lap(5);
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await?;
+    lap(6);
+    Ok((times, held))
+}
+
+/// `--pods` pods, each with one container, created and removed by `--clients` clients at
+/// once; the wall time and the leak counters before and after.
+async fn churn(args: &Args) -> Result<(), Error> {
+    if args.image.is_empty() {
+        return Err("churn needs --image".into());
+    }
+    let channel = channel(&args.endpoint).await?;
+    ImageServiceClient::new(channel.clone())
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: args.image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?;
+    let run = format!("{:08x}", rand::random::<u32>());
+    let config = |i: usize| {
+        let mut config = pod_config(i, &run);
+        if let Some(linux) = config.linux.as_mut() {
+            linux.cgroup_parent = args.cgroup_parent.clone();
+        }
+        config
+    };
+    // One cycle per client first, not counted: pause image, bridge, connections.
+    // The first also shows that every counter sees a running pod (a counter looking in the
+    // wrong place would read 0 and hide a leak).
+    let mut clients = Vec::new();
+    let mut with_one_pod = None;
+    for c in 0..args.clients {
+        let mut rt = RuntimeServiceClient::new(channel.clone());
+        let probe = (c == 0).then_some(args);
+        with_one_pod =
+            with_one_pod.or(churn_cycle(&mut rt, config(90_000 + c), &args.image, probe)
+                .await?
+                .1);
+        clients.push(rt);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = holdings(args);
+    if let Some(held) = with_one_pod {
+        let seen: Vec<String> = Holdings::NAMES
+            .iter()
+            .zip(held.values().iter().zip(before.values()))
+            .map(|(name, (h, b))| format!("{name} {:+}", *h as i64 - b as i64))
+            .collect();
+        println!(
+            "{:<12} churn counters     {}   (one pod running - none)",
+            args.label,
+            seen.join("  ")
+        );
+    }
+    let start = Instant::now();
+    let work = clients.into_iter().enumerate().map(|(c, mut rt)| {
+        let config = &config;
+        async move {
+            let mut times = Vec::new();
+            for i in (c..args.pods).step_by(args.clients) {
+                times.push(churn_cycle(&mut rt, config(i), &args.image, None).await?.0);
+            }
+            Ok::<_, Error>(times)
+        }
+    });
+    let mut times = Vec::new();
+    for result in futures_util::future::join_all(work).await {
+        times.extend(result?);
+    }
+    let cycle = start.elapsed();
+    // Give asynchronous clean-up (closing connections, reaping) a moment, the same for all.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = holdings(args);
+    println!(
+        "{:<12} churn              {} pods with a container by {} clients: cycle {:.2} s ({:.1} ms per pod)",
+        args.label,
+        args.pods,
+        args.clients,
+        cycle.as_secs_f64(),
+        cycle.as_secs_f64() * 1e3 / args.pods as f64
+    );
+    for (i, step) in [
+        "RunPodSandbox",
+        "CreateContainer",
+        "StartContainer",
+        "StopContainer",
+        "RemoveContainer",
+        "StopPodSandbox",
+        "RemovePodSandbox",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut samples: Vec<Duration> = times.iter().map(|t| t[i]).collect();
+        report(&args.label, &format!("churn {step}"), &mut samples);
+    }
+    let leaks: Vec<String> = Holdings::NAMES
+        .iter()
+        .zip(before.values().iter().zip(after.values()))
+        .map(|(name, (b, a))| format!("{name} {:+}", a as i64 - *b as i64))
+        .collect();
+    println!(
+        "{:<12} churn leaks        {}   (after - before)",
+        args.label,
+        leaks.join("  ")
+    );
+    Ok(())
+}
+
 /// Bytes moved per throughput run.
 const STREAM_BYTES: usize = 256 * 1024 * 1024;
 /// The port the in-pod server sends those bytes from.
@@ -701,9 +1039,11 @@ fn main() -> Result<(), Error> {
         "pull" => runtime.block_on(pull(&args)),
         "containers" => runtime.block_on(containers(&args)),
         "shell" => shell(&args),
+        "churn" => runtime.block_on(churn(&args)),
         "streaming" => runtime.block_on(streaming(&args)),
-        other => Err(
-            format!("unknown mode {other:?}: pods, containers, pull, streaming or shell").into(),
-        ),
+        other => Err(format!(
+            "unknown mode {other:?}: pods, containers, pull, churn, streaming or shell"
+        )
+        .into()),
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod container;
 pub mod cri;
 pub mod error;
+pub mod fault;
 pub mod image;
 pub mod init;
 pub mod linux;
@@ -18,6 +19,7 @@ pub mod server;
 pub mod shim;
 pub mod store;
 pub mod streaming;
+pub mod sweep;
 
 pub use error::{Error, ErrorKind, Result};
 

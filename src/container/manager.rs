@@ -24,6 +24,9 @@ use crate::persist;
 use crate::sandbox::{SandboxManager, SandboxState, now_nanos};
 use crate::store::lock;
 
+mod lost;
+pub use lost::SHIM_LOST_REASON;
+
 const RECORD_VERSION: u32 = 1;
 const RECORD_FILE: &str = "container.json";
 /// How long a killed container may take to disappear before its cgroup is killed.
@@ -493,6 +496,7 @@ impl ContainerManager {
         let path = self.record_dir(id).join(RECORD_FILE);
         persist::write_json_replace(&path, &record)
             .map_err(io_err(format!("writing {}", path.display())))?;
+        crate::fault::point("container.create.after_record");
         let container = Arc::new(Container {
             record: Mutex::new(record),
             op: tokio::sync::Mutex::new(()),
@@ -521,6 +525,7 @@ impl ContainerManager {
             .await
             .map_err(|e| Error::from(e).context("creating the container"))?;
         undo.push(Undo::DeleteProcess(id.to_string()));
+        crate::fault::point("container.create.after_shim_create");
         let record = container.update(|r| {
             r.state = ContainerState::Created;
             r.pid = pid;
@@ -577,6 +582,11 @@ impl ContainerManager {
         let container = self.get(id)?;
         let _op = container.op.lock().await;
         let record = self.refresh(&container);
+        if record.state == ContainerState::Running {
+            // A retry of a start that took effect (say, before a crash cut the answer off).
+            tracing::info!(container_id = %record.id, "container already running");
+            return Ok(());
+        }
         if record.state != ContainerState::Created {
             return Err(Error::failed_precondition(format!(
                 "container {} is {:?}, not created",
@@ -588,6 +598,7 @@ impl ContainerManager {
         // finishing before it started.
         let started_at = now_nanos();
         let started = shim.start(&record.id).await;
+        crate::fault::point("container.start.after_gate_open");
         match started {
             Ok(pid) => {
                 let record = container.update(|r| {
@@ -645,6 +656,7 @@ impl ContainerManager {
             };
             if !timeout.is_zero() || signal == libc::SIGKILL {
                 let _ = shim.kill(&record.id, signal, false).await;
+                crate::fault::point("container.stop.after_signal");
                 if wait_for_file(&exit_file, timeout.max(Duration::from_millis(1))).await {
                     self.refresh(container);
                     return Ok(());
@@ -688,6 +700,7 @@ impl ContainerManager {
         if let Ok(mut shim) = self.sandboxes.shim(&record.sandbox_id).await {
             let _ = shim.delete(&record.id).await;
         }
+        crate::fault::point("container.remove.after_shim_delete");
         let cgroups = self.sandboxes.cgroups().clone();
         let path = record.cgroup_path.clone();
         tokio::task::spawn_blocking(move || {
@@ -847,7 +860,8 @@ impl ContainerManager {
                 record: Mutex::new(record),
                 op: tokio::sync::Mutex::new(()),
             });
-            let record = self.refresh(&container);
+            self.reconcile_recovered(&container).await;
+            let record = container.record();
             tracing::info!(container_id = %record.id, state = ?record.state, "container recovered");
             self.containers
                 .write()

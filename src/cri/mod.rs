@@ -74,6 +74,7 @@ impl Daemon {
             sandboxes.clone(),
         )
         .await?;
+        follow_shim_deaths(&sandboxes, &containers);
         Ok(Arc::new(Daemon {
             config,
             cgroup_driver,
@@ -93,12 +94,39 @@ impl Daemon {
         image::ImageCri::new(self.images.clone())
     }
 
-    /// Brings back every sandbox (and, later, container) before the gate opens.
+    /// Before the gate opens: brings back every sandbox and container (rolling back what a
+    /// crash interrupted), sweeps what no record points to, then watches the live shims.
     pub async fn recover(&self) -> Result<()> {
         self.sandboxes.recover().await?;
-        self.containers.recover().await
+        self.containers.recover().await?;
+        crate::sweep::sweep(&self.config, &self.sandboxes, &self.containers).await;
+        self.sandboxes.watch_recovered_shims().await;
+        Ok(())
     }
 
     /// The daemon is stopping: pods keep running under their shims.
     pub async fn shutdown(&self) {}
+}
+
+/// Marks the containers of every pod whose shim died as exited (see sandbox/shim_watch.rs).
+fn follow_shim_deaths(sandboxes: &Arc<SandboxManager>, containers: &Arc<ContainerManager>) {
+    let mut lost = sandboxes.subscribe_shim_lost();
+    let (sandboxes, containers) = (sandboxes.clone(), containers.clone());
+    tokio::spawn(async move {
+        loop {
+            match lost.recv().await {
+                Ok(sandbox_id) => containers.shim_lost(&sandbox_id).await,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // Some deaths were missed: every pod without a shim is checked.
+                    let filter = crate::sandbox::SandboxFilter::default();
+                    for (record, _) in sandboxes.list(&filter) {
+                        if !sandboxes.shim_connected(&record.id) {
+                            containers.shim_lost(&record.id).await;
+                        }
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
 }
