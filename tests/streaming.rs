@@ -775,6 +775,30 @@ async fn stream_requests_are_checked_and_tokens_are_single_use() {
         .unwrap_err();
     assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
 
+    // A malformed frame ends that connection with a GOAWAY, and nothing else.
+    let url = exec_url(&mut rt, exec_request(&id, &["sleep", "30"], false, false)).await;
+    let (mut tcp, _) = spdy_upgrade(&url, &["v4.channel.k8s.io"]).await.unwrap();
+    // A control frame of SPDY version 9: not a frame berth can read.
+    tcp.write_all(&[0x80, 0x09, 0x00, 0x01, 0x00, 0x00, 0x00, 0x04, 0, 0, 0, 1])
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
+        .await
+        .expect("the connection was closed")
+        .unwrap();
+    let goaway = answer.windows(4).any(|w| w == [0x80, 0x03, 0x00, 0x07]);
+    assert!(goaway, "a GOAWAY came before the close: {answer:02x?}");
+    let url = exec_url(
+        &mut rt,
+        exec_request(&id, &["echo", "still here"], false, false),
+    )
+    .await;
+    assert_eq!(
+        spdy_session(&url, None, false, None).await.stdout,
+        b"still here\n"
+    );
+
     // A stopped container: FailedPrecondition.
     rt.stop_container(cri::StopContainerRequest {
         container_id: id.clone(),
