@@ -378,6 +378,8 @@ impl ContainerManager {
                 .map_err(io_err("reading the image's /etc/passwd"))?;
             let group = super::users::read_image_file(&lower, "/etc/group")
                 .map_err(io_err("reading the image's /etc/group"))?;
+            let seccomp_localhost =
+                super::seccomp::read_localhost(spec_config.security.seccomp.as_ref())?;
             // The kubelet expects a missing host path to be made as a directory.
             for mount in &spec_config.mounts {
                 let source = Path::new(&mount.host_path);
@@ -423,6 +425,7 @@ impl ContainerManager {
                 target_pid,
                 host_devices: &host_devices,
                 defaults: &defaults,
+                seccomp_localhost: seccomp_localhost.as_deref(),
             })?;
             let stop_signal = super::spec::stop_signal(&image_config, None);
             Ok::<_, Error>((spec, stop_signal as i32))

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod manager;
+pub mod seccomp;
 pub mod spec;
 pub mod stats;
 pub mod users;

@@ -148,6 +148,8 @@ pub enum SpecError {
     UnknownCapability(String),
     #[error("pid namespace of target container {0:?}: the container is not running")]
     NoTargetPid(String),
+    #[error(transparent)]
+    Seccomp(#[from] crate::container::seccomp::SeccompError),
     #[error("building the OCI spec")]
     Oci(#[from] oci_spec::OciSpecError),
 }
@@ -253,6 +255,8 @@ pub struct SpecInput<'a> {
     /// `host_device` of each CRI device's host_path.
     pub host_devices: &'a BTreeMap<String, HostDevice>,
     pub defaults: &'a RuntimeDefaults,
+    /// The Localhost seccomp profile file's contents (`seccomp::read_localhost`).
+    pub seccomp_localhost: Option<&'a str>,
 }
 
 /// Builds the container's OCI runtime spec.
@@ -275,6 +279,13 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec, SpecError> {
         user.home.as_deref(),
     );
     let cwd = working_dir(&config.working_dir, image.working_dir().as_deref());
+    let capabilities = capabilities(security)?;
+    let seccomp = crate::container::seccomp::container_seccomp(
+        security.seccomp.as_ref(),
+        security.privileged,
+        &capabilities.bounding().clone().unwrap_or_default(),
+        input.seccomp_localhost,
+    )?;
 
     let mut process = ProcessBuilder::default()
         .terminal(config.tty)
@@ -288,7 +299,7 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec, SpecError> {
         .args(args)
         .env(env)
         .cwd(cwd)
-        .capabilities(capabilities(security)?)
+        .capabilities(capabilities)
         .rlimits(vec![
             PosixRlimitBuilder::default()
                 .typ(PosixRlimitType::RlimitNofile)
@@ -337,6 +348,7 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec, SpecError> {
     if let Some(propagation) = rootfs_propagation(config) {
         linux.set_rootfs_propagation(Some(propagation.to_owned()));
     }
+    linux.set_seccomp(seccomp);
 
     let mut annotations: HashMap<String, String> = config
         .annotations
@@ -968,6 +980,7 @@ mod tests {
         target_pid: Option<u32>,
         host_devices: BTreeMap<String, HostDevice>,
         defaults: RuntimeDefaults,
+        seccomp_localhost: Option<String>,
     }
 
     fn image(build: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> ImageConfiguration {
@@ -1002,6 +1015,7 @@ mod tests {
             target_pid: None,
             host_devices: BTreeMap::new(),
             defaults: RuntimeDefaults::default(),
+            seccomp_localhost: None,
         }
     }
 
@@ -1018,6 +1032,7 @@ mod tests {
                 target_pid: self.target_pid,
                 host_devices: &self.host_devices,
                 defaults: &self.defaults,
+                seccomp_localhost: self.seccomp_localhost.as_deref(),
             })
         }
         fn spec(&self) -> Spec {

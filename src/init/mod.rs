@@ -273,7 +273,8 @@ fn setup_exec(bundle: &Path, target: i32, process_file: &Path, sync: &OwnedFd) -
         Forked::Workload(ready) => ready,
     };
     nix::unistd::setsid().map_err(|e| InitError::errno("setsid", e))?;
-    let exec = prepare_process_of(&process)?;
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+    let exec = prepare_process_of(&process, seccomp.as_ref())?;
     File::from(ready)
         .write_all(b"1")
         .map_err(|e| InitError::io("report ready to the intermediate", &e))?;
@@ -325,6 +326,9 @@ struct ExecPlan {
     args: Vec<CString>,
     env: Vec<CString>,
     terminal: bool,
+    /// Loaded just before execve (the process has no_new_privs, so it needs no
+    /// capability then).
+    seccomp_at_exec: Option<libseccomp::ScmpFilterContext>,
 }
 
 fn prepare_process(spec: &Spec) -> Result<ExecPlan> {
@@ -332,10 +336,15 @@ fn prepare_process(spec: &Spec) -> Result<ExecPlan> {
         .process()
         .as_ref()
         .ok_or_else(|| InitError::new("exec", "the spec has no process"))?;
-    prepare_process_of(process)
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+    prepare_process_of(process, seccomp.as_ref())
 }
 
-fn prepare_process_of(process: &Process) -> Result<ExecPlan> {
+/// `seccomp` is the container's filter (exec'd processes get it too).
+fn prepare_process_of(
+    process: &Process,
+    seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
+) -> Result<ExecPlan> {
     let args = process.args().clone().unwrap_or_default();
     let program = args
         .first()
@@ -345,7 +354,18 @@ fn prepare_process_of(process: &Process) -> Result<ExecPlan> {
     #[allow(clippy::disallowed_methods)] // init is single-threaded: chdir is its to do
     std::env::set_current_dir(cwd)
         .map_err(|e| InitError::io(format!("chdir {}", cwd.display()), &e))?;
-    security::apply_process_identity(process)?;
+    let filter = seccomp
+        .map(crate::linux::seccomp::compile)
+        .transpose()
+        .map_err(|e| InitError::new("compile the seccomp profile", describe_chain(&e)))?;
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while init
+    // still has it, before the user and capability change. With it, load it last.
+    let (seccomp_now, seccomp_at_exec) = if process.no_new_privileges() == Some(true) {
+        (None, filter)
+    } else {
+        (filter, None)
+    };
+    security::apply_process_identity(process, seccomp_now.as_ref())?;
     let path = resolve_program(program, &env)?;
     let to_c =
         |s: &[u8]| CString::new(s).map_err(|_| InitError::new("exec", "argument contains NUL"));
@@ -361,6 +381,7 @@ fn prepare_process_of(process: &Process) -> Result<ExecPlan> {
             .map(|e| to_c(e.as_bytes()))
             .collect::<Result<Vec<_>>>()?,
         terminal: process.terminal().unwrap_or(false),
+        seccomp_at_exec,
     })
 }
 
@@ -514,6 +535,10 @@ fn exec_process(exec: ExecPlan) -> Result<Outcome> {
             "mark fds close-on-exec",
             &io::Error::last_os_error(),
         ));
+    }
+    if let Some(filter) = &exec.seccomp_at_exec {
+        crate::linux::seccomp::load(filter)
+            .map_err(|e| InitError::new("load the seccomp profile", describe_chain(&e)))?;
     }
     let err = nix::unistd::execve(&exec.path, &exec.args, &exec.env)
         .err()

@@ -139,8 +139,12 @@ pub fn rlimit_resource(typ: PosixRlimitType) -> Option<i32> {
 /// Applies the process's rlimits, no_new_privs, user, groups and capabilities, in the
 /// order that keeps init able to do each step: bounding set while still root, then the
 /// user change with PR_SET_KEEPCAPS (so the permitted set survives setuid), then the
-/// final sets and the ambient ones.
-pub fn apply_process_identity(process: &Process) -> Result<()> {
+/// final sets and the ambient ones. `seccomp` (a filter for a process without
+/// no_new_privs) is loaded before the user change, while init still has CAP_SYS_ADMIN.
+pub fn apply_process_identity(
+    process: &Process,
+    seccomp: Option<&libseccomp::ScmpFilterContext>,
+) -> Result<()> {
     for rlimit in process.rlimits().iter().flatten() {
         let step = format!("set rlimit {:?}", rlimit.typ());
         let resource =
@@ -193,6 +197,11 @@ pub fn apply_process_identity(process: &Process) -> Result<()> {
         }
         rustix::thread::set_keep_capabilities(true)
             .map_err(|e| InitError::io("keep capabilities", &e.into()))?;
+    }
+
+    if let Some(filter) = seccomp {
+        crate::linux::seccomp::load(filter)
+            .map_err(|e| InitError::new("load the seccomp profile", super::describe_chain(&e)))?;
     }
 
     let user = process.user();

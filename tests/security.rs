@@ -1,0 +1,387 @@
+//! The CRI security context through the real daemon, each behaviour proved from inside the
+//! container: /proc/self/status (Seccomp, NoNewPrivs, capabilities), a blocked syscall,
+//! `id` output, writes to read-only mounts.
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::*;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::Channel;
+
+const BUSYBOX: &str = "docker.io/library/busybox:latest";
+
+struct Pod {
+    id: String,
+    config: cri::PodSandboxConfig,
+    logs: PathBuf,
+}
+
+async fn pull(daemon: &TestDaemon, image: &str) {
+    let mut images = daemon.images().await;
+    images
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("pulling {image} from the local registry: {e}"));
+}
+
+async fn setup_with(
+    daemon: &TestDaemon,
+    name: &str,
+    edit: impl FnOnce(&mut cri::PodSandboxConfig),
+) -> (RuntimeServiceClient<Channel>, Pod) {
+    mirror_docker_io(daemon);
+    pull(daemon, BUSYBOX).await;
+    let mut rt = daemon.runtime().await;
+    let logs = daemon.dir.path().join(format!("logs-{name}"));
+    let mut config = pod_config(name);
+    config.log_directory = logs.to_string_lossy().to_string();
+    edit(&mut config);
+    let id = run_pod(&mut rt, config.clone()).await.unwrap();
+    (rt, Pod { id, config, logs })
+}
+
+async fn setup(daemon: &TestDaemon, name: &str) -> (RuntimeServiceClient<Channel>, Pod) {
+    setup_with(daemon, name, |_| {}).await
+}
+
+fn container(
+    name: &str,
+    command: &[&str],
+    security: cri::LinuxContainerSecurityContext,
+) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: BUSYBOX.into(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        linux: Some(cri::LinuxContainerConfig {
+            security_context: Some(security),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn create(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod: &Pod,
+    config: cri::ContainerConfig,
+) -> Result<String, tonic::Status> {
+    rt.create_container(cri::CreateContainerRequest {
+        pod_sandbox_id: pod.id.clone(),
+        config: Some(config),
+        sandbox_config: Some(pod.config.clone()),
+    })
+    .await
+    .map(|r| r.into_inner().container_id)
+}
+
+async fn run(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod: &Pod,
+    config: cri::ContainerConfig,
+) -> String {
+    let name = config.metadata.clone().unwrap_or_default().name;
+    let id = create(rt, pod, config)
+        .await
+        .unwrap_or_else(|e| panic!("create {name}: {e}"));
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    id
+}
+
+async fn status(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> cri::ContainerStatus {
+    rt.container_status(cri::ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .status
+    .unwrap()
+}
+
+async fn wait_exited(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> cri::ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = status(rt, id).await;
+        if st.state == cri::ContainerState::ContainerExited as i32 {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {id} did not exit: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The container's stdout and stderr lines, in order.
+fn output(pod: &Pod, name: &str) -> Vec<String> {
+    std::fs::read_to_string(pod.logs.join(format!("{name}.log")))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.splitn(4, ' ').nth(3).unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Runs `script` with `sh -c` to its end; its output lines.
+async fn run_script(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod: &Pod,
+    name: &str,
+    script: &str,
+    security: cri::LinuxContainerSecurityContext,
+) -> Vec<String> {
+    let id = run(rt, pod, container(name, &["sh", "-c", script], security)).await;
+    wait_exited(rt, &id).await;
+    output(pod, name)
+}
+
+async fn exec_sync(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    cmd: &[&str],
+) -> cri::ExecSyncResponse {
+    rt.exec_sync(cri::ExecSyncRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout: 10,
+    })
+    .await
+    .expect("ExecSync")
+    .into_inner()
+}
+
+/// A `/proc/self/status` field as the container's shell printed it (`Seccomp:\t2` → "2").
+fn field(lines: &[String], name: &str) -> String {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no {name} line in {lines:?}"))
+}
+
+async fn teardown(daemon: &TestDaemon, rt: &mut RuntimeServiceClient<Channel>, pod: &Pod) {
+    stop_pod(rt, &pod.id).await;
+    remove_pod(rt, &pod.id).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        daemon.leftover_processes().is_empty(),
+        "processes: {:?}",
+        daemon.leftover_processes()
+    );
+    assert!(
+        daemon.leftover_mounts().is_empty(),
+        "mounts: {:?}",
+        daemon.leftover_mounts()
+    );
+    assert!(
+        daemon.leftover_cgroups().is_empty(),
+        "cgroups: {:?}",
+        daemon.leftover_cgroups()
+    );
+}
+
+fn profile(
+    profile_type: cri::security_profile::ProfileType,
+    localhost_ref: &str,
+) -> Option<cri::SecurityProfile> {
+    Some(cri::SecurityProfile {
+        profile_type: profile_type as i32,
+        localhost_ref: localhost_ref.into(),
+    })
+}
+
+fn caps(add: &[&str]) -> Option<cri::Capability> {
+    Some(cri::Capability {
+        add_capabilities: add.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    })
+}
+
+async fn container_count(rt: &mut RuntimeServiceClient<Channel>) -> usize {
+    rt.list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .len()
+}
+
+/// swapoff(2) is refused by the default profile even with CAP_SYS_ADMIN (EPERM), while
+/// unconfined it reaches the kernel, which finds no such file (ENOENT).
+const SECCOMP_PROBE: &str = "grep Seccomp: /proc/self/status; grep NoNewPrivs: /proc/self/status; swapoff /nonexistent-berth 2>&1; true";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seccomp_profiles_are_applied_to_containers_and_execs() {
+    use cri::security_profile::ProfileType;
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod) = setup(&daemon, "seccomp").await;
+
+    let out = run_script(
+        &mut rt,
+        &pod,
+        "default",
+        SECCOMP_PROBE,
+        cri::LinuxContainerSecurityContext {
+            seccomp: profile(ProfileType::RuntimeDefault, ""),
+            capabilities: caps(&["SYS_ADMIN"]),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(field(&out, "Seccomp"), "2", "{out:?}");
+    assert_eq!(field(&out, "NoNewPrivs"), "0", "{out:?}");
+    assert!(
+        out.iter().any(|l| l.contains("Operation not permitted")),
+        "{out:?}"
+    );
+
+    let out = run_script(
+        &mut rt,
+        &pod,
+        "unconfined",
+        SECCOMP_PROBE,
+        cri::LinuxContainerSecurityContext {
+            seccomp: profile(ProfileType::Unconfined, ""),
+            capabilities: caps(&["SYS_ADMIN"]),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(field(&out, "Seccomp"), "0", "{out:?}");
+    assert!(
+        out.iter().any(|l| l.contains("No such file or directory")),
+        "{out:?}"
+    );
+
+    // The default profile with no_new_privs, as a non-root user: loaded last, before exec.
+    let out = run_script(
+        &mut rt,
+        &pod,
+        "default-nnp",
+        SECCOMP_PROBE,
+        cri::LinuxContainerSecurityContext {
+            seccomp: profile(ProfileType::RuntimeDefault, ""),
+            no_new_privs: true,
+            run_as_user: Some(cri::Int64Value { value: 1000 }),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(field(&out, "Seccomp"), "2", "{out:?}");
+    assert_eq!(field(&out, "NoNewPrivs"), "1", "{out:?}");
+
+    // A Localhost profile in the Docker form blocking chmod, for the container and its execs.
+    let block_chmod = daemon.dir.path().join("block-chmod.json");
+    std::fs::write(
+        &block_chmod,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["chmod", "fchmodat", "fchmodat2"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let block_chmod = block_chmod.to_string_lossy().to_string();
+    let id = run(
+        &mut rt,
+        &pod,
+        container(
+            "localhost",
+            &["sh", "-c", "chmod 400 / 2>&1; sleep 60"],
+            cri::LinuxContainerSecurityContext {
+                seccomp: profile(ProfileType::Localhost, &block_chmod),
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    let exec = exec_sync(&mut rt, &id, &["chmod", "400", "/tmp"]).await;
+    assert_ne!(exec.exit_code, 0);
+    assert!(
+        String::from_utf8_lossy(&exec.stderr).contains("Operation not permitted"),
+        "{exec:?}"
+    );
+    let out = output(&pod, "localhost");
+    assert!(
+        out.iter().any(|l| l.contains("Operation not permitted")),
+        "{out:?}"
+    );
+
+    // Privileged containers run unconfined whatever they ask.
+    let out = run_script(
+        &mut rt,
+        &pod,
+        "privileged",
+        "grep Seccomp: /proc/self/status; chmod 755 /tmp && echo chmod-ok",
+        cri::LinuxContainerSecurityContext {
+            seccomp: profile(ProfileType::Localhost, &block_chmod),
+            privileged: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(field(&out, "Seccomp"), "0", "{out:?}");
+    assert!(out.contains(&"chmod-ok".to_string()), "{out:?}");
+
+    // The deprecated string field still works.
+    #[allow(deprecated)]
+    let out = run_script(
+        &mut rt,
+        &pod,
+        "legacy",
+        "grep Seccomp: /proc/self/status",
+        cri::LinuxContainerSecurityContext {
+            seccomp_profile_path: "runtime/default".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(field(&out, "Seccomp"), "2", "{out:?}");
+
+    // A missing or malformed Localhost profile: InvalidArgument naming the file, and no
+    // container is left.
+    let before = container_count(&mut rt).await;
+    let malformed = daemon.dir.path().join("malformed.json");
+    std::fs::write(&malformed, "{\"defaultAction\": ").unwrap();
+    for path in [daemon.dir.path().join("missing.json"), malformed] {
+        let path = path.to_string_lossy().to_string();
+        let err = create(
+            &mut rt,
+            &pod,
+            container(
+                "bad-profile",
+                &["true"],
+                cri::LinuxContainerSecurityContext {
+                    seccomp: profile(ProfileType::Localhost, &path),
+                    ..Default::default()
+                },
+            ),
+        )
+        .await
+        .expect_err("a bad profile must be refused");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(&path), "{err:?}");
+    }
+    assert_eq!(container_count(&mut rt).await, before);
+
+    teardown(&daemon, &mut rt, &pod).await;
+}
