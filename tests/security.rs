@@ -385,3 +385,204 @@ async fn seccomp_profiles_are_applied_to_containers_and_execs() {
 
     teardown(&daemon, &mut rt, &pod).await;
 }
+
+/// Mirrors `host` (e.g. gcr.io) to the local registry, where hack/test-images.sh put
+/// critest's images under the same repository paths.
+fn mirror(daemon: &TestDaemon, host: &str) {
+    let dir = daemon.registry_dir.join(host);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("hosts.toml"),
+        format!(
+            "server = \"https://{host}\"\n\n[host.\"http://{}\"]\ncapabilities = [\"pull\", \"resolve\"]\n",
+            registry()
+        ),
+    )
+    .unwrap();
+}
+
+const CRI_TOOLS: &str = "gcr.io/k8s-staging-cri-tools";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_and_groups_in_every_form_and_both_group_policies() {
+    let daemon = TestDaemon::start().await;
+    mirror(&daemon, "gcr.io");
+    let images = [
+        "test-image-user-uid",
+        "test-image-user-username",
+        "test-image-user-uid-group",
+        "test-image-user-username-group",
+        "test-image-predefined-group",
+    ];
+    for image in images {
+        pull(&daemon, &format!("{CRI_TOOLS}/{image}:latest")).await;
+    }
+    let (mut rt, pod) = setup(&daemon, "users").await;
+    let status_features = rt
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .features
+        .unwrap_or_default();
+    assert!(status_features.supplemental_groups_policy);
+
+    struct Case {
+        name: &'static str,
+        image: String,
+        security: cri::LinuxContainerSecurityContext,
+        /// `id -u`, `id -g`, `id -G` as the container prints them.
+        want: [&'static str; 3],
+    }
+    let image = |name: &str| format!("{CRI_TOOLS}/{name}:latest");
+    let uid = |v| Some(cri::Int64Value { value: v });
+    let cases = vec![
+        Case {
+            name: "image-uid",
+            image: image("test-image-user-uid"),
+            security: Default::default(),
+            want: ["1002", "0", "0"],
+        },
+        Case {
+            name: "image-username",
+            image: image("test-image-user-username"),
+            security: Default::default(),
+            want: ["33", "33", "33"],
+        },
+        Case {
+            name: "image-uid-group",
+            image: image("test-image-user-uid-group"),
+            security: Default::default(),
+            want: ["1003", "1004", "1004"],
+        },
+        Case {
+            name: "image-username-group",
+            image: image("test-image-user-username-group"),
+            security: Default::default(),
+            want: ["33", "1004", "1004"],
+        },
+        Case {
+            name: "image-predefined-group",
+            image: image("test-image-predefined-group"),
+            security: Default::default(),
+            want: ["1000", "1000", "1000 50000"],
+        },
+        Case {
+            name: "cri-username",
+            image: BUSYBOX.into(),
+            security: cri::LinuxContainerSecurityContext {
+                run_as_username: "nobody".into(),
+                ..Default::default()
+            },
+            want: ["65534", "65534", "65534"],
+        },
+        Case {
+            name: "cri-uid-gid",
+            image: BUSYBOX.into(),
+            security: cri::LinuxContainerSecurityContext {
+                run_as_user: uid(1001),
+                run_as_group: uid(1002),
+                supplemental_groups: vec![1234, 5678],
+                ..Default::default()
+            },
+            want: ["1001", "1002", "1002 1234 5678"],
+        },
+        Case {
+            name: "merge",
+            image: image("test-image-predefined-group"),
+            security: cri::LinuxContainerSecurityContext {
+                run_as_user: uid(1000),
+                supplemental_groups: vec![1234],
+                ..Default::default()
+            },
+            want: ["1000", "1000", "1000 1234 50000"],
+        },
+        Case {
+            name: "strict",
+            image: image("test-image-predefined-group"),
+            security: cri::LinuxContainerSecurityContext {
+                run_as_user: uid(1000),
+                supplemental_groups: vec![1234],
+                supplemental_groups_policy: cri::SupplementalGroupsPolicy::Strict as i32,
+                ..Default::default()
+            },
+            want: ["1000", "1000", "1000 1234"],
+        },
+    ];
+    for case in cases {
+        let mut config = container(
+            case.name,
+            &["sh", "-c", "id -u; id -g; id -G; sleep 60"],
+            case.security,
+        );
+        config.image = Some(cri::ImageSpec {
+            image: case.image.clone(),
+            ..Default::default()
+        });
+        let id = run(&mut rt, &pod, config).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let out = loop {
+            let out = output(&pod, case.name);
+            if out.len() >= 3 || Instant::now() > deadline {
+                break out;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(out, case.want, "{}", case.name);
+        // An exec'd process gets the same identity.
+        let exec = exec_sync(&mut rt, &id, &["id", "-G"]).await;
+        assert_eq!(
+            String::from_utf8_lossy(&exec.stdout).trim(),
+            case.want[2],
+            "{} exec",
+            case.name
+        );
+        // ContainerStatus reports what was applied.
+        let user = status(&mut rt, &id)
+            .await
+            .user
+            .and_then(|u| u.linux)
+            .expect("ContainerStatus.user.linux");
+        let mut groups = user.supplemental_groups.clone();
+        groups.sort();
+        let want_groups: Vec<i64> = case.want[2]
+            .split(' ')
+            .map(|g| g.parse().unwrap())
+            .collect();
+        assert_eq!(
+            (user.uid.to_string(), user.gid.to_string(), groups),
+            (
+                case.want[0].to_string(),
+                case.want[1].to_string(),
+                want_groups
+            ),
+            "{}",
+            case.name
+        );
+        rt.remove_container(cri::RemoveContainerRequest { container_id: id })
+            .await
+            .unwrap();
+    }
+
+    // A user name that is not in the image's /etc/passwd: InvalidArgument naming it.
+    let before = container_count(&mut rt).await;
+    let err = create(
+        &mut rt,
+        &pod,
+        container(
+            "unknown-user",
+            &["true"],
+            cri::LinuxContainerSecurityContext {
+                run_as_username: "no-such-user-berth".into(),
+                ..Default::default()
+            },
+        ),
+    )
+    .await
+    .expect_err("an unknown user must be refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("no-such-user-berth"), "{err:?}");
+    assert_eq!(container_count(&mut rt).await, before);
+
+    teardown(&daemon, &mut rt, &pod).await;
+}

@@ -144,6 +144,10 @@ pub enum SpecError {
     },
     #[error("device {host_path}: {reason}")]
     BadDevice { host_path: String, reason: String },
+    #[error("apparmor profile {0:?}: AppArmor is not enabled on this host")]
+    NoAppArmor(String),
+    #[error("apparmor: localhost_ref is required with profile type Localhost")]
+    AppArmorMissingRef,
     #[error("unknown capability {0:?}")]
     UnknownCapability(String),
     #[error("pid namespace of target container {0:?}: the container is not running")]
@@ -227,6 +231,14 @@ pub struct RuntimeDefaults {
     pub min_oom_score_adj: i32,
     /// RLIMIT_NOFILE, soft and hard.
     pub nofile: u64,
+    /// The host enforces AppArmor (`host_has_apparmor`).
+    pub apparmor: bool,
+}
+
+/// Whether the kernel has AppArmor enabled (what critest and the kubelet check too).
+pub fn host_has_apparmor() -> bool {
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|v| v.starts_with('Y'))
 }
 
 impl Default for RuntimeDefaults {
@@ -234,6 +246,7 @@ impl Default for RuntimeDefaults {
         RuntimeDefaults {
             min_oom_score_adj: -1000,
             nofile: 1_048_576,
+            apparmor: false,
         }
     }
 }
@@ -309,6 +322,7 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec, SpecError> {
         ])
         .no_new_privileges(security.no_new_privs)
         .build()?;
+    process.set_apparmor_profile(apparmor_profile(security, input.defaults.apparmor)?);
     process.set_oom_score_adj(Some(oom_score_adj(
         config.resources.oom_score_adj,
         input.defaults.min_oom_score_adj,
@@ -499,7 +513,9 @@ fn resolve_user(input: &SpecInput, image_user: &str) -> Result<users::ResolvedUs
             (spec, true)
         }
     };
-    users::resolve_user(&spec, input.passwd, input.group, &extra).map_err(|source| {
+    let strict = security.supplemental_groups_policy
+        == crate::container::config::SupplementalGroupsPolicy::Strict;
+    users::resolve_user(&spec, input.passwd, input.group, &extra, strict).map_err(|source| {
         if from_image {
             SpecError::ImageUser {
                 user: image_user.to_owned(),
@@ -563,6 +579,33 @@ fn capabilities(
     caps.set_inheritable(ambient.clone());
     caps.set_ambient(ambient);
     Ok(caps)
+}
+
+/// The AppArmor profile to exec into. Unconfined, privileged or no choice: none. The
+/// runtime default is applied only where the host has AppArmor (and berth ships no profile
+/// of its own yet, so it means the host's default: unconfined); a named (Localhost)
+/// profile on a host without AppArmor is refused, as it cannot be honoured.
+fn apparmor_profile(
+    security: &crate::container::config::SecurityContext,
+    host_apparmor: bool,
+) -> Result<Option<String>, SpecError> {
+    use crate::container::config::ProfileType;
+    let Some(profile) = security.apparmor.as_ref() else {
+        return Ok(None);
+    };
+    if security.privileged {
+        return Ok(None);
+    }
+    match profile.profile_type {
+        ProfileType::Unconfined | ProfileType::RuntimeDefault => Ok(None),
+        ProfileType::Localhost if profile.localhost_ref.is_empty() => {
+            Err(SpecError::AppArmorMissingRef)
+        }
+        ProfileType::Localhost if !host_apparmor => {
+            Err(SpecError::NoAppArmor(profile.localhost_ref.clone()))
+        }
+        ProfileType::Localhost => Ok(Some(profile.localhost_ref.clone())),
+    }
 }
 
 /// The requested score, never below what berth itself may set, within the kernel's range.
@@ -1199,6 +1242,48 @@ mod tests {
         f.config.working_dir = "/work".into();
         assert_eq!(cwd(&f), Path::new("/work"));
         assert_eq!(working_dir("", Some("rel")), "/rel");
+    }
+
+    #[test]
+    fn apparmor_localhost_needs_the_host_to_have_it() {
+        use crate::container::config::{ProfileType, SecurityProfile};
+        let mut f = fixture();
+        let profile = |t, r: &str| {
+            Some(SecurityProfile {
+                profile_type: t,
+                localhost_ref: r.into(),
+            })
+        };
+        f.config.security.apparmor = profile(ProfileType::RuntimeDefault, "");
+        assert_eq!(
+            f.spec().process().as_ref().unwrap().apparmor_profile(),
+            &None
+        );
+        f.config.security.apparmor = profile(ProfileType::Localhost, "berth-test");
+        let err = Error::from(f.build().unwrap_err());
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert!(err.to_string().contains("berth-test"), "{err}");
+        f.defaults.apparmor = true;
+        assert_eq!(
+            f.spec().process().as_ref().unwrap().apparmor_profile(),
+            &Some("berth-test".to_string())
+        );
+        f.config.security.privileged = true;
+        assert_eq!(
+            f.spec().process().as_ref().unwrap().apparmor_profile(),
+            &None
+        );
+    }
+
+    #[test]
+    fn supplemental_groups_policy_merges_or_not() {
+        let mut f = fixture();
+        f.config.security.run_as_user = Some(33);
+        f.config.security.supplemental_groups = vec![1234];
+        assert_eq!(user(&f.spec()), (33, 33, vec![33, 50, 1234]));
+        f.config.security.supplemental_groups_policy =
+            crate::container::config::SupplementalGroupsPolicy::Strict;
+        assert_eq!(user(&f.spec()), (33, 33, vec![33, 1234]));
     }
 
     #[test]

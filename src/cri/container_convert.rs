@@ -6,7 +6,7 @@ use k8s_cri::v1 as cri;
 use crate::container::config::{
     Capabilities, ContainerConfig, ContainerMetadata, ContainerNamespaces, ContainerResources,
     Device, HugepageLimit, Mount, MountPropagation, NamespaceMode, ProfileType, SecurityContext,
-    SecurityProfile,
+    SecurityProfile, SupplementalGroupsPolicy,
 };
 use crate::error::Error;
 
@@ -242,12 +242,24 @@ fn security_context(sc: cri::LinuxContainerSecurityContext) -> Result<SecurityCo
             "security_context.run_as_group: set without run_as_user or run_as_username",
         ));
     }
+    let supplemental_groups_policy =
+        match cri::SupplementalGroupsPolicy::try_from(sc.supplemental_groups_policy) {
+            Ok(cri::SupplementalGroupsPolicy::Merge) => SupplementalGroupsPolicy::Merge,
+            Ok(cri::SupplementalGroupsPolicy::Strict) => SupplementalGroupsPolicy::Strict,
+            Err(_) => {
+                return Err(Error::invalid_argument(format!(
+                    "security_context.supplemental_groups_policy: unknown value {}",
+                    sc.supplemental_groups_policy
+                )));
+            }
+        };
     Ok(SecurityContext {
         run_as_user: sc.run_as_user.map(|v| v.value),
         run_as_group: sc.run_as_group.map(|v| v.value),
         run_as_username: sc.run_as_username,
         readonly_rootfs: sc.readonly_rootfs,
         supplemental_groups: sc.supplemental_groups,
+        supplemental_groups_policy,
         privileged: sc.privileged,
         capabilities: Capabilities {
             add: caps.add_capabilities,

@@ -557,7 +557,7 @@ impl RuntimeService for RuntimeCri {
                 })
                 .collect(),
             features: Some(cri::RuntimeFeatures {
-                supplemental_groups_policy: false,
+                supplemental_groups_policy: true,
             }),
         }))
     }

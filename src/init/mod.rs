@@ -365,6 +365,7 @@ fn prepare_process_of(
     } else {
         (filter, None)
     };
+    security::apply_apparmor(process)?;
     security::apply_process_identity(process, seccomp_now.as_ref())?;
     let path = resolve_program(program, &env)?;
     let to_c =

@@ -136,6 +136,23 @@ pub fn rlimit_resource(typ: PosixRlimitType) -> Option<i32> {
     i32::try_from(resource).ok()
 }
 
+/// Asks the kernel to switch to the process's AppArmor profile at the coming execve.
+pub fn apply_apparmor(process: &Process) -> Result<()> {
+    let Some(profile) = process
+        .apparmor_profile()
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    else {
+        return Ok(());
+    };
+    let step = format!("set apparmor profile {profile}");
+    let value = format!("exec {profile}");
+    // The stacking-aware file first (Linux 5.8+), then the older shared one.
+    let result = std::fs::write("/proc/self/attr/apparmor/exec", &value)
+        .or_else(|_| std::fs::write("/proc/self/attr/exec", &value));
+    result.map_err(|e| InitError::io(&step, &e))
+}
+
 /// Applies the process's rlimits, no_new_privs, user, groups and capabilities, in the
 /// order that keeps init able to do each step: bounding set while still root, then the
 /// user change with PR_SET_KEEPCAPS (so the permitted set survives setuid), then the
