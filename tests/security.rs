@@ -586,3 +586,95 @@ async fn users_and_groups_in_every_form_and_both_group_policies() {
 
     teardown(&daemon, &mut rt, &pod).await;
 }
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+struct HostMount(PathBuf);
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recursive_read_only_mounts_cover_submounts() {
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod) = setup(&daemon, "rro").await;
+    let features = rt
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .runtime_handlers;
+    assert!(
+        features
+            .iter()
+            .all(|h| h.features.is_some_and(|f| f.recursive_read_only_mounts)),
+        "{features:?}"
+    );
+    // A host dir with a writable tmpfs mounted below it.
+    let host = daemon.dir.path().join("rro-host");
+    let sub = host.join("tmpfs");
+    std::fs::create_dir_all(&sub).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &sub,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .expect("mount a tmpfs below the host dir");
+    let guard = HostMount(sub.clone());
+    let volume = |rro: bool, propagation: cri::MountPropagation| cri::Mount {
+        container_path: "/mnt".into(),
+        host_path: host.to_string_lossy().to_string(),
+        readonly: true,
+        recursive_read_only: rro,
+        propagation: propagation as i32,
+        ..Default::default()
+    };
+    let script = "touch /mnt/top 2>&1; touch /mnt/tmpfs/below 2>&1 && echo below-ok; true";
+
+    let mut config = container("ro", &["sh", "-c", script], Default::default());
+    config.mounts = vec![volume(false, cri::MountPropagation::PropagationPrivate)];
+    let id = run(&mut rt, &pod, config).await;
+    wait_exited(&mut rt, &id).await;
+    let out = output(&pod, "ro");
+    assert!(out[0].contains("Read-only file system"), "{out:?}");
+    assert_eq!(
+        out[1], "below-ok",
+        "plain ro leaves submounts writable: {out:?}"
+    );
+    std::fs::remove_file(sub.join("below")).expect("the write reached the host tmpfs");
+
+    let mut config = container("rro", &["sh", "-c", script], Default::default());
+    config.mounts = vec![volume(true, cri::MountPropagation::PropagationPrivate)];
+    let id = run(&mut rt, &pod, config).await;
+    wait_exited(&mut rt, &id).await;
+    let out = output(&pod, "rro");
+    assert!(out[0].contains("Read-only file system"), "{out:?}");
+    assert!(out[1].contains("Read-only file system"), "{out:?}");
+    assert!(!sub.join("below").exists());
+
+    // Refused: rro with propagation from the host, or without readonly.
+    let before = container_count(&mut rt).await;
+    let mut rw = volume(true, cri::MountPropagation::PropagationPrivate);
+    rw.readonly = false;
+    for bad in [
+        volume(true, cri::MountPropagation::PropagationHostToContainer),
+        volume(true, cri::MountPropagation::PropagationBidirectional),
+        rw,
+    ] {
+        let mut config = container("bad-rro", &["true"], Default::default());
+        config.mounts = vec![bad];
+        let err = create(&mut rt, &pod, config)
+            .await
+            .expect_err("must be refused");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("recursive_read_only"), "{err:?}");
+    }
+    assert_eq!(container_count(&mut rt).await, before);
+    // The test's own mount goes first: teardown looks for anything left below the dir.
+    drop(guard);
+    teardown(&daemon, &mut rt, &pod).await;
+}

@@ -795,6 +795,14 @@ fn mounts(input: &SpecInput) -> Result<Vec<Mount>, SpecError> {
                 reason: "recursive_read_only requires readonly".into(),
             });
         }
+        // A read-only tree that receives new mounts from the host would not stay
+        // read-only (the kubelet and other runtimes refuse it too).
+        if m.recursive_read_only && m.propagation != MountPropagation::Private {
+            return Err(SpecError::BadMount {
+                container_path: m.container_path.clone(),
+                reason: "recursive_read_only requires private propagation".into(),
+            });
+        }
         let mode = if m.readonly { "ro" } else { "rw" };
         let mut options = vec!["rbind", propagation, mode];
         // `rro` (runc's name) asks for read-only all the way down (mount_setattr with
@@ -1592,6 +1600,16 @@ mod tests {
         let err = Error::from(f.build().unwrap_err());
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
         assert!(err.to_string().contains("recursive_read_only"), "{err}");
+        f.config.mounts[0].readonly = true;
+        for propagation in [
+            MountPropagation::HostToContainer,
+            MountPropagation::Bidirectional,
+        ] {
+            f.config.mounts[0].propagation = propagation;
+            let err = Error::from(f.build().unwrap_err());
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+            assert!(err.to_string().contains("private propagation"), "{err}");
+        }
     }
 
     #[test]

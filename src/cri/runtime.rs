@@ -533,7 +533,8 @@ impl RuntimeService for RuntimeCri {
             info.insert("podCIDR".to_string(), cidr);
         }
         let features = cri::RuntimeHandlerFeatures {
-            recursive_read_only_mounts: false,
+            // Init applies `rro` with mount_setattr(AT_RECURSIVE).
+            recursive_read_only_mounts: true,
             user_namespaces: false,
         };
         Ok(Response::new(cri::StatusResponse {
