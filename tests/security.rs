@@ -678,3 +678,150 @@ async fn recursive_read_only_mounts_cover_submounts() {
     drop(guard);
     teardown(&daemon, &mut rt, &pod).await;
 }
+
+/// A capability mask from /proc/self/status (hex).
+fn mask(lines: &[String], name: &str) -> u64 {
+    u64::from_str_radix(&field(lines, name), 16).unwrap()
+}
+
+/// What init itself holds: a container can get no more.
+fn own_capabilities() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap();
+    u64::from_str_radix(line.trim(), 16).unwrap()
+}
+
+const STATUS_PROBE: &str = "grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status; \
+    wc -c /proc/timer_list 2>&1 | head -1; \
+    echo 1 > /proc/sys/kernel/ns_last_pid 2>&1 || echo proc-sys-ro; \
+    grep -E ' /sys (ro|rw),' /proc/self/mountinfo | cut -d' ' -f6 | cut -d, -f1 | sed 's/^/sys-/'; \
+    ls /dev/loop-control 2>&1";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn privileged_and_capabilities_from_inside() {
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod) = setup_with(&daemon, "caps", |c| {
+        c.linux = Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                privileged: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    })
+    .await;
+    let held = own_capabilities();
+
+    // The default set: 14 capabilities, nothing ambient, /proc masked and read-only in
+    // places, /sys read-only, no host devices.
+    let out = run_script(&mut rt, &pod, "default", STATUS_PROBE, Default::default()).await;
+    let default_set: u64 = [0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31]
+        .iter()
+        .fold(0, |m, b| m | (1 << b));
+    assert_eq!(mask(&out, "CapEff"), default_set, "{out:?}");
+    assert_eq!(mask(&out, "CapBnd"), default_set, "{out:?}");
+    assert_eq!(mask(&out, "CapAmb"), 0, "{out:?}");
+    assert!(
+        out.iter().any(|l| l.starts_with("0 /proc/timer_list")),
+        "masked: {out:?}"
+    );
+    assert!(out.contains(&"proc-sys-ro".to_string()), "{out:?}");
+    assert!(out.contains(&"sys-ro".to_string()), "{out:?}");
+    assert!(
+        out.iter()
+            .any(|l| l.contains("loop-control") && l.contains("No such file")),
+        "{out:?}"
+    );
+
+    // Privileged: every capability init holds, nothing masked, /sys writable, the host's
+    // devices, no seccomp.
+    let out = run_script(
+        &mut rt,
+        &pod,
+        "privileged",
+        STATUS_PROBE,
+        cri::LinuxContainerSecurityContext {
+            privileged: true,
+            seccomp: profile(cri::security_profile::ProfileType::RuntimeDefault, ""),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(mask(&out, "CapEff"), held, "{out:?}");
+    assert_eq!(field(&out, "Seccomp"), "0", "{out:?}");
+    assert!(!out.contains(&"proc-sys-ro".to_string()), "{out:?}");
+    assert!(
+        out.iter()
+            .any(|l| l.ends_with(" /proc/timer_list") && !l.starts_with("0 ")),
+        "unmasked: {out:?}"
+    );
+    assert!(out.contains(&"sys-rw".to_string()), "{out:?}");
+    assert!(
+        out.iter().any(|l| l == "/dev/loop-control"),
+        "host devices: {out:?}"
+    );
+
+    // add ALL, drop ALL, names with and without CAP_, ambient for a non-root user.
+    let with = |add: &[&str], drop: &[&str]| cri::LinuxContainerSecurityContext {
+        capabilities: Some(cri::Capability {
+            add_capabilities: add.iter().map(|s| s.to_string()).collect(),
+            drop_capabilities: drop.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let out = run_script(&mut rt, &pod, "add-all", STATUS_PROBE, with(&["ALL"], &[])).await;
+    assert_eq!(mask(&out, "CapEff"), held, "{out:?}");
+    let out = run_script(&mut rt, &pod, "drop-all", STATUS_PROBE, with(&[], &["ALL"])).await;
+    assert_eq!(mask(&out, "CapBnd"), 0, "{out:?}");
+    assert_eq!(mask(&out, "CapEff"), 0, "{out:?}");
+    let out = run_script(
+        &mut rt,
+        &pod,
+        "named",
+        "grep ^CapEff /proc/self/status; brctl addbr berthtest0 && echo addbr-ok; ping -c1 127.0.0.1 2>&1 | tail -1",
+        with(&["CAP_NET_ADMIN"], &["NET_RAW"]),
+    )
+    .await;
+    assert_eq!(
+        mask(&out, "CapEff"),
+        (default_set | (1 << 12)) & !(1 << 13),
+        "{out:?}"
+    );
+    assert!(out.contains(&"addbr-ok".to_string()), "{out:?}");
+    assert!(
+        out.iter()
+            .any(|l| l.to_lowercase().contains("permission denied")),
+        "{out:?}"
+    );
+    let mut ambient = with(&[], &[]);
+    ambient.run_as_user = Some(cri::Int64Value { value: 1000 });
+    ambient.capabilities = Some(cri::Capability {
+        add_ambient_capabilities: vec!["NET_BIND_SERVICE".into()],
+        ..Default::default()
+    });
+    let out = run_script(&mut rt, &pod, "ambient", STATUS_PROBE, ambient).await;
+    assert_eq!(mask(&out, "CapAmb"), 1 << 10, "{out:?}");
+    assert_eq!(
+        mask(&out, "CapEff"),
+        1 << 10,
+        "non-root keeps only the ambient: {out:?}"
+    );
+
+    // An unknown capability: InvalidArgument naming it, nothing created.
+    let before = container_count(&mut rt).await;
+    let err = create(
+        &mut rt,
+        &pod,
+        container("bad-cap", &["true"], with(&["CAP_NO_SUCH_THING"], &[])),
+    )
+    .await
+    .expect_err("an unknown capability must be refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("CAP_NO_SUCH_THING"), "{err:?}");
+    assert_eq!(container_count(&mut rt).await, before);
+    teardown(&daemon, &mut rt, &pod).await;
+}

@@ -405,6 +405,13 @@ impl ContainerManager {
                     })?;
                 host_devices.insert(device.host_path.clone(), found);
             }
+            if spec_config.security.privileged {
+                let all = super::spec::all_host_devices()
+                    .map_err(io_err("listing the host's devices"))?;
+                for (path, device) in all {
+                    host_devices.entry(path).or_insert(device);
+                }
+            }
             // Without CAP_SYS_RESOURCE neither can go past what the daemon itself has.
             let nofile_hard =
                 nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)

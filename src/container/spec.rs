@@ -223,6 +223,51 @@ pub fn host_device(path: &Path) -> io::Result<HostDevice> {
     })
 }
 
+/// Directories of /dev that hold no device of the host's own (per-mount-namespace
+/// filesystems and udev's state).
+const SKIPPED_DEV_DIRS: [&str; 7] = ["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
+/// Device nodes every container gets anyway (bound from the host by init) or that belong
+/// to its own terminal.
+const CONTAINER_OWN_DEVICES: [&str; 8] = [
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+    "/dev/console",
+    "/dev/ptmx",
+];
+
+/// Every device node under the host's /dev, by path: what a privileged container gets.
+/// Blocking: call it off the async executor.
+pub fn all_host_devices() -> io::Result<BTreeMap<String, HostDevice>> {
+    let mut found = BTreeMap::new();
+    let mut dirs = vec![PathBuf::from("/dev")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            let ft = entry.file_type()?;
+            if ft.is_dir() {
+                let name = entry.file_name();
+                if !SKIPPED_DEV_DIRS.iter().any(|s| name == *s) {
+                    dirs.push(path);
+                }
+            } else if ft.is_char_device() || ft.is_block_device() {
+                let key = path.to_string_lossy().to_string();
+                if !CONTAINER_OWN_DEVICES.contains(&key.as_str()) {
+                    // A node that vanished while walking is not the container's business.
+                    if let Ok(device) = host_device(&path) {
+                        found.insert(key, device);
+                    }
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// Runtime-wide settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeDefaults {
@@ -914,6 +959,33 @@ fn devices(input: &SpecInput) -> Result<(Vec<LinuxDevice>, Vec<LinuxDeviceCgroup
             Some(host.minor),
             access,
         )?);
+    }
+    if input.config.security.privileged {
+        // Every host device at its own path (the caller put them in host_devices), unless
+        // a CRI device already takes the path.
+        let taken: HashSet<String> = nodes
+            .iter()
+            .map(|n| n.path().to_string_lossy().to_string())
+            .collect();
+        for (path, host) in input.host_devices {
+            if !path.starts_with("/dev/")
+                || taken.contains(path)
+                || CONTAINER_OWN_DEVICES.contains(&path.as_str())
+            {
+                continue;
+            }
+            nodes.push(
+                LinuxDeviceBuilder::default()
+                    .path(path)
+                    .typ(if host.block { B } else { C })
+                    .major(host.major)
+                    .minor(host.minor)
+                    .file_mode(host.file_mode)
+                    .uid(host.uid)
+                    .gid(host.gid)
+                    .build()?,
+            );
+        }
     }
     Ok((nodes, rules))
 }
@@ -1661,6 +1733,44 @@ mod tests {
         let err = Error::from(f.build().unwrap_err());
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
         assert!(err.to_string().contains("mount /data"), "{err}");
+    }
+
+    #[test]
+    fn privileged_containers_get_every_host_device() {
+        let mut f = fixture();
+        let dev = |minor| HostDevice {
+            block: true,
+            major: 8,
+            minor,
+            file_mode: 0o660,
+            uid: 0,
+            gid: 6,
+        };
+        f.host_devices.insert("/dev/sda".into(), dev(0));
+        f.host_devices.insert("/dev/sda1".into(), dev(1));
+        f.host_devices.insert("/dev/null".into(), dev(3));
+        let paths = |spec: &Spec| -> Vec<String> {
+            linux(spec)
+                .devices()
+                .iter()
+                .flatten()
+                .map(|d| d.path().to_string_lossy().to_string())
+                .collect()
+        };
+        assert!(paths(&f.spec()).is_empty());
+        f.config.security.privileged = true;
+        // /dev/null is bound from the host by init like in every container.
+        assert_eq!(paths(&f.spec()), ["/dev/sda", "/dev/sda1"]);
+    }
+
+    #[test]
+    fn host_devices_are_found_under_dev() {
+        let all = all_host_devices().expect("walk /dev");
+        assert!(!all.contains_key("/dev/null"));
+        assert!(
+            all.keys()
+                .all(|k| k.starts_with("/dev/") && !k.starts_with("/dev/pts/"))
+        );
     }
 
     #[test]
