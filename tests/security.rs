@@ -825,3 +825,195 @@ async fn privileged_and_capabilities_from_inside() {
     assert_eq!(container_count(&mut rt).await, before);
     teardown(&daemon, &mut rt, &pod).await;
 }
+
+fn userns_options(
+    mode: cri::NamespaceMode,
+    maps: &[(u32, u32, u32)],
+) -> Option<cri::UserNamespace> {
+    let maps: Vec<cri::IdMapping> = maps
+        .iter()
+        .map(|&(container_id, host_id, length)| cri::IdMapping {
+            container_id,
+            host_id,
+            length,
+        })
+        .collect();
+    Some(cri::UserNamespace {
+        mode: mode as i32,
+        uids: maps.clone(),
+        gids: maps,
+    })
+}
+
+fn with_userns(config: &mut cri::PodSandboxConfig, userns: Option<cri::UserNamespace>) {
+    config.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                userns_options: userns,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+}
+
+/// The host uid of a process, from /proc/<pid>/status.
+fn host_uid(pid: u64) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_in_its_own_user_namespace_with_idmapped_rootfs_and_volumes() {
+    let daemon = TestDaemon::start().await;
+    let features = daemon
+        .runtime()
+        .await
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .runtime_handlers;
+    assert!(
+        features
+            .iter()
+            .all(|h| h.features.is_some_and(|f| f.user_namespaces)),
+        "{features:?}"
+    );
+    const HOST_ID: u32 = 200_000;
+    let (mut rt, pod) = setup_with(&daemon, "userns", |c| {
+        with_userns(
+            c,
+            userns_options(cri::NamespaceMode::Pod, &[(0, HOST_ID, 65536)]),
+        )
+    })
+    .await;
+    let status = pod_status(&mut rt, &pod.id, true).await.unwrap();
+    let reported = status
+        .status
+        .as_ref()
+        .and_then(|s| s.linux.as_ref())
+        .and_then(|l| l.namespaces.as_ref())
+        .and_then(|n| n.options.as_ref())
+        .and_then(|o| o.userns_options.as_ref())
+        .expect("PodSandboxStatus reports the user namespace");
+    assert_eq!(reported.uids[0].host_id, HOST_ID);
+    let pause = pause_pid(&status);
+    assert_eq!(host_uid(u64::from(pause)), HOST_ID.to_string());
+
+    // A host volume holding a root-owned file.
+    let volume = daemon.dir.path().join("userns-volume");
+    std::fs::create_dir_all(&volume).unwrap();
+    std::fs::write(volume.join("from-host"), "hi\n").unwrap();
+    let mut config = container(
+        "inside",
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/uid_map; id -u; stat -c %u:%g /bin/busybox /data/from-host; \
+             touch /new && stat -c new:%u /new; echo x > /data/from-container && echo volume-ok; \
+             sleep 60",
+        ],
+        Default::default(),
+    );
+    config.mounts = vec![cri::Mount {
+        container_path: "/data".into(),
+        host_path: volume.to_string_lossy().to_string(),
+        ..Default::default()
+    }];
+    let id = run(&mut rt, &pod, config).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        let out = output(&pod, "inside");
+        if out.len() >= 6 || Instant::now() > deadline {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let uid_map: Vec<&str> = out[0].split_whitespace().collect();
+    assert_eq!(uid_map, ["0", &HOST_ID.to_string(), "65536"], "{out:?}");
+    assert_eq!(out[1], "0", "{out:?}");
+    // Through the id-mapped mounts, host root's files are the container root's.
+    assert_eq!(out[2], "0:0", "{out:?}");
+    assert_eq!(out[3], "0:0", "{out:?}");
+    assert_eq!(out[4], "new:0", "{out:?}");
+    assert_eq!(out[5], "volume-ok", "{out:?}");
+    // ... and the container root's writes are host root's on disk.
+    let written = std::fs::metadata(volume.join("from-container")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&written), 0);
+
+    // On the host the container runs as the mapped uid.
+    let verbose = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).unwrap();
+    assert_eq!(host_uid(info["pid"].as_u64().unwrap()), HOST_ID.to_string());
+
+    // An exec joins the pod's user namespace too.
+    let exec = exec_sync(&mut rt, &id, &["cat", "/proc/self/uid_map"]).await;
+    let exec_map: Vec<String> = String::from_utf8_lossy(&exec.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    assert_eq!(exec_map, ["0", &HOST_ID.to_string(), "65536"], "{exec:?}");
+
+    // Containers cannot ask for a user namespace of their own.
+    let mut own = container("own-userns", &["true"], Default::default());
+    own.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                userns_options: userns_options(cri::NamespaceMode::Container, &[]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let err = create(&mut rt, &pod, own).await.expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    teardown(&daemon, &mut rt, &pod).await;
+
+    // Bad pod requests: InvalidArgument naming the field, and no pod is left.
+    for (bad, words) in [
+        (
+            userns_options(
+                cri::NamespaceMode::Pod,
+                &[(0, HOST_ID, 100), (100, HOST_ID + 1000, 100)],
+            ),
+            "exactly one",
+        ),
+        (
+            userns_options(cri::NamespaceMode::Pod, &[(1, HOST_ID, 100)]),
+            "container ID 0",
+        ),
+        (
+            userns_options(cri::NamespaceMode::Container, &[]),
+            "Container",
+        ),
+        (userns_options(cri::NamespaceMode::Target, &[]), "Target"),
+    ] {
+        let mut config = pod_config("bad-userns");
+        with_userns(&mut config, bad);
+        let err = run_pod(&mut rt, config).await.expect_err("refused");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(words), "{err:?} lacks {words}");
+    }
+    let pods = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "{pods:?}");
+}

@@ -368,6 +368,7 @@ impl ContainerManager {
             pod_cgroup: sandbox.pod_cgroup.clone(),
             shm_path: None,
             runtime_handler: sandbox.spec.runtime_handler.clone(),
+            userns: sandbox.spec.userns.clone(),
         };
         let bundle_dir = bundle.clone();
         let container_id = id.to_string();

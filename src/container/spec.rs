@@ -148,6 +148,8 @@ pub enum SpecError {
     NoAppArmor(String),
     #[error("apparmor: localhost_ref is required with profile type Localhost")]
     AppArmorMissingRef,
+    #[error("privileged: not possible in a pod with its own user namespace")]
+    PrivilegedInUserNamespace,
     #[error("unknown capability {0:?}")]
     UnknownCapability(String),
     #[error("pid namespace of target container {0:?}: the container is not running")]
@@ -188,6 +190,8 @@ pub struct SandboxInfo {
     /// The pod's /dev/shm to bind (for host IPC: the host's /dev/shm); None: a private tmpfs.
     pub shm_path: Option<PathBuf>,
     pub runtime_handler: String,
+    /// The pod's own user namespace (the pause process's), None for the host's.
+    pub userns: Option<crate::sandbox::spec::UserNamespace>,
 }
 
 /// A host device's identity, looked up by the caller (`host_device`) for every CRI device.
@@ -408,6 +412,14 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec, SpecError> {
         linux.set_rootfs_propagation(Some(propagation.to_owned()));
     }
     linux.set_seccomp(seccomp);
+    if let Some(userns) = &input.sandbox.userns {
+        if security.privileged {
+            return Err(SpecError::PrivilegedInUserNamespace);
+        }
+        use crate::sandbox::spec::UserNamespace;
+        linux.set_uid_mappings(Some(UserNamespace::oci_mappings(&userns.uids)));
+        linux.set_gid_mappings(Some(UserNamespace::oci_mappings(&userns.gids)));
+    }
 
     let mut annotations: HashMap<String, String> = config
         .annotations
@@ -680,6 +692,9 @@ fn namespace(typ: LinuxNamespaceType, path: Option<PathBuf>) -> Result<LinuxName
 fn namespaces(input: &SpecInput) -> Result<Vec<LinuxNamespace>, SpecError> {
     let pause = |ns: &str| PathBuf::from(format!("/proc/{}/ns/{ns}", input.sandbox.pause_pid));
     let mut list = vec![namespace(LinuxNamespaceType::Mount, None)?];
+    if input.sandbox.userns.is_some() {
+        list.push(namespace(LinuxNamespaceType::User, Some(pause("user")))?);
+    }
     if let Some(netns) = &input.sandbox.netns_path {
         list.push(namespace(LinuxNamespaceType::Network, Some(netns.clone()))?);
     }
@@ -1134,6 +1149,7 @@ mod tests {
                 pod_cgroup: "/berth/pod-sb1/".into(),
                 shm_path: None,
                 runtime_handler: String::new(),
+                userns: None,
             },
             target_pid: None,
             host_devices: BTreeMap::new(),
@@ -1733,6 +1749,45 @@ mod tests {
         let err = Error::from(f.build().unwrap_err());
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
         assert!(err.to_string().contains("mount /data"), "{err}");
+    }
+
+    #[test]
+    fn containers_join_the_pods_user_namespace() {
+        use crate::sandbox::spec::{IdMapping, UserNamespace};
+        let mut f = fixture();
+        let map = IdMapping {
+            container_id: 0,
+            host_id: 100000,
+            length: 65536,
+        };
+        f.sandbox.userns = Some(UserNamespace {
+            uids: vec![map],
+            gids: vec![map],
+        });
+        let spec = f.spec();
+        let user = linux(&spec)
+            .namespaces()
+            .iter()
+            .flatten()
+            .find(|n| n.typ() == LinuxNamespaceType::User)
+            .expect("user namespace");
+        assert_eq!(user.path().as_deref(), Some(Path::new("/proc/42/ns/user")));
+        let uid = &linux(&spec).uid_mappings().as_ref().unwrap()[0];
+        assert_eq!(
+            (uid.container_id(), uid.host_id(), uid.size()),
+            (0, 100000, 65536)
+        );
+        assert!(linux(&spec).gid_mappings().is_some());
+        assert!(
+            linux(&fixture().spec())
+                .namespaces()
+                .iter()
+                .flatten()
+                .all(|n| n.typ() != LinuxNamespaceType::User)
+        );
+        f.config.security.privileged = true;
+        let err = Error::from(f.build().unwrap_err());
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     }
 
     #[test]

@@ -116,6 +116,7 @@ pub fn pod_spec(config: cri::PodSandboxConfig, runtime_handler: String) -> Resul
         sysctls: linux.sysctls.into_iter().collect(),
         privileged: security.privileged,
         runtime_handler,
+        userns: crate::cri::container_convert::pod_userns(ns.userns_options.as_ref())?,
     })
 }
 
@@ -164,13 +165,30 @@ fn sandbox_status(record: &SandboxRecord, state: SandboxState) -> cri::PodSandbo
                     pid: namespace_mode_to_cri(ns.pid),
                     ipc: namespace_mode_to_cri(ns.ipc),
                     target_id: String::new(),
-                    userns_options: None,
+                    userns_options: record.spec.userns.as_ref().map(userns_to_cri),
                 }),
             }),
         }),
         labels: to_hash_map(&record.spec.labels),
         annotations: to_hash_map(&record.spec.annotations),
         runtime_handler: record.spec.runtime_handler.clone(),
+    }
+}
+
+fn userns_to_cri(userns: &crate::sandbox::spec::UserNamespace) -> cri::UserNamespace {
+    let maps = |m: &[crate::sandbox::spec::IdMapping]| {
+        m.iter()
+            .map(|m| cri::IdMapping {
+                host_id: m.host_id,
+                container_id: m.container_id,
+                length: m.length,
+            })
+            .collect()
+    };
+    cri::UserNamespace {
+        mode: cri::NamespaceMode::Pod as i32,
+        uids: maps(&userns.uids),
+        gids: maps(&userns.gids),
     }
 }
 
@@ -535,7 +553,8 @@ impl RuntimeService for RuntimeCri {
         let features = cri::RuntimeHandlerFeatures {
             // Init applies `rro` with mount_setattr(AT_RECURSIVE).
             recursive_read_only_mounts: true,
-            user_namespaces: false,
+            // Pods in their own user namespace, with id-mapped rootfs and volumes.
+            user_namespaces: true,
         };
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {

@@ -158,9 +158,12 @@ pub fn apply_apparmor(process: &Process) -> Result<()> {
 /// user change with PR_SET_KEEPCAPS (so the permitted set survives setuid), then the
 /// final sets and the ambient ones. `seccomp` (a filter for a process without
 /// no_new_privs) is loaded before the user change, while init still has CAP_SYS_ADMIN.
+/// `user_ns` is joined after the rlimits (raising them needs the host's rights) and
+/// before everything else (the capabilities are then the namespace's).
 pub fn apply_process_identity(
     process: &Process,
     seccomp: Option<&libseccomp::ScmpFilterContext>,
+    user_ns: Option<std::os::fd::OwnedFd>,
 ) -> Result<()> {
     for rlimit in process.rlimits().iter().flatten() {
         let step = format!("set rlimit {:?}", rlimit.typ());
@@ -183,6 +186,11 @@ pub fn apply_process_identity(
         if rc != 0 {
             return Err(InitError::io(&step, &std::io::Error::last_os_error()));
         }
+    }
+
+    if let Some(fd) = user_ns {
+        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWUSER)
+            .map_err(|e| InitError::errno("join userns", e))?;
     }
 
     let plan = match process.capabilities() {
