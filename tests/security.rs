@@ -1017,3 +1017,101 @@ async fn a_pod_in_its_own_user_namespace_with_idmapped_rootfs_and_volumes() {
         .items;
     assert!(pods.is_empty(), "{pods:?}");
 }
+
+fn ns_link(pid: &str, ns: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))
+        .unwrap()
+        .to_string_lossy()
+        .to_string()
+}
+
+const NS_PROBE: &str = "for n in pid ipc net uts; do readlink /proc/self/ns/$n; done; \
+    tr '\\0' ' ' < /proc/1/cmdline; echo";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pid_ipc_and_network_namespaces_in_every_mode() {
+    let daemon = TestDaemon::start().await;
+    let with_pid = |mode: cri::NamespaceMode, target: &str| cri::LinuxContainerSecurityContext {
+        namespace_options: Some(cri::NamespaceOption {
+            pid: mode as i32,
+            target_id: target.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+
+    // A pod with its own namespaces: POD, CONTAINER and TARGET pid modes.
+    let (mut rt, pod) = setup(&daemon, "ns-pod").await;
+    let pause = pause_pid(&pod_status(&mut rt, &pod.id, true).await.unwrap()).to_string();
+    let out = run_script(
+        &mut rt,
+        &pod,
+        "pod-pid",
+        NS_PROBE,
+        with_pid(cri::NamespaceMode::Pod, ""),
+    )
+    .await;
+    for (i, ns) in ["pid", "ipc", "net", "uts"].iter().enumerate() {
+        assert_eq!(out[i], ns_link(&pause, ns), "{ns}: {out:?}");
+    }
+    assert!(!out[4].contains("sleep"), "{out:?}");
+
+    let target = run(
+        &mut rt,
+        &pod,
+        container(
+            "target",
+            &["sleep", "300"],
+            with_pid(cri::NamespaceMode::Container, ""),
+        ),
+    )
+    .await;
+    let out = run_script(
+        &mut rt,
+        &pod,
+        "debug",
+        NS_PROBE,
+        with_pid(cri::NamespaceMode::Target, &target),
+    )
+    .await;
+    assert_ne!(out[0], ns_link(&pause, "pid"), "{out:?}");
+    assert_eq!(out[4].trim(), "sleep 300", "the target's PID 1: {out:?}");
+    teardown(&daemon, &mut rt, &pod).await;
+
+    // A pod on the host's PID, IPC and network namespaces.
+    let (mut rt, pod) = setup_with(&daemon, "ns-host", |c| {
+        c.linux = Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    network: cri::NamespaceMode::Node as i32,
+                    pid: cri::NamespaceMode::Node as i32,
+                    ipc: cri::NamespaceMode::Node as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    })
+    .await;
+    let out = run_script(
+        &mut rt,
+        &pod,
+        "host",
+        NS_PROBE,
+        with_pid(cri::NamespaceMode::Node, ""),
+    )
+    .await;
+    for (i, ns) in ["pid", "ipc", "net"].iter().enumerate() {
+        assert_eq!(out[i], ns_link("self", ns), "{ns}: {out:?}");
+    }
+    assert_ne!(
+        out[3],
+        ns_link("self", "uts"),
+        "the pod keeps its own hostname: {out:?}"
+    );
+    let host_init = std::fs::read("/proc/1/cmdline").unwrap();
+    let host_init: String = String::from_utf8_lossy(&host_init).replace('\0', " ");
+    assert_eq!(out[4].trim(), host_init.trim(), "the host's PID 1: {out:?}");
+    teardown(&daemon, &mut rt, &pod).await;
+}
