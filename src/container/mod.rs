@@ -4,6 +4,7 @@
 pub mod config;
 pub mod manager;
 pub mod seccomp;
+pub mod seccomp_default;
 pub mod spec;
 pub mod stats;
 pub mod users;

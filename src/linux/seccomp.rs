@@ -176,7 +176,8 @@ pub fn load(filter: &ScmpFilterContext) -> Result<(), SeccompError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::container::seccomp::{default_profile, parse_profile};
+    use crate::container::seccomp::parse_profile;
+    use crate::container::seccomp_default::default_profile;
 
     #[test]
     fn default_profile_compiles_for_every_capability_set() {
