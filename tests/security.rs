@@ -325,6 +325,23 @@ async fn seccomp_profiles_are_applied_to_containers_and_execs() {
         out.iter().any(|l| l.contains("Operation not permitted")),
         "{out:?}"
     );
+    // The daemon compiled the profile into the bundle; without that program init compiles
+    // the spec's profile itself, to the same effect.
+    let program = daemon
+        .state
+        .join("containers")
+        .join(&id)
+        .join("bundle/seccomp.bpf");
+    let bytes = std::fs::metadata(&program)
+        .expect("seccomp.bpf in the bundle")
+        .len();
+    assert!(bytes > 0 && bytes % 8 == 0, "{bytes}");
+    std::fs::remove_file(&program).unwrap();
+    let exec = exec_sync(&mut rt, &id, &["chmod", "400", "/tmp"]).await;
+    assert!(
+        String::from_utf8_lossy(&exec.stderr).contains("Operation not permitted"),
+        "{exec:?}"
+    );
 
     // Privileged containers run unconfined whatever they ask.
     let out = run_script(

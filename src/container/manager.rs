@@ -437,11 +437,21 @@ impl ContainerManager {
                 seccomp_localhost: seccomp_localhost.as_deref(),
             })?;
             let stop_signal = super::spec::stop_signal(&image_config, None);
-            Ok::<_, Error>((spec, stop_signal as i32))
+            // Compiled here, once per profile, so that init only loads it.
+            let seccomp_program = spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.seccomp().as_ref())
+                .map(crate::linux::seccomp::compiled)
+                .transpose()
+                .map_err(|e| {
+                    Error::with_source(ErrorKind::InvalidArgument, "seccomp profile", e)
+                })?;
+            Ok::<_, Error>((spec, stop_signal as i32, seccomp_program))
         })
         .await
         .map_err(|e| Error::internal("spec task", e))??;
-        let (spec, stop_signal) = spec;
+        let (spec, stop_signal, seccomp_program) = spec;
         phase("spec");
         let cgroup_path = spec
             .linux()
@@ -465,6 +475,10 @@ impl ContainerManager {
             rootfs_json.to_string().as_bytes(),
         )
         .map_err(io_err("writing rootfs.json"))?;
+        if let Some(program) = seccomp_program {
+            persist::write_atomic(&bundle.join(crate::linux::seccomp::BPF_FILE), &program)
+                .map_err(io_err("writing the seccomp program"))?;
+        }
 
         let log_path = log_path(&sandbox.spec.log_directory, &config.log_path);
         let record = ContainerRecord {

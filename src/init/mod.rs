@@ -222,7 +222,11 @@ fn setup(bundle: &Path, sync: &OwnedFd) -> Result<Outcome> {
     let exec = if is_pause(&spec) {
         None
     } else {
-        Some(prepare_process(&spec, user_ns)?)
+        Some(prepare_process(
+            &spec,
+            user_ns,
+            read_seccomp_program(bundle)?,
+        )?)
     };
 
     match ready_pipe {
@@ -287,7 +291,12 @@ fn setup_exec(bundle: &Path, target: i32, process_file: &Path, sync: &OwnedFd) -
     };
     nix::unistd::setsid().map_err(|e| InitError::errno("setsid", e))?;
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
-    let exec = prepare_process_of(&process, seccomp.as_ref(), user_ns)?;
+    let exec = prepare_process_of(
+        &process,
+        seccomp.as_ref(),
+        user_ns,
+        read_seccomp_program(bundle)?,
+    )?;
     File::from(ready)
         .write_all(b"1")
         .map_err(|e| InitError::io("report ready to the intermediate", &e))?;
@@ -375,24 +384,40 @@ struct ExecPlan {
     terminal: bool,
     /// Loaded just before execve (the process has no_new_privs, so it needs no
     /// capability then).
-    seccomp_at_exec: Option<libseccomp::ScmpFilterContext>,
+    seccomp_at_exec: Option<crate::linux::seccomp::Filter>,
 }
 
-fn prepare_process(spec: &Spec, user_ns: Option<OwnedFd>) -> Result<ExecPlan> {
+/// The daemon's compiled seccomp program in the bundle, if it wrote one.
+fn read_seccomp_program(bundle: &Path) -> Result<Option<Vec<u8>>> {
+    let path = bundle.join(crate::linux::seccomp::BPF_FILE);
+    match fs::read(&path) {
+        Ok(program) => Ok(Some(program)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(InitError::io(format!("read {}", path.display()), &e)),
+    }
+}
+
+fn prepare_process(
+    spec: &Spec,
+    user_ns: Option<OwnedFd>,
+    seccomp_program: Option<Vec<u8>>,
+) -> Result<ExecPlan> {
     let process = spec
         .process()
         .as_ref()
         .ok_or_else(|| InitError::new("exec", "the spec has no process"))?;
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
-    prepare_process_of(process, seccomp.as_ref(), user_ns)
+    prepare_process_of(process, seccomp.as_ref(), user_ns, seccomp_program)
 }
 
-/// `seccomp` is the container's filter (exec'd processes get it too); `user_ns` the user
-/// namespace to join before the user change.
+/// `seccomp` is the container's profile (exec'd processes get it too), `seccomp_program`
+/// the daemon's compiled program of it; `user_ns` the user namespace to join before the
+/// user change.
 fn prepare_process_of(
     process: &Process,
     seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
     user_ns: Option<OwnedFd>,
+    seccomp_program: Option<Vec<u8>>,
 ) -> Result<ExecPlan> {
     let args = process.args().clone().unwrap_or_default();
     let program = args
@@ -404,7 +429,7 @@ fn prepare_process_of(
     std::env::set_current_dir(cwd)
         .map_err(|e| InitError::io(format!("chdir {}", cwd.display()), &e))?;
     let filter = seccomp
-        .map(crate::linux::seccomp::compile)
+        .map(|profile| crate::linux::seccomp::Filter::prepare(profile, seccomp_program))
         .transpose()
         .map_err(|e| InitError::new("compile the seccomp profile", describe_chain(&e)))?;
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while init
@@ -688,7 +713,8 @@ fn exec_process(exec: ExecPlan) -> Result<Outcome> {
         ));
     }
     if let Some(filter) = &exec.seccomp_at_exec {
-        crate::linux::seccomp::load(filter)
+        filter
+            .load()
             .map_err(|e| InitError::new("load the seccomp profile", describe_chain(&e)))?;
     }
     let err = nix::unistd::execve(&exec.path, &exec.args, &exec.env)

@@ -162,7 +162,7 @@ pub fn apply_apparmor(process: &Process) -> Result<()> {
 /// before everything else (the capabilities are then the namespace's).
 pub fn apply_process_identity(
     process: &Process,
-    seccomp: Option<&libseccomp::ScmpFilterContext>,
+    seccomp: Option<&crate::linux::seccomp::Filter>,
     user_ns: Option<std::os::fd::OwnedFd>,
 ) -> Result<()> {
     for rlimit in process.rlimits().iter().flatten() {
@@ -225,7 +225,8 @@ pub fn apply_process_identity(
     }
 
     if let Some(filter) = seccomp {
-        crate::linux::seccomp::load(filter)
+        filter
+            .load()
             .map_err(|e| InitError::new("load the seccomp profile", super::describe_chain(&e)))?;
     }
 

@@ -1,7 +1,9 @@
-//! An OCI `linux.seccomp` compiled into a libseccomp filter, to load in `berth init`.
+//! An OCI `linux.seccomp` compiled into a seccomp BPF program, to load in `berth init`.
 //!
-//! Compiling happens before the container reports "created" (a bad profile fails the
-//! create); loading is a separate, last step.
+//! The daemon compiles each profile once (`compiled`, cached: generating the BPF of the
+//! default profile costs libseccomp about 15 ms) and writes the program into the bundle
+//! as `seccomp.bpf`; init loads it (`load_bpf`) as its last step. Without that file init
+//! compiles the spec's profile itself, before it reports "created".
 
 use libseccomp::{
     ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
@@ -11,8 +13,19 @@ use oci_spec::runtime::{
     LinuxSeccompOperator,
 };
 
+/// The bundle file holding the compiled program of the spec's `linux.seccomp`.
+pub const BPF_FILE: &str = "seccomp.bpf";
+
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
+    #[error("{what}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the compiled program is {0} bytes, not whole instructions")]
+    BadProgram(usize),
     #[error("action {0:?} is not supported")]
     UnsupportedAction(LinuxSeccompAction),
     #[error("architecture {0:?} is not supported")]
@@ -173,6 +186,136 @@ pub fn load(filter: &ScmpFilterContext) -> Result<(), SeccompError> {
     filter.load().map_err(lib("load the filter"))
 }
 
+/// A filter ready to load.
+pub enum Filter {
+    /// Compiled by the daemon (`BPF_FILE`), with the spec's `seccomp(2)` flags.
+    Program { bpf: Vec<u8>, flags: u32 },
+    /// Compiled here.
+    Compiled(ScmpFilterContext),
+}
+
+impl Filter {
+    /// The daemon's program when there is one, else the spec's profile compiled here.
+    pub fn prepare(
+        seccomp: &LinuxSeccomp,
+        program: Option<Vec<u8>>,
+    ) -> Result<Filter, SeccompError> {
+        Ok(match program {
+            Some(bpf) => Filter::Program {
+                bpf,
+                flags: load_flags(seccomp),
+            },
+            None => Filter::Compiled(compile(seccomp)?),
+        })
+    }
+
+    /// Loads it into this process. Needs no_new_privs or CAP_SYS_ADMIN.
+    pub fn load(&self) -> Result<(), SeccompError> {
+        match self {
+            Filter::Program { bpf, flags } => load_bpf(bpf, *flags),
+            Filter::Compiled(filter) => load(filter),
+        }
+    }
+}
+
+/// The BPF program of a compiled filter.
+pub fn to_bpf(filter: &ScmpFilterContext) -> Result<Vec<u8>, SeccompError> {
+    use std::io::{Read, Seek};
+    let io = |what| move |source| SeccompError::Io { what, source };
+    let fd = rustix::fs::memfd_create("berth-seccomp", rustix::fs::MemfdFlags::CLOEXEC)
+        .map_err(|e| io("create a memfd")(e.into()))?;
+    filter.export_bpf(&fd).map_err(lib("export the program"))?;
+    let mut file = std::fs::File::from(fd);
+    file.rewind().map_err(io("read the program"))?;
+    let mut program = Vec::new();
+    file.read_to_end(&mut program)
+        .map_err(io("read the program"))?;
+    Ok(program)
+}
+
+/// The `seccomp(2)` flags a spec asks for (libseccomp applies them at load time; a
+/// program loaded directly needs them given).
+pub fn load_flags(seccomp: &LinuxSeccomp) -> u32 {
+    seccomp
+        .flags()
+        .iter()
+        .flatten()
+        .map(|f| match f {
+            LinuxSeccompFilterFlag::SeccompFilterFlagLog => libc::SECCOMP_FILTER_FLAG_LOG as u32,
+            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => {
+                libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW as u32
+            }
+            _ => 0,
+        })
+        .fold(0, |a, b| a | b)
+}
+
+/// Compiles `seccomp` to its BPF program, once per distinct profile.
+pub fn compiled(seccomp: &LinuxSeccomp) -> Result<std::sync::Arc<[u8]>, SeccompError> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    // Few distinct profiles exist (the default one per capability set, a few files):
+    // the cache is dropped whole past this many.
+    const MAX_CACHED: usize = 64;
+    /// Profile JSON → program.
+    type Programs = HashMap<Vec<u8>, Arc<[u8]>>;
+    static CACHE: OnceLock<Mutex<Programs>> = OnceLock::new();
+    let key = serde_json::to_vec(seccomp).unwrap_or_default();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(hit) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(hit.clone());
+    }
+    let program: Arc<[u8]> = to_bpf(&compile(seccomp)?)?.into();
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= MAX_CACHED {
+        cache.clear();
+    }
+    cache.insert(key, program.clone());
+    Ok(program)
+}
+
+/// Loads a BPF program (from `to_bpf`) into this process with `seccomp(2)`. Needs
+/// no_new_privs or CAP_SYS_ADMIN.
+pub fn load_bpf(program: &[u8], flags: u32) -> Result<(), SeccompError> {
+    const INSTRUCTION: usize = std::mem::size_of::<libc::sock_filter>();
+    if program.is_empty() || !program.len().is_multiple_of(INSTRUCTION) {
+        return Err(SeccompError::BadProgram(program.len()));
+    }
+    let len = u16::try_from(program.len() / INSTRUCTION)
+        .map_err(|_| SeccompError::BadProgram(program.len()))?;
+    // Copied into properly aligned instructions.
+    let filters: Vec<libc::sock_filter> = program
+        .chunks_exact(INSTRUCTION)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let prog = libc::sock_fprog {
+        len,
+        filter: filters.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `len` valid instructions that outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(SeccompError::Io {
+            what: "load the program",
+            source: std::io::Error::last_os_error(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +352,60 @@ mod tests {
             compile(&notify.resolve(&Default::default())),
             Err(SeccompError::UnsupportedAction(_))
         ));
+    }
+
+    #[test]
+    fn compiled_programs_are_cached_and_whole() {
+        let caps = crate::container::spec::DEFAULT_CAPABILITIES
+            .into_iter()
+            .collect();
+        let seccomp = default_profile().resolve(&caps);
+        let first = compiled(&seccomp).expect("compiles");
+        assert_eq!(first.len() % 8, 0);
+        assert!(
+            first.len() > 8 * 100,
+            "a real program: {} bytes",
+            first.len()
+        );
+        let again = compiled(&seccomp).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&first, &again));
+        assert!(matches!(
+            load_bpf(&first[..7], 0),
+            Err(SeccompError::BadProgram(7))
+        ));
+    }
+
+    #[test]
+    fn a_loaded_program_filters_this_process() {
+        // In a throwaway child: a filter cannot be removed once loaded.
+        let profile = parse_profile(
+            "/p",
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+                {"names":["getppid"],"action":"SCMP_ACT_ERRNO","errnoRet":99}]}"#,
+        )
+        .unwrap()
+        .resolve(&Default::default());
+        let program = to_bpf(&compile(&profile).unwrap()).unwrap();
+        // SAFETY: the child only makes raw syscalls and exits.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let code = (|| {
+                    rustix::thread::set_no_new_privs(true).ok()?;
+                    load_bpf(&program, 0).ok()?;
+                    // SAFETY: a raw syscall without arguments.
+                    let rc = unsafe { libc::syscall(libc::SYS_getppid) };
+                    let errno = std::io::Error::last_os_error().raw_os_error();
+                    (rc == -1 && errno == Some(99)).then_some(0)
+                })()
+                .unwrap_or(1);
+                // SAFETY: ends the child at once.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 0));
+            }
+        }
     }
 
     #[test]
