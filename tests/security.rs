@@ -908,7 +908,17 @@ async fn a_pod_in_its_own_user_namespace_with_idmapped_rootfs_and_volumes() {
         with_userns(
             c,
             userns_options(cri::NamespaceMode::Pod, &[(0, HOST_ID, 65536)]),
-        )
+        );
+        // A network and an IPC sysctl: one written before the user namespace exists,
+        // one inside it.
+        c.linux.as_mut().unwrap().sysctls = [
+            (
+                "net.ipv4.ip_unprivileged_port_start".to_string(),
+                "0".to_string(),
+            ),
+            ("kernel.shm_rmid_forced".to_string(), "1".to_string()),
+        ]
+        .into();
     })
     .await;
     let status = pod_status(&mut rt, &pod.id, true).await.unwrap();
@@ -935,6 +945,7 @@ async fn a_pod_in_its_own_user_namespace_with_idmapped_rootfs_and_volumes() {
             "-c",
             "cat /proc/self/uid_map; id -u; stat -c %u:%g /bin/busybox /data/from-host; \
              touch /new && stat -c new:%u /new; echo x > /data/from-container && echo volume-ok; \
+             cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/kernel/shm_rmid_forced; \
              sleep 60",
         ],
         Default::default(),
@@ -948,7 +959,7 @@ async fn a_pod_in_its_own_user_namespace_with_idmapped_rootfs_and_volumes() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let out = loop {
         let out = output(&pod, "inside");
-        if out.len() >= 6 || Instant::now() > deadline {
+        if out.len() >= 8 || Instant::now() > deadline {
             break out;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -961,6 +972,7 @@ async fn a_pod_in_its_own_user_namespace_with_idmapped_rootfs_and_volumes() {
     assert_eq!(out[3], "0:0", "{out:?}");
     assert_eq!(out[4], "new:0", "{out:?}");
     assert_eq!(out[5], "volume-ok", "{out:?}");
+    assert_eq!(out[6..8], ["0", "1"], "pod sysctls: {out:?}");
     // ... and the container root's writes are host root's on disk.
     let written = std::fs::metadata(volume.join("from-container")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&written), 0);

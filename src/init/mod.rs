@@ -186,15 +186,9 @@ fn setup(bundle: &Path, sync: &OwnedFd) -> Result<Outcome> {
                 .map_err(|e| InitError::errno(format!("set hostname {hostname}"), e))?;
         }
     }
-    if let Some(sysctls) = linux.sysctl() {
-        let mut keys: Vec<_> = sysctls.iter().collect();
-        keys.sort();
-        for (key, value) in keys {
-            let step = format!("set sysctl {key}={value}");
-            let path = sysctl_path(key).ok_or_else(|| InitError::new(&step, "invalid key"))?;
-            fs::write(&path, value).map_err(|e| InitError::io(&step, &e))?;
-        }
-    }
+    // With a new user namespace the network ones were set before it was created.
+    let done_before_userns = plan.user == UserNamespacePlan::Create;
+    set_sysctls(&linux, |key| !(done_before_userns && is_net_sysctl(key)))?;
     if let Some(root) = spec
         .root()
         .as_ref()
@@ -526,8 +520,11 @@ fn enter_namespaces(
         setns(fd, plan::clone_flag(kind)).map_err(|e| InitError::errno(step, e))?;
     }
     if plan.user == UserNamespacePlan::Create {
-        // After the joins (the pod netns belongs to the host's user namespace) and
-        // before the other new namespaces, which the new user namespace then owns.
+        // The pod netns belongs to the host's user namespace: its sysctls can only be
+        // written from there.
+        set_sysctls(linux, is_net_sysctl)?;
+        // After the joins and before the other new namespaces, which the new user
+        // namespace then owns.
         create_user_namespace(linux)?;
     }
     let flags = plan.unshare_flags();
@@ -548,6 +545,26 @@ fn enter_namespaces(
         .map_err(|e| InitError::errno("make / a slave mount", e))?;
     }
     Ok(user_ns)
+}
+
+/// The spec's sysctls that `select` picks, in key order.
+fn set_sysctls(linux: &oci_spec::runtime::Linux, select: impl Fn(&str) -> bool) -> Result<()> {
+    let Some(sysctls) = linux.sysctl() else {
+        return Ok(());
+    };
+    let mut keys: Vec<_> = sysctls.iter().filter(|(k, _)| select(k)).collect();
+    keys.sort();
+    for (key, value) in keys {
+        let step = format!("set sysctl {key}={value}");
+        let path = sysctl_path(key).ok_or_else(|| InitError::new(&step, "invalid key"))?;
+        fs::write(&path, value).map_err(|e| InitError::io(&step, &e))?;
+    }
+    Ok(())
+}
+
+/// Sysctls of the network namespace (`net.*`, also written `net/...`).
+fn is_net_sysctl(key: &str) -> bool {
+    key.starts_with("net.") || key.starts_with("net/")
 }
 
 /// `/proc/<pid>/uid_map` lines of OCI id mappings.
