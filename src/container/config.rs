@@ -127,6 +127,17 @@ pub struct SecurityProfile {
     pub localhost_ref: String,
 }
 
+/// CRI SupplementalGroupsPolicy: how the process's groups are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SupplementalGroupsPolicy {
+    /// The user's groups from the image's /etc/group, plus the given ones.
+    #[default]
+    Merge,
+    /// Only the primary group and the given ones.
+    Strict,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct SecurityContext {
     pub run_as_user: Option<i64>,
@@ -134,6 +145,9 @@ pub struct SecurityContext {
     pub run_as_username: String,
     pub readonly_rootfs: bool,
     pub supplemental_groups: Vec<i64>,
+    /// Absent in records written before berth knew the policy: Merge, what it did then.
+    #[serde(default)]
+    pub supplemental_groups_policy: SupplementalGroupsPolicy,
     pub privileged: bool,
     pub capabilities: Capabilities,
     pub no_new_privs: bool,

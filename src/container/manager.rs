@@ -371,6 +371,7 @@ impl ContainerManager {
             pod_cgroup: sandbox.pod_cgroup.clone(),
             shm_path: None,
             runtime_handler: sandbox.spec.runtime_handler.clone(),
+            userns: sandbox.spec.userns.clone(),
         };
         let bundle_dir = bundle.clone();
         let container_id = id.to_string();
@@ -381,6 +382,8 @@ impl ContainerManager {
                 .map_err(io_err("reading the image's /etc/passwd"))?;
             let group = super::users::read_image_file(&lower, "/etc/group")
                 .map_err(io_err("reading the image's /etc/group"))?;
+            let seccomp_localhost =
+                super::seccomp::read_localhost(spec_config.security.seccomp.as_ref())?;
             // The kubelet expects a missing host path to be made as a directory.
             for mount in &spec_config.mounts {
                 let source = Path::new(&mount.host_path);
@@ -406,6 +409,13 @@ impl ContainerManager {
                     })?;
                 host_devices.insert(device.host_path.clone(), found);
             }
+            if spec_config.security.privileged {
+                let all = super::spec::all_host_devices()
+                    .map_err(io_err("listing the host's devices"))?;
+                for (path, device) in all {
+                    host_devices.entry(path).or_insert(device);
+                }
+            }
             // Without CAP_SYS_RESOURCE neither can go past what the daemon itself has.
             let nofile_hard =
                 nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
@@ -414,6 +424,7 @@ impl ContainerManager {
             let defaults = super::spec::RuntimeDefaults {
                 min_oom_score_adj: crate::linux::process::read_oom_score_adj("self").unwrap_or(0),
                 nofile: nofile_hard.min(super::spec::RuntimeDefaults::default().nofile),
+                apparmor: super::spec::host_has_apparmor(),
             };
             let spec = super::spec::build_spec(&super::spec::SpecInput {
                 container_id: &container_id,
@@ -426,13 +437,24 @@ impl ContainerManager {
                 target_pid,
                 host_devices: &host_devices,
                 defaults: &defaults,
+                seccomp_localhost: seccomp_localhost.as_deref(),
             })?;
             let stop_signal = super::spec::stop_signal(&image_config, None);
-            Ok::<_, Error>((spec, stop_signal as i32))
+            // Compiled here, once per profile, so that init only loads it.
+            let seccomp_program = spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.seccomp().as_ref())
+                .map(crate::linux::seccomp::compiled)
+                .transpose()
+                .map_err(|e| {
+                    Error::with_source(ErrorKind::InvalidArgument, "seccomp profile", e)
+                })?;
+            Ok::<_, Error>((spec, stop_signal as i32, seccomp_program))
         })
         .await
         .map_err(|e| Error::internal("spec task", e))??;
-        let (spec, stop_signal) = spec;
+        let (spec, stop_signal, seccomp_program) = spec;
         phase("spec");
         let cgroup_path = spec
             .linux()
@@ -456,6 +478,10 @@ impl ContainerManager {
             rootfs_json.to_string().as_bytes(),
         )
         .map_err(io_err("writing rootfs.json"))?;
+        if let Some(program) = seccomp_program {
+            persist::write_atomic(&bundle.join(crate::linux::seccomp::BPF_FILE), &program)
+                .map_err(io_err("writing the seccomp program"))?;
+        }
 
         let log_path = log_path(&sandbox.spec.log_directory, &config.log_path);
         let record = ContainerRecord {

@@ -3,6 +3,8 @@
 
 pub mod config;
 pub mod manager;
+pub mod seccomp;
+pub mod seccomp_default;
 pub mod spec;
 pub mod stats;
 pub mod users;

@@ -144,10 +144,18 @@ pub enum SpecError {
     },
     #[error("device {host_path}: {reason}")]
     BadDevice { host_path: String, reason: String },
+    #[error("apparmor profile {0:?}: AppArmor is not enabled on this host")]
+    NoAppArmor(String),
+    #[error("apparmor: localhost_ref is required with profile type Localhost")]
+    AppArmorMissingRef,
+    #[error("privileged: not possible in a pod with its own user namespace")]
+    PrivilegedInUserNamespace,
     #[error("unknown capability {0:?}")]
     UnknownCapability(String),
     #[error("pid namespace of target container {0:?}: the container is not running")]
     NoTargetPid(String),
+    #[error(transparent)]
+    Seccomp(#[from] crate::container::seccomp::SeccompError),
     #[error("building the OCI spec")]
     Oci(#[from] oci_spec::OciSpecError),
 }
@@ -182,6 +190,8 @@ pub struct SandboxInfo {
     /// The pod's /dev/shm to bind (for host IPC: the host's /dev/shm); None: a private tmpfs.
     pub shm_path: Option<PathBuf>,
     pub runtime_handler: String,
+    /// The pod's own user namespace (the pause process's), None for the host's.
+    pub userns: Option<crate::sandbox::spec::UserNamespace>,
 }
 
 /// A host device's identity, looked up by the caller (`host_device`) for every CRI device.
@@ -217,6 +227,51 @@ pub fn host_device(path: &Path) -> io::Result<HostDevice> {
     })
 }
 
+/// Directories of /dev that hold no device of the host's own (per-mount-namespace
+/// filesystems and udev's state).
+const SKIPPED_DEV_DIRS: [&str; 7] = ["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
+/// Device nodes every container gets anyway (bound from the host by init) or that belong
+/// to its own terminal.
+const CONTAINER_OWN_DEVICES: [&str; 8] = [
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+    "/dev/console",
+    "/dev/ptmx",
+];
+
+/// Every device node under the host's /dev, by path: what a privileged container gets.
+/// Blocking: call it off the async executor.
+pub fn all_host_devices() -> io::Result<BTreeMap<String, HostDevice>> {
+    let mut found = BTreeMap::new();
+    let mut dirs = vec![PathBuf::from("/dev")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            let ft = entry.file_type()?;
+            if ft.is_dir() {
+                let name = entry.file_name();
+                if !SKIPPED_DEV_DIRS.iter().any(|s| name == *s) {
+                    dirs.push(path);
+                }
+            } else if ft.is_char_device() || ft.is_block_device() {
+                let key = path.to_string_lossy().to_string();
+                if !CONTAINER_OWN_DEVICES.contains(&key.as_str()) {
+                    // A node that vanished while walking is not the container's business.
+                    if let Ok(device) = host_device(&path) {
+                        found.insert(key, device);
+                    }
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// Runtime-wide settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeDefaults {
@@ -225,6 +280,14 @@ pub struct RuntimeDefaults {
     pub min_oom_score_adj: i32,
     /// RLIMIT_NOFILE, soft and hard.
     pub nofile: u64,
+    /// The host enforces AppArmor (`host_has_apparmor`).
+    pub apparmor: bool,
+}
+
+/// Whether the kernel has AppArmor enabled (what critest and the kubelet check too).
+pub fn host_has_apparmor() -> bool {
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|v| v.starts_with('Y'))
 }
 
 impl Default for RuntimeDefaults {
@@ -232,6 +295,7 @@ impl Default for RuntimeDefaults {
         RuntimeDefaults {
             min_oom_score_adj: -1000,
             nofile: 1_048_576,
+            apparmor: false,
         }
     }
 }
@@ -253,6 +317,8 @@ pub struct SpecInput<'a> {
     /// `host_device` of each CRI device's host_path.
     pub host_devices: &'a BTreeMap<String, HostDevice>,
     pub defaults: &'a RuntimeDefaults,
+    /// The Localhost seccomp profile file's contents (`seccomp::read_localhost`).
+    pub seccomp_localhost: Option<&'a str>,
 }
 
 /// Builds the container's OCI runtime spec.
@@ -275,6 +341,13 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec, SpecError> {
         user.home.as_deref(),
     );
     let cwd = working_dir(&config.working_dir, image.working_dir().as_deref());
+    let capabilities = capabilities(security)?;
+    let seccomp = crate::container::seccomp::container_seccomp(
+        security.seccomp.as_ref(),
+        security.privileged,
+        &capabilities.bounding().clone().unwrap_or_default(),
+        input.seccomp_localhost,
+    )?;
 
     let mut process = ProcessBuilder::default()
         .terminal(config.tty)
@@ -288,7 +361,7 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec, SpecError> {
         .args(args)
         .env(env)
         .cwd(cwd)
-        .capabilities(capabilities(security)?)
+        .capabilities(capabilities)
         .rlimits(vec![
             PosixRlimitBuilder::default()
                 .typ(PosixRlimitType::RlimitNofile)
@@ -298,6 +371,7 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec, SpecError> {
         ])
         .no_new_privileges(security.no_new_privs)
         .build()?;
+    process.set_apparmor_profile(apparmor_profile(security, input.defaults.apparmor)?);
     process.set_oom_score_adj(Some(oom_score_adj(
         config.resources.oom_score_adj,
         input.defaults.min_oom_score_adj,
@@ -336,6 +410,15 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec, SpecError> {
         .build()?;
     if let Some(propagation) = rootfs_propagation(config) {
         linux.set_rootfs_propagation(Some(propagation.to_owned()));
+    }
+    linux.set_seccomp(seccomp);
+    if let Some(userns) = &input.sandbox.userns {
+        if security.privileged {
+            return Err(SpecError::PrivilegedInUserNamespace);
+        }
+        use crate::sandbox::spec::UserNamespace;
+        linux.set_uid_mappings(Some(UserNamespace::oci_mappings(&userns.uids)));
+        linux.set_gid_mappings(Some(UserNamespace::oci_mappings(&userns.gids)));
     }
 
     let mut annotations: HashMap<String, String> = config
@@ -487,7 +570,9 @@ fn resolve_user(input: &SpecInput, image_user: &str) -> Result<users::ResolvedUs
             (spec, true)
         }
     };
-    users::resolve_user(&spec, input.passwd, input.group, &extra).map_err(|source| {
+    let strict = security.supplemental_groups_policy
+        == crate::container::config::SupplementalGroupsPolicy::Strict;
+    users::resolve_user(&spec, input.passwd, input.group, &extra, strict).map_err(|source| {
         if from_image {
             SpecError::ImageUser {
                 user: image_user.to_owned(),
@@ -553,6 +638,33 @@ fn capabilities(
     Ok(caps)
 }
 
+/// The AppArmor profile to exec into. Unconfined, privileged or no choice: none. The
+/// runtime default is applied only where the host has AppArmor (and berth ships no profile
+/// of its own yet, so it means the host's default: unconfined); a named (Localhost)
+/// profile on a host without AppArmor is refused, as it cannot be honoured.
+fn apparmor_profile(
+    security: &crate::container::config::SecurityContext,
+    host_apparmor: bool,
+) -> Result<Option<String>, SpecError> {
+    use crate::container::config::ProfileType;
+    let Some(profile) = security.apparmor.as_ref() else {
+        return Ok(None);
+    };
+    if security.privileged {
+        return Ok(None);
+    }
+    match profile.profile_type {
+        ProfileType::Unconfined | ProfileType::RuntimeDefault => Ok(None),
+        ProfileType::Localhost if profile.localhost_ref.is_empty() => {
+            Err(SpecError::AppArmorMissingRef)
+        }
+        ProfileType::Localhost if !host_apparmor => {
+            Err(SpecError::NoAppArmor(profile.localhost_ref.clone()))
+        }
+        ProfileType::Localhost => Ok(Some(profile.localhost_ref.clone())),
+    }
+}
+
 /// The requested score, never below what berth itself may set, within the kernel's range.
 fn oom_score_adj(requested: i64, floor: i32) -> i32 {
     let clamped = requested.clamp(-1000, 1000) as i32;
@@ -580,6 +692,9 @@ fn namespace(typ: LinuxNamespaceType, path: Option<PathBuf>) -> Result<LinuxName
 fn namespaces(input: &SpecInput) -> Result<Vec<LinuxNamespace>, SpecError> {
     let pause = |ns: &str| PathBuf::from(format!("/proc/{}/ns/{ns}", input.sandbox.pause_pid));
     let mut list = vec![namespace(LinuxNamespaceType::Mount, None)?];
+    if input.sandbox.userns.is_some() {
+        list.push(namespace(LinuxNamespaceType::User, Some(pause("user")))?);
+    }
     if let Some(netns) = &input.sandbox.netns_path {
         list.push(namespace(LinuxNamespaceType::Network, Some(netns.clone()))?);
     }
@@ -740,6 +855,14 @@ fn mounts(input: &SpecInput) -> Result<Vec<Mount>, SpecError> {
                 reason: "recursive_read_only requires readonly".into(),
             });
         }
+        // A read-only tree that receives new mounts from the host would not stay
+        // read-only (the kubelet and other runtimes refuse it too).
+        if m.recursive_read_only && m.propagation != MountPropagation::Private {
+            return Err(SpecError::BadMount {
+                container_path: m.container_path.clone(),
+                reason: "recursive_read_only requires private propagation".into(),
+            });
+        }
         let mode = if m.readonly { "ro" } else { "rw" };
         let mut options = vec!["rbind", propagation, mode];
         // `rro` (runc's name) asks for read-only all the way down (mount_setattr with
@@ -851,6 +974,33 @@ fn devices(input: &SpecInput) -> Result<(Vec<LinuxDevice>, Vec<LinuxDeviceCgroup
             Some(host.minor),
             access,
         )?);
+    }
+    if input.config.security.privileged {
+        // Every host device at its own path (the caller put them in host_devices), unless
+        // a CRI device already takes the path.
+        let taken: HashSet<String> = nodes
+            .iter()
+            .map(|n| n.path().to_string_lossy().to_string())
+            .collect();
+        for (path, host) in input.host_devices {
+            if !path.starts_with("/dev/")
+                || taken.contains(path)
+                || CONTAINER_OWN_DEVICES.contains(&path.as_str())
+            {
+                continue;
+            }
+            nodes.push(
+                LinuxDeviceBuilder::default()
+                    .path(path)
+                    .typ(if host.block { B } else { C })
+                    .major(host.major)
+                    .minor(host.minor)
+                    .file_mode(host.file_mode)
+                    .uid(host.uid)
+                    .gid(host.gid)
+                    .build()?,
+            );
+        }
     }
     Ok((nodes, rules))
 }
@@ -968,6 +1118,7 @@ mod tests {
         target_pid: Option<u32>,
         host_devices: BTreeMap<String, HostDevice>,
         defaults: RuntimeDefaults,
+        seccomp_localhost: Option<String>,
     }
 
     fn image(build: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> ImageConfiguration {
@@ -998,10 +1149,12 @@ mod tests {
                 pod_cgroup: "/berth/pod-sb1/".into(),
                 shm_path: None,
                 runtime_handler: String::new(),
+                userns: None,
             },
             target_pid: None,
             host_devices: BTreeMap::new(),
             defaults: RuntimeDefaults::default(),
+            seccomp_localhost: None,
         }
     }
 
@@ -1018,6 +1171,7 @@ mod tests {
                 target_pid: self.target_pid,
                 host_devices: &self.host_devices,
                 defaults: &self.defaults,
+                seccomp_localhost: self.seccomp_localhost.as_deref(),
             })
         }
         fn spec(&self) -> Spec {
@@ -1184,6 +1338,48 @@ mod tests {
         f.config.working_dir = "/work".into();
         assert_eq!(cwd(&f), Path::new("/work"));
         assert_eq!(working_dir("", Some("rel")), "/rel");
+    }
+
+    #[test]
+    fn apparmor_localhost_needs_the_host_to_have_it() {
+        use crate::container::config::{ProfileType, SecurityProfile};
+        let mut f = fixture();
+        let profile = |t, r: &str| {
+            Some(SecurityProfile {
+                profile_type: t,
+                localhost_ref: r.into(),
+            })
+        };
+        f.config.security.apparmor = profile(ProfileType::RuntimeDefault, "");
+        assert_eq!(
+            f.spec().process().as_ref().unwrap().apparmor_profile(),
+            &None
+        );
+        f.config.security.apparmor = profile(ProfileType::Localhost, "berth-test");
+        let err = Error::from(f.build().unwrap_err());
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert!(err.to_string().contains("berth-test"), "{err}");
+        f.defaults.apparmor = true;
+        assert_eq!(
+            f.spec().process().as_ref().unwrap().apparmor_profile(),
+            &Some("berth-test".to_string())
+        );
+        f.config.security.privileged = true;
+        assert_eq!(
+            f.spec().process().as_ref().unwrap().apparmor_profile(),
+            &None
+        );
+    }
+
+    #[test]
+    fn supplemental_groups_policy_merges_or_not() {
+        let mut f = fixture();
+        f.config.security.run_as_user = Some(33);
+        f.config.security.supplemental_groups = vec![1234];
+        assert_eq!(user(&f.spec()), (33, 33, vec![33, 50, 1234]));
+        f.config.security.supplemental_groups_policy =
+            crate::container::config::SupplementalGroupsPolicy::Strict;
+        assert_eq!(user(&f.spec()), (33, 33, vec![33, 1234]));
     }
 
     #[test]
@@ -1492,6 +1688,16 @@ mod tests {
         let err = Error::from(f.build().unwrap_err());
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
         assert!(err.to_string().contains("recursive_read_only"), "{err}");
+        f.config.mounts[0].readonly = true;
+        for propagation in [
+            MountPropagation::HostToContainer,
+            MountPropagation::Bidirectional,
+        ] {
+            f.config.mounts[0].propagation = propagation;
+            let err = Error::from(f.build().unwrap_err());
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+            assert!(err.to_string().contains("private propagation"), "{err}");
+        }
     }
 
     #[test]
@@ -1543,6 +1749,83 @@ mod tests {
         let err = Error::from(f.build().unwrap_err());
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
         assert!(err.to_string().contains("mount /data"), "{err}");
+    }
+
+    #[test]
+    fn containers_join_the_pods_user_namespace() {
+        use crate::sandbox::spec::{IdMapping, UserNamespace};
+        let mut f = fixture();
+        let map = IdMapping {
+            container_id: 0,
+            host_id: 100000,
+            length: 65536,
+        };
+        f.sandbox.userns = Some(UserNamespace {
+            uids: vec![map],
+            gids: vec![map],
+        });
+        let spec = f.spec();
+        let user = linux(&spec)
+            .namespaces()
+            .iter()
+            .flatten()
+            .find(|n| n.typ() == LinuxNamespaceType::User)
+            .expect("user namespace");
+        assert_eq!(user.path().as_deref(), Some(Path::new("/proc/42/ns/user")));
+        let uid = &linux(&spec).uid_mappings().as_ref().unwrap()[0];
+        assert_eq!(
+            (uid.container_id(), uid.host_id(), uid.size()),
+            (0, 100000, 65536)
+        );
+        assert!(linux(&spec).gid_mappings().is_some());
+        assert!(
+            linux(&fixture().spec())
+                .namespaces()
+                .iter()
+                .flatten()
+                .all(|n| n.typ() != LinuxNamespaceType::User)
+        );
+        f.config.security.privileged = true;
+        let err = Error::from(f.build().unwrap_err());
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    }
+
+    #[test]
+    fn privileged_containers_get_every_host_device() {
+        let mut f = fixture();
+        let dev = |minor| HostDevice {
+            block: true,
+            major: 8,
+            minor,
+            file_mode: 0o660,
+            uid: 0,
+            gid: 6,
+        };
+        f.host_devices.insert("/dev/sda".into(), dev(0));
+        f.host_devices.insert("/dev/sda1".into(), dev(1));
+        f.host_devices.insert("/dev/null".into(), dev(3));
+        let paths = |spec: &Spec| -> Vec<String> {
+            linux(spec)
+                .devices()
+                .iter()
+                .flatten()
+                .map(|d| d.path().to_string_lossy().to_string())
+                .collect()
+        };
+        assert!(paths(&f.spec()).is_empty());
+        f.config.security.privileged = true;
+        // /dev/null is bound from the host by init like in every container.
+        assert_eq!(paths(&f.spec()), ["/dev/sda", "/dev/sda1"]);
+    }
+
+    #[test]
+    fn host_devices_are_found_under_dev() {
+        let all = all_host_devices().expect("walk /dev");
+        assert!(!all.contains_key("/dev/null"));
+        assert!(
+            all.keys()
+                .all(|k| k.starts_with("/dev/") && !k.starts_with("/dev/pts/"))
+        );
     }
 
     #[test]

@@ -142,13 +142,15 @@ pub struct ResolvedUser {
 
 /// Resolves `user` against the image's passwd and group contents (None: the file is absent).
 /// A name that is not in the file is an error; a number need not be. Without a group, the
-/// gid is the user's passwd group, else 0. `extra_gids` (the CRI supplemental groups) are
-/// appended; duplicates are dropped, first occurrence kept.
+/// gid is the user's passwd group, else 0. The groups listing the user in /etc/group are
+/// added unless `strict` (the CRI's Strict supplemental groups policy); `extra_gids` (the
+/// CRI supplemental groups) are appended; duplicates are dropped, first occurrence kept.
 pub fn resolve_user(
     user: &UserSpec,
     passwd: Option<&str>,
     group: Option<&str>,
     extra_gids: &[u32],
+    strict: bool,
 ) -> Result<ResolvedUser, UserError> {
     let users = passwd.map(parse_passwd).unwrap_or_default();
     let groups = group.map(parse_group).unwrap_or_default();
@@ -178,7 +180,7 @@ pub fn resolve_user(
         None => entry.map_or(0, |e| e.gid),
     };
     let mut additional_gids = vec![gid];
-    if let Some(e) = entry {
+    if let Some(e) = entry.filter(|_| !strict) {
         additional_gids.extend(
             groups
                 .iter()
@@ -345,7 +347,7 @@ mod tests {
         extra:x:50000:default-user,www-data\n";
 
     fn resolve(user: &str, extra: &[u32]) -> Result<ResolvedUser, UserError> {
-        resolve_user(&parse_user(user)?, Some(PASSWD), Some(GROUP), extra)
+        resolve_user(&parse_user(user)?, Some(PASSWD), Some(GROUP), extra, false)
     }
 
     #[test]
@@ -434,6 +436,14 @@ mod tests {
     }
 
     #[test]
+    fn strict_policy_leaves_out_the_image_memberships() {
+        let spec = parse_user("www-data").unwrap();
+        let r = resolve_user(&spec, Some(PASSWD), Some(GROUP), &[7], true).unwrap();
+        assert_eq!((r.uid, r.gid), (33, 33));
+        assert_eq!(r.additional_gids, [33, 7]);
+    }
+
+    #[test]
     fn unknown_names_are_errors_naming_them() {
         assert_eq!(
             resolve("nobody", &[]),
@@ -445,9 +455,9 @@ mod tests {
         );
         // Without the files, names cannot resolve but numbers can.
         let spec = parse_user("www-data").unwrap();
-        assert!(resolve_user(&spec, None, None, &[]).is_err());
+        assert!(resolve_user(&spec, None, None, &[], false).is_err());
         let spec = parse_user("5:6").unwrap();
-        assert_eq!(resolve_user(&spec, None, None, &[]).unwrap().gid, 6);
+        assert_eq!(resolve_user(&spec, None, None, &[], false).unwrap().gid, 6);
     }
 
     fn write(path: &Path, contents: &str) {

@@ -6,7 +6,7 @@ use k8s_cri::v1 as cri;
 use crate::container::config::{
     Capabilities, ContainerConfig, ContainerMetadata, ContainerNamespaces, ContainerResources,
     Device, HugepageLimit, Mount, MountPropagation, NamespaceMode, ProfileType, SecurityContext,
-    SecurityProfile,
+    SecurityProfile, SupplementalGroupsPolicy,
 };
 use crate::error::Error;
 
@@ -178,6 +178,57 @@ fn namespace_mode(field: &str, value: i32) -> Result<NamespaceMode, Error> {
     }
 }
 
+/// CRI userns_options of a pod → its user namespace (None: the host's). Mode POD needs
+/// exactly one uid and one gid mapping, each mapping container ID 0; CONTAINER and TARGET
+/// are not supported (nor by the kubelet).
+pub fn pod_userns(
+    options: Option<&cri::UserNamespace>,
+) -> Result<Option<crate::sandbox::spec::UserNamespace>, Error> {
+    use crate::sandbox::spec::{IdMapping, UserNamespace};
+    const FIELD: &str = "security_context.namespace_options.userns_options";
+    let Some(options) = options else {
+        return Ok(None);
+    };
+    match namespace_mode(&format!("{FIELD}.mode"), options.mode)? {
+        NamespaceMode::Node => return Ok(None),
+        NamespaceMode::Pod => {}
+        other => {
+            return Err(Error::invalid_argument(format!(
+                "{FIELD}.mode: {other:?} is not supported; use POD or NODE"
+            )));
+        }
+    }
+    let mapping = |name: &str, maps: &[cri::IdMapping]| -> Result<IdMapping, Error> {
+        let [m] = maps else {
+            return Err(Error::invalid_argument(format!(
+                "{FIELD}.{name}: exactly one mapping is supported, got {}",
+                maps.len()
+            )));
+        };
+        if m.container_id != 0 {
+            return Err(Error::invalid_argument(format!(
+                "{FIELD}.{name}: container ID 0 must be mapped (the mapping starts at {})",
+                m.container_id
+            )));
+        }
+        if m.length == 0 || m.host_id.checked_add(m.length - 1).is_none() {
+            return Err(Error::invalid_argument(format!(
+                "{FIELD}.{name}: host IDs {}+{} are not a valid range",
+                m.host_id, m.length
+            )));
+        }
+        Ok(IdMapping {
+            container_id: m.container_id,
+            host_id: m.host_id,
+            length: m.length,
+        })
+    };
+    Ok(Some(UserNamespace {
+        uids: vec![mapping("uids", &options.uids)?],
+        gids: vec![mapping("gids", &options.gids)?],
+    }))
+}
+
 fn security_profile(field: &str, p: &cri::SecurityProfile) -> Result<SecurityProfile, Error> {
     let profile_type = match cri::security_profile::ProfileType::try_from(p.profile_type) {
         Ok(cri::security_profile::ProfileType::RuntimeDefault) => ProfileType::RuntimeDefault,
@@ -223,6 +274,19 @@ fn security_context(sc: cri::LinuxContainerSecurityContext) -> Result<SecurityCo
             "security_context.namespace_options.target_id: required with pid mode TARGET",
         ));
     }
+    // The container's user namespace is its pod's: only say so, or refuse what berth
+    // cannot do.
+    if let Some(userns) = &ns.userns_options {
+        let mode = namespace_mode(
+            "security_context.namespace_options.userns_options.mode",
+            userns.mode,
+        )?;
+        if matches!(mode, NamespaceMode::Container | NamespaceMode::Target) {
+            return Err(Error::invalid_argument(format!(
+                "security_context.namespace_options.userns_options.mode: {mode:?} is not supported; containers share their pod's user namespace"
+            )));
+        }
+    }
     let caps = sc.capabilities.unwrap_or_default();
     let seccomp = match &sc.seccomp {
         Some(p) => Some(security_profile("security_context.seccomp", p)?),
@@ -242,12 +306,24 @@ fn security_context(sc: cri::LinuxContainerSecurityContext) -> Result<SecurityCo
             "security_context.run_as_group: set without run_as_user or run_as_username",
         ));
     }
+    let supplemental_groups_policy =
+        match cri::SupplementalGroupsPolicy::try_from(sc.supplemental_groups_policy) {
+            Ok(cri::SupplementalGroupsPolicy::Merge) => SupplementalGroupsPolicy::Merge,
+            Ok(cri::SupplementalGroupsPolicy::Strict) => SupplementalGroupsPolicy::Strict,
+            Err(_) => {
+                return Err(Error::invalid_argument(format!(
+                    "security_context.supplemental_groups_policy: unknown value {}",
+                    sc.supplemental_groups_policy
+                )));
+            }
+        };
     Ok(SecurityContext {
         run_as_user: sc.run_as_user.map(|v| v.value),
         run_as_group: sc.run_as_group.map(|v| v.value),
         run_as_username: sc.run_as_username,
         readonly_rootfs: sc.readonly_rootfs,
         supplemental_groups: sc.supplemental_groups,
+        supplemental_groups_policy,
         privileged: sc.privileged,
         capabilities: Capabilities {
             add: caps.add_capabilities,
@@ -556,6 +632,58 @@ mod tests {
             permissions: "r".into(),
         }];
         invalid(c, "devices[0].container_path");
+    }
+
+    #[test]
+    fn pod_user_namespaces() {
+        let map = |c, h, l| cri::IdMapping {
+            container_id: c,
+            host_id: h,
+            length: l,
+        };
+        let opts = |mode: cri::NamespaceMode, uids: Vec<cri::IdMapping>| cri::UserNamespace {
+            mode: mode as i32,
+            gids: uids.clone(),
+            uids,
+        };
+        assert_eq!(pod_userns(None).unwrap(), None);
+        assert_eq!(
+            pod_userns(Some(&opts(cri::NamespaceMode::Node, vec![]))).unwrap(),
+            None
+        );
+        let got = pod_userns(Some(&opts(
+            cri::NamespaceMode::Pod,
+            vec![map(0, 1000, 100000)],
+        )))
+        .unwrap()
+        .unwrap();
+        assert_eq!(got.uids[0].host_id, 1000);
+        assert_eq!(got.gids[0].length, 100000);
+        for (bad, words) in [
+            (opts(cri::NamespaceMode::Pod, vec![]), "exactly one"),
+            (
+                opts(
+                    cri::NamespaceMode::Pod,
+                    vec![map(0, 1000, 10), map(0, 2000, 10)],
+                ),
+                "exactly one",
+            ),
+            (
+                opts(cri::NamespaceMode::Pod, vec![map(1, 1000, 10)]),
+                "container ID 0",
+            ),
+            (
+                opts(cri::NamespaceMode::Pod, vec![map(0, u32::MAX, 10)]),
+                "valid range",
+            ),
+            (opts(cri::NamespaceMode::Container, vec![]), "Container"),
+            (opts(cri::NamespaceMode::Target, vec![]), "Target"),
+        ] {
+            let err = pod_userns(Some(&bad)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+            assert!(err.to_string().contains(words), "{err} lacks {words}");
+            assert!(err.to_string().contains("userns_options"), "{err}");
+        }
     }
 
     #[test]

@@ -145,6 +145,7 @@ pub fn pod_spec(config: cri::PodSandboxConfig, runtime_handler: String) -> Resul
         sysctls: linux.sysctls.into_iter().collect(),
         privileged: security.privileged,
         runtime_handler,
+        userns: crate::cri::container_convert::pod_userns(ns.userns_options.as_ref())?,
     })
 }
 
@@ -193,13 +194,30 @@ fn sandbox_status(record: &SandboxRecord, state: SandboxState) -> cri::PodSandbo
                     pid: namespace_mode_to_cri(ns.pid),
                     ipc: namespace_mode_to_cri(ns.ipc),
                     target_id: String::new(),
-                    userns_options: None,
+                    userns_options: record.spec.userns.as_ref().map(userns_to_cri),
                 }),
             }),
         }),
         labels: to_hash_map(&record.spec.labels),
         annotations: to_hash_map(&record.spec.annotations),
         runtime_handler: record.spec.runtime_handler.clone(),
+    }
+}
+
+fn userns_to_cri(userns: &crate::sandbox::spec::UserNamespace) -> cri::UserNamespace {
+    let maps = |m: &[crate::sandbox::spec::IdMapping]| {
+        m.iter()
+            .map(|m| cri::IdMapping {
+                host_id: m.host_id,
+                container_id: m.container_id,
+                length: m.length,
+            })
+            .collect()
+    };
+    cri::UserNamespace {
+        mode: cri::NamespaceMode::Pod as i32,
+        uids: maps(&userns.uids),
+        gids: maps(&userns.gids),
     }
 }
 
@@ -601,8 +619,10 @@ impl RuntimeService for RuntimeCri {
             info.insert("podCIDR".to_string(), cidr);
         }
         let features = cri::RuntimeHandlerFeatures {
-            recursive_read_only_mounts: false,
-            user_namespaces: false,
+            // Init applies `rro` with mount_setattr(AT_RECURSIVE).
+            recursive_read_only_mounts: true,
+            // Pods in their own user namespace, with id-mapped rootfs and volumes.
+            user_namespaces: true,
         };
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
@@ -625,7 +645,7 @@ impl RuntimeService for RuntimeCri {
                 })
                 .collect(),
             features: Some(cri::RuntimeFeatures {
-                supplemental_groups_policy: false,
+                supplemental_groups_policy: true,
             }),
         }))
     }

@@ -32,7 +32,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 
 use crate::linux::cgroup::Cgroups;
 use crate::linux::process::{clamp_oom_score_adj, read_oom_score_adj, sysctl_path};
-use plan::{NamespacePlan, is_pause, short_name};
+use plan::{NamespacePlan, UserNamespacePlan, is_pause, short_name};
 use sync::{InitMessage, SYNC_FD};
 
 #[derive(Debug, clap::Args)]
@@ -166,7 +166,7 @@ fn setup(bundle: &Path, sync: &OwnedFd) -> Result<Outcome> {
         .rootfs_propagation()
         .as_deref()
         .is_some_and(|p| p == "rshared" || p == "shared");
-    enter_namespaces(&plan, keep_shared)?;
+    let user_ns = enter_namespaces(&plan, keep_shared, &linux)?;
 
     // From here on this is the workload process. When it was forked, the intermediate
     // reports "created" with its pid once the ready pipe says setup finished.
@@ -186,15 +186,9 @@ fn setup(bundle: &Path, sync: &OwnedFd) -> Result<Outcome> {
                 .map_err(|e| InitError::errno(format!("set hostname {hostname}"), e))?;
         }
     }
-    if let Some(sysctls) = linux.sysctl() {
-        let mut keys: Vec<_> = sysctls.iter().collect();
-        keys.sort();
-        for (key, value) in keys {
-            let step = format!("set sysctl {key}={value}");
-            let path = sysctl_path(key).ok_or_else(|| InitError::new(&step, "invalid key"))?;
-            fs::write(&path, value).map_err(|e| InitError::io(&step, &e))?;
-        }
-    }
+    // With a new user namespace the network ones were set before it was created.
+    let done_before_userns = plan.user == UserNamespacePlan::Create;
+    set_sysctls(&linux, |key| !(done_before_userns && is_net_sysctl(key)))?;
     if let Some(root) = spec
         .root()
         .as_ref()
@@ -211,12 +205,22 @@ fn setup(bundle: &Path, sync: &OwnedFd) -> Result<Outcome> {
         } else {
             bundle.join(root.path())
         };
-        setup_rootfs(bundle, &spec, &root_path, root.readonly().unwrap_or(false))?;
+        setup_rootfs(
+            bundle,
+            &spec,
+            &root_path,
+            root.readonly().unwrap_or(false),
+            user_ns.as_ref(),
+        )?;
     }
     let exec = if is_pause(&spec) {
         None
     } else {
-        Some(prepare_process(&spec)?)
+        Some(prepare_process(
+            &spec,
+            user_ns,
+            read_seccomp_program(bundle)?,
+        )?)
     };
 
     match ready_pipe {
@@ -267,13 +271,26 @@ fn setup_exec(bundle: &Path, target: i32, process_file: &Path, sync: &OwnedFd) -
     if let Some(requested) = process.oom_score_adj() {
         set_oom_score_adj(requested)?;
     }
-    enter_namespaces(&NamespacePlan::exec_into(target), false)?;
+    // A pod with its own user namespace: the exec joins it too.
+    let own_user_ns = |pid: &str| fs::read_link(format!("/proc/{pid}/ns/user")).ok();
+    let join_user = own_user_ns(&target.to_string()) != own_user_ns("self");
+    let user_ns = enter_namespaces(
+        &NamespacePlan::exec_into(target, join_user),
+        false,
+        &Default::default(),
+    )?;
     let ready = match fork_into_pid_namespace(sync)? {
         Forked::Intermediate(outcome) => return Ok(outcome),
         Forked::Workload(ready) => ready,
     };
     nix::unistd::setsid().map_err(|e| InitError::errno("setsid", e))?;
-    let exec = prepare_process_of(&process)?;
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+    let exec = prepare_process_of(
+        &process,
+        seccomp.as_ref(),
+        user_ns,
+        read_seccomp_program(bundle)?,
+    )?;
     File::from(ready)
         .write_all(b"1")
         .map_err(|e| InitError::io("report ready to the intermediate", &e))?;
@@ -281,25 +298,59 @@ fn setup_exec(bundle: &Path, target: i32, process_file: &Path, sync: &OwnedFd) -
 }
 
 /// Everything of the container's filesystem, done below `root` and then made its root.
-fn setup_rootfs(bundle: &Path, spec: &Spec, root: &Path, readonly: bool) -> Result<()> {
+/// `user_ns`: the user namespace the container will join, whose mapping the rootfs and
+/// the bind mounts get.
+fn setup_rootfs(
+    bundle: &Path,
+    spec: &Spec,
+    root: &Path,
+    readonly: bool,
+    user_ns: Option<&OwnedFd>,
+) -> Result<()> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    let host_root = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.iter()
+            .flatten()
+            .find(|m| m.container_id() == 0)
+            .map(|m| m.host_id())
+    };
+    let idmap = match user_ns {
+        Some(userns) => Some(rootfs::IdMap {
+            userns,
+            root_uid: host_root(linux.uid_mappings())
+                .ok_or_else(|| InitError::new("id-map the rootfs", "uid 0 is not mapped"))?,
+            root_gid: host_root(linux.gid_mappings())
+                .ok_or_else(|| InitError::new("id-map the rootfs", "gid 0 is not mapped"))?,
+        }),
+        None => None,
+    };
+    let idmap = idmap.as_ref();
     let keep_shared = spec
         .linux()
         .as_ref()
         .and_then(|l| l.rootfs_propagation().clone())
         .is_some_and(|p| p == "rshared" || p == "shared");
+    if keep_shared && idmap.is_some() {
+        // The id-mapped layer binds cover host paths: with a tree shared with the host
+        // they would reach it. (Bidirectional volumes need a privileged container, which
+        // a pod with its own user namespace cannot have.)
+        return Err(InitError::new(
+            "set up rootfs",
+            "shared mount propagation is not possible in a user namespace",
+        ));
+    }
     if keep_shared {
         // Our mounts must not reach the host through a shared parent: only the volumes
         // that ask for it share.
         rootfs::make_parent_mount_private(root)?;
     }
-    rootfs::mount_rootfs(bundle, root)?;
+    rootfs::mount_rootfs(bundle, root, idmap)?;
     let root_fd = rootfs::open_root(root)?;
     let cgroup_v2 = Cgroups::detect().is_ok_and(|c| c.mode() == crate::linux::cgroup::Mode::V2);
     for step in mounts::plan_mounts(spec) {
-        rootfs::apply_mount(&root_fd, &step, cgroup_v2)?;
+        rootfs::apply_mount(&root_fd, &step, cgroup_v2, idmap)?;
     }
     rootfs::setup_dev(&root_fd)?;
-    let linux = spec.linux().clone().unwrap_or_default();
     for device in linux.devices().iter().flatten() {
         rootfs::create_device(&root_fd, device)?;
     }
@@ -325,17 +376,43 @@ struct ExecPlan {
     args: Vec<CString>,
     env: Vec<CString>,
     terminal: bool,
+    /// Loaded just before execve (the process has no_new_privs, so it needs no
+    /// capability then).
+    seccomp_at_exec: Option<crate::linux::seccomp::Filter>,
 }
 
-fn prepare_process(spec: &Spec) -> Result<ExecPlan> {
+/// The daemon's compiled seccomp program in the bundle, if it wrote one.
+fn read_seccomp_program(bundle: &Path) -> Result<Option<Vec<u8>>> {
+    let path = bundle.join(crate::linux::seccomp::BPF_FILE);
+    match fs::read(&path) {
+        Ok(program) => Ok(Some(program)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(InitError::io(format!("read {}", path.display()), &e)),
+    }
+}
+
+fn prepare_process(
+    spec: &Spec,
+    user_ns: Option<OwnedFd>,
+    seccomp_program: Option<Vec<u8>>,
+) -> Result<ExecPlan> {
     let process = spec
         .process()
         .as_ref()
         .ok_or_else(|| InitError::new("exec", "the spec has no process"))?;
-    prepare_process_of(process)
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+    prepare_process_of(process, seccomp.as_ref(), user_ns, seccomp_program)
 }
 
-fn prepare_process_of(process: &Process) -> Result<ExecPlan> {
+/// `seccomp` is the container's profile (exec'd processes get it too), `seccomp_program`
+/// the daemon's compiled program of it; `user_ns` the user namespace to join before the
+/// user change.
+fn prepare_process_of(
+    process: &Process,
+    seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
+    user_ns: Option<OwnedFd>,
+    seccomp_program: Option<Vec<u8>>,
+) -> Result<ExecPlan> {
     let args = process.args().clone().unwrap_or_default();
     let program = args
         .first()
@@ -345,7 +422,19 @@ fn prepare_process_of(process: &Process) -> Result<ExecPlan> {
     #[allow(clippy::disallowed_methods)] // init is single-threaded: chdir is its to do
     std::env::set_current_dir(cwd)
         .map_err(|e| InitError::io(format!("chdir {}", cwd.display()), &e))?;
-    security::apply_process_identity(process)?;
+    let filter = seccomp
+        .map(|profile| crate::linux::seccomp::Filter::prepare(profile, seccomp_program))
+        .transpose()
+        .map_err(|e| InitError::new("compile the seccomp profile", describe_chain(&e)))?;
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while init
+    // still has it, before the user and capability change. With it, load it last.
+    let (seccomp_now, seccomp_at_exec) = if process.no_new_privileges() == Some(true) {
+        (None, filter)
+    } else {
+        (filter, None)
+    };
+    security::apply_apparmor(process)?;
+    security::apply_process_identity(process, seccomp_now.as_ref(), user_ns)?;
     let path = resolve_program(program, &env)?;
     let to_c =
         |s: &[u8]| CString::new(s).map_err(|_| InitError::new("exec", "argument contains NUL"));
@@ -361,6 +450,7 @@ fn prepare_process_of(process: &Process) -> Result<ExecPlan> {
             .map(|e| to_c(e.as_bytes()))
             .collect::<Result<Vec<_>>>()?,
         terminal: process.terminal().unwrap_or(false),
+        seccomp_at_exec,
     })
 }
 
@@ -404,7 +494,13 @@ fn set_oom_score_adj(requested: i32) -> Result<()> {
     Ok(())
 }
 
-fn enter_namespaces(plan: &NamespacePlan, keep_shared: bool) -> Result<()> {
+/// Joins and creates the plan's namespaces; returns the user namespace to join later
+/// (`UserNamespacePlan::Join`), opened now, while its path still resolves.
+fn enter_namespaces(
+    plan: &NamespacePlan,
+    keep_shared: bool,
+    linux: &oci_spec::runtime::Linux,
+) -> Result<Option<OwnedFd>> {
     // Open every path first: joining a mount namespace changes what later paths name.
     let mut opened = Vec::new();
     for join in &plan.join {
@@ -412,8 +508,24 @@ fn enter_namespaces(plan: &NamespacePlan, keep_shared: bool) -> Result<()> {
         let fd = File::open(&join.path).map_err(|e| InitError::io(&step, &e))?;
         opened.push((step, OwnedFd::from(fd), join.kind));
     }
+    let user_ns = match &plan.user {
+        UserNamespacePlan::Join(path) => {
+            Some(OwnedFd::from(File::open(path).map_err(|e| {
+                InitError::io(format!("join userns {}", path.display()), &e)
+            })?))
+        }
+        _ => None,
+    };
     for (step, fd, kind) in opened {
         setns(fd, plan::clone_flag(kind)).map_err(|e| InitError::errno(step, e))?;
+    }
+    if plan.user == UserNamespacePlan::Create {
+        // The pod netns belongs to the host's user namespace: its sysctls can only be
+        // written from there.
+        set_sysctls(linux, is_net_sysctl)?;
+        // After the joins and before the other new namespaces, which the new user
+        // namespace then owns.
+        create_user_namespace(linux)?;
     }
     let flags = plan.unshare_flags();
     if !flags.is_empty() {
@@ -431,6 +543,108 @@ fn enter_namespaces(plan: &NamespacePlan, keep_shared: bool) -> Result<()> {
             None::<&str>,
         )
         .map_err(|e| InitError::errno("make / a slave mount", e))?;
+    }
+    Ok(user_ns)
+}
+
+/// The spec's sysctls that `select` picks, in key order.
+fn set_sysctls(linux: &oci_spec::runtime::Linux, select: impl Fn(&str) -> bool) -> Result<()> {
+    let Some(sysctls) = linux.sysctl() else {
+        return Ok(());
+    };
+    let mut keys: Vec<_> = sysctls.iter().filter(|(k, _)| select(k)).collect();
+    keys.sort();
+    for (key, value) in keys {
+        let step = format!("set sysctl {key}={value}");
+        let path = sysctl_path(key).ok_or_else(|| InitError::new(&step, "invalid key"))?;
+        fs::write(&path, value).map_err(|e| InitError::io(&step, &e))?;
+    }
+    Ok(())
+}
+
+/// Sysctls of the network namespace (`net.*`, also written `net/...`).
+fn is_net_sysctl(key: &str) -> bool {
+    key.starts_with("net.") || key.starts_with("net/")
+}
+
+/// `/proc/<pid>/uid_map` lines of OCI id mappings.
+fn id_map_lines(mappings: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>) -> String {
+    mappings
+        .into_iter()
+        .flatten()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect()
+}
+
+/// Moves init into a new user namespace with the spec's mappings and makes it root
+/// there. A process cannot map ids for itself beyond its own, so a helper child, still
+/// in the parent namespace with init's rights, writes the maps once init has unshared.
+fn create_user_namespace(linux: &oci_spec::runtime::Linux) -> Result<()> {
+    const STEP: &str = "create userns";
+    let uid_map = id_map_lines(linux.uid_mappings().as_ref());
+    let gid_map = id_map_lines(linux.gid_mappings().as_ref());
+    if uid_map.is_empty() || gid_map.is_empty() {
+        return Err(InitError::new(STEP, "the spec has no uid or gid mappings"));
+    }
+    let (go_read, go_write) = pipe2(OFlag::O_CLOEXEC).map_err(|e| InitError::errno(STEP, e))?;
+    let (err_read, err_write) = pipe2(OFlag::O_CLOEXEC).map_err(|e| InitError::errno(STEP, e))?;
+    let parent = getpid();
+    // SAFETY: init is single-threaded, so the child may run arbitrary code.
+    match unsafe { fork() }.map_err(|e| InitError::errno(STEP, e))? {
+        ForkResult::Child => {
+            drop(go_write);
+            drop(err_read);
+            let mut byte = [0u8; 1];
+            let result = match File::from(go_read).read(&mut byte) {
+                Ok(1) => write_id_maps(parent.as_raw(), &uid_map, &gid_map),
+                _ => Err("init did not create the namespace".to_string()),
+            };
+            let code = match result {
+                Ok(()) => 0,
+                Err(message) => {
+                    let _ = File::from(err_write).write_all(message.as_bytes());
+                    1
+                }
+            };
+            // SAFETY: ends the helper without running the parent's exit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(go_read);
+            drop(err_write);
+            let unshared = unshare(CloneFlags::CLONE_NEWUSER);
+            let mut go = File::from(go_write);
+            if unshared.is_ok() {
+                let _ = go.write_all(b"1");
+            }
+            drop(go);
+            let mut message = String::new();
+            let _ = File::from(err_read).read_to_string(&mut message);
+            let status = nix::sys::wait::waitpid(child, None);
+            unshared.map_err(|e| InitError::errno(STEP, e))?;
+            if !message.is_empty() {
+                return Err(InitError::new(STEP, message));
+            }
+            if !matches!(status, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))) {
+                return Err(InitError::new(STEP, "the id map helper failed"));
+            }
+        }
+    }
+    // Host root is not mapped in the new namespace: become its root (the capabilities
+    // init has there stay).
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    let root_uid = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresgid(root_gid, root_gid, root_gid)
+        .map_err(|e| InitError::errno("become root of the userns", e))?;
+    nix::unistd::setresuid(root_uid, root_uid, root_uid)
+        .map_err(|e| InitError::errno("become root of the userns", e))?;
+    nix::unistd::setgroups(&[]).map_err(|e| InitError::errno("become root of the userns", e))
+}
+
+fn write_id_maps(pid: i32, uid_map: &str, gid_map: &str) -> std::result::Result<(), String> {
+    for (file, map) in [("uid_map", uid_map), ("gid_map", gid_map)] {
+        fs::write(format!("/proc/{pid}/{file}"), map)
+            .map_err(|e| format!("write {file} {:?}: {}", map.trim(), describe_io(&e)))?;
     }
     Ok(())
 }
@@ -517,6 +731,11 @@ fn exec_process(exec: ExecPlan) -> Result<Outcome> {
             "mark fds close-on-exec",
             &io::Error::last_os_error(),
         ));
+    }
+    if let Some(filter) = &exec.seccomp_at_exec {
+        filter
+            .load()
+            .map_err(|e| InitError::new("load the seccomp profile", describe_chain(&e)))?;
     }
     let err = nix::unistd::execve(&exec.path, &exec.args, &exec.env)
         .err()

@@ -15,13 +15,29 @@ pub struct NamespaceJoin {
     pub path: PathBuf,
 }
 
+/// The user namespace, which init handles apart from the others: it is entered after
+/// every other namespace is joined and the root filesystem is set up, because those steps
+/// need init's rights in the host's user namespace (joining the host-owned pod netns,
+/// mounting, id-mapping mounts).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum UserNamespacePlan {
+    /// Stay in init's own (the host's).
+    #[default]
+    Host,
+    /// A new one with the spec's uid/gid mappings (the pause process of a pod).
+    Create,
+    /// Join this one (a container or exec of such a pod), last, before the user change.
+    Join(PathBuf),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NamespacePlan {
-    /// In join order: user first (it grants rights over the others), mount last (it
-    /// changes how later paths resolve; all paths are opened before any join anyway).
+    /// In join order, mount last (it changes how later paths resolve; all paths are
+    /// opened before any join anyway). Never the user namespace.
     pub join: Vec<NamespaceJoin>,
-    /// Namespaces to create with one unshare.
+    /// Namespaces to create with one unshare (never the user namespace).
     pub create: Vec<LinuxNamespaceType>,
+    pub user: UserNamespacePlan,
 }
 
 impl NamespacePlan {
@@ -33,6 +49,15 @@ impl NamespacePlan {
             .and_then(|l| l.namespaces().clone())
             .unwrap_or_default();
         for ns in namespaces {
+            if ns.typ() == LinuxNamespaceType::User {
+                plan.user = match ns.path() {
+                    Some(path) if !path.as_os_str().is_empty() => {
+                        UserNamespacePlan::Join(path.clone())
+                    }
+                    _ => UserNamespacePlan::Create,
+                };
+                continue;
+            }
             match ns.path() {
                 Some(path) if !path.as_os_str().is_empty() => plan.join.push(NamespaceJoin {
                     kind: ns.typ(),
@@ -46,8 +71,8 @@ impl NamespacePlan {
     }
 
     /// Exec mode: join every namespace of the running process `pid` that a container
-    /// has (no user namespace yet), creating none.
-    pub fn exec_into(pid: i32) -> NamespacePlan {
+    /// has (its user namespace too when `join_user`: the pod has its own), creating none.
+    pub fn exec_into(pid: i32, join_user: bool) -> NamespacePlan {
         let join = [
             LinuxNamespaceType::Ipc,
             LinuxNamespaceType::Uts,
@@ -61,9 +86,15 @@ impl NamespacePlan {
             path: PathBuf::from(format!("/proc/{pid}/ns/{}", proc_ns_name(kind))),
         })
         .collect();
+        let user = if join_user {
+            UserNamespacePlan::Join(PathBuf::from(format!("/proc/{pid}/ns/user")))
+        } else {
+            UserNamespacePlan::Host
+        };
         NamespacePlan {
             join,
             create: Vec::new(),
+            user,
         }
     }
 
@@ -87,9 +118,8 @@ impl NamespacePlan {
 
 fn join_rank(kind: LinuxNamespaceType) -> u8 {
     match kind {
-        LinuxNamespaceType::User => 0,
-        LinuxNamespaceType::Mount => 2,
-        _ => 1,
+        LinuxNamespaceType::Mount => 1,
+        _ => 0,
     }
 }
 
@@ -166,11 +196,11 @@ mod tests {
         let kinds: Vec<_> = plan.join.iter().map(|j| j.kind).collect();
         assert_eq!(
             kinds,
-            vec![
-                LinuxNamespaceType::User,
-                LinuxNamespaceType::Network,
-                LinuxNamespaceType::Mount
-            ]
+            vec![LinuxNamespaceType::Network, LinuxNamespaceType::Mount]
+        );
+        assert_eq!(
+            plan.user,
+            UserNamespacePlan::Join(PathBuf::from("/proc/1/ns/user"))
         );
         assert_eq!(
             plan.unshare_flags(),
@@ -181,7 +211,7 @@ mod tests {
 
     #[test]
     fn exec_joins_the_container_namespaces_mount_last() {
-        let plan = NamespacePlan::exec_into(42);
+        let plan = NamespacePlan::exec_into(42, false);
         let paths: Vec<_> = plan
             .join
             .iter()
@@ -200,6 +230,24 @@ mod tests {
         assert!(plan.create.is_empty());
         assert!(plan.needs_fork());
         assert!(plan.unshare_flags().is_empty());
+        assert_eq!(plan.user, UserNamespacePlan::Host);
+        assert_eq!(
+            NamespacePlan::exec_into(42, true).user,
+            UserNamespacePlan::Join(PathBuf::from("/proc/42/ns/user"))
+        );
+    }
+
+    #[test]
+    fn a_new_user_namespace_is_created_apart() {
+        let s = spec(
+            r#"{"ociVersion":"1.0.2","linux":{"namespaces":[
+                {"type":"network","path":"/run/berth/netns/x"},
+                {"type":"user"},{"type":"ipc"},{"type":"pid"}]}}"#,
+        );
+        let plan = NamespacePlan::from_spec(&s);
+        assert_eq!(plan.user, UserNamespacePlan::Create);
+        assert!(!plan.unshare_flags().contains(CloneFlags::CLONE_NEWUSER));
+        assert_eq!(plan.join.len(), 1);
     }
 
     #[test]

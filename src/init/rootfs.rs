@@ -44,13 +44,27 @@ pub fn containing_mount(mountinfo: &str, path: &Path) -> Option<PathBuf> {
 }
 
 /// Mounts the overlay described by `<bundle>/rootfs.json` at `root`; without that file,
-/// `root` is bound onto itself (pivot_root needs a mount point).
-pub fn mount_rootfs(bundle: &Path, root: &Path) -> Result<()> {
+/// `root` is bound onto itself (pivot_root needs a mount point). With `idmap` (the
+/// container's user namespace), file owners are seen through its mapping.
+pub fn mount_rootfs(bundle: &Path, root: &Path, idmap: Option<&IdMap>) -> Result<()> {
     let step = format!("mount rootfs {}", root.display());
     let layers_file = bundle.join("rootfs.json");
     let text = match fs::read(&layers_file) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(idmap) = idmap {
+                return idmapped_bind(root, true, idmap.userns, |m| {
+                    rustix::mount::move_mount(
+                        m,
+                        "",
+                        rustix::fs::CWD,
+                        root,
+                        rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+                    )
+                    .map_err(io::Error::from)
+                })
+                .map_err(|e| InitError::io(&step, &e));
+            }
             return mount(
                 Some(root),
                 root,
@@ -64,15 +78,80 @@ pub fn mount_rootfs(bundle: &Path, root: &Path) -> Result<()> {
     };
     let layers: RootfsLayers = serde_json::from_slice(&text)
         .map_err(|e| InitError::new(format!("parse {}", layers_file.display()), e.to_string()))?;
-    mount_overlay(&layers, root).map_err(|e| InitError::io(&step, &e))
+    mount_overlay(&layers, root, idmap).map_err(|e| InitError::io(&step, &e))
+}
+
+/// The user namespace a container will run in, for id-mapped mounts.
+pub struct IdMap<'a> {
+    pub userns: &'a OwnedFd,
+    /// The host ids of the container's root.
+    pub root_uid: u32,
+    pub root_gid: u32,
+}
+
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// Gives a detached mount (and, `recursive`, the mounts below it) the id mapping of the
+/// user namespace `userns`: files owned by host uid H show as H's id inside it.
+fn set_idmap(detached: &OwnedFd, userns: &OwnedFd, recursive: bool) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    mount_setattr(detached, &attr, recursive)
+        .map_err(|e| io::Error::new(e.kind(), format!("id-map the mount: {}", describe_io(&e))))
+}
+
+/// A bind of `source` as a detached, id-mapped mount, handed to `attach`.
+fn idmapped_bind(
+    source: &Path,
+    recursive: bool,
+    userns: &OwnedFd,
+    attach: impl FnOnce(&OwnedFd) -> io::Result<()>,
+) -> io::Result<()> {
+    use rustix::mount::OpenTreeFlags;
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+    if recursive {
+        flags |= OpenTreeFlags::AT_RECURSIVE;
+    }
+    let tree = rustix::mount::open_tree(rustix::fs::CWD, source, flags)?;
+    set_idmap(&tree, userns, recursive)?;
+    attach(&tree)
 }
 
 /// The new mount API: one `lowerdir+` per layer, so no option string length limit.
-fn mount_overlay(layers: &RootfsLayers, target: &Path) -> io::Result<()> {
+fn mount_overlay(layers: &RootfsLayers, target: &Path, idmap: Option<&IdMap>) -> io::Result<()> {
     use rustix::mount::{
         FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
         fsconfig_set_string, fsmount, fsopen, move_mount,
     };
+    if let Some(idmap) = idmap {
+        // Overlay itself cannot be id-mapped, its layers can: each lower layer dir is
+        // covered (in this mount namespace only) by an id-mapped bind of itself, and
+        // overlay, mounted from the same paths, shows the mapped owners. The upper layer
+        // stays as it is (overlay writes it with init's own ids, which a mapping would
+        // not hold): what the container writes there is owned by its mapped ids, and its
+        // root directory is given to the container's root.
+        for point in &layers.lower {
+            idmapped_bind(point, false, idmap.userns, |tree| {
+                move_mount(
+                    tree,
+                    "",
+                    rustix::fs::CWD,
+                    point.as_path(),
+                    MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+                )
+                .map_err(io::Error::from)
+            })
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", point.display())))?;
+        }
+        if let Some(upper) = &layers.upper {
+            std::os::unix::fs::chown(upper, Some(idmap.root_uid), Some(idmap.root_gid))
+                .map_err(|e| io::Error::new(e.kind(), format!("chown {}: {e}", upper.display())))?;
+        }
+    }
     let fs_fd = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
     for (key, value) in overlay_config(layers) {
         fsconfig_set_string(&fs_fd, key, &value).map_err(|e| {
@@ -190,6 +269,10 @@ fn set_mount_attrs(
         propagation,
         userns_fd: 0,
     };
+    mount_setattr(fd, &attr, recursive)
+}
+
+fn mount_setattr(fd: &OwnedFd, attr: &MountAttr, recursive: bool) -> io::Result<()> {
     let flags = libc::AT_EMPTY_PATH | if recursive { AT_RECURSIVE } else { 0 };
     // SAFETY: a valid fd, a NUL-terminated empty path and a mount_attr of the size given.
     let rc = unsafe {
@@ -198,7 +281,7 @@ fn set_mount_attrs(
             fd.as_raw_fd(),
             c"".as_ptr(),
             flags,
-            &attr as *const MountAttr,
+            attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     };
@@ -216,7 +299,13 @@ fn set_propagation(fd: &OwnedFd, propagation: MsFlags) -> io::Result<()> {
 }
 
 /// Performs one spec mount below `root` (an O_PATH fd of the rootfs).
-pub fn apply_mount(root: &OwnedFd, step: &MountStep, cgroup_v2: bool) -> Result<()> {
+/// `idmap`: the container's user namespace, whose mapping bind mounts get.
+pub fn apply_mount(
+    root: &OwnedFd,
+    step: &MountStep,
+    cgroup_v2: bool,
+    idmap: Option<&IdMap>,
+) -> Result<()> {
     let name = format!("mount {}", step.destination.display());
     let err = |e: io::Error| InitError::io(&name, &e);
     let errno = |e: nix::errno::Errno| InitError::errno(&name, e);
@@ -225,18 +314,34 @@ pub fn apply_mount(root: &OwnedFd, step: &MountStep, cgroup_v2: bool) -> Result<
         MountKind::Bind { source, kind } => {
             let meta = fs::metadata(source).map_err(err)?;
             let target = ensure_in_root(root, &step.destination, !meta.is_dir()).map_err(err)?;
-            let mut flags = MsFlags::MS_BIND;
-            if *kind == BindKind::Recursive {
-                flags |= MsFlags::MS_REC;
+            let recursive = *kind == BindKind::Recursive;
+            if let Some(idmap) = idmap {
+                idmapped_bind(source, recursive, idmap.userns, |tree| {
+                    rustix::mount::move_mount(
+                        tree,
+                        "",
+                        &target,
+                        "",
+                        rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH
+                            | rustix::mount::MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+                    )
+                    .map_err(io::Error::from)
+                })
+                .map_err(err)?;
+            } else {
+                let mut flags = MsFlags::MS_BIND;
+                if recursive {
+                    flags |= MsFlags::MS_REC;
+                }
+                mount(
+                    Some(source.as_path()),
+                    fd_path(&target).as_str(),
+                    None::<&str>,
+                    flags,
+                    None::<&str>,
+                )
+                .map_err(errno)?;
             }
-            mount(
-                Some(source.as_path()),
-                fd_path(&target).as_str(),
-                None::<&str>,
-                flags,
-                None::<&str>,
-            )
-            .map_err(errno)?;
             // A bind ignores flags: set them on the new mount (and, for rbind, below it).
             let attrs = options.attrs();
             let clear = if options.sets_atime() {

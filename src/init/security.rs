@@ -136,11 +136,35 @@ pub fn rlimit_resource(typ: PosixRlimitType) -> Option<i32> {
     i32::try_from(resource).ok()
 }
 
+/// Asks the kernel to switch to the process's AppArmor profile at the coming execve.
+pub fn apply_apparmor(process: &Process) -> Result<()> {
+    let Some(profile) = process
+        .apparmor_profile()
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    else {
+        return Ok(());
+    };
+    let step = format!("set apparmor profile {profile}");
+    let value = format!("exec {profile}");
+    // The stacking-aware file first (Linux 5.8+), then the older shared one.
+    let result = std::fs::write("/proc/self/attr/apparmor/exec", &value)
+        .or_else(|_| std::fs::write("/proc/self/attr/exec", &value));
+    result.map_err(|e| InitError::io(&step, &e))
+}
+
 /// Applies the process's rlimits, no_new_privs, user, groups and capabilities, in the
 /// order that keeps init able to do each step: bounding set while still root, then the
 /// user change with PR_SET_KEEPCAPS (so the permitted set survives setuid), then the
-/// final sets and the ambient ones.
-pub fn apply_process_identity(process: &Process) -> Result<()> {
+/// final sets and the ambient ones. `seccomp` (a filter for a process without
+/// no_new_privs) is loaded before the user change, while init still has CAP_SYS_ADMIN.
+/// `user_ns` is joined after the rlimits (raising them needs the host's rights) and
+/// before everything else (the capabilities are then the namespace's).
+pub fn apply_process_identity(
+    process: &Process,
+    seccomp: Option<&crate::linux::seccomp::Filter>,
+    user_ns: Option<std::os::fd::OwnedFd>,
+) -> Result<()> {
     for rlimit in process.rlimits().iter().flatten() {
         let step = format!("set rlimit {:?}", rlimit.typ());
         let resource =
@@ -162,6 +186,11 @@ pub fn apply_process_identity(process: &Process) -> Result<()> {
         if rc != 0 {
             return Err(InitError::io(&step, &std::io::Error::last_os_error()));
         }
+    }
+
+    if let Some(fd) = user_ns {
+        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWUSER)
+            .map_err(|e| InitError::errno("join userns", e))?;
     }
 
     let plan = match process.capabilities() {
@@ -193,6 +222,12 @@ pub fn apply_process_identity(process: &Process) -> Result<()> {
         }
         rustix::thread::set_keep_capabilities(true)
             .map_err(|e| InitError::io("keep capabilities", &e.into()))?;
+    }
+
+    if let Some(filter) = seccomp {
+        filter
+            .load()
+            .map_err(|e| InitError::new("load the seccomp profile", super::describe_chain(&e)))?;
     }
 
     let user = process.user();

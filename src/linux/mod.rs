@@ -4,3 +4,4 @@ pub mod cgroup;
 pub mod memory;
 pub mod netns;
 pub mod process;
+pub mod seccomp;

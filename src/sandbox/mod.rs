@@ -472,8 +472,11 @@ impl SandboxManager {
                 oom_score_adj: Some(-998),
             };
             let created = async {
-                crate::shim::write_pause_bundle(&bundle, &pause)
-                    .map_err(io_err("writing the pause bundle"))?;
+                match &spec.userns {
+                    Some(userns) => userns.write_pause_bundle(&bundle, &pause),
+                    None => crate::shim::write_pause_bundle(&bundle, &pause),
+                }
+                .map_err(io_err("writing the pause bundle"))?;
                 shim.clone()
                     .create(
                         id,
