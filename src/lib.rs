@@ -9,13 +9,16 @@ pub mod config;
 pub mod container;
 pub mod cri;
 pub mod error;
+pub mod events;
 pub mod image;
 pub mod init;
 pub mod linux;
+pub mod metrics;
 pub mod persist;
 pub mod sandbox;
 pub mod server;
 pub mod shim;
+pub mod stats;
 pub mod store;
 
 pub use error::{Error, ErrorKind, Result};

@@ -4,6 +4,7 @@ pub mod container;
 pub mod container_convert;
 pub mod image;
 pub mod runtime;
+pub mod stats;
 
 use std::sync::{Arc, Mutex};
 
@@ -50,6 +51,8 @@ pub struct Daemon {
     pub sandboxes: Arc<SandboxManager>,
     pub containers: Arc<ContainerManager>,
     pub images: ImageService,
+    /// Container and pod stats, refreshed once per `[stats] collection_period`.
+    pub stats: Arc<crate::stats::Collector>,
     /// Pod CIDR given by UpdateRuntimeConfig.
     pub pod_cidr: Mutex<String>,
 }
@@ -64,12 +67,18 @@ impl Daemon {
             sandboxes.clone(),
             images.clone(),
         ));
+        let stats = crate::stats::Collector::new(
+            containers.clone(),
+            sandboxes.clone(),
+            config.stats.collection_period,
+        );
         Ok(Arc::new(Daemon {
             config,
             cgroup_driver,
             sandboxes,
             containers,
             images,
+            stats,
             pod_cidr: Mutex::new(String::new()),
         }))
     }
@@ -85,7 +94,15 @@ impl Daemon {
     /// Brings back every sandbox (and, later, container) before the gate opens.
     pub async fn recover(&self) -> Result<()> {
         self.sandboxes.recover().await?;
-        self.containers.recover().await
+        self.containers.recover().await?;
+        // Background work that reads what recovery loaded.
+        self.stats.start();
+        crate::events::spawn_exit_watch(
+            self.containers.clone(),
+            self.sandboxes.events().clone(),
+            crate::events::EXIT_WATCH_PERIOD,
+        );
+        Ok(())
     }
 
     /// The daemon is stopping: pods keep running under their shims.
