@@ -168,6 +168,11 @@ impl ContainerManager {
         if record.state != ContainerState::Running && record.state != ContainerState::Created {
             return record;
         }
+        // A start in progress records Running first; its exit is applied after, so the
+        // events come STARTED then STOPPED.
+        if record.state == ContainerState::Created && container.op.try_lock().is_err() {
+            return record;
+        }
         let Ok(Some(exit)) = persist::read_json::<ExitFile>(&self.exit_file(&record)) else {
             return record;
         };
