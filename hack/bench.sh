@@ -7,10 +7,12 @@
 #   containers  CreateContainer, StartContainer, StopContainer (a process that exits on
 #         SIGTERM), RemoveContainer over $BENCH_PODS containers in one pod, and RunPodSandbox +
 #         CreateContainer + StartContainer as one path (median, p90)
+#   stats ListContainerStats and ListPodSandboxStats over $BENCH_STATS_CONTAINERS (50) running
+#         containers, five per pod, $BENCH_STATS_RUNS (50) calls (median, p90)
 #   pull  cold PullImage of the small busybox image and of the generated 200 MiB 8-layer
 #         image (berth-bench/big:v1), and `gzip -dc | tar -x` of that image's layer blobs from
 #         local disk one after the other (the single-core floor of the unpack alone)
-# Usage: sudo hack/bench.sh [pods|containers|pull|all]   (default all)
+# Usage: sudo hack/bench.sh [pods|containers|stats|pull|all]   (default all)
 # Env: BENCH_PODS (20), BENCH_RUNS (10), BENCH_CONTAINERD=0 to measure berth alone.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -38,7 +40,8 @@ hack/registry.sh start
 hack/test-images.sh
 hack/test-images.sh bench
 cargo build --release --bin berth --bench cri
-bench=$(find target/release/deps -maxdepth 1 -name 'cri-*' -type f -executable -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2)
+target=${CARGO_TARGET_DIR:-target}
+bench=$(find "$target"/release/deps -maxdepth 1 -name 'cri-*' -type f -executable -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2)
 registry="127.0.0.1:${BERTH_REGISTRY_PORT:-5000}"
 small="docker.io/library/busybox:latest"
 big="$registry/berth-bench/big:v1"
@@ -87,6 +90,11 @@ measure() { # LABEL ENDPOINT
 		"$bench" containers --label "$label" --endpoint "$endpoint" --image "$small" --pods "$pods" ||
 			echo "$label: the container benchmark failed (above)"
 	fi
+	if [[ $what == stats || $what == all ]]; then
+		"$bench" stats --label "$label" --endpoint "$endpoint" --image "$small" \
+			--pods "${BENCH_STATS_CONTAINERS:-50}" --runs "${BENCH_STATS_RUNS:-50}" ||
+			echo "$label: the stats benchmark failed (above)"
+	fi
 	if [[ $what == pull || $what == all ]]; then
 		"$bench" pull --label "$label" --endpoint "$endpoint" --image "$small" --runs "$runs" ||
 			echo "$label: the small pull benchmark failed (above)"
@@ -109,7 +117,7 @@ bin_dirs = ["/usr/lib/cni"]
 config_path = ["$repo/critest-config/certs.d"]
 EOF
 rm -rf /var/lib/berth-bench
-target/release/berth --config "$work/berth.toml" 2>"$work/berth.log" &
+"$target"/release/berth --config "$work/berth.toml" 2>"$work/berth.log" &
 daemon_pid=$!
 wait_socket "$work/berth.sock"
 measure berth "unix://$work/berth.sock"
