@@ -19,6 +19,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=hack/lib.sh
 source hack/lib.sh
 berth_need_root
+# One run at a time per machine: runs share /run/berth-bench, /var/lib/berth-bench and the
+# bridge names.
+exec 9>/run/berth-bench.lock
+flock 9
 
 what=${1:-all}
 pods=${BENCH_PODS:-20}

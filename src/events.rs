@@ -184,6 +184,7 @@ impl EventBus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::container::manager::ContainerState;
 
     fn event(id: &str) -> Event {
         Event {
@@ -226,6 +227,18 @@ mod tests {
         assert_eq!(got, ["0", "1"], "the oldest are kept, the newest dropped");
         let got: Vec<String> = std::iter::from_fn(|| fast.try_recv().ok().map(|e| e.id)).collect();
         assert_eq!(got.len(), 5);
+    }
+
+    #[test]
+    fn oom_kills_are_counted_from_stopped_events() {
+        let bus = EventBus::new();
+        let mut record = crate::cri::stats::tests::record("c", ContainerState::Exited, 1);
+        bus.publish(Event::container(EventKind::Stopped, &record, None));
+        record.reason = "OOMKilled".into();
+        bus.publish(Event::container(EventKind::Started, &record, None));
+        bus.publish(Event::container(EventKind::Stopped, &record, None));
+        assert_eq!(bus.counts().oom_kills, 1);
+        assert_eq!(bus.counts().published, 3);
     }
 
     #[test]

@@ -202,3 +202,136 @@ pub fn event(event: &Event, containers: &[ContainerRecord]) -> cri::ContainerEve
         containers_statuses: containers.iter().map(super::container::status).collect(),
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::container::manager::ContainerState;
+    use crate::sandbox::{PodMetadata, PodSpec, SandboxState};
+
+    pub(crate) fn record(id: &str, state: ContainerState, created_at: i64) -> ContainerRecord {
+        ContainerRecord {
+            version: 1,
+            id: id.into(),
+            sandbox_id: "pod".into(),
+            config: Default::default(),
+            image_ref: String::new(),
+            image_id: String::new(),
+            image_name: String::new(),
+            state,
+            created_at,
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            pid: 0,
+            log_path: None,
+            bundle: "/b".into(),
+            cgroup_path: "/c".into(),
+            stop_signal: 15,
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+        }
+    }
+
+    fn sandbox() -> SandboxRecord {
+        SandboxRecord {
+            version: 1,
+            id: "pod".into(),
+            spec: PodSpec {
+                metadata: Some(PodMetadata {
+                    name: "web".into(),
+                    uid: "u".into(),
+                    namespace: "ns".into(),
+                    attempt: 0,
+                }),
+                ..Default::default()
+            },
+            state: SandboxState::Ready,
+            hostname: String::new(),
+            created_at: 1,
+            netns: None,
+            network: None,
+            pod_cgroup: "/p".into(),
+            owns_pod_cgroup: true,
+            pause_cgroup: "/p/p".into(),
+            shim_socket: "/s".into(),
+            shim_pid: None,
+            pause_pid: None,
+            pause_start_time: None,
+        }
+    }
+
+    #[test]
+    fn an_event_lists_its_container_as_it_was_and_drops_it_once_deleted() {
+        let then = record("a", ContainerState::Running, 2);
+        let now = vec![
+            record("b", ContainerState::Running, 1),
+            record("a", ContainerState::Exited, 2),
+        ];
+        let started = Event::container(
+            EventKind::Started,
+            &then,
+            Some((sandbox(), SandboxState::Ready)),
+        );
+        let listed = event_containers(&started, now.clone());
+        let ids: Vec<_> = listed.iter().map(|c| (c.id.as_str(), c.state)).collect();
+        assert_eq!(
+            ids,
+            [
+                ("b", ContainerState::Running),
+                ("a", ContainerState::Running)
+            ],
+            "the event's own container is the snapshot, the others are current"
+        );
+        let message = event(&started, &listed);
+        assert_eq!(message.container_id, "a");
+        assert_eq!(
+            message.container_event_type,
+            cri::ContainerEventType::ContainerStartedEvent as i32
+        );
+        let status = message.pod_sandbox_status.unwrap();
+        assert_eq!(status.metadata.unwrap().name, "web");
+        assert_eq!(status.state, cri::PodSandboxState::SandboxReady as i32);
+
+        let deleted = Event::container(EventKind::Deleted, &then, None);
+        let listed = event_containers(&deleted, now);
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, "b");
+        assert!(event(&deleted, &listed).pod_sandbox_status.is_none());
+    }
+
+    #[test]
+    fn pod_stats_name_eth0_the_default_interface() {
+        let sample = PodSample {
+            timestamp: 9,
+            network: Some(vec![
+                InterfaceStats {
+                    name: "net1".into(),
+                    ..Default::default()
+                },
+                InterfaceStats {
+                    name: "eth0".into(),
+                    rx_bytes: 5,
+                    ..Default::default()
+                },
+            ]),
+            processes: Some(2),
+            ..Default::default()
+        };
+        let stats = pod_stats(&sandbox(), &sample, Vec::new());
+        let linux = stats.linux.unwrap();
+        let network = linux.network.unwrap();
+        assert_eq!(
+            network.default_interface.unwrap().rx_bytes.unwrap().value,
+            5
+        );
+        assert_eq!(network.interfaces.len(), 2);
+        assert_eq!(linux.process.unwrap().process_count.unwrap().value, 2);
+        // A host-network pod has no network figures of its own.
+        let host = pod_stats(&sandbox(), &PodSample::default(), Vec::new());
+        assert!(host.linux.unwrap().network.is_none());
+    }
+}
