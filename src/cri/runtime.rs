@@ -633,14 +633,15 @@ impl RuntimeService for RuntimeCri {
         _: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> RpcResult<cri::ListPodSandboxMetricsResponse> {
         let sandboxes = self.daemon.sandboxes.list(&SandboxFilter::default());
-        let pods = self.daemon.stats.pods(sandboxes).await;
-        let mut pod_metrics = Vec::with_capacity(pods.len());
-        for (record, sample) in pods {
-            let records = self.daemon.containers.containers_of(&record.id);
-            let containers = self.daemon.stats.containers(records).await;
-            let metrics = crate::stats::metrics::pod_metrics(&record, &sample, &containers);
-            pod_metrics.push(super::stats::pod_metrics(metrics));
-        }
+        let pod_metrics = self
+            .pods_with_containers(sandboxes)
+            .await
+            .into_iter()
+            .map(|(record, sample, containers)| {
+                let metrics = crate::stats::metrics::pod_metrics(&record, &sample, &containers);
+                super::stats::pod_metrics(metrics)
+            })
+            .collect();
         Ok(Response::new(cri::ListPodSandboxMetricsResponse {
             pod_metrics,
         }))
@@ -682,14 +683,64 @@ impl RuntimeCri {
         &self,
         sandboxes: Vec<(SandboxRecord, SandboxState)>,
     ) -> Vec<cri::PodSandboxStats> {
+        let mountpoint = self.daemon.stats.writable_mountpoint();
+        self.pods_with_containers(sandboxes)
+            .await
+            .into_iter()
+            .map(|(record, sample, containers)| {
+                let containers = containers
+                    .iter()
+                    .map(|(c, s)| super::stats::container_stats(c, s, &mountpoint))
+                    .collect();
+                super::stats::pod_stats(&record, &sample, containers)
+            })
+            .collect()
+    }
+
+    /// Each pod's sample with its containers' samples, from one pass over the containers.
+    #[allow(clippy::type_complexity)]
+    async fn pods_with_containers(
+        &self,
+        sandboxes: Vec<(SandboxRecord, SandboxState)>,
+    ) -> Vec<(
+        SandboxRecord,
+        crate::stats::PodSample,
+        Vec<(
+            crate::container::manager::ContainerRecord,
+            crate::stats::ContainerSample,
+        )>,
+    )> {
         let pods = self.daemon.stats.pods(sandboxes).await;
-        let mut out = Vec::with_capacity(pods.len());
-        for (record, sample) in pods {
-            let records = self.daemon.containers.containers_of(&record.id);
-            let containers = self.container_stats(records).await;
-            out.push(super::stats::pod_stats(&record, &sample, containers));
+        let filter = crate::container::manager::ContainerFilter {
+            // One pod: only its containers are looked at.
+            sandbox_id: match pods.as_slice() {
+                [(only, _)] => Some(only.id.clone()),
+                _ => None,
+            },
+            ..Default::default()
+        };
+        let wanted: std::collections::HashSet<&str> =
+            pods.iter().map(|(r, _)| r.id.as_str()).collect();
+        let records = self
+            .daemon
+            .containers
+            .list(&filter)
+            .into_iter()
+            .filter(|c| wanted.contains(c.sandbox_id.as_str()))
+            .collect();
+        let mut by_pod: HashMap<String, Vec<_>> = HashMap::new();
+        for (record, sample) in self.daemon.stats.containers(records).await {
+            by_pod
+                .entry(record.sandbox_id.clone())
+                .or_default()
+                .push((record, sample));
         }
-        out
+        pods.into_iter()
+            .map(|(record, sample)| {
+                let containers = by_pod.remove(&record.id).unwrap_or_default();
+                (record, sample, containers)
+            })
+            .collect()
     }
 }
 
