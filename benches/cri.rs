@@ -466,10 +466,16 @@ async fn stats(args: &Args) -> Result<(), Error> {
         })
         .await?;
     let run = format!("{:08x}", rand::random::<u32>());
+    // Pod cgroups under a parent of the bench's own, as the kubelet gives them (containerd
+    // has no pod stats without one); removed at the end, as the kubelet would.
+    let cgroup_parent = format!("/berth-bench-{run}");
     let mut pods = Vec::new();
     let mut started = 0;
     while started < args.pods {
-        let config = pod_config(200 + pods.len(), &run);
+        let mut config = pod_config(200 + pods.len(), &run);
+        if let Some(linux) = config.linux.as_mut() {
+            linux.cgroup_parent = format!("{cgroup_parent}/pod{}", pods.len());
+        }
         let pod = rt
             .run_pod_sandbox(cri::RunPodSandboxRequest {
                 config: Some(config.clone()),
@@ -540,6 +546,7 @@ async fn stats(args: &Args) -> Result<(), Error> {
         })
         .await?;
     }
+    remove_cgroup_tree(&cgroup_parent);
     report(
         &args.label,
         &format!("ListContainerStats ({} containers)", args.pods),
@@ -555,6 +562,29 @@ async fn stats(args: &Args) -> Result<(), Error> {
         ),
     }
     Ok(())
+}
+
+/// Removes `path` and the (empty) cgroups below it in every mounted hierarchy.
+fn remove_cgroup_tree(path: &str) {
+    fn remove(dir: &std::path::Path) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove(&entry.path());
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        if (right.starts_with("cgroup ") || right.starts_with("cgroup2 "))
+            && let Some(mount_point) = left.split(' ').nth(4)
+        {
+            remove(&std::path::Path::new(mount_point).join(path.trim_start_matches('/')));
+        }
+    }
 }
 
 fn shell(args: &Args) -> Result<(), Error> {
