@@ -262,7 +262,7 @@ mod tests {
 
     #[test]
     fn v1_swap_is_memsw_minus_memory() {
-        // memory.memsw.* as this machine's kernel shows them (swap accounting on).
+        // memory.memsw.* (present when the kernel accounts swap, as here): memory + swap.
         let mut files = v1("1\n", "1662976\n", V1_MEMORY_STAT, "67108864\n");
         files.memsw_usage = "1798144\n".into();
         files.memsw_limit = "134217728\n".into();

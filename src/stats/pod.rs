@@ -84,7 +84,7 @@ fn collect(dir: &Path, pids: &mut BTreeSet<u32>) {
 mod tests {
     use super::*;
 
-    // A pod's /proc/<pause>/net/dev on this machine after a few pings.
+    // /proc/<pid>/net/dev as the kernel writes it (two header lines, then one line per interface).
     const NET_DEV: &str = "Inter-|   Receive                                                |  Transmit
  face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
     lo:     336       4    0    0    0     0          0         0      336       4    0    0    0     0       0          0
