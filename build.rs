@@ -5,6 +5,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         println!("cargo:rustc-link-arg-bins=-no-pie");
     }
-    tonic_prost_build::configure().compile_protos(&["proto/shim.proto"], &["proto"])?;
+    // Stream data as `Bytes`: the daemon relays it without copying.
+    tonic_prost_build::configure()
+        .bytes(".berth.shim.v1.ProcessInput")
+        .bytes(".berth.shim.v1.ProcessOutput")
+        .compile_protos(&["proto/shim.proto"], &["proto"])?;
     Ok(())
 }

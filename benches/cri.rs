@@ -7,6 +7,11 @@
 //! cargo bench --bench cri -- containers --endpoint unix:///run/berth/berth.sock --image REF --pods 20
 //! cargo bench --bench cri -- stats --endpoint unix:///run/berth/berth.sock --image REF --pods 50 --runs 50
 //! cargo bench --bench cri -- shell --runs 5 --setup 'rm -rf d; mkdir d' -- 'gzip -dc a.tgz | tar -x -C d'
+//! cargo bench --bench cri -- streaming --endpoint unix:///run/berth/berth.sock --image REF --runs 5
+//! cargo bench --bench cri -- churn --endpoint unix:///run/berth/berth.sock --image REF --pods 100 --clients 2 \
+//!     --cgroup-parent /bench-churn --bridge cni0 --ipam-dir /var/lib/cni/networks/NET \
+//!     --netns-dir /run/berth/netns --count-procs 'berth shim,sleep 3600' --count-mounts /run/berth \
+//!     --count-dirs /var/lib/berth/sandboxes,/var/lib/berth/containers [--daemon-pid N]
 //! ```
 //! `pods` times RunPodSandbox, StopPodSandbox and RemovePodSandbox one pod at a time and
 //! reads the memory of each pod's pause process and of its parent (the shim) from
@@ -14,6 +19,13 @@
 //! before each); `shell` times a shell command the same way (after an untimed `--setup`), for a baseline;
 //! `stats` starts `--pods` sleeping containers (five per pod) and times `--runs` calls of
 //! ListContainerStats and ListPodSandboxStats over all of them, as a kubelet polls.
+//! `streaming` times ExecSync of `true`, and measures the throughput of `cat` of a 256 MiB
+//! file through an Exec over SPDY and of a port-forward (over SPDY) reading 256 MiB from a
+//! server in the pod;
+//! `churn` runs `--pods` pods, each with one container, through their whole life (run, create,
+//! start, stop, remove) from `--clients` clients at once, reports the wall time of the whole
+//! churn, and counts what the runtime holds before and after (processes, mounts, netns, veths,
+//! IP leases, cgroups, files, daemon fds): every leak counter should be back to zero.
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +47,14 @@ struct Args {
     label: String,
     setup: String,
     command: String,
+    clients: usize,
+    cgroup_parent: String,
+    bridge: String,
+    ipam_dir: String,
+    netns_dir: String,
+    count_procs: Vec<String>,
+    count_mounts: Vec<String>,
+    count_dirs: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, Error> {
@@ -53,6 +73,20 @@ fn parse_args() -> Result<Args, Error> {
         label: String::new(),
         setup: String::new(),
         command: String::new(),
+        clients: 2,
+        cgroup_parent: String::new(),
+        bridge: String::new(),
+        ipam_dir: String::new(),
+        netns_dir: String::new(),
+        count_procs: Vec::new(),
+        count_mounts: Vec::new(),
+        count_dirs: Vec::new(),
+    };
+    let list = |v: String| -> Vec<String> {
+        v.split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
     };
     if let Some(pos) = raw.iter().position(|a| a == "--") {
         args.command = raw
@@ -73,6 +107,14 @@ fn parse_args() -> Result<Args, Error> {
             "--daemon-pid" => args.daemon_pid = Some(value()?.parse()?),
             "--label" => args.label = value()?,
             "--setup" => args.setup = value()?,
+            "--clients" => args.clients = value()?.parse()?,
+            "--cgroup-parent" => args.cgroup_parent = value()?,
+            "--bridge" => args.bridge = value()?,
+            "--ipam-dir" => args.ipam_dir = value()?,
+            "--netns-dir" => args.netns_dir = value()?,
+            "--count-procs" => args.count_procs = list(value()?),
+            "--count-mounts" => args.count_mounts = list(value()?),
+            "--count-dirs" => args.count_dirs = list(value()?),
             mode if !mode.starts_with('-') && args.mode.is_empty() => args.mode = mode.into(),
             other => return Err(format!("unknown argument {other}").into()),
         }
@@ -618,6 +660,519 @@ fn shell(args: &Args) -> Result<(), Error> {
     Ok(())
 }
 
+/// What a runtime holds, counted the same way for every runtime.
+#[derive(Debug, Clone, Copy, Default)]
+struct Holdings {
+    processes: usize,
+    mounts: usize,
+    netns: usize,
+    veths: usize,
+    ip_leases: usize,
+    cgroups: usize,
+    files: usize,
+    daemon_fds: usize,
+}
+
+impl Holdings {
+    const NAMES: [&'static str; 8] = [
+        "processes",
+        "mounts",
+        "netns",
+        "veths",
+        "ip_leases",
+        "cgroups",
+        "files",
+        "daemon_fds",
+    ];
+
+    fn values(&self) -> [usize; 8] {
+        [
+            self.processes,
+            self.mounts,
+            self.netns,
+            self.veths,
+            self.ip_leases,
+            self.cgroups,
+            self.files,
+            self.daemon_fds,
+        ]
+    }
+}
+
+fn entries(dir: &str) -> Vec<std::path::PathBuf> {
+    if dir.is_empty() {
+        return Vec::new();
+    }
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Counts what the runtime holds now; see `churn` for what each counter looks at.
+fn holdings(args: &Args) -> Holdings {
+    let mut h = Holdings::default();
+    // Processes: those in the pods' cgroup parent (pause, containers, stragglers) and those
+    // whose command line matches (shims, which live outside the pods' cgroups).
+    let mut pids = std::collections::HashSet::new();
+    if !args.count_procs.is_empty() {
+        for proc_dir in entries("/proc") {
+            let cmdline = std::fs::read(proc_dir.join("cmdline")).unwrap_or_default();
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if args.count_procs.iter().any(|p| text.contains(p.as_str())) {
+                pids.insert(proc_dir);
+            }
+        }
+    }
+    if !args.cgroup_parent.is_empty() {
+        let parent = args.cgroup_parent.trim_start_matches('/');
+        if let Some(root) = entries("/sys/fs/cgroup")
+            .into_iter()
+            .find(|r| r.join("cgroup.procs").exists() && r.join(parent).is_dir())
+        {
+            cgroup_pids(&root.join(parent), &mut pids);
+        }
+    }
+    h.processes = pids.len();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    h.mounts = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| args.count_mounts.iter().any(|p| m.starts_with(p.as_str())))
+        .count();
+    h.netns = entries(&args.netns_dir).len();
+    if !args.bridge.is_empty() {
+        h.veths = entries(&format!("/sys/class/net/{}/brif", args.bridge)).len();
+    }
+    h.ip_leases = entries(&args.ipam_dir)
+        .iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.parse::<std::net::IpAddr>().is_ok())
+        })
+        .count();
+    if !args.cgroup_parent.is_empty() {
+        // Every hierarchy (v1 controllers and v2) below the parent the pods were given.
+        for root in entries("/sys/fs/cgroup") {
+            h.cgroups += count_dirs(&root.join(args.cgroup_parent.trim_start_matches('/')));
+        }
+    }
+    h.files = args.count_dirs.iter().map(|d| entries(d).len()).sum();
+    h.daemon_fds = args
+        .daemon_pid
+        .map(|pid| entries(&format!("/proc/{pid}/fd")).len())
+        .unwrap_or(0);
+    h
+}
+
+fn cgroup_pids(dir: &std::path::Path, pids: &mut std::collections::HashSet<std::path::PathBuf>) {
+    for pid in std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+    {
+        pids.insert(std::path::PathBuf::from("/proc").join(pid));
+    }
+    for sub in entries(&dir.to_string_lossy()) {
+        if sub.is_dir() {
+            cgroup_pids(&sub, pids);
+        }
+    }
+}
+
+fn count_dirs(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| 1 + count_dirs(&e.path()))
+        .sum()
+}
+
+/// One pod with one container through its whole life; each step's time, and what the
+/// runtime held while the container ran when `probe` is given.
+async fn churn_cycle(
+    rt: &mut RuntimeServiceClient<Channel>,
+    config: cri::PodSandboxConfig,
+    image: &str,
+    probe: Option<&Args>,
+) -> Result<([Duration; 7], Option<Holdings>), Error> {
+    let mut times = [Duration::ZERO; 7];
+    let mut t = Instant::now();
+    let mut lap = |i: usize| {
+        times[i] = t.elapsed();
+        t = Instant::now();
+    };
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await?
+        .into_inner()
+        .pod_sandbox_id;
+    lap(0);
+    let id = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(container_config("app", image)),
+            sandbox_config: Some(config),
+        })
+        .await?
+        .into_inner()
+        .container_id;
+    lap(1);
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await?;
+    lap(2);
+    let held = probe.map(holdings);
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 10,
+    })
+    .await?;
+    lap(3);
+    rt.remove_container(cri::RemoveContainerRequest { container_id: id })
+        .await?;
+    lap(4);
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await?;
+    lap(5);
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await?;
+    lap(6);
+    Ok((times, held))
+}
+
+/// `--pods` pods, each with one container, created and removed by `--clients` clients at
+/// once; the wall time and the leak counters before and after.
+async fn churn(args: &Args) -> Result<(), Error> {
+    if args.image.is_empty() {
+        return Err("churn needs --image".into());
+    }
+    let channel = channel(&args.endpoint).await?;
+    ImageServiceClient::new(channel.clone())
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: args.image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?;
+    let run = format!("{:08x}", rand::random::<u32>());
+    let config = |i: usize| {
+        let mut config = pod_config(i, &run);
+        if let Some(linux) = config.linux.as_mut() {
+            linux.cgroup_parent = args.cgroup_parent.clone();
+        }
+        config
+    };
+    // One cycle per client first, not counted: pause image, bridge, connections.
+    // The first also shows that every counter sees a running pod (a counter looking in the
+    // wrong place would read 0 and hide a leak).
+    let mut clients = Vec::new();
+    let mut with_one_pod = None;
+    for c in 0..args.clients {
+        let mut rt = RuntimeServiceClient::new(channel.clone());
+        let probe = (c == 0).then_some(args);
+        with_one_pod =
+            with_one_pod.or(churn_cycle(&mut rt, config(90_000 + c), &args.image, probe)
+                .await?
+                .1);
+        clients.push(rt);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = holdings(args);
+    if let Some(held) = with_one_pod {
+        let seen: Vec<String> = Holdings::NAMES
+            .iter()
+            .zip(held.values().iter().zip(before.values()))
+            .map(|(name, (h, b))| format!("{name} {:+}", *h as i64 - b as i64))
+            .collect();
+        println!(
+            "{:<12} churn counters     {}   (one pod running - none)",
+            args.label,
+            seen.join("  ")
+        );
+    }
+    let start = Instant::now();
+    let work = clients.into_iter().enumerate().map(|(c, mut rt)| {
+        let config = &config;
+        async move {
+            let mut times = Vec::new();
+            for i in (c..args.pods).step_by(args.clients) {
+                times.push(churn_cycle(&mut rt, config(i), &args.image, None).await?.0);
+            }
+            Ok::<_, Error>(times)
+        }
+    });
+    let mut times = Vec::new();
+    for result in futures_util::future::join_all(work).await {
+        times.extend(result?);
+    }
+    let cycle = start.elapsed();
+    // Give asynchronous clean-up (closing connections, reaping) a moment, the same for all.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = holdings(args);
+    println!(
+        "{:<12} churn              {} pods with a container by {} clients: cycle {:.2} s ({:.1} ms per pod)",
+        args.label,
+        args.pods,
+        args.clients,
+        cycle.as_secs_f64(),
+        cycle.as_secs_f64() * 1e3 / args.pods as f64
+    );
+    for (i, step) in [
+        "RunPodSandbox",
+        "CreateContainer",
+        "StartContainer",
+        "StopContainer",
+        "RemoveContainer",
+        "StopPodSandbox",
+        "RemovePodSandbox",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut samples: Vec<Duration> = times.iter().map(|t| t[i]).collect();
+        report(&args.label, &format!("churn {step}"), &mut samples);
+    }
+    let leaks: Vec<String> = Holdings::NAMES
+        .iter()
+        .zip(before.values().iter().zip(after.values()))
+        .map(|(name, (b, a))| format!("{name} {:+}", a as i64 - *b as i64))
+        .collect();
+    println!(
+        "{:<12} churn leaks        {}   (after - before)",
+        args.label,
+        leaks.join("  ")
+    );
+    Ok(())
+}
+
+/// Bytes moved per throughput run.
+const STREAM_BYTES: usize = 256 * 1024 * 1024;
+/// The port the in-pod server sends those bytes from.
+const STREAM_PORT: u16 = 9000;
+
+/// The HTTP/1.1 upgrade to SPDY/3.1 on a streaming URL (client-go's way).
+async fn spdy_connect(url: &str, protocol: &str) -> Result<tokio::net::TcpStream, Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("streaming URL is not http")?;
+    let (host, path) = rest.split_once('/').ok_or("streaming URL has no path")?;
+    let mut tcp = tokio::net::TcpStream::connect(host).await?;
+    tcp.set_nodelay(true)?;
+    let head = format!(
+        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {protocol}\r\nContent-Length: 0\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await?;
+    let mut response = Vec::new();
+    while !response.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        if tcp.read(&mut byte).await? == 0 {
+            return Err("connection closed during the upgrade".into());
+        }
+        response.push(byte[0]);
+    }
+    if !response.starts_with(b"HTTP/1.1 101") {
+        return Err(format!("upgrade refused: {}", String::from_utf8_lossy(&response)).into());
+    }
+    Ok(tcp)
+}
+
+/// Reads a stream to its end; the number of bytes.
+async fn drain(mut reader: impl tokio::io::AsyncRead + Unpin) -> Result<usize, Error> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0;
+    loop {
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n;
+    }
+}
+
+fn report_throughput(label: &str, what: &str, samples: &mut [f64]) {
+    samples.sort_by(f64::total_cmp);
+    println!(
+        "{label:<12} {what:<18} n={:<3} median {:>8.1} MiB/s   min {:>8.1}   max {:>8.1}",
+        samples.len(),
+        samples[samples.len() / 2],
+        samples[0],
+        samples[samples.len() - 1]
+    );
+}
+
+/// ExecSync latency, exec and port-forward throughput, in one pod.
+async fn streaming(args: &Args) -> Result<(), Error> {
+    use berth::streaming::spdy::{Headers, Session, SessionConfig};
+    if args.image.is_empty() {
+        return Err("streaming needs --image".into());
+    }
+    let channel = channel(&args.endpoint).await?;
+    let mut rt = RuntimeServiceClient::new(channel.clone());
+    ImageServiceClient::new(channel)
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: args.image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?;
+    let run = format!("{:08x}", rand::random::<u32>());
+    let pod_config = pod_config(0, &run);
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await?
+        .into_inner()
+        .pod_sandbox_id;
+    let mut server = container_config("server", &args.image);
+    server.command = vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "head -c {STREAM_BYTES} /dev/zero > /tmp/big; while true; do nc -l -p {STREAM_PORT} < /tmp/big; done"
+        ),
+    ];
+    let id = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(server),
+            sandbox_config: Some(pod_config),
+        })
+        .await?
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await?;
+    let exec_sync = |cmd: &[&str]| cri::ExecSyncRequest {
+        container_id: id.clone(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout: 60,
+    };
+    // The file is written once the server's shell runs; wait for it.
+    for _ in 0..200 {
+        let size = rt
+            .exec_sync(exec_sync(&["stat", "-c", "%s", "/tmp/big"]))
+            .await?
+            .into_inner();
+        if String::from_utf8_lossy(&size.stdout).trim() == STREAM_BYTES.to_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut latencies = Vec::new();
+    for i in 0..=args.runs.max(10) * 5 {
+        let t0 = Instant::now();
+        let response = rt.exec_sync(exec_sync(&["true"])).await?.into_inner();
+        if response.exit_code != 0 {
+            return Err(format!("true exited {}", response.exit_code).into());
+        }
+        if i > 0 {
+            latencies.push(t0.elapsed());
+        }
+    }
+    report(&args.label, "ExecSync true", &mut latencies);
+
+    let mut exec_rates = Vec::new();
+    for _ in 0..args.runs {
+        let url = rt
+            .exec(cri::ExecRequest {
+                container_id: id.clone(),
+                cmd: vec!["cat".into(), "/tmp/big".into()],
+                tty: false,
+                stdin: false,
+                stdout: true,
+                stderr: true,
+            })
+            .await?
+            .into_inner()
+            .url;
+        let t0 = Instant::now();
+        let tcp = spdy_connect(&url, "v4.channel.k8s.io").await?;
+        let (session, _incoming) = Session::client(tcp, SessionConfig::default());
+        let open = |kind: &str| Headers::new().with("streamtype", kind);
+        let error = session.open_stream(open("error"), false).await?;
+        let stdout = session.open_stream(open("stdout"), false).await?;
+        let stderr = session.open_stream(open("stderr"), false).await?;
+        let stderr = tokio::spawn(drain(stderr.reader));
+        let got = drain(stdout.reader).await?;
+        let _ = stderr.await;
+        let _ = drain(error.reader).await;
+        let elapsed = t0.elapsed();
+        session.close().await;
+        if got != STREAM_BYTES {
+            return Err(format!("exec sent {got} bytes, not {STREAM_BYTES}").into());
+        }
+        exec_rates.push(STREAM_BYTES as f64 / (1 << 20) as f64 / elapsed.as_secs_f64());
+    }
+    report_throughput(&args.label, "exec cat (SPDY)", &mut exec_rates);
+
+    let mut forward_rates = Vec::new();
+    for request in 0..args.runs {
+        let url = rt
+            .port_forward(cri::PortForwardRequest {
+                pod_sandbox_id: pod.clone(),
+                port: vec![i32::from(STREAM_PORT)],
+            })
+            .await?
+            .into_inner()
+            .url;
+        let t0 = Instant::now();
+        let tcp = spdy_connect(&url, "portforward.k8s.io").await?;
+        let (session, _incoming) = Session::client(tcp, SessionConfig::default());
+        let headers = |kind: &str| {
+            Headers::new()
+                .with("streamtype", kind)
+                .with("port", STREAM_PORT.to_string())
+                .with("requestid", request.to_string())
+        };
+        let _error = session.open_stream(headers("error"), false).await?;
+        let data = session.open_stream(headers("data"), false).await?;
+        let got = drain(data.reader).await?;
+        let elapsed = t0.elapsed();
+        session.close().await;
+        if got != STREAM_BYTES {
+            return Err(format!("port-forward sent {got} bytes, not {STREAM_BYTES}").into());
+        }
+        forward_rates.push(STREAM_BYTES as f64 / (1 << 20) as f64 / elapsed.as_secs_f64());
+        // nc listens again once the last connection is done.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    report_throughput(&args.label, "port-forward (SPDY)", &mut forward_rates);
+
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await?;
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await?;
+    Ok(())
+}
+
 fn main() -> Result<(), Error> {
     let args = parse_args()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -629,8 +1184,11 @@ fn main() -> Result<(), Error> {
         "containers" => runtime.block_on(containers(&args)),
         "stats" => runtime.block_on(stats(&args)),
         "shell" => shell(&args),
-        other => {
-            Err(format!("unknown mode {other:?}: pods, containers, pull, stats or shell").into())
-        }
+        "churn" => runtime.block_on(churn(&args)),
+        "streaming" => runtime.block_on(streaming(&args)),
+        other => Err(format!(
+            "unknown mode {other:?}: pods, containers, pull, stats, churn, streaming or shell"
+        )
+        .into()),
     }
 }

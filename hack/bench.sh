@@ -12,8 +12,14 @@
 #   pull  cold PullImage of the small busybox image and of the generated 200 MiB 8-layer
 #         image (berth-bench/big:v1), and `gzip -dc | tar -x` of that image's layer blobs from
 #         local disk one after the other (the single-core floor of the unpack alone)
-# Usage: sudo hack/bench.sh [pods|containers|stats|pull|all]   (default all)
-# Env: BENCH_PODS (20), BENCH_RUNS (10), BENCH_CONTAINERD=0 to measure berth alone.
+#   churn $BENCH_CHURN_PODS pods, each with one container, run/created/started/stopped/removed
+#         by 2 clients at once: the cycle time, each step's median, and the leak counters
+#         (processes, mounts, netns, veths, IP leases, cgroups, files, daemon fds) after - before
+#   streaming  ExecSync of `true` (median, p90); throughput of `cat` of a 256 MiB file through
+#         Exec over SPDY, and of a port-forward over SPDY reading 256 MiB from a server in the pod
+# Usage: sudo hack/bench.sh [pods|containers|stats|pull|churn|streaming|all]   (default all)
+# Env: BENCH_PODS (20), BENCH_RUNS (10), BENCH_CHURN_PODS (100), BENCH_CONTAINERD=0 to
+# measure berth alone.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=hack/lib.sh
@@ -27,6 +33,7 @@ flock 9
 what=${1:-all}
 pods=${BENCH_PODS:-20}
 runs=${BENCH_RUNS:-10}
+churn_pods=${BENCH_CHURN_PODS:-100}
 with_containerd=${BENCH_CONTAINERD:-1}
 repo=$(pwd)
 work=/run/berth-bench
@@ -34,6 +41,13 @@ work=/run/berth-bench
 unmount_under() { findmnt -rn -o TARGET | { grep "^$1/" || true; } | sort -r | xargs -r -n1 umount -l; }
 unmount_under "$work"
 rm -rf "$work" && mkdir -p "$work"
+# The churn gives its pods this cgroup parent (per runtime), so their cgroups can be counted.
+remove_cgroups() { # NAME
+	local d
+	for d in /sys/fs/cgroup/*/"$1" /sys/fs/cgroup/"$1"; do
+		[[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+	done
+}
 
 hack/install-deps.sh
 if [[ $with_containerd == 1 ]] && ! command -v containerd >/dev/null; then
@@ -79,7 +93,7 @@ stop_daemon() {
 		daemon_pid=
 	fi
 }
-trap 'stop_daemon; unmount_under "$work"; ip link del berthbench0 2>/dev/null || true; ip link del ctrbench0 2>/dev/null || true' EXIT
+trap 'stop_daemon; unmount_under "$work"; ip link del berthbench0 2>/dev/null || true; ip link del ctrbench0 2>/dev/null || true; remove_cgroups bench-churn-berth; remove_cgroups bench-churn-containerd' EXIT
 
 measure() { # LABEL ENDPOINT
 	local label=$1 endpoint=$2
@@ -98,6 +112,15 @@ measure() { # LABEL ENDPOINT
 		"$bench" stats --label "$label" --endpoint "$endpoint" --image "$small" \
 			--pods "${BENCH_STATS_CONTAINERS:-50}" --runs "${BENCH_STATS_RUNS:-50}" ||
 			echo "$label: the stats benchmark failed (above)"
+	fi
+	if [[ $what == churn || $what == all ]]; then
+		"$bench" churn --label "$label" --endpoint "$endpoint" --image "$small" --pods "$churn_pods" \
+			--clients 2 --daemon-pid "$daemon_pid" "${churn_args[@]}" ||
+			echo "$label: the churn benchmark failed (above)"
+	fi
+	if [[ $what == streaming || $what == all ]]; then
+		"$bench" streaming --label "$label" --endpoint "$endpoint" --image "$small" --runs "$((runs < 5 ? runs : 5))" ||
+			echo "$label: the streaming benchmark failed (above)"
 	fi
 	if [[ $what == pull || $what == all ]]; then
 		"$bench" pull --label "$label" --endpoint "$endpoint" --image "$small" --runs "$runs" ||
@@ -124,6 +147,11 @@ rm -rf /var/lib/berth-bench
 "$target"/release/berth --config "$work/berth.toml" 2>"$work/berth.log" &
 daemon_pid=$!
 wait_socket "$work/berth.sock"
+# Shims by their state dir; pause and containers by the churn's cgroup parent.
+churn_args=(--cgroup-parent /bench-churn-berth --bridge berthbench0
+	--ipam-dir "$work/ipam-berthbench0/bench-berthbench0" --netns-dir "$work/berth/netns"
+	--count-procs "$work/berth/" --count-mounts "$work/berth/"
+	--count-dirs "/var/lib/berth-bench/sandboxes,/var/lib/berth-bench/containers,$work/berth/sandboxes,$work/berth/containers,$work/berth/s")
 measure berth "unix://$work/berth.sock"
 stop_daemon
 rm -rf /var/lib/berth-bench
@@ -150,6 +178,12 @@ EOF
 	containerd --config "$work/containerd.toml" 2>"$work/containerd.log" &
 	daemon_pid=$!
 	wait_socket "$work/containerd.sock"
+	# Shims by the daemon socket in their command line; netns pins in /run/netns (cni-*).
+	cri=$work/containerd/root/io.containerd.grpc.v1.cri
+	churn_args=(--cgroup-parent /bench-churn-containerd --bridge ctrbench0
+		--ipam-dir "$work/ipam-ctrbench0/bench-ctrbench0" --netns-dir /run/netns
+		--count-procs "$work/containerd.sock" --count-mounts "$work/containerd/,/run/netns/"
+		--count-dirs "$cri/sandboxes,$cri/containers,$work/containerd/state/io.containerd.runtime.v2.task/k8s.io")
 	measure containerd "unix://$work/containerd.sock"
 	stop_daemon
 	rm -rf "$work/containerd"

@@ -41,6 +41,15 @@ expect "crictl ps" "$(c ps --id "$ctr")" " Running +hello "
 for _ in $(seq 50); do c logs "$ctr" | grep -q . && break; sleep 0.1; done
 expect "crictl logs" "$(c logs "$ctr")" "^hello from berth$"
 expect "crictl inspect" "$(jq -r .status.state <<<"$(c inspect "$ctr")")" '^CONTAINER_RUNNING$'
+expect "crictl exec" "$(c exec "$ctr" cat /etc/hostname)" "^quickstart$"
+expect "crictl exec -s exit code" "$("$crictl" exec -s --timeout 5 "$ctr" sh -c 'exit 3' 2>&1 || true)" "exited with 3"
+expect "crictl exec --timeout" "$("$crictl" exec -s --timeout 1 "$ctr" sh -c 'sleep 10 & sleep 20' 2>&1 || true)" "timed out after 1s"
+expect "crictl exec -it" "$(script -qc "$crictl exec -it $ctr sh -c 'test -t 0 && echo terminal'" /dev/null </dev/null)" "^terminal"
+"$crictl" port-forward "$pod" 18080:80 >/dev/null 2>&1 &
+forward=$!
+for _ in $(seq 50); do curl -fs http://127.0.0.1:18080/hostname >/dev/null 2>&1 && break; sleep 0.1; done
+expect "crictl port-forward + curl" "$(curl -fsS http://127.0.0.1:18080/hostname)" "^quickstart$"
+kill "$forward" 2>/dev/null || true
 expect "crictl update" "$(c update --memory 100000000 "$ctr")" "^$ctr$"
 expect "crictl stop" "$(c stop "$ctr")" "^$ctr$"
 expect "crictl ps -a" "$(c ps -a --id "$ctr")" " Exited +hello "

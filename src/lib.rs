@@ -10,6 +10,7 @@ pub mod container;
 pub mod cri;
 pub mod error;
 pub mod events;
+pub mod fault;
 pub mod image;
 pub mod init;
 pub mod linux;
@@ -20,6 +21,8 @@ pub mod server;
 pub mod shim;
 pub mod stats;
 pub mod store;
+pub mod streaming;
+pub mod sweep;
 
 pub use error::{Error, ErrorKind, Result};
 

@@ -25,6 +25,9 @@ use crate::persist;
 use crate::sandbox::{SandboxManager, SandboxState, now_nanos};
 use crate::store::lock;
 
+mod lost;
+pub use lost::SHIM_LOST_REASON;
+
 const RECORD_VERSION: u32 = 1;
 const RECORD_FILE: &str = "container.json";
 /// How long a killed container may take to disappear before its cgroup is killed.
@@ -81,6 +84,18 @@ struct ExitFile {
 pub struct Container {
     record: Mutex<ContainerRecord>,
     op: tokio::sync::Mutex<()>,
+    /// Set while StartContainer opens the gate until it has published STARTED: readers
+    /// leave a fast exit to after that, so the events come in order.
+    starting: std::sync::atomic::AtomicBool,
+}
+
+/// Clears `Container::starting` however the start ends (also when its future is dropped).
+struct StartingFlag<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StartingFlag<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl Container {
@@ -168,9 +183,11 @@ impl ContainerManager {
         if record.state != ContainerState::Running && record.state != ContainerState::Created {
             return record;
         }
-        // A start in progress records Running first; its exit is applied after, so the
-        // events come STARTED then STOPPED.
-        if record.state == ContainerState::Created && container.op.try_lock().is_err() {
+        // A start under way publishes STARTED first; its exit is applied after.
+        if container
+            .starting
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
             return record;
         }
         let Ok(Some(exit)) = persist::read_json::<ExitFile>(&self.exit_file(&record)) else {
@@ -507,9 +524,11 @@ impl ContainerManager {
         let path = self.record_dir(id).join(RECORD_FILE);
         persist::write_json_replace(&path, &record)
             .map_err(io_err(format!("writing {}", path.display())))?;
+        crate::fault::point("container.create.after_record");
         let container = Arc::new(Container {
             record: Mutex::new(record),
             op: tokio::sync::Mutex::new(()),
+            starting: Default::default(),
         });
         self.containers
             .write()
@@ -535,6 +554,7 @@ impl ContainerManager {
             .await
             .map_err(|e| Error::from(e).context("creating the container"))?;
         undo.push(Undo::DeleteProcess(id.to_string()));
+        crate::fault::point("container.create.after_shim_create");
         let record = container.update(|r| {
             r.state = ContainerState::Created;
             r.pid = pid;
@@ -592,6 +612,11 @@ impl ContainerManager {
         let container = self.get(id)?;
         let _op = container.op.lock().await;
         let record = self.refresh(&container);
+        if record.state == ContainerState::Running {
+            // A retry of a start that took effect (say, before a crash cut the answer off).
+            tracing::info!(container_id = %record.id, "container already running");
+            return Ok(());
+        }
         if record.state != ContainerState::Created {
             return Err(Error::failed_precondition(format!(
                 "container {} is {:?}, not created",
@@ -602,7 +627,12 @@ impl ContainerManager {
         // Taken before the gate opens: a workload that exits at once must not be seen
         // finishing before it started.
         let started_at = now_nanos();
+        container
+            .starting
+            .store(true, std::sync::atomic::Ordering::Release);
+        let _starting = StartingFlag(&container.starting);
         let started = shim.start(&record.id).await;
+        crate::fault::point("container.start.after_gate_open");
         match started {
             Ok(pid) => {
                 let record = container.update(|r| {
@@ -662,6 +692,7 @@ impl ContainerManager {
             };
             if !timeout.is_zero() || signal == libc::SIGKILL {
                 let _ = shim.kill(&record.id, signal, false).await;
+                crate::fault::point("container.stop.after_signal");
                 if wait_for_file(&exit_file, timeout.max(Duration::from_millis(1))).await {
                     self.refresh(container);
                     return Ok(());
@@ -707,6 +738,7 @@ impl ContainerManager {
         if let Ok(mut shim) = self.sandboxes.shim(&record.sandbox_id).await {
             let _ = shim.delete(&record.id).await;
         }
+        crate::fault::point("container.remove.after_shim_delete");
         let cgroups = self.sandboxes.cgroups().clone();
         let path = record.cgroup_path.clone();
         tokio::task::spawn_blocking(move || {
@@ -867,8 +899,10 @@ impl ContainerManager {
             let container = Arc::new(Container {
                 record: Mutex::new(record),
                 op: tokio::sync::Mutex::new(()),
+                starting: Default::default(),
             });
-            let record = self.refresh(&container);
+            self.reconcile_recovered(&container).await;
+            let record = container.record();
             tracing::info!(container_id = %record.id, state = ?record.state, "container recovered");
             self.containers
                 .write()

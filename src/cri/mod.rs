@@ -13,6 +13,7 @@ use crate::container::manager::ContainerManager;
 use crate::error::{Error, Result};
 use crate::image::ImageService;
 use crate::sandbox::SandboxManager;
+use crate::streaming::StreamingServer;
 
 /// The cgroup driver in use, after `auto` is resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +54,8 @@ pub struct Daemon {
     pub images: ImageService,
     /// Container and pod stats, refreshed once per `[stats] collection_period`.
     pub stats: Arc<crate::stats::Collector>,
+    /// Exec, attach and port-forward URLs point here.
+    pub streaming: Arc<StreamingServer>,
     /// Pod CIDR given by UpdateRuntimeConfig.
     pub pod_cidr: Mutex<String>,
 }
@@ -72,6 +75,14 @@ impl Daemon {
             sandboxes.clone(),
             config.stats.collection_period,
         );
+        let streaming = StreamingServer::start(
+            config.streaming.address,
+            config.streaming.port,
+            containers.clone(),
+            sandboxes.clone(),
+        )
+        .await?;
+        follow_shim_deaths(&sandboxes, &containers);
         Ok(Arc::new(Daemon {
             config,
             cgroup_driver,
@@ -79,6 +90,7 @@ impl Daemon {
             containers,
             images,
             stats,
+            streaming,
             pod_cidr: Mutex::new(String::new()),
         }))
     }
@@ -91,10 +103,13 @@ impl Daemon {
         image::ImageCri::new(self.images.clone())
     }
 
-    /// Brings back every sandbox (and, later, container) before the gate opens.
+    /// Before the gate opens: brings back every sandbox and container (rolling back what a
+    /// crash interrupted), sweeps what no record points to, then watches the live shims.
     pub async fn recover(&self) -> Result<()> {
         self.sandboxes.recover().await?;
         self.containers.recover().await?;
+        crate::sweep::sweep(&self.config, &self.sandboxes, &self.containers).await;
+        self.sandboxes.watch_recovered_shims().await;
         // Background work that reads what recovery loaded.
         self.stats.start();
         crate::events::spawn_exit_watch(
@@ -107,4 +122,27 @@ impl Daemon {
 
     /// The daemon is stopping: pods keep running under their shims.
     pub async fn shutdown(&self) {}
+}
+
+/// Marks the containers of every pod whose shim died as exited (see sandbox/shim_watch.rs).
+fn follow_shim_deaths(sandboxes: &Arc<SandboxManager>, containers: &Arc<ContainerManager>) {
+    let mut lost = sandboxes.subscribe_shim_lost();
+    let (sandboxes, containers) = (sandboxes.clone(), containers.clone());
+    tokio::spawn(async move {
+        loop {
+            match lost.recv().await {
+                Ok(sandbox_id) => containers.shim_lost(&sandbox_id).await,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // Some deaths were missed: every pod without a shim is checked.
+                    let filter = crate::sandbox::SandboxFilter::default();
+                    for (record, _) in sandboxes.list(&filter) {
+                        if !sandboxes.shim_connected(&record.id) {
+                            containers.shim_lost(&record.id).await;
+                        }
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
 }

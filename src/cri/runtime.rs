@@ -15,6 +15,7 @@ use crate::sandbox::{
     NamespaceMode, NamespaceOptions, PodMetadata, PodSpec, PortMapping, Protocol, SandboxFilter,
     SandboxRecord, SandboxState,
 };
+use crate::streaming::StreamRequest;
 
 pub struct RuntimeCri {
     daemon: Arc<Daemon>,
@@ -27,6 +28,34 @@ impl RuntimeCri {
 }
 
 type RpcResult<T> = Result<Response<T>, Status>;
+
+/// The full id of a running container; NotFound or FailedPrecondition otherwise.
+fn running_container(daemon: &Daemon, id: &str) -> Result<String, Error> {
+    let record = daemon.containers.status(id)?;
+    if record.state != crate::container::manager::ContainerState::Running {
+        return Err(Error::failed_precondition(format!(
+            "container {} is not running",
+            record.id
+        )));
+    }
+    Ok(record.id)
+}
+
+/// A stream request must ask for some stream, and a terminal has no separate stderr (the
+/// kubelet's own rules).
+fn check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<(), Error> {
+    if tty && stderr {
+        return Err(Error::invalid_argument(
+            "tty and stderr cannot both be true: a terminal merges stderr into stdout",
+        ));
+    }
+    if !stdin && !stdout && !stderr {
+        return Err(Error::invalid_argument(
+            "one of stdin, stdout or stderr must be set",
+        ));
+    }
+    Ok(())
+}
 
 fn unimplemented<T>(rpc: &str) -> RpcResult<T> {
     Err(Error::unimplemented(format!("{rpc} is not implemented by berth yet")).into())
@@ -419,19 +448,58 @@ impl RuntimeService for RuntimeCri {
         }))
     }
 
-    async fn exec(&self, _: Request<cri::ExecRequest>) -> RpcResult<cri::ExecResponse> {
-        unimplemented("Exec")
+    async fn exec(&self, request: Request<cri::ExecRequest>) -> RpcResult<cri::ExecResponse> {
+        let request = request.into_inner();
+        if request.cmd.is_empty() {
+            return Err(Error::invalid_argument("cmd is required").into());
+        }
+        check_streams(request.stdin, request.stdout, request.stderr, request.tty)?;
+        let container_id = running_container(&self.daemon, &request.container_id)?;
+        let url = self.daemon.streaming.url_for(StreamRequest::Exec {
+            container_id,
+            cmd: request.cmd,
+            tty: request.tty,
+            stdin: request.stdin,
+            stdout: request.stdout,
+            stderr: request.stderr,
+        });
+        Ok(Response::new(cri::ExecResponse { url }))
     }
 
-    async fn attach(&self, _: Request<cri::AttachRequest>) -> RpcResult<cri::AttachResponse> {
-        unimplemented("Attach")
+    async fn attach(&self, request: Request<cri::AttachRequest>) -> RpcResult<cri::AttachResponse> {
+        let request = request.into_inner();
+        check_streams(request.stdin, request.stdout, request.stderr, request.tty)?;
+        let container_id = running_container(&self.daemon, &request.container_id)?;
+        let url = self.daemon.streaming.url_for(StreamRequest::Attach {
+            container_id,
+            tty: request.tty,
+            stdin: request.stdin,
+            stdout: request.stdout,
+            stderr: request.stderr,
+        });
+        Ok(Response::new(cri::AttachResponse { url }))
     }
 
     async fn port_forward(
         &self,
-        _: Request<cri::PortForwardRequest>,
+        request: Request<cri::PortForwardRequest>,
     ) -> RpcResult<cri::PortForwardResponse> {
-        unimplemented("PortForward")
+        let request = request.into_inner();
+        if let Some(port) = request.port.iter().find(|p| !(1..=65535).contains(*p)) {
+            return Err(Error::invalid_argument(format!("invalid port {port}")).into());
+        }
+        let (record, state) = self.daemon.sandboxes.status(&request.pod_sandbox_id)?;
+        if state != SandboxState::Ready {
+            return Err(Error::failed_precondition(format!(
+                "pod sandbox {} is not ready",
+                record.id
+            ))
+            .into());
+        }
+        let url = self.daemon.streaming.url_for(StreamRequest::PortForward {
+            sandbox_id: record.id,
+        });
+        Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
     async fn container_stats(

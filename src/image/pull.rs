@@ -688,6 +688,7 @@ async fn pull(
             .unwrap_or_default(),
         pinned: false,
     };
+    crate::fault::point("image.pull.after_layers_committed");
     save_record(inner, record).await?;
     Ok((config.digest, served_by.base_url()))
 }
@@ -1099,6 +1100,7 @@ impl LayerJob {
             rx,
             current: Bytes::new(),
             ended: false,
+            chunks: 0,
         };
         let result = unpack::extract_layer(
             &mut reader,
@@ -1128,6 +1130,8 @@ struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<Piece>,
     current: Bytes,
     ended: bool,
+    /// Chunks received so far (the crash tests die once the first one is unpacked).
+    chunks: u32,
 }
 
 impl Read for ChannelReader {
@@ -1137,7 +1141,14 @@ impl Read for ChannelReader {
                 return Ok(0);
             }
             match self.rx.blocking_recv() {
-                Some(Piece::Data(bytes)) => self.current = bytes,
+                Some(Piece::Data(bytes)) => {
+                    // The extractor asks for more only once it has written the first chunk.
+                    if self.chunks == 1 {
+                        crate::fault::point("image.pull.layer_partly_unpacked");
+                    }
+                    self.chunks += 1;
+                    self.current = bytes;
+                }
                 Some(Piece::End) => self.ended = true,
                 None => return Err(io::Error::other("download stopped before its end")),
             }

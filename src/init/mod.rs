@@ -500,8 +500,11 @@ fn exec_pause() -> Result<Outcome> {
 fn exec_process(exec: ExecPlan) -> Result<Outcome> {
     if exec.terminal {
         // The shim gave the pty slave as fd 0: make it the controlling terminal of a new
-        // session.
-        nix::unistd::setsid().map_err(|e| InitError::errno("setsid", e))?;
+        // session (an exec already leads one: EPERM then means just that).
+        let leads_session = nix::unistd::getsid(None).ok() == Some(nix::unistd::getpid());
+        if !leads_session {
+            nix::unistd::setsid().map_err(|e| InitError::errno("setsid", e))?;
+        }
         rustix::process::ioctl_tiocsctty(unsafe { std::os::fd::BorrowedFd::borrow_raw(0) })
             .map_err(|e| InitError::io("set the controlling terminal", &e.into()))?;
     }

@@ -11,6 +11,7 @@
 //! what a crash interrupted; every step of a run pushes its undo.
 
 pub mod podfiles;
+mod shim_watch;
 pub mod spec;
 pub mod sysctl;
 
@@ -146,6 +147,8 @@ pub struct SandboxManager {
     sandboxes: RwLock<HashMap<String, Arc<Sandbox>>>,
     names: Mutex<HashMap<String, NameEntry>>,
     events: Arc<crate::events::EventBus>,
+    /// Pods whose shim died unexpectedly (see shim_watch.rs).
+    shim_lost: tokio::sync::broadcast::Sender<String>,
 }
 
 pub fn now_nanos() -> i64 {
@@ -188,6 +191,7 @@ impl SandboxManager {
             sandboxes: RwLock::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
             events: Arc::new(crate::events::EventBus::new()),
+            shim_lost: tokio::sync::broadcast::channel(shim_watch::LOST_BACKLOG).0,
         })
     }
 
@@ -321,7 +325,10 @@ impl SandboxManager {
         let id = new_id();
         let mut undo = Vec::new();
         match self.create_steps(&id, spec, &mut undo).await {
-            Ok(()) => Ok(id),
+            Ok(()) => {
+                self.watch_shim(&id);
+                Ok(id)
+            }
             Err(err) => {
                 tracing::warn!(sandbox_id = %id, error = %err, "run pod sandbox failed; rolling back");
                 self.rollback(undo).await;
@@ -385,6 +392,7 @@ impl SandboxManager {
         };
         // Written before any resource is taken: recovery rolls back a Creating record.
         self.persist(&record)?;
+        crate::fault::point("sandbox.run.after_record");
         let sandbox = Sandbox::new(record, None);
         self.sandboxes
             .write()
@@ -413,6 +421,7 @@ impl SandboxManager {
                     path.display()
                 )))?;
             undo.push(Undo::UnpinNetns(path.clone()));
+            crate::fault::point("sandbox.run.after_netns_pin");
         }
 
         // The network and the processes only meet at the netns, which exists now.
@@ -432,6 +441,7 @@ impl SandboxManager {
             self.persist(&sandbox.record())?;
             let attachment = attachment(id, path, &metadata, &spec.port_mappings);
             let result = self.cni.add(&network, &attachment).await;
+            crate::fault::point("sandbox.run.after_cni_add");
             Ok(Some((network, attachment, result)))
         };
         let process_setup = async {
@@ -452,6 +462,7 @@ impl SandboxManager {
                 Ok(s) => s,
                 Err(e) => return Err((Error::from(e), None)),
             };
+            crate::fault::point("sandbox.run.after_shim_start");
             let bundle = state_dir.join("pause");
             let sysctls = &spec.sysctls;
             let pause = PauseSpec {
@@ -544,6 +555,7 @@ impl SandboxManager {
                 .map_err(io_err("writing the pod's hosts file"))?;
         }
         let (shim_pid, pause_pid) = shim_pid.unwrap_or_default();
+        crate::fault::point("sandbox.run.after_pause_create");
         let record = sandbox.update(|r| {
             r.shim_pid = Some(shim_pid);
             r.pause_pid = Some(pause_pid);
@@ -712,6 +724,7 @@ impl SandboxManager {
                 .del(&network.config, &attachment, prev.as_ref())
                 .await
                 .map_err(|e| Error::from(e).context("tearing down the pod network"))?;
+            crate::fault::point("sandbox.stop.after_cni_del");
             let rec = sb.update(|r| {
                 if let Some(n) = r.network.as_mut() {
                     n.torn_down = true
@@ -760,6 +773,7 @@ impl SandboxManager {
         if let Some(pid) = record.shim_pid {
             kill_if_same(pid, None);
         }
+        crate::fault::point("sandbox.stop.after_processes_killed");
         Ok(())
     }
 
@@ -788,6 +802,7 @@ impl SandboxManager {
         })
         .await
         .map_err(|e| Error::internal("cgroup task", e))??;
+        crate::fault::point("sandbox.remove.after_cgroups_removed");
         persist::remove_dir_all_if_exists(&self.state_dir(&record.id))
             .map_err(io_err("removing the sandbox state dir"))?;
         persist::remove_file_if_exists(&record.shim_socket)

@@ -235,6 +235,51 @@ pub struct ExecSyncOutput {
     pub stderr_truncated: bool,
 }
 
+/// Input messages queued toward the shim before the sender waits.
+const SESSION_INPUT_QUEUE: usize = 8;
+
+fn session_inputs(
+    open: OpenIo,
+    inputs: tokio::sync::mpsc::Receiver<process_input::Input>,
+) -> impl tokio_stream::Stream<Item = ProcessInput> + Send + 'static {
+    use tokio_stream::StreamExt;
+    let first = ProcessInput {
+        input: Some(process_input::Input::Open(open)),
+    };
+    tokio_stream::once(first).chain(
+        tokio_stream::wrappers::ReceiverStream::new(inputs)
+            .map(|input| ProcessInput { input: Some(input) }),
+    )
+}
+
+/// A live exec or attach: input goes through `input` (dropping it ends the client's side),
+/// output comes from `output` until the process's output ends (an exec's last message is
+/// its exit code).
+#[derive(Debug)]
+pub struct ProcessSession {
+    pub pid: u32,
+    pub input: tokio::sync::mpsc::Sender<process_input::Input>,
+    pub output: tonic::Streaming<ProcessOutput>,
+}
+
+impl ProcessSession {
+    async fn started(
+        method: &'static str,
+        input: tokio::sync::mpsc::Sender<process_input::Input>,
+        mut output: tonic::Streaming<ProcessOutput>,
+    ) -> Result<ProcessSession> {
+        match output.message().await.map_err(rpc(method))? {
+            Some(ProcessOutput {
+                output: Some(process_output::Output::Started(pid)),
+            }) => Ok(ProcessSession { pid, input, output }),
+            other => Err(ClientError::Rpc {
+                method,
+                status: tonic::Status::internal(format!("the shim answered {other:?}")),
+            }),
+        }
+    }
+}
+
 fn rpc(method: &'static str) -> impl FnOnce(tonic::Status) -> ClientError {
     move |status| ClientError::Rpc { method, status }
 }
@@ -364,6 +409,33 @@ impl ShimClient {
             stdout_truncated: response.stdout_truncated,
             stderr_truncated: response.stderr_truncated,
         })
+    }
+
+    /// Starts an interactive exec (`open.args` in container `open.id`); returns once the
+    /// command runs.
+    pub async fn exec(&mut self, open: OpenIo) -> Result<ProcessSession> {
+        let (input, inputs) = tokio::sync::mpsc::channel(SESSION_INPUT_QUEUE);
+        let stream = session_inputs(open, inputs);
+        let output = self
+            .raw
+            .exec(stream)
+            .await
+            .map_err(rpc("exec"))?
+            .into_inner();
+        ProcessSession::started("exec", input, output).await
+    }
+
+    /// Attaches to container `open.id`'s main process.
+    pub async fn attach(&mut self, open: OpenIo) -> Result<ProcessSession> {
+        let (input, inputs) = tokio::sync::mpsc::channel(SESSION_INPUT_QUEUE);
+        let stream = session_inputs(open, inputs);
+        let output = self
+            .raw
+            .attach(stream)
+            .await
+            .map_err(rpc("attach"))?
+            .into_inner();
+        ProcessSession::started("attach", input, output).await
     }
 
     /// Kills every process of the pod; the shim exits after answering.

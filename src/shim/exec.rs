@@ -7,8 +7,8 @@ use serde_json::Value;
 pub(super) const MAX_OUTPUT: usize = 16 * 1024 * 1024;
 
 /// The OCI `process` of an exec: the container's own (env, cwd, user, capabilities,
-/// rlimits, no_new_privileges ...) with `args` replaced and no terminal.
-pub(super) fn exec_process(config: &Value, args: &[String]) -> Result<Value, String> {
+/// rlimits, no_new_privileges ...) with `args` replaced, with or without a terminal.
+pub(super) fn exec_process(config: &Value, args: &[String], tty: bool) -> Result<Value, String> {
     let mut process = config
         .get("process")
         .filter(|p| p.is_object())
@@ -16,7 +16,7 @@ pub(super) fn exec_process(config: &Value, args: &[String]) -> Result<Value, Str
         .ok_or_else(|| "the container's config.json has no process".to_string())?;
     if let Some(fields) = process.as_object_mut() {
         fields.insert("args".into(), Value::from(args.to_vec()));
-        fields.insert("terminal".into(), Value::Bool(false));
+        fields.insert("terminal".into(), Value::Bool(tty));
         fields.remove("consoleSize");
         // Only one process of a container holds the command line of the container.
         fields.remove("commandLine");
@@ -98,7 +98,8 @@ mod tests {
                 "noNewPrivileges":true},"root":{"path":"rootfs"}}"#,
         )
         .unwrap();
-        let process = exec_process(&config, &["sh".into(), "-c".into(), "id".into()]).unwrap();
+        let process =
+            exec_process(&config, &["sh".into(), "-c".into(), "id".into()], false).unwrap();
         let expected: Value = serde_json::from_str(
             r#"{"terminal":false,"user":{"uid":1000,"gid":1000,"additionalGids":[10]},
                 "args":["sh","-c","id"],"env":["PATH=/bin","A=b"],"cwd":"/work",
@@ -115,7 +116,7 @@ mod tests {
     #[test]
     fn a_config_without_process_is_an_error() {
         let config: Value = serde_json::from_str(r#"{"ociVersion":"1.0.2"}"#).unwrap();
-        assert!(exec_process(&config, &["true".into()]).is_err());
+        assert!(exec_process(&config, &["true".into()], false).is_err());
     }
 
     #[test]

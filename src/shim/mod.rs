@@ -11,6 +11,7 @@
 pub mod bundle;
 pub mod client;
 mod exec;
+mod interactive;
 pub mod log;
 mod oom;
 mod service;
@@ -27,7 +28,7 @@ use std::process::ExitCode;
 use nix::unistd::{ForkResult, fork, setsid};
 
 pub use bundle::{PauseSpec, write_pause_bundle};
-pub use client::{CreateOptions, ShimClient, SpawnOptions, connect, spawn};
+pub use client::{CreateOptions, ProcessSession, ShimClient, SpawnOptions, connect, spawn};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ShimArgs {

@@ -42,7 +42,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// How long a reaped process's exit waits for its output to reach EOF (a grandchild may
 /// hold the pipes open for ever).
-const DRAIN_WAIT: Duration = Duration::from_secs(2);
+pub(super) const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
 pub(super) struct Shared {
     sandbox_id: String,
@@ -61,7 +61,7 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    fn table(&self) -> MutexGuard<'_, Table> {
+    pub(super) fn table(&self) -> MutexGuard<'_, Table> {
         // A poisoned lock means a panic mid-update; the table is still the best we have.
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -70,7 +70,7 @@ impl Shared {
         self.gates.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn ios(&self) -> MutexGuard<'_, std::collections::HashMap<String, ProcessIo>> {
+    pub(super) fn ios(&self) -> MutexGuard<'_, std::collections::HashMap<String, ProcessIo>> {
         self.ios.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -260,8 +260,8 @@ pub(super) async fn serve(
     Ok(())
 }
 
-struct Service {
-    shared: Arc<Shared>,
+pub(super) struct Service {
+    pub(super) shared: Arc<Shared>,
 }
 
 /// RPCs seen, so the shim can tell when it has gone quiet.
@@ -511,32 +511,35 @@ impl Service {
         Ok(pid)
     }
 
-    /// ExecSync: `berth init --exec-pid` runs the command in the container; its output is
-    /// collected (capped) until it exits and the pipes close, or the deadline passes.
-    async fn exec_sync(&self, request: &ExecSyncRequest) -> Result<ExecSyncResponse, Status> {
-        let id = request.id.as_str();
-        if request.args.is_empty() {
-            return Err(Status::invalid_argument("the command is empty"));
+    /// Starts an exec in running container `id`: `berth init --exec-pid` joins the
+    /// container and execs `args` with `stdio`. Returns once the command was exec'd (or
+    /// failed to be), at the latest at `report_deadline`.
+    pub(super) async fn start_exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        args: &[String],
+        tty: bool,
+        stdio: ChildStdio,
+        report_deadline: tokio::time::Instant,
+    ) -> Result<StartedExec, ExecStartError> {
+        if args.is_empty() {
+            return Err(Status::invalid_argument("the command is empty").into());
         }
-        let now = tokio::time::Instant::now();
-        let deadline = u64::try_from(request.timeout_seconds)
-            .ok()
-            .filter(|s| *s > 0)
-            .map(|s| now + Duration::from_secs(s));
         let (target, bundle) = {
             let table = self.shared.table();
             let record = table.processes.get(id).ok_or_else(|| not_found(id))?;
             if record.status != ProcStatus::Running || record.exit.is_some() {
-                return Err(Status::failed_precondition(format!(
-                    "container {id} is not running"
-                )));
+                return Err(
+                    Status::failed_precondition(format!("container {id} is not running")).into(),
+                );
             }
             let bundle = record.bundle.clone().ok_or_else(|| {
                 Status::failed_precondition(format!("process {id} has no bundle"))
             })?;
             (record.pid, bundle)
         };
-        let name = format!("{id}/{}", request.exec_id);
+        let name = format!("{id}/{exec_id}");
         let config_path = bundle.join("config.json");
         let config: serde_json::Value = std::fs::read(&config_path)
             .map_err(|e| e.to_string())
@@ -544,8 +547,8 @@ impl Service {
             .map_err(|e| {
                 Status::failed_precondition(format!("read {}: {e}", config_path.display()))
             })?;
-        let process = super::exec::exec_process(&config, &request.args)
-            .map_err(Status::failed_precondition)?;
+        let process =
+            super::exec::exec_process(&config, args, tty).map_err(Status::failed_precondition)?;
         let process_file = RemoveOnDrop(
             self.shared
                 .state_dir
@@ -555,16 +558,6 @@ impl Service {
         std::fs::write(&process_file.0, text)
             .map_err(|e| Status::internal(format!("write {}: {e}", process_file.0.display())))?;
 
-        let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC);
-        let (stdout_read, stdout_write) =
-            pipe().map_err(|e| Status::internal(format!("create stdout pipe: {e}")))?;
-        let (stderr_read, stderr_write) =
-            pipe().map_err(|e| Status::internal(format!("create stderr pipe: {e}")))?;
-        let stdio = ChildStdio {
-            stdin: Stdio::null(),
-            stdout: Stdio::from(stdout_write),
-            stderr: Stdio::from(stderr_write),
-        };
         let target_arg = target.to_string();
         let extra: [&std::ffi::OsStr; 4] = [
             "--exec-pid".as_ref(),
@@ -578,16 +571,8 @@ impl Service {
         let init_pid = i32::try_from(init_pid).unwrap_or(0);
         // No await since the spawn: the reaper cannot have seen this pid yet.
         self.shared.table().inits.insert(init_pid, name.clone());
-        let stdout = Arc::new(Mutex::new(CappedOutput::new(MAX_OUTPUT)));
-        let stderr = Arc::new(Mutex::new(CappedOutput::new(MAX_OUTPUT)));
-        let mut readers = Readers(vec![
-            tokio::spawn(collect_output(stdout_read, stdout.clone())),
-            tokio::spawn(collect_output(stderr_read, stderr.clone())),
-        ]);
 
         // init's report ("created" or its error), then EOF once the command was exec'd.
-        let report_deadline =
-            deadline.map_or(now + CREATE_TIMEOUT, |d| d.min(now + CREATE_TIMEOUT));
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
         let read = tokio::time::timeout_at(report_deadline, reader.read_line(&mut line)).await;
@@ -598,11 +583,8 @@ impl Service {
             Ok(Err(e)) => InitMessage::Error(format!("read from init: {e}")),
             Err(_) => {
                 kill_tree(init_pid);
-                if deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
-                    tracing::info!(exec = %name, "exec timed out before it started");
-                    return Ok(timed_out());
-                }
-                InitMessage::Error(format!("init did not report within {CREATE_TIMEOUT:?}"))
+                tracing::info!(exec = %name, "exec did not start in time");
+                return Err(ExecStartError::TimedOut);
             }
         };
         let pid = match message {
@@ -610,7 +592,7 @@ impl Service {
             InitMessage::Error(message) => {
                 kill_tree(init_pid);
                 tracing::info!(exec = %name, error = %message, "exec failed");
-                return Err(Status::unknown(message));
+                return Err(Status::unknown(message).into());
             }
         };
         let (exit_sender, exit) = tokio::sync::oneshot::channel();
@@ -636,11 +618,68 @@ impl Service {
                     _ => format!("init sent {:?}", rest.trim_end()),
                 };
                 tracing::info!(exec = %name, error = %message, "exec failed");
-                return Err(Status::unknown(message));
+                return Err(Status::unknown(message).into());
             }
             // The command runs; whatever went wrong with the socket, its exit tells.
             Ok(Err(_)) | Err(_) => {}
         }
+        Ok(StartedExec { pid, name, exit })
+    }
+
+    /// ExecSync: `berth init --exec-pid` runs the command in the container; its output is
+    /// collected (capped) until it exits and the pipes close, or the deadline passes.
+    async fn exec_sync(&self, request: &ExecSyncRequest) -> Result<ExecSyncResponse, Status> {
+        let id = request.id.as_str();
+        if request.args.is_empty() {
+            return Err(Status::invalid_argument("the command is empty"));
+        }
+        let now = tokio::time::Instant::now();
+        let deadline = u64::try_from(request.timeout_seconds)
+            .ok()
+            .filter(|s| *s > 0)
+            .map(|s| now + Duration::from_secs(s));
+        let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC);
+        let (stdout_read, stdout_write) =
+            pipe().map_err(|e| Status::internal(format!("create stdout pipe: {e}")))?;
+        let (stderr_read, stderr_write) =
+            pipe().map_err(|e| Status::internal(format!("create stderr pipe: {e}")))?;
+        let stdio = ChildStdio {
+            stdin: Stdio::null(),
+            stdout: Stdio::from(stdout_write),
+            stderr: Stdio::from(stderr_write),
+        };
+        let stdout = Arc::new(Mutex::new(CappedOutput::new(MAX_OUTPUT)));
+        let stderr = Arc::new(Mutex::new(CappedOutput::new(MAX_OUTPUT)));
+        let mut readers = Readers(vec![
+            tokio::spawn(collect_output(stdout_read, stdout.clone())),
+            tokio::spawn(collect_output(stderr_read, stderr.clone())),
+        ]);
+        let report_deadline =
+            deadline.map_or(now + CREATE_TIMEOUT, |d| d.min(now + CREATE_TIMEOUT));
+        let started = self
+            .start_exec(
+                id,
+                &request.exec_id,
+                &request.args,
+                false,
+                stdio,
+                report_deadline,
+            )
+            .await;
+        let StartedExec { pid, name, exit } = match started {
+            Ok(started) => started,
+            Err(ExecStartError::TimedOut)
+                if deadline.is_some_and(|d| d <= tokio::time::Instant::now()) =>
+            {
+                return Ok(timed_out());
+            }
+            Err(ExecStartError::TimedOut) => {
+                return Err(Status::unknown(format!(
+                    "init did not report within {CREATE_TIMEOUT:?}"
+                )));
+            }
+            Err(ExecStartError::Status(status)) => return Err(status),
+        };
 
         let exit_code = match deadline {
             Some(deadline) => match tokio::time::timeout_at(deadline, exit).await {
@@ -720,6 +759,27 @@ impl Service {
         }
         let _ = std::fs::remove_file(&self.shared.socket);
         self.shared.save(&self.shared.table());
+    }
+}
+
+/// An exec whose command runs.
+pub(super) struct StartedExec {
+    pub pid: i32,
+    /// "container/exec id", for the log.
+    pub name: String,
+    /// Its exit code, from the reaper.
+    pub exit: tokio::sync::oneshot::Receiver<i32>,
+}
+
+pub(super) enum ExecStartError {
+    /// The report deadline passed before the command was exec'd (it was killed).
+    TimedOut,
+    Status(Status),
+}
+
+impl From<Status> for ExecStartError {
+    fn from(status: Status) -> Self {
+        ExecStartError::Status(status)
     }
 }
 
@@ -975,6 +1035,28 @@ impl Shim for Service {
         request: Request<ExecSyncRequest>,
     ) -> Result<Response<ExecSyncResponse>, Status> {
         self.exec_sync(&request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type ExecStream = super::interactive::OutputStream;
+
+    async fn exec(
+        &self,
+        request: Request<tonic::Streaming<ProcessInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        self.exec_stream(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type AttachStream = super::interactive::OutputStream;
+
+    async fn attach(
+        &self,
+        request: Request<tonic::Streaming<ProcessInput>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        self.attach_stream(request.into_inner())
             .await
             .map(Response::new)
     }

@@ -2,9 +2,9 @@
 //! keeps the other ends, non-blocking and close-on-exec (so no later init inherits them),
 //! and one task per output reads them into the CRI log.
 //!
-//! Attach (issue 5) plugs in here: `ProcessIo::stdin` is where its input goes (the stdin
-//! pipe's write end, or the pty master), `console` takes window resizes, and the readers
-//! are where live output will be copied to attached clients.
+//! Attach plugs in here: `ProcessIo::stdin` is where its input goes (the stdin pipe's
+//! write end, or the pty master), `console` takes window resizes, and the readers copy
+//! live output to the attached clients through `ProcessIo::attach`.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -54,17 +54,91 @@ pub(super) struct ChildStdio {
 /// What the shim keeps of a process's stdio, until the process is deleted.
 #[derive(Debug, Default)]
 pub(super) struct ProcessIo {
-    /// Where attach writes: the stdin pipe's write end, or a dup of the pty master.
-    /// Nothing writes to it yet; it is kept so the process's stdin stays open.
-    #[allow(dead_code)] // for attach (issue 5)
+    /// Where attach writes: the stdin pipe's write end, or a dup of the pty master. Held
+    /// so the process's stdin stays open; dropped when `stdin_once` says so.
     pub stdin: Option<OwnedFd>,
-    #[allow(dead_code)] // for attach (issue 5)
     pub stdin_once: bool,
     /// The pty master, for window resizes, when the process has a terminal.
-    #[allow(dead_code)] // for attach and exec resizes (issue 5)
     pub console: Option<OwnedFd>,
     pub log: Option<Arc<Mutex<LogFile>>>,
+    pub attach: Arc<AttachHub>,
     readers: Vec<JoinHandle<()>>,
+}
+
+/// Output chunks queued per attached client before it starts losing output: a client
+/// that cannot keep up must not stall the log (or the container behind it).
+const ATTACH_QUEUE: usize = 64;
+
+/// The clients attached to a process's live output.
+#[derive(Debug, Default)]
+pub(super) struct AttachHub {
+    inner: Mutex<HubState>,
+}
+
+#[derive(Debug, Default)]
+struct HubState {
+    clients: Vec<tokio::sync::mpsc::Sender<(Stream, bytes::Bytes)>>,
+    /// Outputs still open; at zero the process's output is over and clients are let go.
+    open_outputs: usize,
+    ended: bool,
+    dropped_chunks: u64,
+}
+
+impl AttachHub {
+    fn state(&self) -> std::sync::MutexGuard<'_, HubState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new client's output queue; None once the output has ended.
+    pub fn subscribe(&self) -> Option<tokio::sync::mpsc::Receiver<(Stream, bytes::Bytes)>> {
+        let mut state = self.state();
+        if state.ended {
+            return None;
+        }
+        let (sender, receiver) = tokio::sync::mpsc::channel(ATTACH_QUEUE);
+        state.clients.push(sender);
+        Some(receiver)
+    }
+
+    fn outputs_opened(&self, count: usize) {
+        self.state().open_outputs = count;
+    }
+
+    fn publish(&self, stream: Stream, data: &[u8]) {
+        let mut state = self.state();
+        if state.clients.is_empty() {
+            return;
+        }
+        let chunk = bytes::Bytes::copy_from_slice(data);
+        let mut dropped = 0;
+        state
+            .clients
+            .retain(|client| match client.try_send((stream, chunk.clone())) {
+                Ok(()) => true,
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                    dropped += 1;
+                    true
+                }
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
+            });
+        if dropped > 0 {
+            state.dropped_chunks += dropped;
+            tracing::debug!(
+                dropped = state.dropped_chunks,
+                "attach client too slow: output dropped"
+            );
+        }
+    }
+
+    fn output_ended(&self) {
+        let mut state = self.state();
+        state.open_outputs = state.open_outputs.saturating_sub(1);
+        if state.open_outputs == 0 {
+            state.ended = true;
+            // Their queues end once drained: the clients see the output is over.
+            state.clients.clear();
+        }
+    }
 }
 
 impl Drop for ProcessIo {
@@ -152,17 +226,26 @@ pub(super) fn start_readers(
     tty: bool,
     closed: impl Fn() + Clone + Send + 'static,
 ) {
+    io.attach.outputs_opened(outputs.0.len());
     for (stream, fd) in outputs.0 {
         let log = io.log.clone();
+        let attach = io.attach.clone();
         let closed = closed.clone();
         io.readers.push(tokio::spawn(async move {
-            read_output(fd, stream, tty, log).await;
+            read_output(fd, stream, tty, log, &attach).await;
+            attach.output_ended();
             closed();
         }));
     }
 }
 
-async fn read_output(fd: OwnedFd, stream: Stream, tty: bool, log: Option<Arc<Mutex<LogFile>>>) {
+async fn read_output(
+    fd: OwnedFd,
+    stream: Stream,
+    tty: bool,
+    log: Option<Arc<Mutex<LogFile>>>,
+    attach: &AttachHub,
+) {
     // SAFETY: the AsyncFd owns the OwnedFd, so the fd stays open and the same for its
     // whole life.
     let registered = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
@@ -189,6 +272,7 @@ async fn read_output(fd: OwnedFd, stream: Stream, tty: bool, log: Option<Arc<Mut
                     Ok(0) => return Ok(0),
                     Ok(n) => {
                         log_chunk(&mut splitter, stream, log.as_deref(), &buf[..n]);
+                        attach.publish(stream, &buf[..n]);
                         return Ok(n);
                     }
                     Err(Errno::EINTR) => continue,
@@ -242,16 +326,16 @@ pub(super) fn lock(log: &Mutex<LogFile>) -> std::sync::MutexGuard<'_, LogFile> {
     log.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+pub(super) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
 }
 
-fn set_cloexec(fd: &impl AsFd) -> io::Result<()> {
+pub(super) fn set_cloexec(fd: &impl AsFd) -> io::Result<()> {
     fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
     Ok(())
 }
 
-fn set_nonblocking(fd: &impl AsFd) -> io::Result<()> {
+pub(super) fn set_nonblocking(fd: &impl AsFd) -> io::Result<()> {
     let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
     fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
     Ok(())

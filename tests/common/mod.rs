@@ -98,6 +98,8 @@ pub struct TestDaemon {
     pub log: PathBuf,
     child: Option<Child>,
     extra_args: Vec<String>,
+    /// Environment of the next spawn (BERTH_FAULT for the crash tests).
+    env: Vec<(String, String)>,
 }
 
 impl TestDaemon {
@@ -107,6 +109,19 @@ impl TestDaemon {
     }
 
     pub async fn start_with(network: bool, extra_args: &[&str]) -> TestDaemon {
+        Self::start_full(network, extra_args, &[]).await
+    }
+
+    /// A daemon with the bridge network that kills itself at fault point `point`.
+    pub async fn start_armed(point: &str) -> TestDaemon {
+        Self::start_full(true, &[], &[("BERTH_FAULT", point)]).await
+    }
+
+    pub async fn start_full(
+        network: bool,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestDaemon {
         require_root_and_tools();
         let dir = tempfile::Builder::new()
             .prefix("berth-test")
@@ -126,6 +141,10 @@ impl TestDaemon {
             net,
             child: None,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         fs::create_dir_all(&daemon.cni_conf_dir).expect("conf dir");
         fs::create_dir_all(&daemon.registry_dir).expect("registry dir");
@@ -195,6 +214,7 @@ impl TestDaemon {
             .arg("--log-level")
             .arg("debug")
             .args(&self.extra_args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log);
@@ -267,6 +287,126 @@ impl TestDaemon {
         self.kill9();
         self.spawn();
         self.wait_ready().await;
+    }
+
+    /// Waits for the daemon to die at fault point `point` (SIGKILL, and the line it logs).
+    pub async fn expect_killed_at(&mut self, point: &str) {
+        use std::os::unix::process::ExitStatusExt;
+        let mut child = self.child.take().expect("the daemon is not running");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("waiting for berth") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "berth did not die at fault point {point} (was it built with --features fault-injection?):\n{}",
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "berth ended with {status}, not at fault point {point}:\n{}",
+            self.log_text()
+        );
+        assert!(
+            self.log_text()
+                .contains(&format!("fault injection: killed at {point}")),
+            "berth was killed, but not at {point}:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Starts the daemon again after it died, without any fault armed.
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the daemon is still running");
+        self.env.retain(|(k, _)| k != "BERTH_FAULT");
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    /// Open file descriptors of the daemon.
+    pub fn daemon_fds(&self) -> usize {
+        let pid = self.daemon_pid().expect("the daemon is not running");
+        fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Everything pods, containers and pulls can leave behind, counted.
+    pub fn leaks(&self) -> Leaks {
+        let names = |dir: &Path| -> Vec<String> {
+            fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path().display().to_string())
+                .collect()
+        };
+        let mut files = Vec::new();
+        for dir in [
+            self.root.join("sandboxes"),
+            self.root.join("containers"),
+            self.state.join("sandboxes"),
+            self.state.join("containers"),
+            self.state.join("s"),
+        ] {
+            files.extend(names(&dir));
+        }
+        let images = self.root.join("images");
+        let mut image_debris = names(&images.join("ingest"));
+        image_debris.extend(
+            names(&images.join("layers"))
+                .into_iter()
+                .chain(names(&images.join("records")))
+                .filter(|p| p.contains("/.tmp")),
+        );
+        Leaks {
+            processes: self
+                .leftover_processes()
+                .into_iter()
+                .map(|(pid, cmd)| format!("{pid} {cmd}"))
+                .collect(),
+            mounts: self.leftover_mounts(),
+            netns_pins: names(&self.state.join("netns")),
+            veths: names(&PathBuf::from(format!(
+                "/sys/class/net/{}/brif",
+                self.net.bridge()
+            ))),
+            ip_leases: self.ip_leases(),
+            cgroups: self
+                .leftover_cgroups()
+                .into_iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            files,
+            image_debris,
+        }
+    }
+
+    /// Image blobs and unpacked layers in the store.
+    pub fn image_content(&self) -> (usize, usize) {
+        let images = self.root.join("images");
+        let count = |dir: PathBuf| fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+        (
+            count(images.join("blobs/sha256")),
+            count(images.join("layers")),
+        )
+    }
+
+    /// Asserts that nothing at all is left (no pod, container or pull under way).
+    pub fn assert_no_leaks(&self, when: &str) {
+        let leaks = self.leaks();
+        assert!(
+            leaks.is_empty(),
+            "{when}: left behind {leaks:#?}\n{}",
+            self.log_text()
+        );
     }
 
     pub fn daemon_pid(&self) -> Option<u32> {
@@ -347,6 +487,41 @@ impl TestDaemon {
             }
         }
         leases
+    }
+}
+
+/// What a test daemon left behind: each list should be empty when no pod exists.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Leaks {
+    pub processes: Vec<String>,
+    pub mounts: Vec<String>,
+    pub netns_pins: Vec<String>,
+    pub veths: Vec<String>,
+    pub ip_leases: Vec<String>,
+    pub cgroups: Vec<String>,
+    /// Records, state dirs, bundles and shim sockets.
+    pub files: Vec<String>,
+    /// Half-written image content (ingest, temp layer dirs, temp records).
+    pub image_debris: Vec<String>,
+}
+
+impl Leaks {
+    pub fn is_empty(&self) -> bool {
+        self.counts().iter().all(|(_, n)| *n == 0)
+    }
+
+    /// Each counter by name.
+    pub fn counts(&self) -> [(&'static str, usize); 8] {
+        [
+            ("processes", self.processes.len()),
+            ("mounts", self.mounts.len()),
+            ("netns", self.netns_pins.len()),
+            ("veths", self.veths.len()),
+            ("ip_leases", self.ip_leases.len()),
+            ("cgroups", self.cgroups.len()),
+            ("files", self.files.len()),
+            ("image_debris", self.image_debris.len()),
+        ]
     }
 }
 
