@@ -740,3 +740,57 @@ async fn metrics_endpoint_serves_prometheus_text() {
     stop_pod(&mut rt, &pod).await;
     remove_pod(&mut rt, &pod).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_shim_shows_as_stopped_pod_and_container_events() {
+    use cri::ContainerEventType::*;
+    let daemon = start_daemon(&[]).await;
+    let mut rt = daemon.runtime().await;
+    let config = pod_config("stats-shim-death");
+    let pod = run_pod(&mut rt, config.clone()).await.unwrap();
+    let id = create(
+        &mut rt,
+        &pod,
+        &config,
+        container_config("c", &["sleep", "1000"]),
+    )
+    .await;
+    start(&mut rt, &id).await;
+    let mut events = daemon
+        .runtime()
+        .await
+        .get_container_events(cri::GetEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let status = pod_status(&mut rt, &pod, true).await.unwrap();
+    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+    let shim = info["shimPid"].as_u64().expect("shimPid in verbose info") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let seen = collect_events(&mut events, Duration::from_secs(15), |e| {
+        kinds_of(e, &pod).contains(&ContainerStoppedEvent)
+            && kinds_of(e, &id).contains(&ContainerStoppedEvent)
+    })
+    .await;
+    let stopped = seen
+        .iter()
+        .find(|e| e.container_id == id)
+        .expect("the container's STOPPED event");
+    let own = stopped
+        .containers_statuses
+        .iter()
+        .find(|s| s.id == id)
+        .unwrap();
+    assert_eq!(own.state, cri::ContainerState::ContainerExited as i32);
+    let pod_event = seen.iter().find(|e| e.container_id == pod).unwrap();
+    assert_eq!(
+        pod_event.pod_sandbox_status.as_ref().unwrap().state,
+        cri::PodSandboxState::SandboxNotready as i32
+    );
+    stop_pod(&mut rt, &pod).await;
+    remove_pod(&mut rt, &pod).await;
+}
