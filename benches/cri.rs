@@ -5,6 +5,7 @@
 //! cargo bench --bench cri -- pods  --endpoint unix:///run/berth/berth.sock --pods 20 [--daemon-pid N]
 //! cargo bench --bench cri -- pull  --endpoint unix:///run/berth/berth.sock --image REF --runs 10
 //! cargo bench --bench cri -- containers --endpoint unix:///run/berth/berth.sock --image REF --pods 20
+//! cargo bench --bench cri -- stats --endpoint unix:///run/berth/berth.sock --image REF --pods 50 --runs 50
 //! cargo bench --bench cri -- shell --runs 5 --setup 'rm -rf d; mkdir d' -- 'gzip -dc a.tgz | tar -x -C d'
 //! cargo bench --bench cri -- streaming --endpoint unix:///run/berth/berth.sock --image REF --runs 5
 //! cargo bench --bench cri -- churn --endpoint unix:///run/berth/berth.sock --image REF --pods 100 --clients 2 \
@@ -16,6 +17,8 @@
 //! reads the memory of each pod's pause process and of its parent (the shim) from
 //! /proc/<pid>/smaps_rollup while all pods run; `pull` times cold pulls (the image is removed
 //! before each); `shell` times a shell command the same way (after an untimed `--setup`), for a baseline;
+//! `stats` starts `--pods` sleeping containers (five per pod) and times `--runs` calls of
+//! ListContainerStats and ListPodSandboxStats over all of them, as a kubelet polls.
 //! `streaming` times ExecSync of `true`, and measures the throughput of `cat` of a 256 MiB
 //! file through an Exec over SPDY and of a port-forward (over SPDY) reading 256 MiB from a
 //! server in the pod;
@@ -483,6 +486,147 @@ async fn containers(args: &Args) -> Result<(), Error> {
     report(&args.label, "RemoveContainer", &mut remove);
     report(&args.label, "pod+container", &mut whole);
     Ok(())
+}
+
+/// Containers per pod in the stats benchmark: several pods, as on a node.
+const STATS_CONTAINERS_PER_POD: usize = 5;
+
+/// ListContainerStats and ListPodSandboxStats with `--pods` running containers.
+async fn stats(args: &Args) -> Result<(), Error> {
+    if args.image.is_empty() {
+        return Err("stats needs --image".into());
+    }
+    let channel = channel(&args.endpoint).await?;
+    let mut rt = RuntimeServiceClient::new(channel.clone());
+    ImageServiceClient::new(channel)
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: args.image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?;
+    let run = format!("{:08x}", rand::random::<u32>());
+    // Pod cgroups under a parent of the bench's own, as the kubelet gives them (containerd
+    // has no pod stats without one); removed at the end, as the kubelet would.
+    let cgroup_parent = format!("/berth-bench-{run}");
+    let mut pods = Vec::new();
+    let mut started = 0;
+    while started < args.pods {
+        let mut config = pod_config(200 + pods.len(), &run);
+        if let Some(linux) = config.linux.as_mut() {
+            linux.cgroup_parent = format!("{cgroup_parent}/pod{}", pods.len());
+        }
+        let pod = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await?
+            .into_inner()
+            .pod_sandbox_id;
+        pods.push(pod.clone());
+        for _ in 0..STATS_CONTAINERS_PER_POD.min(args.pods - started) {
+            let id = rt
+                .create_container(cri::CreateContainerRequest {
+                    pod_sandbox_id: pod.clone(),
+                    config: Some(container_config(&format!("c{started}"), &args.image)),
+                    sandbox_config: Some(config.clone()),
+                })
+                .await?
+                .into_inner()
+                .container_id;
+            rt.start_container(cri::StartContainerRequest { container_id: id })
+                .await?;
+            started += 1;
+        }
+    }
+    // The steady state a kubelet polls in, the same wait for every runtime.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (mut containers, mut sandboxes) = (Vec::new(), Vec::new());
+    let mut sandbox_error = None;
+    for call in 0..=args.runs {
+        let t0 = Instant::now();
+        let listed = rt
+            .list_container_stats(cri::ListContainerStatsRequest { filter: None })
+            .await?
+            .into_inner()
+            .stats;
+        let elapsed = t0.elapsed();
+        if listed.len() != args.pods {
+            return Err(format!(
+                "ListContainerStats listed {} containers, not {}",
+                listed.len(),
+                args.pods
+            )
+            .into());
+        }
+        // The first call may read what no cache holds yet; it is not counted.
+        if call > 0 {
+            containers.push(elapsed);
+        }
+        if sandbox_error.is_none() {
+            let t0 = Instant::now();
+            match rt
+                .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest { filter: None })
+                .await
+            {
+                Ok(_) if call > 0 => sandboxes.push(t0.elapsed()),
+                Ok(_) => {}
+                Err(e) => sandbox_error = Some(e),
+            }
+        }
+    }
+    for pod in pods {
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await?;
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await?;
+    }
+    remove_cgroup_tree(&cgroup_parent);
+    report(
+        &args.label,
+        &format!("ListContainerStats ({} containers)", args.pods),
+        &mut containers,
+    );
+    match sandbox_error {
+        None => report(&args.label, "ListPodSandboxStats", &mut sandboxes),
+        Some(e) => println!(
+            "{:<12} ListPodSandboxStats failed: {} {}",
+            args.label,
+            e.code(),
+            e.message()
+        ),
+    }
+    Ok(())
+}
+
+/// Removes `path` and the (empty) cgroups below it in every mounted hierarchy.
+fn remove_cgroup_tree(path: &str) {
+    fn remove(dir: &std::path::Path) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove(&entry.path());
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        if (right.starts_with("cgroup ") || right.starts_with("cgroup2 "))
+            && let Some(mount_point) = left.split(' ').nth(4)
+        {
+            remove(&std::path::Path::new(mount_point).join(path.trim_start_matches('/')));
+        }
+    }
 }
 
 fn shell(args: &Args) -> Result<(), Error> {
@@ -1038,11 +1182,12 @@ fn main() -> Result<(), Error> {
         "pods" => runtime.block_on(pods(&args)),
         "pull" => runtime.block_on(pull(&args)),
         "containers" => runtime.block_on(containers(&args)),
+        "stats" => runtime.block_on(stats(&args)),
         "shell" => shell(&args),
         "churn" => runtime.block_on(churn(&args)),
         "streaming" => runtime.block_on(streaming(&args)),
         other => Err(format!(
-            "unknown mode {other:?}: pods, containers, pull, churn, streaming or shell"
+            "unknown mode {other:?}: pods, containers, pull, stats, churn, streaming or shell"
         )
         .into()),
     }

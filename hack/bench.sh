@@ -7,6 +7,8 @@
 #   containers  CreateContainer, StartContainer, StopContainer (a process that exits on
 #         SIGTERM), RemoveContainer over $BENCH_PODS containers in one pod, and RunPodSandbox +
 #         CreateContainer + StartContainer as one path (median, p90)
+#   stats ListContainerStats and ListPodSandboxStats over $BENCH_STATS_CONTAINERS (50) running
+#         containers, five per pod, $BENCH_STATS_RUNS (50) calls (median, p90)
 #   pull  cold PullImage of the small busybox image and of the generated 200 MiB 8-layer
 #         image (berth-bench/big:v1), and `gzip -dc | tar -x` of that image's layer blobs from
 #         local disk one after the other (the single-core floor of the unpack alone)
@@ -15,7 +17,7 @@
 #         (processes, mounts, netns, veths, IP leases, cgroups, files, daemon fds) after - before
 #   streaming  ExecSync of `true` (median, p90); throughput of `cat` of a 256 MiB file through
 #         Exec over SPDY, and of a port-forward over SPDY reading 256 MiB from a server in the pod
-# Usage: sudo hack/bench.sh [pods|containers|pull|churn|streaming|all]   (default all)
+# Usage: sudo hack/bench.sh [pods|containers|stats|pull|churn|streaming|all]   (default all)
 # Env: BENCH_PODS (20), BENCH_RUNS (10), BENCH_CHURN_PODS (100), BENCH_CONTAINERD=0 to
 # measure berth alone.
 set -euo pipefail
@@ -23,6 +25,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=hack/lib.sh
 source hack/lib.sh
 berth_need_root
+# One run at a time per machine: runs share /run/berth-bench, /var/lib/berth-bench and the
+# bridge names.
+exec 9>/run/berth-bench.lock
+flock 9
 
 what=${1:-all}
 pods=${BENCH_PODS:-20}
@@ -52,7 +58,8 @@ hack/registry.sh start
 hack/test-images.sh
 hack/test-images.sh bench
 cargo build --release --bin berth --bench cri
-bench=$(find target/release/deps -maxdepth 1 -name 'cri-*' -type f -executable -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2)
+target=${CARGO_TARGET_DIR:-target}
+bench=$(find "$target"/release/deps -maxdepth 1 -name 'cri-*' -type f -executable -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2)
 registry="127.0.0.1:${BERTH_REGISTRY_PORT:-5000}"
 small="docker.io/library/busybox:latest"
 big="$registry/berth-bench/big:v1"
@@ -101,6 +108,11 @@ measure() { # LABEL ENDPOINT
 		"$bench" containers --label "$label" --endpoint "$endpoint" --image "$small" --pods "$pods" ||
 			echo "$label: the container benchmark failed (above)"
 	fi
+	if [[ $what == stats || $what == all ]]; then
+		"$bench" stats --label "$label" --endpoint "$endpoint" --image "$small" \
+			--pods "${BENCH_STATS_CONTAINERS:-50}" --runs "${BENCH_STATS_RUNS:-50}" ||
+			echo "$label: the stats benchmark failed (above)"
+	fi
 	if [[ $what == churn || $what == all ]]; then
 		"$bench" churn --label "$label" --endpoint "$endpoint" --image "$small" --pods "$churn_pods" \
 			--clients 2 --daemon-pid "$daemon_pid" "${churn_args[@]}" ||
@@ -132,7 +144,7 @@ bin_dirs = ["/usr/lib/cni"]
 config_path = ["$repo/critest-config/certs.d"]
 EOF
 rm -rf /var/lib/berth-bench
-target/release/berth --config "$work/berth.toml" 2>"$work/berth.log" &
+"$target"/release/berth --config "$work/berth.toml" 2>"$work/berth.log" &
 daemon_pid=$!
 wait_socket "$work/berth.sock"
 # Shims by their state dir; pause and containers by the churn's cgroup parent.

@@ -75,6 +75,8 @@ pub struct Config {
     pub streaming: StreamingConfig,
     pub registry: RegistryConfig,
     pub image: ImageConfig,
+    pub stats: StatsConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,6 +114,40 @@ pub struct ImageConfig {
     pub max_unpacked_size: u64,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatsConfig {
+    /// How often the collector reads every container's and pod's figures; the stats RPCs
+    /// answer from what it last read.
+    #[serde(with = "duration_text")]
+    pub collection_period: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve berth's own Prometheus metrics on `address`.
+    pub enabled: bool,
+    pub address: std::net::SocketAddr,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        StatsConfig {
+            collection_period: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: false,
+            address: std::net::SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -126,6 +162,8 @@ impl Default for Config {
             streaming: StreamingConfig::default(),
             registry: RegistryConfig::default(),
             image: ImageConfig::default(),
+            stats: StatsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -219,6 +257,15 @@ pub struct ConfigFlags {
     /// Largest unpacked layer in bytes, 0 for unlimited [image.max_unpacked_size].
     #[arg(long)]
     pub max_unpacked_size: Option<u64>,
+    /// e.g. 10s, 1s [stats.collection_period].
+    #[arg(long, value_parser = parse_duration_flag)]
+    pub stats_collection_period: Option<Duration>,
+    /// Serve berth's Prometheus metrics [metrics.enabled].
+    #[arg(long)]
+    pub enable_metrics: bool,
+    /// Metrics endpoint address, e.g. 127.0.0.1:9090; implies --enable-metrics [metrics.address].
+    #[arg(long)]
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 fn parse_duration_flag(text: &str) -> Result<Duration, String> {
@@ -286,6 +333,14 @@ impl Config {
         );
         set(&mut self.image.min_free_space, &f.min_free_space);
         set(&mut self.image.max_unpacked_size, &f.max_unpacked_size);
+        set(
+            &mut self.stats.collection_period,
+            &f.stats_collection_period,
+        );
+        if f.enable_metrics || f.metrics_address.is_some() {
+            self.metrics.enabled = true;
+        }
+        set(&mut self.metrics.address, &f.metrics_address);
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -320,6 +375,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "image.max_concurrent_downloads",
                 message: "must be at least 1".into(),
+            });
+        }
+        if self.stats.collection_period < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid {
+                key: "stats.collection_period",
+                message: "must be at least 100ms".into(),
             });
         }
         if self.image.pull_progress_timeout.is_zero() {
@@ -384,6 +445,17 @@ max_concurrent_downloads = {downloads}
 min_free_space = {min_free}
 # Largest unpacked size of one layer in bytes; 0 = unlimited (--max-unpacked-size).
 max_unpacked_size = {max_unpacked}
+
+[stats]
+# How often container and pod stats are read; the stats RPCs answer from the last read
+# (--stats-collection-period).
+collection_period = "{stats_period}"
+
+[metrics]
+# Serve berth's own Prometheus metrics on http://<address>/metrics (--enable-metrics).
+enabled = false
+# (--metrics-address, which also enables them).
+address = "{metrics_address}"
 "#,
             socket = d.socket.display(),
             root = d.root.display(),
@@ -398,6 +470,8 @@ max_unpacked_size = {max_unpacked}
             downloads = d.image.max_concurrent_downloads,
             min_free = d.image.min_free_space,
             max_unpacked = d.image.max_unpacked_size,
+            stats_period = humantime::format_duration(d.stats.collection_period),
+            metrics_address = d.metrics.address,
         )
     }
 }
@@ -482,6 +556,36 @@ mod tests {
         assert_eq!(config.image.pull_progress_timeout, Duration::from_secs(7));
         // Untouched keys keep the defaults.
         assert_eq!(config.root, PathBuf::from("/var/lib/berth"));
+    }
+
+    #[test]
+    fn stats_and_metrics_keys_parse_and_flags_enable_metrics() {
+        let mut config = Config::from_toml(
+            "[stats]\ncollection_period = \"2s\"\n[metrics]\nenabled = true\naddress = \"127.0.0.1:9191\"\n",
+            Path::new("c"),
+        )
+        .unwrap();
+        assert_eq!(config.stats.collection_period, Duration::from_secs(2));
+        assert!(config.metrics.enabled);
+        assert_eq!(config.metrics.address.port(), 9191);
+        assert!(!Config::default().metrics.enabled, "off by default");
+        let mut flagged = Config::default();
+        flagged.apply_flags(&ConfigFlags {
+            metrics_address: Some("127.0.0.1:9300".parse().unwrap()),
+            ..Default::default()
+        });
+        assert!(flagged.metrics.enabled);
+        config.stats.collection_period = Duration::from_millis(1);
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("collection_period")
+        );
+        let err =
+            Config::from_toml("[metrics]\naddress = \"nowhere\"\n", Path::new("c")).unwrap_err();
+        assert!(err.to_string().contains("address"), "{err}");
     }
 
     #[test]

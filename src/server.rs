@@ -119,6 +119,11 @@ async fn serve(config: Config) -> Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
 
     let daemon = crate::cri::Daemon::open(config.clone()).await?;
+    let metrics_listener = if config.metrics.enabled {
+        Some(crate::metrics::http::bind(config.metrics.address).await?)
+    } else {
+        None
+    };
     let runtime_service = RuntimeServiceServer::new(daemon.runtime_service())
         .max_decoding_message_size(16 * 1024 * 1024)
         .max_encoding_message_size(16 * 1024 * 1024);
@@ -135,6 +140,7 @@ async fn serve(config: Config) -> Result<()> {
                 request_id = %format!("{:08x}", rand::random::<u32>()),
             )
         })
+        .layer(crate::metrics::rpc::RpcMetricsLayer)
         .layer(gate)
         .add_service(runtime_service)
         .add_service(image_service)
@@ -144,6 +150,10 @@ async fn serve(config: Config) -> Result<()> {
     // Serve (answering Unavailable) while recovery runs, so clients see why they wait.
     daemon.recover().await?;
     ready.store(true, Ordering::Release);
+    if let Some(listener) = metrics_listener {
+        tracing::info!(address = %config.metrics.address, "serving metrics on /metrics");
+        crate::metrics::http::serve(listener, daemon.clone());
+    }
     tracing::info!(socket = %config.socket.display(), "berth is ready");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 

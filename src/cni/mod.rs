@@ -157,6 +157,7 @@ impl CniManager {
         net: &NetworkConfigList,
         att: &Attachment,
     ) -> Result<CniResult, CniError> {
+        let _timer = crate::metrics::cni_timer("add");
         let netns = att
             .netns
             .as_deref()
@@ -221,6 +222,7 @@ impl CniManager {
         att: &Attachment,
         prev_result: Option<&Value>,
     ) -> Result<(), CniError> {
+        let _timer = crate::metrics::cni_timer("del");
         let netns = match att.netns.as_deref() {
             Some(path) if crate::linux::netns::is_pinned(path) => {
                 path.to_string_lossy().into_owned()

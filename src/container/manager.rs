@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::config::ContainerConfig;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::events::EventKind;
 use crate::image::ImageService;
 use crate::persist;
 use crate::sandbox::{SandboxManager, SandboxState, now_nanos};
@@ -83,6 +84,18 @@ struct ExitFile {
 pub struct Container {
     record: Mutex<ContainerRecord>,
     op: tokio::sync::Mutex<()>,
+    /// Set while StartContainer opens the gate until it has published STARTED: readers
+    /// leave a fast exit to after that, so the events come in order.
+    starting: std::sync::atomic::AtomicBool,
+}
+
+/// Clears `Container::starting` however the start ends (also when its future is dropped).
+struct StartingFlag<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StartingFlag<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl Container {
@@ -170,11 +183,26 @@ impl ContainerManager {
         if record.state != ContainerState::Running && record.state != ContainerState::Created {
             return record;
         }
+        // A start under way publishes STARTED first; its exit is applied after.
+        if container
+            .starting
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return record;
+        }
         let Ok(Some(exit)) = persist::read_json::<ExitFile>(&self.exit_file(&record)) else {
             return record;
         };
-        let updated = container.update(|r| apply_exit(r, &exit));
+        let mut exited_now = false;
+        let updated = container.update(|r| {
+            // Another reader may have applied it meanwhile: one STOPPED event per exit.
+            exited_now = matches!(r.state, ContainerState::Running | ContainerState::Created);
+            apply_exit(r, &exit)
+        });
         let _ = self.persist(&updated);
+        if exited_now {
+            crate::events::publish_container(&self.sandboxes, EventKind::Stopped, &updated);
+        }
         updated
     }
 
@@ -526,6 +554,7 @@ impl ContainerManager {
         let container = Arc::new(Container {
             record: Mutex::new(record),
             op: tokio::sync::Mutex::new(()),
+            starting: Default::default(),
         });
         self.containers
             .write()
@@ -557,6 +586,7 @@ impl ContainerManager {
             r.pid = pid;
         });
         self.persist(&record)?;
+        crate::events::publish_container(&self.sandboxes, EventKind::Created, &record);
         tracing::info!(
             container_id = %id,
             sandbox_id = %sandbox.id,
@@ -623,6 +653,10 @@ impl ContainerManager {
         // Taken before the gate opens: a workload that exits at once must not be seen
         // finishing before it started.
         let started_at = now_nanos();
+        container
+            .starting
+            .store(true, std::sync::atomic::Ordering::Release);
+        let _starting = StartingFlag(&container.starting);
         let started = shim.start(&record.id).await;
         crate::fault::point("container.start.after_gate_open");
         match started {
@@ -636,6 +670,7 @@ impl ContainerManager {
                     r.started_at = started_at;
                 });
                 self.persist(&record)?;
+                crate::events::publish_container(&self.sandboxes, EventKind::Started, &record);
                 tracing::info!(container_id = %record.id, pid, "container started");
                 Ok(())
             }
@@ -650,6 +685,7 @@ impl ContainerManager {
                     r.message = message;
                 });
                 self.persist(&record)?;
+                crate::events::publish_container(&self.sandboxes, EventKind::Stopped, &record);
                 Err(err)
             }
         }
@@ -710,7 +746,9 @@ impl ContainerManager {
             r.reason = "Error".into();
             r.message = "killed by berth: the pod's shim was not reachable".into();
         });
-        self.persist(&updated)
+        self.persist(&updated)?;
+        crate::events::publish_container(&self.sandboxes, EventKind::Stopped, &updated);
+        Ok(())
     }
 
     /// RemoveContainer: kills it if running, then removes every trace. Unknown id is success.
@@ -755,6 +793,8 @@ impl ContainerManager {
         if names.get(&key) == Some(&record.id) {
             names.remove(&key);
         }
+        drop(names);
+        crate::events::publish_container(&self.sandboxes, EventKind::Deleted, &record);
         tracing::info!(container_id = %record.id, "container removed");
         Ok(())
     }
@@ -885,6 +925,7 @@ impl ContainerManager {
             let container = Arc::new(Container {
                 record: Mutex::new(record),
                 op: tokio::sync::Mutex::new(()),
+                starting: Default::default(),
             });
             self.reconcile_recovered(&container).await;
             let record = container.record();
@@ -914,48 +955,10 @@ async fn wait_for_file(path: &Path, timeout: Duration) -> bool {
     }
 }
 
-/// One container's usage, read now.
-pub struct ContainerUsage {
-    pub record: ContainerRecord,
-    pub timestamp: i64,
-    pub usage: super::stats::Usage,
-    /// The writable layer: bytes and inodes, and the filesystem it is on.
-    pub writable_bytes: u64,
-    pub writable_inodes: u64,
-    pub writable_mountpoint: PathBuf,
-}
-
 impl ContainerManager {
-    /// Usage of the containers `filter` selects (cgroup and writable-layer reads, off the
-    /// executor). A container whose cgroup is gone reports empty figures, never an error.
-    pub async fn stats(&self, filter: &ContainerFilter) -> Result<Vec<ContainerUsage>> {
-        let records = self.list(filter);
-        let cgroups = self.sandboxes.cgroups().clone();
-        let dirs: Vec<PathBuf> = records
-            .iter()
-            .map(|r| self.record_dir(&r.id).join("upper"))
-            .collect();
-        let mountpoint = self.config.root.clone();
-        tokio::task::spawn_blocking(move || {
-            records
-                .into_iter()
-                .zip(dirs)
-                .map(|(record, upper)| {
-                    let usage = super::stats::read_usage(&cgroups, &record.cgroup_path);
-                    let (writable_bytes, writable_inodes) = super::stats::disk_usage(&upper);
-                    ContainerUsage {
-                        record,
-                        timestamp: now_nanos(),
-                        usage,
-                        writable_bytes,
-                        writable_inodes,
-                        writable_mountpoint: mountpoint.clone(),
-                    }
-                })
-                .collect()
-        })
-        .await
-        .map_err(|e| Error::internal("stats task", e))
+    /// The container's writable layer (overlay upper dir), for its disk usage.
+    pub fn writable_dir(&self, id: &str) -> PathBuf {
+        self.record_dir(id).join("upper")
     }
 }
 

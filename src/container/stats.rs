@@ -1,7 +1,7 @@
 //! Container CPU and memory usage read from the container's cgroup, v1 and v2.
 //!
-//! The parsers are pure (file contents in, numbers out); `read` finds the files. Each call
-//! reads the files afresh: the cached collector and rates of the stats issue come later.
+//! The parsers are pure (file contents in, numbers out); `read_usage` finds the files. The
+//! periodic collector (`crate::stats`) calls it once per period and keeps the samples.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,6 +20,18 @@ pub struct Usage {
     pub major_page_faults: Option<u64>,
     /// Limit minus working set, when there is a limit.
     pub memory_available_bytes: Option<u64>,
+    pub swap_usage_bytes: Option<u64>,
+    /// Swap limit minus swap usage, when there is a swap limit.
+    pub swap_available_bytes: Option<u64>,
+    /// Processes (tasks) in the cgroup and below.
+    pub pids: Option<u64>,
+}
+
+impl Usage {
+    /// Nothing could be read: the cgroup is gone.
+    pub fn is_empty(&self) -> bool {
+        self.cpu_usage_ns.is_none() && self.memory_usage_bytes.is_none()
+    }
 }
 
 /// `key value` lines (memory.stat, cpu.stat).
@@ -47,34 +59,63 @@ fn real_limit(limit: u64) -> Option<u64> {
     (limit < (1 << 62)).then_some(limit)
 }
 
-pub fn usage_v1(cpuacct_usage: &str, memory_usage: &str, memory_stat: &str, limit: &str) -> Usage {
-    let stat = parse_flat_keyed(memory_stat);
-    let usage = parse_single(memory_usage);
+/// The files of one cgroup v1 container, as read (empty when missing).
+#[derive(Debug, Default)]
+pub struct V1Files {
+    pub cpuacct_usage: String,
+    pub memory_usage: String,
+    pub memory_stat: String,
+    pub memory_limit: String,
+    /// memory.memsw.*: memory plus swap (absent without swap accounting).
+    pub memsw_usage: String,
+    pub memsw_limit: String,
+    pub pids_current: String,
+}
+
+pub fn usage_v1(files: &V1Files) -> Usage {
+    let stat = parse_flat_keyed(&files.memory_stat);
+    let usage = parse_single(&files.memory_usage);
+    let limit = parse_single(&files.memory_limit).and_then(real_limit);
+    let swap = parse_single(&files.memsw_usage)
+        .zip(usage)
+        .map(|(memsw, mem)| memsw.saturating_sub(mem));
+    let swap_limit = parse_single(&files.memsw_limit)
+        .and_then(real_limit)
+        .zip(limit)
+        .map(|(memsw, mem)| memsw.saturating_sub(mem));
     let working =
         usage.map(|u| working_set(u, stat.get("total_inactive_file").copied().unwrap_or(0)));
     Usage {
-        cpu_usage_ns: parse_single(cpuacct_usage),
+        cpu_usage_ns: parse_single(&files.cpuacct_usage),
         memory_usage_bytes: usage,
         memory_working_set_bytes: working,
         memory_rss_bytes: stat.get("total_rss").copied(),
         page_faults: stat.get("total_pgfault").copied(),
         major_page_faults: stat.get("total_pgmajfault").copied(),
-        memory_available_bytes: parse_single(limit)
-            .and_then(real_limit)
-            .zip(working)
-            .map(|(l, w)| l.saturating_sub(w)),
+        memory_available_bytes: limit.zip(working).map(|(l, w)| l.saturating_sub(w)),
+        swap_usage_bytes: swap,
+        swap_available_bytes: swap_limit.zip(swap).map(|(l, u)| l.saturating_sub(u)),
+        pids: parse_single(&files.pids_current),
     }
 }
 
-pub fn usage_v2(
-    cpu_stat: &str,
-    memory_current: &str,
-    memory_stat: &str,
-    memory_max: &str,
-) -> Usage {
-    let cpu = parse_flat_keyed(cpu_stat);
-    let stat = parse_flat_keyed(memory_stat);
-    let usage = parse_single(memory_current);
+/// The files of one cgroup v2 container, as read (empty when missing).
+#[derive(Debug, Default)]
+pub struct V2Files {
+    pub cpu_stat: String,
+    pub memory_current: String,
+    pub memory_stat: String,
+    pub memory_max: String,
+    pub swap_current: String,
+    pub swap_max: String,
+    pub pids_current: String,
+}
+
+pub fn usage_v2(files: &V2Files) -> Usage {
+    let cpu = parse_flat_keyed(&files.cpu_stat);
+    let stat = parse_flat_keyed(&files.memory_stat);
+    let usage = parse_single(&files.memory_current);
+    let swap = parse_single(&files.swap_current);
     let working = usage.map(|u| working_set(u, stat.get("inactive_file").copied().unwrap_or(0)));
     Usage {
         cpu_usage_ns: cpu.get("usage_usec").map(|us| us * 1000),
@@ -83,9 +124,14 @@ pub fn usage_v2(
         memory_rss_bytes: stat.get("anon").copied(),
         page_faults: stat.get("pgfault").copied(),
         major_page_faults: stat.get("pgmajfault").copied(),
-        memory_available_bytes: parse_single(memory_max)
+        memory_available_bytes: parse_single(&files.memory_max)
             .zip(working)
             .map(|(l, w)| l.saturating_sub(w)),
+        swap_usage_bytes: swap,
+        swap_available_bytes: parse_single(&files.swap_max)
+            .zip(swap)
+            .map(|(l, u)| l.saturating_sub(u)),
+        pids: parse_single(&files.pids_current),
     }
 }
 
@@ -102,12 +148,15 @@ pub fn read_usage(cgroups: &Cgroups, path: &str) -> Usage {
             return Usage::default();
         };
         let dir = h.mount_point.join(relative);
-        return usage_v2(
-            &read(&dir, "cpu.stat"),
-            &read(&dir, "memory.current"),
-            &read(&dir, "memory.stat"),
-            &read(&dir, "memory.max"),
-        );
+        return usage_v2(&V2Files {
+            cpu_stat: read(&dir, "cpu.stat"),
+            memory_current: read(&dir, "memory.current"),
+            memory_stat: read(&dir, "memory.stat"),
+            memory_max: read(&dir, "memory.max"),
+            swap_current: read(&dir, "memory.swap.current"),
+            swap_max: read(&dir, "memory.swap.max"),
+            pids_current: read(&dir, "pids.current"),
+        });
     }
     let dir_of = |controller: &str| {
         cgroups
@@ -119,12 +168,17 @@ pub fn read_usage(cgroups: &Cgroups, path: &str) -> Usage {
     let (Some(cpu), Some(memory)) = (dir_of("cpuacct"), dir_of("memory")) else {
         return Usage::default();
     };
-    usage_v1(
-        &read(&cpu, "cpuacct.usage"),
-        &read(&memory, "memory.usage_in_bytes"),
-        &read(&memory, "memory.stat"),
-        &read(&memory, "memory.limit_in_bytes"),
-    )
+    usage_v1(&V1Files {
+        cpuacct_usage: read(&cpu, "cpuacct.usage"),
+        memory_usage: read(&memory, "memory.usage_in_bytes"),
+        memory_stat: read(&memory, "memory.stat"),
+        memory_limit: read(&memory, "memory.limit_in_bytes"),
+        memsw_usage: read(&memory, "memory.memsw.usage_in_bytes"),
+        memsw_limit: read(&memory, "memory.memsw.limit_in_bytes"),
+        pids_current: dir_of("pids")
+            .map(|d| read(&d, "pids.current"))
+            .unwrap_or_default(),
+    })
 }
 
 /// Bytes and inodes under `dir` (the writable layer), not following symlinks.
@@ -158,9 +212,34 @@ mod tests {
     const V2_MEMORY_STAT: &str = "anon 1884160\nfile 4587520\nkernel 593920\nkernel_stack 49152\npagetables 86016\nsock 0\nshmem 0\nfile_mapped 3244032\nactive_anon 1880064\ninactive_anon 0\nactive_file 2781184\ninactive_file 1806336\nunevictable 0\npgfault 4122\npgmajfault 17\n";
     const V2_CPU_STAT: &str = "usage_usec 84512\nuser_usec 60218\nsystem_usec 24294\nnr_periods 0\nnr_throttled 0\nthrottled_usec 0\n";
 
+    fn v1(cpu: &str, usage: &str, stat: &str, limit: &str) -> V1Files {
+        V1Files {
+            cpuacct_usage: cpu.into(),
+            memory_usage: usage.into(),
+            memory_stat: stat.into(),
+            memory_limit: limit.into(),
+            ..Default::default()
+        }
+    }
+
+    fn v2(cpu: &str, current: &str, stat: &str, max: &str) -> V2Files {
+        V2Files {
+            cpu_stat: cpu.into(),
+            memory_current: current.into(),
+            memory_stat: stat.into(),
+            memory_max: max.into(),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn v1_files_give_cpu_and_the_kubelets_working_set() {
-        let u = usage_v1("123456789\n", "1662976\n", V1_MEMORY_STAT, "67108864\n");
+        let u = usage_v1(&v1(
+            "123456789\n",
+            "1662976\n",
+            V1_MEMORY_STAT,
+            "67108864\n",
+        ));
         assert_eq!(u.cpu_usage_ns, Some(123_456_789));
         assert_eq!(u.memory_usage_bytes, Some(1_662_976));
         assert_eq!(u.memory_working_set_bytes, Some(1_662_976 - 1_216_512));
@@ -171,24 +250,43 @@ mod tests {
             u.memory_available_bytes,
             Some(67_108_864 - (1_662_976 - 1_216_512))
         );
+        assert_eq!(u.swap_usage_bytes, None, "no memsw files, no swap figure");
     }
 
     #[test]
     fn v1_unlimited_memory_has_no_available_figure() {
-        let u = usage_v1("1\n", "4096\n", "", "9223372036854771712\n");
+        let u = usage_v1(&v1("1\n", "4096\n", "", "9223372036854771712\n"));
         assert_eq!(u.memory_available_bytes, None);
         assert_eq!(u.memory_working_set_bytes, Some(4096));
     }
 
     #[test]
+    fn v1_swap_is_memsw_minus_memory() {
+        // memory.memsw.* (present when the kernel accounts swap, as here): memory + swap.
+        let mut files = v1("1\n", "1662976\n", V1_MEMORY_STAT, "67108864\n");
+        files.memsw_usage = "1798144\n".into();
+        files.memsw_limit = "134217728\n".into();
+        files.pids_current = "3\n".into();
+        let u = usage_v1(&files);
+        assert_eq!(u.swap_usage_bytes, Some(1_798_144 - 1_662_976));
+        assert_eq!(
+            u.swap_available_bytes,
+            Some((134_217_728 - 67_108_864) - (1_798_144 - 1_662_976))
+        );
+        assert_eq!(u.pids, Some(3));
+        files.memsw_limit = "9223372036854771712\n".into();
+        assert_eq!(usage_v1(&files).swap_available_bytes, None);
+    }
+
+    #[test]
     fn v2_files_give_cpu_in_nanoseconds_and_the_working_set() {
-        let u = usage_v2(V2_CPU_STAT, "7458816\n", V2_MEMORY_STAT, "max\n");
+        let u = usage_v2(&v2(V2_CPU_STAT, "7458816\n", V2_MEMORY_STAT, "max\n"));
         assert_eq!(u.cpu_usage_ns, Some(84_512_000));
         assert_eq!(u.memory_working_set_bytes, Some(7_458_816 - 1_806_336));
         assert_eq!(u.memory_rss_bytes, Some(1_884_160));
         assert_eq!(u.major_page_faults, Some(17));
         assert_eq!(u.memory_available_bytes, None, "max means no limit");
-        let limited = usage_v2(V2_CPU_STAT, "7458816\n", V2_MEMORY_STAT, "16777216\n");
+        let limited = usage_v2(&v2(V2_CPU_STAT, "7458816\n", V2_MEMORY_STAT, "16777216\n"));
         assert_eq!(
             limited.memory_available_bytes,
             Some(16_777_216 - (7_458_816 - 1_806_336))
@@ -196,9 +294,27 @@ mod tests {
     }
 
     #[test]
+    fn v2_swap_and_pids() {
+        let mut files = v2(V2_CPU_STAT, "7458816\n", V2_MEMORY_STAT, "max\n");
+        files.swap_current = "65536\n".into();
+        files.swap_max = "max\n".into();
+        files.pids_current = "4\n".into();
+        let u = usage_v2(&files);
+        assert_eq!(u.swap_usage_bytes, Some(65_536));
+        assert_eq!(u.swap_available_bytes, None);
+        assert_eq!(u.pids, Some(4));
+        files.swap_max = "1048576\n".into();
+        assert_eq!(
+            usage_v2(&files).swap_available_bytes,
+            Some(1_048_576 - 65_536)
+        );
+    }
+
+    #[test]
     fn a_vanished_cgroup_gives_empty_figures() {
-        assert_eq!(usage_v1("", "", "", ""), Usage::default());
-        assert_eq!(usage_v2("", "", "", ""), Usage::default());
+        assert_eq!(usage_v1(&V1Files::default()), Usage::default());
+        assert_eq!(usage_v2(&V2Files::default()), Usage::default());
+        assert!(Usage::default().is_empty());
         assert_eq!(working_set(10, 20), 0);
     }
 

@@ -168,38 +168,3 @@ pub fn info(record: &ContainerRecord, spec: Option<serde_json::Value>) -> HashMa
     });
     HashMap::from([("info".to_string(), info.to_string())])
 }
-
-pub fn stats(u: &crate::container::manager::ContainerUsage) -> cri::ContainerStats {
-    let value = |v: Option<u64>| v.map(|value| cri::UInt64Value { value });
-    cri::ContainerStats {
-        attributes: Some(cri::ContainerAttributes {
-            id: u.record.id.clone(),
-            metadata: metadata(&u.record),
-            labels: to_hash_map(&u.record.config.labels),
-            annotations: to_hash_map(&u.record.config.annotations),
-        }),
-        cpu: Some(cri::CpuUsage {
-            timestamp: u.timestamp,
-            usage_core_nano_seconds: value(u.usage.cpu_usage_ns),
-            usage_nano_cores: None,
-        }),
-        memory: Some(cri::MemoryUsage {
-            timestamp: u.timestamp,
-            working_set_bytes: value(u.usage.memory_working_set_bytes),
-            available_bytes: value(u.usage.memory_available_bytes),
-            usage_bytes: value(u.usage.memory_usage_bytes),
-            rss_bytes: value(u.usage.memory_rss_bytes),
-            page_faults: value(u.usage.page_faults),
-            major_page_faults: value(u.usage.major_page_faults),
-        }),
-        writable_layer: Some(cri::FilesystemUsage {
-            timestamp: u.timestamp,
-            fs_id: Some(cri::FilesystemIdentifier {
-                mountpoint: u.writable_mountpoint.to_string_lossy().to_string(),
-            }),
-            used_bytes: value(Some(u.writable_bytes)),
-            inodes_used: value(Some(u.writable_inodes)),
-        }),
-        swap: None,
-    }
-}

@@ -4,6 +4,7 @@ pub mod container;
 pub mod container_convert;
 pub mod image;
 pub mod runtime;
+pub mod stats;
 
 use std::sync::{Arc, Mutex};
 
@@ -51,6 +52,8 @@ pub struct Daemon {
     pub sandboxes: Arc<SandboxManager>,
     pub containers: Arc<ContainerManager>,
     pub images: ImageService,
+    /// Container and pod stats, refreshed once per `[stats] collection_period`.
+    pub stats: Arc<crate::stats::Collector>,
     /// Exec, attach and port-forward URLs point here.
     pub streaming: Arc<StreamingServer>,
     /// Pod CIDR given by UpdateRuntimeConfig.
@@ -67,6 +70,11 @@ impl Daemon {
             sandboxes.clone(),
             images.clone(),
         ));
+        let stats = crate::stats::Collector::new(
+            containers.clone(),
+            sandboxes.clone(),
+            config.stats.collection_period,
+        );
         let streaming = StreamingServer::start(
             config.streaming.address,
             config.streaming.port,
@@ -81,6 +89,7 @@ impl Daemon {
             sandboxes,
             containers,
             images,
+            stats,
             streaming,
             pod_cidr: Mutex::new(String::new()),
         }))
@@ -101,6 +110,13 @@ impl Daemon {
         self.containers.recover().await?;
         crate::sweep::sweep(&self.config, &self.sandboxes, &self.containers).await;
         self.sandboxes.watch_recovered_shims().await;
+        // Background work that reads what recovery loaded.
+        self.stats.start();
+        crate::events::spawn_exit_watch(
+            self.containers.clone(),
+            self.sandboxes.events().clone(),
+            crate::events::EXIT_WATCH_PERIOD,
+        );
         Ok(())
     }
 

@@ -171,7 +171,7 @@ fn to_hash_map(map: &BTreeMap<String, String>) -> HashMap<String, String> {
     map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
-fn sandbox_status(record: &SandboxRecord, state: SandboxState) -> cri::PodSandboxStatus {
+pub(crate) fn sandbox_status(record: &SandboxRecord, state: SandboxState) -> cri::PodSandboxStatus {
     let ips = record.ips();
     let ns = &record.spec.namespaces;
     cri::PodSandboxStatus {
@@ -526,13 +526,9 @@ impl RuntimeService for RuntimeCri {
     ) -> RpcResult<cri::ContainerStatsResponse> {
         let id = request.into_inner().container_id;
         let record = self.daemon.containers.status(&id)?;
-        let filter = crate::container::manager::ContainerFilter {
-            id: Some(record.id),
-            ..Default::default()
-        };
-        let usage = self.daemon.containers.stats(&filter).await?;
+        let stats = self.container_stats(vec![record]).await;
         Ok(Response::new(cri::ContainerStatsResponse {
-            stats: usage.first().map(super::container::stats),
+            stats: stats.into_iter().next(),
         }))
     }
 
@@ -547,24 +543,38 @@ impl RuntimeService for RuntimeCri {
             state: None,
             labels: filter.label_selector,
         };
-        let usage = self.daemon.containers.stats(&filter).await?;
+        let records = self.daemon.containers.list(&filter);
         Ok(Response::new(cri::ListContainerStatsResponse {
-            stats: usage.iter().map(super::container::stats).collect(),
+            stats: self.container_stats(records).await,
         }))
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _: Request<cri::PodSandboxStatsRequest>,
+        request: Request<cri::PodSandboxStatsRequest>,
     ) -> RpcResult<cri::PodSandboxStatsResponse> {
-        unimplemented("PodSandboxStats")
+        let id = request.into_inner().pod_sandbox_id;
+        let sandbox = self.daemon.sandboxes.status(&id)?;
+        let stats = self.pod_stats(vec![sandbox]).await;
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: stats.into_iter().next(),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<cri::ListPodSandboxStatsRequest>,
+        request: Request<cri::ListPodSandboxStatsRequest>,
     ) -> RpcResult<cri::ListPodSandboxStatsResponse> {
-        unimplemented("ListPodSandboxStats")
+        let filter = request.into_inner().filter.unwrap_or_default();
+        let filter = SandboxFilter {
+            id: (!filter.id.is_empty()).then_some(filter.id),
+            state: None,
+            labels: filter.label_selector,
+        };
+        let sandboxes = self.daemon.sandboxes.list(&filter);
+        Ok(Response::new(cri::ListPodSandboxStatsResponse {
+            stats: self.pod_stats(sandboxes).await,
+        }))
     }
 
     async fn update_runtime_config(
@@ -669,21 +679,60 @@ impl RuntimeService for RuntimeCri {
         &self,
         _: Request<cri::GetEventsRequest>,
     ) -> RpcResult<Self::GetContainerEventsStream> {
-        unimplemented("GetContainerEvents")
+        let mut events = self.daemon.sandboxes.events().subscribe();
+        let containers = self.daemon.containers.clone();
+        // The statuses are looked up as each event is sent, off the publisher's path.
+        let stream = async_stream_of(move |tx| async move {
+            loop {
+                let event = tokio::select! {
+                    event = events.recv() => event,
+                    // A client that went away stops counting as a subscriber at once.
+                    _ = tx.closed() => None,
+                };
+                let Some(event) = event else { break };
+                let current = containers.containers_of(&event.sandbox_id);
+                let statuses = super::stats::event_containers(&event, current);
+                if tx
+                    .send(Ok(super::stats::event(&event, &statuses)))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(stream))
     }
 
     async fn list_metric_descriptors(
         &self,
         _: Request<cri::ListMetricDescriptorsRequest>,
     ) -> RpcResult<cri::ListMetricDescriptorsResponse> {
-        unimplemented("ListMetricDescriptors")
+        Ok(Response::new(cri::ListMetricDescriptorsResponse {
+            descriptors: crate::stats::metrics::DESCRIPTORS
+                .iter()
+                .map(super::stats::descriptor)
+                .collect(),
+        }))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> RpcResult<cri::ListPodSandboxMetricsResponse> {
-        unimplemented("ListPodSandboxMetrics")
+        let sandboxes = self.daemon.sandboxes.list(&SandboxFilter::default());
+        let pod_metrics = self
+            .pods_with_containers(sandboxes)
+            .await
+            .into_iter()
+            .map(|(record, sample, containers)| {
+                let metrics = crate::stats::metrics::pod_metrics(&record, &sample, &containers);
+                super::stats::pod_metrics(metrics)
+            })
+            .collect();
+        Ok(Response::new(cri::ListPodSandboxMetricsResponse {
+            pod_metrics,
+        }))
     }
 
     async fn runtime_config(
@@ -700,6 +749,101 @@ impl RuntimeService for RuntimeCri {
             }),
         }))
     }
+}
+
+/// The stats RPCs' shared halves: records → cached samples → CRI messages.
+impl RuntimeCri {
+    async fn container_stats(
+        &self,
+        records: Vec<crate::container::manager::ContainerRecord>,
+    ) -> Vec<cri::ContainerStats> {
+        let mountpoint = self.daemon.stats.writable_mountpoint();
+        self.daemon
+            .stats
+            .containers(records)
+            .await
+            .iter()
+            .map(|(record, sample)| super::stats::container_stats(record, sample, &mountpoint))
+            .collect()
+    }
+
+    async fn pod_stats(
+        &self,
+        sandboxes: Vec<(SandboxRecord, SandboxState)>,
+    ) -> Vec<cri::PodSandboxStats> {
+        let mountpoint = self.daemon.stats.writable_mountpoint();
+        self.pods_with_containers(sandboxes)
+            .await
+            .into_iter()
+            .map(|(record, sample, containers)| {
+                let containers = containers
+                    .iter()
+                    .map(|(c, s)| super::stats::container_stats(c, s, &mountpoint))
+                    .collect();
+                super::stats::pod_stats(&record, &sample, containers)
+            })
+            .collect()
+    }
+
+    /// Each pod's sample with its containers' samples, from one pass over the containers.
+    #[allow(clippy::type_complexity)]
+    async fn pods_with_containers(
+        &self,
+        sandboxes: Vec<(SandboxRecord, SandboxState)>,
+    ) -> Vec<(
+        SandboxRecord,
+        crate::stats::PodSample,
+        Vec<(
+            crate::container::manager::ContainerRecord,
+            crate::stats::ContainerSample,
+        )>,
+    )> {
+        let pods = self.daemon.stats.pods(sandboxes).await;
+        let filter = crate::container::manager::ContainerFilter {
+            // One pod: only its containers are looked at.
+            sandbox_id: match pods.as_slice() {
+                [(only, _)] => Some(only.id.clone()),
+                _ => None,
+            },
+            ..Default::default()
+        };
+        let wanted: std::collections::HashSet<&str> =
+            pods.iter().map(|(r, _)| r.id.as_str()).collect();
+        let records = self
+            .daemon
+            .containers
+            .list(&filter)
+            .into_iter()
+            .filter(|c| wanted.contains(c.sandbox_id.as_str()))
+            .collect();
+        let mut by_pod: HashMap<String, Vec<_>> = HashMap::new();
+        for (record, sample) in self.daemon.stats.containers(records).await {
+            by_pod
+                .entry(record.sandbox_id.clone())
+                .or_default()
+                .push((record, sample));
+        }
+        pods.into_iter()
+            .map(|(record, sample)| {
+                let containers = by_pod.remove(&record.id).unwrap_or_default();
+                (record, sample, containers)
+            })
+            .collect()
+    }
+}
+
+/// A response stream fed by `producer` through a small channel (the producer stops when
+/// the client goes away and a send fails).
+fn async_stream_of<F, Fut>(
+    producer: F,
+) -> Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<cri::ContainerEventResponse, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(producer(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 #[cfg(test)]

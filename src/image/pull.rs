@@ -343,6 +343,7 @@ pub(super) async fn run(
         result = pull(inner, reference, auth, &progress) => result,
         error = watchdog(progress.clone(), inner.progress_timeout) => Err(error),
     };
+    crate::metrics::observe_pull(started.elapsed(), result.is_ok());
     match &result {
         Ok((id, endpoint)) => tracing::info!(
             image = %reference,
@@ -496,6 +497,7 @@ impl Ctx<'_> {
                 source: source.without_url(),
             })?;
         self.progress.touch();
+        crate::metrics::add_pulled_bytes(bytes.len());
         self.store_blob(&descriptor.digest, bytes.clone()).await?;
         Ok(bytes)
     }
@@ -984,6 +986,7 @@ async fn download_layer(
         match chunk {
             Ok(bytes) => {
                 ctx.progress.touch();
+                crate::metrics::add_pulled_bytes(bytes.len());
                 let (to_unpack, to_blob) = tokio::join!(
                     tx.send(Piece::Data(bytes.clone())),
                     blob_tx.send(Piece::Data(bytes))

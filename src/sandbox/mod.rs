@@ -146,6 +146,7 @@ pub struct SandboxManager {
     cgroups: Cgroups,
     sandboxes: RwLock<HashMap<String, Arc<Sandbox>>>,
     names: Mutex<HashMap<String, NameEntry>>,
+    events: Arc<crate::events::EventBus>,
     /// Pods whose shim died unexpectedly (see shim_watch.rs).
     shim_lost: tokio::sync::broadcast::Sender<String>,
 }
@@ -189,8 +190,14 @@ impl SandboxManager {
             cgroups,
             sandboxes: RwLock::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
+            events: Arc::new(crate::events::EventBus::new()),
             shim_lost: tokio::sync::broadcast::channel(shim_watch::LOST_BACKLOG).0,
         })
+    }
+
+    /// Lifecycle events of sandboxes and (published by the container manager) containers.
+    pub fn events(&self) -> &Arc<crate::events::EventBus> {
+        &self.events
     }
 
     pub fn cni(&self) -> &CniManager {
@@ -559,6 +566,17 @@ impl SandboxManager {
             r.state = SandboxState::Ready;
         });
         self.persist(&record)?;
+        use crate::events::{Event, EventKind};
+        self.events.publish(Event::sandbox(
+            EventKind::Created,
+            &record,
+            SandboxState::Ready,
+        ));
+        self.events.publish(Event::sandbox(
+            EventKind::Started,
+            &record,
+            SandboxState::Ready,
+        ));
         tracing::info!(
             sandbox_id = %id,
             pod = %metadata.name,
@@ -684,6 +702,15 @@ impl SandboxManager {
         network?;
         let rec = sb.update(|r| r.state = SandboxState::NotReady);
         self.persist(&rec)?;
+        // Once per pod: a repeated StopPodSandbox is not a transition.
+        if record.state == SandboxState::Ready {
+            let event = crate::events::Event::sandbox(
+                crate::events::EventKind::Stopped,
+                &rec,
+                SandboxState::NotReady,
+            );
+            self.events.publish(event);
+        }
         tracing::info!(sandbox_id = %rec.id, "pod sandbox stopped");
         Ok(())
     }
@@ -796,6 +823,12 @@ impl SandboxManager {
                 names.remove(&key);
             }
         }
+        let event = crate::events::Event::sandbox(
+            crate::events::EventKind::Deleted,
+            &record,
+            SandboxState::NotReady,
+        );
+        self.events.publish(event);
         tracing::info!(sandbox_id = %record.id, "pod sandbox removed");
         Ok(())
     }

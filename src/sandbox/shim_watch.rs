@@ -109,6 +109,9 @@ impl SandboxManager {
         if let Err(e) = self.persist(&record) {
             tracing::warn!(sandbox_id = %id, error = %e, "persisting a pod whose shim died");
         }
+        let stopped = crate::events::EventKind::Stopped;
+        let event = crate::events::Event::sandbox(stopped, &record, SandboxState::NotReady);
+        self.events.publish(event);
         // No subscriber (a daemon without containers) is fine.
         let _ = self.shim_lost.send(id.to_string());
     }

@@ -1,0 +1,337 @@
+//! Collector samples, CRI metrics and lifecycle events → CRI messages.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use k8s_cri::v1 as cri;
+
+use crate::container::manager::ContainerRecord;
+use crate::events::{Event, EventKind};
+use crate::sandbox::SandboxRecord;
+use crate::stats::metrics::{Descriptor, MetricKind, PodMetrics, Sample};
+use crate::stats::pod::DEFAULT_INTERFACE;
+use crate::stats::{ContainerSample, InterfaceStats, PodSample};
+
+fn value(v: Option<u64>) -> Option<cri::UInt64Value> {
+    v.map(|value| cri::UInt64Value { value })
+}
+
+fn to_hash_map(map: &BTreeMap<String, String>) -> HashMap<String, String> {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+fn cpu(
+    timestamp: i64,
+    usage: &crate::container::stats::Usage,
+    nano_cores: Option<u64>,
+) -> cri::CpuUsage {
+    cri::CpuUsage {
+        timestamp,
+        usage_core_nano_seconds: value(usage.cpu_usage_ns),
+        usage_nano_cores: value(nano_cores),
+    }
+}
+
+fn memory(timestamp: i64, usage: &crate::container::stats::Usage) -> cri::MemoryUsage {
+    cri::MemoryUsage {
+        timestamp,
+        working_set_bytes: value(usage.memory_working_set_bytes),
+        available_bytes: value(usage.memory_available_bytes),
+        usage_bytes: value(usage.memory_usage_bytes),
+        rss_bytes: value(usage.memory_rss_bytes),
+        page_faults: value(usage.page_faults),
+        major_page_faults: value(usage.major_page_faults),
+    }
+}
+
+pub fn container_stats(
+    record: &ContainerRecord,
+    sample: &ContainerSample,
+    writable_mountpoint: &Path,
+) -> cri::ContainerStats {
+    let ts = sample.timestamp;
+    cri::ContainerStats {
+        attributes: Some(cri::ContainerAttributes {
+            id: record.id.clone(),
+            metadata: Some(cri::ContainerMetadata {
+                name: record.config.metadata.name.clone(),
+                attempt: record.config.metadata.attempt,
+            }),
+            labels: to_hash_map(&record.config.labels),
+            annotations: to_hash_map(&record.config.annotations),
+        }),
+        cpu: Some(cpu(ts, &sample.usage, sample.nano_cores)),
+        memory: Some(memory(ts, &sample.usage)),
+        writable_layer: Some(cri::FilesystemUsage {
+            timestamp: ts,
+            fs_id: Some(cri::FilesystemIdentifier {
+                mountpoint: writable_mountpoint.to_string_lossy().to_string(),
+            }),
+            used_bytes: value(sample.writable_bytes),
+            inodes_used: value(sample.writable_inodes),
+        }),
+        swap: Some(cri::SwapUsage {
+            timestamp: ts,
+            swap_available_bytes: value(sample.usage.swap_available_bytes),
+            swap_usage_bytes: value(sample.usage.swap_usage_bytes),
+        }),
+    }
+}
+
+fn interface(i: &InterfaceStats) -> cri::NetworkInterfaceUsage {
+    cri::NetworkInterfaceUsage {
+        name: i.name.clone(),
+        rx_bytes: value(Some(i.rx_bytes)),
+        rx_errors: value(Some(i.rx_errors)),
+        tx_bytes: value(Some(i.tx_bytes)),
+        tx_errors: value(Some(i.tx_errors)),
+    }
+}
+
+pub fn pod_stats(
+    record: &SandboxRecord,
+    sample: &PodSample,
+    containers: Vec<cri::ContainerStats>,
+) -> cri::PodSandboxStats {
+    let ts = sample.timestamp;
+    let network = sample.network.as_ref().map(|interfaces| cri::NetworkUsage {
+        timestamp: ts,
+        default_interface: interfaces
+            .iter()
+            .find(|i| i.name == DEFAULT_INTERFACE)
+            .map(interface),
+        interfaces: interfaces.iter().map(interface).collect(),
+    });
+    cri::PodSandboxStats {
+        attributes: Some(cri::PodSandboxAttributes {
+            id: record.id.clone(),
+            metadata: record.metadata().map(|m| cri::PodSandboxMetadata {
+                name: m.name.clone(),
+                uid: m.uid.clone(),
+                namespace: m.namespace.clone(),
+                attempt: m.attempt,
+            }),
+            labels: to_hash_map(&record.spec.labels),
+            annotations: to_hash_map(&record.spec.annotations),
+        }),
+        linux: Some(cri::LinuxPodSandboxStats {
+            cpu: Some(cpu(ts, &sample.usage, sample.nano_cores)),
+            memory: Some(memory(ts, &sample.usage)),
+            network,
+            process: Some(cri::ProcessUsage {
+                timestamp: ts,
+                process_count: value(sample.processes),
+            }),
+            containers,
+        }),
+        windows: None,
+    }
+}
+
+fn metric_type(kind: MetricKind) -> i32 {
+    match kind {
+        MetricKind::Counter => cri::MetricType::Counter as i32,
+        MetricKind::Gauge => cri::MetricType::Gauge as i32,
+    }
+}
+
+pub fn descriptor(d: &Descriptor) -> cri::MetricDescriptor {
+    cri::MetricDescriptor {
+        name: d.name.to_string(),
+        help: d.help.to_string(),
+        label_keys: d.labels.iter().map(|l| l.to_string()).collect(),
+    }
+}
+
+fn metric(s: Sample) -> cri::Metric {
+    cri::Metric {
+        name: s.name.to_string(),
+        timestamp: s.timestamp,
+        metric_type: metric_type(s.kind),
+        label_values: s.label_values,
+        value: value(Some(s.value)),
+    }
+}
+
+pub fn pod_metrics(m: PodMetrics) -> cri::PodSandboxMetrics {
+    cri::PodSandboxMetrics {
+        pod_sandbox_id: m.pod_id,
+        metrics: m.metrics.into_iter().map(metric).collect(),
+        container_metrics: m
+            .containers
+            .into_iter()
+            .map(|(container_id, metrics)| cri::ContainerMetrics {
+                container_id,
+                metrics: metrics.into_iter().map(metric).collect(),
+            })
+            .collect(),
+    }
+}
+
+fn event_type(kind: EventKind) -> i32 {
+    match kind {
+        EventKind::Created => cri::ContainerEventType::ContainerCreatedEvent as i32,
+        EventKind::Started => cri::ContainerEventType::ContainerStartedEvent as i32,
+        EventKind::Stopped => cri::ContainerEventType::ContainerStoppedEvent as i32,
+        EventKind::Deleted => cri::ContainerEventType::ContainerDeletedEvent as i32,
+    }
+}
+
+/// The statuses an event carries: the pod's containers now, with the event's own container
+/// as it was at the transition (and without it once deleted).
+pub fn event_containers(event: &Event, current: Vec<ContainerRecord>) -> Vec<ContainerRecord> {
+    let mut out: Vec<ContainerRecord> = current.into_iter().filter(|c| c.id != event.id).collect();
+    if let Some(own) = &event.container
+        && event.kind != EventKind::Deleted
+    {
+        out.push(own.clone());
+    }
+    out.sort_by_key(|c| c.created_at);
+    out
+}
+
+pub fn event(event: &Event, containers: &[ContainerRecord]) -> cri::ContainerEventResponse {
+    cri::ContainerEventResponse {
+        container_id: event.id.clone(),
+        container_event_type: event_type(event.kind),
+        created_at: event.created_at,
+        pod_sandbox_status: event
+            .sandbox
+            .as_ref()
+            .map(|(record, state)| super::runtime::sandbox_status(record, *state)),
+        containers_statuses: containers.iter().map(super::container::status).collect(),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::container::manager::ContainerState;
+    use crate::sandbox::{PodMetadata, PodSpec, SandboxState};
+
+    pub(crate) fn record(id: &str, state: ContainerState, created_at: i64) -> ContainerRecord {
+        ContainerRecord {
+            version: 1,
+            id: id.into(),
+            sandbox_id: "pod".into(),
+            config: Default::default(),
+            image_ref: String::new(),
+            image_id: String::new(),
+            image_name: String::new(),
+            state,
+            created_at,
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            pid: 0,
+            log_path: None,
+            bundle: "/b".into(),
+            cgroup_path: "/c".into(),
+            stop_signal: 15,
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+        }
+    }
+
+    fn sandbox() -> SandboxRecord {
+        SandboxRecord {
+            version: 1,
+            id: "pod".into(),
+            spec: PodSpec {
+                metadata: Some(PodMetadata {
+                    name: "web".into(),
+                    uid: "u".into(),
+                    namespace: "ns".into(),
+                    attempt: 0,
+                }),
+                ..Default::default()
+            },
+            state: SandboxState::Ready,
+            hostname: String::new(),
+            created_at: 1,
+            netns: None,
+            network: None,
+            pod_cgroup: "/p".into(),
+            owns_pod_cgroup: true,
+            pause_cgroup: "/p/p".into(),
+            shim_socket: "/s".into(),
+            shim_pid: None,
+            pause_pid: None,
+            pause_start_time: None,
+        }
+    }
+
+    #[test]
+    fn an_event_lists_its_container_as_it_was_and_drops_it_once_deleted() {
+        let then = record("a", ContainerState::Running, 2);
+        let now = vec![
+            record("b", ContainerState::Running, 1),
+            record("a", ContainerState::Exited, 2),
+        ];
+        let started = Event::container(
+            EventKind::Started,
+            &then,
+            Some((sandbox(), SandboxState::Ready)),
+        );
+        let listed = event_containers(&started, now.clone());
+        let ids: Vec<_> = listed.iter().map(|c| (c.id.as_str(), c.state)).collect();
+        assert_eq!(
+            ids,
+            [
+                ("b", ContainerState::Running),
+                ("a", ContainerState::Running)
+            ],
+            "the event's own container is the snapshot, the others are current"
+        );
+        let message = event(&started, &listed);
+        assert_eq!(message.container_id, "a");
+        assert_eq!(
+            message.container_event_type,
+            cri::ContainerEventType::ContainerStartedEvent as i32
+        );
+        let status = message.pod_sandbox_status.unwrap();
+        assert_eq!(status.metadata.unwrap().name, "web");
+        assert_eq!(status.state, cri::PodSandboxState::SandboxReady as i32);
+
+        let deleted = Event::container(EventKind::Deleted, &then, None);
+        let listed = event_containers(&deleted, now);
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, "b");
+        assert!(event(&deleted, &listed).pod_sandbox_status.is_none());
+    }
+
+    #[test]
+    fn pod_stats_name_eth0_the_default_interface() {
+        let sample = PodSample {
+            timestamp: 9,
+            network: Some(vec![
+                InterfaceStats {
+                    name: "net1".into(),
+                    ..Default::default()
+                },
+                InterfaceStats {
+                    name: "eth0".into(),
+                    rx_bytes: 5,
+                    ..Default::default()
+                },
+            ]),
+            processes: Some(2),
+            ..Default::default()
+        };
+        let stats = pod_stats(&sandbox(), &sample, Vec::new());
+        let linux = stats.linux.unwrap();
+        let network = linux.network.unwrap();
+        assert_eq!(
+            network.default_interface.unwrap().rx_bytes.unwrap().value,
+            5
+        );
+        assert_eq!(network.interfaces.len(), 2);
+        assert_eq!(linux.process.unwrap().process_count.unwrap().value, 2);
+        // A host-network pod has no network figures of its own.
+        let host = pod_stats(&sandbox(), &PodSample::default(), Vec::new());
+        assert!(host.linux.unwrap().network.is_none());
+    }
+}
