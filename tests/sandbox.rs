@@ -84,13 +84,13 @@ async fn version_status_and_runtime_config() {
         .into_inner();
     assert_eq!(status.info["podCIDR"], "10.200.0.0/24");
 
-    // Not built yet: a clear Unimplemented, not a hang or a crash.
+    // Not built: a clear Unimplemented, not a hang or a crash.
     let err = rt
-        .port_forward(cri::PortForwardRequest::default())
+        .checkpoint_container(cri::CheckpointContainerRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("PortForward"));
+    assert!(err.message().contains("CheckpointContainer"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

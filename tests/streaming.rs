@@ -652,7 +652,7 @@ async fn port_forward_reaches_a_web_server_in_the_pod_over_spdy_and_websocket() 
 
     // WebSocket tunnel (client-go's port-forward over WebSocket): SPDY inside binary messages.
     let ws = ws_connect(&forward(&mut rt).await, "SPDY/3.1+portforward.k8s.io").await;
-    let (session, _incoming) = Session::client(WsBytes::new(ws), SessionConfig::default());
+    let (session, _incoming) = Session::client(ws_bytes(ws), SessionConfig::default());
     let headers = |kind: &str| {
         Headers::new()
             .with("streamtype", kind)
@@ -670,35 +670,31 @@ async fn port_forward_reaches_a_web_server_in_the_pod_over_spdy_and_websocket() 
 }
 
 /// A WebSocket as a byte stream (the tunnel's client side), through a duplex pipe.
-struct WsBytes;
-
-impl WsBytes {
-    fn new(ws: tokio_tungstenite::WebSocketStream<TcpStream>) -> tokio::io::DuplexStream {
-        let (ours, theirs) = tokio::io::duplex(256 * 1024);
-        let (mut read_half, mut write_half) = tokio::io::split(ours);
-        let (mut sink, mut stream) = ws.split();
-        tokio::spawn(async move {
-            while let Some(Ok(Message::Binary(data))) = stream.next().await {
-                if write_half.write_all(&data).await.is_err() {
-                    break;
-                }
+fn ws_bytes(ws: tokio_tungstenite::WebSocketStream<TcpStream>) -> tokio::io::DuplexStream {
+    let (ours, theirs) = tokio::io::duplex(256 * 1024);
+    let (mut read_half, mut write_half) = tokio::io::split(ours);
+    let (mut sink, mut stream) = ws.split();
+    tokio::spawn(async move {
+        while let Some(Ok(Message::Binary(data))) = stream.next().await {
+            if write_half.write_all(&data).await.is_err() {
+                break;
             }
-        });
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 64 * 1024];
-            while let Ok(n) = read_half.read(&mut buf).await {
-                if n == 0
-                    || sink
-                        .send(Message::Binary(Bytes::copy_from_slice(&buf[..n])))
-                        .await
-                        .is_err()
-                {
-                    break;
-                }
+        }
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = read_half.read(&mut buf).await {
+            if n == 0
+                || sink
+                    .send(Message::Binary(Bytes::copy_from_slice(&buf[..n])))
+                    .await
+                    .is_err()
+            {
+                break;
             }
-        });
-        theirs
-    }
+        }
+    });
+    theirs
 }
 
 #[tokio::test(flavor = "multi_thread")]
