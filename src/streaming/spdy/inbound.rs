@@ -253,10 +253,17 @@ impl Inbound {
             shared.outbound_wake.notify_one();
         }
         let stream = Stream::new(shared.clone(), id, headers);
-        if let Some(accept) = &self.accept
-            && accept.send(stream).await.is_err()
-        {
-            self.accept = None;
+        let Some(accept) = &self.accept else {
+            return Ok(());
+        };
+        // A full backlog pauses reading, but must not keep a closing connection alive.
+        tokio::select! {
+            sent = accept.send(stream) => {
+                if sent.is_err() {
+                    self.accept = None;
+                }
+            }
+            _ = shared.closing.notified() => {}
         }
         Ok(())
     }
@@ -329,10 +336,8 @@ impl Inbound {
 
     fn on_ping(&mut self, f: Ping) {
         let mut state = self.shared.lock();
-        let ours = match self.shared.role {
-            super::session::Role::Server => f.id % 2 == 0,
-            super::session::Role::Client => f.id % 2 == 1,
-        };
+        // Ping ids follow the stream id parity of their sender.
+        let ours = !self.shared.is_peer_stream(f.id);
         if ours {
             if let Some(waiter) = state.pings.remove(&f.id) {
                 let _ = waiter.send(());

@@ -246,8 +246,8 @@ impl Shared {
     /// Whether `id` belongs to streams the peer opens.
     pub fn is_peer_stream(&self, id: u32) -> bool {
         match self.role {
-            Role::Server => id % 2 == 1,
-            Role::Client => id % 2 == 0,
+            Role::Server => !id.is_multiple_of(2),
+            Role::Client => id.is_multiple_of(2),
         }
     }
 
