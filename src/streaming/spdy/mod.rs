@@ -14,6 +14,8 @@ pub mod header;
 
 pub use frame::{GoAwayStatus, RstStatus};
 pub use header::Headers;
+#[cfg(test)]
+mod frame_tests;
 mod inbound;
 mod outbound;
 pub mod session;
