@@ -230,6 +230,22 @@ async fn connection_loss_ends_every_stream() {
 }
 
 #[tokio::test]
+async fn read_chunk_hands_out_data_without_copying_then_eof() {
+    let ((_server, mut accepted), (client, _)) = pair(SessionConfig::default());
+    let (mut c, mut s) = open(&client, &mut accepted, "stdin").await;
+    c.writer.write_all(&vec![1u8; 100_000]).await.unwrap();
+    c.writer.write_all(b"tail").await.unwrap();
+    c.writer.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    while let Some(chunk) = within("chunk", s.reader.read_chunk()).await.unwrap() {
+        assert!(!chunk.is_empty());
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got.len(), 100_004);
+    assert!(got.ends_with(b"tail"));
+}
+
+#[tokio::test]
 async fn close_flushes_queued_data_before_goaway() {
     let ((server, mut accepted), (client, _)) = pair(SessionConfig::default());
     let (mut c, mut s) = open(&client, &mut accepted, "stdout").await;
@@ -552,4 +568,53 @@ async fn initial_window_size_setting_limits_open_streams() {
         other => panic!("unexpected {other:?}"),
     }
     within("writer", writer).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_vanishing_peer_ends_every_stream() {
+    let (mut peer, server, mut accepted) = RawPeer::against_server(SessionConfig::default());
+    peer.syn_stream(1, &headers("stdin")).await;
+    peer.send(Frame::Data(Data {
+        stream_id: 1,
+        fin: false,
+        data: Bytes::from_static(b"partial"),
+    }))
+    .await;
+    let mut s = within("accept", accepted.recv()).await.unwrap();
+    let mut got = [0u8; 7];
+    within("read", s.reader.read_exact(&mut got)).await.unwrap();
+    drop(peer);
+    let err = within("read", s.reader.read_u8()).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionAborted);
+    within("closed", server.closed()).await;
+    assert!(s.writer.write_all(b"x").await.is_err());
+    assert!(matches!(
+        server.close_reason().as_deref(),
+        Some(SpdyError::PeerClosed | SpdyError::Io(_))
+    ));
+}
+
+#[tokio::test]
+async fn goaway_from_the_peer_stops_new_streams_but_not_open_ones() {
+    let (mut peer, server, mut accepted) = RawPeer::against_server(SessionConfig::default());
+    peer.syn_stream(1, &headers("stdout")).await;
+    assert!(matches!(peer.recv().await, Some(Frame::SynReply(_))));
+    let mut s = within("accept", accepted.recv()).await.unwrap();
+    peer.send(Frame::GoAway(frame::GoAway {
+        last_good_stream_id: 0,
+        status: GoAwayStatus::OK,
+    }))
+    .await;
+    peer.send(Frame::Ping(frame::Ping { id: 1 })).await;
+    assert!(matches!(peer.recv().await, Some(Frame::Ping(_))));
+    assert!(matches!(
+        server.open_stream(headers("x"), false).await,
+        Err(SpdyError::GoneAway)
+    ));
+    s.writer.write_all(b"still here").await.unwrap();
+    s.writer.flush().await.unwrap();
+    match peer.recv().await {
+        Some(Frame::Data(d)) => assert_eq!(&d.data[..], b"still here"),
+        other => panic!("unexpected {other:?}"),
+    }
 }

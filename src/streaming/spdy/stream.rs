@@ -179,12 +179,15 @@ impl AsyncRead for StreamReader {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
         let mut state = this.shared.lock();
         let state = &mut *state;
         let Some(stream) = state.streams.get_mut(&this.id) else {
             return Poll::Ready(Ok(()));
         };
-        if stream.buffered > 0 && buf.remaining() > 0 {
+        if stream.buffered > 0 {
             let n = stream.copy_out(buf.initialize_unfilled());
             buf.advance(n);
             this.shared.credit(state, Some(this.id), n);
