@@ -185,6 +185,7 @@ impl Inbound {
             if !accepted {
                 // Nobody will read it: give the window back at once.
                 shared.credit(&mut state, Some(f.stream_id), len);
+                shared.outbound_wake.notify_one();
                 return Ok(());
             }
         }

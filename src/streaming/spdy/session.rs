@@ -196,7 +196,11 @@ impl Session {
                 return Err(SpdyError::ConnectionLost(reason.clone()));
             }
             let id = state.next_ping_id;
-            state.next_ping_id = state.next_ping_id.wrapping_add(2).max(1);
+            // Ids keep the parity of our role; 0 is not a valid id.
+            state.next_ping_id = match state.next_ping_id.wrapping_add(2) {
+                0 => 2,
+                next => next,
+            };
             state.pings.insert(id, tx);
             state.queue(&Frame::Ping(Ping { id }));
         }

@@ -419,10 +419,11 @@ async fn oversized_header_block_gets_goaway() {
 #[tokio::test]
 async fn unknown_and_reused_stream_ids_get_rst_stream() {
     let (mut peer, _server, _accepted) = RawPeer::against_server(SessionConfig::default());
+    // An empty DATA frame: nothing to credit, the RST_STREAM must still go out.
     peer.send(Frame::Data(Data {
         stream_id: 41,
-        fin: false,
-        data: Bytes::from_static(b"?"),
+        fin: true,
+        data: Bytes::new(),
     }))
     .await;
     assert!(matches!(
