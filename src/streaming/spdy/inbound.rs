@@ -105,9 +105,27 @@ fn connection_error(shared: &Shared, err: SpdyError) {
 impl Inbound {
     async fn dispatch_all(&mut self, buf: &mut BytesMut) -> Result<(), SpdyError> {
         while let Some(frame) = frame::decode(buf, &self.shared.config.limits)? {
+            self.wait_for_outbound_room().await;
             self.dispatch(frame).await?;
         }
         Ok(())
+    }
+
+    /// Pauses reading while our replies pile up: DATA waits for room by itself, but a peer
+    /// that sends PINGs (or frames for unknown streams) and never reads would otherwise make
+    /// the answers grow without bound.
+    async fn wait_for_outbound_room(&self) {
+        let limit = 2 * self.shared.config.write_buffer;
+        loop {
+            let drained = self.shared.out_drained.notified();
+            {
+                let state = self.shared.lock();
+                if state.out.len() <= limit || state.closed.is_some() {
+                    return;
+                }
+            }
+            drained.await;
+        }
     }
 
     async fn dispatch(&mut self, frame: Frame) -> Result<(), SpdyError> {

@@ -619,3 +619,24 @@ async fn goaway_from_the_peer_stops_new_streams_but_not_open_ones() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_ping_flood_from_a_peer_that_never_reads_stays_bounded() {
+    let config = SessionConfig {
+        write_buffer: 64 * 1024,
+        ..SessionConfig::default()
+    };
+    let (peer, server, _accepted) = RawPeer::against_server(config);
+    let (_rd, mut wr) = tokio::io::split(peer.io);
+    let flood = tokio::spawn(async move {
+        let mut out = BytesMut::new();
+        for id in 0..200_000u32 {
+            Frame::Ping(frame::Ping { id: 2 * id + 1 }).encode(&mut out);
+        }
+        wr.write_all(&out).await.unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!flood.is_finished(), "the flood must be held back");
+    let queued = server.shared_for_tests().lock().out.len();
+    assert!(queued <= 2 * 64 * 1024 + 12, "queued {queued}");
+}

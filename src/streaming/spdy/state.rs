@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     pub closing: Notify,
     /// Tells the outbound task to give up on a write the peer is not taking.
     pub stop_writing: Notify,
+    /// Signalled by the outbound task after each batch it wrote.
+    pub out_drained: Notify,
     /// Becomes true when the outbound task has ended.
     pub outbound_finished: watch::Sender<bool>,
     /// Becomes true when both tasks have ended.
@@ -233,6 +235,7 @@ impl Shared {
             consumed: Notify::new(),
             closing: Notify::new(),
             stop_writing: Notify::new(),
+            out_drained: Notify::new(),
             outbound_finished: watch::channel(false).0,
             finished: watch::channel(false).0,
         })
@@ -303,6 +306,7 @@ impl Shared {
         self.outbound_wake.notify_one();
         self.consumed.notify_one();
         self.closing.notify_one();
+        self.out_drained.notify_one();
     }
 
     /// Removes a stream once neither handle is left.
