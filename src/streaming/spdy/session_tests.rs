@@ -90,8 +90,30 @@ async fn server_opens_even_streams_and_fin_on_open_closes_our_side() {
     assert_eq!(read_all(&mut accepted.reader).await, b"");
     assert!(opened.writer.write_all(b"x").await.is_err());
     accepted.writer.write_all(b"reply").await.unwrap();
-    drop(accepted.writer); // dropping the writer sends FIN
+    drop(accepted); // dropping both halves sends FIN
     assert_eq!(read_all(&mut opened.reader).await, b"reply");
+}
+
+/// The Go client (remotecommand) closes its stdin as soon as the server closes the stdin
+/// stream: a server that drops the writer of its stdin stream must not send FIN.
+#[tokio::test]
+async fn dropping_only_the_writer_keeps_our_side_open() {
+    let ((_server, mut accepted), (client, _)) = pair(SessionConfig::default());
+    let (mut c, s) = open(&client, &mut accepted, "stdin").await;
+    let Stream { reader, writer, .. } = s;
+    drop(writer);
+    let early = tokio::time::timeout(Duration::from_millis(200), c.reader.read_u8()).await;
+    assert!(early.is_err(), "no FIN while the reader lives: {early:?}");
+    c.writer.write_all(b"still read").await.unwrap();
+    c.writer.shutdown().await.unwrap();
+    let mut reader = reader;
+    assert_eq!(read_all(&mut reader).await, b"still read");
+    drop(reader);
+    assert_eq!(
+        read_all(&mut c.reader).await,
+        b"",
+        "FIN once both halves are gone"
+    );
 }
 
 #[tokio::test]

@@ -309,13 +309,18 @@ impl Shared {
         self.out_drained.notify_one();
     }
 
-    /// Removes a stream once neither handle is left.
+    /// Removes a stream once neither handle is left, ending our side with FIN if nothing
+    /// ended it before.
     pub fn forget_if_unused(&self, state: &mut State, id: u32) {
         let unused = state
             .streams
             .get(&id)
             .is_some_and(|s| !s.reader_alive && !s.writer_alive);
         if unused && let Some(mut stream) = state.streams.remove(&id) {
+            if !stream.local_fin && stream.reset.is_none() && state.closed.is_none() {
+                state.queue_data(id, true, &[]);
+                self.outbound_wake.notify_one();
+            }
             let dropped = stream.discard_buffered();
             self.credit(state, None, dropped);
         }

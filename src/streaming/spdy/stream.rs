@@ -5,8 +5,9 @@
 //! consumed bytes back to the peer's windows (WINDOW_UPDATE). The writer cuts writes into
 //! DATA frames of at most `max_data_frame` bytes, waits for the peer's windows when they are
 //! enforced and for room in the outgoing buffer; `shutdown` sends an empty DATA frame with FIN.
-//! Dropping the writer without `shutdown` sends the FIN too; dropping both handles releases
-//! the stream (later data from the peer is dropped).
+//! Dropping the writer alone does not end our side (the Go client reacts to a FIN on its
+//! stdin stream by closing its stdin); dropping both handles sends the FIN if `shutdown` did
+//! not, and releases the stream (later data from the peer is dropped).
 
 use std::io;
 use std::pin::Pin;
@@ -316,16 +317,13 @@ impl AsyncWrite for StreamWriter {
 impl Drop for StreamWriter {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
-        let closed = state.closed.is_some();
         let Some(stream) = state.streams.get_mut(&self.id) else {
             return;
         };
+        // No FIN here: the Go client closes its stdin when the server closes the stdin
+        // stream, so a server that drops the writer of a stream it never writes to must not
+        // end the stream. The FIN goes out once the reader is gone too.
         stream.writer_alive = false;
-        if !stream.local_fin && stream.reset.is_none() && !closed {
-            stream.local_fin = true;
-            state.queue_data(self.id, true, &[]);
-            self.shared.outbound_wake.notify_one();
-        }
         self.shared.forget_if_unused(&mut state, self.id);
     }
 }
