@@ -287,7 +287,7 @@ impl HeaderDecompressor {
                 return Err(HeaderError::Corrupt("zlib made no progress".into()));
             }
             if out.len() == out.capacity() {
-                if out.len() >= limit + 1 {
+                if out.len() > limit {
                     return Err(HeaderError::TooLarge { limit });
                 }
                 let grow = out.capacity().min(limit + 1 - out.len());

@@ -105,9 +105,27 @@ fn connection_error(shared: &Shared, err: SpdyError) {
 impl Inbound {
     async fn dispatch_all(&mut self, buf: &mut BytesMut) -> Result<(), SpdyError> {
         while let Some(frame) = frame::decode(buf, &self.shared.config.limits)? {
+            self.wait_for_outbound_room().await;
             self.dispatch(frame).await?;
         }
         Ok(())
+    }
+
+    /// Pauses reading while our replies pile up: DATA waits for room by itself, but a peer
+    /// that sends PINGs (or frames for unknown streams) and never reads would otherwise make
+    /// the answers grow without bound.
+    async fn wait_for_outbound_room(&self) {
+        let limit = 2 * self.shared.config.write_buffer;
+        loop {
+            let drained = self.shared.out_drained.notified();
+            {
+                let state = self.shared.lock();
+                if state.out.len() <= limit || state.closed.is_some() {
+                    return;
+                }
+            }
+            drained.await;
+        }
     }
 
     async fn dispatch(&mut self, frame: Frame) -> Result<(), SpdyError> {
@@ -185,6 +203,7 @@ impl Inbound {
             if !accepted {
                 // Nobody will read it: give the window back at once.
                 shared.credit(&mut state, Some(f.stream_id), len);
+                shared.outbound_wake.notify_one();
                 return Ok(());
             }
         }
@@ -253,10 +272,17 @@ impl Inbound {
             shared.outbound_wake.notify_one();
         }
         let stream = Stream::new(shared.clone(), id, headers);
-        if let Some(accept) = &self.accept
-            && accept.send(stream).await.is_err()
-        {
-            self.accept = None;
+        let Some(accept) = &self.accept else {
+            return Ok(());
+        };
+        // A full backlog pauses reading, but must not keep a closing connection alive.
+        tokio::select! {
+            sent = accept.send(stream) => {
+                if sent.is_err() {
+                    self.accept = None;
+                }
+            }
+            _ = shared.closing.notified() => {}
         }
         Ok(())
     }
@@ -329,10 +355,8 @@ impl Inbound {
 
     fn on_ping(&mut self, f: Ping) {
         let mut state = self.shared.lock();
-        let ours = match self.shared.role {
-            super::session::Role::Server => f.id % 2 == 0,
-            super::session::Role::Client => f.id % 2 == 1,
-        };
+        // Ping ids follow the stream id parity of their sender.
+        let ours = !self.shared.is_peer_stream(f.id);
         if ours {
             if let Some(waiter) = state.pings.remove(&f.id) {
                 let _ = waiter.send(());

@@ -42,6 +42,7 @@ where
                 state.written_total += batch.len() as u64;
                 batch.clear();
                 state.wake_writers();
+                shared.out_drained.notify_one();
             }
             Err(err) => {
                 shared.fail(&mut state, SpdyError::Io(err));

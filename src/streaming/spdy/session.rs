@@ -196,7 +196,11 @@ impl Session {
                 return Err(SpdyError::ConnectionLost(reason.clone()));
             }
             let id = state.next_ping_id;
-            state.next_ping_id = state.next_ping_id.wrapping_add(2).max(1);
+            // Ids keep the parity of our role; 0 is not a valid id.
+            state.next_ping_id = match state.next_ping_id.wrapping_add(2) {
+                0 => 2,
+                next => next,
+            };
             state.pings.insert(id, tx);
             state.queue(&Frame::Ping(Ping { id }));
         }
@@ -211,20 +215,10 @@ impl Session {
     /// every stream. Returns once the queued frames are written (or the connection is gone).
     pub async fn close(&self) {
         request_close(&self.shared, GoAwayStatus::OK);
-        let mut finished = self.shared.finished.subscribe();
-        // The outbound task ends after its last write; the inbound one may linger a little.
-        loop {
-            {
-                let state = self.shared.lock();
-                if state.written_total >= state.enqueued_total || *finished.borrow() {
-                    return;
-                }
-            }
-            tokio::select! {
-                _ = finished.changed() => return,
-                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
-            }
-        }
+        // The outbound task ends once everything queued is written, or the write failed, or
+        // the peer stopped taking data for `close_linger`.
+        let mut outbound_finished = self.shared.outbound_finished.subscribe();
+        let _ = outbound_finished.wait_for(|done| *done).await;
     }
 
     /// Resolves when the connection is gone, whichever side ended it.

@@ -90,8 +90,30 @@ async fn server_opens_even_streams_and_fin_on_open_closes_our_side() {
     assert_eq!(read_all(&mut accepted.reader).await, b"");
     assert!(opened.writer.write_all(b"x").await.is_err());
     accepted.writer.write_all(b"reply").await.unwrap();
-    drop(accepted.writer); // dropping the writer sends FIN
+    drop(accepted); // dropping both halves sends FIN
     assert_eq!(read_all(&mut opened.reader).await, b"reply");
+}
+
+/// The Go client (remotecommand) closes its stdin as soon as the server closes the stdin
+/// stream: a server that drops the writer of its stdin stream must not send FIN.
+#[tokio::test]
+async fn dropping_only_the_writer_keeps_our_side_open() {
+    let ((_server, mut accepted), (client, _)) = pair(SessionConfig::default());
+    let (mut c, s) = open(&client, &mut accepted, "stdin").await;
+    let Stream { reader, writer, .. } = s;
+    drop(writer);
+    let early = tokio::time::timeout(Duration::from_millis(200), c.reader.read_u8()).await;
+    assert!(early.is_err(), "no FIN while the reader lives: {early:?}");
+    c.writer.write_all(b"still read").await.unwrap();
+    c.writer.shutdown().await.unwrap();
+    let mut reader = reader;
+    assert_eq!(read_all(&mut reader).await, b"still read");
+    drop(reader);
+    assert_eq!(
+        read_all(&mut c.reader).await,
+        b"",
+        "FIN once both halves are gone"
+    );
 }
 
 #[tokio::test]
@@ -227,6 +249,22 @@ async fn connection_loss_ends_every_stream() {
     within("closed", server.closed()).await;
     assert!(s.writer.write_all(b"x").await.is_err());
     assert!(c.reader.read_u8().await.is_err());
+}
+
+#[tokio::test]
+async fn read_chunk_hands_out_data_without_copying_then_eof() {
+    let ((_server, mut accepted), (client, _)) = pair(SessionConfig::default());
+    let (mut c, mut s) = open(&client, &mut accepted, "stdin").await;
+    c.writer.write_all(&vec![1u8; 100_000]).await.unwrap();
+    c.writer.write_all(b"tail").await.unwrap();
+    c.writer.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    while let Some(chunk) = within("chunk", s.reader.read_chunk()).await.unwrap() {
+        assert!(!chunk.is_empty());
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got.len(), 100_004);
+    assert!(got.ends_with(b"tail"));
 }
 
 #[tokio::test]
@@ -403,10 +441,11 @@ async fn oversized_header_block_gets_goaway() {
 #[tokio::test]
 async fn unknown_and_reused_stream_ids_get_rst_stream() {
     let (mut peer, _server, _accepted) = RawPeer::against_server(SessionConfig::default());
+    // An empty DATA frame: nothing to credit, the RST_STREAM must still go out.
     peer.send(Frame::Data(Data {
         stream_id: 41,
-        fin: false,
-        data: Bytes::from_static(b"?"),
+        fin: true,
+        data: Bytes::new(),
     }))
     .await;
     assert!(matches!(
@@ -552,4 +591,74 @@ async fn initial_window_size_setting_limits_open_streams() {
         other => panic!("unexpected {other:?}"),
     }
     within("writer", writer).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_vanishing_peer_ends_every_stream() {
+    let (mut peer, server, mut accepted) = RawPeer::against_server(SessionConfig::default());
+    peer.syn_stream(1, &headers("stdin")).await;
+    peer.send(Frame::Data(Data {
+        stream_id: 1,
+        fin: false,
+        data: Bytes::from_static(b"partial"),
+    }))
+    .await;
+    let mut s = within("accept", accepted.recv()).await.unwrap();
+    let mut got = [0u8; 7];
+    within("read", s.reader.read_exact(&mut got)).await.unwrap();
+    drop(peer);
+    let err = within("read", s.reader.read_u8()).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionAborted);
+    within("closed", server.closed()).await;
+    assert!(s.writer.write_all(b"x").await.is_err());
+    assert!(matches!(
+        server.close_reason().as_deref(),
+        Some(SpdyError::PeerClosed | SpdyError::Io(_))
+    ));
+}
+
+#[tokio::test]
+async fn goaway_from_the_peer_stops_new_streams_but_not_open_ones() {
+    let (mut peer, server, mut accepted) = RawPeer::against_server(SessionConfig::default());
+    peer.syn_stream(1, &headers("stdout")).await;
+    assert!(matches!(peer.recv().await, Some(Frame::SynReply(_))));
+    let mut s = within("accept", accepted.recv()).await.unwrap();
+    peer.send(Frame::GoAway(frame::GoAway {
+        last_good_stream_id: 0,
+        status: GoAwayStatus::OK,
+    }))
+    .await;
+    peer.send(Frame::Ping(frame::Ping { id: 1 })).await;
+    assert!(matches!(peer.recv().await, Some(Frame::Ping(_))));
+    assert!(matches!(
+        server.open_stream(headers("x"), false).await,
+        Err(SpdyError::GoneAway)
+    ));
+    s.writer.write_all(b"still here").await.unwrap();
+    s.writer.flush().await.unwrap();
+    match peer.recv().await {
+        Some(Frame::Data(d)) => assert_eq!(&d.data[..], b"still here"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_ping_flood_from_a_peer_that_never_reads_stays_bounded() {
+    let config = SessionConfig {
+        write_buffer: 64 * 1024,
+        ..SessionConfig::default()
+    };
+    let (peer, server, _accepted) = RawPeer::against_server(config);
+    let (_rd, mut wr) = tokio::io::split(peer.io);
+    let flood = tokio::spawn(async move {
+        let mut out = BytesMut::new();
+        for id in 0..200_000u32 {
+            Frame::Ping(frame::Ping { id: 2 * id + 1 }).encode(&mut out);
+        }
+        wr.write_all(&out).await.unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!flood.is_finished(), "the flood must be held back");
+    let queued = server.shared_for_tests().lock().out.len();
+    assert!(queued <= 2 * 64 * 1024 + 12, "queued {queued}");
 }

@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     pub closing: Notify,
     /// Tells the outbound task to give up on a write the peer is not taking.
     pub stop_writing: Notify,
+    /// Signalled by the outbound task after each batch it wrote.
+    pub out_drained: Notify,
     /// Becomes true when the outbound task has ended.
     pub outbound_finished: watch::Sender<bool>,
     /// Becomes true when both tasks have ended.
@@ -233,6 +235,7 @@ impl Shared {
             consumed: Notify::new(),
             closing: Notify::new(),
             stop_writing: Notify::new(),
+            out_drained: Notify::new(),
             outbound_finished: watch::channel(false).0,
             finished: watch::channel(false).0,
         })
@@ -246,8 +249,8 @@ impl Shared {
     /// Whether `id` belongs to streams the peer opens.
     pub fn is_peer_stream(&self, id: u32) -> bool {
         match self.role {
-            Role::Server => id % 2 == 1,
-            Role::Client => id % 2 == 0,
+            Role::Server => !id.is_multiple_of(2),
+            Role::Client => id.is_multiple_of(2),
         }
     }
 
@@ -303,15 +306,21 @@ impl Shared {
         self.outbound_wake.notify_one();
         self.consumed.notify_one();
         self.closing.notify_one();
+        self.out_drained.notify_one();
     }
 
-    /// Removes a stream once neither handle is left.
+    /// Removes a stream once neither handle is left, ending our side with FIN if nothing
+    /// ended it before.
     pub fn forget_if_unused(&self, state: &mut State, id: u32) {
         let unused = state
             .streams
             .get(&id)
             .is_some_and(|s| !s.reader_alive && !s.writer_alive);
         if unused && let Some(mut stream) = state.streams.remove(&id) {
+            if !stream.local_fin && stream.reset.is_none() && state.closed.is_none() {
+                state.queue_data(id, true, &[]);
+                self.outbound_wake.notify_one();
+            }
             let dropped = stream.discard_buffered();
             self.credit(state, None, dropped);
         }

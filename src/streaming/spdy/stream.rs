@@ -5,8 +5,9 @@
 //! consumed bytes back to the peer's windows (WINDOW_UPDATE). The writer cuts writes into
 //! DATA frames of at most `max_data_frame` bytes, waits for the peer's windows when they are
 //! enforced and for room in the outgoing buffer; `shutdown` sends an empty DATA frame with FIN.
-//! Dropping the writer without `shutdown` sends the FIN too; dropping both handles releases
-//! the stream (later data from the peer is dropped).
+//! Dropping the writer alone does not end our side (the Go client reacts to a FIN on its
+//! stdin stream by closing its stdin); dropping both handles sends the FIN if `shutdown` did
+//! not, and releases the stream (later data from the peer is dropped).
 
 use std::io;
 use std::pin::Pin;
@@ -179,12 +180,15 @@ impl AsyncRead for StreamReader {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
         let mut state = this.shared.lock();
         let state = &mut *state;
         let Some(stream) = state.streams.get_mut(&this.id) else {
             return Poll::Ready(Ok(()));
         };
-        if stream.buffered > 0 && buf.remaining() > 0 {
+        if stream.buffered > 0 {
             let n = stream.copy_out(buf.initialize_unfilled());
             buf.advance(n);
             this.shared.credit(state, Some(this.id), n);
@@ -313,16 +317,13 @@ impl AsyncWrite for StreamWriter {
 impl Drop for StreamWriter {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
-        let closed = state.closed.is_some();
         let Some(stream) = state.streams.get_mut(&self.id) else {
             return;
         };
+        // No FIN here: the Go client closes its stdin when the server closes the stdin
+        // stream, so a server that drops the writer of a stream it never writes to must not
+        // end the stream. The FIN goes out once the reader is gone too.
         stream.writer_alive = false;
-        if !stream.local_fin && stream.reset.is_none() && !closed {
-            stream.local_fin = true;
-            state.queue_data(self.id, true, &[]);
-            self.shared.outbound_wake.notify_one();
-        }
         self.shared.forget_if_unused(&mut state, self.id);
     }
 }
