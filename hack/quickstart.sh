@@ -50,6 +50,8 @@ forward=$!
 for _ in $(seq 50); do curl -fs http://127.0.0.1:18080/hostname >/dev/null 2>&1 && break; sleep 0.1; done
 expect "crictl port-forward + curl" "$(curl -fsS http://127.0.0.1:18080/hostname)" "^quickstart$"
 kill "$forward" 2>/dev/null || true
+expect "crictl stats" "$(c stats --id "$ctr")" "hello"
+expect "crictl statsp" "$(c statsp --id "$pod")" "quickstart"
 expect "crictl update" "$(c update --memory 100000000 "$ctr")" "^$ctr$"
 expect "crictl stop" "$(c stop "$ctr")" "^$ctr$"
 expect "crictl ps -a" "$(c ps -a --id "$ctr")" " Exited +hello "

@@ -794,3 +794,50 @@ async fn a_dead_shim_shows_as_stopped_pod_and_container_events() {
     stop_pod(&mut rt, &pod).await;
     remove_pod(&mut rt, &pod).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sample_older_than_a_second_is_read_again_whatever_the_period() {
+    // crictl stats reads twice a second apart and fails when both readings are the same:
+    // with a one-minute period, the second read must still be a new sample.
+    let daemon = TestDaemon::start_with(true, &["--stats-collection-period", "60s"]).await;
+    mirror_docker_io(&daemon);
+    daemon
+        .images()
+        .await
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: IMAGE.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut rt = daemon.runtime().await;
+    let config = pod_config("stats-fresh");
+    let pod = run_pod(&mut rt, config.clone()).await.unwrap();
+    let busy = create(
+        &mut rt,
+        &pod,
+        &config,
+        container_config("busy", &["sh", "-c", "while true; do :; done"]),
+    )
+    .await;
+    start(&mut rt, &busy).await;
+    let first = list_stats(&mut rt, &pod).await[&busy].cpu.unwrap();
+    let again = list_stats(&mut rt, &pod).await[&busy].cpu.unwrap();
+    assert_eq!(
+        first.timestamp, again.timestamp,
+        "within a second: the cache"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let later = list_stats(&mut rt, &pod).await[&busy].cpu.unwrap();
+    assert!(later.timestamp > first.timestamp);
+    assert!(value(&later.usage_core_nano_seconds) > value(&first.usage_core_nano_seconds));
+    assert!(
+        value(&later.usage_nano_cores) > 100_000_000,
+        "the rate between the two reads shows the loop: {later:?}"
+    );
+    stop_pod(&mut rt, &pod).await;
+    remove_pod(&mut rt, &pod).await;
+}

@@ -3,7 +3,10 @@
 //! turn cumulative CPU time into a rate, and serves the stats RPCs from that cache.
 //!
 //! A request only reads files for a container or pod the cache has never seen (just
-//! created); everything else is answered from memory. A container whose cgroup vanished
+//! created) or whose sample is more than a second old; everything else is answered from
+//! memory. (crictl stats samples twice a second apart and needs two different readings; a
+//! kubelet polling every 10 s gets fresh figures at the cost of one read per poll, and the
+//! periodic pass keeps rates and metrics going between polls.) A container whose cgroup vanished
 //! keeps its last sample, so one gone container never fails a whole list.
 
 pub mod metrics;
@@ -42,6 +45,13 @@ pub struct PodSample {
     /// None for host-network pods (their traffic is the node's) and pods not running.
     pub network: Option<Vec<InterfaceStats>>,
     pub processes: Option<u64>,
+}
+
+/// A cached sample younger than this is served as is.
+const FRESH_FOR_NANOS: i64 = 1_000_000_000;
+
+fn is_fresh(timestamp: i64) -> bool {
+    now_nanos().saturating_sub(timestamp) < FRESH_FOR_NANOS
 }
 
 /// CPU rate between two cumulative readings: Δcpu_ns / Δt_s, in nano-cores. None when it
@@ -253,7 +263,8 @@ impl Collector {
         *cache = Cache { containers, pods };
     }
 
-    /// The cached sample of each record; records the cache has not seen are read now.
+    /// The cached sample of each record; records the cache has not seen, or saw more than
+    /// a second ago, are read now.
     pub async fn containers(
         &self,
         records: Vec<ContainerRecord>,
@@ -264,8 +275,10 @@ impl Collector {
             let cache = lock(&self.cache);
             for record in records {
                 match cache.containers.get(&record.id) {
-                    Some(sample) => found.push((record, sample.clone())),
-                    None => missing.push(record),
+                    Some(sample) if is_fresh(sample.timestamp) => {
+                        found.push((record, sample.clone()))
+                    }
+                    _ => missing.push(record),
                 }
             }
         }
@@ -284,7 +297,8 @@ impl Collector {
         .await
         .unwrap_or_default();
         let mut cache = lock(&self.cache);
-        for (record, sample) in missing.into_iter().zip(read) {
+        for (record, read) in missing.into_iter().zip(read) {
+            let sample = merge(cache.containers.get(&record.id), read);
             cache.containers.insert(record.id.clone(), sample.clone());
             found.push((record, sample));
         }
@@ -303,8 +317,10 @@ impl Collector {
             let cache = lock(&self.cache);
             for (record, state) in sandboxes {
                 match cache.pods.get(&record.id) {
-                    Some(sample) => found.push((record, sample.clone())),
-                    None => missing.push((record, state)),
+                    Some(sample) if is_fresh(sample.timestamp) => {
+                        found.push((record, sample.clone()))
+                    }
+                    _ => missing.push((record, state)),
                 }
             }
         }
@@ -325,7 +341,8 @@ impl Collector {
         .await
         .unwrap_or_default();
         let mut cache = lock(&self.cache);
-        for ((record, _), sample) in missing.into_iter().zip(read) {
+        for ((record, _), read) in missing.into_iter().zip(read) {
+            let sample = merge_pod(cache.pods.get(&record.id), read);
             cache.pods.insert(record.id.clone(), sample.clone());
             found.push((record, sample));
         }
