@@ -359,16 +359,7 @@ async fn exec_over_websocket_reports_output_exit_codes_and_takes_stdin() {
     // A terminal: output is one stream, and the window size the client sets is the pty's.
     let url = exec_url(
         &mut rt,
-        exec_request(
-            &id,
-            &[
-                "sh",
-                "-c",
-                "sleep 1; stty size; test -t 0 && test -t 1 && echo terminal",
-            ],
-            false,
-            true,
-        ),
+        exec_request(&id, &["sh", "-c", "sleep 1; stty size; tty"], false, true),
     )
     .await;
     let outcome = ws_session(
@@ -378,7 +369,11 @@ async fn exec_over_websocket_reports_output_exit_codes_and_takes_stdin() {
     )
     .await;
     let text = String::from_utf8_lossy(&outcome.stdout).to_string();
-    assert_eq!(text, "45 123\r\nterminal\r\n", "{outcome:?}");
+    // The pty is the container's own: it has a name in the container's /dev/pts.
+    assert!(
+        text.starts_with("45 123\r\n/dev/pts/"),
+        "{text:?} {outcome:?}"
+    );
     assert!(outcome.stderr.is_empty());
     assert_eq!(outcome.exit_code(), 0);
 
@@ -805,6 +800,83 @@ async fn stream_requests_are_checked_and_tokens_are_single_use() {
     assert_eq!(
         code(rt.exec(exec_request(&id, &["true"], false, false)).await),
         tonic::Code::FailedPrecondition
+    );
+
+    stop_pod(&mut rt, &pod.id).await;
+    remove_pod(&mut rt, &pod.id).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tty_container_gets_a_terminal_of_its_own_and_attach_resizes_it() {
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod) = pod(&daemon, "tty").await;
+    let id = container(
+        &mut rt,
+        &pod,
+        "term",
+        BUSYBOX,
+        &[
+            "sh",
+            "-c",
+            "tty; stty size; while read line; do stty size; done",
+        ],
+        |c| {
+            c.tty = true;
+            c.stdin = true;
+        },
+    )
+    .await;
+    // The log has what the terminal printed: its name in the container's /dev/pts and the
+    // size a new terminal gets.
+    let log = std::path::Path::new(&pod.config.log_directory).join("term.log");
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("24 80") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(text.contains(" stdout F /dev/pts/0"), "{text}");
+    assert!(text.contains(" stdout F 24 80"), "{text}");
+
+    // Attach with a terminal: a resize reaches the pty, the next line shows it.
+    let url = rt
+        .attach(cri::AttachRequest {
+            container_id: id.clone(),
+            stdin: true,
+            tty: true,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut ws = ws_connect(&url, "v5.channel.k8s.io").await;
+    let mut resize = vec![4u8];
+    resize.extend_from_slice(br#"{"Width":132,"Height":43}"#);
+    ws.send(Message::Binary(resize.into())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    ws.send(Message::Binary(b"\x00again\r".to_vec().into()))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await
+    {
+        if let Message::Binary(data) = message
+            && data.first() == Some(&1)
+        {
+            seen.extend_from_slice(&data[1..]);
+        }
+        if String::from_utf8_lossy(&seen).contains("43 132") {
+            break;
+        }
+    }
+    assert!(
+        String::from_utf8_lossy(&seen).contains("43 132"),
+        "{:?}",
+        String::from_utf8_lossy(&seen)
     );
 
     stop_pod(&mut rt, &pod.id).await;

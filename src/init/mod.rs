@@ -9,6 +9,7 @@
 //! Every failure is sent to the shim over the sync socket (fd 3) with the failing step
 //! named, before exiting.
 
+pub mod console;
 pub mod mounts;
 pub mod pause;
 pub mod plan;
@@ -213,6 +214,10 @@ fn setup(bundle: &Path, sync: &OwnedFd) -> Result<Outcome> {
             user_ns.as_ref(),
         )?;
     }
+    if !is_pause(&spec) && spec.process().as_ref().is_some_and(wants_terminal) {
+        let in_user_ns = plan.user != UserNamespacePlan::Host;
+        console::hand_over(terminal_owner(spec.process().as_ref(), in_user_ns))?;
+    }
     let exec = if is_pause(&spec) {
         None
     } else {
@@ -284,6 +289,9 @@ fn setup_exec(bundle: &Path, target: i32, process_file: &Path, sync: &OwnedFd) -
         Forked::Workload(ready) => ready,
     };
     nix::unistd::setsid().map_err(|e| InitError::errno("setsid", e))?;
+    if wants_terminal(&process) {
+        console::hand_over(terminal_owner(Some(&process), join_user))?;
+    }
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
     let exec = prepare_process_of(
         &process,
@@ -711,10 +719,23 @@ fn exec_pause() -> Result<Outcome> {
     Err(InitError::errno("exec pause", err))
 }
 
+fn wants_terminal(process: &Process) -> bool {
+    process.terminal().unwrap_or(false)
+}
+
+/// Who gets the pty slave: the process's user, unless ids are mapped (then the devpts of
+/// the host's user namespace keeps root's).
+fn terminal_owner(process: Option<&Process>, in_user_ns: bool) -> Option<u32> {
+    if in_user_ns {
+        return None;
+    }
+    process.map(|p| p.user().uid()).filter(|uid| *uid != 0)
+}
+
 fn exec_process(exec: ExecPlan) -> Result<Outcome> {
     if exec.terminal {
-        // The shim gave the pty slave as fd 0: make it the controlling terminal of a new
-        // session (an exec already leads one: EPERM then means just that).
+        // The pty slave is fd 0 (console::hand_over): make it the controlling terminal of
+        // a new session (an exec already leads one: EPERM then means just that).
         let leads_session = nix::unistd::getsid(None).ok() == Some(nix::unistd::getpid());
         if !leads_session {
             nix::unistd::setsid().map_err(|e| InitError::errno("setsid", e))?;

@@ -19,7 +19,7 @@ use tonic::{Status, Streaming};
 
 use super::log::Stream as OutputKind;
 use super::service::{DRAIN_WAIT, ExecStartError, Service, StartedExec};
-use super::stdio::{ChildStdio, pipe, set_cloexec, set_nonblocking};
+use super::stdio::{ChildStdio, pipe, set_nonblocking};
 use crate::shim_api::process_input::Input;
 use crate::shim_api::process_output::Output;
 use crate::shim_api::{OpenIo, ProcessInput, ProcessOutput, WindowSize};
@@ -166,20 +166,11 @@ impl Service {
         let mut console = None;
         let mut outputs = Vec::new();
         let stdio = if open.tty {
-            let pty = nix::pty::openpty(None, None)
-                .map_err(|e| internal("open a pty", io::Error::from(e)))?;
-            set_cloexec(&pty.master).map_err(|e| internal("pty", e))?;
-            set_cloexec(&pty.slave).map_err(|e| internal("pty", e))?;
-            let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| internal("dup pty", e));
-            if open.stdin {
-                stdin_end = Some(dup(&pty.master)?);
-            }
-            console = Some(dup(&pty.master)?);
-            outputs.push((OutputKind::Stdout, dup(&pty.master)?));
+            // Init opens the pty inside the container and sends the master back.
             ChildStdio {
-                stdin: Stdio::from(dup(&pty.slave)?),
-                stdout: Stdio::from(dup(&pty.slave)?),
-                stderr: Stdio::from(pty.slave),
+                stdin: Stdio::null(),
+                stdout: Stdio::null(),
+                stderr: Stdio::null(),
             }
         } else {
             let stdin = if open.stdin {
@@ -205,13 +196,6 @@ impl Service {
                 stderr,
             }
         };
-        let async_pipe = |fd| AsyncPipe::new(fd).map_err(|e| internal("watch pipe", e));
-        let stdin_end = stdin_end.map(async_pipe).transpose()?;
-        let outputs = outputs
-            .into_iter()
-            .map(|(kind, fd)| Ok((kind, async_pipe(fd)?)))
-            .collect::<Result<Vec<_>, Status>>()?;
-
         let deadline = tokio::time::Instant::now() + EXEC_START_TIMEOUT;
         let started = self
             .start_exec(
@@ -223,7 +207,12 @@ impl Service {
                 deadline,
             )
             .await;
-        let StartedExec { pid, name, exit } = match started {
+        let StartedExec {
+            pid,
+            name,
+            exit,
+            console: master,
+        } = match started {
             Ok(started) => started,
             Err(ExecStartError::TimedOut) => {
                 return Err(Status::deadline_exceeded(format!(
@@ -232,6 +221,20 @@ impl Service {
             }
             Err(ExecStartError::Status(status)) => return Err(status),
         };
+        if let Some(master) = master {
+            let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| internal("dup pty", e));
+            if open.stdin {
+                stdin_end = Some(dup(&master)?);
+            }
+            console = Some(dup(&master)?);
+            outputs.push((OutputKind::Stdout, master));
+        }
+        let async_pipe = |fd| AsyncPipe::new(fd).map_err(|e| internal("watch pipe", e));
+        let stdin_end = stdin_end.map(async_pipe).transpose()?;
+        let outputs = outputs
+            .into_iter()
+            .map(|(kind, fd)| Ok((kind, async_pipe(fd)?)))
+            .collect::<Result<Vec<_>, Status>>()?;
         tracing::debug!(exec = %name, pid, tty = open.tty, "interactive exec started");
 
         let (sender, receiver) = mpsc::channel(OUTPUT_QUEUE);

@@ -305,10 +305,21 @@ impl Service {
         bundle: &Path,
         stdio: Option<ChildStdio>,
         extra_args: &[&std::ffi::OsStr],
-    ) -> std::io::Result<(u32, UnixStream)> {
+        console: bool,
+    ) -> std::io::Result<(u32, UnixStream, Option<std::os::unix::net::UnixStream>)> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         let theirs = OwnedFd::from(theirs);
         let theirs_raw = theirs.as_raw_fd();
+        // With a terminal, init opens the pty inside the container and sends its master
+        // back on a second socket (console::CONSOLE_FD).
+        let (console_ours, console_theirs) = match console {
+            true => {
+                let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+                (Some(ours), Some(OwnedFd::from(theirs)))
+            }
+            false => (None, None),
+        };
+        let console_raw = console_theirs.as_ref().map(|fd| fd.as_raw_fd());
         let mut command = Command::new("/proc/self/exe");
         command
             .arg("init")
@@ -325,16 +336,26 @@ impl Service {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         };
-        // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec. std
-        // has already moved the stdio ends to 0/1/2 when this runs, so fd 3 may be
-        // overwritten freely.
+        // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec. std
+        // has already moved the stdio ends to 0/1/2 when this runs. Both ends are first
+        // copied above 9, so neither can be overwritten by the other's dup2.
         unsafe {
             command.pre_exec(move || {
-                if theirs_raw == SYNC_FD {
-                    if libc::fcntl(SYNC_FD, libc::F_SETFD, 0) < 0 {
+                let lift = |fd: i32| {
+                    let lifted = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+                    if lifted < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
-                } else if libc::dup2(theirs_raw, SYNC_FD) < 0 {
+                    Ok(lifted)
+                };
+                let sync = lift(theirs_raw)?;
+                let console = console_raw.map(lift).transpose()?;
+                if libc::dup2(sync, SYNC_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(console) = console
+                    && libc::dup2(console, crate::init::console::CONSOLE_FD) < 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -345,8 +366,26 @@ impl Service {
         // The child's stdio ends close with `command`: EOF then means the process is done.
         drop(command);
         drop(theirs);
+        drop(console_theirs);
         ours.set_nonblocking(true)?;
-        Ok((child.id(), UnixStream::from_std(ours)?))
+        Ok((child.id(), UnixStream::from_std(ours)?, console_ours))
+    }
+
+    /// Starts the output readers of process `id` and keeps its stdio.
+    fn start_process_io(
+        &self,
+        id: &str,
+        mut io: super::stdio::ProcessIo,
+        outputs: super::stdio::Outputs,
+        tty: bool,
+    ) {
+        if let Some(record) = self.shared.table().processes.get_mut(id) {
+            record.open_outputs = outputs.len();
+        }
+        let shared = self.shared.clone();
+        let owner = id.to_string();
+        super::stdio::start_readers(&mut io, outputs, tty, move || shared.output_closed(&owner));
+        self.shared.ios().insert(id.to_string(), io);
     }
 
     async fn create_process(&self, request: &CreateRequest) -> Result<i32, Status> {
@@ -398,23 +437,21 @@ impl Service {
         } else {
             (None, None)
         };
-        let (init_pid, stream) = match self.spawn_init(bundle, child_stdio, &[]) {
-            Ok(spawned) => spawned,
-            Err(e) => return Err(fail(format!("spawn berth init: {e}"))),
-        };
+        let (init_pid, stream, console) =
+            match self.spawn_init(bundle, child_stdio, &[], io_options.tty) {
+                Ok(spawned) => spawned,
+                Err(e) => return Err(fail(format!("spawn berth init: {e}"))),
+            };
         let init_pid = i32::try_from(init_pid).unwrap_or(0);
         // No await since the spawn: the reaper cannot have seen this pid yet.
         self.shared.table().inits.insert(init_pid, id.to_string());
-        if let Some((outputs, mut io)) = outputs {
-            if let Some(record) = self.shared.table().processes.get_mut(id) {
-                record.open_outputs = outputs.len();
+        // A terminal's output is read once init sent the pty (after "created").
+        let mut pending_console_io = None;
+        if let Some((outputs, io)) = outputs {
+            match console {
+                Some(_) => pending_console_io = Some(io),
+                None => self.start_process_io(id, io, outputs, false),
             }
-            let shared = self.shared.clone();
-            let owner = id.to_string();
-            super::stdio::start_readers(&mut io, outputs, io_options.tty, move || {
-                shared.output_closed(&owner)
-            });
-            self.shared.ios().insert(id.to_string(), io);
         }
 
         let mut reader = BufReader::new(stream);
@@ -437,6 +474,17 @@ impl Service {
                 return Err(fail(message));
             }
         };
+        if let (Some(socket), Some(mut io)) = (console, pending_console_io) {
+            let outputs = super::stdio::receive_console(&socket)
+                .and_then(|master| super::stdio::console_outputs(&mut io, master, request.stdin));
+            match outputs {
+                Ok(outputs) => self.start_process_io(id, io, outputs, true),
+                Err(e) => {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    return Err(fail(format!("receive the terminal from init: {e}")));
+                }
+            }
+        }
         // Init has joined the cgroup by now; kills counted before are not this process's.
         let oom_kills_before = self.shared.oom_kills(cgroup.as_deref());
         let mut table = self.shared.table();
@@ -565,8 +613,8 @@ impl Service {
             "--process".as_ref(),
             process_file.0.as_os_str(),
         ];
-        let (init_pid, stream) = self
-            .spawn_init(&bundle, Some(stdio), &extra)
+        let (init_pid, stream, console) = self
+            .spawn_init(&bundle, Some(stdio), &extra, tty)
             .map_err(|e| Status::internal(format!("spawn berth init: {e}")))?;
         let init_pid = i32::try_from(init_pid).unwrap_or(0);
         // No await since the spawn: the reaper cannot have seen this pid yet.
@@ -594,6 +642,18 @@ impl Service {
                 tracing::info!(exec = %name, error = %message, "exec failed");
                 return Err(Status::unknown(message).into());
             }
+        };
+        let console = match console {
+            Some(socket) => match super::stdio::receive_console(&socket) {
+                Ok(master) => Some(master),
+                Err(e) => {
+                    kill_tree(pid);
+                    return Err(
+                        Status::internal(format!("receive the terminal from init: {e}")).into(),
+                    );
+                }
+            },
+            None => None,
         };
         let (exit_sender, exit) = tokio::sync::oneshot::channel();
         let early_exit = self.shared.table().claim_exec(pid, &name);
@@ -623,7 +683,12 @@ impl Service {
             // The command runs; whatever went wrong with the socket, its exit tells.
             Ok(Err(_)) | Err(_) => {}
         }
-        Ok(StartedExec { pid, name, exit })
+        Ok(StartedExec {
+            pid,
+            name,
+            exit,
+            console,
+        })
     }
 
     /// ExecSync: `berth init --exec-pid` runs the command in the container; its output is
@@ -666,7 +731,9 @@ impl Service {
                 report_deadline,
             )
             .await;
-        let StartedExec { pid, name, exit } = match started {
+        let StartedExec {
+            pid, name, exit, ..
+        } = match started {
             Ok(started) => started,
             Err(ExecStartError::TimedOut)
                 if deadline.is_some_and(|d| d <= tokio::time::Instant::now()) =>
@@ -769,6 +836,8 @@ pub(super) struct StartedExec {
     pub name: String,
     /// Its exit code, from the reaper.
     pub exit: tokio::sync::oneshot::Receiver<i32>,
+    /// The pty master, when it runs with a terminal.
+    pub console: Option<OwnedFd>,
 }
 
 pub(super) enum ExecStartError {

@@ -171,28 +171,14 @@ pub(super) fn prepare(opts: &IoOptions<'_>) -> io::Result<(ChildStdio, Outputs, 
     io.stdin_once = opts.stdin_once;
     io.log = log;
     if opts.tty {
-        let winsize = nix::pty::Winsize {
-            ws_row: DEFAULT_ROWS,
-            ws_col: DEFAULT_COLS,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        let pty = nix::pty::openpty(&winsize, None).map_err(io::Error::from)?;
-        // openpty does not set close-on-exec; nothing forks before this returns
-        // (one thread, no await), so setting it now is in time.
-        set_cloexec(&pty.master)?;
-        set_cloexec(&pty.slave)?;
-        set_nonblocking(&pty.master)?;
-        if opts.stdin {
-            io.stdin = Some(pty.master.try_clone()?);
-        }
-        io.console = Some(pty.master.try_clone()?);
+        // Init opens the pty inside the container and sends the master back
+        // (`receive_console`); until then the process's stdio is /dev/null.
         let child = ChildStdio {
-            stdin: Stdio::from(pty.slave.try_clone()?),
-            stdout: Stdio::from(pty.slave.try_clone()?),
-            stderr: Stdio::from(pty.slave),
+            stdin: Stdio::null(),
+            stdout: Stdio::null(),
+            stderr: Stdio::null(),
         };
-        return Ok((child, Outputs(vec![(Stream::Stdout, pty.master)]), io));
+        return Ok((child, Outputs(Vec::new()), io));
     }
     let stdin = if opts.stdin {
         let (read, write) = pipe()?;
@@ -216,6 +202,79 @@ pub(super) fn prepare(opts: &IoOptions<'_>) -> io::Result<(ChildStdio, Outputs, 
         (Stream::Stderr, stderr_read),
     ]);
     Ok((child, outputs, io))
+}
+
+/// The pty master init sent on the console socket (it is there by the time init reported
+/// "created").
+pub(super) fn receive_console(socket: &std::os::unix::net::UnixStream) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+    let mut mark = [0u8; 1];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut received = Vec::new();
+    loop {
+        let mut iov = [std::io::IoSliceMut::new(&mut mark)];
+        match recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(message) => {
+                for cmsg in message.cmsgs()? {
+                    if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                        // SAFETY: SCM_RIGHTS gave this process new fds that nothing else
+                        // owns; wrapping them closes any we do not keep.
+                        received.extend(
+                            fds.into_iter()
+                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                        );
+                    }
+                }
+                break;
+            }
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(io::Error::from(e)),
+        }
+    }
+    if mark[0] != crate::init::console::CONSOLE_MARK || received.is_empty() {
+        return Err(io::Error::other("init sent no terminal"));
+    }
+    Ok(received.swap_remove(0))
+}
+
+/// Keeps a process's pty master (for stdin when it has one, and resizes) and returns it
+/// as the output to read, with the window size a new terminal gets.
+pub(super) fn console_outputs(
+    io: &mut ProcessIo,
+    master: OwnedFd,
+    stdin: bool,
+) -> io::Result<Outputs> {
+    let winsize = libc::winsize {
+        ws_row: DEFAULT_ROWS,
+        ws_col: DEFAULT_COLS,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which outlives the call.
+    if unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&master),
+            libc::TIOCSWINSZ,
+            &winsize,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    set_cloexec(&master)?;
+    set_nonblocking(&master)?;
+    if stdin {
+        io.stdin = Some(master.try_clone()?);
+    }
+    io.console = Some(master.try_clone()?);
+    Ok(Outputs(vec![(Stream::Stdout, master)]))
 }
 
 /// Starts one reader task per output; `closed` runs when a reader reached EOF and logged
