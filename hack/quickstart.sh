@@ -44,7 +44,7 @@ expect "crictl inspect" "$(jq -r .status.state <<<"$(c inspect "$ctr")")" '^CONT
 expect "crictl exec" "$(c exec "$ctr" cat /etc/hostname)" "^quickstart$"
 expect "crictl exec -s exit code" "$("$crictl" exec -s --timeout 5 "$ctr" sh -c 'exit 3' 2>&1 || true)" "exited with 3"
 expect "crictl exec --timeout" "$("$crictl" exec -s --timeout 1 "$ctr" sh -c 'sleep 10 & sleep 20' 2>&1 || true)" "timed out after 1s"
-expect "crictl exec -it" "$(script -qc "$crictl exec -it $ctr sh -c 'test -t 0 && echo terminal'" /dev/null </dev/null)" "^terminal"
+expect "crictl exec -it" "$(script -qc "$crictl exec -it $ctr tty" /dev/null </dev/null)" "^/dev/pts/[0-9]+"
 "$crictl" port-forward "$pod" 18080:80 >/dev/null 2>&1 &
 forward=$!
 for _ in $(seq 50); do curl -fs http://127.0.0.1:18080/hostname >/dev/null 2>&1 && break; sleep 0.1; done
