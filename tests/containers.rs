@@ -40,21 +40,7 @@ async fn setup(daemon: &TestDaemon, name: &str) -> (RuntimeServiceClient<Channel
 }
 
 fn container_config(name: &str, command: &[&str]) -> cri::ContainerConfig {
-    cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(cri::ImageSpec {
-            image: IMAGE.into(),
-            ..Default::default()
-        }),
-        command: command.iter().map(|s| s.to_string()).collect(),
-        log_path: format!("{name}.log"),
-        labels: [("container".to_string(), name.to_string())].into(),
-        linux: Some(cri::LinuxContainerConfig::default()),
-        ..Default::default()
-    }
+    common::container_config(name, IMAGE, command)
 }
 
 /// FOO=bar, working dir /tmp, uid 1000 and gid 1001: what the env tests check.
@@ -79,21 +65,11 @@ async fn create(
     pod: &Pod,
     config: cri::ContainerConfig,
 ) -> Result<String, tonic::Status> {
-    rt.create_container(cri::CreateContainerRequest {
-        pod_sandbox_id: pod.id.clone(),
-        config: Some(config),
-        sandbox_config: Some(pod.config.clone()),
-    })
-    .await
-    .map(|r| r.into_inner().container_id)
+    create_container(rt, &pod.id, &pod.config, config).await
 }
 
 async fn start(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> Result<(), tonic::Status> {
-    rt.start_container(cri::StartContainerRequest {
-        container_id: id.into(),
-    })
-    .await
-    .map(|_| ())
+    start_container(rt, id).await
 }
 
 async fn run(
@@ -107,15 +83,7 @@ async fn run(
 }
 
 async fn status(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> cri::ContainerStatus {
-    rt.container_status(cri::ContainerStatusRequest {
-        container_id: id.into(),
-        verbose: false,
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .status
-    .unwrap()
+    container_status(rt, id).await
 }
 
 async fn wait_exited(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> cri::ContainerStatus {

@@ -64,19 +64,7 @@ async fn pull_busybox(daemon: &TestDaemon) -> Result<(), tonic::Status> {
 }
 
 fn container_config(name: &str, command: &[&str]) -> cri::ContainerConfig {
-    cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(cri::ImageSpec {
-            image: IMAGE.into(),
-            ..Default::default()
-        }),
-        command: command.iter().map(|s| s.to_string()).collect(),
-        linux: Some(cri::LinuxContainerConfig::default()),
-        ..Default::default()
-    }
+    common::container_config(name, IMAGE, command)
 }
 
 async fn create(
@@ -85,21 +73,11 @@ async fn create(
     pod_config: &cri::PodSandboxConfig,
     config: cri::ContainerConfig,
 ) -> Result<String, tonic::Status> {
-    rt.create_container(cri::CreateContainerRequest {
-        pod_sandbox_id: pod.to_string(),
-        config: Some(config),
-        sandbox_config: Some(pod_config.clone()),
-    })
-    .await
-    .map(|r| r.into_inner().container_id)
+    create_container(rt, pod, pod_config, config).await
 }
 
 async fn start(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> Result<(), tonic::Status> {
-    rt.start_container(cri::StartContainerRequest {
-        container_id: id.into(),
-    })
-    .await
-    .map(|_| ())
+    start_container(rt, id).await
 }
 
 async fn stop(
@@ -124,15 +102,7 @@ async fn remove(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> Result<(), 
 }
 
 async fn status(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> cri::ContainerStatus {
-    rt.container_status(cri::ContainerStatusRequest {
-        container_id: id.into(),
-        verbose: false,
-    })
-    .await
-    .expect("ContainerStatus")
-    .into_inner()
-    .status
-    .expect("status")
+    container_status(rt, id).await
 }
 
 async fn pod_ids(rt: &mut RuntimeServiceClient<Channel>) -> Vec<String> {

@@ -82,13 +82,7 @@ async fn create(
     pod: &Pod,
     config: cri::ContainerConfig,
 ) -> Result<String, tonic::Status> {
-    rt.create_container(cri::CreateContainerRequest {
-        pod_sandbox_id: pod.id.clone(),
-        config: Some(config),
-        sandbox_config: Some(pod.config.clone()),
-    })
-    .await
-    .map(|r| r.into_inner().container_id)
+    create_container(rt, &pod.id, &pod.config, config).await
 }
 
 async fn run(
@@ -109,15 +103,7 @@ async fn run(
 }
 
 async fn status(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> cri::ContainerStatus {
-    rt.container_status(cri::ContainerStatusRequest {
-        container_id: id.into(),
-        verbose: false,
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .status
-    .unwrap()
+    container_status(rt, id).await
 }
 
 async fn wait_exited(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> cri::ContainerStatus {

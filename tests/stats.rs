@@ -35,20 +35,7 @@ async fn start_daemon(extra: &[&str]) -> TestDaemon {
 }
 
 fn container_config(name: &str, command: &[&str]) -> cri::ContainerConfig {
-    cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(cri::ImageSpec {
-            image: IMAGE.into(),
-            ..Default::default()
-        }),
-        command: command.iter().map(|s| s.to_string()).collect(),
-        labels: [("container".to_string(), name.to_string())].into(),
-        linux: Some(cri::LinuxContainerConfig::default()),
-        ..Default::default()
-    }
+    common::container_config(name, IMAGE, command)
 }
 
 async fn create(
@@ -57,23 +44,13 @@ async fn create(
     pod_config: &cri::PodSandboxConfig,
     config: cri::ContainerConfig,
 ) -> String {
-    rt.create_container(cri::CreateContainerRequest {
-        pod_sandbox_id: pod_id.into(),
-        config: Some(config),
-        sandbox_config: Some(pod_config.clone()),
-    })
-    .await
-    .expect("CreateContainer")
-    .into_inner()
-    .container_id
+    create_container(rt, pod_id, pod_config, config)
+        .await
+        .expect("CreateContainer")
 }
 
 async fn start(rt: &mut RuntimeServiceClient<Channel>, id: &str) {
-    rt.start_container(cri::StartContainerRequest {
-        container_id: id.into(),
-    })
-    .await
-    .expect("StartContainer");
+    start_container(rt, id).await.expect("StartContainer");
 }
 
 async fn list_stats(

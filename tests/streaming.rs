@@ -20,21 +20,6 @@ use tonic::transport::Channel;
 const BUSYBOX: &str = "docker.io/library/busybox:latest";
 const NGINX: &str = "docker.io/e2e-test-images/nginx:1.14-2";
 
-async fn pull(daemon: &TestDaemon, image: &str) {
-    daemon
-        .images()
-        .await
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("pulling {image} from the local registry: {e}"));
-}
-
 struct Pod {
     id: String,
     config: cri::PodSandboxConfig,

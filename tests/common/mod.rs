@@ -728,3 +728,83 @@ pub async fn remove_pod(client: &mut RuntimeServiceClient<Channel>, id: &str) {
         .await
         .expect("RemovePodSandbox");
 }
+
+/// Pulls `image` through the daemon (from the local registry, through the mirrors).
+pub async fn pull(daemon: &TestDaemon, image: &str) {
+    daemon
+        .images()
+        .await
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!("pulling {image} from the local registry (hack/test-images.sh fills it): {e}")
+        });
+}
+
+/// A container of `image` running `command`, logging to `<name>.log` in the pod's log
+/// directory, labelled `container=<name>`.
+pub fn container_config(name: &str, image: &str, command: &[&str]) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        labels: [("container".to_string(), name.to_string())].into(),
+        linux: Some(cri::LinuxContainerConfig::default()),
+        ..Default::default()
+    }
+}
+
+pub async fn create_container(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod_id: &str,
+    pod_config: &cri::PodSandboxConfig,
+    config: cri::ContainerConfig,
+) -> Result<String, tonic::Status> {
+    rt.create_container(cri::CreateContainerRequest {
+        pod_sandbox_id: pod_id.into(),
+        config: Some(config),
+        sandbox_config: Some(pod_config.clone()),
+    })
+    .await
+    .map(|r| r.into_inner().container_id)
+}
+
+pub async fn start_container(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+) -> Result<(), tonic::Status> {
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.into(),
+    })
+    .await
+    .map(|_| ())
+}
+
+/// ContainerStatus that must succeed.
+pub async fn container_status(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+) -> cri::ContainerStatus {
+    rt.container_status(cri::ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .expect("ContainerStatus")
+    .into_inner()
+    .status
+    .expect("a status")
+}
