@@ -91,6 +91,10 @@ pub struct CniConfig {
 pub struct StreamingConfig {
     pub address: IpAddr,
     pub port: u16,
+    /// An exec, attach or port-forward connection with no bytes either way for this long
+    /// is closed (the kubelet's and containerd's default is 4 hours).
+    #[serde(with = "duration_text")]
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -182,6 +186,7 @@ impl Default for StreamingConfig {
         StreamingConfig {
             address: IpAddr::from([127, 0, 0, 1]),
             port: 0,
+            idle_timeout: Duration::from_secs(4 * 3600),
         }
     }
 }
@@ -243,6 +248,9 @@ pub struct ConfigFlags {
     /// Streaming server port, 0 for any free port [streaming.port].
     #[arg(long)]
     pub stream_port: Option<u16>,
+    /// e.g. 4h, 30m [streaming.idle_timeout].
+    #[arg(long, value_parser = parse_duration_flag)]
+    pub stream_idle_timeout: Option<Duration>,
     /// Registry hosts.toml directory, repeatable [registry.config_path].
     #[arg(long = "registry-config-path")]
     pub registry_config_paths: Vec<PathBuf>,
@@ -320,6 +328,7 @@ impl Config {
         }
         set(&mut self.streaming.address, &f.stream_address);
         set(&mut self.streaming.port, &f.stream_port);
+        set(&mut self.streaming.idle_timeout, &f.stream_idle_timeout);
         if !f.registry_config_paths.is_empty() {
             self.registry.config_path = f.registry_config_paths.clone();
         }
@@ -377,6 +386,12 @@ impl Config {
                 message: "must be at least 1".into(),
             });
         }
+        if self.streaming.idle_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid {
+                key: "streaming.idle_timeout",
+                message: "must be at least 1s".into(),
+            });
+        }
         if self.stats.collection_period < Duration::from_millis(100) {
             return Err(ConfigError::Invalid {
                 key: "stats.collection_period",
@@ -431,6 +446,8 @@ bin_dirs = [{bin_dirs}]
 address = "{stream_address}"
 # 0 picks a free port (--stream-port).
 port = {stream_port}
+# Close an exec/attach/port-forward connection idle this long (--stream-idle-timeout).
+idle_timeout = "{stream_idle}"
 
 [registry]
 # Directories of <host>/hosts.toml files in containerd's format, searched in order (--registry-config-path).
@@ -465,6 +482,7 @@ address = "{metrics_address}"
             bin_dirs = list(&d.cni.bin_dirs),
             stream_address = d.streaming.address,
             stream_port = d.streaming.port,
+            stream_idle = humantime::format_duration(d.streaming.idle_timeout),
             registry_paths = list(&d.registry.config_path),
             pull_timeout = humantime::format_duration(d.image.pull_progress_timeout),
             downloads = d.image.max_concurrent_downloads,

@@ -867,3 +867,38 @@ async fn a_tty_container_gets_a_terminal_of_its_own_and_attach_resizes_it() {
     stop_pod(&mut rt, &pod.id).await;
     remove_pod(&mut rt, &pod.id).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_stream_is_closed_after_the_idle_timeout() {
+    let daemon = TestDaemon::start_with(true, &["--stream-idle-timeout", "1s"]).await;
+    mirror_docker_io(&daemon);
+    pull(&daemon, BUSYBOX).await;
+    let mut rt = daemon.runtime().await;
+    let mut config = pod_config("idle");
+    config.log_directory = daemon.dir.path().join("logs").to_string_lossy().to_string();
+    let pod = Pod {
+        id: run_pod(&mut rt, config.clone()).await.unwrap(),
+        config,
+    };
+    let id = container(
+        &mut rt,
+        &pod,
+        "sleeper",
+        BUSYBOX,
+        &["sleep", "3600"],
+        |_| {},
+    )
+    .await;
+    // A command that prints nothing for a minute: the connection goes quiet.
+    let url = exec_url(&mut rt, exec_request(&id, &["sleep", "60"], false, false)).await;
+    let started = std::time::Instant::now();
+    let outcome = ws_session(ws_connect(&url, "v5.channel.k8s.io").await, None, None).await;
+    let elapsed = started.elapsed();
+    assert!(outcome.stdout.is_empty());
+    assert!(
+        elapsed < Duration::from_secs(30),
+        "closed by the 1 s idle timeout, not by the command's end: {elapsed:?}"
+    );
+    stop_pod(&mut rt, &pod.id).await;
+    remove_pod(&mut rt, &pod.id).await;
+}

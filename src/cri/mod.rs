@@ -78,6 +78,7 @@ impl Daemon {
         let streaming = StreamingServer::start(
             config.streaming.address,
             config.streaming.port,
+            config.streaming.idle_timeout,
             containers.clone(),
             sandboxes.clone(),
         )

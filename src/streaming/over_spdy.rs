@@ -129,6 +129,11 @@ impl OutputSink for SpdySink {
         }
         self.session.close().await;
     }
+
+    fn gone(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let session = self.session.clone();
+        async move { session.closed().await }
+    }
 }
 
 /// Sets up an exec/attach over SPDY: waits for the client's streams, then returns the sink

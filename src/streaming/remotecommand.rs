@@ -30,6 +30,8 @@ pub trait OutputSink: Send {
     /// Ends the session: closes the outputs, writes `error` (if any) on the error channel,
     /// then closes the connection.
     fn finish(self, error: Option<Vec<u8>>) -> impl Future<Output = ()> + Send;
+    /// Resolves once the client's connection is gone (closed, broken or idle too long).
+    fn gone(&self) -> impl Future<Output = ()> + Send + 'static;
 }
 
 /// Input messages queued between a transport's reader and the shim.
@@ -55,8 +57,19 @@ pub async fn run(
         input, mut output, ..
     } = session;
     let forward = tokio::spawn(forward_input(inputs, input));
+    // A quiet process writes nothing that would fail: watch the connection itself.
+    let gone = sink.gone();
+    tokio::pin!(gone);
     let outcome = loop {
-        let message = match output.message().await {
+        let next = tokio::select! {
+            next = output.message() => next,
+            () = &mut gone => {
+                // The process goes on without its streams, as with the kubelet.
+                forward.abort();
+                return;
+            }
+        };
+        let message = match next {
             Ok(Some(ProcessOutput {
                 output: Some(message),
             })) => message,
@@ -72,8 +85,7 @@ pub async fn run(
             Output::Started(_) => Ok(()),
         };
         if written.is_err() {
-            // The client is gone; the process goes on without its streams, as with the
-            // kubelet.
+            // The client is gone; the process goes on without its streams.
             forward.abort();
             return;
         }

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
+use super::idle::IdleTimeout;
 use super::over_spdy::{self, Expected};
 use super::portforward::PodNetwork;
 use super::protocol::{self, Version, WsPortForward};
@@ -30,6 +31,7 @@ use crate::shim_api::OpenIo;
 /// Serves streaming URLs and hands them out.
 pub struct StreamingServer {
     tokens: TokenCache,
+    idle_timeout: std::time::Duration,
     base_url: String,
     address: SocketAddr,
     containers: Arc<ContainerManager>,
@@ -68,6 +70,7 @@ impl StreamingServer {
     pub async fn start(
         address: std::net::IpAddr,
         port: u16,
+        idle_timeout: std::time::Duration,
         containers: Arc<ContainerManager>,
         sandboxes: Arc<SandboxManager>,
     ) -> Result<Arc<StreamingServer>> {
@@ -90,6 +93,7 @@ impl StreamingServer {
         let base_url = format!("http://{}", SocketAddr::new(url_ip, bound.port()));
         let server = Arc::new(StreamingServer {
             tokens: TokenCache::default(),
+            idle_timeout,
             base_url,
             address: bound,
             containers,
@@ -203,8 +207,8 @@ impl StreamingServer {
                     return;
                 }
             };
-            let (session, incoming) =
-                Session::server(TokioIo::new(upgraded), SessionConfig::default());
+            let connection = IdleTimeout::new(TokioIo::new(upgraded), self.idle_timeout);
+            let (session, incoming) = Session::server(connection, SessionConfig::default());
             match stream_request {
                 StreamRequest::PortForward { sandbox_id } => match self.pod_network(&sandbox_id) {
                     Ok(network) => over_spdy::port_forward(session, incoming, network).await,
@@ -301,7 +305,7 @@ impl StreamingServer {
                 }
             };
             let ws = WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
+                IdleTimeout::new(TokioIo::new(upgraded), self.idle_timeout),
                 Role::Server,
                 Some(websocket::config()),
             )

@@ -122,6 +122,8 @@ type WsSink<S> = SplitSink<WebSocketStream<S>, Message>;
 pub struct ChannelSink<S> {
     sink: WsSink<S>,
     encoding: Encoding,
+    /// Set once the client's side of the connection ended.
+    gone: tokio::sync::watch::Receiver<bool>,
 }
 
 impl<S> OutputSink for ChannelSink<S>
@@ -149,6 +151,13 @@ where
         let _ = self.sink.send(normal_close()).await;
         let _ = self.sink.close().await;
     }
+
+    fn gone(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut gone = self.gone.clone();
+        async move {
+            let _ = gone.wait_for(|gone| *gone).await;
+        }
+    }
 }
 
 /// Splits a WebSocket exec/attach connection: the output sink, and a task turning the
@@ -163,8 +172,19 @@ where
 {
     let (sink, stream) = ws.split();
     let (sender, inputs) = mpsc::channel(super::remotecommand::INPUT_QUEUE);
-    tokio::spawn(read_inputs(stream, encoding, version, sender));
-    (ChannelSink { sink, encoding }, inputs)
+    let (gone_sender, gone) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        read_inputs(stream, encoding, version, sender).await;
+        let _ = gone_sender.send(true);
+    });
+    (
+        ChannelSink {
+            sink,
+            encoding,
+            gone,
+        },
+        inputs,
+    )
 }
 
 async fn read_inputs<S>(
