@@ -140,6 +140,34 @@ async fn channel(endpoint: &str) -> Result<Channel, Error> {
         .await?)
 }
 
+/// Pulls `image` (the benchmarks need it present, not timed).
+async fn pull_image(channel: &Channel, image: &str) -> Result<(), Error> {
+    ImageServiceClient::new(channel.clone())
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?;
+    Ok(())
+}
+
+async fn run_pod(
+    rt: &mut RuntimeServiceClient<Channel>,
+    config: cri::PodSandboxConfig,
+) -> Result<String, Error> {
+    Ok(rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await?
+        .into_inner()
+        .pod_sandbox_id)
+}
+
 /// Median and 90th percentile in milliseconds.
 fn summary(samples: &mut [Duration]) -> (f64, f64, f64, f64) {
     samples.sort();
@@ -202,14 +230,7 @@ async fn pods(args: &Args) -> Result<(), Error> {
     let (mut create, mut stop, mut remove) = (Vec::new(), Vec::new(), Vec::new());
 
     // One pod first, not counted: the runtime's first pod may pull its pause image.
-    let warm = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_config(9999, &run)),
-            runtime_handler: String::new(),
-        })
-        .await?
-        .into_inner()
-        .pod_sandbox_id;
+    let warm = run_pod(&mut rt, pod_config(9999, &run)).await?;
     rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
         pod_sandbox_id: warm.clone(),
     })
@@ -222,14 +243,7 @@ async fn pods(args: &Args) -> Result<(), Error> {
     let mut ids = Vec::new();
     for i in 0..args.pods {
         let start = Instant::now();
-        let id = rt
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(pod_config(i, &run)),
-                runtime_handler: String::new(),
-            })
-            .await?
-            .into_inner()
-            .pod_sandbox_id;
+        let id = run_pod(&mut rt, pod_config(i, &run)).await?;
         create.push(start.elapsed());
         ids.push(id);
     }
@@ -369,26 +383,10 @@ async fn containers(args: &Args) -> Result<(), Error> {
     }
     let channel = channel(&args.endpoint).await?;
     let mut rt = RuntimeServiceClient::new(channel.clone());
-    let mut images = ImageServiceClient::new(channel);
-    images
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: args.image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await?;
+    pull_image(&channel, &args.image).await?;
     let run = format!("{:08x}", rand::random::<u32>());
     let shared_pod = pod_config(0, &run);
-    let pod = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(shared_pod.clone()),
-            runtime_handler: String::new(),
-        })
-        .await?
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = run_pod(&mut rt, shared_pod.clone()).await?;
     let (mut create, mut start, mut both, mut stop, mut remove) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut ids = Vec::new();
@@ -447,14 +445,7 @@ async fn containers(args: &Args) -> Result<(), Error> {
     for i in 0..args.pods {
         let config = pod_config(100 + i, &run);
         let t0 = Instant::now();
-        let pod = rt
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(config.clone()),
-                runtime_handler: String::new(),
-            })
-            .await?
-            .into_inner()
-            .pod_sandbox_id;
+        let pod = run_pod(&mut rt, config.clone()).await?;
         let id = rt
             .create_container(cri::CreateContainerRequest {
                 pod_sandbox_id: pod.clone(),
@@ -498,15 +489,7 @@ async fn stats(args: &Args) -> Result<(), Error> {
     }
     let channel = channel(&args.endpoint).await?;
     let mut rt = RuntimeServiceClient::new(channel.clone());
-    ImageServiceClient::new(channel)
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: args.image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await?;
+    pull_image(&channel, &args.image).await?;
     let run = format!("{:08x}", rand::random::<u32>());
     // Pod cgroups under a parent of the bench's own, as the kubelet gives them (containerd
     // has no pod stats without one); removed at the end, as the kubelet would.
@@ -518,14 +501,7 @@ async fn stats(args: &Args) -> Result<(), Error> {
         if let Some(linux) = config.linux.as_mut() {
             linux.cgroup_parent = format!("{cgroup_parent}/pod{}", pods.len());
         }
-        let pod = rt
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(config.clone()),
-                runtime_handler: String::new(),
-            })
-            .await?
-            .into_inner()
-            .pod_sandbox_id;
+        let pod = run_pod(&mut rt, config.clone()).await?;
         pods.push(pod.clone());
         for _ in 0..STATS_CONTAINERS_PER_POD.min(args.pods - started) {
             let id = rt
@@ -806,14 +782,7 @@ async fn churn_cycle(
         times[i] = t.elapsed();
         t = Instant::now();
     };
-    let pod = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await?
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = run_pod(rt, config.clone()).await?;
     lap(0);
     let id = rt
         .create_container(cri::CreateContainerRequest {
@@ -860,15 +829,7 @@ async fn churn(args: &Args) -> Result<(), Error> {
         return Err("churn needs --image".into());
     }
     let channel = channel(&args.endpoint).await?;
-    ImageServiceClient::new(channel.clone())
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: args.image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await?;
+    pull_image(&channel, &args.image).await?;
     let run = format!("{:08x}", rand::random::<u32>());
     let config = |i: usize| {
         let mut config = pod_config(i, &run);
@@ -1025,25 +986,10 @@ async fn streaming(args: &Args) -> Result<(), Error> {
     }
     let channel = channel(&args.endpoint).await?;
     let mut rt = RuntimeServiceClient::new(channel.clone());
-    ImageServiceClient::new(channel)
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: args.image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await?;
+    pull_image(&channel, &args.image).await?;
     let run = format!("{:08x}", rand::random::<u32>());
     let pod_config = pod_config(0, &run);
-    let pod = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await?
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = run_pod(&mut rt, pod_config.clone()).await?;
     let mut server = container_config("server", &args.image);
     server.command = vec![
         "sh".into(),
