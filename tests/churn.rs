@@ -90,18 +90,7 @@ async fn cycle(rt: &mut RuntimeServiceClient<Channel>, name: &str) -> [Duration;
 async fn two_hundred_pods_with_containers_by_four_clients_leave_nothing() {
     let daemon = TestDaemon::start().await;
     mirror_docker_io(&daemon);
-    daemon
-        .images()
-        .await
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: IMAGE.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("pulling busybox");
+    pull(&daemon, IMAGE).await;
     let mut clients = Vec::new();
     for i in 0..CLIENTS {
         let mut rt = daemon.runtime().await;

@@ -20,17 +20,7 @@ struct Pod {
 
 async fn setup(daemon: &TestDaemon, name: &str) -> (RuntimeServiceClient<Channel>, Pod) {
     mirror_docker_io(daemon);
-    let mut images = daemon.images().await;
-    images
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: IMAGE.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("pulling busybox from the local registry");
+    pull(daemon, IMAGE).await;
     let mut rt = daemon.runtime().await;
     let logs = daemon.dir.path().join(format!("logs-{name}"));
     let mut config = pod_config(name);
@@ -80,25 +70,6 @@ async fn run(
     let id = create(rt, pod, config).await.expect("create");
     start(rt, &id).await.expect("start");
     id
-}
-
-async fn status(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> cri::ContainerStatus {
-    container_status(rt, id).await
-}
-
-async fn wait_exited(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> cri::ContainerStatus {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let st = status(rt, id).await;
-        if st.state == cri::ContainerState::ContainerExited as i32 {
-            return st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "container {id} did not exit: {st:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn log_lines(pod: &Pod, name: &str) -> Vec<(String, String, String)> {
@@ -299,7 +270,7 @@ async fn stop_kills_a_process_that_ignores_sigterm_and_limits_reach_the_cgroup()
         ..Default::default()
     });
     let id = run(&mut rt, &pod, config).await;
-    let st = status(&mut rt, &id).await;
+    let st = container_status(&mut rt, &id).await;
     assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32);
     // The limits are in the container's cgroup files.
     let cgroup = find_cgroup(&daemon, "memory", &id).expect("the container's memory cgroup");
@@ -335,7 +306,7 @@ async fn stop_kills_a_process_that_ignores_sigterm_and_limits_reach_the_cgroup()
     .await
     .unwrap();
     let elapsed = started.elapsed();
-    let st = status(&mut rt, &id).await;
+    let st = container_status(&mut rt, &id).await;
     assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
     assert_eq!(st.exit_code, 137);
     assert!(
@@ -459,7 +430,7 @@ async fn host_path_mounts_and_a_readonly_rootfs() {
         "the missing host path was made and written"
     );
     assert!(!data.join("x").exists());
-    let st = status(&mut rt, &id).await;
+    let st = container_status(&mut rt, &id).await;
     assert_eq!(st.mounts.len(), 2);
     remove_pod(&daemon, &mut rt, &pod).await;
 }
@@ -552,7 +523,7 @@ async fn containers_survive_kill_9_of_the_daemon() {
     )
     .await;
     wait_exited(&mut rt, &exited).await;
-    let before = status(&mut rt, &running).await;
+    let before = container_status(&mut rt, &running).await;
     daemon.kill9();
     // Logs keep flowing while the daemon is away.
     let lines_before = stdout_of(&pod, "running").len();
@@ -560,10 +531,10 @@ async fn containers_survive_kill_9_of_the_daemon() {
     assert!(stdout_of(&pod, "running").len() > lines_before);
     daemon.restart().await;
     let mut rt = daemon.runtime().await;
-    let after = status(&mut rt, &running).await;
+    let after = container_status(&mut rt, &running).await;
     assert_eq!(after.state, cri::ContainerState::ContainerRunning as i32);
     assert_eq!(after.started_at, before.started_at);
-    let st = status(&mut rt, &exited).await;
+    let st = container_status(&mut rt, &exited).await;
     assert_eq!(st.exit_code, 7);
     rt.stop_container(cri::StopContainerRequest {
         container_id: running.clone(),
@@ -572,7 +543,7 @@ async fn containers_survive_kill_9_of_the_daemon() {
     .await
     .unwrap();
     assert_eq!(
-        status(&mut rt, &running).await.state,
+        container_status(&mut rt, &running).await.state,
         cri::ContainerState::ContainerExited as i32
     );
     remove_pod(&daemon, &mut rt, &pod).await;
@@ -771,7 +742,7 @@ async fn exec_sync_runs_in_the_container_and_honours_its_timeout() {
     );
     // The container itself still runs.
     assert_eq!(
-        status(&mut rt, &id).await.state,
+        container_status(&mut rt, &id).await.state,
         cri::ContainerState::ContainerRunning as i32
     );
     let after = exec_sync(&mut rt, &id, &["true"], 10).await.unwrap();

@@ -101,10 +101,6 @@ async fn remove(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> Result<(), 
     .map(|_| ())
 }
 
-async fn status(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> cri::ContainerStatus {
-    container_status(rt, id).await
-}
-
 async fn pod_ids(rt: &mut RuntimeServiceClient<Channel>) -> Vec<String> {
     rt.list_pod_sandbox(cri::ListPodSandboxRequest::default())
         .await
@@ -328,7 +324,7 @@ async fn stop_pod_crash(point: &str) {
         cri::PodSandboxState::SandboxNotready as i32
     );
     assert_eq!(
-        status(&mut rt, &ctr).await.state,
+        container_status(&mut rt, &ctr).await.state,
         cri::ContainerState::ContainerExited as i32
     );
     tear_down(&daemon).await;
@@ -432,7 +428,7 @@ async fn crash_in_start_container_after_gate_open() {
     daemon.start_again().await;
     let mut rt = daemon.runtime().await;
     // The start happened: the container is complete and running, with its pid.
-    let st = status(&mut rt, &ctr).await;
+    let st = container_status(&mut rt, &ctr).await;
     assert_eq!(
         st.state,
         cri::ContainerState::ContainerRunning as i32,
@@ -443,7 +439,10 @@ async fn crash_in_start_container_after_gate_open() {
     assert_eq!(pids.len(), 1, "the container's process: {pids:?}");
     // The retried StartContainer succeeds and changes nothing.
     start(&mut rt, &ctr).await.expect("StartContainer retried");
-    assert_eq!(status(&mut rt, &ctr).await.started_at, st.started_at);
+    assert_eq!(
+        container_status(&mut rt, &ctr).await.started_at,
+        st.started_at
+    );
     assert_eq!(cgroup_pids(&daemon, &format!("{pod}/{ctr}")), pids);
     stop(&mut rt, &ctr, 1).await.expect("StopContainer");
     remove(&mut rt, &ctr).await.expect("RemoveContainer");
@@ -465,7 +464,7 @@ async fn crash_in_stop_container_after_signal() {
     let mut rt = daemon.runtime().await;
     stop(&mut rt, &ctr, 1).await.expect("StopContainer retried");
     assert_eq!(
-        status(&mut rt, &ctr).await.state,
+        container_status(&mut rt, &ctr).await.state,
         cri::ContainerState::ContainerExited as i32
     );
     let pids = cgroup_pids(&daemon, &format!("{pod}/{ctr}"));
@@ -529,7 +528,7 @@ async fn pull_crash(point: &str) {
     // The image works: a container runs from it.
     let (mut rt, _, _, ctr) = pod_with_container(&daemon, "crash-pull").await;
     assert_eq!(
-        status(&mut rt, &ctr).await.state,
+        container_status(&mut rt, &ctr).await.state,
         cri::ContainerState::ContainerRunning as i32
     );
     tear_down(&daemon).await;
@@ -573,7 +572,7 @@ async fn a_shim_killed_under_a_running_container_is_noticed_within_two_seconds()
     kill9(shim_pid_of(&daemon, &pod));
     let killed = Instant::now();
     let st = loop {
-        let st = status(&mut rt, &ctr).await;
+        let st = container_status(&mut rt, &ctr).await;
         if st.state == cri::ContainerState::ContainerExited as i32 {
             break st;
         }
@@ -629,7 +628,7 @@ async fn a_shim_that_died_while_the_daemon_was_down_takes_its_pod_with_it() {
     assert_eq!(cgroup_pids(&daemon, &pod).len(), 2);
     daemon.restart().await;
     let mut rt = daemon.runtime().await;
-    let st = status(&mut rt, &ctr).await;
+    let st = container_status(&mut rt, &ctr).await;
     assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
     assert_eq!(st.reason, berth::container::manager::SHIM_LOST_REASON);
     assert!(cgroup_pids(&daemon, &pod).is_empty());

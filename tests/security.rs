@@ -19,20 +19,6 @@ struct Pod {
     logs: PathBuf,
 }
 
-async fn pull(daemon: &TestDaemon, image: &str) {
-    let mut images = daemon.images().await;
-    images
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("pulling {image} from the local registry: {e}"));
-}
-
 async fn setup_with(
     daemon: &TestDaemon,
     name: &str,
@@ -100,25 +86,6 @@ async fn run(
     .await
     .unwrap_or_else(|e| panic!("start {name}: {e}"));
     id
-}
-
-async fn status(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> cri::ContainerStatus {
-    container_status(rt, id).await
-}
-
-async fn wait_exited(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> cri::ContainerStatus {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let st = status(rt, id).await;
-        if st.state == cri::ContainerState::ContainerExited as i32 {
-            return st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "container {id} did not exit: {st:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The container's stdout and stderr lines, in order.
@@ -541,7 +508,7 @@ async fn users_and_groups_in_every_form_and_both_group_policies() {
             case.name
         );
         // ContainerStatus reports what was applied.
-        let user = status(&mut rt, &id)
+        let user = container_status(&mut rt, &id)
             .await
             .user
             .and_then(|u| u.linux)

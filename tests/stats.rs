@@ -19,18 +19,7 @@ async fn start_daemon(extra: &[&str]) -> TestDaemon {
     args.extend_from_slice(extra);
     let daemon = TestDaemon::start_with(true, &args).await;
     mirror_docker_io(&daemon);
-    daemon
-        .images()
-        .await
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: IMAGE.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("pulling busybox from the local registry");
+    pull(&daemon, IMAGE).await;
     daemon
 }
 
@@ -778,18 +767,7 @@ async fn a_sample_older_than_a_second_is_read_again_whatever_the_period() {
     // with a one-minute period, the second read must still be a new sample.
     let daemon = TestDaemon::start_with(true, &["--stats-collection-period", "60s"]).await;
     mirror_docker_io(&daemon);
-    daemon
-        .images()
-        .await
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: IMAGE.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    pull(&daemon, IMAGE).await;
     let mut rt = daemon.runtime().await;
     let config = pod_config("stats-fresh");
     let pod = run_pod(&mut rt, config.clone()).await.unwrap();

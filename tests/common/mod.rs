@@ -808,3 +808,19 @@ pub async fn container_status(
     .status
     .expect("a status")
 }
+
+/// Waits (at most 20 s) for a container to have exited; its status then.
+pub async fn wait_exited(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> cri::ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = container_status(rt, id).await;
+        if st.state == cri::ContainerState::ContainerExited as i32 {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {id} did not exit: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
