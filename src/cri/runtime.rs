@@ -15,7 +15,7 @@ use crate::sandbox::{
     NamespaceMode, NamespaceOptions, PodMetadata, PodSpec, PortMapping, Protocol, SandboxFilter,
     SandboxRecord, SandboxState,
 };
-use crate::streaming::StreamRequest;
+use crate::streaming::token::{StreamRequest, Streams};
 
 pub struct RuntimeCri {
     daemon: Arc<Daemon>,
@@ -473,13 +473,16 @@ impl RuntimeService for RuntimeCri {
         }
         check_streams(request.stdin, request.stdout, request.stderr, request.tty)?;
         let container_id = running_container(&self.daemon, &request.container_id)?;
-        let url = self.daemon.streaming.url_for(StreamRequest::Exec {
-            container_id,
-            cmd: request.cmd,
-            tty: request.tty,
+        let streams = Streams {
             stdin: request.stdin,
             stdout: request.stdout,
             stderr: request.stderr,
+            tty: request.tty,
+        };
+        let url = self.daemon.streaming.url_for(StreamRequest::Exec {
+            container_id,
+            cmd: request.cmd,
+            streams,
         });
         Ok(Response::new(cri::ExecResponse { url }))
     }
@@ -488,12 +491,15 @@ impl RuntimeService for RuntimeCri {
         let request = request.into_inner();
         check_streams(request.stdin, request.stdout, request.stderr, request.tty)?;
         let container_id = running_container(&self.daemon, &request.container_id)?;
-        let url = self.daemon.streaming.url_for(StreamRequest::Attach {
-            container_id,
-            tty: request.tty,
+        let streams = Streams {
             stdin: request.stdin,
             stdout: request.stdout,
             stderr: request.stderr,
+            tty: request.tty,
+        };
+        let url = self.daemon.streaming.url_for(StreamRequest::Attach {
+            container_id,
+            streams,
         });
         Ok(Response::new(cri::AttachResponse { url }))
     }

@@ -12,29 +12,19 @@ use super::portforward::{PodNetwork, relay};
 use super::protocol::{ResizeDecoder, Version};
 use super::remotecommand::{ClientInput, INPUT_QUEUE, OutputSink};
 use super::spdy::{RstStatus, Session, Stream, StreamWriter};
+use super::token::Streams;
 
 /// How long a client may take to open the streams it needs (the kubelet's default).
 pub const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Which streams an exec or attach client opens.
-#[derive(Debug, Clone, Copy)]
-pub struct Expected {
-    pub stdin: bool,
-    pub stdout: bool,
-    pub stderr: bool,
-    pub tty: bool,
-}
-
-impl Expected {
-    fn count(&self, version: Version) -> usize {
-        // The error stream exists from v2 on; a tty merges stderr into stdout and, from
-        // v3 on, adds the resize stream.
-        usize::from(version >= Version::V2)
-            + usize::from(self.stdin)
-            + usize::from(self.stdout)
-            + usize::from(self.stderr && !self.tty)
-            + usize::from(self.tty && version.has_resize())
-    }
+/// How many streams a client of `version` opens for `streams`: the error stream exists
+/// from v2 on; a tty merges stderr into stdout and, from v3 on, adds the resize stream.
+fn stream_count(streams: Streams, version: Version) -> usize {
+    usize::from(version >= Version::V2)
+        + usize::from(streams.stdin)
+        + usize::from(streams.stdout)
+        + usize::from(streams.stderr && !streams.tty)
+        + usize::from(streams.tty && version.has_resize())
 }
 
 fn stream_type(stream: &Stream) -> &str {
@@ -55,10 +45,10 @@ struct Channels {
 /// connection is then closed).
 async fn collect_channels(
     incoming: &mut mpsc::Receiver<Stream>,
-    expected: Expected,
+    expected: Streams,
     version: Version,
 ) -> Option<Channels> {
-    let wanted = expected.count(version);
+    let wanted = stream_count(expected, version);
     let mut channels = Channels::default();
     let mut received = 0;
     let deadline = tokio::time::Instant::now() + STREAM_CREATION_TIMEOUT;
@@ -141,7 +131,7 @@ impl OutputSink for SpdySink {
 pub async fn remote_command(
     session: Session,
     mut incoming: mpsc::Receiver<Stream>,
-    expected: Expected,
+    expected: Streams,
     version: Version,
 ) -> Option<(SpdySink, mpsc::Receiver<ClientInput>)> {
     let Some(channels) = collect_channels(&mut incoming, expected, version).await else {

@@ -15,7 +15,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::idle::IdleTimeout;
-use super::over_spdy::{self, Expected};
+use super::over_spdy;
 use super::portforward::PodNetwork;
 use super::protocol::{self, Version, WsPortForward};
 use super::remotecommand;
@@ -217,10 +217,10 @@ impl StreamingServer {
                         session.close().await;
                     }
                 },
-                request => {
-                    let expected = expected_streams(&request);
+                request @ (StreamRequest::Exec { streams, .. }
+                | StreamRequest::Attach { streams, .. }) => {
                     let Some((sink, inputs)) =
-                        over_spdy::remote_command(session, incoming, expected, version).await
+                        over_spdy::remote_command(session, incoming, streams, version).await
                     else {
                         return;
                     };
@@ -371,44 +371,16 @@ impl StreamingServer {
         &self,
         request: StreamRequest,
     ) -> std::result::Result<ProcessSession, String> {
-        let (container_id, open, is_exec) = match request {
+        let (container_id, args, streams, is_exec) = match request {
             StreamRequest::Exec {
                 container_id,
                 cmd,
-                tty,
-                stdin,
-                stdout,
-                stderr,
-            } => {
-                let open = OpenIo {
-                    id: String::new(),
-                    exec_id: hex::encode(rand::random::<[u8; 8]>()),
-                    args: cmd,
-                    tty,
-                    stdin,
-                    stdout,
-                    stderr,
-                };
-                (container_id, open, true)
-            }
+                streams,
+            } => (container_id, cmd, streams, true),
             StreamRequest::Attach {
                 container_id,
-                tty,
-                stdin,
-                stdout,
-                stderr,
-            } => {
-                let open = OpenIo {
-                    id: String::new(),
-                    exec_id: String::new(),
-                    args: Vec::new(),
-                    tty,
-                    stdin,
-                    stdout,
-                    stderr,
-                };
-                (container_id, open, false)
-            }
+                streams,
+            } => (container_id, Vec::new(), streams, false),
             StreamRequest::PortForward { .. } => {
                 return Err("not an exec or attach request".into());
             }
@@ -418,7 +390,17 @@ impl StreamingServer {
             let mut shim = self.sandboxes.shim(&record.sandbox_id).await?;
             let open = OpenIo {
                 id: record.id.clone(),
-                ..open
+                // Names the exec in the shim's log.
+                exec_id: if is_exec {
+                    hex::encode(rand::random::<[u8; 8]>())
+                } else {
+                    String::new()
+                },
+                args,
+                tty: streams.tty,
+                stdin: streams.stdin,
+                stdout: streams.stdout,
+                stderr: streams.stderr,
             };
             let session = if is_exec {
                 shim.exec(open).await
@@ -428,35 +410,5 @@ impl StreamingServer {
             session.map_err(Error::from)
         };
         started.await.map_err(|e: Error| e.to_string())
-    }
-}
-
-fn expected_streams(request: &StreamRequest) -> Expected {
-    match request {
-        StreamRequest::Exec {
-            tty,
-            stdin,
-            stdout,
-            stderr,
-            ..
-        }
-        | StreamRequest::Attach {
-            tty,
-            stdin,
-            stdout,
-            stderr,
-            ..
-        } => Expected {
-            stdin: *stdin,
-            stdout: *stdout,
-            stderr: *stderr,
-            tty: *tty,
-        },
-        StreamRequest::PortForward { .. } => Expected {
-            stdin: false,
-            stdout: false,
-            stderr: false,
-            tty: false,
-        },
     }
 }

@@ -14,23 +14,26 @@ pub const TOKEN_TTL: Duration = Duration::from_secs(60);
 /// for URLs and never uses them.
 const MAX_TOKENS: usize = 4096;
 
+/// Which streams an exec or attach carries (and so which ones its client opens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Streams {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
+
 /// What a token grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamRequest {
     Exec {
         container_id: String,
         cmd: Vec<String>,
-        tty: bool,
-        stdin: bool,
-        stdout: bool,
-        stderr: bool,
+        streams: Streams,
     },
     Attach {
         container_id: String,
-        tty: bool,
-        stdin: bool,
-        stdout: bool,
-        stderr: bool,
+        streams: Streams,
     },
     PortForward {
         sandbox_id: String,
