@@ -122,6 +122,54 @@ struct PodTarget {
     netns_pid: Option<u32>,
 }
 
+/// What a request reads and caches: a container or a pod.
+trait Target: Send + 'static {
+    type Sample: Clone + Send + 'static;
+    fn id(&self) -> &str;
+    fn read(&self, cgroups: &Cgroups) -> Self::Sample;
+    fn merge(prev: Option<&Self::Sample>, read: Self::Sample) -> Self::Sample;
+    fn timestamp(sample: &Self::Sample) -> i64;
+    fn samples(cache: &mut Cache) -> &mut HashMap<String, Self::Sample>;
+}
+
+impl Target for ContainerTarget {
+    type Sample = ContainerSample;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn read(&self, cgroups: &Cgroups) -> ContainerSample {
+        read_container(cgroups, self)
+    }
+    fn merge(prev: Option<&ContainerSample>, read: ContainerSample) -> ContainerSample {
+        merge(prev, read)
+    }
+    fn timestamp(sample: &ContainerSample) -> i64 {
+        sample.timestamp
+    }
+    fn samples(cache: &mut Cache) -> &mut HashMap<String, ContainerSample> {
+        &mut cache.containers
+    }
+}
+
+impl Target for PodTarget {
+    type Sample = PodSample;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn read(&self, cgroups: &Cgroups) -> PodSample {
+        read_pod(cgroups, self)
+    }
+    fn merge(prev: Option<&PodSample>, read: PodSample) -> PodSample {
+        merge_pod(prev, read)
+    }
+    fn timestamp(sample: &PodSample) -> i64 {
+        sample.timestamp
+    }
+    fn samples(cache: &mut Cache) -> &mut HashMap<String, PodSample> {
+        &mut cache.pods
+    }
+}
+
 fn read_container(cgroups: &Cgroups, target: &ContainerTarget) -> ContainerSample {
     let usage = read_usage(cgroups, &target.cgroup);
     let (bytes, inodes) = disk_usage(&target.writable);
@@ -269,39 +317,14 @@ impl Collector {
         &self,
         records: Vec<ContainerRecord>,
     ) -> Vec<(ContainerRecord, ContainerSample)> {
-        let mut found = Vec::with_capacity(records.len());
-        let mut missing = Vec::new();
-        {
-            let cache = lock(&self.cache);
-            for record in records {
-                match cache.containers.get(&record.id) {
-                    Some(sample) if is_fresh(sample.timestamp) => {
-                        found.push((record, sample.clone()))
-                    }
-                    _ => missing.push(record),
-                }
-            }
-        }
-        if missing.is_empty() {
-            return found;
-        }
-        let targets: Vec<ContainerTarget> =
-            missing.iter().map(|r| self.container_target(r)).collect();
-        let cgroups = self.sandboxes.cgroups().clone();
-        let read = tokio::task::spawn_blocking(move || {
-            targets
-                .iter()
-                .map(|t| read_container(&cgroups, t))
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
-        let mut cache = lock(&self.cache);
-        for (record, read) in missing.into_iter().zip(read) {
-            let sample = merge(cache.containers.get(&record.id), read);
-            cache.containers.insert(record.id.clone(), sample.clone());
-            found.push((record, sample));
-        }
+        let wanted = records
+            .into_iter()
+            .map(|record| {
+                let target = self.container_target(&record);
+                (record, target)
+            })
+            .collect();
+        let mut found = self.samples(wanted).await;
         found.sort_by_key(|(r, _)| r.created_at);
         found
     }
@@ -311,42 +334,57 @@ impl Collector {
         &self,
         sandboxes: Vec<(SandboxRecord, SandboxState)>,
     ) -> Vec<(SandboxRecord, PodSample)> {
-        let mut found = Vec::with_capacity(sandboxes.len());
+        let wanted = sandboxes
+            .into_iter()
+            .map(|(record, state)| {
+                let target = Self::pod_target(&record, state);
+                (record, target)
+            })
+            .collect();
+        let mut found = self.samples(wanted).await;
+        found.sort_by_key(|(r, _)| r.created_at);
+        found
+    }
+
+    /// The fresh cached sample of each target, or a new read merged into the cache.
+    async fn samples<R, T: Target>(&self, wanted: Vec<(R, T)>) -> Vec<(R, T::Sample)> {
+        let mut found = Vec::with_capacity(wanted.len());
         let mut missing = Vec::new();
         {
-            let cache = lock(&self.cache);
-            for (record, state) in sandboxes {
-                match cache.pods.get(&record.id) {
-                    Some(sample) if is_fresh(sample.timestamp) => {
+            let mut cache = lock(&self.cache);
+            let samples = T::samples(&mut cache);
+            for (record, target) in wanted {
+                match samples.get(target.id()) {
+                    Some(sample) if is_fresh(T::timestamp(sample)) => {
                         found.push((record, sample.clone()))
                     }
-                    _ => missing.push((record, state)),
+                    _ => missing.push((record, target)),
                 }
             }
         }
         if missing.is_empty() {
             return found;
         }
-        let targets: Vec<PodTarget> = missing
-            .iter()
-            .map(|(r, s)| Self::pod_target(r, *s))
-            .collect();
         let cgroups = self.sandboxes.cgroups().clone();
+        let (records, targets): (Vec<R>, Vec<T>) = missing.into_iter().unzip();
         let read = tokio::task::spawn_blocking(move || {
             targets
-                .iter()
-                .map(|t| read_pod(&cgroups, t))
+                .into_iter()
+                .map(|t| {
+                    let sample = t.read(&cgroups);
+                    (t, sample)
+                })
                 .collect::<Vec<_>>()
         })
         .await
         .unwrap_or_default();
         let mut cache = lock(&self.cache);
-        for ((record, _), read) in missing.into_iter().zip(read) {
-            let sample = merge_pod(cache.pods.get(&record.id), read);
-            cache.pods.insert(record.id.clone(), sample.clone());
+        let samples = T::samples(&mut cache);
+        for (record, (target, read)) in records.into_iter().zip(read) {
+            let sample = T::merge(samples.get(target.id()), read);
+            samples.insert(target.id().to_string(), sample.clone());
             found.push((record, sample));
         }
-        found.sort_by_key(|(r, _)| r.created_at);
         found
     }
 
