@@ -82,10 +82,15 @@ pub fn publish_container(
     kind: EventKind,
     record: &ContainerRecord,
 ) {
+    let bus = sandboxes.events();
+    if !bus.has_subscribers() {
+        // Nobody listens: count it without looking up the pod or copying records (this
+        // runs on every container create, start, stop and remove).
+        bus.count(kind == EventKind::Stopped && record.reason == "OOMKilled");
+        return;
+    }
     let sandbox = sandboxes.status(&record.sandbox_id).ok();
-    sandboxes
-        .events()
-        .publish(Event::container(kind, record, sandbox));
+    bus.publish(Event::container(kind, record, sandbox));
 }
 
 /// How often exits are looked for while someone listens to events.
@@ -152,11 +157,16 @@ impl EventBus {
     }
 
     /// Hands `event` to every subscriber without waiting; a full subscriber loses it.
-    pub fn publish(&self, event: Event) {
+    /// Counts an event (and an OOM kill) in the metrics.
+    pub fn count(&self, oom_kill: bool) {
         self.published.fetch_add(1, Ordering::Relaxed);
-        if event.is_oom_kill() {
+        if oom_kill {
             self.oom_kills.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    pub fn publish(&self, event: Event) {
+        self.count(event.is_oom_kill());
         tracing::debug!(id = %event.id, kind = ?event.kind, "event");
         let mut subscribers = lock(&self.subscribers);
         subscribers.retain(|s| !s.is_closed());
