@@ -257,7 +257,6 @@ fn session_inputs(
 /// its exit code).
 #[derive(Debug)]
 pub struct ProcessSession {
-    pub pid: u32,
     pub input: tokio::sync::mpsc::Sender<process_input::Input>,
     pub output: tonic::Streaming<ProcessOutput>,
 }
@@ -270,8 +269,8 @@ impl ProcessSession {
     ) -> Result<ProcessSession> {
         match output.message().await.map_err(rpc(method))? {
             Some(ProcessOutput {
-                output: Some(process_output::Output::Started(pid)),
-            }) => Ok(ProcessSession { pid, input, output }),
+                output: Some(process_output::Output::Started(_)),
+            }) => Ok(ProcessSession { input, output }),
             other => Err(ClientError::Rpc {
                 method,
                 status: tonic::Status::internal(format!("the shim answered {other:?}")),

@@ -53,9 +53,7 @@ pub async fn run(
             return;
         }
     };
-    let ProcessSession {
-        input, mut output, ..
-    } = session;
+    let ProcessSession { input, mut output } = session;
     let forward = tokio::spawn(forward_input(inputs, input));
     // A quiet process writes nothing that would fail: watch the connection itself.
     let gone = sink.gone();

@@ -33,7 +33,6 @@ pub struct StreamingServer {
     tokens: TokenCache,
     idle_timeout: std::time::Duration,
     base_url: String,
-    address: SocketAddr,
     containers: Arc<ContainerManager>,
     sandboxes: Arc<SandboxManager>,
 }
@@ -95,17 +94,12 @@ impl StreamingServer {
             tokens: TokenCache::default(),
             idle_timeout,
             base_url,
-            address: bound,
             containers,
             sandboxes,
         });
         tracing::info!(address = %bound, "streaming server listening");
         tokio::spawn(server.clone().accept(listener));
         Ok(server)
-    }
-
-    pub fn address(&self) -> SocketAddr {
-        self.address
     }
 
     /// A single-use URL for `request`.
