@@ -13,6 +13,7 @@ pub mod events;
 pub mod fault;
 pub mod image;
 pub mod init;
+pub mod lifecycle;
 pub mod linux;
 pub mod metrics;
 pub mod persist;

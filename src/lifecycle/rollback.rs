@@ -1,0 +1,181 @@
+//! The undo list of a multi-step mutation. Each acquired resource pushes its undo step
+//! with a description; `commit` keeps everything; anything else — an error that returns,
+//! an early `?`, a future dropped mid-way — runs the steps in reverse. `unwind` runs them
+//! before returning (the error path, so the caller sees a clean slate); `Drop` spawns them
+//! (a dropped future cannot await), which needs a tokio runtime, as every caller has.
+
+use std::future::Future;
+
+use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
+
+struct Step {
+    description: String,
+    undo: BoxFuture<'static, ()>,
+}
+
+pub struct Rollback {
+    /// What is being made ("container 3f2a…"), for the log lines.
+    subject: String,
+    steps: Vec<Step>,
+}
+
+impl Rollback {
+    pub fn new(subject: impl Into<String>) -> Rollback {
+        Rollback {
+            subject: subject.into(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// Records how to give back what was just taken. `undo` does not run until needed.
+    pub fn push(
+        &mut self,
+        description: impl Into<String>,
+        undo: impl Future<Output = ()> + Send + 'static,
+    ) {
+        self.steps.push(Step {
+            description: description.into(),
+            undo: undo.boxed(),
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Success: the steps are dropped without running.
+    pub fn commit(mut self) {
+        self.steps.clear();
+    }
+
+    /// Runs the steps in reverse now.
+    pub async fn unwind(mut self) {
+        let steps = std::mem::take(&mut self.steps);
+        run(&self.subject, steps).await;
+    }
+}
+
+async fn run(subject: &str, steps: Vec<Step>) {
+    for step in steps.into_iter().rev() {
+        tracing::info!(subject, step = %step.description, "rollback");
+        step.undo.await;
+    }
+}
+
+impl Drop for Rollback {
+    fn drop(&mut self) {
+        if self.steps.is_empty() {
+            return;
+        }
+        let steps = std::mem::take(&mut self.steps);
+        let subject = std::mem::take(&mut self.subject);
+        tracing::warn!(subject, steps = steps.len(), "dropped before commit; rolling back");
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move { run(&subject, steps).await });
+            }
+            Err(_) => {
+                tracing::error!(subject, "no runtime to roll back on; recovery cleans up at the next start");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    fn journal() -> Arc<Mutex<Vec<&'static str>>> {
+        Arc::default()
+    }
+
+    fn step(j: &Arc<Mutex<Vec<&'static str>>>, name: &'static str) -> impl Future<Output = ()> + Send + 'static {
+        let j = j.clone();
+        async move { j.lock().unwrap().push(name) }
+    }
+
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn dropped_without_commit_undoes_every_step_in_reverse() {
+        let j = journal();
+        let mut rb = Rollback::new("thing");
+        rb.push("remove dir", step(&j, "dir"));
+        rb.push("unpin netns", step(&j, "netns"));
+        rb.push("delete process", step(&j, "process"));
+        assert_eq!(rb.len(), 3);
+        assert!(j.lock().unwrap().is_empty(), "nothing runs before it is needed");
+        drop(rb);
+        settle().await;
+        assert_eq!(*j.lock().unwrap(), ["process", "netns", "dir"]);
+    }
+
+    #[tokio::test]
+    async fn commit_keeps_everything() {
+        let j = journal();
+        let mut rb = Rollback::new("thing");
+        rb.push("remove dir", step(&j, "dir"));
+        rb.commit();
+        settle().await;
+        assert!(j.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn unwind_runs_the_steps_before_it_returns() {
+        let j = journal();
+        let mut rb = Rollback::new("thing");
+        rb.push("a", step(&j, "a"));
+        rb.push("b", step(&j, "b"));
+        rb.unwind().await;
+        assert_eq!(*j.lock().unwrap(), ["b", "a"]);
+    }
+
+    #[tokio::test]
+    async fn an_early_return_unwinds() {
+        let j = journal();
+        async fn make(j: Arc<Mutex<Vec<&'static str>>>) -> Result<(), &'static str> {
+            let mut rb = Rollback::new("thing");
+            rb.push("a", step(&j, "a"));
+            Err("step two failed")?;
+            rb.commit();
+            Ok(())
+        }
+        assert!(make(j.clone()).await.is_err());
+        settle().await;
+        assert_eq!(*j.lock().unwrap(), ["a"]);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_future_unwinds_even_the_async_steps() {
+        let j = journal();
+        let j2 = j.clone();
+        let creation = async move {
+            let mut rb = Rollback::new("thing");
+            rb.push("slow undo", async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                j2.lock().unwrap().push("undone");
+            });
+            // The client gives up while this waits.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            rb.commit();
+        };
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), creation)
+                .await
+                .is_err()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(*j.lock().unwrap(), ["undone"]);
+    }
+}
