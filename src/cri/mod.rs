@@ -63,7 +63,8 @@ pub struct Daemon {
 impl Daemon {
     pub async fn open(config: Arc<Config>) -> Result<Arc<Daemon>> {
         let cgroup_driver = CgroupDriver::resolve(config.cgroup_driver)?;
-        let sandboxes = Arc::new(SandboxManager::new(config.clone())?);
+        let events = Arc::new(crate::events::EventBus::new());
+        let sandboxes = Arc::new(SandboxManager::new(config.clone(), events.clone())?);
         let images = ImageService::open(&config).await?;
         let containers = Arc::new(ContainerManager::new(
             config.clone(),

@@ -46,7 +46,10 @@ where
     async move {
         match task.await {
             Ok(result) => result.map_err(Failure::from),
-            Err(join) => Err(Failure::from(Error::internal("the call's task ended", join))),
+            Err(join) => Err(Failure::from(Error::internal(
+                "the call's task ended",
+                join,
+            ))),
         }
     }
     .boxed()

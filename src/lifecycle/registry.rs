@@ -359,7 +359,10 @@ mod tests {
     fn a_dropped_reservation_frees_the_name_and_a_committed_one_keeps_it() {
         let (reg, _) = registry();
         let mut held = None;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let fp = fingerprint(&"c");
             reg.claim("n", &fp, "id1".into(), |r| {
@@ -401,7 +404,10 @@ mod tests {
         reg.remove(&entry);
         assert!(reg.get("id1").is_err());
         assert_eq!(reg.name_count(), 0);
-        assert!(entry.check(Toy::Off).is_err(), "a removed entry moves no more");
+        assert!(
+            entry.check(Toy::Off).is_err(),
+            "a removed entry moves no more"
+        );
         assert_eq!(
             *lock(&j.0),
             [

@@ -74,13 +74,20 @@ impl Drop for Rollback {
         }
         let steps = std::mem::take(&mut self.steps);
         let subject = std::mem::take(&mut self.subject);
-        tracing::warn!(subject, steps = steps.len(), "dropped before commit; rolling back");
+        tracing::warn!(
+            subject,
+            steps = steps.len(),
+            "dropped before commit; rolling back"
+        );
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(async move { run(&subject, steps).await });
             }
             Err(_) => {
-                tracing::error!(subject, "no runtime to roll back on; recovery cleans up at the next start");
+                tracing::error!(
+                    subject,
+                    "no runtime to roll back on; recovery cleans up at the next start"
+                );
             }
         }
     }
@@ -96,7 +103,10 @@ mod tests {
         Arc::default()
     }
 
-    fn step(j: &Arc<Mutex<Vec<&'static str>>>, name: &'static str) -> impl Future<Output = ()> + Send + 'static {
+    fn step(
+        j: &Arc<Mutex<Vec<&'static str>>>,
+        name: &'static str,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let j = j.clone();
         async move { j.lock().unwrap().push(name) }
     }
@@ -115,7 +125,10 @@ mod tests {
         rb.push("unpin netns", step(&j, "netns"));
         rb.push("delete process", step(&j, "process"));
         assert_eq!(rb.len(), 3);
-        assert!(j.lock().unwrap().is_empty(), "nothing runs before it is needed");
+        assert!(
+            j.lock().unwrap().is_empty(),
+            "nothing runs before it is needed"
+        );
         drop(rb);
         settle().await;
         assert_eq!(*j.lock().unwrap(), ["process", "netns", "dir"]);

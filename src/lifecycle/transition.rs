@@ -98,7 +98,11 @@ impl<R: Record, X> Entry<R, X> {
         let mut slot = lock(&self.slot);
         let state = slot.record.state();
         f(&mut slot.record);
-        debug_assert_eq!(slot.record.state(), state, "states change by transition only");
+        debug_assert_eq!(
+            slot.record.state(),
+            state,
+            "states change by transition only"
+        );
         slot.record.set_state(state);
         slot.record.clone()
     }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
+use super::record::shim_client;
 use super::{KILL_WAIT, SandboxManager, SandboxState};
 use crate::store::lock;
 
@@ -28,7 +29,7 @@ impl SandboxManager {
     /// Whether the daemon holds a connection to the pod's shim (false for a stopped pod
     /// and for one whose shim died).
     pub fn shim_connected(&self, id: &str) -> bool {
-        self.get(id).is_ok_and(|sb| sb.shim_client().is_some())
+        self.get(id).is_ok_and(|sb| shim_client(&sb).is_some())
     }
 
     /// Watches the shim of a pod that just became Ready.
@@ -65,7 +66,7 @@ impl SandboxManager {
     /// its pause and container processes may have outlived it).
     pub async fn watch_recovered_shims(self: &Arc<Self>) {
         for sb in self.all() {
-            if sb.shim_client().is_some() {
+            if shim_client(&sb).is_some() {
                 self.watch_shim(&sb.id);
                 continue;
             }
@@ -101,17 +102,13 @@ impl SandboxManager {
             return;
         }
         tracing::warn!(sandbox_id = %id, shim_pid = pid, "the pod's shim died; killing the pod's processes");
-        *lock(&sb.shim) = None;
+        *lock(&sb.ext.shim) = None;
         if let Err(e) = self.kill_pod_processes(&record).await {
             tracing::warn!(sandbox_id = %id, error = %e, "killing the processes of a pod whose shim died");
         }
-        let record = sb.update(|r| r.state = SandboxState::NotReady);
-        if let Err(e) = self.persist(&record) {
+        if let Err(e) = self.records.transition(&sb, SandboxState::NotReady, |_| {}) {
             tracing::warn!(sandbox_id = %id, error = %e, "persisting a pod whose shim died");
         }
-        let stopped = crate::events::EventKind::Stopped;
-        let event = crate::events::Event::sandbox(stopped, &record, SandboxState::NotReady);
-        self.events.publish(event);
         // No subscriber (a daemon without containers) is fine.
         let _ = self.shim_lost.send(id.to_string());
     }

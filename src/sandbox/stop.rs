@@ -1,0 +1,171 @@
+//! StopPodSandbox and RemovePodSandbox. Both are idempotent (an unknown id is success),
+//! run in their own task (a client that gives up does not cut them short) and hold the
+//! sandbox's op lock.
+
+use std::sync::Arc;
+
+use super::record::{Sandbox, SandboxRecord, shim_client};
+use super::{KILL_WAIT, SandboxManager, SandboxState, attachment, io_err, kill_if_same};
+use crate::error::{Error, ErrorKind, Result};
+use crate::linux::netns;
+use crate::persist;
+use crate::store::lock;
+
+impl SandboxManager {
+    /// The sandbox `id` names, or None for an empty or unknown id (success for stop and
+    /// remove, the CRI contract).
+    fn target(&self, id: &str) -> Result<Option<Arc<Sandbox>>> {
+        if id.is_empty() {
+            // Nothing to do: a client cleaning up after a failed run sends an empty id.
+            return Ok(None);
+        }
+        match self.get(id) {
+            Ok(sb) => Ok(Some(sb)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// StopPodSandbox: every process of the pod killed, the network torn down.
+    pub async fn stop(self: &Arc<Self>, id: &str) -> Result<()> {
+        let Some(sb) = self.target(id)? else {
+            return Ok(());
+        };
+        let this = self.clone();
+        let key = format!("stop {}", sb.id);
+        self.calls
+            .run(key, async move {
+                let _op = sb.op.lock().await;
+                this.stop_locked(&sb).await
+            })
+            .await
+    }
+
+    async fn stop_locked(&self, sb: &Sandbox) -> Result<()> {
+        if sb.is_removed() {
+            return Ok(());
+        }
+        let record = sb.check(SandboxState::NotReady)?;
+        // Killing the processes and tearing down the network do not depend on each other.
+        let (processes, network) = tokio::join!(
+            self.stop_processes(sb, &record),
+            self.teardown_network(sb, &record)
+        );
+        processes?;
+        network?;
+        // Once per pod: a repeated StopPodSandbox is no move and publishes nothing.
+        self.records
+            .transition(sb, SandboxState::NotReady, |_| {})?;
+        tracing::info!(sandbox_id = %record.id, "pod sandbox stopped");
+        Ok(())
+    }
+
+    /// CNI DEL with the config and result recorded at ADD (once), then the netns unpinned.
+    async fn teardown_network(&self, sb: &Sandbox, record: &SandboxRecord) -> Result<()> {
+        if let (Some(network), Some(path), Some(metadata)) =
+            (&record.network, &record.netns, record.metadata())
+            && !network.torn_down
+        {
+            let attachment = attachment(&record.id, path, metadata, &record.spec.port_mappings);
+            let prev = network.result.as_ref().map(|r| r.raw.clone());
+            self.cni
+                .del(&network.config, &attachment, prev.as_ref())
+                .await
+                .map_err(|e| Error::from(e).context("tearing down the pod network"))?;
+            crate::fault::point("sandbox.stop.after_cni_del");
+            self.records.save(sb, |r| {
+                if let Some(n) = r.network.as_mut() {
+                    n.torn_down = true
+                }
+            })?;
+        }
+        if let Some(path) = &record.netns {
+            let p = path.clone();
+            tokio::task::spawn_blocking(move || netns::unpin_netns(&p))
+                .await
+                .map_err(|e| Error::internal("netns task", e))?
+                .map_err(io_err(format!("unpinning {}", path.display())))?;
+        }
+        Ok(())
+    }
+
+    async fn stop_processes(&self, sb: &Sandbox, record: &SandboxRecord) -> Result<()> {
+        let shim = match shim_client(sb) {
+            Some(s) => Some(s),
+            None if record.shim_socket.exists() => {
+                crate::shim::connect(&record.shim_socket).await.ok()
+            }
+            None => None,
+        };
+        if let Some(shim) = shim
+            && let Err(e) = shim.clone().shutdown().await
+        {
+            tracing::warn!(sandbox_id = %record.id, error = %e, "shim shutdown failed; killing the pod cgroup");
+        }
+        *lock(&sb.ext.shim) = None;
+        // Whatever the shim could not reach (or if it is gone) dies with the cgroup.
+        let cgroups = self.cgroups.clone();
+        let cg = record.pod_cgroup.clone();
+        let pause_cg = record.pause_cgroup.clone();
+        let owns = record.owns_pod_cgroup;
+        tokio::task::spawn_blocking(move || {
+            if owns {
+                cgroups.kill_all(&cg, KILL_WAIT)
+            } else {
+                cgroups.kill_all(&pause_cg, KILL_WAIT)
+            }
+        })
+        .await
+        .map_err(|e| Error::internal("cgroup task", e))??;
+        if let Some(pid) = record.shim_pid {
+            kill_if_same(pid, None);
+        }
+        crate::fault::point("sandbox.stop.after_processes_killed");
+        Ok(())
+    }
+
+    /// RemovePodSandbox: stops it if needed, then removes every trace.
+    pub async fn remove(self: &Arc<Self>, id: &str) -> Result<()> {
+        let Some(sb) = self.target(id)? else {
+            return Ok(());
+        };
+        let this = self.clone();
+        let key = format!("remove {}", sb.id);
+        self.calls
+            .run(key, async move {
+                let _op = sb.op.lock().await;
+                this.remove_locked(&sb).await
+            })
+            .await
+    }
+
+    async fn remove_locked(&self, sb: &Sandbox) -> Result<()> {
+        if sb.is_removed() {
+            return Ok(());
+        }
+        self.stop_locked(sb).await?;
+        let record = sb.record();
+        let cgroups = self.cgroups.clone();
+        let pause_cg = record.pause_cgroup.clone();
+        let pod_cg = record.owns_pod_cgroup.then(|| record.pod_cgroup.clone());
+        tokio::task::spawn_blocking(move || {
+            cgroups.remove(&pause_cg)?;
+            if let Some(cg) = pod_cg {
+                cgroups.remove(&cg)?;
+            }
+            Ok::<_, Error>(())
+        })
+        .await
+        .map_err(|e| Error::internal("cgroup task", e))??;
+        crate::fault::point("sandbox.remove.after_cgroups_removed");
+        persist::remove_dir_all_if_exists(&self.state_dir(&record.id))
+            .map_err(io_err("removing the sandbox state dir"))?;
+        persist::remove_file_if_exists(&record.shim_socket)
+            .map_err(io_err("removing the shim socket"))?;
+        persist::remove_dir_all_if_exists(&self.record_dir(&record.id))
+            .map_err(io_err("removing the sandbox record"))?;
+        self.records.remove(sb);
+        tracing::info!(sandbox_id = %record.id, "pod sandbox removed");
+        Ok(())
+    }
+}
