@@ -1,114 +1,42 @@
 //! Container lifecycle: records, the bundle, the pod's shim, and exit files.
 //!
-//! ```text
-//!            create ok           start            exit (exit file)        remove
-//! Creating ────────────▶ Created ──────▶ Running ───────────────▶ Exited ────────▶ (gone)
-//!    │ any step fails                │ stop: signal, timeout, SIGKILL, cgroup kill ▲
-//!    └──────▶ rolled back (gone)     └──────────────────────────────────────────────┘
-//! ```
-//! A container's exit is learned from the exit file its shim writes (so a daemon that was
-//! down loses none): a Running record whose exit file exists is Exited.
+//! Records, names, rollback and state moves go through the lifecycle core
+//! (`crate::lifecycle`); the state machine is drawn in `manager/state.rs`. The files here
+//! keep what is the container's own: `create.rs`, `start.rs`, `stop.rs` (stop and
+//! remove), `exec.rs` (ExecSync, log reopening, resource updates), `recover.rs` and
+//! `lost.rs` (containers whose shim is gone).
+//!
+//! Every mutating call runs in its own task (`crate::lifecycle::detach`): a client that
+//! gives up does not cut it short, and its retry joins it or finds it done.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use super::config::ContainerConfig;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
-use crate::events::EventKind;
+use crate::events::EventBus;
 use crate::image::ImageService;
+use crate::lifecycle::{Calls, Registry};
 use crate::persist;
-use crate::sandbox::{SandboxManager, SandboxState, now_nanos};
-use crate::store::lock;
+use crate::sandbox::SandboxManager;
 
+mod create;
+mod exec;
 mod lost;
+mod record;
+mod recover;
+mod start;
+mod state;
+mod stop;
+pub use create::CreateRequest;
 pub use lost::SHIM_LOST_REASON;
+pub use record::{Container, ContainerExt, ContainerRecord};
+pub use state::ContainerState;
 
-const RECORD_VERSION: u32 = 1;
-const RECORD_FILE: &str = "container.json";
 /// How long a killed container may take to disappear before its cgroup is killed.
 const KILL_GRACE: Duration = Duration::from_secs(2);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ContainerState {
-    Creating,
-    Created,
-    Running,
-    Exited,
-    Unknown,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ContainerRecord {
-    pub version: u32,
-    pub id: String,
-    pub sandbox_id: String,
-    pub config: ContainerConfig,
-    /// The image as the kubelet named it, and the image ID it resolved to.
-    pub image_ref: String,
-    pub image_id: String,
-    /// A repo digest or tag of that image, for ContainerStatus.image_ref.
-    pub image_name: String,
-    pub state: ContainerState,
-    pub created_at: i64,
-    pub started_at: i64,
-    pub finished_at: i64,
-    pub exit_code: i32,
-    pub reason: String,
-    pub message: String,
-    pub pid: u32,
-    /// Absolute log path (the pod's log_directory joined with the container's log_path).
-    pub log_path: Option<PathBuf>,
-    pub bundle: PathBuf,
-    pub cgroup_path: String,
-    pub stop_signal: i32,
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<u32>,
-}
-
-/// The exit file a shim writes when a process ends.
-#[derive(Debug, Clone, Deserialize)]
-struct ExitFile {
-    exit_code: i32,
-    exited_at: i64,
-    #[serde(default)]
-    oom_killed: bool,
-}
-
-pub struct Container {
-    record: Mutex<ContainerRecord>,
-    op: tokio::sync::Mutex<()>,
-    /// Set while StartContainer opens the gate until it has published STARTED: readers
-    /// leave a fast exit to after that, so the events come in order.
-    starting: std::sync::atomic::AtomicBool,
-}
-
-/// Clears `Container::starting` however the start ends (also when its future is dropped).
-struct StartingFlag<'a>(&'a std::sync::atomic::AtomicBool);
-
-impl Drop for StartingFlag<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, std::sync::atomic::Ordering::Release);
-    }
-}
-
-impl Container {
-    pub fn record(&self) -> ContainerRecord {
-        lock(&self.record).clone()
-    }
-
-    fn update(&self, f: impl FnOnce(&mut ContainerRecord)) -> ContainerRecord {
-        let mut guard = lock(&self.record);
-        f(&mut guard);
-        guard.clone()
-    }
-}
 
 #[derive(Debug, Default, Clone)]
 pub struct ContainerFilter {
@@ -122,9 +50,9 @@ pub struct ContainerManager {
     config: Arc<Config>,
     sandboxes: Arc<SandboxManager>,
     images: ImageService,
-    containers: RwLock<HashMap<String, Arc<Container>>>,
-    /// (sandbox id, name, attempt) → container id.
-    names: Mutex<HashMap<(String, String, u32), String>>,
+    records: Registry<ContainerRecord, ContainerExt>,
+    /// Start, stop, remove and update calls in flight, each in its own task.
+    calls: Calls<()>,
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -133,17 +61,24 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 impl ContainerManager {
+    /// `events` is the daemon's bus, which every container transition is published to.
     pub fn new(
         config: Arc<Config>,
         sandboxes: Arc<SandboxManager>,
         images: ImageService,
+        events: Arc<EventBus>,
     ) -> ContainerManager {
+        let hooks = record::ContainerHooks {
+            root: config.root.clone(),
+            events,
+            sandboxes: sandboxes.clone(),
+        };
         ContainerManager {
             config,
             sandboxes,
             images,
-            containers: RwLock::new(HashMap::new()),
-            names: Mutex::new(HashMap::new()),
+            records: Registry::new(hooks),
+            calls: Calls::default(),
         }
     }
 
@@ -155,12 +90,6 @@ impl ContainerManager {
         self.config.state.join("containers").join(id)
     }
 
-    fn persist(&self, record: &ContainerRecord) -> Result<()> {
-        let path = self.record_dir(&record.id).join(RECORD_FILE);
-        persist::write_json_atomic(&path, record)
-            .map_err(io_err(format!("writing {}", path.display())))
-    }
-
     fn exit_file(&self, record: &ContainerRecord) -> PathBuf {
         self.sandboxes
             .shim_state_dir(&record.sandbox_id)
@@ -168,16 +97,30 @@ impl ContainerManager {
             .join(&record.id)
     }
 
+    /// The container's writable layer (overlay upper dir), for its disk usage.
+    pub fn writable_dir(&self, id: &str) -> PathBuf {
+        self.record_dir(id).join("upper")
+    }
+
     /// Finds a container by full id or unique prefix.
     pub fn get(&self, id: &str) -> Result<Arc<Container>> {
-        crate::store::lookup(&self.containers, id, "container", "container_id")
+        self.records.get(id)
+    }
+
+    /// The container `id` names, or None for an unknown one (success for stop and remove).
+    fn target(&self, id: &str) -> Result<Option<Arc<Container>>> {
+        match self.get(id) {
+            Ok(c) => Ok(Some(c)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     fn all(&self) -> Vec<Arc<Container>> {
-        crate::store::values(&self.containers)
+        self.records.all()
     }
 
-    /// Brings a Running record up to date with its exit file.
+    /// Brings a Created or Running record up to date with its exit file.
     fn refresh(&self, container: &Container) -> ContainerRecord {
         let record = container.record();
         if record.state != ContainerState::Running && record.state != ContainerState::Created {
@@ -185,25 +128,27 @@ impl ContainerManager {
         }
         // A start under way publishes STARTED first; its exit is applied after.
         if container
+            .ext
             .starting
             .load(std::sync::atomic::Ordering::Acquire)
         {
             return record;
         }
-        let Ok(Some(exit)) = persist::read_json::<ExitFile>(&self.exit_file(&record)) else {
+        let Ok(Some(exit)) = persist::read_json::<record::ExitFile>(&self.exit_file(&record))
+        else {
             return record;
         };
-        let mut exited_now = false;
-        let updated = container.update(|r| {
-            // Another reader may have applied it meanwhile: one STOPPED event per exit.
-            exited_now = matches!(r.state, ContainerState::Running | ContainerState::Created);
-            apply_exit(r, &exit)
-        });
-        let _ = self.persist(&updated);
-        if exited_now {
-            crate::events::publish_container(&self.sandboxes, EventKind::Stopped, &updated);
+        // Another reader may have applied it meanwhile: that is no move, and no event.
+        match self
+            .records
+            .transition(container, ContainerState::Exited, |r| exit.apply(r))
+        {
+            Ok(moved) => moved.record,
+            Err(e) => {
+                tracing::warn!(container_id = %record.id, error = %e, "recording an exit");
+                container.record()
+            }
         }
-        updated
     }
 
     pub fn status(&self, id: &str) -> Result<ContainerRecord> {
@@ -244,757 +189,10 @@ impl ContainerManager {
     }
 }
 
-/// The CRI server (like the kubelet's client) takes messages up to 16 MiB: the ExecSync
-/// answer's two streams share that, less room for the framing.
-const EXEC_OUTPUT_BUDGET: usize = 16 * 1024 * 1024 - 4096;
-
-/// Trims stdout, then stderr, so both fit in `budget` bytes; trimmed streams are flagged.
-fn fit_exec_output(output: &mut crate::shim::client::ExecSyncOutput, budget: usize) {
-    let stderr_room = budget.saturating_sub(output.stdout.len().min(budget / 2));
-    if output.stderr.len() > stderr_room {
-        output.stderr.truncate(stderr_room);
-        output.stderr_truncated = true;
-    }
-    let stdout_room = budget - output.stderr.len();
-    if output.stdout.len() > stdout_room {
-        output.stdout.truncate(stdout_room);
-        output.stdout_truncated = true;
-    }
-}
-
-fn apply_exit(record: &mut ContainerRecord, exit: &ExitFile) {
-    record.state = ContainerState::Exited;
-    record.exit_code = exit.exit_code;
-    record.finished_at = exit.exited_at;
-    record.reason = if exit.oom_killed {
-        "OOMKilled".to_string()
-    } else if exit.exit_code == 0 {
-        "Completed".to_string()
-    } else {
-        "Error".to_string()
-    };
-}
-
 /// The pod's log directory joined with the container's log path (absolute), if any.
 pub fn log_path(log_directory: &str, log_path: &str) -> Option<PathBuf> {
     if log_directory.is_empty() || log_path.is_empty() {
         return None;
     }
     Some(Path::new(log_directory).join(log_path))
-}
-
-/// Undo steps of a half-done CreateContainer, run in reverse on failure.
-enum Undo {
-    RemoveDir(PathBuf),
-    Forget(String),
-    DeleteProcess(String),
-    RemoveCgroup(String),
-}
-
-/// The options of CreateContainer that are not in the config.
-pub struct CreateRequest {
-    pub sandbox_id: String,
-    pub config: ContainerConfig,
-}
-
-impl ContainerManager {
-    /// CreateContainer: the bundle, the shim's init waiting at the start gate, a record.
-    pub async fn create(self: &Arc<Self>, request: CreateRequest) -> Result<String> {
-        let CreateRequest { sandbox_id, config } = request;
-        let sandbox = self.sandboxes.get(&sandbox_id)?;
-        let (sandbox_record, sandbox_state) = self.sandboxes.status(&sandbox.id)?;
-        if sandbox_state != SandboxState::Ready {
-            return Err(Error::failed_precondition(format!(
-                "pod sandbox {} is not ready",
-                sandbox.id
-            )));
-        }
-        let key = (
-            sandbox.id.clone(),
-            config.metadata.name.clone(),
-            config.metadata.attempt,
-        );
-        let id = hex::encode(rand::random::<[u8; 32]>());
-        {
-            let mut names = lock(&self.names);
-            if let Some(existing) = names.get(&key) {
-                return Err(Error::already_exists(format!(
-                    "container name {:?} (attempt {}) in pod {} is already used by container {existing}",
-                    key.1, key.2, key.0
-                )));
-            }
-            names.insert(key.clone(), id.clone());
-        }
-        let mut undo = vec![Undo::Forget(id.clone())];
-        let result = self
-            .create_steps(&id, &sandbox_record, config, &mut undo)
-            .await;
-        match result {
-            Ok(()) => Ok(id),
-            Err(err) => {
-                tracing::warn!(container_id = %id, error = %err, "create container failed; rolling back");
-                self.rollback(&sandbox.id, undo).await;
-                lock(&self.names).remove(&key);
-                Err(err)
-            }
-        }
-    }
-
-    async fn create_steps(
-        &self,
-        id: &str,
-        sandbox: &crate::sandbox::SandboxRecord,
-        config: ContainerConfig,
-        undo: &mut Vec<Undo>,
-    ) -> Result<()> {
-        let started = std::time::Instant::now();
-        if config.image.is_empty() {
-            return Err(Error::invalid_argument("config.image.image is required"));
-        }
-        let (image, layers, image_config) = self
-            .images
-            .resolve_for_container(&config.image)
-            .await
-            .map_err(|e| e.context(format!("image {}", config.image)))?;
-        let phase = |name: &str| tracing::debug!(container_id = %id, phase = name, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "create phase");
-        phase("image");
-        let layers_top_first: Vec<PathBuf> = layers.iter().rev().cloned().collect();
-        let record_dir = self.record_dir(id);
-        let state_dir = self.state_dir(id);
-        let bundle = state_dir.join("bundle");
-        let (upper, work, rootfs) = (
-            record_dir.join("upper"),
-            record_dir.join("work"),
-            bundle.join("rootfs"),
-        );
-        undo.push(Undo::RemoveDir(record_dir.clone()));
-        undo.push(Undo::RemoveDir(state_dir.clone()));
-        for dir in [&upper, &work, &rootfs] {
-            std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
-        }
-        let target_pid = match (
-            config.security.namespaces.pid,
-            config.security.namespaces.target_id.as_str(),
-        ) {
-            (crate::sandbox::NamespaceMode::Target, target) => {
-                let target = self.status(target)?;
-                if target.state != ContainerState::Running {
-                    return Err(Error::failed_precondition(format!(
-                        "target container {} is not running",
-                        target.id
-                    )));
-                }
-                Some(target.pid)
-            }
-            _ => None,
-        };
-        let spec_config = config.clone();
-        let sandbox_info = super::spec::SandboxInfo {
-            id: sandbox.id.clone(),
-            hostname: sandbox.hostname.clone(),
-            pause_pid: sandbox.pause_pid.unwrap_or_default(),
-            netns_path: sandbox.netns.clone(),
-            host_ipc: sandbox.spec.namespaces.host_ipc(),
-            pod_files_dir: self.sandboxes.record_dir(&sandbox.id),
-            pod_cgroup: sandbox.pod_cgroup.clone(),
-            shm_path: None,
-            runtime_handler: sandbox.spec.runtime_handler.clone(),
-            userns: sandbox.spec.userns.clone(),
-        };
-        let bundle_dir = bundle.clone();
-        let container_id = id.to_string();
-        let lower = layers_top_first.clone();
-        // Reading the image's user database and the host devices is file I/O.
-        let spec = tokio::task::spawn_blocking(move || {
-            let passwd = super::users::read_image_file(&lower, "/etc/passwd")
-                .map_err(io_err("reading the image's /etc/passwd"))?;
-            let group = super::users::read_image_file(&lower, "/etc/group")
-                .map_err(io_err("reading the image's /etc/group"))?;
-            let seccomp_localhost =
-                super::seccomp::read_localhost(spec_config.security.seccomp.as_ref())?;
-            // The kubelet expects a missing host path to be made as a directory.
-            for mount in &spec_config.mounts {
-                let source = Path::new(&mount.host_path);
-                if !source.exists() {
-                    std::fs::create_dir_all(source).map_err(|e| {
-                        Error::with_source(
-                            ErrorKind::InvalidArgument,
-                            format!("creating the mount source {}", mount.host_path),
-                            e,
-                        )
-                    })?;
-                }
-            }
-            let mut host_devices = BTreeMap::new();
-            for device in &spec_config.devices {
-                let found =
-                    super::spec::host_device(Path::new(&device.host_path)).map_err(|e| {
-                        Error::with_source(
-                            ErrorKind::InvalidArgument,
-                            format!("device {}", device.host_path),
-                            e,
-                        )
-                    })?;
-                host_devices.insert(device.host_path.clone(), found);
-            }
-            if spec_config.security.privileged {
-                let all = super::spec::all_host_devices()
-                    .map_err(io_err("listing the host's devices"))?;
-                for (path, device) in all {
-                    host_devices.entry(path).or_insert(device);
-                }
-            }
-            // Without CAP_SYS_RESOURCE neither can go past what the daemon itself has.
-            let nofile_hard =
-                nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-                    .map(|(_, hard)| hard)
-                    .unwrap_or(1_048_576);
-            let defaults = super::spec::RuntimeDefaults {
-                min_oom_score_adj: crate::linux::process::read_oom_score_adj("self").unwrap_or(0),
-                nofile: nofile_hard.min(super::spec::RuntimeDefaults::default().nofile),
-                apparmor: super::spec::host_has_apparmor(),
-            };
-            let spec = super::spec::build_spec(&super::spec::SpecInput {
-                container_id: &container_id,
-                config: &spec_config,
-                image: &image_config,
-                sandbox: &sandbox_info,
-                bundle_dir: &bundle_dir,
-                passwd: passwd.as_deref(),
-                group: group.as_deref(),
-                target_pid,
-                host_devices: &host_devices,
-                defaults: &defaults,
-                seccomp_localhost: seccomp_localhost.as_deref(),
-            })?;
-            let stop_signal = super::spec::stop_signal(&image_config, None);
-            // Compiled here, once per profile, so that init only loads it.
-            let seccomp_program = spec
-                .linux()
-                .as_ref()
-                .and_then(|l| l.seccomp().as_ref())
-                .map(crate::linux::seccomp::compiled)
-                .transpose()
-                .map_err(|e| {
-                    Error::with_source(ErrorKind::InvalidArgument, "seccomp profile", e)
-                })?;
-            Ok::<_, Error>((spec, stop_signal as i32, seccomp_program))
-        })
-        .await
-        .map_err(|e| Error::internal("spec task", e))??;
-        let (spec, stop_signal, seccomp_program) = spec;
-        phase("spec");
-        let cgroup_path = spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.cgroups_path().clone())
-            .map(|p| p.to_string_lossy().to_string())
-            .unwrap_or_default();
-        let user = spec.process().as_ref().map(|p| p.user().clone());
-        let rootfs_json = serde_json::json!({
-            "lower": layers_top_first,
-            "upper": upper,
-            "work": work,
-        });
-        persist::write_atomic(
-            &bundle.join("config.json"),
-            &serde_json::to_vec(&spec).map_err(|e| Error::internal("encoding the spec", e))?,
-        )
-        .map_err(io_err("writing config.json"))?;
-        persist::write_atomic(
-            &bundle.join("rootfs.json"),
-            rootfs_json.to_string().as_bytes(),
-        )
-        .map_err(io_err("writing rootfs.json"))?;
-        if let Some(program) = seccomp_program {
-            persist::write_atomic(&bundle.join(crate::linux::seccomp::BPF_FILE), &program)
-                .map_err(io_err("writing the seccomp program"))?;
-        }
-
-        let log_path = log_path(&sandbox.spec.log_directory, &config.log_path);
-        let record = ContainerRecord {
-            version: RECORD_VERSION,
-            id: id.to_string(),
-            sandbox_id: sandbox.id.clone(),
-            image_ref: config.image.clone(),
-            image_id: image.id.clone(),
-            image_name: image
-                .repo_digests
-                .first()
-                .or(image.repo_tags.first())
-                .cloned()
-                .unwrap_or_else(|| image.id.clone()),
-            config: config.clone(),
-            state: ContainerState::Creating,
-            created_at: now_nanos(),
-            started_at: 0,
-            finished_at: 0,
-            exit_code: 0,
-            reason: String::new(),
-            message: String::new(),
-            pid: 0,
-            log_path: log_path.clone(),
-            bundle: bundle.clone(),
-            cgroup_path: cgroup_path.clone(),
-            stop_signal,
-            uid: user.as_ref().map(|u| u.uid()).unwrap_or(0),
-            gid: user.as_ref().map(|u| u.gid()).unwrap_or(0),
-            groups: user
-                .as_ref()
-                .and_then(|u| u.additional_gids().clone())
-                .unwrap_or_default(),
-        };
-        // Written before the shim is asked, so recovery can roll back a daemon crash
-        // mid-create; not synced: after a power cut the processes are gone too, and
-        // recovery removes container dirs that have no record.
-        let path = self.record_dir(id).join(RECORD_FILE);
-        persist::write_json_replace(&path, &record)
-            .map_err(io_err(format!("writing {}", path.display())))?;
-        crate::fault::point("container.create.after_record");
-        let container = Arc::new(Container {
-            record: Mutex::new(record),
-            op: tokio::sync::Mutex::new(()),
-            starting: Default::default(),
-        });
-        self.containers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string(), container.clone());
-
-        phase("record");
-        undo.push(Undo::RemoveCgroup(cgroup_path.clone()));
-        let mut shim = self.sandboxes.shim(&sandbox.id).await?;
-        let pid = shim
-            .create(
-                id,
-                &bundle,
-                crate::shim::CreateOptions {
-                    start: false,
-                    log_path: log_path.clone(),
-                    tty: config.tty,
-                    stdin: config.stdin,
-                    stdin_once: config.stdin_once,
-                    cgroup_path: Some(cgroup_path),
-                },
-            )
-            .await
-            .map_err(|e| Error::from(e).context("creating the container"))?;
-        undo.push(Undo::DeleteProcess(id.to_string()));
-        crate::fault::point("container.create.after_shim_create");
-        let record = container.update(|r| {
-            r.state = ContainerState::Created;
-            r.pid = pid;
-        });
-        self.persist(&record)?;
-        crate::events::publish_container(&self.sandboxes, EventKind::Created, &record);
-        tracing::info!(
-            container_id = %id,
-            sandbox_id = %sandbox.id,
-            name = %config.metadata.name,
-            pid,
-            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-            "container created"
-        );
-        Ok(())
-    }
-
-    async fn rollback(&self, sandbox_id: &str, undo: Vec<Undo>) {
-        for step in undo.into_iter().rev() {
-            match step {
-                Undo::RemoveDir(dir) => {
-                    if let Err(e) = persist::remove_dir_all_if_exists(&dir) {
-                        tracing::warn!(dir = %dir.display(), error = %e, "rollback: removing dir");
-                    }
-                }
-                Undo::Forget(id) => {
-                    self.containers
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&id);
-                }
-                Undo::DeleteProcess(id) => {
-                    if let Ok(mut shim) = self.sandboxes.shim(sandbox_id).await {
-                        let _ = shim.kill(&id, libc::SIGKILL, true).await;
-                        let _ = shim.delete(&id).await;
-                    }
-                }
-                Undo::RemoveCgroup(path) => {
-                    let cgroups = self.sandboxes.cgroups().clone();
-                    let r = tokio::task::spawn_blocking(move || {
-                        cgroups.kill_all(&path, KILL_GRACE)?;
-                        cgroups.remove(&path)
-                    })
-                    .await;
-                    if !matches!(r, Ok(Ok(()))) {
-                        tracing::warn!("rollback: removing the container cgroup failed");
-                    }
-                }
-            }
-        }
-    }
-
-    /// StartContainer: opens the start gate; init execs the workload.
-    pub async fn start(&self, id: &str) -> Result<()> {
-        let container = self.get(id)?;
-        let _op = container.op.lock().await;
-        let record = self.refresh(&container);
-        if record.state == ContainerState::Running {
-            // A retry of a start that took effect (say, before a crash cut the answer off).
-            tracing::info!(container_id = %record.id, "container already running");
-            return Ok(());
-        }
-        if record.state != ContainerState::Created {
-            return Err(Error::failed_precondition(format!(
-                "container {} is {:?}, not created",
-                record.id, record.state
-            )));
-        }
-        let mut shim = self.sandboxes.shim(&record.sandbox_id).await?;
-        // Taken before the gate opens: a workload that exits at once must not be seen
-        // finishing before it started.
-        let started_at = now_nanos();
-        container
-            .starting
-            .store(true, std::sync::atomic::Ordering::Release);
-        let _starting = StartingFlag(&container.starting);
-        let started = shim.start(&record.id).await;
-        crate::fault::point("container.start.after_gate_open");
-        match started {
-            Ok(pid) => {
-                let record = container.update(|r| {
-                    // The exit may already be in (a fast workload): keep it.
-                    if r.state != ContainerState::Exited {
-                        r.state = ContainerState::Running;
-                    }
-                    r.pid = pid;
-                    r.started_at = started_at;
-                });
-                self.persist(&record)?;
-                crate::events::publish_container(&self.sandboxes, EventKind::Started, &record);
-                tracing::info!(container_id = %record.id, pid, "container started");
-                Ok(())
-            }
-            Err(e) => {
-                let err = Error::from(e).context("starting the container");
-                let message = err.to_string();
-                let record = container.update(|r| {
-                    r.state = ContainerState::Exited;
-                    r.exit_code = 128;
-                    r.finished_at = now_nanos();
-                    r.reason = "StartError".into();
-                    r.message = message;
-                });
-                self.persist(&record)?;
-                crate::events::publish_container(&self.sandboxes, EventKind::Stopped, &record);
-                Err(err)
-            }
-        }
-    }
-
-    /// StopContainer: the stop signal, `timeout` seconds, SIGKILL, then the whole cgroup.
-    /// It always returns; an unknown id is success.
-    pub async fn stop(&self, id: &str, timeout: Duration) -> Result<()> {
-        let container = match self.get(id) {
-            Ok(c) => c,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let _op = container.op.lock().await;
-        self.stop_locked(&container, timeout).await
-    }
-
-    async fn stop_locked(&self, container: &Container, timeout: Duration) -> Result<()> {
-        let record = self.refresh(container);
-        match record.state {
-            ContainerState::Exited | ContainerState::Creating => return Ok(()),
-            ContainerState::Created | ContainerState::Running | ContainerState::Unknown => {}
-        }
-        let exit_file = self.exit_file(&record);
-        if let Ok(mut shim) = self.sandboxes.shim(&record.sandbox_id).await {
-            let signal = if record.state == ContainerState::Created {
-                libc::SIGKILL
-            } else {
-                record.stop_signal
-            };
-            if !timeout.is_zero() || signal == libc::SIGKILL {
-                let _ = shim.kill(&record.id, signal, false).await;
-                crate::fault::point("container.stop.after_signal");
-                if wait_for_file(&exit_file, timeout.max(Duration::from_millis(1))).await {
-                    self.refresh(container);
-                    return Ok(());
-                }
-            }
-            let _ = shim.kill(&record.id, libc::SIGKILL, true).await;
-            if wait_for_file(&exit_file, KILL_GRACE).await {
-                self.refresh(container);
-                return Ok(());
-            }
-        }
-        // The shim is gone (nobody will write the exit file) or the process will not die:
-        // the cgroup takes everything with it, and the exit is recorded here.
-        let cgroups = self.sandboxes.cgroups().clone();
-        let path = record.cgroup_path.clone();
-        let _ = tokio::task::spawn_blocking(move || cgroups.kill_all(&path, KILL_GRACE)).await;
-        if exit_file.exists() {
-            self.refresh(container);
-            return Ok(());
-        }
-        let updated = container.update(|r| {
-            r.state = ContainerState::Exited;
-            r.exit_code = 137;
-            r.finished_at = now_nanos();
-            r.reason = "Error".into();
-            r.message = "killed by berth: the pod's shim was not reachable".into();
-        });
-        self.persist(&updated)?;
-        crate::events::publish_container(&self.sandboxes, EventKind::Stopped, &updated);
-        Ok(())
-    }
-
-    /// RemoveContainer: kills it if running, then removes every trace. Unknown id is success.
-    pub async fn remove(&self, id: &str) -> Result<()> {
-        let container = match self.get(id) {
-            Ok(c) => c,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let _op = container.op.lock().await;
-        self.stop_locked(&container, Duration::ZERO).await?;
-        let record = container.record();
-        if let Ok(mut shim) = self.sandboxes.shim(&record.sandbox_id).await {
-            let _ = shim.delete(&record.id).await;
-        }
-        crate::fault::point("container.remove.after_shim_delete");
-        let cgroups = self.sandboxes.cgroups().clone();
-        let path = record.cgroup_path.clone();
-        tokio::task::spawn_blocking(move || {
-            cgroups.kill_all(&path, KILL_GRACE)?;
-            cgroups.remove(&path)
-        })
-        .await
-        .map_err(|e| Error::internal("cgroup task", e))?
-        .map_err(Error::from)?;
-        persist::remove_file_if_exists(&self.exit_file(&record))
-            .map_err(io_err("removing the exit file"))?;
-        persist::remove_dir_all_if_exists(&self.state_dir(&record.id))
-            .map_err(io_err("removing the container state dir"))?;
-        persist::remove_dir_all_if_exists(&self.record_dir(&record.id))
-            .map_err(io_err("removing the container record"))?;
-        self.containers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&record.id);
-        let key = (
-            record.sandbox_id.clone(),
-            record.config.metadata.name.clone(),
-            record.config.metadata.attempt,
-        );
-        let mut names = lock(&self.names);
-        if names.get(&key) == Some(&record.id) {
-            names.remove(&key);
-        }
-        drop(names);
-        crate::events::publish_container(&self.sandboxes, EventKind::Deleted, &record);
-        tracing::info!(container_id = %record.id, "container removed");
-        Ok(())
-    }
-
-    /// UpdateContainerResources: written to the live cgroup, and kept in the record.
-    pub async fn update_resources(
-        &self,
-        id: &str,
-        resources: super::config::ContainerResources,
-    ) -> Result<()> {
-        let container = self.get(id)?;
-        let _op = container.op.lock().await;
-        let record = self.refresh(&container);
-        if record.state == ContainerState::Exited {
-            return Err(Error::failed_precondition(format!(
-                "container {} has exited",
-                record.id
-            )));
-        }
-        let linux = super::spec::linux_resources(&resources).map_err(Error::from)?;
-        let cgroups = self.sandboxes.cgroups().clone();
-        let path = record.cgroup_path.clone();
-        tokio::task::spawn_blocking(move || cgroups.apply_resources(&path, &linux))
-            .await
-            .map_err(|e| Error::internal("cgroup task", e))?
-            .map_err(Error::from)?;
-        let record = container.update(|r| r.config.resources = resources);
-        self.persist(&record)
-    }
-
-    /// ReopenContainerLog: the shim reopens the log file the kubelet rotated.
-    pub async fn reopen_log(&self, id: &str) -> Result<()> {
-        let record = self.status(id)?;
-        if record.state != ContainerState::Running {
-            return Err(Error::failed_precondition(format!(
-                "container {} is not running",
-                record.id
-            )));
-        }
-        let mut shim = self.sandboxes.shim(&record.sandbox_id).await?;
-        shim.reopen_log(&record.id).await.map_err(Error::from)
-    }
-
-    /// ExecSync: runs `cmd` in the running container and returns its output and exit
-    /// code; at `timeout` (zero: none) the command is killed and DeadlineExceeded returned.
-    pub async fn exec_sync(
-        &self,
-        id: &str,
-        cmd: Vec<String>,
-        timeout: Duration,
-    ) -> Result<crate::shim::client::ExecSyncOutput> {
-        if cmd.is_empty() {
-            return Err(Error::invalid_argument("cmd is required"));
-        }
-        let record = self.status(id)?;
-        if record.state != ContainerState::Running {
-            return Err(Error::failed_precondition(format!(
-                "container {} is not running",
-                record.id
-            )));
-        }
-        let mut shim = self.sandboxes.shim(&record.sandbox_id).await?;
-        let exec_id = hex::encode(rand::random::<[u8; 8]>());
-        let output = shim
-            .exec_sync(&record.id, &exec_id, cmd, timeout)
-            .await
-            .map_err(|e| Error::from(e).context("exec in the container"))?;
-        if output.timed_out {
-            return Err(Error::new(
-                crate::ErrorKind::DeadlineExceeded,
-                format!(
-                    "command timed out after {}s in container {}",
-                    timeout.as_secs(),
-                    record.id
-                ),
-            ));
-        }
-        let mut output = output;
-        fit_exec_output(&mut output, EXEC_OUTPUT_BUDGET);
-        if output.stdout_truncated || output.stderr_truncated {
-            tracing::info!(
-                container_id = %record.id,
-                exec_id,
-                stdout_truncated = output.stdout_truncated,
-                stderr_truncated = output.stderr_truncated,
-                "exec output over 16 MiB was dropped"
-            );
-        }
-        Ok(output)
-    }
-
-    /// Every container of a pod removed (RemovePodSandbox).
-    pub async fn remove_all_of(&self, sandbox_id: &str) -> Result<()> {
-        for record in self.containers_of(sandbox_id) {
-            self.remove(&record.id).await?;
-        }
-        Ok(())
-    }
-
-    /// Loads every record; rolls back creations a crash interrupted.
-    pub async fn recover(&self) -> Result<()> {
-        let dir = self.config.root.join("containers");
-        let records: Vec<ContainerRecord> =
-            persist::load_records(&dir, RECORD_FILE, "container")
-                .map_err(|e| Error::internal(format!("reading {}", dir.display()), e))?;
-        for record in records {
-            if record.state == ContainerState::Creating
-                || self.sandboxes.get(&record.sandbox_id).is_err()
-            {
-                tracing::warn!(container_id = %record.id, "removing a container whose creation was interrupted or whose pod is gone");
-                let undo = vec![
-                    Undo::RemoveDir(self.record_dir(&record.id)),
-                    Undo::RemoveDir(self.state_dir(&record.id)),
-                    Undo::RemoveCgroup(record.cgroup_path.clone()),
-                    Undo::DeleteProcess(record.id.clone()),
-                ];
-                self.rollback(&record.sandbox_id, undo).await;
-                continue;
-            }
-            lock(&self.names).insert(
-                (
-                    record.sandbox_id.clone(),
-                    record.config.metadata.name.clone(),
-                    record.config.metadata.attempt,
-                ),
-                record.id.clone(),
-            );
-            let container = Arc::new(Container {
-                record: Mutex::new(record),
-                op: tokio::sync::Mutex::new(()),
-                starting: Default::default(),
-            });
-            self.reconcile_recovered(&container).await;
-            let record = container.record();
-            tracing::info!(container_id = %record.id, state = ?record.state, "container recovered");
-            self.containers
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(record.id.clone(), container);
-        }
-        Ok(())
-    }
-}
-
-/// Waits until `path` exists, checking often at first (most processes exit at once).
-async fn wait_for_file(path: &Path, timeout: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut pause = Duration::from_micros(500);
-    loop {
-        if path.exists() {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(20));
-    }
-}
-
-impl ContainerManager {
-    /// The container's writable layer (overlay upper dir), for its disk usage.
-    pub fn writable_dir(&self, id: &str) -> PathBuf {
-        self.record_dir(id).join("upper")
-    }
-}
-
-#[cfg(test)]
-mod exec_output_tests {
-    use super::*;
-    use crate::shim::client::ExecSyncOutput;
-
-    fn output(stdout: usize, stderr: usize) -> ExecSyncOutput {
-        ExecSyncOutput {
-            stdout: vec![b'o'; stdout],
-            stderr: vec![b'e'; stderr],
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn exec_output_fits_the_message_budget() {
-        let mut small = output(3, 4);
-        fit_exec_output(&mut small, 10);
-        assert_eq!((small.stdout.len(), small.stderr.len()), (3, 4));
-        assert!(!small.stdout_truncated && !small.stderr_truncated);
-        // Only stdout is big: it gets all the room stderr leaves.
-        let mut big_out = output(20, 2);
-        fit_exec_output(&mut big_out, 10);
-        assert_eq!((big_out.stdout.len(), big_out.stderr.len()), (8, 2));
-        assert!(big_out.stdout_truncated && !big_out.stderr_truncated);
-        // Only stderr is big: it gets what stdout leaves.
-        let mut big_err = output(3, 20);
-        fit_exec_output(&mut big_err, 10);
-        assert_eq!((big_err.stdout.len(), big_err.stderr.len()), (3, 7));
-        assert!(!big_err.stdout_truncated && big_err.stderr_truncated);
-        // Both big: half each.
-        let mut both = output(20, 20);
-        fit_exec_output(&mut both, 10);
-        assert_eq!((both.stdout.len(), both.stderr.len()), (5, 5));
-        assert!(both.stdout_truncated && both.stderr_truncated);
-    }
 }

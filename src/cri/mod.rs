@@ -70,6 +70,7 @@ impl Daemon {
             config.clone(),
             sandboxes.clone(),
             images.clone(),
+            events,
         ));
         let stats = crate::stats::Collector::new(
             containers.clone(),

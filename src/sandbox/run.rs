@@ -1,7 +1,6 @@
 //! RunPodSandbox: the pod's files, netns, network, cgroup, shim and pause process, each
 //! step pushing its undo; the whole run happens in its own task (see `run`).
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -332,59 +331,46 @@ impl SandboxManager {
 }
 
 /// The undo steps of a run (recovery uses them too for a run a crash interrupted).
-pub(super) fn remove_dir(dir: PathBuf) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        if let Err(e) = persist::remove_dir_all_if_exists(&dir) {
-            tracing::warn!(dir = %dir.display(), error = %e, "rollback: removing dir");
-        }
+pub(super) async fn remove_dir(dir: PathBuf) {
+    if let Err(e) = persist::remove_dir_all_if_exists(&dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "rollback: removing dir");
     }
 }
 
-pub(super) fn unpin(path: PathBuf) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let p = path.clone();
-        let r = tokio::task::spawn_blocking(move || netns::unpin_netns(&p)).await;
-        if !matches!(r, Ok(Ok(()))) {
-            tracing::warn!(netns = %path.display(), "rollback: unpinning netns failed");
-        }
+pub(super) async fn unpin(path: PathBuf) {
+    let p = path.clone();
+    let r = tokio::task::spawn_blocking(move || netns::unpin_netns(&p)).await;
+    if !matches!(r, Ok(Ok(()))) {
+        tracing::warn!(netns = %path.display(), "rollback: unpinning netns failed");
     }
 }
 
-pub(super) fn cni_del(
+pub(super) async fn cni_del(
     cni: CniManager,
     network: NetworkConfigList,
     attachment: Attachment,
     result: Option<serde_json::Value>,
-) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        if let Err(e) = cni.del(&network, &attachment, result.as_ref()).await {
-            tracing::warn!(error = %e, "rollback: CNI DEL failed");
-        }
+) {
+    if let Err(e) = cni.del(&network, &attachment, result.as_ref()).await {
+        tracing::warn!(error = %e, "rollback: CNI DEL failed");
     }
 }
 
-pub(super) fn remove_cgroup(
-    cgroups: Cgroups,
-    path: String,
-) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let p = path.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            cgroups.kill_all(&p, KILL_WAIT)?;
-            cgroups.remove(&p)
-        })
-        .await;
-        if !matches!(r, Ok(Ok(()))) {
-            tracing::warn!(cgroup = %path, "rollback: removing cgroup failed");
-        }
+pub(super) async fn remove_cgroup(cgroups: Cgroups, path: String) {
+    let p = path.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        cgroups.kill_all(&p, KILL_WAIT)?;
+        cgroups.remove(&p)
+    })
+    .await;
+    if !matches!(r, Ok(Ok(()))) {
+        tracing::warn!(cgroup = %path, "rollback: removing cgroup failed");
     }
 }
 
-pub(super) fn shutdown_shim(mut shim: ShimClient) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        if let Err(e) = shim.shutdown().await {
-            tracing::warn!(error = %e, "rollback: shim shutdown failed");
-        }
+pub(super) async fn shutdown_shim(mut shim: ShimClient) {
+    if let Err(e) = shim.shutdown().await {
+        tracing::warn!(error = %e, "rollback: shim shutdown failed");
     }
 }
 

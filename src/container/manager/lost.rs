@@ -61,13 +61,20 @@ impl ContainerManager {
         };
         match shim.state(&record.id).await {
             Ok(state) if state.status == ProcessStatus::Running => {
-                let updated = container.update(|r| {
-                    r.state = ContainerState::Running;
-                    r.pid = state.pid;
-                    r.started_at = state.started_at;
-                });
-                tracing::info!(container_id = %updated.id, pid = state.pid, "container was started before the restart");
-                let _ = self.persist(&updated);
+                let moved = self
+                    .records
+                    .transition(container, ContainerState::Running, |r| {
+                        r.pid = state.pid;
+                        r.started_at = state.started_at;
+                    });
+                match moved {
+                    Ok(_) => {
+                        tracing::info!(container_id = %record.id, pid = state.pid, "container was started before the restart")
+                    }
+                    Err(e) => {
+                        tracing::warn!(container_id = %record.id, error = %e, "recording a start")
+                    }
+                }
             }
             Ok(state) if state.status == ProcessStatus::Exited => {
                 // Its exit file is written; the next refresh reads it.
@@ -100,21 +107,17 @@ impl ContainerManager {
         if self.refresh(container).state == ContainerState::Exited {
             return;
         }
-        let updated = container.update(|r| {
-            r.state = ContainerState::Exited;
-            r.exit_code = KILLED_EXIT_CODE;
-            r.finished_at = now_nanos();
-            r.reason = SHIM_LOST_REASON.into();
-            r.message = message.into();
-        });
-        tracing::warn!(container_id = %updated.id, sandbox_id = %updated.sandbox_id, "{message}");
-        if let Err(e) = self.persist(&updated) {
-            tracing::warn!(container_id = %updated.id, error = %e, "persisting a lost container");
+        tracing::warn!(container_id = %record.id, sandbox_id = %record.sandbox_id, "{message}");
+        let moved = self
+            .records
+            .transition(container, ContainerState::Exited, |r| {
+                r.exit_code = KILLED_EXIT_CODE;
+                r.finished_at = now_nanos();
+                r.reason = SHIM_LOST_REASON.into();
+                r.message = message.into();
+            });
+        if let Err(e) = moved {
+            tracing::warn!(container_id = %record.id, error = %e, "persisting a lost container");
         }
-        crate::events::publish_container(
-            &self.sandboxes,
-            crate::events::EventKind::Stopped,
-            &updated,
-        );
     }
 }

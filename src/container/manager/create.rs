@@ -1,0 +1,359 @@
+//! CreateContainer: the image resolved, the OCI spec built, the bundle written, the
+//! shim's init waiting at the start gate, a record. Each step pushes its undo; the whole
+//! creation runs in its own task, so a client that gives up cannot leave half a container.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::record::{self, ContainerExt, RECORD_VERSION, name_key};
+use super::{Container, ContainerManager, ContainerRecord, ContainerState, KILL_GRACE, io_err};
+use crate::container::config::ContainerConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::lifecycle::{Claim, Reservation, Rollback, detach, fingerprint};
+use crate::linux::cgroup::Cgroups;
+use crate::persist;
+use crate::sandbox::{SandboxManager, SandboxState, now_nanos};
+
+/// The options of CreateContainer that are not in the config.
+pub struct CreateRequest {
+    pub sandbox_id: String,
+    pub config: ContainerConfig,
+}
+
+impl ContainerManager {
+    /// CreateContainer. A retry of the same request (same name, attempt and config) joins
+    /// the creation while it runs and gets the same container after; another config under
+    /// that name is AlreadyExists naming the container that holds it.
+    pub async fn create(self: &Arc<Self>, request: CreateRequest) -> Result<String> {
+        let CreateRequest { sandbox_id, config } = request;
+        let sandbox = self.sandboxes.get(&sandbox_id)?;
+        let (sandbox_record, sandbox_state) = self.sandboxes.status(&sandbox.id)?;
+        if sandbox_state != SandboxState::Ready {
+            return Err(Error::failed_precondition(format!(
+                "pod sandbox {} is not ready",
+                sandbox.id
+            )));
+        }
+        let meta = &config.metadata;
+        let key = name_key(&sandbox.id, &meta.name, meta.attempt);
+        let id = hex::encode(rand::random::<[u8; 32]>());
+        let this = self.clone();
+        let claim = self
+            .records
+            .claim(&key, &fingerprint(&config), id, move |reservation| {
+                detach(this.create_detached(sandbox_record, config, reservation))
+            })?;
+        match claim {
+            Claim::Running(running) => running.await.map_err(Error::from),
+            Claim::Done(id) => Ok(id),
+        }
+    }
+
+    async fn create_detached(
+        self: Arc<Self>,
+        sandbox: crate::sandbox::SandboxRecord,
+        config: ContainerConfig,
+        reservation: Reservation,
+    ) -> Result<String> {
+        let id = reservation.id().to_string();
+        let mut undo = Rollback::new(format!("container {id}"));
+        match self.create_steps(&id, &sandbox, config, &mut undo).await {
+            Ok(()) => {
+                undo.commit();
+                reservation.commit();
+                Ok(id)
+            }
+            Err(err) => {
+                tracing::warn!(container_id = %id, error = %err, "create container failed; rolling back");
+                undo.unwind().await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn create_steps(
+        self: &Arc<Self>,
+        id: &str,
+        sandbox: &crate::sandbox::SandboxRecord,
+        config: ContainerConfig,
+        undo: &mut Rollback,
+    ) -> Result<()> {
+        let started = std::time::Instant::now();
+        if config.image.is_empty() {
+            return Err(Error::invalid_argument("config.image.image is required"));
+        }
+        let (image, layers, image_config) = self
+            .images
+            .resolve_for_container(&config.image)
+            .await
+            .map_err(|e| e.context(format!("image {}", config.image)))?;
+        let phase = |name: &str| tracing::debug!(container_id = %id, phase = name, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "create phase");
+        phase("image");
+        let layers_top_first: Vec<PathBuf> = layers.iter().rev().cloned().collect();
+        let record_dir = self.record_dir(id);
+        let state_dir = self.state_dir(id);
+        let bundle = state_dir.join("bundle");
+        let (upper, work, rootfs) = (
+            record_dir.join("upper"),
+            record_dir.join("work"),
+            bundle.join("rootfs"),
+        );
+        for dir in [&record_dir, &state_dir] {
+            undo.push(format!("remove {}", dir.display()), remove_dir(dir.clone()));
+        }
+        for dir in [&upper, &work, &rootfs] {
+            std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        }
+        let target_pid = match (
+            config.security.namespaces.pid,
+            config.security.namespaces.target_id.as_str(),
+        ) {
+            (crate::sandbox::NamespaceMode::Target, target) => {
+                let target = self.status(target)?;
+                if target.state != ContainerState::Running {
+                    return Err(Error::failed_precondition(format!(
+                        "target container {} is not running",
+                        target.id
+                    )));
+                }
+                Some(target.pid)
+            }
+            _ => None,
+        };
+        let spec_config = config.clone();
+        let sandbox_info = crate::container::spec::SandboxInfo {
+            id: sandbox.id.clone(),
+            hostname: sandbox.hostname.clone(),
+            pause_pid: sandbox.pause_pid.unwrap_or_default(),
+            netns_path: sandbox.netns.clone(),
+            host_ipc: sandbox.spec.namespaces.host_ipc(),
+            pod_files_dir: self.sandboxes.record_dir(&sandbox.id),
+            pod_cgroup: sandbox.pod_cgroup.clone(),
+            shm_path: None,
+            runtime_handler: sandbox.spec.runtime_handler.clone(),
+            userns: sandbox.spec.userns.clone(),
+        };
+        let bundle_dir = bundle.clone();
+        let container_id = id.to_string();
+        let lower = layers_top_first.clone();
+        // Reading the image's user database and the host devices is file I/O.
+        let spec = tokio::task::spawn_blocking(move || {
+            let passwd = crate::container::users::read_image_file(&lower, "/etc/passwd")
+                .map_err(io_err("reading the image's /etc/passwd"))?;
+            let group = crate::container::users::read_image_file(&lower, "/etc/group")
+                .map_err(io_err("reading the image's /etc/group"))?;
+            let seccomp_localhost =
+                crate::container::seccomp::read_localhost(spec_config.security.seccomp.as_ref())?;
+            // The kubelet expects a missing host path to be made as a directory.
+            for mount in &spec_config.mounts {
+                let source = Path::new(&mount.host_path);
+                if !source.exists() {
+                    std::fs::create_dir_all(source).map_err(|e| {
+                        Error::with_source(
+                            ErrorKind::InvalidArgument,
+                            format!("creating the mount source {}", mount.host_path),
+                            e,
+                        )
+                    })?;
+                }
+            }
+            let mut host_devices = BTreeMap::new();
+            for device in &spec_config.devices {
+                let found = crate::container::spec::host_device(Path::new(&device.host_path))
+                    .map_err(|e| {
+                        Error::with_source(
+                            ErrorKind::InvalidArgument,
+                            format!("device {}", device.host_path),
+                            e,
+                        )
+                    })?;
+                host_devices.insert(device.host_path.clone(), found);
+            }
+            if spec_config.security.privileged {
+                let all = crate::container::spec::all_host_devices()
+                    .map_err(io_err("listing the host's devices"))?;
+                for (path, device) in all {
+                    host_devices.entry(path).or_insert(device);
+                }
+            }
+            // Without CAP_SYS_RESOURCE neither can go past what the daemon itself has.
+            let nofile_hard =
+                nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                    .map(|(_, hard)| hard)
+                    .unwrap_or(1_048_576);
+            let defaults = crate::container::spec::RuntimeDefaults {
+                min_oom_score_adj: crate::linux::process::read_oom_score_adj("self").unwrap_or(0),
+                nofile: nofile_hard.min(crate::container::spec::RuntimeDefaults::default().nofile),
+                apparmor: crate::container::spec::host_has_apparmor(),
+            };
+            let spec = crate::container::spec::build_spec(&crate::container::spec::SpecInput {
+                container_id: &container_id,
+                config: &spec_config,
+                image: &image_config,
+                sandbox: &sandbox_info,
+                bundle_dir: &bundle_dir,
+                passwd: passwd.as_deref(),
+                group: group.as_deref(),
+                target_pid,
+                host_devices: &host_devices,
+                defaults: &defaults,
+                seccomp_localhost: seccomp_localhost.as_deref(),
+            })?;
+            let stop_signal = crate::container::spec::stop_signal(&image_config, None);
+            // Compiled here, once per profile, so that init only loads it.
+            let seccomp_program = spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.seccomp().as_ref())
+                .map(crate::linux::seccomp::compiled)
+                .transpose()
+                .map_err(|e| {
+                    Error::with_source(ErrorKind::InvalidArgument, "seccomp profile", e)
+                })?;
+            Ok::<_, Error>((spec, stop_signal as i32, seccomp_program))
+        })
+        .await
+        .map_err(|e| Error::internal("spec task", e))??;
+        let (spec, stop_signal, seccomp_program) = spec;
+        phase("spec");
+        let cgroup_path = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().clone())
+            .map(|p| p.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let user = spec.process().as_ref().map(|p| p.user().clone());
+        let rootfs_json = serde_json::json!({
+            "lower": layers_top_first,
+            "upper": upper,
+            "work": work,
+        });
+        persist::write_atomic(
+            &bundle.join("config.json"),
+            &serde_json::to_vec(&spec).map_err(|e| Error::internal("encoding the spec", e))?,
+        )
+        .map_err(io_err("writing config.json"))?;
+        persist::write_atomic(
+            &bundle.join("rootfs.json"),
+            rootfs_json.to_string().as_bytes(),
+        )
+        .map_err(io_err("writing rootfs.json"))?;
+        if let Some(program) = seccomp_program {
+            persist::write_atomic(&bundle.join(crate::linux::seccomp::BPF_FILE), &program)
+                .map_err(io_err("writing the seccomp program"))?;
+        }
+
+        let log_path = super::log_path(&sandbox.spec.log_directory, &config.log_path);
+        let record = ContainerRecord {
+            version: RECORD_VERSION,
+            id: id.to_string(),
+            sandbox_id: sandbox.id.clone(),
+            image_ref: config.image.clone(),
+            image_id: image.id.clone(),
+            image_name: image
+                .repo_digests
+                .first()
+                .or(image.repo_tags.first())
+                .cloned()
+                .unwrap_or_else(|| image.id.clone()),
+            config: config.clone(),
+            state: ContainerState::Creating,
+            created_at: now_nanos(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            pid: 0,
+            log_path: log_path.clone(),
+            bundle: bundle.clone(),
+            cgroup_path: cgroup_path.clone(),
+            stop_signal,
+            uid: user.as_ref().map(|u| u.uid()).unwrap_or(0),
+            gid: user.as_ref().map(|u| u.gid()).unwrap_or(0),
+            groups: user
+                .as_ref()
+                .and_then(|u| u.additional_gids().clone())
+                .unwrap_or_default(),
+        };
+        // Written before the shim is asked, so recovery can roll back a daemon crash
+        // mid-create; not synced: after a power cut the processes are gone too, and
+        // recovery removes container dirs that have no record.
+        let path = record::record_path(&self.config.root, id);
+        persist::write_json_replace(&path, &record)
+            .map_err(io_err(format!("writing {}", path.display())))?;
+        crate::fault::point("container.create.after_record");
+        let container = Arc::new(Container::new(record, ContainerExt::default()));
+        self.records.insert(container.clone());
+        let (this, forget) = (self.clone(), id.to_string());
+        undo.push(
+            "forget the record",
+            async move { this.records.forget(&forget) },
+        );
+
+        phase("record");
+        let cgroups = self.sandboxes.cgroups().clone();
+        undo.push(
+            format!("remove cgroup {cgroup_path}"),
+            remove_cgroup(cgroups, cgroup_path.clone()),
+        );
+        let mut shim = self.sandboxes.shim(&sandbox.id).await?;
+        let pid = shim
+            .create(
+                id,
+                &bundle,
+                crate::shim::CreateOptions {
+                    start: false,
+                    log_path: log_path.clone(),
+                    tty: config.tty,
+                    stdin: config.stdin,
+                    stdin_once: config.stdin_once,
+                    cgroup_path: Some(cgroup_path),
+                },
+            )
+            .await
+            .map_err(|e| Error::from(e).context("creating the container"))?;
+        undo.push(
+            "delete the process",
+            delete_process(self.sandboxes.clone(), sandbox.id.clone(), id.to_string()),
+        );
+        crate::fault::point("container.create.after_shim_create");
+        self.records
+            .transition(&container, ContainerState::Created, |r| r.pid = pid)?;
+        tracing::info!(
+            container_id = %id,
+            sandbox_id = %sandbox.id,
+            name = %config.metadata.name,
+            pid,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "container created"
+        );
+        Ok(())
+    }
+}
+
+/// The undo steps of a creation (recovery uses them for one a crash interrupted).
+pub(super) async fn remove_dir(dir: PathBuf) {
+    if let Err(e) = persist::remove_dir_all_if_exists(&dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "rollback: removing dir");
+    }
+}
+
+pub(super) async fn remove_cgroup(cgroups: Cgroups, path: String) {
+    let r = tokio::task::spawn_blocking(move || {
+        cgroups.kill_all(&path, KILL_GRACE)?;
+        cgroups.remove(&path)
+    })
+    .await;
+    if !matches!(r, Ok(Ok(()))) {
+        tracing::warn!("rollback: removing the container cgroup failed");
+    }
+}
+
+pub(super) async fn delete_process(sandboxes: Arc<SandboxManager>, sandbox_id: String, id: String) {
+    if let Ok(mut shim) = sandboxes.shim(&sandbox_id).await {
+        let _ = shim.kill(&id, libc::SIGKILL, true).await;
+        let _ = shim.delete(&id).await;
+    }
+}

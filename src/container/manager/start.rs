@@ -1,0 +1,66 @@
+//! StartContainer: the shim opens the start gate and init execs the workload.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::record::StartingFlag;
+use super::{Container, ContainerManager, ContainerState};
+use crate::error::{Error, Result};
+use crate::sandbox::now_nanos;
+
+impl ContainerManager {
+    /// Runs in its own task; a retry of a start that took effect is OK, a start of a
+    /// container that is being created, has exited or was removed is FailedPrecondition.
+    pub async fn start(self: &Arc<Self>, id: &str) -> Result<()> {
+        let container = self.get(id)?;
+        let this = self.clone();
+        let key = format!("start {}", container.id);
+        self.calls
+            .run(key, async move {
+                let _op = container.op.lock().await;
+                this.start_locked(&container).await
+            })
+            .await
+    }
+
+    async fn start_locked(&self, container: &Container) -> Result<()> {
+        let record = self.refresh(container);
+        if record.state == ContainerState::Running && !container.is_removed() {
+            // A retry of a start that took effect (say, before a crash cut the answer off).
+            tracing::info!(container_id = %record.id, "container already running");
+            return Ok(());
+        }
+        container.check(ContainerState::Running)?;
+        let mut shim = self.sandboxes.shim(&record.sandbox_id).await?;
+        // Taken before the gate opens: a workload that exits at once must not be seen
+        // finishing before it started.
+        let started_at = now_nanos();
+        container.ext.starting.store(true, Ordering::Release);
+        let _starting = StartingFlag(&container.ext.starting);
+        let started = shim.start(&record.id).await;
+        crate::fault::point("container.start.after_gate_open");
+        match started {
+            Ok(pid) => {
+                self.records
+                    .transition(container, ContainerState::Running, |r| {
+                        r.pid = pid;
+                        r.started_at = started_at;
+                    })?;
+                tracing::info!(container_id = %record.id, pid, "container started");
+                Ok(())
+            }
+            Err(e) => {
+                let err = Error::from(e).context("starting the container");
+                let message = err.to_string();
+                self.records
+                    .transition(container, ContainerState::Exited, |r| {
+                        r.exit_code = 128;
+                        r.finished_at = now_nanos();
+                        r.reason = "StartError".into();
+                        r.message = message;
+                    })?;
+                Err(err)
+            }
+        }
+    }
+}
