@@ -484,7 +484,13 @@ async fn bad_requests_get_clear_errors_and_leave_nothing() {
     let first = create(&mut rt, &pod, container_config("twice", &["sleep", "100"]))
         .await
         .unwrap();
-    let err = create(&mut rt, &pod, container_config("twice", &["sleep", "100"]))
+    // The same request again is a kubelet's retry (issue 13): the same container back.
+    let again = create(&mut rt, &pod, container_config("twice", &["sleep", "100"]))
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    // Another config under that name is AlreadyExists naming the container holding it.
+    let err = create(&mut rt, &pod, container_config("twice", &["sleep", "200"]))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::AlreadyExists);
