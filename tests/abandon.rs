@@ -151,14 +151,18 @@ async fn send(
             .map(|_| String::new()),
         Call::StopPodSandbox => rt
             .stop_pod_sandbox(with_timeout(
-                cri::StopPodSandboxRequest { pod_sandbox_id: pid },
+                cri::StopPodSandboxRequest {
+                    pod_sandbox_id: pid,
+                },
                 timeout,
             ))
             .await
             .map(|_| String::new()),
         Call::RemovePodSandbox => rt
             .remove_pod_sandbox(with_timeout(
-                cri::RemovePodSandboxRequest { pod_sandbox_id: pid },
+                cri::RemovePodSandboxRequest {
+                    pod_sandbox_id: pid,
+                },
                 timeout,
             ))
             .await
@@ -300,7 +304,9 @@ async fn a_different_create_under_a_name_in_flight_is_already_exists_and_stop_is
     pull(&daemon, IMAGE).await;
     let mut rt = daemon.runtime().await;
     let config = pod_config("conflict");
-    let pod = run_pod(&mut rt, config.clone()).await.expect("RunPodSandbox");
+    let pod = run_pod(&mut rt, config.clone())
+        .await
+        .expect("RunPodSandbox");
     let mut refused_while_creating = false;
     for attempt in 0..20u32 {
         let mut first = container_config("c", IMAGE, &["sleep", "1000"]);
@@ -309,9 +315,7 @@ async fn a_different_create_under_a_name_in_flight_is_already_exists_and_stop_is
         other.command = vec!["sleep".into(), "2000".into()];
         let (mut rt1, pod1, config1) = (daemon.runtime().await, pod.clone(), config.clone());
         let creating =
-            tokio::spawn(
-                async move { create_container(&mut rt1, &pod1, &config1, first).await },
-            );
+            tokio::spawn(async move { create_container(&mut rt1, &pod1, &config1, first).await });
         tokio::time::sleep(Duration::from_millis(2)).await;
         let err = create_container(&mut rt, &pod, &config, other)
             .await

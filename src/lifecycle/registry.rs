@@ -375,12 +375,14 @@ mod tests {
         drop(held.take());
         assert_eq!(reg.name_count(), 0, "dropped without commit");
         rt.block_on(async {
+            // `start` runs under the names lock: the creation's task commits later.
             reg.claim("n", "f", "id2".into(), |r| {
-                r.commit();
+                held = Some(r);
                 detach(std::future::pending())
             })
             .unwrap();
         });
+        held.take().unwrap().commit();
         assert_eq!(reg.name_count(), 1, "committed");
     }
 
