@@ -8,7 +8,8 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
-use super::{CgroupDriver, Daemon};
+use super::Services;
+use crate::config::CgroupDriver;
 use crate::error::Error;
 use crate::sandbox::podfiles::DnsConfig;
 use crate::sandbox::{
@@ -18,11 +19,11 @@ use crate::sandbox::{
 use crate::streaming::token::{StreamRequest, Streams};
 
 pub struct RuntimeCri {
-    daemon: Arc<Daemon>,
+    daemon: Arc<Services>,
 }
 
 impl RuntimeCri {
-    pub fn new(daemon: Arc<Daemon>) -> Self {
+    pub fn new(daemon: Arc<Services>) -> Self {
         RuntimeCri { daemon }
     }
 }
@@ -30,7 +31,7 @@ impl RuntimeCri {
 type RpcResult<T> = Result<Response<T>, Status>;
 
 /// The full id of a running container; NotFound or FailedPrecondition otherwise.
-fn running_container(daemon: &Daemon, id: &str) -> Result<String, Error> {
+fn running_container(daemon: &Services, id: &str) -> Result<String, Error> {
     let record = daemon.containers.status(id)?;
     if record.state != crate::container::manager::ContainerState::Running {
         return Err(Error::failed_precondition(format!(
@@ -685,7 +686,7 @@ impl RuntimeService for RuntimeCri {
         &self,
         _: Request<cri::GetEventsRequest>,
     ) -> RpcResult<Self::GetContainerEventsStream> {
-        let mut events = self.daemon.sandboxes.events().subscribe();
+        let mut events = self.daemon.events.subscribe();
         let containers = self.daemon.containers.clone();
         // The statuses are looked up as each event is sent, off the publisher's path.
         let stream = async_stream_of(move |tx| async move {

@@ -6,11 +6,14 @@ use std::path::Path;
 use k8s_cri::v1 as cri;
 
 use crate::container::manager::ContainerRecord;
-use crate::events::{Event, EventKind};
-use crate::sandbox::SandboxRecord;
+use crate::events::EventKind;
+use crate::sandbox::{SandboxRecord, SandboxState};
 use crate::stats::metrics::{Descriptor, MetricKind, PodMetrics, Sample};
 use crate::stats::pod::DEFAULT_INTERFACE;
 use crate::stats::{ContainerSample, InterfaceStats, PodSample};
+
+/// A lifecycle event as the managers publish it.
+pub type Event = crate::events::Event<ContainerRecord, (SandboxRecord, SandboxState)>;
 
 fn value(v: Option<u64>) -> Option<cri::UInt64Value> {
     v.map(|value| cri::UInt64Value { value })
@@ -264,6 +267,21 @@ pub(crate) mod tests {
         }
     }
 
+    fn container_event(
+        kind: EventKind,
+        record: &ContainerRecord,
+        sandbox: Option<(SandboxRecord, SandboxState)>,
+    ) -> Event {
+        Event {
+            kind,
+            id: record.id.clone(),
+            sandbox_id: record.sandbox_id.clone(),
+            created_at: 1,
+            sandbox,
+            container: Some(record.clone()),
+        }
+    }
+
     #[test]
     fn an_event_lists_its_container_as_it_was_and_drops_it_once_deleted() {
         let then = record("a", ContainerState::Running, 2);
@@ -271,7 +289,7 @@ pub(crate) mod tests {
             record("b", ContainerState::Running, 1),
             record("a", ContainerState::Exited, 2),
         ];
-        let started = Event::container(
+        let started = container_event(
             EventKind::Started,
             &then,
             Some((sandbox(), SandboxState::Ready)),
@@ -296,7 +314,7 @@ pub(crate) mod tests {
         assert_eq!(status.metadata.unwrap().name, "web");
         assert_eq!(status.state, cri::PodSandboxState::SandboxReady as i32);
 
-        let deleted = Event::container(EventKind::Deleted, &then, None);
+        let deleted = container_event(EventKind::Deleted, &then, None);
         let listed = event_containers(&deleted, now);
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].id, "b");

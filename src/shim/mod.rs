@@ -10,6 +10,7 @@
 
 pub mod bundle;
 pub mod client;
+pub mod cmdline;
 mod exec;
 mod interactive;
 pub mod log;
