@@ -437,7 +437,7 @@ impl ContainerManager {
             let mut host_devices = BTreeMap::new();
             for device in &spec_config.devices {
                 let found =
-                    super::spec::host_device(Path::new(&device.host_path)).map_err(|e| {
+                    super::host::host_device(Path::new(&device.host_path)).map_err(|e| {
                         Error::with_source(
                             ErrorKind::InvalidArgument,
                             format!("device {}", device.host_path),
@@ -447,7 +447,7 @@ impl ContainerManager {
                 host_devices.insert(device.host_path.clone(), found);
             }
             if spec_config.security.privileged {
-                let all = super::spec::all_host_devices()
+                let all = super::host::all_host_devices()
                     .map_err(io_err("listing the host's devices"))?;
                 for (path, device) in all {
                     host_devices.entry(path).or_insert(device);
@@ -461,7 +461,7 @@ impl ContainerManager {
             let defaults = super::spec::RuntimeDefaults {
                 min_oom_score_adj: crate::linux::process::read_oom_score_adj("self").unwrap_or(0),
                 nofile: nofile_hard.min(super::spec::RuntimeDefaults::default().nofile),
-                apparmor: super::spec::host_has_apparmor(),
+                apparmor: super::host::host_has_apparmor(),
             };
             let spec = super::spec::build_spec(&super::spec::SpecInput {
                 container_id: &container_id,

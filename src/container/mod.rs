@@ -2,6 +2,7 @@
 //! the lifecycle (`manager`).
 
 pub mod config;
+pub mod host;
 pub mod manager;
 pub mod seccomp;
 pub mod seccomp_default;
