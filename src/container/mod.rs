@@ -5,7 +5,6 @@ pub mod config;
 pub mod host;
 pub mod manager;
 pub mod seccomp;
-pub mod seccomp_default;
 pub mod spec;
 pub mod stats;
 pub mod users;

@@ -201,7 +201,7 @@ pub fn event(event: &Event, containers: &[ContainerRecord]) -> cri::ContainerEve
         pod_sandbox_status: event
             .sandbox
             .as_ref()
-            .map(|(record, state)| super::runtime::sandbox_status(record, *state)),
+            .map(|(record, state)| super::pod_convert::sandbox_status(record, *state)),
         containers_statuses: containers.iter().map(super::container::status).collect(),
     }
 }

@@ -141,6 +141,9 @@ pub struct SandboxFilter {
     pub labels: HashMap<String, String>,
 }
 
+/// How many shim deaths may wait for their subscriber before it has to resynchronize.
+const SHIM_LOST_BACKLOG: usize = 256;
+
 pub struct SandboxManager {
     config: Arc<Config>,
     cni: CniManager,
@@ -196,7 +199,7 @@ impl SandboxManager {
             sandboxes: RwLock::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
             events,
-            shim_lost: tokio::sync::broadcast::channel(shim_watch::LOST_BACKLOG).0,
+            shim_lost: tokio::sync::broadcast::channel(SHIM_LOST_BACKLOG).0,
         })
     }
 

@@ -17,9 +17,6 @@ use super::{KILL_WAIT, SandboxManager, SandboxState};
 use crate::shim::cmdline::is_shim_of;
 use crate::store::lock;
 
-/// How many shim deaths may wait for their subscriber before it has to resynchronize.
-pub(super) const LOST_BACKLOG: usize = 256;
-
 impl SandboxManager {
     /// Sandbox ids whose shim died unexpectedly (their pod is NotReady by then).
     pub fn subscribe_shim_lost(&self) -> tokio::sync::broadcast::Receiver<String> {

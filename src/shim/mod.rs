@@ -87,7 +87,11 @@ pub fn run(args: ShimArgs) -> ExitCode {
     // run arbitrary code.
     match unsafe { fork() } {
         Ok(ForkResult::Parent { .. }) => return ExitCode::SUCCESS,
-        Ok(ForkResult::Child) => {}
+        Ok(ForkResult::Child) => {
+            // `ps` shows the shim as what it is (the command line names its pod); the
+            // tokio runtime is single-threaded, so this one thread is the process.
+            let _ = nix::sys::prctl::set_name(c"berth-shim");
+        }
         Err(e) => {
             eprintln!("berth shim: fork: {e}");
             return ExitCode::FAILURE;
