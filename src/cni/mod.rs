@@ -8,6 +8,8 @@
 //! ADD sets up loopback then runs each plugin of the list in order, chaining results; a failure
 //! runs DEL for the whole list so no lease or veth leaks. DEL runs the list in reverse and keeps
 //! going past failures.
+//!
+//! A leaf of the domain: called by `sandbox`; calls only `metrics` (its timer) and `error`.
 
 mod config;
 mod error;

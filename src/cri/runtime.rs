@@ -540,7 +540,7 @@ impl RuntimeService for RuntimeCri {
         _: Request<cri::ListMetricDescriptorsRequest>,
     ) -> RpcResult<cri::ListMetricDescriptorsResponse> {
         Ok(Response::new(cri::ListMetricDescriptorsResponse {
-            descriptors: crate::stats::metrics::DESCRIPTORS
+            descriptors: crate::stats::cadvisor::DESCRIPTORS
                 .iter()
                 .map(super::stats::descriptor)
                 .collect(),
@@ -557,7 +557,7 @@ impl RuntimeService for RuntimeCri {
             .await
             .into_iter()
             .map(|(record, sample, containers)| {
-                let metrics = crate::stats::metrics::pod_metrics(&record, &sample, &containers);
+                let metrics = crate::stats::cadvisor::pod_metrics(&record, &sample, &containers);
                 super::stats::pod_metrics(metrics)
             })
             .collect();

@@ -8,7 +8,7 @@ use k8s_cri::v1 as cri;
 use crate::container::manager::ContainerRecord;
 use crate::events::EventKind;
 use crate::sandbox::{SandboxRecord, SandboxState};
-use crate::stats::metrics::{Descriptor, MetricKind, PodMetrics, Sample};
+use crate::stats::cadvisor::{Descriptor, MetricKind, PodMetrics, Sample};
 use crate::stats::pod::DEFAULT_INTERFACE;
 use crate::stats::{ContainerSample, InterfaceStats, PodSample};
 
@@ -25,7 +25,7 @@ fn to_hash_map(map: &BTreeMap<String, String>) -> HashMap<String, String> {
 
 fn cpu(
     timestamp: i64,
-    usage: &crate::container::stats::Usage,
+    usage: &crate::container::usage::Usage,
     nano_cores: Option<u64>,
 ) -> cri::CpuUsage {
     cri::CpuUsage {
@@ -35,7 +35,7 @@ fn cpu(
     }
 }
 
-fn memory(timestamp: i64, usage: &crate::container::stats::Usage) -> cri::MemoryUsage {
+fn memory(timestamp: i64, usage: &crate::container::usage::Usage) -> cri::MemoryUsage {
     cri::MemoryUsage {
         timestamp,
         working_set_bytes: value(usage.memory_working_set_bytes),

@@ -1,5 +1,8 @@
 //! Images: references, registry pulls (with `hosts.toml` mirrors), the content store and
 //! unpacked layers. The CRI adapter is `crate::cri::image`; this module speaks domain types.
+//!
+//! Owns the content store, unpacked layers and image records. May call `metrics` (pull
+//! timings), `persist` and `config`; nothing of the pod or container lifecycle.
 
 mod error;
 pub mod hosts;

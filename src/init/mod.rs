@@ -8,6 +8,9 @@
 //! report "created" → wait at the start gate → exec (or become the built-in pause).
 //! Every failure is sent to the shim over the sync socket (fd 3) with the failing step
 //! named, before exiting.
+//!
+//! Owns nothing that outlives the process. May call `linux` only (and `oci-spec` types):
+//! it runs forked from the shim, single-threaded.
 
 pub mod console;
 mod error;

@@ -9,6 +9,10 @@
 //! ```
 //! Records are written as Creating before any resource is taken, so recovery can roll back
 //! what a crash interrupted; every step of a run pushes its undo.
+//!
+//! Owns pod records, pod files, netns pins, CNI use and the pod's shim process. May call
+//! `cni`, `linux`, `shim` (client, command line), `persist` and `events` (through the
+//! publisher handle the composition root gives it); never `container` or `cri`.
 
 pub mod podfiles;
 mod shim_watch;

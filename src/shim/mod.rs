@@ -7,6 +7,10 @@
 //! daemon (whose child exits at once), setsid, become child subreaper, bind the socket,
 //! stdin → /dev/null and stdout/stderr → the log, then `ready <pid>\n` on the original
 //! stdout, which is closed.
+//!
+//! Owns the pod's processes once started, their stdio, CRI logs and exit files; the daemon
+//! side (`client`) and the command-line contract (`cmdline`) live here too, so the daemon
+//! speaks to shims only through this module. May call `init` (by exec), `linux`, `persist`.
 
 pub mod bundle;
 pub mod client;
