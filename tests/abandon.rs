@@ -175,7 +175,7 @@ async fn send(
 async fn abandon(daemon: &TestDaemon, n: usize, call: Call, pod: &Pod) -> Duration {
     let deadline = Duration::from_micros(100 + u64::from(rand::random::<u32>() % 49_900));
     let (mut rt, mut im) = (daemon.runtime().await, daemon.images().await);
-    let header = (n % 2 == 0).then_some(deadline);
+    let header = n.is_multiple_of(2).then_some(deadline);
     let _ = tokio::time::timeout(deadline, send(call, &mut rt, &mut im, pod, header)).await;
     // Both clients (and with them the connection) go here.
     deadline
@@ -324,8 +324,7 @@ async fn a_different_create_under_a_name_in_flight_is_already_exists_and_stop_is
         let named = err
             .message()
             .split(|c: char| !c.is_ascii_hexdigit())
-            .filter(|w| w.len() == 64)
-            .last()
+            .rfind(|w| w.len() == 64)
             .unwrap_or_else(|| panic!("the error names no container: {}", err.message()))
             .to_string();
         let stop = rt

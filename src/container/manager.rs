@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
-use crate::events::EventBus;
 use crate::image::ImageService;
 use crate::lifecycle::{Calls, Registry};
 use crate::persist;
@@ -25,6 +24,7 @@ use crate::sandbox::SandboxManager;
 mod create;
 mod exec;
 mod lost;
+mod publish;
 mod record;
 mod recover;
 mod start;
@@ -55,6 +55,12 @@ pub struct ContainerManager {
     calls: Calls<()>,
 }
 
+/// The bus of container and sandbox transitions, with the snapshots each event carries.
+pub type LifecycleEvents = crate::events::EventBus<
+    ContainerRecord,
+    (crate::sandbox::SandboxRecord, crate::sandbox::SandboxState),
+>;
+
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let what = what.into();
     move |e| Error::internal(what, e)
@@ -66,7 +72,7 @@ impl ContainerManager {
         config: Arc<Config>,
         sandboxes: Arc<SandboxManager>,
         images: ImageService,
-        events: Arc<EventBus>,
+        events: Arc<LifecycleEvents>,
     ) -> ContainerManager {
         let hooks = record::ContainerHooks {
             root: config.root.clone(),

@@ -5,6 +5,10 @@
 //! (`crate::lifecycle`); the state machine is drawn in `state.rs`. This folder keeps what
 //! is the pod's own: `run.rs` (creation and its undo steps), `stop.rs` (stop and remove),
 //! `recover.rs` (bringing pods back after a restart), `shim_watch.rs` (shim deaths).
+//!
+//! Owns pod records, pod files, netns pins, CNI use and the pod's shim process. May call
+//! `cni`, `linux`, `shim` (client, command line), `persist`, `lifecycle` and `events`
+//! (through the publisher handle the composition root gives it); never `container` or `cri`.
 
 pub mod podfiles;
 mod record;
@@ -24,7 +28,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::cni::{Attachment, CniManager};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::events::EventBus;
+use crate::events::SandboxPublisher;
 use crate::lifecycle::{Calls, Registry};
 use crate::linux::cgroup::Cgroups;
 use crate::shim::ShimClient;
@@ -33,6 +37,8 @@ pub use record::{NetworkRecord, Sandbox, SandboxExt, SandboxRecord};
 pub use spec::{NamespaceMode, NamespaceOptions, PodMetadata, PodSpec, PortMapping, Protocol};
 pub use state::SandboxState;
 
+/// How many shim deaths may wait for their subscriber before it has to resynchronize.
+const SHIM_LOST_BACKLOG: usize = 256;
 /// How long to wait for a killed cgroup to empty.
 const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -51,7 +57,6 @@ pub struct SandboxManager {
     records: Registry<SandboxRecord, SandboxExt>,
     /// StopPodSandbox and RemovePodSandbox in flight, each in its own task.
     calls: Calls<()>,
-    events: Arc<EventBus>,
     /// Pods whose shim died unexpectedly (see shim_watch.rs).
     shim_lost: tokio::sync::broadcast::Sender<String>,
 }
@@ -69,14 +74,16 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 impl SandboxManager {
-    /// `events` is the daemon's bus: sandbox (and, through the container manager,
-    /// container) transitions are published to it.
-    pub fn new(config: Arc<Config>, events: Arc<EventBus>) -> Result<SandboxManager> {
+    /// `events` is where sandbox transitions are published (the composition root's bus).
+    pub fn new(
+        config: Arc<Config>,
+        events: Arc<dyn SandboxPublisher<(SandboxRecord, SandboxState)>>,
+    ) -> Result<SandboxManager> {
         let cni = CniManager::new(config.cni.conf_dir.clone(), config.cni.bin_dirs.clone());
         let cgroups = Cgroups::detect()?;
         let hooks = record::SandboxHooks {
             root: config.root.clone(),
-            events: events.clone(),
+            events,
         };
         Ok(SandboxManager {
             config,
@@ -84,14 +91,8 @@ impl SandboxManager {
             cgroups,
             records: Registry::new(hooks),
             calls: Calls::default(),
-            events,
-            shim_lost: tokio::sync::broadcast::channel(shim_watch::LOST_BACKLOG).0,
+            shim_lost: tokio::sync::broadcast::channel(SHIM_LOST_BACKLOG).0,
         })
-    }
-
-    /// The event bus this manager publishes to.
-    pub fn events(&self) -> &Arc<EventBus> {
-        &self.events
     }
 
     pub fn cni(&self) -> &CniManager {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{PodMetadata, PodSpec, SandboxState};
 use crate::cni::{CniResult, NetworkConfigList};
 use crate::error::{Error, Result};
-use crate::events::{Event, EventBus, EventKind};
+use crate::events::{EventKind, SandboxPublisher};
 use crate::lifecycle::{Entry, Hooks, Record};
 use crate::persist;
 use crate::shim::ShimClient;
@@ -110,7 +110,7 @@ pub(super) fn shim_client(sb: &Sandbox) -> Option<ShimClient> {
 /// Records under `<root>/sandboxes/<id>/`; events to the daemon's bus.
 pub(super) struct SandboxHooks {
     pub root: PathBuf,
-    pub events: Arc<EventBus>,
+    pub events: Arc<dyn SandboxPublisher<(SandboxRecord, SandboxState)>>,
 }
 
 pub(super) fn record_path(root: &std::path::Path, id: &str) -> PathBuf {
@@ -129,7 +129,8 @@ impl Hooks<SandboxRecord> for SandboxHooks {
             EventKind::Created | EventKind::Started => SandboxState::Ready,
             EventKind::Stopped | EventKind::Deleted => SandboxState::NotReady,
         };
-        self.events.publish(Event::sandbox(kind, record, state));
+        let snapshot = || (record.clone(), state);
+        self.events.publish_sandbox(kind, &record.id, &snapshot);
     }
 }
 

@@ -160,7 +160,7 @@ impl ContainerManager {
             }
             let mut host_devices = BTreeMap::new();
             for device in &spec_config.devices {
-                let found = crate::container::spec::host_device(Path::new(&device.host_path))
+                let found = crate::container::host::host_device(Path::new(&device.host_path))
                     .map_err(|e| {
                         Error::with_source(
                             ErrorKind::InvalidArgument,
@@ -171,7 +171,7 @@ impl ContainerManager {
                 host_devices.insert(device.host_path.clone(), found);
             }
             if spec_config.security.privileged {
-                let all = crate::container::spec::all_host_devices()
+                let all = crate::container::host::all_host_devices()
                     .map_err(io_err("listing the host's devices"))?;
                 for (path, device) in all {
                     host_devices.entry(path).or_insert(device);
@@ -185,7 +185,7 @@ impl ContainerManager {
             let defaults = crate::container::spec::RuntimeDefaults {
                 min_oom_score_adj: crate::linux::process::read_oom_score_adj("self").unwrap_or(0),
                 nofile: nofile_hard.min(crate::container::spec::RuntimeDefaults::default().nofile),
-                apparmor: crate::container::spec::host_has_apparmor(),
+                apparmor: crate::container::host::host_has_apparmor(),
             };
             let spec = crate::container::spec::build_spec(&crate::container::spec::SpecInput {
                 container_id: &container_id,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::ContainerState;
 use crate::container::config::ContainerConfig;
 use crate::error::{Error, Result};
-use crate::events::{Event, EventBus, EventKind};
+use crate::events::EventKind;
 use crate::lifecycle::{Entry, Hooks, Record};
 use crate::persist;
 use crate::sandbox::SandboxManager;
@@ -121,7 +121,7 @@ impl Drop for StartingFlag<'_> {
 /// Records under `<root>/containers/<id>/`; events carry the pod as it is now.
 pub(super) struct ContainerHooks {
     pub root: PathBuf,
-    pub events: Arc<EventBus>,
+    pub events: Arc<super::LifecycleEvents>,
     pub sandboxes: Arc<SandboxManager>,
 }
 
@@ -137,13 +137,6 @@ impl Hooks<ContainerRecord> for ContainerHooks {
     }
 
     fn publish(&self, kind: EventKind, record: &ContainerRecord) {
-        if !self.events.has_subscribers() {
-            // Nobody listens: count it without looking up the pod or copying records.
-            self.events
-                .count(kind == EventKind::Stopped && record.reason == "OOMKilled");
-            return;
-        }
-        let sandbox = self.sandboxes.status(&record.sandbox_id).ok();
-        self.events.publish(Event::container(kind, record, sandbox));
+        super::publish::publish(&self.events, &self.sandboxes, kind, record);
     }
 }
