@@ -24,7 +24,6 @@ use crate::sandbox::SandboxManager;
 mod create;
 mod exec;
 mod lost;
-mod publish;
 mod record;
 mod recover;
 mod start;
@@ -32,7 +31,7 @@ mod state;
 mod stop;
 pub use create::CreateRequest;
 pub use lost::SHIM_LOST_REASON;
-pub use record::{Container, ContainerExt, ContainerRecord};
+pub use record::{Container, ContainerExt, ContainerRecord, LifecycleEvents};
 pub use state::ContainerState;
 
 /// How long a killed container may take to disappear before its cgroup is killed.
@@ -54,12 +53,6 @@ pub struct ContainerManager {
     /// Start, stop, remove and update calls in flight, each in its own task.
     calls: Calls<()>,
 }
-
-/// The bus of container and sandbox transitions, with the snapshots each event carries.
-pub type LifecycleEvents = crate::events::EventBus<
-    ContainerRecord,
-    (crate::sandbox::SandboxRecord, crate::sandbox::SandboxState),
->;
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let what = what.into();

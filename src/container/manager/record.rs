@@ -7,13 +7,19 @@ use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
-use super::ContainerState;
+use super::state::ContainerState;
 use crate::container::config::ContainerConfig;
 use crate::error::{Error, Result};
 use crate::events::EventKind;
 use crate::lifecycle::{Entry, Hooks, Record};
 use crate::persist;
 use crate::sandbox::SandboxManager;
+
+/// The bus of container and sandbox transitions, with the snapshots each event carries.
+pub type LifecycleEvents = crate::events::EventBus<
+    ContainerRecord,
+    (crate::sandbox::SandboxRecord, crate::sandbox::SandboxState),
+>;
 
 pub(super) const RECORD_VERSION: u32 = 1;
 pub(super) const RECORD_FILE: &str = "container.json";
@@ -121,7 +127,7 @@ impl Drop for StartingFlag<'_> {
 /// Records under `<root>/containers/<id>/`; events carry the pod as it is now.
 pub(super) struct ContainerHooks {
     pub root: PathBuf,
-    pub events: Arc<super::LifecycleEvents>,
+    pub events: Arc<LifecycleEvents>,
     pub sandboxes: Arc<SandboxManager>,
 }
 
@@ -137,6 +143,11 @@ impl Hooks<ContainerRecord> for ContainerHooks {
     }
 
     fn publish(&self, kind: EventKind, record: &ContainerRecord) {
-        super::publish::publish(&self.events, &self.sandboxes, kind, record);
+        let oom_kill = kind == EventKind::Stopped && record.reason == "OOMKilled";
+        let sandboxes = &self.sandboxes;
+        self.events
+            .publish_container(kind, &record.id, &record.sandbox_id, oom_kill, || {
+                (record.clone(), sandboxes.status(&record.sandbox_id).ok())
+            });
     }
 }
