@@ -34,8 +34,10 @@
 //! - [`UnpackLimits`]: bytes written past `max_unpacked_size`, or free space on the layer
 //!   filesystem below `min_free_space` (checked at the start, before each large file and
 //!   every 64 MiB written), fail the unpack early, so a decompression bomb cannot fill the
-//!   disk. Metadata between two entries (PAX records, long names, skipped data) is capped
-//!   at 16 MiB so it cannot exhaust memory either.
+//!   disk. Past 256 MiB written, a layer that wrote more than `max_expansion_ratio` bytes
+//!   per compressed byte read so far fails too, so by default a bomb stops there. Metadata
+//!   between two entries (PAX records, long names, skipped data) is capped at 16 MiB so it
+//!   cannot exhaust memory either.
 //! - `diff_id` is the sha256 of the whole decompressed stream, read to EOF.
 
 mod beneath;
@@ -52,7 +54,7 @@ use rustix::fs::{Mode, OFlags};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind};
-use budget::{HashingReader, METADATA_ALLOWANCE};
+use budget::{CountingReader, HashingReader, METADATA_ALLOWANCE};
 use extract::Extractor;
 pub use path::PathRefusal;
 
@@ -86,19 +88,32 @@ impl Compression {
     }
 }
 
-/// `[image] max_unpacked_size` and `[image] min_free_space`; `None` = no limit.
+/// The default `[image] max_expansion_ratio`. gzip cannot expand more than about 1030:1, so
+/// gzip bombs sit near 1000:1 (zstd ones far above); real layers expand 2-10:1 (binaries,
+/// text), and even zero-padded files mixed with other content rarely pass 100:1 over 256
+/// MiB. 200 leaves real images twice that margin and stops every bomb of the usual kind
+/// after 256 MiB.
+pub const DEFAULT_MAX_EXPANSION_RATIO: u64 = 200;
+pub use budget::EXPANSION_CHECK_AFTER;
+
+/// `[image] max_unpacked_size`, `[image] min_free_space` and `[image] max_expansion_ratio`;
+/// `None` = no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnpackLimits {
     pub max_unpacked_size: Option<u64>,
     pub min_free_space: Option<u64>,
+    /// Bytes written per compressed byte read, enforced once a layer has expanded past
+    /// [`EXPANSION_CHECK_AFTER`].
+    pub max_expansion_ratio: Option<u64>,
 }
 
 impl Default for UnpackLimits {
-    /// The configuration defaults: unlimited size, 1 GiB kept free.
+    /// The configuration defaults: unlimited size, 1 GiB kept free, 200:1.
     fn default() -> Self {
         UnpackLimits {
             max_unpacked_size: None,
             min_free_space: Some(1 << 30),
+            max_expansion_ratio: Some(DEFAULT_MAX_EXPANSION_RATIO),
         }
     }
 }
@@ -165,6 +180,20 @@ pub enum UnpackError {
         min_free: u64,
         available: u64,
     },
+    #[error(
+        "layer expanded to {expanded} bytes from its first {compressed} compressed bytes \
+         (about {}:1) at entry {entry:?}, past max_expansion_ratio ({max_ratio}:1, enforced \
+         after {} MiB): a decompression bomb? If the image is trusted, raise [image] \
+         max_expansion_ratio (--max-expansion-ratio; 0 turns the check off)",
+        expanded / (*compressed).max(1),
+        EXPANSION_CHECK_AFTER >> 20
+    )]
+    ExpansionRatio {
+        entry: String,
+        compressed: u64,
+        expanded: u64,
+        max_ratio: u64,
+    },
     #[error("layer entry {entry:?}: bad tar header")]
     BadHeader {
         entry: String,
@@ -196,6 +225,7 @@ impl From<UnpackError> for Error {
             | UnpackError::Refused { .. }
             | UnpackError::TooLarge { .. }
             | UnpackError::LowSpace { .. }
+            | UnpackError::ExpansionRatio { .. }
             | UnpackError::BadHeader { .. } => ErrorKind::FailedPrecondition,
             // Corrupt compression or tar framing is a bad image; other read errors come
             // from the caller's stream or the machine.
@@ -276,7 +306,14 @@ pub fn extract_layer(
     )
     .map_err(|e| layer_dir_error("opening it", e.into()))?;
 
-    let input = BufReader::with_capacity(INPUT_BUFFER, reader);
+    let compressed = Rc::new(Cell::new(0));
+    let input = BufReader::with_capacity(
+        INPUT_BUFFER,
+        CountingReader {
+            inner: reader,
+            count: Rc::clone(&compressed),
+        },
+    );
     let decoded: Box<dyn Read> = match compression {
         Compression::None => Box::new(input),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
@@ -291,7 +328,7 @@ pub fn extract_layer(
         allowance: Rc::clone(&allowance),
     });
 
-    let mut extractor = Extractor::new(root, limits, allowance.clone())?;
+    let mut extractor = Extractor::new(root, limits, allowance.clone(), compressed)?;
     for entry in archive.entries().map_err(UnpackError::Stream)? {
         let mut entry = entry.map_err(UnpackError::Stream)?;
         extractor.entry(&mut entry)?;
