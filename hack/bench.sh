@@ -60,7 +60,9 @@ if [[ $with_containerd == 1 ]] && ! command -v containerd >/dev/null; then
 fi
 hack/registry.sh start
 hack/test-images.sh
-hack/test-images.sh bench
+if [[ $what == pull || $what == all ]]; then
+	hack/test-images.sh bench
+fi
 cargo build --release --bin berth --bench cri
 target=${CARGO_TARGET_DIR:-target}
 bench=$(find "$target"/release/deps -maxdepth 1 -name 'cri-*' -type f -executable -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2)
