@@ -15,7 +15,13 @@
 //! namespace gets from the kernel when its PID 1 exits, and what containerd's runc shim does
 //! when a shared-namespace container's init exits (it kills all of the container's
 //! processes). The exit code stays the main process's.
+//!
+//! The sweep runs as soon as the stop sees the main process gone, not only once its exit is
+//! recorded: the shim records an exit after the output pipes close (so the log is complete),
+//! and the processes left behind hold those pipes, which would hold the stop until the
+//! timeout.
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -43,4 +49,46 @@ pub(crate) async fn kill_leftovers(cgroups: &Cgroups, id: &str, cgroup_path: &st
     })
     .await
     .map_err(|e| Error::internal("cgroup task", e))?
+}
+
+/// Waits up to `timeout` for the exit file of container `id`, whose main process is host pid
+/// `pid`. Once the main process is gone, what it left in the cgroup is killed at once (see
+/// the module comment), so its exit is recorded without waiting out the timeout. True if the
+/// exit file appeared.
+pub(crate) async fn wait_for_exit(
+    exit_file: &Path,
+    pid: u32,
+    cgroups: &Cgroups,
+    id: &str,
+    cgroup_path: &str,
+    timeout: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = Duration::from_micros(500);
+    let mut swept = false;
+    loop {
+        if exit_file.exists() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        if !swept && pid > 0 && !running(pid) {
+            swept = true;
+            // A failure is reported by the sweep that follows the recorded exit.
+            let _ = kill_leftovers(cgroups, id, cgroup_path).await;
+            continue;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Whether `pid` exists and is not a zombie. A reused pid reads as running: the stop then
+/// waits as it would have anyway.
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
 }

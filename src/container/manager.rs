@@ -726,7 +726,13 @@ impl ContainerManager {
             if !timeout.is_zero() || signal == libc::SIGKILL {
                 let _ = shim.kill(&record.id, signal, false).await;
                 crate::fault::point("container.stop.after_signal");
-                if wait_for_file(&exit_file, timeout.max(Duration::from_millis(1))).await {
+                let timeout = timeout.max(Duration::from_millis(1));
+                let cgroups = self.sandboxes.cgroups();
+                let (id, path) = (&record.id, &record.cgroup_path);
+                let exited = super::cgroup_sweep::wait_for_exit(
+                    &exit_file, record.pid, cgroups, id, path, timeout,
+                );
+                if exited.await {
                     self.refresh(container);
                     return Ok(());
                 }
