@@ -13,6 +13,12 @@ pub enum ErrorKind {
     Unavailable,
     DeadlineExceeded,
     Unimplemented,
+    /// Too much of something (output, say); the caller may retry with less.
+    ResourceExhausted,
+    /// The other side gave up on the call.
+    Cancelled,
+    /// A failure whose cause fits no other kind (a command that could not be exec'd).
+    Unknown,
     Internal,
 }
 
@@ -111,6 +117,9 @@ impl From<Error> for tonic::Status {
             ErrorKind::Unavailable => tonic::Code::Unavailable,
             ErrorKind::DeadlineExceeded => tonic::Code::DeadlineExceeded,
             ErrorKind::Unimplemented => tonic::Code::Unimplemented,
+            ErrorKind::ResourceExhausted => tonic::Code::ResourceExhausted,
+            ErrorKind::Cancelled => tonic::Code::Cancelled,
+            ErrorKind::Unknown => tonic::Code::Unknown,
             ErrorKind::Internal => tonic::Code::Internal,
         };
         tonic::Status::new(code, err.to_string())

@@ -93,33 +93,6 @@ pub fn publish_container(
     bus.publish(Event::container(kind, record, sandbox));
 }
 
-/// How often exits are looked for while someone listens to events.
-pub const EXIT_WATCH_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Exits are learned when a container's record is read (its shim's exit file is then
-/// found); while anyone subscribes to events, read them all once per `period` so that a
-/// STOPPED event comes within that time rather than at the next List.
-pub fn spawn_exit_watch(
-    containers: std::sync::Arc<crate::container::manager::ContainerManager>,
-    bus: std::sync::Arc<EventBus>,
-    period: std::time::Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(period);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            if bus.has_subscribers() {
-                let running = crate::container::manager::ContainerFilter {
-                    state: Some(crate::container::manager::ContainerState::Running),
-                    ..Default::default()
-                };
-                containers.list(&running);
-            }
-        }
-    })
-}
-
 /// Counters the metrics endpoint reports.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct EventCounts {

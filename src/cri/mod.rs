@@ -84,6 +84,7 @@ impl Daemon {
         )
         .await?;
         follow_shim_deaths(&sandboxes, &containers);
+        route_container_exits(&sandboxes, &containers);
         Ok(Arc::new(Daemon {
             config,
             cgroup_driver,
@@ -113,16 +114,22 @@ impl Daemon {
         self.sandboxes.watch_recovered_shims().await;
         // Background work that reads what recovery loaded.
         self.stats.start();
-        crate::events::spawn_exit_watch(
-            self.containers.clone(),
-            self.sandboxes.events().clone(),
-            crate::events::EXIT_WATCH_PERIOD,
-        );
         Ok(())
     }
 
     /// The daemon is stopping: pods keep running under their shims.
     pub async fn shutdown(&self) {}
+}
+
+/// Hands the exits the shims push (see sandbox/shim_events.rs) to the container manager.
+fn route_container_exits(sandboxes: &Arc<SandboxManager>, containers: &Arc<ContainerManager>) {
+    // Weak: the sandbox manager must not keep the container manager (which holds it) alive.
+    let containers = Arc::downgrade(containers);
+    sandboxes.on_container_exit(Arc::new(move |exit| {
+        if let Some(containers) = containers.upgrade() {
+            tokio::spawn(async move { containers.process_exited(exit).await });
+        }
+    }));
 }
 
 /// Marks the containers of every pod whose shim died as exited (see sandbox/shim_watch.rs).

@@ -267,6 +267,10 @@ impl RuntimeService for RuntimeCri {
     ) -> RpcResult<cri::StopPodSandboxResponse> {
         let id = request.into_inner().pod_sandbox_id;
         self.daemon.sandboxes.stop(&id).await?;
+        // The shim's last exits may still be on their way: its exit files say them now.
+        if let Ok(sandbox) = self.daemon.sandboxes.get(&id) {
+            self.daemon.containers.settle_exits_of(&sandbox.id).await;
+        }
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 

@@ -10,11 +10,19 @@
 
 pub mod bundle;
 pub mod client;
+pub mod error;
+mod events;
 mod exec;
+mod exec_start;
+mod exec_sync;
 mod interactive;
 pub mod log;
 mod oom;
-mod service;
+mod process;
+mod reaper;
+mod server;
+mod shared;
+mod spawn;
 mod state;
 mod stdio;
 
@@ -113,7 +121,7 @@ pub fn run(args: ShimArgs) -> ExitCode {
     };
     // The shim lives as long as its pod mostly idle: keep only the code it touches.
     let _ = crate::linux::memory::trim_idle_pages();
-    match runtime.block_on(service::serve(args, listener)) {
+    match runtime.block_on(server::serve(args, listener)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "shim failed");
