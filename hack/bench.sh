@@ -15,9 +15,14 @@
 #   churn $BENCH_CHURN_PODS pods, each with one container, run/created/started/stopped/removed
 #         by 2 clients at once: the cycle time, each step's median, and the leak counters
 #         (processes, mounts, netns, veths, IP leases, cgroups, files, daemon fds) after - before
+#   lifecycle  $BENCH_PODS pods, each with one container, through RunPodSandbox, CreateContainer,
+#         StartContainer, StopContainer (a process that exits on SIGTERM), RemoveContainer,
+#         StopPodSandbox, RemovePodSandbox from 2 clients at once (critest's benchmark
+#         parallelism): each call's median and p90, and the delays from the container's exit
+#         (its finished_at) to StopContainer's return and to the GetContainerEvents STOPPED event
 #   streaming  ExecSync of `true` (median, p90); throughput of `cat` of a 256 MiB file through
 #         Exec over SPDY, and of a port-forward over SPDY reading 256 MiB from a server in the pod
-# Usage: sudo hack/bench.sh [pods|containers|stats|pull|churn|streaming|all]   (default all)
+# Usage: sudo hack/bench.sh [pods|containers|stats|pull|churn|lifecycle|streaming|all]   (default all)
 # Env: BENCH_PODS (20), BENCH_RUNS (10), BENCH_CHURN_PODS (100), BENCH_CONTAINERD=0 to
 # measure berth alone.
 set -euo pipefail
@@ -112,6 +117,10 @@ measure() { # LABEL ENDPOINT
 		"$bench" stats --label "$label" --endpoint "$endpoint" --image "$small" \
 			--pods "${BENCH_STATS_CONTAINERS:-50}" --runs "${BENCH_STATS_RUNS:-50}" ||
 			echo "$label: the stats benchmark failed (above)"
+	fi
+	if [[ $what == lifecycle || $what == all ]]; then
+		"$bench" lifecycle --label "$label" --endpoint "$endpoint" --image "$small" --pods "$pods" --clients 2 ||
+			echo "$label: the lifecycle benchmark failed (above)"
 	fi
 	if [[ $what == churn || $what == all ]]; then
 		"$bench" churn --label "$label" --endpoint "$endpoint" --image "$small" --pods "$churn_pods" \
