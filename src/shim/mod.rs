@@ -7,6 +7,13 @@
 //! daemon (whose child exits at once), setsid, become child subreaper, bind the socket,
 //! stdin → /dev/null and stdout/stderr → the log, then `ready <pid>\n` on the original
 //! stdout, which is closed.
+//!
+//! One concept per file, arrows one way (server → the parts → shared → state/stdio/oom):
+//! `server` (the gRPC trait, serve), `process` (create/start/kill/state/delete/shutdown),
+//! `exec_start` (an exec through init), `exec_sync`, `interactive` (Exec/Attach streams),
+//! `events` (the exit stream), `reaper` (SIGCHLD), `spawn` (fork+exec of init), `shared`
+//! (the table and everything the parts share; exits become final there), `error` (the
+//! one API error and its mapping to status codes). `client` is the daemon's side.
 
 pub mod bundle;
 pub mod client;
