@@ -116,9 +116,29 @@ async fn stop_container_returns_once_the_process_is_gone_with_its_exit_recorded(
     daemon.assert_no_leaks("after the pod was removed");
 }
 
+/// GET of `path` on `address`; the status line and body.
+fn http_get(address: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connecting to /metrics");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn container_status_and_list_containers_never_write_records() {
-    let daemon = TestDaemon::start().await;
+async fn container_status_list_and_metrics_never_write_records() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let daemon = TestDaemon::start_with(true, &["--metrics-address", &address]).await;
     let (mut rt, pod, config) = setup(&daemon, "exits-reads").await;
     let running = run_container(&mut rt, &pod, &config, "running", &["sleep", "1000"]).await;
     let done = run_container(&mut rt, &pod, &config, "done", &["sh", "-c", "exit 7"]).await;
@@ -153,6 +173,14 @@ async fn container_status_and_list_containers_never_write_records() {
             .await
             .unwrap();
         pod_status(&mut rt, &pod, true).await.unwrap();
+        rt.list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+            .await
+            .unwrap();
+        let address = address.clone();
+        let scraped = tokio::task::spawn_blocking(move || http_get(&address, "/metrics"))
+            .await
+            .unwrap();
+        assert!(scraped.starts_with("HTTP/1.1 200"), "{scraped}");
     }
     let after: Vec<_> = [&running, &done]
         .iter()
