@@ -63,6 +63,13 @@ pub fn write_json_replace<T: Serialize>(path: &Path, value: &T) -> io::Result<()
     replace(path, &bytes)
 }
 
+/// Replaces `path` with `bytes` atomically (temp file, rename) without waiting for the
+/// disk: for state under the runtime dir (/run), which a reboot wipes along with every
+/// process it describes, so a power cut has nothing to lose there.
+pub fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace(path, bytes)
+}
+
 fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
