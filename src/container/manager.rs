@@ -27,6 +27,7 @@ use crate::store::lock;
 
 mod exits;
 mod lost;
+mod publish;
 pub use lost::SHIM_LOST_REASON;
 
 const RECORD_VERSION: u32 = 1;
@@ -80,7 +81,7 @@ pub struct Container {
     /// pushed meanwhile is held and applied after that, so the events come in order.
     starting: std::sync::atomic::AtomicBool,
     /// The exit the shim reported, until applied (see exits.rs).
-    exit: Mutex<Option<exits::Exit>>,
+    exit: Mutex<Option<crate::shim::client::ProcessExit>>,
     /// True once the record says Exited: StopContainer waits on it.
     exited: tokio::sync::watch::Sender<bool>,
 }
@@ -132,7 +133,13 @@ pub struct ContainerManager {
     containers: RwLock<HashMap<String, Arc<Container>>>,
     /// (sandbox id, name, attempt) → container id.
     names: Mutex<HashMap<(String, String, u32), String>>,
+    /// Where container transitions are published (the composition root's event bus).
+    events: Arc<LifecycleEvents>,
 }
+
+/// The bus of container and sandbox transitions, with the snapshots each event carries.
+pub type LifecycleEvents =
+    crate::events::EventBus<ContainerRecord, (crate::sandbox::SandboxRecord, SandboxState)>;
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let what = what.into();
@@ -144,6 +151,7 @@ impl ContainerManager {
         config: Arc<Config>,
         sandboxes: Arc<SandboxManager>,
         images: ImageService,
+        events: Arc<LifecycleEvents>,
     ) -> ContainerManager {
         ContainerManager {
             config,
@@ -151,6 +159,7 @@ impl ContainerManager {
             images,
             containers: RwLock::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
+            events,
         }
     }
 
@@ -397,7 +406,7 @@ impl ContainerManager {
             let mut host_devices = BTreeMap::new();
             for device in &spec_config.devices {
                 let found =
-                    super::spec::host_device(Path::new(&device.host_path)).map_err(|e| {
+                    super::host::host_device(Path::new(&device.host_path)).map_err(|e| {
                         Error::with_source(
                             ErrorKind::InvalidArgument,
                             format!("device {}", device.host_path),
@@ -407,7 +416,7 @@ impl ContainerManager {
                 host_devices.insert(device.host_path.clone(), found);
             }
             if spec_config.security.privileged {
-                let all = super::spec::all_host_devices()
+                let all = super::host::all_host_devices()
                     .map_err(io_err("listing the host's devices"))?;
                 for (path, device) in all {
                     host_devices.entry(path).or_insert(device);
@@ -421,7 +430,7 @@ impl ContainerManager {
             let defaults = super::spec::RuntimeDefaults {
                 min_oom_score_adj: crate::linux::process::read_oom_score_adj("self").unwrap_or(0),
                 nofile: nofile_hard.min(super::spec::RuntimeDefaults::default().nofile),
-                apparmor: super::spec::host_has_apparmor(),
+                apparmor: super::host::host_has_apparmor(),
             };
             let spec = super::spec::build_spec(&super::spec::SpecInput {
                 container_id: &container_id,
@@ -554,7 +563,7 @@ impl ContainerManager {
             r.pid = pid;
         });
         self.persist(&record).await?;
-        crate::events::publish_container(&self.sandboxes, EventKind::Created, &record);
+        self.publish(EventKind::Created, &record);
         tracing::info!(
             container_id = %id,
             sandbox_id = %sandbox.id,
@@ -651,7 +660,7 @@ impl ContainerManager {
                     r.started_at = started_at;
                 });
                 self.persist(&record).await?;
-                crate::events::publish_container(&self.sandboxes, EventKind::Started, &record);
+                self.publish(EventKind::Started, &record);
                 tracing::info!(container_id = %record.id, pid, "container started");
                 Ok(())
             }
@@ -667,7 +676,7 @@ impl ContainerManager {
                 });
                 container.exited.send_replace(true);
                 self.persist(&record).await?;
-                crate::events::publish_container(&self.sandboxes, EventKind::Stopped, &record);
+                self.publish(EventKind::Stopped, &record);
                 Err(err)
             }
         }
@@ -731,7 +740,7 @@ impl ContainerManager {
         });
         container.exited.send_replace(true);
         self.persist(&updated).await?;
-        crate::events::publish_container(&self.sandboxes, EventKind::Stopped, &updated);
+        self.publish(EventKind::Stopped, &updated);
         Ok(())
     }
 
@@ -778,7 +787,7 @@ impl ContainerManager {
             names.remove(&key);
         }
         drop(names);
-        crate::events::publish_container(&self.sandboxes, EventKind::Deleted, &record);
+        self.publish(EventKind::Deleted, &record);
         tracing::info!(container_id = %record.id, "container removed");
         Ok(())
     }

@@ -8,15 +8,20 @@
 //! stdin → /dev/null and stdout/stderr → the log, then `ready <pid>\n` on the original
 //! stdout, which is closed.
 //!
+//! Owns the pod's processes once started, their stdio, CRI logs and exit files; the daemon
+//! side (`client`) and the command-line contract (`cmdline`) live here too, so the daemon
+//! speaks to shims only through this module. May call `init` (by exec), `linux`, `persist`.
+//!
 //! One concept per file, arrows one way (server → the parts → shared → state/stdio/oom):
 //! `server` (the gRPC trait, serve), `process` (create/start/kill/state/delete/shutdown),
 //! `exec_start` (an exec through init), `exec_sync`, `interactive` (Exec/Attach streams),
 //! `events` (the exit stream), `reaper` (SIGCHLD), `spawn` (fork+exec of init), `shared`
 //! (the table and everything the parts share; exits become final there), `error` (the
-//! one API error and its mapping to status codes). `client` is the daemon's side.
+//! one API error and its mapping to status codes).
 
 pub mod bundle;
 pub mod client;
+pub mod cmdline;
 pub mod error;
 mod events;
 mod exec;
@@ -101,7 +106,11 @@ pub fn run(args: ShimArgs) -> ExitCode {
     // run arbitrary code.
     match unsafe { fork() } {
         Ok(ForkResult::Parent { .. }) => return ExitCode::SUCCESS,
-        Ok(ForkResult::Child) => {}
+        Ok(ForkResult::Child) => {
+            // `ps` shows the shim as what it is (the command line names its pod); the
+            // tokio runtime is single-threaded, so this one thread is the process.
+            let _ = nix::sys::prctl::set_name(c"berth-shim");
+        }
         Err(e) => {
             eprintln!("berth shim: fork: {e}");
             return ExitCode::FAILURE;

@@ -15,26 +15,16 @@ use crate::events::EventKind;
 use crate::persist;
 use crate::shim::client::ProcessExit;
 
-/// An exit as the shim reports it (the form of its exit files, and of its events).
+/// An exit file of the shim (the same fields as its events).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub(super) struct Exit {
-    pub exit_code: i32,
-    pub exited_at: i64,
+struct ExitFile {
+    exit_code: i32,
+    exited_at: i64,
     #[serde(default)]
-    pub oom_killed: bool,
+    oom_killed: bool,
 }
 
-impl From<&ProcessExit> for Exit {
-    fn from(exit: &ProcessExit) -> Self {
-        Exit {
-            exit_code: exit.exit_code,
-            exited_at: exit.exited_at,
-            oom_killed: exit.oom_killed,
-        }
-    }
-}
-
-pub(super) fn apply_exit(record: &mut ContainerRecord, exit: &Exit) {
+fn apply_exit(record: &mut ContainerRecord, exit: &ProcessExit) {
     record.state = ContainerState::Exited;
     record.exit_code = exit.exit_code;
     record.finished_at = exit.exited_at;
@@ -61,12 +51,12 @@ impl ContainerManager {
         let Some(container) = self.get_exact(&exit.id) else {
             return;
         };
-        self.exit_arrived(&container, Exit::from(&exit)).await;
+        self.exit_arrived(&container, exit).await;
     }
 
     /// Holds the exit and applies it, unless a start is publishing STARTED right now (it
     /// applies the exit itself right after, so the events come in order).
-    async fn exit_arrived(&self, container: &Container, exit: Exit) {
+    async fn exit_arrived(&self, container: &Container, exit: ProcessExit) {
         *crate::store::lock(&container.exit) = Some(exit);
         if container.starting.load(std::sync::atomic::Ordering::SeqCst) {
             return;
@@ -93,7 +83,7 @@ impl ContainerManager {
         // Whoever waits (StopContainer) goes on before the record reaches the disk: the
         // exit file already holds the exit, so a crash now loses nothing.
         container.exited.send_replace(true);
-        crate::events::publish_container(&self.sandboxes, EventKind::Stopped, &updated);
+        self.publish(EventKind::Stopped, &updated);
         if let Err(e) = self.persist(&updated).await {
             tracing::warn!(container_id = %updated.id, error = %e, "persisting an exit");
         }
@@ -112,9 +102,17 @@ impl ContainerManager {
             return record;
         }
         let path = self.exit_file(&record);
-        let read = persist::off_executor(move || persist::read_json::<Exit>(&path)).await;
+        let read = persist::off_executor(move || persist::read_json::<ExitFile>(&path)).await;
         match read {
-            Ok(Some(exit)) => {
+            Ok(Some(file)) => {
+                let exit = ProcessExit {
+                    id: record.id.clone(),
+                    pid: record.pid,
+                    exit_code: file.exit_code,
+                    exited_at: file.exited_at,
+                    oom_killed: file.oom_killed,
+                    replayed: true,
+                };
                 self.exit_arrived(container, exit).await;
                 container.record()
             }
