@@ -60,55 +60,20 @@ VM_MASKED_UNITS=(
 )
 VM_IMAGE_SIZE=6G
 
-# The guest side of `run`: mounts the shares the host describes in the control share,
-# starts the registries, runs the command and hands its status back.
-vm_guest_script() {
+# The image's part of `run`: mounts the control share and runs the job script the host
+# put there (vm_guest_job below, outside the recipe, so changing it needs no rebuild).
+vm_guest_bootstrap() {
 	cat <<'GUEST'
-#!/bin/bash
+#!/bin/sh
 # Installed by berth's hack/vm.sh: runs the job the host put into the control share.
-ctl=/run/berth-ctl
-report() { # STATUS: to the control share, then a fast exit through isa-debug-exit
-	echo "$1" >"$ctl/status"
-	sync
-	printf "\\x$(printf %02x $(($1 > 127 ? 127 : $1)))" | dd of=/dev/port bs=1 seek=244 count=1 status=none
-	systemctl poweroff --no-block
-	exit 0
-}
-mkdir -p "$ctl"
+mkdir -p /run/berth-ctl
 modprobe -a 9p 9pnet_virtio
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288,access=any berth-ctl "$ctl"
-echo started >"$ctl/started"
-exec >/dev/ttyS1 2>&1
-stty -F /dev/ttyS1 raw -echo
-# shellcheck disable=SC1091
-. "$ctl/job"
-i=0
-for dir in "${SHARES[@]}"; do
-	mkdir -p "$dir"
-	mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288,access=any,cache=none "share$i" "$dir" ||
-		{ echo "vm: cannot mount share $dir"; report 125; }
-	i=$((i + 1))
-done
-for reg in registry registry-auth; do
-	[[ -f $ctl/$reg.yml ]] || continue
-	mkdir -p "/var/lib/berth-vm/$reg"
-	mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288,access=any,ro "$reg" "/var/lib/berth-vm/$reg" ||
-		{ echo "vm: cannot mount the $reg storage"; report 125; }
-	setsid docker-registry serve "$ctl/$reg.yml" </dev/null >"/run/$reg.log" 2>&1 &
-done
-for reg in registry registry-auth; do
-	[[ -f $ctl/$reg.yml ]] || continue
-	addr=$(sed -n 's/^  addr: //p' "$ctl/$reg.yml")
-	for _ in $(seq 300); do
-		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$addr/v2/" || true)
-		[[ $code == 200 || $code == 401 ]] && break
-		sleep 0.1
-	done
-	[[ $code == 200 || $code == 401 ]] || { echo "vm: $reg did not come up on $addr"; cat "/run/$reg.log"; report 125; }
-done
-cd "$CHECKOUT" || report 125
-bash --login "$ctl/command"
-report $?
+if ! mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288,access=any berth-ctl /run/berth-ctl; then
+	echo "berth-vm-job: cannot mount the control share" >/dev/console
+	printf '\175' | dd of=/dev/port bs=1 seek=244 count=1 status=none
+	exit 1
+fi
+exec /bin/bash /run/berth-ctl/guest.sh
 GUEST
 }
 
@@ -155,7 +120,7 @@ EOF
 	for unit in "${VM_MASKED_UNITS[@]}"; do
 		ln -sf /dev/null "$root/etc/systemd/system/$unit"
 	done
-	vm_guest_script >"$root/usr/local/sbin/berth-vm-job"
+	vm_guest_bootstrap >"$root/usr/local/sbin/berth-vm-job"
 	chmod 755 "$root/usr/local/sbin/berth-vm-job"
 	vm_guest_unit >"$root/etc/systemd/system/berth-vm-job.service"
 	ln -sf ../berth-vm-job.service "$root/etc/systemd/system/multi-user.target.wants/berth-vm-job.service"
@@ -168,7 +133,7 @@ EOF
 recipe_hash() {
 	{
 		declare -p VM_SUITE VM_PACKAGES VM_INITRD_MODULES VM_MASKED_UNITS VM_IMAGE_SIZE
-		declare -f vm_guest_script vm_guest_unit vm_configure
+		declare -f vm_guest_bootstrap vm_guest_unit vm_configure
 	} | sha256sum | cut -c1-16
 }
 
@@ -296,6 +261,56 @@ cmd_build() {
 # ---------------------------------------------------------------------------------------
 # run
 
+# The guest side of `run`, copied into the control share by each run: mounts the shares
+# the host describes there, starts the registries, runs the command and hands its
+# status back.
+vm_guest_job() {
+	cat <<'GUEST'
+# Written by berth's hack/vm.sh for one run.
+ctl=/run/berth-ctl
+report() { # STATUS: to the control share, then a fast exit through isa-debug-exit
+	echo "$1" >"$ctl/status"
+	sync
+	printf "\\x$(printf %02x $(($1 > 127 ? 127 : $1)))" | dd of=/dev/port bs=1 seek=244 count=1 status=none
+	systemctl poweroff --no-block
+	exit 0
+}
+echo started >"$ctl/started"
+exec >/dev/ttyS1 2>&1
+stty -F /dev/ttyS1 raw -echo
+# shellcheck disable=SC1091
+. "$ctl/job"
+i=0
+for dir in "${SHARES[@]}"; do
+	mkdir -p "$dir"
+	mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288,access=any,cache=loose "share$i" "$dir" ||
+		{ echo "vm: cannot mount share $dir"; report 125; }
+	i=$((i + 1))
+done
+for reg in registry registry-auth; do
+	[[ -f $ctl/$reg.yml ]] || continue
+	mkdir -p "/var/lib/berth-vm/$reg"
+	mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288,access=any,ro "$reg" "/var/lib/berth-vm/$reg" ||
+		{ echo "vm: cannot mount the $reg storage"; report 125; }
+	setsid docker-registry serve "$ctl/$reg.yml" </dev/null >"/run/$reg.log" 2>&1 &
+done
+for reg in registry registry-auth; do
+	[[ -f $ctl/$reg.yml ]] || continue
+	addr=$(sed -n 's/^  addr: //p' "$ctl/$reg.yml")
+	for _ in $(seq 300); do
+		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$addr/v2/" || true)
+		[[ $code == 200 || $code == 401 ]] && break
+		sleep 0.1
+	done
+	[[ $code == 200 || $code == 401 ]] || { echo "vm: $reg did not come up on $addr"; cat "/run/$reg.log"; report 125; }
+done
+cd "$CHECKOUT" || report 125
+bash --login "$ctl/command"
+report $?
+GUEST
+}
+
+
 die_run() { # STATUS MESSAGE: the console's tail helps say why a VM failed
 	local status="$1"
 	shift
@@ -376,6 +391,7 @@ cmd_run() {
 		virtfs+=(-virtfs "local,path=$dir,mount_tag=share$i,security_model=none,multidevs=remap")
 		i=$((i + 1))
 	done
+	vm_guest_job >"$ctl/guest.sh"
 	{
 		declare -p dirs | sed 's/^declare -a dirs=/SHARES=/'
 		printf 'CHECKOUT=%q\n' "$checkout"
@@ -387,6 +403,8 @@ cmd_run() {
 		while IFS= read -r var; do
 			printf 'export %s=%q\n' "$var" "${!var}"
 		done < <(compgen -e | grep -E '^(BERTH_|RUST_|CARGO_TERM_)' || true)
+		# The guest's output port is a terminal: colours only when ours is one too.
+		if [[ -t 1 ]]; then printf 'export TERM=%q\n' "${TERM:-dumb}"; else echo 'export TERM=dumb'; fi
 		printf 'cd %q\n' "$checkout"
 		printf 'set +e\n'
 		printf '%q ' "$@"

@@ -112,7 +112,10 @@ fn bind_socket(socket: &Path) -> Result<UnixListener> {
 fn check_kernel() -> Result<()> {
     use crate::linux::kernel;
     let Some(running) = kernel::KernelVersion::running() else {
-        tracing::warn!("cannot read the kernel release; assuming it is at least {}", kernel::FLOOR);
+        tracing::warn!(
+            "cannot read the kernel release; assuming it is at least {}",
+            kernel::FLOOR
+        );
         return Ok(());
     };
     kernel::check_floor(running).map_err(Error::failed_precondition)?;

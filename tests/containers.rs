@@ -272,13 +272,22 @@ async fn stop_kills_a_process_that_ignores_sigterm_and_limits_reach_the_cgroup()
     let id = run(&mut rt, &pod, config).await;
     let st = container_status(&mut rt, &id).await;
     assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32);
-    // The limits are in the container's cgroup files.
+    // The limits are in the container's cgroup files, in the layout this host runs: v1
+    // memory.limit_in_bytes and cpu.shares, v2 memory.max and cpu.weight (the kubelet's
+    // shares→weight conversion: 512 → 20, 256 → 10).
+    let v2 = common::cgroup_v2();
+    let (memory_file, cpu_file) = if v2 {
+        ("memory.max", "cpu.weight")
+    } else {
+        ("memory.limit_in_bytes", "cpu.shares")
+    };
     let cgroup = find_cgroup(&daemon, "memory", &id).expect("the container's memory cgroup");
+    let cpu_cgroup = find_cgroup(&daemon, "cpu", &id).expect("the container's cpu cgroup");
+    let read = |file: PathBuf| std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert_eq!(read(cgroup.join(memory_file)), (64u64 << 20).to_string());
     assert_eq!(
-        std::fs::read_to_string(cgroup.join("memory.limit_in_bytes"))
-            .unwrap()
-            .trim(),
-        (64u64 << 20).to_string()
+        read(cpu_cgroup.join(cpu_file)),
+        if v2 { "20" } else { "512" }
     );
     rt.update_container_resources(cri::UpdateContainerResourcesRequest {
         container_id: id.clone(),
@@ -291,11 +300,10 @@ async fn stop_kills_a_process_that_ignores_sigterm_and_limits_reach_the_cgroup()
     })
     .await
     .unwrap();
+    assert_eq!(read(cgroup.join(memory_file)), (96u64 << 20).to_string());
     assert_eq!(
-        std::fs::read_to_string(cgroup.join("memory.limit_in_bytes"))
-            .unwrap()
-            .trim(),
-        (96u64 << 20).to_string()
+        read(cpu_cgroup.join(cpu_file)),
+        if v2 { "10" } else { "256" }
     );
 
     let started = Instant::now();
@@ -325,6 +333,53 @@ async fn stop_kills_a_process_that_ignores_sigterm_and_limits_reach_the_cgroup()
     remove_pod(&daemon, &mut rt, &pod).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_sees_its_own_cgroup_read_only() {
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod) = setup(&daemon, "cgroupns").await;
+    let mut config = container_config("own", &["sleep", "1000"]);
+    config.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run(&mut rt, &pod, config).await;
+    let out = |r: cri::ExecSyncResponse| {
+        (
+            r.exit_code,
+            String::from_utf8_lossy(&r.stdout).trim().to_string(),
+            String::from_utf8_lossy(&r.stderr).trim().to_string(),
+        )
+    };
+    let (_, own, _) = out(exec_sync(&mut rt, &id, &["cat", "/proc/self/cgroup"], 30)
+        .await
+        .unwrap());
+    if common::cgroup_v2() {
+        // A private cgroup namespace rooted at the container's cgroup, and the cgroup2
+        // mount showing that cgroup's own files: a tool reads its limit where it expects.
+        assert_eq!(own, "0::/");
+        let (code, limit, err) =
+            out(
+                exec_sync(&mut rt, &id, &["cat", "/sys/fs/cgroup/memory.max"], 30)
+                    .await
+                    .unwrap(),
+            );
+        assert_eq!((code, limit.as_str()), (0, "67108864"), "{err}");
+    } else {
+        // v1 has no such view: the container's cgroup as the host names it.
+        assert!(own.contains(&id), "{own}");
+        assert!(own.contains(&daemon.cgroup_parent), "{own}");
+    }
+    let (code, _, err) = out(exec_sync(&mut rt, &id, &["touch", "/sys/fs/cgroup/x"], 30)
+        .await
+        .unwrap());
+    assert_ne!(code, 0, "/sys/fs/cgroup is writable");
+    assert!(err.contains("Read-only"), "{err}");
+    remove_pod(&daemon, &mut rt, &pod).await;
+}
+
 fn find_cgroup(daemon: &TestDaemon, controller: &str, id: &str) -> Option<PathBuf> {
     fn walk(dir: &Path, id: &str) -> Option<PathBuf> {
         for e in std::fs::read_dir(dir).ok()?.flatten() {
@@ -340,9 +395,11 @@ fn find_cgroup(daemon: &TestDaemon, controller: &str, id: &str) -> Option<PathBu
         }
         None
     }
+    // v2: one tree holds every controller.
     let root = cgroup_roots().into_iter().find(|r| {
-        r.file_name()
-            .is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == controller))
+        common::cgroup_v2()
+            || r.file_name()
+                .is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == controller))
     })?;
     walk(&root.join(daemon.cgroup_parent.trim_start_matches('/')), id)
 }
@@ -886,11 +943,23 @@ async fn container_stats_show_cpu_memory_and_the_writable_layer() {
         &pod,
         container_config(
             "busy",
-            &["sh", "-c", "head -c 20000000 /dev/zero > /tmp/fill; x=$(head -c 8000000 /dev/zero | tr '\\0' a); while true; do :; done"],
+            &["sh", "-c", "head -c 20000000 /dev/zero > /tmp/fill; x=$(head -c 8000000 /dev/zero | tr '\\0' a); touch /tmp/ready; while true; do :; done"],
         ),
     )
     .await;
     let idle = run(&mut rt, &pod, container_config("idle", &["sleep", "1000"])).await;
+    // Filling takes a while on a slow (emulated) machine: wait for it, then let it spin.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !exec_sync(&mut rt, &busy, &["test", "-f", "/tmp/ready"], 10)
+        .await
+        .is_ok_and(|out| out.exit_code == 0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the busy container never got ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let stats = rt
         .list_container_stats(cri::ListContainerStatsRequest {

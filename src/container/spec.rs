@@ -702,6 +702,11 @@ fn namespaces(input: &SpecInput) -> Result<Vec<LinuxNamespace>, SpecError> {
         list.push(namespace(LinuxNamespaceType::Ipc, Some(pause("ipc")))?);
     }
     list.push(namespace(LinuxNamespaceType::Uts, Some(pause("uts")))?);
+    // On cgroup v2 a container sees its own cgroup as the root (as containerd and CRI-O
+    // do); a privileged one keeps the host's view.
+    if !input.config.security.privileged && crate::linux::cgroup::unified_host() {
+        list.push(namespace(LinuxNamespaceType::Cgroup, None)?);
+    }
     let pid_ns = &input.config.security.namespaces;
     match pid_ns.pid {
         NamespaceMode::Pod => list.push(namespace(LinuxNamespaceType::Pid, Some(pause("pid")))?),
@@ -1984,12 +1989,15 @@ mod tests {
         assert_eq!(p.no_new_privileges(), Some(true));
     }
 
+    /// The namespaces, without the cgroup one (it depends on the host's hierarchy: see
+    /// `unprivileged_containers_get_a_private_cgroup_namespace_on_cgroup_v2_only`).
     fn ns(spec: &Spec) -> Vec<(LinuxNamespaceType, Option<String>)> {
         linux(spec)
             .namespaces()
             .clone()
             .unwrap()
             .iter()
+            .filter(|n| n.typ() != LinuxNamespaceType::Cgroup)
             .map(|n| {
                 (
                     n.typ(),
@@ -2012,6 +2020,31 @@ mod tests {
                 (Uts, s("/proc/42/ns/uts")),
                 (Pid, s("/proc/42/ns/pid")),
             ]
+        );
+    }
+
+    #[test]
+    fn unprivileged_containers_get_a_private_cgroup_namespace_on_cgroup_v2_only() {
+        let private_cgroupns = |f: &Fixture| {
+            linux(&f.spec())
+                .namespaces()
+                .clone()
+                .unwrap()
+                .iter()
+                .any(|n| n.typ() == LinuxNamespaceType::Cgroup && n.path().is_none())
+        };
+        let mut f = fixture();
+        // This host's hierarchy decides: v2 (the test VM) gets one, v1 (hybrid) does not.
+        assert_eq!(
+            private_cgroupns(&f),
+            crate::linux::cgroup::unified_host(),
+            "cgroup v2 host: {}",
+            crate::linux::cgroup::unified_host()
+        );
+        f.config.security.privileged = true;
+        assert!(
+            !private_cgroupns(&f),
+            "a privileged container keeps the host's view"
         );
     }
 

@@ -437,7 +437,10 @@ mod tests {
         };
         let options = overlay_classic_options(&layers).unwrap();
         assert!(options.len() < MOUNT_DATA_MAX, "{} bytes", options.len());
-        let lower = (0..100).map(|i| i.to_string()).collect::<Vec<_>>().join(":");
+        let lower = (0..100)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(":");
         assert_eq!(
             options,
             format!(

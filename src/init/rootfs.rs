@@ -203,7 +203,10 @@ fn mount_overlay_classic(bundle: &Path, layers: &RootfsLayers, target: &Path) ->
     let links = bundle.join(OVERLAY_LINK_DIR);
     match fs::remove_dir_all(&links) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            return Err(io::Error::new(e.kind(), format!("remove {}: {e}", links.display())));
+            return Err(io::Error::new(
+                e.kind(),
+                format!("remove {}: {e}", links.display()),
+            ));
         }
         _ => {}
     }

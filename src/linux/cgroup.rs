@@ -188,6 +188,12 @@ pub fn mode_of(hierarchies: &[Hierarchy]) -> Option<Mode> {
     }
 }
 
+/// Whether this host runs the unified (v2-only) hierarchy; detected once.
+pub fn unified_host() -> bool {
+    static UNIFIED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *UNIFIED.get_or_init(|| Cgroups::detect().is_ok_and(|c| c.mode() == Mode::V2))
+}
+
 /// One line of /proc/<pid>/cgroup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcCgroup {

@@ -49,10 +49,19 @@ pub const FLOOR: KernelVersion = KernelVersion::new(5, 15);
 /// below the floor is refused.
 pub const FLOOR_FEATURES: &[(&str, KernelVersion)] = &[
     ("pidfd_open (process handles)", KernelVersion::new(5, 3)),
-    ("openat2 RESOLVE_IN_ROOT (mounts inside the rootfs)", KernelVersion::new(5, 6)),
+    (
+        "openat2 RESOLVE_IN_ROOT (mounts inside the rootfs)",
+        KernelVersion::new(5, 6),
+    ),
     ("close_range", KernelVersion::new(5, 9)),
-    ("mount_setattr (recursive read-only mounts, id-mapped mounts)", KernelVersion::new(5, 12)),
-    ("cgroup.kill (cgroup v2 teardown)", KernelVersion::new(5, 14)),
+    (
+        "mount_setattr (recursive read-only mounts, id-mapped mounts)",
+        KernelVersion::new(5, 12),
+    ),
+    (
+        "cgroup.kill (cgroup v2 teardown)",
+        KernelVersion::new(5, 14),
+    ),
 ];
 
 /// overlayfs's `lowerdir+` (one layer per fsconfig call, no option string limit).

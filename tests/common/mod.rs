@@ -538,6 +538,17 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Whether this host runs the unified cgroup v2 hierarchy alone (the test VM) rather
+/// than v1 controllers (this machine's hybrid layout).
+pub fn cgroup_v2() -> bool {
+    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let fstypes: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once(" - ")?.1.split(' ').next())
+        .collect();
+    fstypes.contains(&"cgroup2") && !fstypes.contains(&"cgroup")
+}
+
 /// Roots of every mounted cgroup hierarchy (v1 controllers and the v2 tree).
 pub fn cgroup_roots() -> Vec<PathBuf> {
     let mut roots = Vec::new();
