@@ -334,6 +334,90 @@ async fn stop_kills_a_process_that_ignores_sigterm_and_limits_reach_the_cgroup()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn resources_the_node_cannot_apply_are_refused_naming_the_field_and_leave_nothing() {
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod) = setup(&daemon, "cannot").await;
+    let with = |resources: cri::LinuxContainerResources| {
+        let mut config = container_config("cannot", &["sleep", "100"]);
+        config.linux = Some(cri::LinuxContainerConfig {
+            resources: Some(resources),
+            ..Default::default()
+        });
+        config
+    };
+    let err = create(
+        &mut rt,
+        &pod,
+        with(cri::LinuxContainerResources {
+            cpuset_cpus: "0-4095".into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::InvalidArgument,
+        "{}",
+        err.message()
+    );
+    assert!(
+        err.message().contains("resources.cpuset_cpus"),
+        "{}",
+        err.message()
+    );
+    // A controller no node mounts (v2), or unified keys at all (v1).
+    let err = create(
+        &mut rt,
+        &pod,
+        with(cri::LinuxContainerResources {
+            unified: [("nosuch.max".to_string(), "1".to_string())].into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap_err();
+    let expected = if common::cgroup_v2() {
+        tonic::Code::InvalidArgument
+    } else {
+        tonic::Code::FailedPrecondition
+    };
+    assert_eq!(err.code(), expected, "{}", err.message());
+    assert!(err.message().contains("unified"), "{}", err.message());
+    // UpdateContainerResources is checked the same way and changes nothing.
+    let id = run(&mut rt, &pod, container_config("live", &["sleep", "100"])).await;
+    let err = rt
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                cpuset_cpus: "4095".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::InvalidArgument,
+        "{}",
+        err.message()
+    );
+    let listed = rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(
+        listed.len(),
+        1,
+        "only the live container exists: {listed:?}"
+    );
+    remove_pod(&daemon, &mut rt, &pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_container_sees_its_own_cgroup_read_only() {
     let daemon = TestDaemon::start().await;
     let (mut rt, pod) = setup(&daemon, "cgroupns").await;

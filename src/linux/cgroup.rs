@@ -8,6 +8,7 @@
 //! Resource limits are planned as data in [`resources`] and written by
 //! [`Cgroups::apply_resources`].
 
+pub mod check;
 pub mod resources;
 
 use std::collections::BTreeSet;
