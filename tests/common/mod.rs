@@ -538,6 +538,18 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// A hang guard's limit, stretched by `BERTH_TEST_TIME_SCALE` (default 1) on slow
+/// machines: the emulated test VM (hack/vm.sh under TCG) runs fork+exec about 8x slower.
+/// Guards only: no test asserts a duration.
+pub fn slow(limit: std::time::Duration) -> std::time::Duration {
+    let scale = std::env::var("BERTH_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    limit * scale
+}
+
 /// Whether this host runs the unified cgroup v2 hierarchy alone (the test VM) rather
 /// than v1 controllers (this machine's hybrid layout).
 pub fn cgroup_v2() -> bool {
