@@ -418,6 +418,79 @@ async fn resources_the_node_cannot_apply_are_refused_naming_the_field_and_leave_
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn every_cri_resource_reaches_the_cgroup_files_of_this_hosts_layout() {
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod) = setup(&daemon, "resources").await;
+    let v2 = common::cgroup_v2();
+    let resources = |quota: i64, shares: i64, memory: i64| cri::LinuxContainerResources {
+        cpu_period: 100_000,
+        cpu_quota: quota,
+        cpu_shares: shares,
+        memory_limit_in_bytes: memory,
+        // The kubelet's NoSwap: swap equal to the memory limit.
+        memory_swap_limit_in_bytes: memory,
+        cpuset_cpus: "0".into(),
+        cpuset_mems: "0".into(),
+        // This host (v1) mounts no hugetlb hierarchy; the VM's v2 tree has the controller.
+        hugepage_limits: if v2 {
+            vec![cri::HugepageLimit {
+                page_size: "2MB".into(),
+                limit: 0,
+            }]
+        } else {
+            Vec::new()
+        },
+        unified: if v2 {
+            [("memory.high".to_string(), (memory / 2).to_string())].into()
+        } else {
+            Default::default()
+        },
+        ..Default::default()
+    };
+    let mut config = container_config("limited", &["sleep", "1000"]);
+    config.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(resources(50_000, 1024, 64 << 20)),
+        ..Default::default()
+    });
+    let id = run(&mut rt, &pod, config).await;
+    let file = |controller: &str, name: &str| {
+        let dir = find_cgroup(&daemon, controller, &id).expect("the container's cgroup");
+        std::fs::read_to_string(dir.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .trim()
+            .to_string()
+    };
+    let expect = |quota: &str, weight: &str, shares: &str, memory: i64| {
+        if v2 {
+            assert_eq!(file("cpu", "cpu.max"), format!("{quota} 100000"));
+            assert_eq!(file("cpu", "cpu.weight"), weight);
+            assert_eq!(file("memory", "memory.max"), memory.to_string());
+            assert_eq!(file("memory", "memory.swap.max"), "0");
+            assert_eq!(file("memory", "memory.high"), (memory / 2).to_string());
+            assert_eq!(file("hugetlb", "hugetlb.2MB.max"), "0");
+        } else {
+            assert_eq!(file("cpu", "cpu.cfs_quota_us"), quota);
+            assert_eq!(file("cpu", "cpu.cfs_period_us"), "100000");
+            assert_eq!(file("cpu", "cpu.shares"), shares);
+            assert_eq!(file("memory", "memory.limit_in_bytes"), memory.to_string());
+        }
+        assert_eq!(file("cpuset", "cpuset.cpus"), "0");
+        assert_eq!(file("cpuset", "cpuset.mems"), "0");
+    };
+    // 1024 shares → weight 39, 2048 → 79 (the kubelet's conversion).
+    expect("50000", "39", "1024", 64 << 20);
+    rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(resources(25_000, 2048, 96 << 20)),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    expect("25000", "79", "2048", 96 << 20);
+    remove_pod(&daemon, &mut rt, &pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_container_sees_its_own_cgroup_read_only() {
     let daemon = TestDaemon::start().await;
     let (mut rt, pod) = setup(&daemon, "cgroupns").await;

@@ -332,7 +332,9 @@ impl Cgroups {
             }
             return Ok(());
         }
-        for w in resources::plan_v1(resources)? {
+        let mut writes = resources::plan_v1(resources)?;
+        resources::order_memsw_write(&mut writes, self.current_memsw(&relative));
+        for w in writes {
             let hierarchy = self
                 .hierarchies
                 .iter()
@@ -348,6 +350,16 @@ impl Cgroups {
             }
         }
         Ok(())
+    }
+
+    /// v1: the memory+swap limit `relative` has now (none without swap accounting).
+    fn current_memsw(&self, relative: &Path) -> Option<u64> {
+        let memory = self.hierarchies.iter().find(|h| !h.v2 && h.has("memory"))?;
+        let file = memory
+            .mount_point
+            .join(relative)
+            .join("memory.memsw.limit_in_bytes");
+        fs::read_to_string(file).ok()?.trim().parse().ok()
     }
 
     /// Moves `pid` into `path` in every hierarchy.
