@@ -47,7 +47,7 @@ vm_suites() { # NAME...: NAME=BINARY arguments for hack/vm-suites.sh
 		echo "$name=${suite[$name]}"
 	done
 }
-export BERTH_TEST_TIME_SCALE=5
+export BERTH_TEST_TIME_SCALE=5 BERTH_CHURN_PODS=40
 mapfile -t on_612 < <(vm_suites containers sandbox security stats streaming crash churn)
 mapfile -t on_61 < <(vm_suites containers sandbox security)
 hack/vm.sh run --kernel 6.12 --timeout 20m -- hack/vm-suites.sh "${on_612[@]}"
