@@ -2,7 +2,7 @@
 # Runs compiled test binaries one after the other (inside the test VM: see hack/test.sh),
 # each with $VM_TEST_THREADS threads (default 2), and prints one line per suite with its
 # time and result. Every suite runs even when one fails; the status is non-zero if any did.
-# Usage: hack/vm-suites.sh NAME=BINARY... [-- TEST ARGS]
+# Usage: hack/vm-suites.sh "NAME=BINARY [FILTER...]"... [-- TEST ARGS for every suite]
 set -uo pipefail
 threads="${VM_TEST_THREADS:-2}"
 suites=()
@@ -15,10 +15,10 @@ summary=()
 failed=0
 for suite in "${suites[@]}"; do
 	name="${suite%%=*}"
-	bin="${suite#*=}"
+	read -r -a run <<<"${suite#*=}"
 	echo "=== $name ($(uname -r))"
 	start=$SECONDS
-	if "$bin" --test-threads "$threads" "$@"; then
+	if "${run[@]}" --test-threads "$threads" "$@"; then
 		result=ok
 	else
 		result=FAILED

@@ -372,7 +372,8 @@ cmd_run() {
 	done
 	(($#)) || berth_die "no COMMAND (usage: hack/vm.sh run [--share DIR]... -- COMMAND...)"
 	berth_need_root
-	berth_need_cmds qemu-system-x86_64 timeout
+	command -v qemu-system-x86_64 >/dev/null ||
+		berth_die "qemu-system-x86_64 is missing: hack/vm.sh build installs it (from bookworm-backports)"
 	[[ $kernel == 6.1 || $kernel == 6.12 ]] || berth_die "--kernel: 6.1 or 6.12, not $kernel"
 	local image="$VM_DIR/current"
 	[[ -f $image/done ]] || berth_die "no VM image in $VM_DIR: run hack/vm.sh build first"
