@@ -11,6 +11,10 @@ while (($#)) && [[ $1 != -- ]]; do
 	shift
 done
 [[ ${1:-} == -- ]] && shift
+# What berth's tests could leave: netns, mounts, processes. Compared with what was there
+# before (the VM's own shares and registries).
+traces() { ip netns list; findmnt -rn -o TARGET; pgrep -af 'berth|shim|pause' | grep -v vm-suites; }
+before="$(traces | sort)"
 summary=()
 failed=0
 for suite in "${suites[@]}"; do
@@ -29,7 +33,7 @@ done
 echo "=== suites on $(uname -r), $(stat -fc %T /sys/fs/cgroup):"
 printf '  %s\n' "${summary[@]}"
 # What the suites left behind is a bug too (the host's CI checks the same).
-leftovers="$(ip netns list; findmnt -rn -o TARGET | grep berth; pgrep -af 'berth' | grep -v vm-suites)"
+leftovers="$(comm -13 <(echo "$before") <(traces | sort))"
 if [[ -n $leftovers ]]; then
 	echo "=== left behind:"
 	echo "$leftovers"
