@@ -66,7 +66,7 @@ done
 [[ -S $socket ]] && kill -0 "$berth_pid" 2>/dev/null ||
 	berth_die "berth did not start (is another one serving $socket?); see $run_dir/berth.log"
 
-# The digest-pinned image cannot be rebuilt offline (TESTING.md): skip that one spec.
+# The digest-pinned image cannot be rebuilt offline (docs/testing.md): skip that one spec.
 "$CRITEST" \
 	--runtime-endpoint "unix://$socket" \
 	--image-endpoint "unix://$socket" \

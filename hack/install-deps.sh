@@ -18,7 +18,7 @@ PACKAGES=(
 	containernetworking-plugins iptables iproute2
 	# local registry and image building
 	docker-registry apache2-utils umoci skopeo jq curl ca-certificates
-	# busybox (dynamic, not busybox-static: see shared/TESTING.md) is copied into
+	# busybox (dynamic, not busybox-static: see docs/testing.md) is copied into
 	# the test images; nginx itself is only downloaded (apt-get download), never
 	# installed, so no web server starts on this machine
 	busybox

@@ -494,6 +494,37 @@ address = "{metrics_address}"
     }
 }
 
+/// The cgroup driver in use, after `auto` is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupDriver {
+    Cgroupfs,
+    Systemd,
+}
+
+impl CgroupDriver {
+    /// `auto` picks systemd only when PID 1 is systemd on a unified (v2) hierarchy.
+    pub fn resolve(setting: CgroupDriverSetting) -> Result<CgroupDriver, ConfigError> {
+        let pid1_is_systemd = std::fs::read_link("/proc/1/exe")
+            .map(|p| p.to_string_lossy().contains("systemd"))
+            .unwrap_or(false);
+        let unified = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        match setting {
+            CgroupDriverSetting::Cgroupfs => Ok(CgroupDriver::Cgroupfs),
+            CgroupDriverSetting::Auto if pid1_is_systemd && unified => {
+                // berth manages cgroups through cgroupfs only for now; under systemd on v2
+                // that still works (delegated subtree), so say which one we really use.
+                tracing::info!("systemd on cgroup v2 detected; berth uses the cgroupfs driver");
+                Ok(CgroupDriver::Cgroupfs)
+            }
+            CgroupDriverSetting::Auto => Ok(CgroupDriver::Cgroupfs),
+            CgroupDriverSetting::Systemd => Err(ConfigError::Invalid {
+                key: "cgroup_driver",
+                message: "the systemd driver is not supported yet; use cgroupfs or auto".into(),
+            }),
+        }
+    }
+}
+
 /// Durations as human text ("5m", "30s") in TOML and JSON.
 mod duration_text {
     use super::*;

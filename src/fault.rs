@@ -1,9 +1,10 @@
 //! Named fault points for crash tests: `fault::point("sandbox.after_netns_pin")` kills the
 //! daemon with SIGKILL right there when it was started with `BERTH_FAULT=<that name>`.
 //!
-//! Compiled in only with the Cargo feature `fault-injection` (the integration tests turn it
-//! on); without it `point` is an empty inline function and the environment is never read,
-//! so release builds carry nothing.
+//! Compiled into debug builds (so a plain `cargo test` runs the crash suite) and into
+//! release builds only with the Cargo feature `fault-injection`; otherwise `point` is an
+//! empty inline function and the environment is never read, so a release build cannot be
+//! made to crash by an environment variable.
 
 /// Every fault point the code has, in the order an operation meets them. The crash tests
 /// iterate over this list, so a point added here without a test scenario fails them.
@@ -26,12 +27,12 @@ pub const POINTS: &[&str] = &[
 ];
 
 /// Whether this build honours `BERTH_FAULT`.
-pub const ENABLED: bool = cfg!(feature = "fault-injection");
+pub const ENABLED: bool = cfg!(any(debug_assertions, feature = "fault-injection"));
 
 /// The environment variable naming the point to die at.
 pub const ENV: &str = "BERTH_FAULT";
 
-#[cfg(feature = "fault-injection")]
+#[cfg(any(debug_assertions, feature = "fault-injection"))]
 fn armed() -> Option<&'static str> {
     static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     ARMED
@@ -40,7 +41,7 @@ fn armed() -> Option<&'static str> {
 }
 
 /// Dies here (SIGKILL, as a crash would) when `BERTH_FAULT` names this point.
-#[cfg(feature = "fault-injection")]
+#[cfg(any(debug_assertions, feature = "fault-injection"))]
 pub fn point(name: &'static str) {
     debug_assert!(
         POINTS.contains(&name),
@@ -53,7 +54,7 @@ pub fn point(name: &'static str) {
     }
 }
 
-#[cfg(not(feature = "fault-injection"))]
+#[cfg(not(any(debug_assertions, feature = "fault-injection")))]
 #[inline(always)]
 pub fn point(_name: &'static str) {}
 

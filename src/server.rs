@@ -1,4 +1,5 @@
-//! The daemon: configuration, logging, the CRI socket, the recovery gate, and serving.
+//! The daemon process: configuration, logging, the CRI socket, the recovery gate, and
+//! serving what the composition root (`crate::daemon`) builds.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -139,7 +140,7 @@ async fn serve(config: Config) -> Result<()> {
     let listener = bind_socket(&config.socket)?;
     let ready = Arc::new(AtomicBool::new(false));
 
-    let daemon = crate::cri::Daemon::open(config.clone()).await?;
+    let daemon = crate::daemon::Daemon::open(config.clone()).await?;
     let metrics_listener = if config.metrics.enabled {
         Some(crate::metrics::http::bind(config.metrics.address).await?)
     } else {
@@ -173,7 +174,7 @@ async fn serve(config: Config) -> Result<()> {
     ready.store(true, Ordering::Release);
     if let Some(listener) = metrics_listener {
         tracing::info!(address = %config.metrics.address, "serving metrics on /metrics");
-        crate::metrics::http::serve(listener, daemon.clone());
+        crate::metrics::http::serve(listener);
     }
     tracing::info!(socket = %config.socket.display(), "berth is ready");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);

@@ -100,28 +100,11 @@ fn is_berth_id(name: &str) -> bool {
     name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// `(sandbox id, state dir)` of a shim command line (`<exe> shim --sandbox-id ID … --state-dir DIR`).
-pub(crate) fn shim_args(cmdline: &[u8]) -> Option<(String, PathBuf)> {
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    if args.get(1) != Some(&&b"shim"[..]) {
-        return None;
-    }
-    let value = |flag: &[u8]| {
-        args.windows(2)
-            .find(|w| w[0] == flag)
-            .map(|w| String::from_utf8_lossy(w[1]).into_owned())
-    };
-    Some((
-        value(b"--sandbox-id")?,
-        PathBuf::from(value(b"--state-dir")?),
-    ))
-}
-
 /// The leftovers among `observed`, in removal order.
 pub fn plan(scope: &Scope, known: &Known, observed: &Observed) -> Vec<Leftover> {
     let mut out = Vec::new();
     for (pid, cmdline) in &observed.processes {
-        if let Some((sandbox_id, state_dir)) = shim_args(cmdline)
+        if let Some((sandbox_id, state_dir)) = crate::shim::cmdline::shim_args(cmdline)
             && state_dir.starts_with(&scope.state)
             && !known.sandboxes.contains(&sandbox_id)
         {
@@ -273,7 +256,7 @@ fn remove(leftover: &Leftover, cgroups: &Cgroups) -> std::result::Result<(), Str
         Leftover::Shim { pid, sandbox_id } => {
             // Looked at again: the pid must still be that shim.
             let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if shim_args(&cmdline).is_some_and(|(id, _)| id == *sandbox_id) {
+            if crate::shim::cmdline::shim_args(&cmdline).is_some_and(|(id, _)| id == *sandbox_id) {
                 nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(*pid as i32),
                     nix::sys::signal::Signal::SIGKILL,

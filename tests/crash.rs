@@ -44,7 +44,12 @@ fn every_fault_point_has_a_scenario() {
     points.sort();
     covered.sort();
     assert_eq!(points, covered, "fault points without a crash scenario");
-    const { assert!(berth::fault::ENABLED, "built without fault-injection") };
+    const {
+        assert!(
+            berth::fault::ENABLED,
+            "a release build needs --features fault-injection"
+        )
+    };
 }
 
 async fn pull_busybox(daemon: &TestDaemon) -> Result<(), tonic::Status> {

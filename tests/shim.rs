@@ -286,7 +286,7 @@ async fn pause_pod_lifecycle() {
         std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .unwrap()
             .trim(),
-        "pause"
+        "berth-pause"
     );
     assert_eq!(nsenter(pid, "-u", &["hostname"]), "berth-test");
     assert_eq!(

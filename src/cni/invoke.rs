@@ -10,28 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt;
 
-use super::CniError;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CniCommand {
-    Add,
-    Del,
-}
-
-impl CniCommand {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CniCommand::Add => "ADD",
-            CniCommand::Del => "DEL",
-        }
-    }
-}
-
-impl std::fmt::Display for CniCommand {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use super::{CniCommand, CniError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -8,8 +8,11 @@
 //! ADD sets up loopback then runs each plugin of the list in order, chaining results; a failure
 //! runs DEL for the whole list so no lease or veth leaks. DEL runs the list in reverse and keeps
 //! going past failures.
+//!
+//! A leaf of the domain: called by `sandbox`; calls only `metrics` (its timer) and `error`.
 
 mod config;
+mod error;
 mod invoke;
 mod result;
 
@@ -20,83 +23,16 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 pub use config::{NetworkConfigList, load_from_dir};
+pub use error::{CniCommand, CniError};
 pub use invoke::{
-    Attachment, Bandwidth, CniCommand, IpRange, PortMapping, Protocol, cni_args, plugin_stdin,
-    runtime_config,
+    Attachment, Bandwidth, IpRange, PortMapping, Protocol, cni_args, plugin_stdin, runtime_config,
 };
 pub use result::{CniInterface, CniResult};
-
-use crate::{Error, ErrorKind};
 
 /// How long one plugin may run before it is killed.
 pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// PATH for plugins when the daemon has none (they run iptables, ip, ...).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-#[derive(Debug, thiserror::Error)]
-pub enum CniError {
-    #[error("no network config found in {}", dir.display())]
-    NoConfig { dir: PathBuf },
-    #[error("reading network config {}", path.display())]
-    ReadConfig {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("invalid network config {}: {reason}", path.display())]
-    InvalidConfig { path: PathBuf, reason: String },
-    #[error("CNI plugin {plugin:?} not found in {dirs}")]
-    PluginNotFound { plugin: String, dirs: String },
-    #[error("running CNI plugin {plugin}")]
-    Spawn {
-        plugin: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "CNI plugin {plugin} {command} failed: {msg}{}",
-        details_suffix(details)
-    )]
-    Plugin {
-        plugin: String,
-        command: CniCommand,
-        code: Option<u32>,
-        msg: String,
-        details: String,
-    },
-    #[error("CNI plugin {plugin} {command} timed out after {after:?} and was killed")]
-    Timeout {
-        plugin: String,
-        command: CniCommand,
-        after: Duration,
-    },
-    #[error("CNI plugin {plugin} returned an invalid result: {reason}")]
-    InvalidResult { plugin: String, reason: String },
-}
-
-fn details_suffix(details: &str) -> String {
-    if details.is_empty() {
-        String::new()
-    } else {
-        format!(" ({details})")
-    }
-}
-
-impl From<CniError> for Error {
-    fn from(err: CniError) -> Self {
-        let kind = match err {
-            CniError::NoConfig { .. }
-            | CniError::ReadConfig { .. }
-            | CniError::InvalidConfig { .. }
-            | CniError::PluginNotFound { .. } => ErrorKind::FailedPrecondition,
-            CniError::Spawn { .. }
-            | CniError::Plugin { .. }
-            | CniError::Timeout { .. }
-            | CniError::InvalidResult { .. } => ErrorKind::Internal,
-        };
-        Error::with_source(kind, "CNI", err)
-    }
-}
 
 /// The loopback setup containerd also does in every pod netns.
 fn loopback_network() -> NetworkConfigList {
@@ -352,6 +288,7 @@ struct AddFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Error, ErrorKind};
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
 

@@ -26,6 +26,7 @@ use crate::sandbox::{SandboxManager, SandboxState, now_nanos};
 use crate::store::lock;
 
 mod lost;
+mod publish;
 pub use lost::SHIM_LOST_REASON;
 
 const RECORD_VERSION: u32 = 1;
@@ -125,7 +126,13 @@ pub struct ContainerManager {
     containers: RwLock<HashMap<String, Arc<Container>>>,
     /// (sandbox id, name, attempt) → container id.
     names: Mutex<HashMap<(String, String, u32), String>>,
+    /// Where container transitions are published (the composition root's event bus).
+    events: Arc<LifecycleEvents>,
 }
+
+/// The bus of container and sandbox transitions, with the snapshots each event carries.
+pub type LifecycleEvents =
+    crate::events::EventBus<ContainerRecord, (crate::sandbox::SandboxRecord, SandboxState)>;
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let what = what.into();
@@ -137,6 +144,7 @@ impl ContainerManager {
         config: Arc<Config>,
         sandboxes: Arc<SandboxManager>,
         images: ImageService,
+        events: Arc<LifecycleEvents>,
     ) -> ContainerManager {
         ContainerManager {
             config,
@@ -144,6 +152,7 @@ impl ContainerManager {
             images,
             containers: RwLock::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
+            events,
         }
     }
 
@@ -201,7 +210,7 @@ impl ContainerManager {
         });
         let _ = self.persist(&updated);
         if exited_now {
-            crate::events::publish_container(&self.sandboxes, EventKind::Stopped, &updated);
+            self.publish(EventKind::Stopped, &updated);
         }
         updated
     }
@@ -430,7 +439,7 @@ impl ContainerManager {
             let mut host_devices = BTreeMap::new();
             for device in &spec_config.devices {
                 let found =
-                    super::spec::host_device(Path::new(&device.host_path)).map_err(|e| {
+                    super::host::host_device(Path::new(&device.host_path)).map_err(|e| {
                         Error::with_source(
                             ErrorKind::InvalidArgument,
                             format!("device {}", device.host_path),
@@ -440,7 +449,7 @@ impl ContainerManager {
                 host_devices.insert(device.host_path.clone(), found);
             }
             if spec_config.security.privileged {
-                let all = super::spec::all_host_devices()
+                let all = super::host::all_host_devices()
                     .map_err(io_err("listing the host's devices"))?;
                 for (path, device) in all {
                     host_devices.entry(path).or_insert(device);
@@ -454,7 +463,7 @@ impl ContainerManager {
             let defaults = super::spec::RuntimeDefaults {
                 min_oom_score_adj: crate::linux::process::read_oom_score_adj("self").unwrap_or(0),
                 nofile: nofile_hard.min(super::spec::RuntimeDefaults::default().nofile),
-                apparmor: super::spec::host_has_apparmor(),
+                apparmor: super::host::host_has_apparmor(),
             };
             let spec = super::spec::build_spec(&super::spec::SpecInput {
                 container_id: &container_id,
@@ -588,7 +597,7 @@ impl ContainerManager {
             r.pid = pid;
         });
         self.persist(&record)?;
-        crate::events::publish_container(&self.sandboxes, EventKind::Created, &record);
+        self.publish(EventKind::Created, &record);
         tracing::info!(
             container_id = %id,
             sandbox_id = %sandbox.id,
@@ -672,7 +681,7 @@ impl ContainerManager {
                     r.started_at = started_at;
                 });
                 self.persist(&record)?;
-                crate::events::publish_container(&self.sandboxes, EventKind::Started, &record);
+                self.publish(EventKind::Started, &record);
                 tracing::info!(container_id = %record.id, pid, "container started");
                 Ok(())
             }
@@ -687,7 +696,7 @@ impl ContainerManager {
                     r.message = message;
                 });
                 self.persist(&record)?;
-                crate::events::publish_container(&self.sandboxes, EventKind::Stopped, &record);
+                self.publish(EventKind::Stopped, &record);
                 Err(err)
             }
         }
@@ -749,7 +758,7 @@ impl ContainerManager {
             r.message = "killed by berth: the pod's shim was not reachable".into();
         });
         self.persist(&updated)?;
-        crate::events::publish_container(&self.sandboxes, EventKind::Stopped, &updated);
+        self.publish(EventKind::Stopped, &updated);
         Ok(())
     }
 
@@ -796,7 +805,7 @@ impl ContainerManager {
             names.remove(&key);
         }
         drop(names);
-        crate::events::publish_container(&self.sandboxes, EventKind::Deleted, &record);
+        self.publish(EventKind::Deleted, &record);
         tracing::info!(container_id = %record.id, "container removed");
         Ok(())
     }

@@ -1,10 +1,15 @@
 //! Containers: the CRI config in berth's types, the OCI spec builder, image users, and
 //! the lifecycle (`manager`).
+//!
+//! Owns container records, bundles and exit handling (`manager`), the pure CRI→OCI spec
+//! builder (`spec/`), seccomp profiles (`seccomp/`), image users (`users`), host facts
+//! (`host`) and cgroup usage readings (`usage`). May call `sandbox` (the pod a container
+//! lives in), `image`, `shim` (client), `linux`, `events` (publish) and `persist`; never `cri`.
 
 pub mod config;
+pub mod host;
 pub mod manager;
 pub mod seccomp;
-pub mod seccomp_default;
 pub mod spec;
-pub mod stats;
+pub mod usage;
 pub mod users;

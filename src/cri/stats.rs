@@ -6,11 +6,14 @@ use std::path::Path;
 use k8s_cri::v1 as cri;
 
 use crate::container::manager::ContainerRecord;
-use crate::events::{Event, EventKind};
-use crate::sandbox::SandboxRecord;
-use crate::stats::metrics::{Descriptor, MetricKind, PodMetrics, Sample};
+use crate::events::EventKind;
+use crate::sandbox::{SandboxRecord, SandboxState};
+use crate::stats::cadvisor::{Descriptor, MetricKind, PodMetrics, Sample};
 use crate::stats::pod::DEFAULT_INTERFACE;
 use crate::stats::{ContainerSample, InterfaceStats, PodSample};
+
+/// A lifecycle event as the managers publish it.
+pub type Event = crate::events::Event<ContainerRecord, (SandboxRecord, SandboxState)>;
 
 fn value(v: Option<u64>) -> Option<cri::UInt64Value> {
     v.map(|value| cri::UInt64Value { value })
@@ -22,7 +25,7 @@ fn to_hash_map(map: &BTreeMap<String, String>) -> HashMap<String, String> {
 
 fn cpu(
     timestamp: i64,
-    usage: &crate::container::stats::Usage,
+    usage: &crate::container::usage::Usage,
     nano_cores: Option<u64>,
 ) -> cri::CpuUsage {
     cri::CpuUsage {
@@ -32,7 +35,7 @@ fn cpu(
     }
 }
 
-fn memory(timestamp: i64, usage: &crate::container::stats::Usage) -> cri::MemoryUsage {
+fn memory(timestamp: i64, usage: &crate::container::usage::Usage) -> cri::MemoryUsage {
     cri::MemoryUsage {
         timestamp,
         working_set_bytes: value(usage.memory_working_set_bytes),
@@ -198,7 +201,7 @@ pub fn event(event: &Event, containers: &[ContainerRecord]) -> cri::ContainerEve
         pod_sandbox_status: event
             .sandbox
             .as_ref()
-            .map(|(record, state)| super::runtime::sandbox_status(record, *state)),
+            .map(|(record, state)| super::pod_convert::sandbox_status(record, *state)),
         containers_statuses: containers.iter().map(super::container::status).collect(),
     }
 }
@@ -264,6 +267,21 @@ pub(crate) mod tests {
         }
     }
 
+    fn container_event(
+        kind: EventKind,
+        record: &ContainerRecord,
+        sandbox: Option<(SandboxRecord, SandboxState)>,
+    ) -> Event {
+        Event {
+            kind,
+            id: record.id.clone(),
+            sandbox_id: record.sandbox_id.clone(),
+            created_at: 1,
+            sandbox,
+            container: Some(record.clone()),
+        }
+    }
+
     #[test]
     fn an_event_lists_its_container_as_it_was_and_drops_it_once_deleted() {
         let then = record("a", ContainerState::Running, 2);
@@ -271,7 +289,7 @@ pub(crate) mod tests {
             record("b", ContainerState::Running, 1),
             record("a", ContainerState::Exited, 2),
         ];
-        let started = Event::container(
+        let started = container_event(
             EventKind::Started,
             &then,
             Some((sandbox(), SandboxState::Ready)),
@@ -296,7 +314,7 @@ pub(crate) mod tests {
         assert_eq!(status.metadata.unwrap().name, "web");
         assert_eq!(status.state, cri::PodSandboxState::SandboxReady as i32);
 
-        let deleted = Event::container(EventKind::Deleted, &then, None);
+        let deleted = container_event(EventKind::Deleted, &then, None);
         let listed = event_containers(&deleted, now);
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].id, "b");

@@ -1,7 +1,12 @@
 //! Images: references, registry pulls (with `hosts.toml` mirrors), the content store and
 //! unpacked layers. The CRI adapter is `crate::cri::image`; this module speaks domain types.
+//!
+//! Owns the content store, unpacked layers and image records. May call `metrics` (pull
+//! timings), `persist` and `config`; nothing of the pod or container lifecycle.
 
+mod error;
 pub mod hosts;
+mod inner;
 mod pull;
 pub mod reference;
 pub mod registry;
@@ -12,54 +17,15 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use futures_util::future::{BoxFuture, Shared};
 
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
+pub use error::ImageError;
+use inner::{Inner, lock};
 pub use reference::{Reference, ReferenceError};
 pub use registry::RegistryAuth;
-use store::{ImageRecord, Store, StoreError};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ImageError {
-    #[error(transparent)]
-    Reference(#[from] ReferenceError),
-    #[error(transparent)]
-    Pull(#[from] pull::PullError),
-    #[error("image store")]
-    Store(#[from] StoreError),
-    #[error("image {0} not found")]
-    NotFound(String),
-    #[error("image config of {id}")]
-    BadConfig {
-        id: String,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("blocking task failed")]
-    Join(#[from] tokio::task::JoinError),
-}
-
-impl ImageError {
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            ImageError::Reference(_) => ErrorKind::InvalidArgument,
-            ImageError::Pull(e) => e.kind(),
-            ImageError::NotFound(_) => ErrorKind::NotFound,
-            ImageError::Store(_) | ImageError::BadConfig { .. } | ImageError::Join(_) => {
-                ErrorKind::Internal
-            }
-        }
-    }
-}
-
-impl From<ImageError> for Error {
-    fn from(err: ImageError) -> Self {
-        Error::with_source(err.kind(), "image", err)
-    }
-}
+use store::{ImageRecord, Store};
 
 /// An image as the runtime sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,39 +80,9 @@ pub struct FsUsage {
     pub timestamp: i64,
 }
 
-type SharedPull = Shared<BoxFuture<'static, Result<String, Arc<ImageError>>>>;
-
 #[derive(Clone)]
 pub struct ImageService {
     inner: Arc<Inner>,
-}
-
-struct Inner {
-    store: Store,
-    images_root: PathBuf,
-    /// Records by image ID. Locked only around map operations.
-    index: RwLock<HashMap<String, ImageRecord>>,
-    registry: registry::RegistryClient,
-    config_dirs: Vec<PathBuf>,
-    progress_timeout: Duration,
-    max_downloads: usize,
-    unpack_limits: unpack::UnpackLimits,
-    /// Pulls in flight by normalized reference: identical pulls share one.
-    inflight: Mutex<HashMap<String, SharedPull>>,
-    /// One unpack per chain ID at a time.
-    layer_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Pulls hold it shared; garbage collection holds it exclusively (a pull's new layers
-    /// are referenced by no record until it finishes).
-    gc_barrier: Arc<tokio::sync::RwLock<()>>,
-    gc_pending: AtomicBool,
-    /// Serializes record changes (a tag moving from one image to another, removals).
-    records_lock: tokio::sync::Mutex<()>,
-    /// Loopback hosts that turned out to speak plain http.
-    http_hosts: Mutex<std::collections::HashSet<String>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ImageService {

@@ -12,7 +12,7 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 
-use super::{InitError, Result};
+use super::error::{InitError, Result};
 
 /// The fd init finds the console socket at, when the process has a terminal.
 pub const CONSOLE_FD: RawFd = 4;

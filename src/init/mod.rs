@@ -8,8 +8,12 @@
 //! report "created" → wait at the start gate → exec (or become the built-in pause).
 //! Every failure is sent to the shim over the sync socket (fd 3) with the failing step
 //! named, before exiting.
+//!
+//! Owns nothing that outlives the process. May call `linux` only (and `oci-spec` types):
+//! it runs forked from the shim, single-threaded.
 
 pub mod console;
+mod error;
 pub mod mounts;
 pub mod pause;
 pub mod plan;
@@ -33,6 +37,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 
 use crate::linux::cgroup::Cgroups;
 use crate::linux::process::{clamp_oom_score_adj, read_oom_score_adj, sysctl_path};
+use error::{InitError, Result, describe_chain, describe_io};
 use plan::{NamespacePlan, UserNamespacePlan, is_pause, short_name};
 use sync::{InitMessage, SYNC_FD};
 
@@ -50,63 +55,9 @@ pub struct InitArgs {
     pub process: Option<PathBuf>,
 }
 
-/// A failed step, as the shim (and the kubelet) will read it: "step: reason".
-#[derive(Debug, thiserror::Error)]
-#[error("{step}: {reason}")]
-pub struct InitError {
-    step: String,
-    reason: String,
-}
-
-impl InitError {
-    fn new(step: impl Into<String>, reason: impl Into<String>) -> Self {
-        InitError {
-            step: step.into(),
-            reason: reason.into(),
-        }
-    }
-    fn errno(step: impl Into<String>, errno: Errno) -> Self {
-        Self::new(step, describe_errno(errno))
-    }
-    fn io(step: impl Into<String>, err: &io::Error) -> Self {
-        Self::new(step, describe_io(err))
-    }
-}
-
-/// "No such file or directory" → "no such file or directory".
-fn describe_errno(errno: Errno) -> String {
-    let desc = errno.desc();
-    let mut chars = desc.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => desc.to_string(),
-    }
-}
-
-fn describe_io(err: &io::Error) -> String {
-    match err.raw_os_error() {
-        Some(code) => describe_errno(Errno::from_raw(code)),
-        None => err.to_string(),
-    }
-}
-
-/// An error and its causes, with OS errors described the same way as above.
-fn describe_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = Vec::new();
-    let mut next = Some(err);
-    while let Some(e) = next {
-        match e.downcast_ref::<io::Error>() {
-            Some(io_err) => parts.push(describe_io(io_err)),
-            None => parts.push(e.to_string()),
-        }
-        next = e.source();
-    }
-    parts.join(": ")
-}
-
-type Result<T, E = InitError> = std::result::Result<T, E>;
-
 pub fn run(args: InitArgs) -> ExitCode {
+    // Until it execs the workload (or becomes the pause), `ps` shows what this process is.
+    let _ = nix::sys::prctl::set_name(c"berth-init");
     // SAFETY: the shim hands init its sync socket as fd 3; nothing else in this
     // process owns that number.
     let sync = unsafe { OwnedFd::from_raw_fd(SYNC_FD) };

@@ -17,7 +17,7 @@ pub fn run() -> ExitCode {
     if signals.thread_block().is_err() {
         return ExitCode::FAILURE;
     }
-    let _ = nix::sys::prctl::set_name(c"pause");
+    let _ = nix::sys::prctl::set_name(c"berth-pause");
     // Nothing else of the binary is needed from here on: keep the pause's RSS tiny.
     let _ = crate::linux::memory::trim_idle_pages();
     loop {

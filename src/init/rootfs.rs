@@ -11,12 +11,12 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 
+use super::error::{InitError, Result, describe_io};
 use super::mounts::{
     ATTR_ATIME_MASK, ATTR_NODEV, ATTR_NOEXEC, ATTR_NOSUID, ATTR_RDONLY, BindKind, DEFAULT_DEVICES,
     DEV_SYMLINKS, MountKind, MountStep, OVERLAY_LINK_DIR, RootfsLayers, overlay_classic_options,
     overlay_config, overlay_layer_links,
 };
-use super::{InitError, Result, describe_io};
 
 /// Makes the mount that holds `path` private in this (new) mount namespace, so mounts made
 /// below it stay here even when the rest of the tree keeps sharing with the host.

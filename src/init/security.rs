@@ -3,7 +3,7 @@
 use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{Capability, LinuxCapabilities, PosixRlimitType, Process};
 
-use super::{InitError, Result};
+use super::error::{InitError, Result};
 
 /// Kernel capability numbers, in order (CAP_CHOWN = 0 ...).
 const CAPABILITY_NAMES: &[&str] = &[
@@ -225,9 +225,9 @@ pub fn apply_process_identity(
     }
 
     if let Some(filter) = seccomp {
-        filter
-            .load()
-            .map_err(|e| InitError::new("load the seccomp profile", super::describe_chain(&e)))?;
+        filter.load().map_err(|e| {
+            InitError::new("load the seccomp profile", super::error::describe_chain(&e))
+        })?;
     }
 
     let user = process.user();

@@ -1,4 +1,6 @@
 //! Small safe wrappers around Linux interfaces.
+//!
+//! A leaf: knows nothing of pods or containers; every other module may call it.
 
 pub mod cgroup;
 pub mod kernel;

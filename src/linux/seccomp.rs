@@ -319,8 +319,8 @@ pub fn load_bpf(program: &[u8], flags: u32) -> Result<(), SeccompError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::container::seccomp::default_profile;
     use crate::container::seccomp::parse_profile;
-    use crate::container::seccomp_default::default_profile;
 
     #[test]
     fn default_profile_compiles_for_every_capability_set() {

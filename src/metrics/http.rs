@@ -2,7 +2,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -10,7 +9,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::cri::Daemon;
 use crate::error::{Error, Result};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -26,7 +24,7 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener> {
 }
 
 /// Serves `/metrics` on `listener` until the daemon stops.
-pub fn serve(listener: TcpListener, daemon: Arc<Daemon>) -> tokio::task::JoinHandle<()> {
+pub fn serve(listener: TcpListener) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let (stream, _) = match listener.accept().await {
@@ -37,11 +35,9 @@ pub fn serve(listener: TcpListener, daemon: Arc<Daemon>) -> tokio::task::JoinHan
                     continue;
                 }
             };
-            let daemon = daemon.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let daemon = daemon.clone();
-                    async move { Ok::<_, Infallible>(answer(&request, &daemon)) }
+                let service = hyper::service::service_fn(move |request| async move {
+                    Ok::<_, Infallible>(answer(&request))
                 });
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -54,7 +50,7 @@ pub fn serve(listener: TcpListener, daemon: Arc<Daemon>) -> tokio::task::JoinHan
     })
 }
 
-fn answer<B>(request: &Request<B>, daemon: &Daemon) -> Response<Full<Bytes>> {
+fn answer<B>(request: &Request<B>) -> Response<Full<Bytes>> {
     let plain = |status: StatusCode, text: &'static str| {
         let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
         *response.status_mut() = status;
@@ -66,7 +62,7 @@ fn answer<B>(request: &Request<B>, daemon: &Daemon) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
     }
-    let body = super::METRICS.render(daemon);
+    let body = super::METRICS.render();
     let mut response = Response::new(Full::new(Bytes::from(body)));
     if let Ok(value) = hyper::header::HeaderValue::from_str(CONTENT_TYPE) {
         response

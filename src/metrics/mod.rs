@@ -2,21 +2,20 @@
 //! latency and errors, image pulls, CNI calls, the stats collector, containers and
 //! sandboxes by state, OOM kills and dropped events.
 //!
-//! The families are process-wide statics so that a one-line hook can feed them from
-//! anywhere; the state gauges are computed at scrape time from the daemon.
+//! A leaf: it knows no domain type. The families are process-wide statics so that a
+//! one-line hook (a CNI timer, a pull's bytes) can feed them from the owner of the work
+//! without a handle threaded through every constructor; the gauges that describe the
+//! domain (objects by state, event counters) are filled at scrape time by callbacks that
+//! the composition root registers with [`on_scrape`].
 
 pub mod http;
 pub mod registry;
 pub mod rpc;
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use registry::{HistogramVec, LATENCY_BUCKETS, ValueVec};
-
-use crate::container::manager::{ContainerFilter, ContainerState};
-use crate::cri::Daemon;
-use crate::sandbox::{SandboxFilter, SandboxState};
 
 pub struct BerthMetrics {
     pub rpc_duration: HistogramVec,
@@ -25,11 +24,25 @@ pub struct BerthMetrics {
     pub image_pull_bytes: ValueVec,
     pub cni_duration: HistogramVec,
     pub stats_collection_duration: HistogramVec,
-    containers: ValueVec,
-    sandboxes: ValueVec,
-    oom_kills: ValueVec,
-    events_published: ValueVec,
-    events_dropped: ValueVec,
+    pub containers: ValueVec,
+    pub sandboxes: ValueVec,
+    pub oom_kills: ValueVec,
+    pub events_published: ValueVec,
+    pub events_dropped: ValueVec,
+    scrape_hooks: Mutex<Vec<ScrapeHook>>,
+}
+
+/// Fills gauges from their owner's state just before each scrape.
+pub type ScrapeHook = Box<dyn Fn(&BerthMetrics) + Send + Sync>;
+
+/// Registers `hook` to run before every scrape (the composition root registers the domain
+/// gauges this way, so this module depends on nothing).
+pub fn on_scrape(hook: impl Fn(&BerthMetrics) + Send + Sync + 'static) {
+    METRICS
+        .scrape_hooks
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(Box::new(hook));
 }
 
 pub static METRICS: LazyLock<BerthMetrics> = LazyLock::new(|| BerthMetrics {
@@ -84,6 +97,7 @@ pub static METRICS: LazyLock<BerthMetrics> = LazyLock::new(|| BerthMetrics {
         "Events dropped for GetContainerEvents subscribers whose queue was full.",
         &[],
     ),
+    scrape_hooks: Mutex::new(Vec::new()),
 });
 
 /// Records the time from its creation to its drop in a histogram series.
@@ -120,26 +134,9 @@ pub fn add_pulled_bytes(bytes: usize) {
     METRICS.image_pull_bytes.add(&[], bytes as f64);
 }
 
-fn container_state_name(state: ContainerState) -> &'static str {
-    match state {
-        ContainerState::Creating => "creating",
-        ContainerState::Created => "created",
-        ContainerState::Running => "running",
-        ContainerState::Exited => "exited",
-        ContainerState::Unknown => "unknown",
-    }
-}
-
-fn sandbox_state_name(state: SandboxState) -> &'static str {
-    match state {
-        SandboxState::Creating => "creating",
-        SandboxState::Ready => "ready",
-        SandboxState::NotReady => "notready",
-    }
-}
-
-/// Every state appears, at zero when empty, so a dashboard's series never vanish.
-fn by_state<S: Copy>(
+/// Series of a by-state gauge: every state in `all` appears, at zero when empty, so a
+/// dashboard's series never vanish.
+pub fn by_state<S: Copy>(
     all: &[S],
     states: impl Iterator<Item = S>,
     name: fn(S) -> &'static str,
@@ -156,30 +153,16 @@ fn by_state<S: Copy>(
 }
 
 impl BerthMetrics {
-    /// The text exposition of every family, with the state gauges taken from `daemon` now.
-    pub fn render(&self, daemon: &Daemon) -> String {
-        let containers = daemon.containers.list(&ContainerFilter::default());
-        self.containers.replace(by_state(
-            &[
-                ContainerState::Created,
-                ContainerState::Running,
-                ContainerState::Exited,
-                ContainerState::Unknown,
-            ],
-            containers.iter().map(|c| c.state),
-            container_state_name,
-        ));
-        let sandboxes = daemon.sandboxes.list(&SandboxFilter::default());
-        self.sandboxes.replace(by_state(
-            &[SandboxState::Ready, SandboxState::NotReady],
-            sandboxes.iter().map(|(_, s)| *s),
-            sandbox_state_name,
-        ));
-        let counts = daemon.sandboxes.events().counts();
-        self.oom_kills.set(&[], counts.oom_kills as f64);
-        self.events_published.set(&[], counts.published as f64);
-        self.events_dropped.set(&[], counts.dropped as f64);
-
+    /// The text exposition of every family, after the scrape hooks have filled the gauges.
+    pub fn render(&self) -> String {
+        for hook in self
+            .scrape_hooks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+        {
+            hook(self);
+        }
         let mut out = String::with_capacity(8192);
         self.rpc_duration.encode(&mut out);
         self.rpc_errors.encode(&mut out);
@@ -202,10 +185,19 @@ mod tests {
 
     #[test]
     fn state_gauges_list_every_state_even_at_zero() {
+        #[derive(Clone, Copy)]
+        enum State {
+            Ready,
+            NotReady,
+        }
+        let name = |s: State| match s {
+            State::Ready => "ready",
+            State::NotReady => "notready",
+        };
         let series = by_state(
-            &[SandboxState::Ready, SandboxState::NotReady],
-            [SandboxState::Ready, SandboxState::Ready].into_iter(),
-            sandbox_state_name,
+            &[State::Ready, State::NotReady],
+            [State::Ready, State::Ready].into_iter(),
+            name,
         );
         assert_eq!(
             series,

@@ -9,6 +9,10 @@
 //! ```
 //! Records are written as Creating before any resource is taken, so recovery can roll back
 //! what a crash interrupted; every step of a run pushes its undo.
+//!
+//! Owns pod records, pod files, netns pins, CNI use and the pod's shim process. May call
+//! `cni`, `linux`, `shim` (client, command line), `persist` and `events` (through the
+//! publisher handle the composition root gives it); never `container` or `cri`.
 
 pub mod podfiles;
 mod shim_watch;
@@ -27,6 +31,7 @@ use tokio::sync::watch;
 use crate::cni::{Attachment, CniManager, CniResult, NetworkConfigList};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::events::{EventKind, SandboxPublisher};
 use crate::linux::cgroup::Cgroups;
 use crate::linux::netns;
 use crate::persist;
@@ -140,13 +145,17 @@ pub struct SandboxFilter {
     pub labels: HashMap<String, String>,
 }
 
+/// How many shim deaths may wait for their subscriber before it has to resynchronize.
+const SHIM_LOST_BACKLOG: usize = 256;
+
 pub struct SandboxManager {
     config: Arc<Config>,
     cni: CniManager,
     cgroups: Cgroups,
     sandboxes: RwLock<HashMap<String, Arc<Sandbox>>>,
     names: Mutex<HashMap<String, NameEntry>>,
-    events: Arc<crate::events::EventBus>,
+    /// Where sandbox transitions are published (the composition root's event bus).
+    events: Arc<dyn SandboxPublisher<(SandboxRecord, SandboxState)>>,
     /// Pods whose shim died unexpectedly (see shim_watch.rs).
     shim_lost: tokio::sync::broadcast::Sender<String>,
 }
@@ -181,7 +190,10 @@ enum Undo {
 }
 
 impl SandboxManager {
-    pub fn new(config: Arc<Config>) -> Result<SandboxManager> {
+    pub fn new(
+        config: Arc<Config>,
+        events: Arc<dyn SandboxPublisher<(SandboxRecord, SandboxState)>>,
+    ) -> Result<SandboxManager> {
         let cni = CniManager::new(config.cni.conf_dir.clone(), config.cni.bin_dirs.clone());
         let cgroups = Cgroups::detect()?;
         Ok(SandboxManager {
@@ -190,14 +202,9 @@ impl SandboxManager {
             cgroups,
             sandboxes: RwLock::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
-            events: Arc::new(crate::events::EventBus::new()),
-            shim_lost: tokio::sync::broadcast::channel(shim_watch::LOST_BACKLOG).0,
+            events,
+            shim_lost: tokio::sync::broadcast::channel(SHIM_LOST_BACKLOG).0,
         })
-    }
-
-    /// Lifecycle events of sandboxes and (published by the container manager) containers.
-    pub fn events(&self) -> &Arc<crate::events::EventBus> {
-        &self.events
     }
 
     pub fn cni(&self) -> &CniManager {
@@ -566,17 +573,11 @@ impl SandboxManager {
             r.state = SandboxState::Ready;
         });
         self.persist(&record)?;
-        use crate::events::{Event, EventKind};
-        self.events.publish(Event::sandbox(
-            EventKind::Created,
-            &record,
-            SandboxState::Ready,
-        ));
-        self.events.publish(Event::sandbox(
-            EventKind::Started,
-            &record,
-            SandboxState::Ready,
-        ));
+        let ready = || (record.clone(), SandboxState::Ready);
+        self.events
+            .publish_sandbox(EventKind::Created, &record.id, &ready);
+        self.events
+            .publish_sandbox(EventKind::Started, &record.id, &ready);
         tracing::info!(
             sandbox_id = %id,
             pod = %metadata.name,
@@ -704,12 +705,9 @@ impl SandboxManager {
         self.persist(&rec)?;
         // Once per pod: a repeated StopPodSandbox is not a transition.
         if record.state == SandboxState::Ready {
-            let event = crate::events::Event::sandbox(
-                crate::events::EventKind::Stopped,
-                &rec,
-                SandboxState::NotReady,
-            );
-            self.events.publish(event);
+            let not_ready = || (rec.clone(), SandboxState::NotReady);
+            self.events
+                .publish_sandbox(EventKind::Stopped, &rec.id, &not_ready);
         }
         tracing::info!(sandbox_id = %rec.id, "pod sandbox stopped");
         Ok(())
@@ -823,12 +821,9 @@ impl SandboxManager {
                 names.remove(&key);
             }
         }
-        let event = crate::events::Event::sandbox(
-            crate::events::EventKind::Deleted,
-            &record,
-            SandboxState::NotReady,
-        );
-        self.events.publish(event);
+        let gone = || (record.clone(), SandboxState::NotReady);
+        self.events
+            .publish_sandbox(EventKind::Deleted, &record.id, &gone);
         tracing::info!(sandbox_id = %record.id, "pod sandbox removed");
         Ok(())
     }

@@ -14,10 +14,8 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use super::{KILL_WAIT, SandboxManager, SandboxState};
+use crate::shim::cmdline::is_shim_of;
 use crate::store::lock;
-
-/// How many shim deaths may wait for their subscriber before it has to resynchronize.
-pub(super) const LOST_BACKLOG: usize = 256;
 
 impl SandboxManager {
     /// Sandbox ids whose shim died unexpectedly (their pod is NotReady by then).
@@ -109,9 +107,9 @@ impl SandboxManager {
         if let Err(e) = self.persist(&record) {
             tracing::warn!(sandbox_id = %id, error = %e, "persisting a pod whose shim died");
         }
+        let not_ready = || (record.clone(), SandboxState::NotReady);
         let stopped = crate::events::EventKind::Stopped;
-        let event = crate::events::Event::sandbox(stopped, &record, SandboxState::NotReady);
-        self.events.publish(event);
+        self.events.publish_sandbox(stopped, &record.id, &not_ready);
         // No subscriber (a daemon without containers) is fine.
         let _ = self.shim_lost.send(id.to_string());
     }
@@ -133,11 +131,6 @@ fn open_pidfd(pid: u32, sandbox_id: &str) -> io::Result<OwnedFd> {
         ));
     }
     Ok(fd)
-}
-
-/// Whether a NUL-separated command line is `<exe> shim … --sandbox-id <sandbox_id> …`.
-pub(crate) fn is_shim_of(cmdline: &[u8], sandbox_id: &str) -> bool {
-    crate::sweep::shim_args(cmdline).is_some_and(|(id, _)| id == sandbox_id)
 }
 
 /// Resolves when the process behind `fd` has exited (a pidfd polls readable then).

@@ -7,9 +7,14 @@
 //! daemon (whose child exits at once), setsid, become child subreaper, bind the socket,
 //! stdin → /dev/null and stdout/stderr → the log, then `ready <pid>\n` on the original
 //! stdout, which is closed.
+//!
+//! Owns the pod's processes once started, their stdio, CRI logs and exit files; the daemon
+//! side (`client`) and the command-line contract (`cmdline`) live here too, so the daemon
+//! speaks to shims only through this module. May call `init` (by exec), `linux`, `persist`.
 
 pub mod bundle;
 pub mod client;
+pub mod cmdline;
 mod exec;
 mod interactive;
 pub mod log;
@@ -86,7 +91,11 @@ pub fn run(args: ShimArgs) -> ExitCode {
     // run arbitrary code.
     match unsafe { fork() } {
         Ok(ForkResult::Parent { .. }) => return ExitCode::SUCCESS,
-        Ok(ForkResult::Child) => {}
+        Ok(ForkResult::Child) => {
+            // `ps` shows the shim as what it is (the command line names its pod); the
+            // tokio runtime is single-threaded, so this one thread is the process.
+            let _ = nix::sys::prctl::set_name(c"berth-shim");
+        }
         Err(e) => {
             eprintln!("berth shim: fork: {e}");
             return ExitCode::FAILURE;

@@ -8,8 +8,12 @@
 //! kubelet polling every 10 s gets fresh figures at the cost of one read per poll, and the
 //! periodic pass keeps rates and metrics going between polls.) A container whose cgroup vanished
 //! keeps its last sample, so one gone container never fails a whole list.
+//!
+//! Owns the sample cache and the cAdvisor-compatible CRI metrics (`cadvisor`); berth's own
+//! Prometheus metrics are `crate::metrics`, the CRI messages `crate::cri::stats`. May call
+//! `container` and `sandbox` (records, usage readings), `linux` and `metrics` (its timer).
 
-pub mod metrics;
+pub mod cadvisor;
 pub mod pod;
 
 use std::collections::HashMap;
@@ -18,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::container::manager::{ContainerFilter, ContainerManager, ContainerRecord};
-use crate::container::stats::{Usage, disk_usage, read_usage};
+use crate::container::usage::{Usage, disk_usage, read_usage};
 use crate::linux::cgroup::Cgroups;
 use crate::sandbox::{SandboxFilter, SandboxManager, SandboxRecord, SandboxState, now_nanos};
 use crate::store::lock;

@@ -111,10 +111,6 @@ impl ContainerManager {
         if let Err(e) = self.persist(&updated) {
             tracing::warn!(container_id = %updated.id, error = %e, "persisting a lost container");
         }
-        crate::events::publish_container(
-            &self.sandboxes,
-            crate::events::EventKind::Stopped,
-            &updated,
-        );
+        self.publish(crate::events::EventKind::Stopped, &updated);
     }
 }

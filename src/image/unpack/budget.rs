@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
 
-use super::UnpackError;
+use super::error::UnpackError;
 
 /// Bytes the tar may spend between two entries (headers, PAX records, long names, data of
 /// entries that have none, trailing padding): the tar crate holds some of it in memory.

@@ -14,8 +14,8 @@ use tar::EntryType;
 
 use super::beneath::{DirFd, make_dirs, open_beneath, remove_entry, resolve_dir};
 use super::budget::Budget;
+use super::error::{Refusal, UnpackError, UnpackLimits};
 use super::path::{LayerPath, Whiteout, classify_whiteout};
-use super::{Refusal, UnpackError, UnpackLimits};
 
 /// File data is moved through one buffer of this size.
 const DATA_BUFFER: usize = 256 * 1024;

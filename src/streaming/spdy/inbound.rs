@@ -13,12 +13,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::SpdyError;
+use super::config::PeerFlowControl;
 use super::frame::{
     self, Data, Frame, GoAway, GoAwayStatus, Ping, RstStatus, RstStream, Settings, SynReply,
     SynStream, WindowUpdate,
 };
 use super::header::{HeaderDecompressor, Headers};
-use super::session::PeerFlowControl;
 use super::state::{Reset, Shared, StreamState};
 use super::stream::Stream;
 

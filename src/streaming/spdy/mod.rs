@@ -25,6 +25,8 @@ pub mod header;
 
 pub use frame::{GoAwayStatus, RstStatus};
 pub use header::Headers;
+pub mod config;
+mod error;
 #[cfg(test)]
 mod frame_tests;
 mod inbound;
@@ -35,40 +37,7 @@ mod session_tests;
 mod state;
 pub mod stream;
 
-pub use session::{PeerFlowControl, Role, Session, SessionConfig};
+pub use config::{PeerFlowControl, Role, SessionConfig};
+pub use error::SpdyError;
+pub use session::Session;
 pub use stream::{Stream, StreamReader, StreamWriter};
-
-use std::sync::Arc;
-
-/// Errors of SPDY sessions and streams.
-#[derive(Debug, thiserror::Error)]
-pub enum SpdyError {
-    #[error("malformed SPDY frame")]
-    Frame(#[from] frame::FrameError),
-    #[error("bad SPDY header block")]
-    Header(#[from] header::HeaderError),
-    #[error("I/O on the SPDY connection")]
-    Io(#[source] std::io::Error),
-    #[error("the SPDY connection was closed by us")]
-    Closed,
-    #[error("the peer closed the SPDY connection")]
-    PeerClosed,
-    #[error("the SPDY connection is gone")]
-    ConnectionLost(#[source] Arc<SpdyError>),
-    #[error("the peer sent GOAWAY: no new streams")]
-    GoneAway,
-    #[error("no stream ids left on this connection")]
-    StreamIdsExhausted,
-    #[error("stream {id} was reset by the peer ({status})")]
-    StreamReset { id: u32, status: RstStatus },
-    #[error("stream {id} was reset")]
-    StreamResetLocally { id: u32 },
-    #[error("stream {id} is closed for writing")]
-    StreamClosed { id: u32 },
-}
-
-impl From<SpdyError> for crate::Error {
-    fn from(err: SpdyError) -> Self {
-        crate::Error::with_source(crate::ErrorKind::Unavailable, "SPDY streaming", err)
-    }
-}

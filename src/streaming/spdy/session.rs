@@ -1,4 +1,4 @@
-//! One SPDY/3.1 connection: the public handle, its configuration and its two tasks.
+//! One SPDY/3.1 connection: the public handle and its two tasks (its settings: `config`).
 //!
 //! `inbound` reads and dispatches frames, `outbound` writes what the handles queue. Both roles
 //! behave the same except for stream and ping id parity: a server opens even streams and
@@ -12,68 +12,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 
 use super::SpdyError;
-use super::frame::{self, Frame, GoAway, GoAwayStatus, Limits, Ping, Setting, Settings, SynStream};
+use super::config::{Role, SessionConfig};
+use super::frame::{self, Frame, GoAway, GoAwayStatus, Ping, Setting, Settings, SynStream};
 use super::header::Headers;
 use super::state::{Shared, StreamState};
 use super::stream::Stream;
 use super::{inbound, outbound};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Server,
-    Client,
-}
-
-/// Whether our writers wait for the peer's flow-control windows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerFlowControl {
-    /// Honour the peer's windows once it shows it does flow control (sends a WINDOW_UPDATE or
-    /// SETTINGS_INITIAL_WINDOW_SIZE). The Go client never does, and would stall after 64 KiB
-    /// if we waited for it; TCP bounds what we send it instead.
-    Auto,
-    /// Always honour them (peers known to send WINDOW_UPDATE).
-    Enforce,
-}
-
-#[derive(Debug, Clone)]
-pub struct SessionConfig {
-    /// Per-stream receive window we advertise (SETTINGS_INITIAL_WINDOW_SIZE); also what a
-    /// stream buffers at most before reading from the connection pauses.
-    pub stream_receive_window: u32,
-    /// Session receive window we advertise; also what the session buffers at most.
-    pub session_receive_window: u32,
-    /// Largest DATA payload we write.
-    pub max_data_frame: usize,
-    /// Outgoing bytes queued before writers wait for the connection.
-    pub write_buffer: usize,
-    /// Cap on the decompressed size of one header block.
-    pub max_header_block: usize,
-    /// Size limits of incoming frames.
-    pub limits: Limits,
-    pub peer_flow_control: PeerFlowControl,
-    /// Accepted streams waiting for the application before reading pauses.
-    pub accept_backlog: usize,
-    /// After our GOAWAY, how long we keep reading (and discarding) so that closing the socket
-    /// with unread input does not make the kernel reset the connection and drop what the peer
-    /// has not read yet.
-    pub close_linger: Duration,
-}
-
-impl Default for SessionConfig {
-    fn default() -> Self {
-        SessionConfig {
-            stream_receive_window: 1024 * 1024,
-            session_receive_window: 8 * 1024 * 1024,
-            max_data_frame: 64 * 1024,
-            write_buffer: 512 * 1024,
-            max_header_block: 64 * 1024,
-            limits: Limits::default(),
-            peer_flow_control: PeerFlowControl::Auto,
-            accept_backlog: 32,
-            close_linger: Duration::from_secs(2),
-        }
-    }
-}
 
 /// A SPDY connection. Cheap to clone; when the last clone is dropped the connection is
 /// closed as by [`Session::close`] (streams still held then fail).

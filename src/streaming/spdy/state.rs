@@ -15,9 +15,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::sync::{Notify, oneshot, watch};
 
 use super::SpdyError;
+use super::config::{PeerFlowControl, Role, SessionConfig};
 use super::frame::{self, Frame, RstStatus, RstStream, WindowUpdate};
 use super::header::{HeaderCompressor, Headers};
-use super::session::{PeerFlowControl, Role, SessionConfig};
 
 /// Frames smaller than this are copied into a stream's tail buffer instead of being queued as
 /// their own `Bytes`, so a peer sending 1-byte frames cannot make the queue cost more than

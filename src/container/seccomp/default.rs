@@ -9,7 +9,7 @@ use oci_spec::runtime::{
     Arch, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompArgBuilder, LinuxSeccompOperator,
 };
 
-use super::seccomp::{ArchMapEntry, ProfileFile, RuleFilter, SyscallRule};
+use super::profile::{ArchMapEntry, ProfileFile, RuleFilter, SyscallRule};
 
 /// Allowed for every container.
 const ALLOWED: &str = "\

@@ -260,7 +260,7 @@ impl Builder {
         });
     }
 
-    fn memory(&mut self, usage: &crate::container::stats::Usage) {
+    fn memory(&mut self, usage: &crate::container::usage::Usage) {
         self.push(CPU_USAGE, usage.cpu_usage_ns.map(|ns| ns / 1_000_000_000));
         self.push(MEMORY_USAGE, usage.memory_usage_bytes);
         self.push(MEMORY_WORKING_SET, usage.memory_working_set_bytes);
@@ -279,7 +279,7 @@ impl Builder {
     }
 
     /// cgroup v2 only: I/O bytes and the PSI stall totals (whole seconds, like the CPU).
-    fn io_and_pressure(&mut self, usage: &crate::container::stats::Usage) {
+    fn io_and_pressure(&mut self, usage: &crate::container::usage::Usage) {
         self.push(FS_READS_BYTES, usage.io_read_bytes);
         self.push(FS_WRITES_BYTES, usage.io_write_bytes);
         let seconds = |us: u64| us / 1_000_000;
@@ -417,7 +417,7 @@ mod tests {
         };
         let sample = PodSample {
             timestamp: 5_000_000_000,
-            usage: crate::container::stats::Usage {
+            usage: crate::container::usage::Usage {
                 cpu_usage_ns: Some(3_500_000_000),
                 memory_working_set_bytes: Some(1024),
                 page_faults: Some(10),

@@ -1,0 +1,226 @@
+//! The composition root: builds the managers and services, owns the event bus and wires
+//! the metrics gauges, and hands each its collaborators. Only this module (and
+//! `server.rs`, which serves what it builds) may know every part; the parts below it do
+//! not call back up.
+//!
+//! Arrows: daemon → cri (adapters) → {sandbox, container, image, stats, streaming} →
+//! {events, metrics, linux, shim client, ...}. `events` and `metrics` are leaves the owners
+//! publish to.
+
+use std::sync::{Arc, Mutex};
+
+use crate::config::{CgroupDriver, Config};
+use crate::container::manager::{
+    ContainerFilter, ContainerManager, ContainerState, LifecycleEvents,
+};
+use crate::cri::Services;
+use crate::error::Result;
+use crate::image::ImageService;
+use crate::metrics::{BerthMetrics, by_state};
+use crate::sandbox::{SandboxFilter, SandboxManager, SandboxState};
+use crate::streaming::StreamingServer;
+
+/// How often exits are looked for while someone listens to events.
+pub const EXIT_WATCH_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Everything the daemon runs, built once at start.
+pub struct Daemon {
+    services: Arc<Services>,
+}
+
+impl Daemon {
+    pub async fn open(config: Arc<Config>) -> Result<Daemon> {
+        let cgroup_driver = CgroupDriver::resolve(config.cgroup_driver)?;
+        let events = Arc::new(LifecycleEvents::new());
+        let sandboxes = Arc::new(SandboxManager::new(config.clone(), events.clone())?);
+        let images = ImageService::open(&config).await?;
+        let containers = Arc::new(ContainerManager::new(
+            config.clone(),
+            sandboxes.clone(),
+            images.clone(),
+            events.clone(),
+        ));
+        let stats = crate::stats::Collector::new(
+            containers.clone(),
+            sandboxes.clone(),
+            config.stats.collection_period,
+        );
+        let streaming = StreamingServer::start(
+            config.streaming.address,
+            config.streaming.port,
+            config.streaming.idle_timeout,
+            containers.clone(),
+            sandboxes.clone(),
+        )
+        .await?;
+        follow_shim_deaths(&sandboxes, &containers);
+        register_gauges(&sandboxes, &containers, &events);
+        Ok(Daemon {
+            services: Arc::new(Services {
+                config,
+                cgroup_driver,
+                sandboxes,
+                containers,
+                images,
+                stats,
+                streaming,
+                events,
+                pod_cidr: Mutex::new(String::new()),
+            }),
+        })
+    }
+
+    pub fn runtime_service(&self) -> crate::cri::runtime::RuntimeCri {
+        crate::cri::runtime::RuntimeCri::new(self.services.clone())
+    }
+
+    pub fn image_service(&self) -> crate::cri::image::ImageCri {
+        crate::cri::image::ImageCri::new(self.services.images.clone())
+    }
+
+    /// Before the gate opens: brings back every sandbox and container (rolling back what a
+    /// crash interrupted), sweeps what no record points to, then watches the live shims.
+    pub async fn recover(&self) -> Result<()> {
+        let s = &self.services;
+        s.sandboxes.recover().await?;
+        s.containers.recover().await?;
+        crate::sweep::sweep(&s.config, &s.sandboxes, &s.containers).await;
+        s.sandboxes.watch_recovered_shims().await;
+        // Background work that reads what recovery loaded.
+        s.stats.start();
+        spawn_exit_watch(s.containers.clone(), s.events.clone(), EXIT_WATCH_PERIOD);
+        Ok(())
+    }
+
+    /// The daemon is stopping: pods keep running under their shims.
+    pub async fn shutdown(&self) {}
+}
+
+/// Marks the containers of every pod whose shim died as exited (see sandbox/shim_watch.rs).
+fn follow_shim_deaths(sandboxes: &Arc<SandboxManager>, containers: &Arc<ContainerManager>) {
+    let mut lost = sandboxes.subscribe_shim_lost();
+    let (sandboxes, containers) = (sandboxes.clone(), containers.clone());
+    tokio::spawn(async move {
+        loop {
+            match lost.recv().await {
+                Ok(sandbox_id) => containers.shim_lost(&sandbox_id).await,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // Some deaths were missed: every pod without a shim is checked.
+                    let filter = SandboxFilter::default();
+                    for (record, _) in sandboxes.list(&filter) {
+                        if !sandboxes.shim_connected(&record.id) {
+                            containers.shim_lost(&record.id).await;
+                        }
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
+/// Exits are learned when a container's record is read (its shim's exit file is then
+/// found); while anyone subscribes to events, read them all once per `period` so that a
+/// STOPPED event comes within that time rather than at the next List.
+pub fn spawn_exit_watch(
+    containers: Arc<ContainerManager>,
+    bus: Arc<LifecycleEvents>,
+    period: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if bus.has_subscribers() {
+                let running = ContainerFilter {
+                    state: Some(ContainerState::Running),
+                    ..Default::default()
+                };
+                containers.list(&running);
+            }
+        }
+    })
+}
+
+fn container_state_name(state: ContainerState) -> &'static str {
+    match state {
+        ContainerState::Creating => "creating",
+        ContainerState::Created => "created",
+        ContainerState::Running => "running",
+        ContainerState::Exited => "exited",
+        ContainerState::Unknown => "unknown",
+    }
+}
+
+fn sandbox_state_name(state: SandboxState) -> &'static str {
+    match state {
+        SandboxState::Creating => "creating",
+        SandboxState::Ready => "ready",
+        SandboxState::NotReady => "notready",
+    }
+}
+
+/// The domain gauges (objects by state, event counters), read from their owners at scrape.
+fn register_gauges(
+    sandboxes: &Arc<SandboxManager>,
+    containers: &Arc<ContainerManager>,
+    events: &Arc<LifecycleEvents>,
+) {
+    // Weak: the metrics registry is process-wide and must not keep a daemon alive.
+    let (sandboxes, containers, events) = (
+        Arc::downgrade(sandboxes),
+        Arc::downgrade(containers),
+        Arc::downgrade(events),
+    );
+    crate::metrics::on_scrape(move |metrics: &BerthMetrics| {
+        if let Some(containers) = containers.upgrade() {
+            let all = containers.list(&ContainerFilter::default());
+            metrics.containers.replace(by_state(
+                &[
+                    ContainerState::Created,
+                    ContainerState::Running,
+                    ContainerState::Exited,
+                    ContainerState::Unknown,
+                ],
+                all.iter().map(|c| c.state),
+                container_state_name,
+            ));
+        }
+        if let Some(sandboxes) = sandboxes.upgrade() {
+            let all = sandboxes.list(&SandboxFilter::default());
+            metrics.sandboxes.replace(by_state(
+                &[SandboxState::Ready, SandboxState::NotReady],
+                all.iter().map(|(_, s)| *s),
+                sandbox_state_name,
+            ));
+        }
+        if let Some(events) = events.upgrade() {
+            let counts = events.counts();
+            metrics.oom_kills.set(&[], counts.oom_kills as f64);
+            metrics.events_published.set(&[], counts.published as f64);
+            metrics.events_dropped.set(&[], counts.dropped as f64);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sandbox_state_gauges_list_every_state_even_at_zero() {
+        let series = by_state(
+            &[SandboxState::Ready, SandboxState::NotReady],
+            [SandboxState::Ready, SandboxState::Ready].into_iter(),
+            sandbox_state_name,
+        );
+        assert_eq!(
+            series,
+            vec![
+                (vec!["notready".to_string()], 0.0),
+                (vec!["ready".to_string()], 2.0)
+            ]
+        );
+    }
+}

@@ -1,0 +1,44 @@
+//! The image service's shared state: the store, the index of records, the registry client,
+//! and the locks and in-flight pulls that pulls and garbage collection coordinate through.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures_util::future::{BoxFuture, Shared};
+
+use super::error::ImageError;
+use super::store::{ImageRecord, Store};
+use super::{registry, unpack};
+
+pub(super) type SharedPull = Shared<BoxFuture<'static, Result<String, Arc<ImageError>>>>;
+
+pub(super) struct Inner {
+    pub(super) store: Store,
+    pub(super) images_root: PathBuf,
+    /// Records by image ID. Locked only around map operations.
+    pub(super) index: RwLock<HashMap<String, ImageRecord>>,
+    pub(super) registry: registry::RegistryClient,
+    pub(super) config_dirs: Vec<PathBuf>,
+    pub(super) progress_timeout: Duration,
+    pub(super) max_downloads: usize,
+    pub(super) unpack_limits: unpack::UnpackLimits,
+    /// Pulls in flight by normalized reference: identical pulls share one.
+    pub(super) inflight: Mutex<HashMap<String, SharedPull>>,
+    /// One unpack per chain ID at a time.
+    pub(super) layer_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Pulls hold it shared; garbage collection holds it exclusively (a pull's new layers
+    /// are referenced by no record until it finishes).
+    pub(super) gc_barrier: Arc<tokio::sync::RwLock<()>>,
+    pub(super) gc_pending: AtomicBool,
+    /// Serializes record changes (a tag moving from one image to another, removals).
+    pub(super) records_lock: tokio::sync::Mutex<()>,
+    /// Loopback hosts that turned out to speak plain http.
+    pub(super) http_hosts: Mutex<std::collections::HashSet<String>>,
+}
+
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
