@@ -325,6 +325,8 @@ impl ContainerManager {
         if config.image.is_empty() {
             return Err(Error::invalid_argument("config.image.image is required"));
         }
+        // What the node cannot apply is refused before anything exists.
+        self.check_resources(&config.resources).await?;
         let (image, layers, image_config) = self
             .images
             .resolve_for_container(&config.image)
@@ -811,6 +813,17 @@ impl ContainerManager {
         Ok(())
     }
 
+    /// Refuses resources this node cannot apply (CPUs it lacks, unified keys of a missing
+    /// controller, swap without swap accounting), naming the CRI field.
+    async fn check_resources(&self, resources: &super::config::ContainerResources) -> Result<()> {
+        let linux = super::spec::linux_resources(resources).map_err(Error::from)?;
+        let cgroups = self.sandboxes.cgroups().clone();
+        tokio::task::spawn_blocking(move || cgroups.check_resources(&linux))
+            .await
+            .map_err(|e| Error::internal("cgroup check task", e))?
+            .map_err(Error::from)
+    }
+
     /// UpdateContainerResources: written to the live cgroup, and kept in the record.
     pub async fn update_resources(
         &self,
@@ -826,6 +839,7 @@ impl ContainerManager {
                 record.id
             )));
         }
+        self.check_resources(&resources).await?;
         let linux = super::spec::linux_resources(&resources).map_err(Error::from)?;
         let cgroups = self.sandboxes.cgroups().clone();
         let path = record.cgroup_path.clone();

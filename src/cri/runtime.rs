@@ -471,8 +471,9 @@ impl RuntimeService for RuntimeCri {
         let features = cri::RuntimeHandlerFeatures {
             // Init applies `rro` with mount_setattr(AT_RECURSIVE).
             recursive_read_only_mounts: true,
-            // Pods in their own user namespace, with id-mapped rootfs and volumes.
-            user_namespaces: true,
+            // Pods in their own user namespace, with id-mapped rootfs and volumes, where
+            // overlayfs takes id-mapped layers.
+            user_namespaces: crate::linux::kernel::userns_pods_unsupported().is_none(),
         };
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
