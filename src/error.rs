@@ -12,7 +12,13 @@ pub enum ErrorKind {
     FailedPrecondition,
     Unavailable,
     DeadlineExceeded,
+    /// A request whose answer would be too large (ExecSync output past the CRI's limit).
+    ResourceExhausted,
     Unimplemented,
+    /// The other side gave up on the call.
+    Cancelled,
+    /// A failure whose cause fits no other kind (a command that could not be exec'd).
+    Unknown,
     Internal,
 }
 
@@ -67,6 +73,9 @@ impl Error {
     pub fn deadline_exceeded(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::DeadlineExceeded, message)
     }
+    pub fn resource_exhausted(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::ResourceExhausted, message)
+    }
     pub fn unimplemented(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unimplemented, message)
     }
@@ -110,7 +119,10 @@ impl From<Error> for tonic::Status {
             ErrorKind::FailedPrecondition => tonic::Code::FailedPrecondition,
             ErrorKind::Unavailable => tonic::Code::Unavailable,
             ErrorKind::DeadlineExceeded => tonic::Code::DeadlineExceeded,
+            ErrorKind::ResourceExhausted => tonic::Code::ResourceExhausted,
             ErrorKind::Unimplemented => tonic::Code::Unimplemented,
+            ErrorKind::Cancelled => tonic::Code::Cancelled,
+            ErrorKind::Unknown => tonic::Code::Unknown,
             ErrorKind::Internal => tonic::Code::Internal,
         };
         tonic::Status::new(code, err.to_string())
@@ -152,6 +164,10 @@ mod tests {
             (Error::already_exists("x"), tonic::Code::AlreadyExists),
             (Error::deadline_exceeded("x"), tonic::Code::DeadlineExceeded),
             (Error::unimplemented("x"), tonic::Code::Unimplemented),
+            (
+                Error::resource_exhausted("x"),
+                tonic::Code::ResourceExhausted,
+            ),
         ];
         for (err, code) in cases {
             assert_eq!(tonic::Status::from(err).code(), code);

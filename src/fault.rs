@@ -58,6 +58,41 @@ pub fn point(name: &'static str) {
 #[inline(always)]
 pub fn point(_name: &'static str) {}
 
+/// The environment variable naming a point where the daemon pauses, `<point>=<millis>`:
+/// for tests that must catch an operation in flight without racing it.
+pub const HOLD_ENV: &str = "BERTH_FAULT_HOLD";
+
+#[cfg(any(debug_assertions, feature = "fault-injection"))]
+fn held() -> Option<(&'static str, std::time::Duration)> {
+    static HELD: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    HELD.get_or_init(|| {
+        let value = std::env::var(HOLD_ENV).ok()?;
+        let (name, millis) = value.split_once('=')?;
+        Some((name.to_string(), millis.parse().ok()?))
+    })
+    .as_ref()
+    .map(|(name, millis)| (name.as_str(), std::time::Duration::from_millis(*millis)))
+}
+
+/// Waits here (without blocking the executor) when `BERTH_FAULT_HOLD` names this point.
+#[cfg(any(debug_assertions, feature = "fault-injection"))]
+pub async fn hold(name: &'static str) {
+    debug_assert!(
+        POINTS.contains(&name),
+        "fault point {name} is not in POINTS"
+    );
+    if let Some((held, pause)) = held()
+        && held == name
+    {
+        tracing::info!(point = name, ?pause, "fault injection: holding");
+        tokio::time::sleep(pause).await;
+    }
+}
+
+#[cfg(not(any(debug_assertions, feature = "fault-injection")))]
+#[inline(always)]
+pub async fn hold(_name: &'static str) {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

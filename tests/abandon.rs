@@ -296,10 +296,16 @@ async fn every_mutating_call_abandoned_at_random_points_is_finished_by_its_retry
 
 /// Same name, another config, while the first creation runs: AlreadyExists naming the
 /// container being made; a stop of that container while it is being created is
-/// FailedPrecondition saying so.
+/// FailedPrecondition saying so. The first creation is held (BERTH_FAULT_HOLD) right after
+/// its record is written, so the test sees it in flight without racing it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_different_create_under_a_name_in_flight_is_already_exists_and_stop_is_refused() {
-    let daemon = TestDaemon::start().await;
+    let daemon = TestDaemon::start_full(
+        true,
+        &[],
+        &[("BERTH_FAULT_HOLD", "container.create.after_record=3000")],
+    )
+    .await;
     mirror_docker_io(&daemon);
     pull(&daemon, IMAGE).await;
     let mut rt = daemon.runtime().await;
@@ -307,51 +313,53 @@ async fn a_different_create_under_a_name_in_flight_is_already_exists_and_stop_is
     let pod = run_pod(&mut rt, config.clone())
         .await
         .expect("RunPodSandbox");
-    let mut refused_while_creating = false;
-    for attempt in 0..20u32 {
-        let mut first = container_config("c", IMAGE, &["sleep", "1000"]);
-        first.metadata.as_mut().unwrap().attempt = attempt;
-        let mut other = first.clone();
-        other.command = vec!["sleep".into(), "2000".into()];
-        let (mut rt1, pod1, config1) = (daemon.runtime().await, pod.clone(), config.clone());
-        let creating =
-            tokio::spawn(async move { create_container(&mut rt1, &pod1, &config1, first).await });
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        let err = create_container(&mut rt, &pod, &config, other)
-            .await
-            .expect_err("another config under a name in use");
-        assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
-        let named = err
-            .message()
-            .split(|c: char| !c.is_ascii_hexdigit())
-            .rfind(|w| w.len() == 64)
-            .unwrap_or_else(|| panic!("the error names no container: {}", err.message()))
-            .to_string();
-        let stop = rt
-            .stop_container(cri::StopContainerRequest {
-                container_id: named.clone(),
-                timeout: 0,
-            })
-            .await;
-        if let Err(status) = &stop {
-            assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
-            assert!(
-                status.message().contains("being created"),
-                "{}",
-                status.message()
-            );
-            refused_while_creating = true;
-        }
-        let id = creating.await.unwrap().expect("the first creation");
-        assert_eq!(id, named, "the error named the container being made");
-        if refused_while_creating {
-            break;
-        }
+    let first = container_config("c", IMAGE, &["sleep", "1000"]);
+    let mut other = first.clone();
+    other.command = vec!["sleep".into(), "2000".into()];
+    let (mut rt1, pod1, config1) = (daemon.runtime().await, pod.clone(), config.clone());
+    let creating =
+        tokio::spawn(async move { create_container(&mut rt1, &pod1, &config1, first).await });
+    // The record on disk means the creation reached the hold (it waits 3 s there).
+    let records = daemon.root.join("containers");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_dir(&records)
+        .map(|dir| {
+            dir.flatten()
+                .any(|e| e.path().join("container.json").exists())
+        })
+        .unwrap_or(false)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first creation never wrote its record"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let err = create_container(&mut rt, &pod, &config, other)
+        .await
+        .expect_err("another config under a name in use");
+    assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
+    let named = err
+        .message()
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .rfind(|w| w.len() == 64)
+        .unwrap_or_else(|| panic!("the error names no container: {}", err.message()))
+        .to_string();
+    let status = rt
+        .stop_container(cri::StopContainerRequest {
+            container_id: named.clone(),
+            timeout: 0,
+        })
+        .await
+        .expect_err("a stop of a container being created");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
     assert!(
-        refused_while_creating,
-        "never caught a creation in flight in 20 tries"
+        status.message().contains("being created"),
+        "{}",
+        status.message()
     );
+    let id = creating.await.unwrap().expect("the first creation");
+    assert_eq!(id, named, "the error named the container being made");
     stop_pod(&mut rt, &pod).await;
     remove_pod(&mut rt, &pod).await;
     daemon.assert_no_leaks("after the pod was removed");

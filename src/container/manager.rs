@@ -3,8 +3,9 @@
 //! Records, names, rollback and state moves go through the lifecycle core
 //! (`crate::lifecycle`); the state machine is drawn in `manager/state.rs`. The files here
 //! keep what is the container's own: `create.rs`, `start.rs`, `stop.rs` (stop and
-//! remove), `exec.rs` (ExecSync, log reopening, resource updates), `recover.rs` and
-//! `lost.rs` (containers whose shim is gone).
+//! remove), `exec.rs` (ExecSync, log reopening, resource updates), `exits.rs` (the exits
+//! shims push, and every move to Exited), `recover.rs` and `lost.rs` (containers whose
+//! shim is gone).
 //!
 //! Every mutating call runs in its own task (`crate::lifecycle::detach`): a client that
 //! gives up does not cut it short, and its retry joins it or finds it done.
@@ -18,11 +19,11 @@ use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::image::ImageService;
 use crate::lifecycle::{Calls, Registry};
-use crate::persist;
 use crate::sandbox::SandboxManager;
 
 mod create;
 mod exec;
+mod exits;
 mod lost;
 mod record;
 mod recover;
@@ -89,13 +90,6 @@ impl ContainerManager {
         self.config.state.join("containers").join(id)
     }
 
-    fn exit_file(&self, record: &ContainerRecord) -> PathBuf {
-        self.sandboxes
-            .shim_state_dir(&record.sandbox_id)
-            .join("exits")
-            .join(&record.id)
-    }
-
     /// The container's writable layer (overlay upper dir), for its disk usage.
     pub fn writable_dir(&self, id: &str) -> PathBuf {
         self.record_dir(id).join("upper")
@@ -119,47 +113,17 @@ impl ContainerManager {
         self.records.all()
     }
 
-    /// Brings a Created or Running record up to date with its exit file.
-    fn refresh(&self, container: &Container) -> ContainerRecord {
-        let record = container.record();
-        if record.state != ContainerState::Running && record.state != ContainerState::Created {
-            return record;
-        }
-        // A start under way publishes STARTED first; its exit is applied after.
-        if container
-            .ext
-            .starting
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
-            return record;
-        }
-        let Ok(Some(exit)) = persist::read_json::<record::ExitFile>(&self.exit_file(&record))
-        else {
-            return record;
-        };
-        // Another reader may have applied it meanwhile: that is no move, and no event.
-        match self
-            .records
-            .transition(container, ContainerState::Exited, |r| exit.apply(r))
-        {
-            Ok(moved) => moved.record,
-            Err(e) => {
-                tracing::warn!(container_id = %record.id, error = %e, "recording an exit");
-                container.record()
-            }
-        }
-    }
-
+    /// The record as it is: exits are applied when the shim pushes them (exits.rs), so
+    /// reading never writes.
     pub fn status(&self, id: &str) -> Result<ContainerRecord> {
-        let c = self.get(id)?;
-        Ok(self.refresh(&c))
+        Ok(self.get(id)?.record())
     }
 
     pub fn list(&self, filter: &ContainerFilter) -> Vec<ContainerRecord> {
         let mut out: Vec<_> = self
             .all()
             .into_iter()
-            .map(|c| self.refresh(&c))
+            .map(|c| c.record())
             .filter(|r| r.state != ContainerState::Creating)
             .filter(|r| filter.id.as_ref().is_none_or(|id| r.id.starts_with(id)))
             .filter(|r| {

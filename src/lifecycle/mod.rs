@@ -24,4 +24,4 @@ mod transition;
 pub use calls::{Calls, Failure, Running, detach};
 pub use registry::{Claim, Registry, Reservation, fingerprint};
 pub use rollback::Rollback;
-pub use transition::{Entry, Hooks, Lifecycle, Moved, Record};
+pub use transition::{Entry, Hooks, Lifecycle, Moved, Record, Saving};

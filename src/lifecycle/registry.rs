@@ -109,6 +109,15 @@ impl<R: Record, X> Registry<R, X> {
         crate::store::lookup(&self.entries, id, R::KIND, R::ID_FIELD)
     }
 
+    /// By full id only (for callers that name objects exactly, as shims do).
+    pub fn get_exact(&self, id: &str) -> Option<Arc<Entry<R, X>>> {
+        self.entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
     pub fn all(&self) -> Vec<Arc<Entry<R, X>>> {
         crate::store::values(&self.entries)
     }
@@ -210,7 +219,7 @@ impl<R: Record, X> Registry<R, X> {
 
     /// Moves `entry` to `to` (applying `f` to the record with it), persists the record
     /// and publishes the move's events. Staying put changes, writes and publishes nothing.
-    pub fn transition(
+    pub async fn transition(
         &self,
         entry: &Entry<R, X>,
         to: R::State,
@@ -219,7 +228,7 @@ impl<R: Record, X> Registry<R, X> {
         let (from, moved) = entry.apply(to, f)?;
         if moved.changed {
             tracing::debug!(id = %entry.id, kind = R::KIND, ?from, ?to, "transition");
-            self.hooks.persist(&moved.record)?;
+            self.hooks.persist(&moved.record).await?;
             for kind in from.events(to) {
                 self.hooks.publish(*kind, &moved.record);
             }
@@ -228,14 +237,14 @@ impl<R: Record, X> Registry<R, X> {
     }
 
     /// Persists a change of fields other than the state.
-    pub fn save(&self, entry: &Entry<R, X>, f: impl FnOnce(&mut R)) -> Result<R> {
+    pub async fn save(&self, entry: &Entry<R, X>, f: impl FnOnce(&mut R)) -> Result<R> {
         let record = entry.update(f);
-        self.hooks.persist(&record)?;
+        self.hooks.persist(&record).await?;
         Ok(record)
     }
 
-    pub fn persist(&self, record: &R) -> Result<()> {
-        self.hooks.persist(record)
+    pub async fn persist(&self, record: &R) -> Result<()> {
+        self.hooks.persist(record).await
     }
 
     /// The object's files are gone: it leaves the registry, frees its name and publishes
@@ -271,9 +280,9 @@ mod tests {
     struct Journal(Arc<Mutex<Vec<String>>>);
 
     impl Hooks<ToyRecord> for Journal {
-        fn persist(&self, r: &ToyRecord) -> Result<()> {
+        fn persist<'a>(&'a self, r: &'a ToyRecord) -> crate::lifecycle::Saving<'a> {
             lock(&self.0).push(format!("persist {} {:?}", r.id, r.state));
-            Ok(())
+            Box::pin(async { Ok(()) })
         }
         fn publish(&self, kind: EventKind, r: &ToyRecord) {
             lock(&self.0).push(format!("publish {kind:?} {}", r.id));
@@ -386,8 +395,8 @@ mod tests {
         assert_eq!(reg.name_count(), 1, "committed");
     }
 
-    #[test]
-    fn transitions_persist_and_publish_once_and_remove_frees_the_name() {
+    #[tokio::test]
+    async fn transitions_persist_and_publish_once_and_remove_frees_the_name() {
         let (reg, j) = registry();
         let record = toy("id1", "n");
         reg.bind(&record);
@@ -395,14 +404,20 @@ mod tests {
         reg.insert(entry.clone());
         let moved = reg
             .transition(&entry, Toy::On, |r| r.note = "up".into())
+            .await
             .unwrap();
         assert!(moved.changed);
         assert_eq!(moved.record.note, "up");
         // A retry of the same move: no write, no event.
-        assert!(!reg.transition(&entry, Toy::On, |_| {}).unwrap().changed);
-        let err = reg.transition(&entry, Toy::New, |_| {}).unwrap_err();
+        assert!(
+            !reg.transition(&entry, Toy::On, |_| {})
+                .await
+                .unwrap()
+                .changed
+        );
+        let err = reg.transition(&entry, Toy::New, |_| {}).await.unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::FailedPrecondition);
-        reg.save(&entry, |r| r.note = "saved".into()).unwrap();
+        reg.save(&entry, |r| r.note = "saved".into()).await.unwrap();
         reg.remove(&entry);
         assert!(reg.get("id1").is_err());
         assert_eq!(reg.name_count(), 0);

@@ -36,9 +36,14 @@ pub trait Record: Clone + Send + Sync + 'static {
     fn fingerprint(&self) -> String;
 }
 
+/// A record write under way.
+pub type Saving<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>>;
+
 /// What is specific to a kind: where its record is written and how its events look.
 pub trait Hooks<R>: Send + Sync {
-    fn persist(&self, record: &R) -> Result<()>;
+    /// Writes the record. A future, because the write (two fsyncs) belongs on the
+    /// blocking pool: a worker thread stuck in it stalls every request it carries.
+    fn persist<'a>(&'a self, record: &'a R) -> Saving<'a>;
     fn publish(&self, kind: EventKind, record: &R);
 }
 

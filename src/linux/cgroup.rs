@@ -8,6 +8,8 @@
 //! Resource limits are planned as data in [`resources`] and written by
 //! [`Cgroups::apply_resources`].
 
+pub mod check;
+mod kill;
 pub mod resources;
 
 use std::collections::BTreeSet;
@@ -15,9 +17,6 @@ use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
-
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -38,11 +37,12 @@ pub enum CgroupError {
     Resources(#[from] resources::ResourcePlanError),
     #[error("controller {0} is not mounted")]
     NoController(&'static str),
-    #[error("processes still in cgroup {path} after {waited:?}: {pids:?}")]
+    #[error("processes still in cgroup {path} after {waited:?} of SIGKILL: {remaining}")]
     NotEmpty {
         path: String,
         waited: Duration,
-        pids: Vec<i32>,
+        /// Each one as `pid (command, state X)`.
+        remaining: String,
     },
 }
 
@@ -188,6 +188,12 @@ pub fn mode_of(hierarchies: &[Hierarchy]) -> Option<Mode> {
     }
 }
 
+/// Whether this host runs the unified (v2-only) hierarchy; detected once.
+pub fn unified_host() -> bool {
+    static UNIFIED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *UNIFIED.get_or_init(|| Cgroups::detect().is_ok_and(|c| c.mode() == Mode::V2))
+}
+
 /// One line of /proc/<pid>/cgroup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcCgroup {
@@ -325,7 +331,9 @@ impl Cgroups {
             }
             return Ok(());
         }
-        for w in resources::plan_v1(resources)? {
+        let mut writes = resources::plan_v1(resources)?;
+        resources::order_memsw_write(&mut writes, self.current_memsw(&relative));
+        for w in writes {
             let hierarchy = self
                 .hierarchies
                 .iter()
@@ -341,6 +349,16 @@ impl Cgroups {
             }
         }
         Ok(())
+    }
+
+    /// v1: the memory+swap limit `relative` has now (none without swap accounting).
+    fn current_memsw(&self, relative: &Path) -> Option<u64> {
+        let memory = self.hierarchies.iter().find(|h| !h.v2 && h.has("memory"))?;
+        let file = memory
+            .mount_point
+            .join(relative)
+            .join("memory.memsw.limit_in_bytes");
+        fs::read_to_string(file).ok()?.trim().parse().ok()
     }
 
     /// Moves `pid` into `path` in every hierarchy.
@@ -361,37 +379,6 @@ impl Cgroups {
             collect_procs(&hierarchy.mount_point.join(&relative), &mut pids)?;
         }
         Ok(pids.into_iter().collect())
-    }
-
-    /// SIGKILLs every process in `path` or below until none is left, for at most `wait`.
-    /// Uses `cgroup.kill` where the kernel has it. The caller must reap its own children
-    /// meanwhile if they could be left as zombies in the cgroup.
-    pub fn kill_all(&self, path: &str, wait: Duration) -> Result<()> {
-        let relative = relative_path(path)?;
-        for hierarchy in self.hierarchies.iter().filter(|h| h.v2) {
-            let kill_file = hierarchy.mount_point.join(&relative).join("cgroup.kill");
-            // Absent on older kernels and on a missing cgroup: the loop below covers both.
-            let _ = fs::write(kill_file, "1");
-        }
-        let start = Instant::now();
-        loop {
-            let pids = self.procs(path)?;
-            if pids.is_empty() {
-                return Ok(());
-            }
-            if start.elapsed() >= wait {
-                return Err(CgroupError::NotEmpty {
-                    path: path.to_string(),
-                    waited: wait,
-                    pids,
-                });
-            }
-            for pid in pids {
-                // ESRCH: gone meanwhile, which is the goal.
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
     }
 
     /// Removes `path` and every cgroup below it, deepest first, in every hierarchy.

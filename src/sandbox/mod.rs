@@ -14,6 +14,7 @@ pub mod podfiles;
 mod record;
 mod recover;
 mod run;
+mod shim_events;
 mod shim_watch;
 pub mod spec;
 mod state;
@@ -34,6 +35,7 @@ use crate::linux::cgroup::Cgroups;
 use crate::shim::ShimClient;
 use crate::store::lock;
 pub use record::{NetworkRecord, Sandbox, SandboxExt, SandboxRecord};
+pub use shim_events::ContainerExitSink;
 pub use spec::{NamespaceMode, NamespaceOptions, PodMetadata, PodSpec, PortMapping, Protocol};
 pub use state::SandboxState;
 
@@ -59,6 +61,8 @@ pub struct SandboxManager {
     calls: Calls<()>,
     /// Pods whose shim died unexpectedly (see shim_watch.rs).
     shim_lost: tokio::sync::broadcast::Sender<String>,
+    /// Where the exits the shims push for containers go (see shim_events.rs).
+    exit_sink: std::sync::OnceLock<ContainerExitSink>,
 }
 
 pub fn now_nanos() -> i64 {
@@ -92,6 +96,7 @@ impl SandboxManager {
             records: Registry::new(hooks),
             calls: Calls::default(),
             shim_lost: tokio::sync::broadcast::channel(SHIM_LOST_BACKLOG).0,
+            exit_sink: std::sync::OnceLock::new(),
         })
     }
 

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{PodMetadata, PodSpec, SandboxState};
 use crate::cni::{CniResult, NetworkConfigList};
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::events::{EventKind, SandboxPublisher};
-use crate::lifecycle::{Entry, Hooks, Record};
+use crate::lifecycle::{Entry, Hooks, Record, Saving};
 use crate::persist;
 use crate::shim::ShimClient;
 use crate::store::lock;
@@ -118,10 +118,13 @@ pub(super) fn record_path(root: &std::path::Path, id: &str) -> PathBuf {
 }
 
 impl Hooks<SandboxRecord> for SandboxHooks {
-    fn persist(&self, record: &SandboxRecord) -> Result<()> {
-        let path = record_path(&self.root, &record.id);
-        persist::write_json_atomic(&path, record)
-            .map_err(|e| Error::internal(format!("writing {}", path.display()), e))
+    fn persist<'a>(&'a self, record: &'a SandboxRecord) -> Saving<'a> {
+        Box::pin(async move {
+            let path = record_path(&self.root, &record.id);
+            persist::save_json(&path, record)
+                .await
+                .map_err(|e| Error::internal(format!("writing {}", path.display()), e))
+        })
     }
 
     fn publish(&self, kind: EventKind, record: &SandboxRecord) {

@@ -77,6 +77,7 @@ impl SandboxManager {
             if let Err(e) = self
                 .records
                 .transition(&sandbox, SandboxState::NotReady, |_| {})
+                .await
             {
                 tracing::warn!(sandbox_id = %id, error = %e, "persisting a pod whose shim is gone");
             }

@@ -133,7 +133,7 @@ impl SandboxManager {
             pause_start_time: None,
         };
         // Written before any resource is taken: recovery rolls back a Creating record.
-        self.records.persist(&record)?;
+        self.records.persist(&record).await?;
         crate::fault::point("sandbox.run.after_record");
         let sandbox = record::new_sandbox(record, None);
         self.records.insert(sandbox.clone());
@@ -144,16 +144,18 @@ impl SandboxManager {
         });
 
         let host_files = read_host_files();
-        podfiles::PodFiles::render(
+        let pod_files = podfiles::PodFiles::render(
             &hostname,
             &[],
             host_network,
             &spec.dns,
             &host_files.hosts,
             &host_files.resolv_conf,
-        )?
-        .write_to(&record_dir)
-        .map_err(io_err("writing the pod's files"))?;
+        )?;
+        let files_dir = record_dir.clone();
+        persist::off_executor(move || pod_files.write_to(&files_dir))
+            .await
+            .map_err(io_err("writing the pod's files"))?;
 
         if let Some(path) = &netns {
             let pin_path = path.clone();
@@ -175,13 +177,15 @@ impl SandboxManager {
             };
             let network = self.cni.load()?;
             // The config is on disk before ADD, so a crash mid-ADD can replay DEL.
-            self.records.save(&sandbox, |r| {
-                r.network = Some(NetworkRecord {
-                    config: network.clone(),
-                    result: None,
-                    torn_down: false,
+            self.records
+                .save(&sandbox, |r| {
+                    r.network = Some(NetworkRecord {
+                        config: network.clone(),
+                        result: None,
+                        torn_down: false,
+                    })
                 })
-            })?;
+                .await?;
             let attachment = attachment(id, path, &metadata, &spec.port_mappings);
             let result = self.cni.add(&network, &attachment).await;
             crate::fault::point("sandbox.run.after_cni_add");
@@ -222,10 +226,12 @@ impl SandboxManager {
                 oom_score_adj: Some(-998),
             };
             let created = async {
-                match &spec.userns {
-                    Some(userns) => userns.write_pause_bundle(&bundle, &pause),
-                    None => crate::shim::write_pause_bundle(&bundle, &pause),
-                }
+                let (userns, pause_bundle) = (spec.userns.clone(), bundle.clone());
+                persist::off_executor(move || match &userns {
+                    Some(userns) => userns.write_pause_bundle(&pause_bundle, &pause),
+                    None => crate::shim::write_pause_bundle(&pause_bundle, &pause),
+                })
+                .await
                 .map_err(io_err("writing the pause bundle"))?;
                 shim.clone()
                     .create(
@@ -306,7 +312,8 @@ impl SandboxManager {
         };
         if !host_network {
             let hosts = podfiles::render_hosts(&hostname, &ips, false, &host_files.hosts)?;
-            persist::write_atomic(&record_dir.join("hosts"), hosts.as_bytes())
+            persist::save_file(&record_dir.join("hosts"), hosts.into_bytes())
+                .await
                 .map_err(io_err("writing the pod's hosts file"))?;
         }
         let (shim_pid, pause_pid) = shim_pid.unwrap_or_default();
@@ -316,7 +323,8 @@ impl SandboxManager {
                 r.shim_pid = Some(shim_pid);
                 r.pause_pid = Some(pause_pid);
                 r.pause_start_time = process_start_time(pause_pid);
-            })?;
+            })
+            .await?;
         tracing::info!(
             sandbox_id = %id,
             pod = %metadata.name,

@@ -38,6 +38,7 @@ impl SandboxManager {
         let Some(pid) = sb.record().shim_pid else {
             return;
         };
+        self.follow_exits(id);
         let id = id.to_string();
         let fd = match open_pidfd(pid, &id) {
             Ok(fd) => fd,
@@ -104,7 +105,11 @@ impl SandboxManager {
         if let Err(e) = self.kill_pod_processes(&record).await {
             tracing::warn!(sandbox_id = %id, error = %e, "killing the processes of a pod whose shim died");
         }
-        if let Err(e) = self.records.transition(&sb, SandboxState::NotReady, |_| {}) {
+        if let Err(e) = self
+            .records
+            .transition(&sb, SandboxState::NotReady, |_| {})
+            .await
+        {
             tracing::warn!(sandbox_id = %id, error = %e, "persisting a pod whose shim died");
         }
         // No subscriber (a daemon without containers) is fine.

@@ -55,7 +55,8 @@ impl SandboxManager {
         network?;
         // Once per pod: a repeated StopPodSandbox is no move and publishes nothing.
         self.records
-            .transition(sb, SandboxState::NotReady, |_| {})?;
+            .transition(sb, SandboxState::NotReady, |_| {})
+            .await?;
         tracing::info!(sandbox_id = %record.id, "pod sandbox stopped");
         Ok(())
     }
@@ -73,11 +74,13 @@ impl SandboxManager {
                 .await
                 .map_err(|e| Error::from(e).context("tearing down the pod network"))?;
             crate::fault::point("sandbox.stop.after_cni_del");
-            self.records.save(sb, |r| {
-                if let Some(n) = r.network.as_mut() {
-                    n.torn_down = true
-                }
-            })?;
+            self.records
+                .save(sb, |r| {
+                    if let Some(n) = r.network.as_mut() {
+                        n.torn_down = true
+                    }
+                })
+                .await?;
         }
         if let Some(path) = &record.netns {
             let p = path.clone();

@@ -83,6 +83,8 @@ impl ContainerManager {
         if config.image.is_empty() {
             return Err(Error::invalid_argument("config.image.image is required"));
         }
+        // What the node cannot apply is refused before anything exists.
+        self.check_resources(&config.resources).await?;
         let (image, layers, image_config) = self
             .images
             .resolve_for_container(&config.image)
@@ -229,20 +231,22 @@ impl ContainerManager {
             "upper": upper,
             "work": work,
         });
-        persist::write_atomic(
-            &bundle.join("config.json"),
-            &serde_json::to_vec(&spec).map_err(|e| Error::internal("encoding the spec", e))?,
-        )
-        .map_err(io_err("writing config.json"))?;
-        persist::write_atomic(
-            &bundle.join("rootfs.json"),
-            rootfs_json.to_string().as_bytes(),
-        )
-        .map_err(io_err("writing rootfs.json"))?;
-        if let Some(program) = seccomp_program {
-            persist::write_atomic(&bundle.join(crate::linux::seccomp::BPF_FILE), &program)
-                .map_err(io_err("writing the seccomp program"))?;
-        }
+        let spec_json =
+            serde_json::to_vec(&spec).map_err(|e| Error::internal("encoding the spec", e))?;
+        let bundle_dir = bundle.clone();
+        persist::off_executor(move || {
+            persist::write_atomic(&bundle_dir.join("config.json"), &spec_json)?;
+            persist::write_atomic(
+                &bundle_dir.join("rootfs.json"),
+                rootfs_json.to_string().as_bytes(),
+            )?;
+            if let Some(program) = seccomp_program {
+                persist::write_atomic(&bundle_dir.join(crate::linux::seccomp::BPF_FILE), &program)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(io_err("writing the bundle"))?;
 
         let log_path = super::log_path(&sandbox.spec.log_directory, &config.log_path);
         let record = ContainerRecord {
@@ -281,16 +285,22 @@ impl ContainerManager {
         // mid-create; not synced: after a power cut the processes are gone too, and
         // recovery removes container dirs that have no record.
         let path = record::record_path(&self.config.root, id);
-        persist::write_json_replace(&path, &record)
+        persist::save_json_unsynced(&path, &record)
+            .await
             .map_err(io_err(format!("writing {}", path.display())))?;
         crate::fault::point("container.create.after_record");
-        let container = Arc::new(Container::new(record, ContainerExt::default()));
+        let container = Arc::new(Container::new(
+            record,
+            ContainerExt::new(ContainerState::Creating),
+        ));
         self.records.insert(container.clone());
         let (this, forget) = (self.clone(), id.to_string());
         undo.push(
             "forget the record",
             async move { this.records.forget(&forget) },
         );
+        // Tests hold a creation here to catch it in flight (a no-op otherwise).
+        crate::fault::hold("container.create.after_record").await;
 
         phase("record");
         let cgroups = self.sandboxes.cgroups().clone();
@@ -320,7 +330,8 @@ impl ContainerManager {
         );
         crate::fault::point("container.create.after_shim_create");
         self.records
-            .transition(&container, ContainerState::Created, |r| r.pid = pid)?;
+            .transition(&container, ContainerState::Created, |r| r.pid = pid)
+            .await?;
         tracing::info!(
             container_id = %id,
             sandbox_id = %sandbox.id,

@@ -38,7 +38,7 @@ impl ContainerManager {
     /// After a restart: a container whose pod has no shim any more is lost; a Created one
     /// whose start was under way is brought up to date from the shim.
     pub(super) async fn reconcile_recovered(&self, container: &Container) {
-        let record = self.refresh(container);
+        let record = self.apply_exit_file(container).await;
         if !matches!(
             record.state,
             ContainerState::Created | ContainerState::Running | ContainerState::Unknown
@@ -66,7 +66,8 @@ impl ContainerManager {
                     .transition(container, ContainerState::Running, |r| {
                         r.pid = state.pid;
                         r.started_at = state.started_at;
-                    });
+                    })
+                    .await;
                 match moved {
                     Ok(_) => {
                         tracing::info!(container_id = %record.id, pid = state.pid, "container was started before the restart")
@@ -77,8 +78,8 @@ impl ContainerManager {
                 }
             }
             Ok(state) if state.status == ProcessStatus::Exited => {
-                // Its exit file is written; the next refresh reads it.
-                self.refresh(container);
+                // Its exit file is written.
+                self.apply_exit_file(container).await;
             }
             Ok(_) => {}
             Err(e) => {
@@ -90,7 +91,7 @@ impl ContainerManager {
     }
 
     async fn mark_lost(&self, container: &Container, message: &str) {
-        let record = self.refresh(container);
+        let record = self.apply_exit_file(container).await;
         if !matches!(
             record.state,
             ContainerState::Created | ContainerState::Running | ContainerState::Unknown
@@ -104,18 +105,18 @@ impl ContainerManager {
             tracing::warn!(container_id = %record.id, "killing the cgroup of a container whose shim is gone failed");
         }
         // The shim may have recorded the exit before it died.
-        if self.refresh(container).state == ContainerState::Exited {
+        if self.apply_exit_file(container).await.state == ContainerState::Exited {
             return;
         }
         tracing::warn!(container_id = %record.id, sandbox_id = %record.sandbox_id, "{message}");
         let moved = self
-            .records
-            .transition(container, ContainerState::Exited, |r| {
+            .move_to_exited(container, |r| {
                 r.exit_code = KILLED_EXIT_CODE;
                 r.finished_at = now_nanos();
                 r.reason = SHIM_LOST_REASON.into();
                 r.message = message.into();
-            });
+            })
+            .await;
         if let Err(e) = moved {
             tracing::warn!(container_id = %record.id, error = %e, "persisting a lost container");
         }

@@ -1,19 +1,19 @@
-//! The container record (what is on disk), the exit file the shim writes, and how records
-//! are written and announced.
+//! The container record (what is on disk) and how records are written and announced.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 use super::state::ContainerState;
 use crate::container::config::ContainerConfig;
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::events::EventKind;
-use crate::lifecycle::{Entry, Hooks, Record};
+use crate::lifecycle::{Entry, Hooks, Record, Saving};
 use crate::persist;
 use crate::sandbox::SandboxManager;
+use crate::shim::client::ProcessExit;
 
 /// The bus of container and sandbox transitions, with the snapshots each event carries.
 pub type LifecycleEvents = crate::events::EventBus<
@@ -81,36 +81,26 @@ impl Record for ContainerRecord {
     }
 }
 
-/// The exit file a shim writes when a process ends.
-#[derive(Debug, Clone, Deserialize)]
-pub(super) struct ExitFile {
-    pub exit_code: i32,
-    pub exited_at: i64,
-    #[serde(default)]
-    pub oom_killed: bool,
-}
-
-impl ExitFile {
-    /// The record's fields for this exit (the move to Exited is the transition's).
-    pub fn apply(&self, record: &mut ContainerRecord) {
-        record.exit_code = self.exit_code;
-        record.finished_at = self.exited_at;
-        record.reason = if self.oom_killed {
-            "OOMKilled".to_string()
-        } else if self.exit_code == 0 {
-            "Completed".to_string()
-        } else {
-            "Error".to_string()
-        };
-    }
-}
-
 /// What the container manager keeps beside each record.
-#[derive(Default)]
 pub struct ContainerExt {
-    /// Set while StartContainer opens the gate until it has published STARTED: readers
-    /// leave a fast exit to after that, so the events come in order.
+    /// Set while StartContainer opens the gate until it has published STARTED: an exit
+    /// pushed meanwhile is held and applied after that, so the events come in order.
     pub(super) starting: AtomicBool,
+    /// The exit the shim reported, until applied (see exits.rs).
+    pub(super) exit: Mutex<Option<ProcessExit>>,
+    /// True once the record says Exited: StopContainer waits on it.
+    pub(super) exited: tokio::sync::watch::Sender<bool>,
+}
+
+impl ContainerExt {
+    /// For a record in `state` (a recovered one may have exited already).
+    pub(super) fn new(state: ContainerState) -> ContainerExt {
+        ContainerExt {
+            starting: AtomicBool::new(false),
+            exit: Mutex::new(None),
+            exited: tokio::sync::watch::Sender::new(state == ContainerState::Exited),
+        }
+    }
 }
 
 pub type Container = Entry<ContainerRecord, ContainerExt>;
@@ -120,7 +110,7 @@ pub(super) struct StartingFlag<'a>(pub &'a AtomicBool);
 
 impl Drop for StartingFlag<'_> {
     fn drop(&mut self) {
-        self.0.store(false, std::sync::atomic::Ordering::Release);
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -136,10 +126,13 @@ pub(super) fn record_path(root: &std::path::Path, id: &str) -> PathBuf {
 }
 
 impl Hooks<ContainerRecord> for ContainerHooks {
-    fn persist(&self, record: &ContainerRecord) -> Result<()> {
-        let path = record_path(&self.root, &record.id);
-        persist::write_json_atomic(&path, record)
-            .map_err(|e| Error::internal(format!("writing {}", path.display()), e))
+    fn persist<'a>(&'a self, record: &'a ContainerRecord) -> Saving<'a> {
+        Box::pin(async move {
+            let path = record_path(&self.root, &record.id);
+            persist::save_json(&path, record)
+                .await
+                .map_err(|e| Error::internal(format!("writing {}", path.display()), e))
+        })
     }
 
     fn publish(&self, kind: EventKind, record: &ContainerRecord) {

@@ -36,7 +36,8 @@ impl ContainerManager {
                 continue;
             }
             self.records.bind(&record);
-            let container = Arc::new(Container::new(record, ContainerExt::default()));
+            let ext = ContainerExt::new(record.state);
+            let container = Arc::new(Container::new(record, ext));
             self.reconcile_recovered(&container).await;
             let record = container.record();
             tracing::info!(container_id = %record.id, state = ?record.state, "container recovered");

@@ -24,7 +24,7 @@ impl ContainerManager {
     }
 
     async fn start_locked(&self, container: &Container) -> Result<()> {
-        let record = self.refresh(container);
+        let record = container.record();
         if record.state == ContainerState::Running && !container.is_removed() {
             // A retry of a start that took effect (say, before a crash cut the answer off).
             tracing::info!(container_id = %record.id, "container already running");
@@ -35,30 +35,44 @@ impl ContainerManager {
         // Taken before the gate opens: a workload that exits at once must not be seen
         // finishing before it started.
         let started_at = now_nanos();
-        container.ext.starting.store(true, Ordering::Release);
-        let _starting = StartingFlag(&container.ext.starting);
+        container.ext.starting.store(true, Ordering::SeqCst);
+        let starting = StartingFlag(&container.ext.starting);
         let started = shim.start(&record.id).await;
         crate::fault::point("container.start.after_gate_open");
+        let result = self.started(container, started, started_at).await;
+        drop(starting);
+        // An exit pushed while STARTED was on its way was held: it goes now.
+        self.apply_pending_exit(container).await;
+        result
+    }
+
+    async fn started(
+        &self,
+        container: &Container,
+        started: std::result::Result<u32, crate::shim::client::ClientError>,
+        started_at: i64,
+    ) -> Result<()> {
         match started {
             Ok(pid) => {
                 self.records
                     .transition(container, ContainerState::Running, |r| {
                         r.pid = pid;
                         r.started_at = started_at;
-                    })?;
-                tracing::info!(container_id = %record.id, pid, "container started");
+                    })
+                    .await?;
+                tracing::info!(container_id = %container.id, pid, "container started");
                 Ok(())
             }
             Err(e) => {
                 let err = Error::from(e).context("starting the container");
                 let message = err.to_string();
-                self.records
-                    .transition(container, ContainerState::Exited, |r| {
-                        r.exit_code = 128;
-                        r.finished_at = now_nanos();
-                        r.reason = "StartError".into();
-                        r.message = message;
-                    })?;
+                self.move_to_exited(container, |r| {
+                    r.exit_code = 128;
+                    r.finished_at = now_nanos();
+                    r.reason = "StartError".into();
+                    r.message = message;
+                })
+                .await?;
                 Err(err)
             }
         }

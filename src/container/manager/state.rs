@@ -12,8 +12,8 @@ use crate::lifecycle::Lifecycle;
 ///    └─▶ rolled back        └────────────────────────────────┘ │
 ///                 Unknown (an old record) ──────────────────────┘
 /// ```
-/// Exits come from the exit file the shim writes (so a daemon that was down loses none),
-/// a stop that had to kill the cgroup, or a lost shim. Removal is not a state: the entry
+/// Exits are pushed by the shim (exits.rs; its exit files cover what happened while the
+/// daemon was down), or come from a stop that had to kill the cgroup, or a lost shim. Removal is not a state: the entry
 /// is marked removed and leaves the registry, and a call still holding it is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -1,7 +1,6 @@
 //! StopContainer and RemoveContainer. Both are idempotent (an unknown or removed
 //! container is success), run in their own task and hold the container's op lock.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,18 +21,29 @@ impl ContainerManager {
         self.calls
             .run(key, async move {
                 let _op = container.op.lock().await;
-                this.stop_locked(&container, timeout).await
+                this.stop_locked(&container, timeout).await?;
+                let record = container.record();
+                if container.is_removed() || record.state != ContainerState::Exited {
+                    return Ok(());
+                }
+                // Its children may outlive the main process in a shared PID namespace.
+                crate::container::cgroup_sweep::kill_leftovers(
+                    this.sandboxes.cgroups(),
+                    &record.id,
+                    &record.cgroup_path,
+                )
+                .await
             })
             .await
     }
 
+    /// Returns as soon as the shim pushes the exit (see exits.rs), not at a poll.
     async fn stop_locked(&self, container: &Container, timeout: Duration) -> Result<()> {
-        let record = self.refresh(container);
+        let record = container.record();
         if container.is_removed() || record.state == ContainerState::Exited {
             return Ok(());
         }
         container.check(ContainerState::Exited)?;
-        let exit_file = self.exit_file(&record);
         if let Ok(mut shim) = self.sandboxes.shim(&record.sandbox_id).await {
             let signal = if record.state == ContainerState::Created {
                 libc::SIGKILL
@@ -43,33 +53,46 @@ impl ContainerManager {
             if !timeout.is_zero() || signal == libc::SIGKILL {
                 let _ = shim.kill(&record.id, signal, false).await;
                 crate::fault::point("container.stop.after_signal");
-                if wait_for_file(&exit_file, timeout.max(Duration::from_millis(1))).await {
-                    self.refresh(container);
+                let timeout = timeout.max(Duration::from_millis(1));
+                // Children left by the main process in a shared PID namespace hold the
+                // output pipes, so the shim's exit waits on them: they are killed as soon
+                // as the main process is gone (cgroup_sweep.rs), raced against the push.
+                let sweep = crate::container::cgroup_sweep::sweep_once_main_is_gone(
+                    record.pid,
+                    self.sandboxes.cgroups(),
+                    &record.id,
+                    &record.cgroup_path,
+                );
+                let exited = tokio::select! {
+                    biased;
+                    exited = self.wait_exited(container, timeout) => exited,
+                    never = sweep => match never {},
+                };
+                if exited {
                     return Ok(());
                 }
             }
             let _ = shim.kill(&record.id, libc::SIGKILL, true).await;
-            if wait_for_file(&exit_file, KILL_GRACE).await {
-                self.refresh(container);
+            if self.wait_exited(container, KILL_GRACE).await {
                 return Ok(());
             }
         }
-        // The shim is gone (nobody will write the exit file) or the process will not die:
-        // the cgroup takes everything with it, and the exit is recorded here.
+        // The shim is gone (no exit will be pushed) or the process will not die: the
+        // cgroup takes everything with it, and the exit is recorded here (from the exit
+        // file when the shim wrote one after all).
         let cgroups = self.sandboxes.cgroups().clone();
         let path = record.cgroup_path.clone();
         let _ = tokio::task::spawn_blocking(move || cgroups.kill_all(&path, KILL_GRACE)).await;
-        if exit_file.exists() {
-            self.refresh(container);
+        if self.apply_exit_file(container).await.state == ContainerState::Exited {
             return Ok(());
         }
-        self.records
-            .transition(container, ContainerState::Exited, |r| {
-                r.exit_code = 137;
-                r.finished_at = now_nanos();
-                r.reason = "Error".into();
-                r.message = "killed by berth: the pod's shim was not reachable".into();
-            })?;
+        self.move_to_exited(container, |r| {
+            r.exit_code = 137;
+            r.finished_at = now_nanos();
+            r.reason = "Error".into();
+            r.message = "killed by berth: the pod's shim was not reachable".into();
+        })
+        .await?;
         Ok(())
     }
 
@@ -118,27 +141,25 @@ impl ContainerManager {
         Ok(())
     }
 
+    /// Every container of a pod stopped at once, as StopContainer with no grace period
+    /// would (StopPodSandbox): each one's exit is recorded and nothing of it runs after.
+    /// A container that will not die does not keep the others running: the first error
+    /// is returned after all were tried.
+    pub async fn stop_all_of(self: &Arc<Self>, sandbox_id: &str) -> Result<()> {
+        let mut first_error = None;
+        for record in self.containers_of(sandbox_id) {
+            if let Err(e) = self.stop(&record.id, Duration::ZERO).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     /// Every container of a pod removed (RemovePodSandbox).
     pub async fn remove_all_of(self: &Arc<Self>, sandbox_id: &str) -> Result<()> {
         for record in self.containers_of(sandbox_id) {
             self.remove(&record.id).await?;
         }
         Ok(())
-    }
-}
-
-/// Waits until `path` exists, checking often at first (most processes exit at once).
-async fn wait_for_file(path: &Path, timeout: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut pause = Duration::from_micros(500);
-    loop {
-        if path.exists() {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
