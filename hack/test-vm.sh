@@ -45,6 +45,6 @@ suites_for on_61 containers sandbox security
 export BERTH_TEST_TIME_SCALE=5 BERTH_CHURN_PODS=40
 # Both kernels run even when the first fails: one CI run shows both.
 status=0
-hack/vm.sh run --kernel 6.12 --timeout 20m -- hack/vm-suites.sh "${on_612[@]}" || status=1
-hack/vm.sh run --kernel 6.1 --timeout 12m -- hack/vm-suites.sh "${on_61[@]}" || status=1
+hack/vm.sh run --kernel 6.12 --timeout 35m -- hack/vm-suites.sh "${on_612[@]}" || status=1
+hack/vm.sh run --kernel 6.1 --timeout 20m -- hack/vm-suites.sh "${on_61[@]}" || status=1
 exit "$status"

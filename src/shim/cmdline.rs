@@ -4,6 +4,27 @@
 
 use std::path::PathBuf;
 
+/// The shim's own command line (`berth shim ...`), parsed by clap; `shim_args` below reads
+/// the same flags back from `/proc/<pid>/cmdline`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ShimArgs {
+    /// The pod this shim serves.
+    #[arg(long)]
+    pub sandbox_id: String,
+    /// Unix socket to serve berth.shim.v1 on (keep it short: sockaddr_un holds 107 bytes).
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// Directory for shim.json and exits/.
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    /// Log file (appended); default `<state-dir>/shim.log`.
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
 /// `(sandbox id, state dir)` of a shim command line (`<exe> shim --sandbox-id ID … --state-dir DIR`).
 pub fn shim_args(cmdline: &[u8]) -> Option<(String, PathBuf)> {
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();

@@ -97,6 +97,39 @@ impl From<ApiError> for tonic::Status {
     }
 }
 
+/// Why the shim process itself could not start serving (before any API call).
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    #[error("{what}")]
+    Setup {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{what}")]
+    Sys {
+        what: String,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+impl From<ShimError> for crate::Error {
+    fn from(err: ShimError) -> Self {
+        crate::Error::internal("shim", err)
+    }
+}
+
+pub(super) fn setup_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ShimError {
+    let what = what.into();
+    move |source| ShimError::Setup { what, source }
+}
+
+pub(super) fn shim_sys_err(what: impl Into<String>) -> impl FnOnce(nix::Error) -> ShimError {
+    let what = what.into();
+    move |source| ShimError::Sys { what, source }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,65 +42,17 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use nix::unistd::{ForkResult, fork, setsid};
 
 pub use bundle::{PauseSpec, write_pause_bundle};
 pub use client::{CreateOptions, ProcessSession, ShimClient, SpawnOptions, connect, spawn};
+pub use cmdline::ShimArgs;
+pub use error::ShimError;
+use error::{setup_err, shim_sys_err};
 pub use exec::{EXEC_SYNC_OUTPUT_LIMIT, ExecOutputTooLarge, check_exec_sync_output};
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct ShimArgs {
-    /// The pod this shim serves.
-    #[arg(long)]
-    pub sandbox_id: String,
-    /// Unix socket to serve berth.shim.v1 on (keep it short: sockaddr_un holds 107 bytes).
-    #[arg(long)]
-    pub socket: PathBuf,
-    /// Directory for shim.json and exits/.
-    #[arg(long)]
-    pub state_dir: PathBuf,
-    /// Log file (appended); default `<state-dir>/shim.log`.
-    #[arg(long)]
-    pub log: Option<PathBuf>,
-    /// Log level: error, warn, info, debug or trace.
-    #[arg(long, default_value = "info")]
-    pub log_level: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ShimError {
-    #[error("{what}")]
-    Setup {
-        what: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{what}")]
-    Sys {
-        what: String,
-        #[source]
-        source: nix::Error,
-    },
-}
-
-impl From<ShimError> for crate::Error {
-    fn from(err: ShimError) -> Self {
-        crate::Error::internal("shim", err)
-    }
-}
-
-fn setup_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ShimError {
-    let what = what.into();
-    move |source| ShimError::Setup { what, source }
-}
-
-fn sys_err(what: impl Into<String>) -> impl FnOnce(nix::Error) -> ShimError {
-    let what = what.into();
-    move |source| ShimError::Sys { what, source }
-}
 
 pub fn run(args: ShimArgs) -> ExitCode {
     // SAFETY: nothing has started a thread yet (main only parsed argv), so the child may
@@ -158,8 +110,8 @@ fn detach(args: &ShimArgs) -> Result<UnixListener, ShimError> {
             source: io::Error::last_os_error(),
         });
     }
-    setsid().map_err(sys_err("setsid"))?;
-    nix::sys::prctl::set_child_subreaper(true).map_err(sys_err("become child subreaper"))?;
+    setsid().map_err(shim_sys_err("setsid"))?;
+    nix::sys::prctl::set_child_subreaper(true).map_err(shim_sys_err("become child subreaper"))?;
     let exits = args.state_dir.join("exits");
     fs::create_dir_all(&exits).map_err(setup_err(format!("create {}", exits.display())))?;
     let listener = bind(&args.socket)?;
@@ -175,10 +127,10 @@ fn detach(args: &ShimArgs) -> Result<UnixListener, ShimError> {
         .open(&log_path)
         .map_err(setup_err(format!("open log {}", log_path.display())))?;
     let null = fs::File::open("/dev/null").map_err(setup_err("open /dev/null"))?;
-    let ready_pipe = nix::unistd::dup(io::stdout()).map_err(sys_err("dup stdout"))?;
-    nix::unistd::dup2_stdin(&null).map_err(sys_err("redirect stdin"))?;
-    nix::unistd::dup2_stdout(&log).map_err(sys_err("redirect stdout"))?;
-    nix::unistd::dup2_stderr(&log).map_err(sys_err("redirect stderr"))?;
+    let ready_pipe = nix::unistd::dup(io::stdout()).map_err(shim_sys_err("dup stdout"))?;
+    nix::unistd::dup2_stdin(&null).map_err(shim_sys_err("redirect stdin"))?;
+    nix::unistd::dup2_stdout(&log).map_err(shim_sys_err("redirect stdout"))?;
+    nix::unistd::dup2_stderr(&log).map_err(shim_sys_err("redirect stderr"))?;
     let mut ready = fs::File::from(ready_pipe);
     // A daemon that gave up waiting closed the pipe; serving anyway lets it reconnect.
     let _ = writeln!(ready, "ready {}", std::process::id());

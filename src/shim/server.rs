@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
-use super::ShimArgs;
+use super::cmdline::ShimArgs;
 use super::shared::Shared;
 use crate::shim_api::shim_server::{Shim, ShimServer};
 use crate::shim_api::*;
@@ -17,15 +17,15 @@ use crate::shim_api::*;
 pub(super) async fn serve(
     args: ShimArgs,
     listener: StdUnixListener,
-) -> Result<(), super::ShimError> {
+) -> Result<(), super::error::ShimError> {
     let listener = tokio::net::UnixListener::from_std(listener)
-        .map_err(super::setup_err("register the listener"))?;
+        .map_err(super::error::setup_err("register the listener"))?;
     let shared = Arc::new(Shared::new(
         args.sandbox_id.clone(),
         args.state_dir.clone(),
         args.socket.clone(),
     ));
-    super::reaper::spawn(shared.clone()).map_err(super::setup_err("watch SIGCHLD"))?;
+    super::reaper::spawn(shared.clone()).map_err(super::error::setup_err("watch SIGCHLD"))?;
     shared.save(&shared.table());
     tracing::info!(sandbox_id = %args.sandbox_id, pid = std::process::id(), socket = %args.socket.display(), "shim serving");
 

@@ -3,16 +3,12 @@
 use std::io;
 use std::path::PathBuf;
 
-use super::budget::EXPANSION_CHECK_AFTER;
 use super::path::PathRefusal;
 use crate::error::{Error, ErrorKind};
 
-/// The default `[image] max_expansion_ratio`. gzip cannot expand more than about 1030:1, so
-/// gzip bombs sit near 1000:1 (zstd ones far above); real layers expand 2-10:1 (binaries,
-/// text), and even zero-padded files mixed with other content rarely pass 100:1 over 256
-/// MiB. 200 leaves real images twice that margin and stops every bomb of the usual kind
-/// after 256 MiB.
-pub const DEFAULT_MAX_EXPANSION_RATIO: u64 = 200;
+/// Expanded bytes after which the expansion ratio is enforced. Below it any ratio is
+/// allowed: small layers of zeros or text are normal, and cannot hurt the disk.
+pub const EXPANSION_CHECK_AFTER: u64 = 256 << 20;
 
 /// `[image] max_unpacked_size`, `[image] min_free_space` and `[image] max_expansion_ratio`;
 /// `None` = no limit.
@@ -31,7 +27,7 @@ impl Default for UnpackLimits {
         UnpackLimits {
             max_unpacked_size: None,
             min_free_space: Some(1 << 30),
-            max_expansion_ratio: Some(DEFAULT_MAX_EXPANSION_RATIO),
+            max_expansion_ratio: Some(crate::config::DEFAULT_MAX_EXPANSION_RATIO),
         }
     }
 }
