@@ -26,8 +26,12 @@
 //! start, stop, remove) from `--clients` clients at once, reports the wall time of the whole
 //! churn, and counts what the runtime holds before and after (processes, mounts, netns, veths,
 //! IP leases, cgroups, files, daemon fds): every leak counter should be back to zero.
+//! `stop-pid`, `bomb` and `push-bomb` are issue 14's contract figures (benches/cri/contract.rs).
 
 use std::time::{Duration, Instant};
+
+#[path = "cri/contract.rs"]
+mod contract;
 
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
@@ -1132,8 +1136,12 @@ fn main() -> Result<(), Error> {
         "shell" => shell(&args),
         "churn" => runtime.block_on(churn(&args)),
         "streaming" => runtime.block_on(streaming(&args)),
+        "stop-pid" => runtime.block_on(contract::stop_pid(&args)),
+        "bomb" => runtime.block_on(contract::bomb(&args)),
+        "push-bomb" => runtime.block_on(contract::push_bomb(&args)),
         other => Err(format!(
-            "unknown mode {other:?}: pods, containers, pull, stats, churn, streaming or shell"
+            "unknown mode {other:?}: pods, containers, pull, stats, churn, streaming, stop-pid, \
+             bomb, push-bomb or shell"
         )
         .into()),
     }

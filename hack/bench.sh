@@ -17,7 +17,11 @@
 #         (processes, mounts, netns, veths, IP leases, cgroups, files, daemon fds) after - before
 #   streaming  ExecSync of `true` (median, p90); throughput of `cat` of a 256 MiB file through
 #         Exec over SPDY, and of a port-forward over SPDY reading 256 MiB from a server in the pod
-# Usage: sudo hack/bench.sh [pods|containers|stats|pull|churn|streaming|all]   (default all)
+#   contract  StopContainer (timeout 2 s) of a shell whose three children ignore SIGTERM, in a
+#         pod sharing its PID namespace and with the container's own (time, and processes left
+#         running when it returns); PullImage of a 4.4 MiB gzip bomb that expands to 4 GiB
+#         with the default configuration (time to fail or finish, peak disk use)
+# Usage: sudo hack/bench.sh [pods|containers|stats|pull|churn|streaming|contract|all]   (default all)
 # Env: BENCH_PODS (20), BENCH_RUNS (10), BENCH_CHURN_PODS (100), BENCH_CONTAINERD=0 to
 # measure berth alone.
 set -euo pipefail
@@ -56,13 +60,19 @@ if [[ $with_containerd == 1 ]] && ! command -v containerd >/dev/null; then
 fi
 hack/registry.sh start
 hack/test-images.sh
-hack/test-images.sh bench
+if [[ $what == pull || $what == all ]]; then
+	hack/test-images.sh bench
+fi
 cargo build --release --bin berth --bench cri
 target=${CARGO_TARGET_DIR:-target}
 bench=$(find "$target"/release/deps -maxdepth 1 -name 'cri-*' -type f -executable -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2)
 registry="127.0.0.1:${BERTH_REGISTRY_PORT:-5000}"
 small="docker.io/library/busybox:latest"
 big="$registry/berth-bench/big:v1"
+bomb="$registry/berth-bench/bomb:v1"
+if [[ $what == contract || $what == all ]]; then
+	"$bench" push-bomb --image "$bomb"
+fi
 
 # A bridge network per runtime: two runtimes must never share a bridge.
 write_net() { # DIR BRIDGE SUBNET
@@ -122,6 +132,16 @@ measure() { # LABEL ENDPOINT
 		"$bench" streaming --label "$label" --endpoint "$endpoint" --image "$small" --runs "$((runs < 5 ? runs : 5))" ||
 			echo "$label: the streaming benchmark failed (above)"
 	fi
+	if [[ $what == contract || $what == all ]]; then
+		"$bench" stop-pid --label "$label" --endpoint "$endpoint" --image "$small" --runs "$((runs < 5 ? runs : 5))" ||
+			echo "$label: the shared-PID stop benchmark failed (above)"
+		# containerd's root is on tmpfs here (/run): its unpack of all 4 GiB would go to RAM,
+		# so the bomb's comparison is berth without the bound (below), which does the same.
+		if [[ $label == berth* ]]; then
+			"$bench" bomb --label "$label" --endpoint "$endpoint" --image "$bomb" --count-dirs "$disk_dirs" ||
+				echo "$label: the bomb benchmark failed (above)"
+		fi
+	fi
 	if [[ $what == pull || $what == all ]]; then
 		"$bench" pull --label "$label" --endpoint "$endpoint" --image "$small" --runs "$runs" ||
 			echo "$label: the small pull benchmark failed (above)"
@@ -152,9 +172,22 @@ churn_args=(--cgroup-parent /bench-churn-berth --bridge berthbench0
 	--ipam-dir "$work/ipam-berthbench0/bench-berthbench0" --netns-dir "$work/berth/netns"
 	--count-procs "$work/berth/" --count-mounts "$work/berth/"
 	--count-dirs "/var/lib/berth-bench/sandboxes,/var/lib/berth-bench/containers,$work/berth/sandboxes,$work/berth/containers,$work/berth/s")
+disk_dirs=/var/lib/berth-bench
 measure berth "unix://$work/berth.sock"
 stop_daemon
 rm -rf /var/lib/berth-bench
+
+if [[ $what == contract || $what == all ]]; then
+	echo "== berth with max_expansion_ratio = 0 (no bound: what every runtime does by default)"
+	rm -f "$work/berth.sock"
+	"$target"/release/berth --config "$work/berth.toml" --max-expansion-ratio 0 2>"$work/berth-unbounded.log" &
+	daemon_pid=$!
+	wait_socket "$work/berth.sock"
+	"$bench" bomb --label berth-unbound --endpoint "unix://$work/berth.sock" --image "$bomb" \
+		--count-dirs /var/lib/berth-bench || echo "berth-unbound: the bomb benchmark failed (above)"
+	stop_daemon
+	rm -rf /var/lib/berth-bench
+fi
 
 if [[ $with_containerd == 1 ]]; then
 	echo "== containerd $(containerd --version | awk '{print $3}') with runc $(runc --version | awk 'NR==1 {print $3}')"
@@ -184,6 +217,7 @@ EOF
 		--ipam-dir "$work/ipam-ctrbench0/bench-ctrbench0" --netns-dir /run/netns
 		--count-procs "$work/containerd.sock" --count-mounts "$work/containerd/,/run/netns/"
 		--count-dirs "$cri/sandboxes,$cri/containers,$work/containerd/state/io.containerd.runtime.v2.task/k8s.io")
+	disk_dirs=$work/containerd/root
 	measure containerd "unix://$work/containerd.sock"
 	stop_daemon
 	rm -rf "$work/containerd"

@@ -116,6 +116,9 @@ pub struct ImageConfig {
     pub min_free_space: u64,
     /// Largest unpacked size of one layer in bytes; 0 = unlimited.
     pub max_unpacked_size: u64,
+    /// Bytes a layer may write per compressed byte read, once it has written 256 MiB; 0 =
+    /// unlimited. Stops decompression bombs early.
+    pub max_expansion_ratio: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -209,6 +212,7 @@ impl Default for ImageConfig {
             max_concurrent_downloads: 3,
             min_free_space: 1 << 30,
             max_unpacked_size: 0,
+            max_expansion_ratio: crate::image::unpack::DEFAULT_MAX_EXPANSION_RATIO,
         }
     }
 }
@@ -265,6 +269,10 @@ pub struct ConfigFlags {
     /// Largest unpacked layer in bytes, 0 for unlimited [image.max_unpacked_size].
     #[arg(long)]
     pub max_unpacked_size: Option<u64>,
+    /// Bytes a layer may write per compressed byte once past 256 MiB, 0 for unlimited
+    /// [image.max_expansion_ratio].
+    #[arg(long)]
+    pub max_expansion_ratio: Option<u64>,
     /// e.g. 10s, 1s [stats.collection_period].
     #[arg(long, value_parser = parse_duration_flag)]
     pub stats_collection_period: Option<Duration>,
@@ -342,6 +350,7 @@ impl Config {
         );
         set(&mut self.image.min_free_space, &f.min_free_space);
         set(&mut self.image.max_unpacked_size, &f.max_unpacked_size);
+        set(&mut self.image.max_expansion_ratio, &f.max_expansion_ratio);
         set(
             &mut self.stats.collection_period,
             &f.stats_collection_period,
@@ -462,6 +471,9 @@ max_concurrent_downloads = {downloads}
 min_free_space = {min_free}
 # Largest unpacked size of one layer in bytes; 0 = unlimited (--max-unpacked-size).
 max_unpacked_size = {max_unpacked}
+# Once a layer has written 256 MiB, the most bytes it may write per compressed byte read;
+# stops decompression bombs early. 0 = unlimited (--max-expansion-ratio).
+max_expansion_ratio = {max_ratio}
 
 [stats]
 # How often container and pod stats are read; the stats RPCs answer from the last read
@@ -488,6 +500,7 @@ address = "{metrics_address}"
             downloads = d.image.max_concurrent_downloads,
             min_free = d.image.min_free_space,
             max_unpacked = d.image.max_unpacked_size,
+            max_ratio = d.image.max_expansion_ratio,
             stats_period = humantime::format_duration(d.stats.collection_period),
             metrics_address = d.metrics.address,
         )
@@ -605,6 +618,24 @@ mod tests {
         assert_eq!(config.image.pull_progress_timeout, Duration::from_secs(7));
         // Untouched keys keep the defaults.
         assert_eq!(config.root, PathBuf::from("/var/lib/berth"));
+    }
+
+    #[test]
+    fn max_expansion_ratio_defaults_on_and_is_set_by_key_or_flag() {
+        let defaults = Config::default();
+        assert_eq!(defaults.image.max_expansion_ratio, 200);
+        assert!(
+            Config::default_toml().contains("max_expansion_ratio = 200"),
+            "`berth config default` shows it"
+        );
+        let mut config =
+            Config::from_toml("[image]\nmax_expansion_ratio = 0\n", Path::new("c")).unwrap();
+        assert_eq!(config.image.max_expansion_ratio, 0);
+        config.apply_flags(&ConfigFlags {
+            max_expansion_ratio: Some(1000),
+            ..Default::default()
+        });
+        assert_eq!(config.image.max_expansion_ratio, 1000);
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub enum ErrorKind {
     FailedPrecondition,
     Unavailable,
     DeadlineExceeded,
+    /// A request whose answer would be too large (ExecSync output past the CRI's limit).
+    ResourceExhausted,
     Unimplemented,
     Internal,
 }
@@ -67,6 +69,9 @@ impl Error {
     pub fn deadline_exceeded(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::DeadlineExceeded, message)
     }
+    pub fn resource_exhausted(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::ResourceExhausted, message)
+    }
     pub fn unimplemented(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unimplemented, message)
     }
@@ -110,6 +115,7 @@ impl From<Error> for tonic::Status {
             ErrorKind::FailedPrecondition => tonic::Code::FailedPrecondition,
             ErrorKind::Unavailable => tonic::Code::Unavailable,
             ErrorKind::DeadlineExceeded => tonic::Code::DeadlineExceeded,
+            ErrorKind::ResourceExhausted => tonic::Code::ResourceExhausted,
             ErrorKind::Unimplemented => tonic::Code::Unimplemented,
             ErrorKind::Internal => tonic::Code::Internal,
         };
@@ -152,6 +158,10 @@ mod tests {
             (Error::already_exists("x"), tonic::Code::AlreadyExists),
             (Error::deadline_exceeded("x"), tonic::Code::DeadlineExceeded),
             (Error::unimplemented("x"), tonic::Code::Unimplemented),
+            (
+                Error::resource_exhausted("x"),
+                tonic::Code::ResourceExhausted,
+            ),
         ];
         for (err, code) in cases {
             assert_eq!(tonic::Status::from(err).code(), code);

@@ -1,6 +1,8 @@
 //! Bounded unpack through PullImage: a 4 MiB gzip bomb (4 GiB of zeros in 4096 files) served
-//! by a registry this test runs itself fails early against `max_unpacked_size` and against
-//! `min_free_space`, and leaves no layer, blob or temp file behind. (A plain layer over
+//! by a registry this test runs itself fails early against `max_unpacked_size`, against
+//! `min_free_space` and, with the default configuration, against `max_expansion_ratio`, and
+//! leaves no layer, blob or temp file behind; a large layer of ordinary content still pulls
+//! with the defaults. (A plain layer over
 //! `max_unpacked_size` is in tests/image_cri.rs.)
 mod common;
 
@@ -58,11 +60,16 @@ fn bomb_image() -> HashMap<String, Vec<u8>> {
         BOMB_FILES
     );
     // The diff_id is never reached: the unpack stops long before the end.
+    image_routes("bomb", layer, digest(b"never reached"))
+}
+
+/// Path → body of the one-layer image `<repo>:v1`.
+fn image_routes(repo: &str, layer: Vec<u8>, diff_id: String) -> HashMap<String, Vec<u8>> {
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
         "config": {"Cmd": ["/bin/sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [digest(b"never reached")]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
     }))
     .unwrap();
     let manifest = serde_json::to_vec(&serde_json::json!({
@@ -73,13 +80,13 @@ fn bomb_image() -> HashMap<String, Vec<u8>> {
     }))
     .unwrap();
     let mut routes = HashMap::new();
-    routes.insert(format!("/v2/bomb/blobs/{}", digest(&config)), config);
-    routes.insert(format!("/v2/bomb/blobs/{}", digest(&layer)), layer);
+    routes.insert(format!("/v2/{repo}/blobs/{}", digest(&config)), config);
+    routes.insert(format!("/v2/{repo}/blobs/{}", digest(&layer)), layer);
     routes.insert(
-        format!("/v2/bomb/manifests/{}", digest(&manifest)),
+        format!("/v2/{repo}/manifests/{}", digest(&manifest)),
         manifest.clone(),
     );
-    routes.insert("/v2/bomb/manifests/v1".into(), manifest);
+    routes.insert(format!("/v2/{repo}/manifests/v1"), manifest);
     routes
 }
 
@@ -142,8 +149,9 @@ fn mirror(daemon: &TestDaemon, addr: &str) {
     .unwrap();
 }
 
-/// Pulls the bomb and checks it failed naming `limit`, quickly, leaving nothing.
-async fn pull_bomb_fails(daemon: &TestDaemon, limit: &str) {
+/// Pulls the bomb and checks it failed naming `limit`, quickly, leaving nothing; the error
+/// message.
+async fn pull_bomb_fails(daemon: &TestDaemon, limit: &str) -> String {
     let addr = serve(bomb_image()).await;
     mirror(daemon, &addr);
     let mut images = daemon.images().await;
@@ -175,6 +183,7 @@ async fn pull_bomb_fails(daemon: &TestDaemon, limit: &str) {
         .into_inner()
         .images;
     assert!(listed.is_empty(), "{listed:?}");
+    err.message().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -182,6 +191,142 @@ async fn a_gzip_bomb_stops_at_max_unpacked_size() {
     let daemon =
         TestDaemon::start_with(false, &["--max-unpacked-size", &(16 * MIB).to_string()]).await;
     pull_bomb_fails(&daemon, "max_unpacked_size").await;
+}
+
+/// Regression: with the default configuration the bomb used to unpack all of its 4 GiB.
+/// Now it stops at the default expansion ratio as soon as it has written 256 MiB, and the
+/// error names the layer, its sizes and the setting to raise.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gzip_bomb_was_unpacked_with_the_default_config() {
+    let daemon = TestDaemon::start_with(false, &[]).await;
+    let message = pull_bomb_fails(&daemon, "max_expansion_ratio").await;
+    let layer = digest(&bomb_layer());
+    assert!(
+        message.contains(&layer),
+        "names the layer {layer}: {message}"
+    );
+    assert!(message.contains("compressed bytes"), "{message}");
+    assert!(message.contains("expanded to"), "{message}");
+    assert!(message.contains("--max-expansion-ratio"), "{message}");
+}
+
+/// Files of ordinary content in the realistic layer: 1 MiB each, 272 MiB with the
+/// zero-filled file, past the 256 MiB where the expansion ratio starts to count.
+const ORDINARY_FILES: usize = 256;
+const ZERO_FILE: usize = 16 * MIB;
+
+/// A tar header for a regular file of `size` bytes at `path`.
+fn tar_header(path: &str, size: usize) -> Vec<u8> {
+    let mut header = tar::Header::new_gnu();
+    header.set_path(path).unwrap();
+    header.set_size(size as u64);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    header.as_bytes().to_vec()
+}
+
+/// A realistic large layer: a 16 MiB zero-filled file (a preallocated database, say), then
+/// 256 files of 1 MiB that are a third random bytes and two thirds text (about 2:1, as
+/// binaries and libraries are). Built like the bomb, from gzip members compressed once and
+/// repeated, so it costs little; the diff_id comes from `sha256sum` over the same bytes.
+/// The compressed layer and its diff_id.
+fn ordinary_layer() -> (Vec<u8>, String) {
+    let mut unit = Vec::with_capacity(MIB);
+    let mut n = 0u64;
+    while unit.len() < MIB {
+        if (unit.len() / 4096) % 3 == 0 {
+            unit.extend((0..4096).map(|_| rand::random::<u8>()));
+            continue;
+        }
+        n += 1;
+        let line = format!(
+            "setting_{n} = \"value {}\" # comment {}\n",
+            n * 7919,
+            n % 97
+        );
+        let room = 4096 - unit.len() % 4096;
+        unit.extend_from_slice(&line.as_bytes()[..line.len().min(room)]);
+    }
+    unit.truncate(MIB);
+    let (unit_gz, zeros, zeros_gz) = (gzip(&unit), vec![0u8; MIB], gzip(&vec![0u8; MIB]));
+    let mut hasher = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum (coreutils) is needed");
+    let mut stdin = hasher.stdin.take().unwrap();
+    let mut layer = Vec::new();
+    let mut add = |plain: &[u8], compressed: &[u8]| {
+        stdin.write_all(plain).unwrap();
+        layer.extend_from_slice(compressed);
+    };
+    let header = tar_header("data/preallocated", ZERO_FILE);
+    add(&header, &gzip(&header));
+    for _ in 0..ZERO_FILE / MIB {
+        add(&zeros, &zeros_gz);
+    }
+    for i in 0..ORDINARY_FILES {
+        let header = tar_header(&format!("usr/lib/file{i:04}"), MIB);
+        add(&header, &gzip(&header));
+        add(&unit, &unit_gz);
+    }
+    let trailer = [0u8; 1024];
+    add(&trailer, &gzip(&trailer));
+    drop(stdin);
+    let out = hasher.wait_with_output().unwrap();
+    let hex = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    (layer, format!("sha256:{hex}"))
+}
+
+/// The default expansion ratio does not trip on real data: a 272 MiB layer of ordinary
+/// content (and a zero-filled file) pulls with the default configuration.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_ordinary_layer_pulls_with_the_default_config() {
+    let built = Instant::now();
+    let (layer, diff_id) = ordinary_layer();
+    println!("built the ordinary layer in {:?}", built.elapsed());
+    let expanded = ZERO_FILE + ORDINARY_FILES * MIB;
+    println!(
+        "ordinary layer: {:.1} MiB compressed, {} MiB unpacked ({:.1}:1)",
+        layer.len() as f64 / MIB as f64,
+        expanded / MIB,
+        expanded as f64 / layer.len() as f64
+    );
+    let daemon = TestDaemon::start_with(false, &[]).await;
+    let addr = serve(image_routes("ordinary", layer, diff_id)).await;
+    mirror(&daemon, &addr);
+    let mut images = daemon.images().await;
+    let pulled = Instant::now();
+    let image = images
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: format!("{HOST}/ordinary:v1"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("the ordinary large layer was refused: {e}"))
+        .into_inner()
+        .image_ref;
+    println!("pulled in {:?}", pulled.elapsed());
+    let (blobs, layers) = daemon.image_content();
+    assert_eq!(layers, 1, "one unpacked layer ({blobs} blobs)");
+    images
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("removing {image}: {e}"));
+    daemon.assert_no_leaks("after the ordinary pull");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -226,6 +226,7 @@ fn limits() -> UnpackLimits {
     UnpackLimits {
         max_unpacked_size: None,
         min_free_space: None,
+        max_expansion_ratio: None,
     }
 }
 
@@ -805,6 +806,7 @@ fn one_gib_single_file_bomb_fails_before_writing() {
         &UnpackLimits {
             max_unpacked_size: Some(10 * MIB as u64),
             min_free_space: None,
+            max_expansion_ratio: None,
         },
     )
     .unwrap_err();
@@ -849,6 +851,7 @@ fn one_gib_many_files_bomb_stops_at_the_limit() {
         &UnpackLimits {
             max_unpacked_size: Some(10 * MIB as u64),
             min_free_space: None,
+            max_expansion_ratio: None,
         },
     )
     .unwrap_err();
@@ -917,6 +920,7 @@ fn min_free_space_stops_the_unpack() {
         &UnpackLimits {
             max_unpacked_size: None,
             min_free_space: Some(available * 2),
+            max_expansion_ratio: None,
         },
     )
     .unwrap_err();
@@ -938,6 +942,7 @@ fn min_free_space_stops_the_unpack() {
         &UnpackLimits {
             max_unpacked_size: None,
             min_free_space: Some(available - 16 * MIB as u64),
+            max_expansion_ratio: None,
         },
     )
     .unwrap_err();
@@ -961,6 +966,7 @@ fn min_free_space_stops_the_unpack() {
         &UnpackLimits {
             max_unpacked_size: None,
             min_free_space: Some(available - 16 * MIB as u64),
+            max_expansion_ratio: None,
         },
     )
     .unwrap_err();

@@ -253,22 +253,18 @@ impl ContainerManager {
     }
 }
 
-/// The CRI server (like the kubelet's client) takes messages up to 16 MiB: the ExecSync
-/// answer's two streams share that, less room for the framing.
-const EXEC_OUTPUT_BUDGET: usize = 16 * 1024 * 1024 - 4096;
-
-/// Trims stdout, then stderr, so both fit in `budget` bytes; trimmed streams are flagged.
-fn fit_exec_output(output: &mut crate::shim::client::ExecSyncOutput, budget: usize) {
-    let stderr_room = budget.saturating_sub(output.stdout.len().min(budget / 2));
-    if output.stderr.len() > stderr_room {
-        output.stderr.truncate(stderr_room);
-        output.stderr_truncated = true;
+/// ExecSync output that would not fit the CRI answer is refused, never cut. The shim
+/// refuses it itself; this covers a shim from before that, which cut streams at 16 MiB.
+fn check_exec_output(output: &crate::shim::client::ExecSyncOutput) -> Result<()> {
+    if output.stdout_truncated || output.stderr_truncated {
+        return Err(Error::resource_exhausted(format!(
+            "the command wrote more than {} bytes of output, more than an ExecSync answer can \
+             carry (the CRI's 16 MiB message limit); a streaming exec has no limit",
+            crate::shim::EXEC_SYNC_OUTPUT_LIMIT
+        )));
     }
-    let stdout_room = budget - output.stderr.len();
-    if output.stdout.len() > stdout_room {
-        output.stdout.truncate(stdout_room);
-        output.stdout_truncated = true;
-    }
+    crate::shim::check_exec_sync_output(output.stdout.len() as u64, output.stderr.len() as u64)
+        .map_err(|e| Error::with_source(ErrorKind::ResourceExhausted, "exec output", e))
 }
 
 fn apply_exit(record: &mut ContainerRecord, exit: &ExitFile) {
@@ -709,7 +705,18 @@ impl ContainerManager {
             Err(e) => return Err(e),
         };
         let _op = container.op.lock().await;
-        self.stop_locked(&container, timeout).await
+        self.stop_locked(&container, timeout).await?;
+        let record = container.record();
+        if record.state != ContainerState::Exited {
+            return Ok(());
+        }
+        // Its children may outlive the main process in a shared PID namespace.
+        super::cgroup_sweep::kill_leftovers(
+            self.sandboxes.cgroups(),
+            &record.id,
+            &record.cgroup_path,
+        )
+        .await
     }
 
     async fn stop_locked(&self, container: &Container, timeout: Duration) -> Result<()> {
@@ -728,7 +735,13 @@ impl ContainerManager {
             if !timeout.is_zero() || signal == libc::SIGKILL {
                 let _ = shim.kill(&record.id, signal, false).await;
                 crate::fault::point("container.stop.after_signal");
-                if wait_for_file(&exit_file, timeout.max(Duration::from_millis(1))).await {
+                let timeout = timeout.max(Duration::from_millis(1));
+                let cgroups = self.sandboxes.cgroups();
+                let (id, path) = (&record.id, &record.cgroup_path);
+                let exited = super::cgroup_sweep::wait_for_exit(
+                    &exit_file, record.pid, cgroups, id, path, timeout,
+                );
+                if exited.await {
                     self.refresh(container);
                     return Ok(());
                 }
@@ -881,18 +894,22 @@ impl ContainerManager {
                 ),
             ));
         }
-        let mut output = output;
-        fit_exec_output(&mut output, EXEC_OUTPUT_BUDGET);
-        if output.stdout_truncated || output.stderr_truncated {
-            tracing::info!(
-                container_id = %record.id,
-                exec_id,
-                stdout_truncated = output.stdout_truncated,
-                stderr_truncated = output.stderr_truncated,
-                "exec output over 16 MiB was dropped"
-            );
-        }
+        check_exec_output(&output)?;
         Ok(output)
+    }
+
+    /// Every container of a pod stopped at once, as StopContainer with no grace period
+    /// would (StopPodSandbox): each one's exit is recorded and nothing of it runs after.
+    /// A container that will not die does not keep the others running: the first error
+    /// is returned after all were tried.
+    pub async fn stop_all_of(&self, sandbox_id: &str) -> Result<()> {
+        let mut first_error = None;
+        for record in self.containers_of(sandbox_id) {
+            if let Err(e) = self.stop(&record.id, Duration::ZERO).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Every container of a pod removed (RemovePodSandbox).
@@ -985,25 +1002,22 @@ mod exec_output_tests {
     }
 
     #[test]
-    fn exec_output_fits_the_message_budget() {
-        let mut small = output(3, 4);
-        fit_exec_output(&mut small, 10);
-        assert_eq!((small.stdout.len(), small.stderr.len()), (3, 4));
-        assert!(!small.stdout_truncated && !small.stderr_truncated);
-        // Only stdout is big: it gets all the room stderr leaves.
-        let mut big_out = output(20, 2);
-        fit_exec_output(&mut big_out, 10);
-        assert_eq!((big_out.stdout.len(), big_out.stderr.len()), (8, 2));
-        assert!(big_out.stdout_truncated && !big_out.stderr_truncated);
-        // Only stderr is big: it gets what stdout leaves.
-        let mut big_err = output(3, 20);
-        fit_exec_output(&mut big_err, 10);
-        assert_eq!((big_err.stdout.len(), big_err.stderr.len()), (3, 7));
-        assert!(!big_err.stdout_truncated && big_err.stderr_truncated);
-        // Both big: half each.
-        let mut both = output(20, 20);
-        fit_exec_output(&mut both, 10);
-        assert_eq!((both.stdout.len(), both.stderr.len()), (5, 5));
-        assert!(both.stdout_truncated && both.stderr_truncated);
+    fn exec_output_over_the_limit_is_refused_not_cut() {
+        let limit = crate::shim::EXEC_SYNC_OUTPUT_LIMIT;
+        assert!(check_exec_output(&output(15 << 20, 0)).is_ok());
+        assert!(check_exec_output(&output(limit - 4, 4)).is_ok());
+        let both = check_exec_output(&output(limit, 1)).unwrap_err();
+        assert_eq!(both.kind(), ErrorKind::ResourceExhausted);
+        assert!(
+            both.to_string()
+                .contains(&format!("wrote {} bytes", limit + 1)),
+            "{both}"
+        );
+        // A shim that cut a stream: refused even though what came fits.
+        let mut cut = output(10, 0);
+        cut.stdout_truncated = true;
+        let err = check_exec_output(&cut).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ResourceExhausted);
+        assert!(err.to_string().contains("more than"), "{err}");
     }
 }

@@ -91,7 +91,12 @@ impl RuntimeService for RuntimeCri {
         request: Request<cri::StopPodSandboxRequest>,
     ) -> RpcResult<cri::StopPodSandboxResponse> {
         let id = request.into_inner().pod_sandbox_id;
+        // The containers first, through StopContainer's path (as containerd does): their
+        // exits are recorded and whatever they left in their cgroups is killed.
+        // The pod itself is stopped even if one of them would not die; that error follows.
+        let containers = self.daemon.containers.stop_all_of(&id).await;
         self.daemon.sandboxes.stop(&id).await?;
+        containers?;
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 

@@ -110,6 +110,8 @@ impl ImageService {
                         .then_some(config.image.max_unpacked_size),
                     min_free_space: (config.image.min_free_space > 0)
                         .then_some(config.image.min_free_space),
+                    max_expansion_ratio: (config.image.max_expansion_ratio > 0)
+                        .then_some(config.image.max_expansion_ratio),
                 },
                 inflight: Mutex::new(HashMap::new()),
                 layer_locks: Mutex::new(HashMap::new()),

@@ -34,8 +34,10 @@
 //! - [`UnpackLimits`]: bytes written past `max_unpacked_size`, or free space on the layer
 //!   filesystem below `min_free_space` (checked at the start, before each large file and
 //!   every 64 MiB written), fail the unpack early, so a decompression bomb cannot fill the
-//!   disk. Metadata between two entries (PAX records, long names, skipped data) is capped
-//!   at 16 MiB so it cannot exhaust memory either.
+//!   disk. Past 256 MiB written, a layer that wrote more than `max_expansion_ratio` bytes
+//!   per compressed byte read so far fails too, so by default a bomb stops there. Metadata
+//!   between two entries (PAX records, long names, skipped data) is capped at 16 MiB so it
+//!   cannot exhaust memory either.
 //! - `diff_id` is the sha256 of the whole decompressed stream, read to EOF.
 
 mod beneath;
@@ -52,8 +54,9 @@ use std::rc::Rc;
 use rustix::fs::{Mode, OFlags};
 use sha2::{Digest, Sha256};
 
-use budget::{HashingReader, METADATA_ALLOWANCE};
-pub use error::{Refusal, UnpackError, UnpackLimits, UnpackStats};
+pub use budget::EXPANSION_CHECK_AFTER;
+use budget::{CountingReader, HashingReader, METADATA_ALLOWANCE};
+pub use error::{DEFAULT_MAX_EXPANSION_RATIO, Refusal, UnpackError, UnpackLimits, UnpackStats};
 use extract::Extractor;
 pub use path::PathRefusal;
 
@@ -145,7 +148,14 @@ pub fn extract_layer(
     )
     .map_err(|e| layer_dir_error("opening it", e.into()))?;
 
-    let input = BufReader::with_capacity(INPUT_BUFFER, reader);
+    let compressed = Rc::new(Cell::new(0));
+    let input = BufReader::with_capacity(
+        INPUT_BUFFER,
+        CountingReader {
+            inner: reader,
+            count: Rc::clone(&compressed),
+        },
+    );
     let decoded: Box<dyn Read> = match compression {
         Compression::None => Box::new(input),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
@@ -160,7 +170,7 @@ pub fn extract_layer(
         allowance: Rc::clone(&allowance),
     });
 
-    let mut extractor = Extractor::new(root, limits, allowance.clone())?;
+    let mut extractor = Extractor::new(root, limits, allowance.clone(), compressed)?;
     for entry in archive.entries().map_err(UnpackError::Stream)? {
         let mut entry = entry.map_err(UnpackError::Stream)?;
         extractor.entry(&mut entry)?;

@@ -8,6 +8,7 @@
 //! Resource limits are planned as data in [`resources`] and written by
 //! [`Cgroups::apply_resources`].
 
+mod kill;
 pub mod resources;
 
 use std::collections::BTreeSet;
@@ -15,9 +16,6 @@ use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
-
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -38,11 +36,12 @@ pub enum CgroupError {
     Resources(#[from] resources::ResourcePlanError),
     #[error("controller {0} is not mounted")]
     NoController(&'static str),
-    #[error("processes still in cgroup {path} after {waited:?}: {pids:?}")]
+    #[error("processes still in cgroup {path} after {waited:?} of SIGKILL: {remaining}")]
     NotEmpty {
         path: String,
         waited: Duration,
-        pids: Vec<i32>,
+        /// Each one as `pid (command, state X)`.
+        remaining: String,
     },
 }
 
@@ -361,37 +360,6 @@ impl Cgroups {
             collect_procs(&hierarchy.mount_point.join(&relative), &mut pids)?;
         }
         Ok(pids.into_iter().collect())
-    }
-
-    /// SIGKILLs every process in `path` or below until none is left, for at most `wait`.
-    /// Uses `cgroup.kill` where the kernel has it. The caller must reap its own children
-    /// meanwhile if they could be left as zombies in the cgroup.
-    pub fn kill_all(&self, path: &str, wait: Duration) -> Result<()> {
-        let relative = relative_path(path)?;
-        for hierarchy in self.hierarchies.iter().filter(|h| h.v2) {
-            let kill_file = hierarchy.mount_point.join(&relative).join("cgroup.kill");
-            // Absent on older kernels and on a missing cgroup: the loop below covers both.
-            let _ = fs::write(kill_file, "1");
-        }
-        let start = Instant::now();
-        loop {
-            let pids = self.procs(path)?;
-            if pids.is_empty() {
-                return Ok(());
-            }
-            if start.elapsed() >= wait {
-                return Err(CgroupError::NotEmpty {
-                    path: path.to_string(),
-                    waited: wait,
-                    pids,
-                });
-            }
-            for pid in pids {
-                // ESRCH: gone meanwhile, which is the goal.
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
     }
 
     /// Removes `path` and every cgroup below it, deepest first, in every hierarchy.

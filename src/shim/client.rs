@@ -50,6 +50,7 @@ impl From<ClientError> for crate::Error {
                 tonic::Code::FailedPrecondition => ErrorKind::FailedPrecondition,
                 tonic::Code::DeadlineExceeded => ErrorKind::DeadlineExceeded,
                 tonic::Code::Unavailable => ErrorKind::Unavailable,
+                tonic::Code::ResourceExhausted => ErrorKind::ResourceExhausted,
                 _ => ErrorKind::Internal,
             },
         };
@@ -450,6 +451,24 @@ impl ShimClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shim_refusal_keeps_its_code_and_words_up_to_the_cri() {
+        let status = tonic::Status::resource_exhausted("the command wrote 20971520 bytes");
+        let err = crate::Error::from(ClientError::Rpc {
+            method: "exec_sync",
+            status,
+        })
+        .context("exec in the container");
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            status
+                .message()
+                .contains("the command wrote 20971520 bytes"),
+            "{status:?}"
+        );
+    }
 
     #[test]
     fn socket_paths_are_short() {

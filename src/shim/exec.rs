@@ -3,8 +3,41 @@
 
 use serde_json::Value;
 
-/// Output kept per stream; the rest is read (so the writer never blocks) and dropped.
-pub(super) const MAX_OUTPUT: usize = 16 * 1024 * 1024;
+/// The most ExecSync output (stdout and stderr together) one answer carries: the kubelet
+/// takes CRI messages up to 16 MiB, less room for the rest of the message.
+pub const EXEC_SYNC_OUTPUT_LIMIT: usize = 16 * 1024 * 1024 - 4096;
+
+/// Output kept per stream; the rest is read (so the writer never blocks), counted and
+/// dropped. Past it the answer cannot fit anyway.
+pub(super) const MAX_OUTPUT: usize = EXEC_SYNC_OUTPUT_LIMIT;
+
+/// ExecSync output that does not fit one CRI answer. It is refused whole rather than cut,
+/// so a caller never mistakes part of the output for all of it (containerd refuses too).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the command wrote {} bytes of output (stdout {stdout}, stderr {stderr}), more than \
+     the {limit} bytes an ExecSync answer can carry (the CRI's 16 MiB message limit); a \
+     streaming exec has no limit",
+    stdout + stderr
+)]
+pub struct ExecOutputTooLarge {
+    pub stdout: u64,
+    pub stderr: u64,
+    pub limit: usize,
+}
+
+/// Whether `stdout` + `stderr` bytes of output fit one ExecSync answer.
+pub fn check_exec_sync_output(stdout: u64, stderr: u64) -> Result<(), ExecOutputTooLarge> {
+    let limit = EXEC_SYNC_OUTPUT_LIMIT;
+    if stdout.saturating_add(stderr) > limit as u64 {
+        return Err(ExecOutputTooLarge {
+            stdout,
+            stderr,
+            limit,
+        });
+    }
+    Ok(())
+}
 
 /// The OCI `process` of an exec: the container's own (env, cwd, user, capabilities,
 /// rlimits, no_new_privileges ...) with `args` replaced, with or without a terminal.
@@ -24,11 +57,13 @@ pub(super) fn exec_process(config: &Value, args: &[String], tty: bool) -> Result
     Ok(process)
 }
 
-/// A stream's output, at most `cap` bytes of it; whether more came.
+/// A stream's output, at most `cap` bytes of it; whether more came, and how much in all.
 #[derive(Debug, Default)]
 pub(super) struct CappedOutput {
     pub data: Vec<u8>,
     pub truncated: bool,
+    /// Every byte the stream carried, kept or not.
+    pub written: u64,
     cap: usize,
 }
 
@@ -37,11 +72,13 @@ impl CappedOutput {
         CappedOutput {
             data: Vec::new(),
             truncated: false,
+            written: 0,
             cap,
         }
     }
 
     pub fn push(&mut self, chunk: &[u8]) {
+        self.written += chunk.len() as u64;
         let room = self.cap.saturating_sub(self.data.len());
         let keep = chunk.len().min(room);
         self.data.extend_from_slice(&chunk[..keep]);
@@ -135,6 +172,22 @@ mod tests {
         big.push(b"abcdef");
         assert_eq!(big.data, b"abcd");
         assert!(big.truncated);
+        assert_eq!(big.written, 6, "dropped bytes are still counted");
+    }
+
+    #[test]
+    fn exec_sync_output_over_the_cri_limit_is_refused_with_its_size() {
+        let limit = EXEC_SYNC_OUTPUT_LIMIT as u64;
+        assert!(check_exec_sync_output(limit, 0).is_ok());
+        assert!(check_exec_sync_output(limit - 10, 10).is_ok());
+        assert!(check_exec_sync_output(15 << 20, 0).is_ok());
+        let err = check_exec_sync_output(10 << 20, 10 << 20).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("wrote 20971520 bytes"), "{text}");
+        assert!(text.contains("stdout 10485760, stderr 10485760"), "{text}");
+        assert!(text.contains(&format!("the {limit} bytes")), "{text}");
+        assert!(check_exec_sync_output(limit, 1).is_err(), "one byte over");
+        assert!(check_exec_sync_output(u64::MAX, u64::MAX).is_err());
     }
 
     #[test]

@@ -34,6 +34,7 @@ use nix::unistd::{ForkResult, fork, setsid};
 
 pub use bundle::{PauseSpec, write_pause_bundle};
 pub use client::{CreateOptions, ProcessSession, ShimClient, SpawnOptions, connect, spawn};
+pub use exec::{EXEC_SYNC_OUTPUT_LIMIT, ExecOutputTooLarge, check_exec_sync_output};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ShimArgs {

@@ -778,9 +778,10 @@ impl Service {
             std::mem::take(&mut *output.lock().unwrap_or_else(|p| p.into_inner()))
         };
         let (stdout, stderr) = (take(&stdout), take(&stderr));
-        if stdout.truncated || stderr.truncated {
-            tracing::info!(exec = %name, stdout_truncated = stdout.truncated, stderr_truncated = stderr.truncated, "exec output over {MAX_OUTPUT} bytes dropped");
-        }
+        super::exec::check_exec_sync_output(stdout.written, stderr.written).map_err(|e| {
+            tracing::info!(exec = %name, error = %e, "exec output refused");
+            Status::resource_exhausted(e.to_string())
+        })?;
         tracing::debug!(exec = %name, pid, exit_code, "exec done");
         Ok(ExecSyncResponse {
             stdout: stdout.data,

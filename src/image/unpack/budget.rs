@@ -1,6 +1,7 @@
 //! Limits while unpacking: bytes written against `max_unpacked_size`, free space against
-//! `min_free_space`, and the metadata a tar may make the parser hold in memory; plus the
-//! hashing reader that computes the diff_id on the way.
+//! `min_free_space`, bytes written per compressed byte read against `max_expansion_ratio`,
+//! and the metadata a tar may make the parser hold in memory; plus the hashing reader that
+//! computes the diff_id on the way and the counting reader under the decompressor.
 
 use std::cell::Cell;
 use std::io::{self, Read};
@@ -44,10 +45,38 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// Counts the compressed bytes the decompressor takes from the layer stream.
+pub(super) struct CountingReader<R> {
+    pub(super) inner: R,
+    pub(super) count: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// Expanded bytes after which the expansion ratio is enforced. Below it any ratio is
+/// allowed: small layers of zeros or text are normal, and cannot hurt the disk.
+pub const EXPANSION_CHECK_AFTER: u64 = 256 << 20;
+
+/// Whether `expanded` bytes written from the first `compressed` bytes of the layer stream
+/// break `max_ratio`. The ratio is the one so far, not the whole layer's, so a bomb fails
+/// as soon as it passes [`EXPANSION_CHECK_AFTER`], long before it has filled anything.
+pub(super) fn expansion_exceeds(expanded: u64, compressed: u64, max_ratio: u64) -> bool {
+    expanded > EXPANSION_CHECK_AFTER && expanded > compressed.saturating_mul(max_ratio)
+}
+
 /// Byte and free-space accounting for [`UnpackLimits`].
 pub(super) struct Budget {
     pub(super) max_bytes: Option<u64>,
     pub(super) min_free: Option<u64>,
+    pub(super) max_ratio: Option<u64>,
+    /// Compressed bytes read so far (shared with the [`CountingReader`]).
+    pub(super) compressed: Rc<Cell<u64>>,
     pub(super) bytes: u64,
     pub(super) bytes_since_check: u64,
     pub(super) entries_since_check: u64,
@@ -122,10 +151,63 @@ impl Budget {
         self.check_max(entry, n)?;
         self.bytes += n;
         self.bytes_since_check += n;
+        if let Some(max_ratio) = self.max_ratio
+            && expansion_exceeds(self.bytes, self.compressed.get(), max_ratio)
+        {
+            return Err(UnpackError::ExpansionRatio {
+                entry: entry.to_string(),
+                compressed: self.compressed.get(),
+                expanded: self.bytes,
+                max_ratio,
+            });
+        }
         if self.bytes_since_check >= SPACE_CHECK_BYTES {
             // Other layers unpack in parallel onto the same filesystem: look again.
             self.check_space(root, entry, 0)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn small_layers_may_expand_at_any_ratio() {
+        // 256 MiB of zeros from 256 KiB: a normal small layer, whatever the ratio.
+        assert!(!expansion_exceeds(EXPANSION_CHECK_AFTER, 256 << 10, 200));
+        assert!(!expansion_exceeds(EXPANSION_CHECK_AFTER, 0, 1));
+    }
+
+    #[test]
+    fn past_the_threshold_a_bomb_fails_and_ordinary_data_does_not() {
+        let expanded = EXPANSION_CHECK_AFTER + 1;
+        // A gzip bomb expands about 1000:1.
+        assert!(expansion_exceeds(expanded, expanded / 1000, 200));
+        // Binaries and text expand 2-10:1; sparse-ish data far less than 200:1.
+        assert!(!expansion_exceeds(expanded, expanded / 3, 200));
+        assert!(!expansion_exceeds(10 * 1024 * MIB, 100 * MIB, 200));
+        // Exactly at the ratio is allowed; one byte past it is not.
+        assert!(!expansion_exceeds(300 * MIB, 300 * MIB / 200, 200));
+        assert!(expansion_exceeds(300 * MIB + 1, 300 * MIB / 200, 200));
+        // No overflow with absurd figures.
+        assert!(!expansion_exceeds(u64::MAX, u64::MAX, u64::MAX));
+    }
+
+    #[test]
+    fn the_counting_reader_counts_what_passes() {
+        let count = Rc::new(Cell::new(0));
+        let mut reader = CountingReader {
+            inner: &b"hello world"[..],
+            count: Rc::clone(&count),
+        };
+        let mut buf = [0u8; 4];
+        reader.read_exact(&mut buf).unwrap();
+        assert_eq!(count.get(), 4);
+        io::copy(&mut reader, &mut io::sink()).unwrap();
+        assert_eq!(count.get(), 11);
     }
 }

@@ -3,22 +3,35 @@
 use std::io;
 use std::path::PathBuf;
 
+use super::budget::EXPANSION_CHECK_AFTER;
 use super::path::PathRefusal;
 use crate::error::{Error, ErrorKind};
 
-/// `[image] max_unpacked_size` and `[image] min_free_space`; `None` = no limit.
+/// The default `[image] max_expansion_ratio`. gzip cannot expand more than about 1030:1, so
+/// gzip bombs sit near 1000:1 (zstd ones far above); real layers expand 2-10:1 (binaries,
+/// text), and even zero-padded files mixed with other content rarely pass 100:1 over 256
+/// MiB. 200 leaves real images twice that margin and stops every bomb of the usual kind
+/// after 256 MiB.
+pub const DEFAULT_MAX_EXPANSION_RATIO: u64 = 200;
+
+/// `[image] max_unpacked_size`, `[image] min_free_space` and `[image] max_expansion_ratio`;
+/// `None` = no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnpackLimits {
     pub max_unpacked_size: Option<u64>,
     pub min_free_space: Option<u64>,
+    /// Bytes written per compressed byte read, enforced once a layer has expanded past
+    /// [`EXPANSION_CHECK_AFTER`].
+    pub max_expansion_ratio: Option<u64>,
 }
 
 impl Default for UnpackLimits {
-    /// The configuration defaults: unlimited size, 1 GiB kept free.
+    /// The configuration defaults: unlimited size, 1 GiB kept free, 200:1.
     fn default() -> Self {
         UnpackLimits {
             max_unpacked_size: None,
             min_free_space: Some(1 << 30),
+            max_expansion_ratio: Some(DEFAULT_MAX_EXPANSION_RATIO),
         }
     }
 }
@@ -85,6 +98,20 @@ pub enum UnpackError {
         min_free: u64,
         available: u64,
     },
+    #[error(
+        "layer expanded to {expanded} bytes from its first {compressed} compressed bytes \
+         (about {}:1) at entry {entry:?}, past max_expansion_ratio ({max_ratio}:1, enforced \
+         after {} MiB): a decompression bomb? If the image is trusted, raise [image] \
+         max_expansion_ratio (--max-expansion-ratio; 0 turns the check off)",
+        expanded / (*compressed).max(1),
+        EXPANSION_CHECK_AFTER >> 20
+    )]
+    ExpansionRatio {
+        entry: String,
+        compressed: u64,
+        expanded: u64,
+        max_ratio: u64,
+    },
     #[error("layer entry {entry:?}: bad tar header")]
     BadHeader {
         entry: String,
@@ -116,6 +143,7 @@ impl From<UnpackError> for Error {
             | UnpackError::Refused { .. }
             | UnpackError::TooLarge { .. }
             | UnpackError::LowSpace { .. }
+            | UnpackError::ExpansionRatio { .. }
             | UnpackError::BadHeader { .. } => ErrorKind::FailedPrecondition,
             // Corrupt compression or tar framing is a bad image; other read errors come
             // from the caller's stream or the machine.

@@ -141,10 +141,13 @@ impl Extractor {
         root: OwnedFd,
         limits: &UnpackLimits,
         allowance: Rc<Cell<u64>>,
+        compressed: Rc<Cell<u64>>,
     ) -> Result<Self, UnpackError> {
         let mut budget = Budget {
             max_bytes: limits.max_unpacked_size,
             min_free: limits.min_free_space,
+            max_ratio: limits.max_expansion_ratio,
+            compressed,
             bytes: 0,
             bytes_since_check: 0,
             entries_since_check: 0,
