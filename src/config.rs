@@ -104,6 +104,13 @@ pub struct RegistryConfig {
     pub config_path: Vec<PathBuf>,
 }
 
+/// The default `[image] max_expansion_ratio`. gzip cannot expand more than about 1030:1, so
+/// gzip bombs sit near 1000:1 (zstd ones far above); real layers expand 2-10:1 (binaries,
+/// text), and even zero-padded files mixed with other content rarely pass 100:1 over 256
+/// MiB. 200 leaves real images twice that margin and stops every bomb of the usual kind
+/// after 256 MiB.
+pub const DEFAULT_MAX_EXPANSION_RATIO: u64 = 200;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ImageConfig {
@@ -212,7 +219,7 @@ impl Default for ImageConfig {
             max_concurrent_downloads: 3,
             min_free_space: 1 << 30,
             max_unpacked_size: 0,
-            max_expansion_ratio: crate::image::unpack::DEFAULT_MAX_EXPANSION_RATIO,
+            max_expansion_ratio: DEFAULT_MAX_EXPANSION_RATIO,
         }
     }
 }

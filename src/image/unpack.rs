@@ -54,9 +54,11 @@ use std::rc::Rc;
 use rustix::fs::{Mode, OFlags};
 use sha2::{Digest, Sha256};
 
-pub use budget::EXPANSION_CHECK_AFTER;
 use budget::{CountingReader, HashingReader, METADATA_ALLOWANCE};
-pub use error::{DEFAULT_MAX_EXPANSION_RATIO, Refusal, UnpackError, UnpackLimits, UnpackStats};
+pub use error::{
+    DEFAULT_MAX_EXPANSION_RATIO, EXPANSION_CHECK_AFTER, Refusal, UnpackError, UnpackLimits,
+    UnpackStats,
+};
 use extract::Extractor;
 pub use path::PathRefusal;
 

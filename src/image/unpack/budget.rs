@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
 
-use super::error::UnpackError;
+use super::error::{EXPANSION_CHECK_AFTER, UnpackError};
 
 /// Bytes the tar may spend between two entries (headers, PAX records, long names, data of
 /// entries that have none, trailing padding): the tar crate holds some of it in memory.
@@ -58,10 +58,6 @@ impl<R: Read> Read for CountingReader<R> {
         Ok(n)
     }
 }
-
-/// Expanded bytes after which the expansion ratio is enforced. Below it any ratio is
-/// allowed: small layers of zeros or text are normal, and cannot hurt the disk.
-pub const EXPANSION_CHECK_AFTER: u64 = 256 << 20;
 
 /// Whether `expanded` bytes written from the first `compressed` bytes of the layer stream
 /// break `max_ratio`. The ratio is the one so far, not the whole layer's, so a bomb fails

@@ -3,16 +3,15 @@
 use std::io;
 use std::path::PathBuf;
 
-use super::budget::EXPANSION_CHECK_AFTER;
 use super::path::PathRefusal;
 use crate::error::{Error, ErrorKind};
 
-/// The default `[image] max_expansion_ratio`. gzip cannot expand more than about 1030:1, so
-/// gzip bombs sit near 1000:1 (zstd ones far above); real layers expand 2-10:1 (binaries,
-/// text), and even zero-padded files mixed with other content rarely pass 100:1 over 256
-/// MiB. 200 leaves real images twice that margin and stops every bomb of the usual kind
-/// after 256 MiB.
-pub const DEFAULT_MAX_EXPANSION_RATIO: u64 = 200;
+// The default lives with the config (which must not import the unpacker: a cycle).
+pub use crate::config::DEFAULT_MAX_EXPANSION_RATIO;
+
+/// Expanded bytes after which the expansion ratio is enforced. Below it any ratio is
+/// allowed: small layers of zeros or text are normal, and cannot hurt the disk.
+pub const EXPANSION_CHECK_AFTER: u64 = 256 << 20;
 
 /// `[image] max_unpacked_size`, `[image] min_free_space` and `[image] max_expansion_ratio`;
 /// `None` = no limit.
