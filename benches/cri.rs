@@ -8,6 +8,7 @@
 //! cargo bench --bench cri -- stats --endpoint unix:///run/berth/berth.sock --image REF --pods 50 --runs 50
 //! cargo bench --bench cri -- shell --runs 5 --setup 'rm -rf d; mkdir d' -- 'gzip -dc a.tgz | tar -x -C d'
 //! cargo bench --bench cri -- streaming --endpoint unix:///run/berth/berth.sock --image REF --runs 5
+//! cargo bench --bench cri -- lifecycle --endpoint unix:///run/berth/berth.sock --image REF --pods 20 --clients 2
 //! cargo bench --bench cri -- churn --endpoint unix:///run/berth/berth.sock --image REF --pods 100 --clients 2 \
 //!     --cgroup-parent /bench-churn --bridge cni0 --ipam-dir /var/lib/cni/networks/NET \
 //!     --netns-dir /run/berth/netns --count-procs 'berth shim,sleep 3600' --count-mounts /run/berth \
@@ -22,6 +23,12 @@
 //! `streaming` times ExecSync of `true`, and measures the throughput of `cat` of a 256 MiB
 //! file through an Exec over SPDY and of a port-forward (over SPDY) reading 256 MiB from a
 //! server in the pod;
+//! `lifecycle` runs `--pods` pods, each with one container, through RunPodSandbox,
+//! CreateContainer, StartContainer, StopContainer, RemoveContainer, StopPodSandbox and
+//! RemovePodSandbox from `--clients` clients at once (critest's benchmark parallelism),
+//! reports each call, and two delays measured from the exit time the runtime itself
+//! records (ContainerStatus.finished_at): until StopContainer returned, and until
+//! GetContainerEvents delivered the STOPPED event (when the runtime has that call);
 //! `churn` runs `--pods` pods, each with one container, through their whole life (run, create,
 //! start, stop, remove) from `--clients` clients at once, reports the wall time of the whole
 //! churn, and counts what the runtime holds before and after (processes, mounts, netns, veths,
@@ -826,6 +833,203 @@ async fn churn_cycle(
     Ok((times, held))
 }
 
+/// Unix nanoseconds now (the clock the runtimes stamp exits with).
+fn unix_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default()
+}
+
+/// What one pod's lifecycle measured: the seven calls, the container's id, its exit time
+/// (finished_at) and when StopContainer returned (both unix ns).
+struct Lifecycle {
+    calls: [Duration; 7],
+    container: String,
+    finished_at: i64,
+    stop_returned_at: i64,
+}
+
+async fn lifecycle_cycle(
+    rt: &mut RuntimeServiceClient<Channel>,
+    config: cri::PodSandboxConfig,
+    image: &str,
+) -> Result<Lifecycle, Error> {
+    let mut calls = [Duration::ZERO; 7];
+    let mut t = Instant::now();
+    let mut lap = |i: usize| {
+        calls[i] = t.elapsed();
+        t = Instant::now();
+    };
+    let pod = run_pod(rt, config.clone()).await?;
+    lap(0);
+    let id = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(container_config("app", image)),
+            sandbox_config: Some(config),
+        })
+        .await?
+        .into_inner()
+        .container_id;
+    lap(1);
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await?;
+    lap(2);
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 30,
+    })
+    .await?;
+    let stop_returned_at = unix_nanos();
+    lap(3);
+    let finished_at = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await?
+        .into_inner()
+        .status
+        .map_or(0, |s| s.finished_at);
+    t = Instant::now();
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await?;
+    calls[4] = t.elapsed();
+    t = Instant::now();
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await?;
+    calls[5] = t.elapsed();
+    t = Instant::now();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await?;
+    calls[6] = t.elapsed();
+    Ok(Lifecycle {
+        calls,
+        container: id,
+        finished_at,
+        stop_returned_at,
+    })
+}
+
+/// The pod/container lifecycle under critest's benchmark parallelism (see the top).
+async fn lifecycle(args: &Args) -> Result<(), Error> {
+    if args.image.is_empty() {
+        return Err("lifecycle needs --image".into());
+    }
+    let channel = channel(&args.endpoint).await?;
+    pull_image(&channel, &args.image).await?;
+    let run = format!("{:08x}", rand::random::<u32>());
+    // STOPPED events by container, stamped as they arrive.
+    let stopped = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let events = RuntimeServiceClient::new(channel.clone())
+        .get_container_events(cri::GetEventsRequest {})
+        .await;
+    let watcher = match events {
+        Ok(stream) => {
+            let mut stream = stream.into_inner();
+            let stopped = stopped.clone();
+            Some(tokio::spawn(async move {
+                while let Ok(Some(event)) = stream.message().await {
+                    if event.container_event_type
+                        == cri::ContainerEventType::ContainerStoppedEvent as i32
+                    {
+                        stopped
+                            .lock()
+                            .unwrap()
+                            .entry(event.container_id)
+                            .or_insert_with(unix_nanos);
+                    }
+                }
+            }))
+        }
+        Err(status) => {
+            println!(
+                "{:<12} GetContainerEvents unavailable: {:?} {}",
+                args.label,
+                status.code(),
+                status.message()
+            );
+            None
+        }
+    };
+    let clients = args.clients.max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let worker = |channel: Channel| {
+        let (next, run) = (&next, &run);
+        async move {
+            let mut rt = RuntimeServiceClient::new(channel);
+            let mut done = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= args.pods {
+                    return Ok::<_, Error>(done);
+                }
+                done.push(lifecycle_cycle(&mut rt, pod_config(i, run), &args.image).await?);
+            }
+        }
+    };
+    let mut workers = Vec::new();
+    for _ in 0..clients {
+        // Each client on its own connection, as separate kubelet workers would be.
+        workers.push(worker(self::channel(&args.endpoint).await?));
+    }
+    let results = futures_util::future::join_all(workers).await;
+    let mut cycles = Vec::new();
+    for result in results {
+        cycles.extend(result?);
+    }
+    // The last events may trail the last call by a little.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    let names = [
+        "RunPodSandbox",
+        "CreateContainer",
+        "StartContainer",
+        "StopContainer",
+        "RemoveContainer",
+        "StopPodSandbox",
+        "RemovePodSandbox",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let mut samples: Vec<Duration> = cycles.iter().map(|c| c.calls[i]).collect();
+        report(&args.label, name, &mut samples);
+    }
+    let since_exit = |at: i64, finished_at: i64| {
+        Duration::from_nanos(u64::try_from(at - finished_at).unwrap_or(0))
+    };
+    let mut stop_delay: Vec<Duration> = cycles
+        .iter()
+        .filter(|c| c.finished_at > 0)
+        .map(|c| since_exit(c.stop_returned_at, c.finished_at))
+        .collect();
+    if !stop_delay.is_empty() {
+        report(&args.label, "exit→Stop returns", &mut stop_delay);
+    }
+    let stopped = stopped.lock().unwrap();
+    let mut event_delay: Vec<Duration> = cycles
+        .iter()
+        .filter(|c| c.finished_at > 0)
+        .filter_map(|c| Some(since_exit(*stopped.get(&c.container)?, c.finished_at)))
+        .collect();
+    if event_delay.is_empty() {
+        println!("{:<12} exit→STOPPED event: no events received", args.label);
+    } else {
+        report(&args.label, "exit→STOPPED event", &mut event_delay);
+    }
+    Ok(())
+}
+
 /// `--pods` pods, each with one container, created and removed by `--clients` clients at
 /// once; the wall time and the leak counters before and after.
 async fn churn(args: &Args) -> Result<(), Error> {
@@ -1135,13 +1339,14 @@ fn main() -> Result<(), Error> {
         "stats" => runtime.block_on(stats(&args)),
         "shell" => shell(&args),
         "churn" => runtime.block_on(churn(&args)),
+        "lifecycle" => runtime.block_on(lifecycle(&args)),
         "streaming" => runtime.block_on(streaming(&args)),
         "stop-pid" => runtime.block_on(contract::stop_pid(&args)),
         "bomb" => runtime.block_on(contract::bomb(&args)),
         "push-bomb" => runtime.block_on(contract::push_bomb(&args)),
         other => Err(format!(
-            "unknown mode {other:?}: pods, containers, pull, stats, churn, streaming, stop-pid, \
-             bomb, push-bomb or shell"
+            "unknown mode {other:?}: pods, containers, pull, stats, churn, lifecycle, streaming, \
+             stop-pid, bomb, push-bomb or shell"
         )
         .into()),
     }

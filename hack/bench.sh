@@ -15,13 +15,18 @@
 #   churn $BENCH_CHURN_PODS pods, each with one container, run/created/started/stopped/removed
 #         by 2 clients at once: the cycle time, each step's median, and the leak counters
 #         (processes, mounts, netns, veths, IP leases, cgroups, files, daemon fds) after - before
+#   lifecycle  $BENCH_PODS pods, each with one container, through RunPodSandbox, CreateContainer,
+#         StartContainer, StopContainer (a process that exits on SIGTERM), RemoveContainer,
+#         StopPodSandbox, RemovePodSandbox from 2 clients at once (critest's benchmark
+#         parallelism): each call's median and p90, and the delays from the container's exit
+#         (its finished_at) to StopContainer's return and to the GetContainerEvents STOPPED event
 #   streaming  ExecSync of `true` (median, p90); throughput of `cat` of a 256 MiB file through
 #         Exec over SPDY, and of a port-forward over SPDY reading 256 MiB from a server in the pod
 #   contract  StopContainer (timeout 2 s) of a shell whose three children ignore SIGTERM, in a
 #         pod sharing its PID namespace and with the container's own (time, and processes left
 #         running when it returns); PullImage of a 4.4 MiB gzip bomb that expands to 4 GiB
 #         with the default configuration (time to fail or finish, peak disk use)
-# Usage: sudo hack/bench.sh [pods|containers|stats|pull|churn|streaming|contract|all]   (default all)
+# Usage: sudo hack/bench.sh [pods|containers|stats|pull|churn|lifecycle|streaming|contract|all]   (default all)
 # Env: BENCH_PODS (20), BENCH_RUNS (10), BENCH_CHURN_PODS (100), BENCH_CONTAINERD=0 to
 # measure berth alone.
 set -euo pipefail
@@ -60,6 +65,7 @@ if [[ $with_containerd == 1 ]] && ! command -v containerd >/dev/null; then
 fi
 hack/registry.sh start
 hack/test-images.sh
+# The big image only serves the pull benchmark; building it costs minutes.
 if [[ $what == pull || $what == all ]]; then
 	hack/test-images.sh bench
 fi
@@ -122,6 +128,10 @@ measure() { # LABEL ENDPOINT
 		"$bench" stats --label "$label" --endpoint "$endpoint" --image "$small" \
 			--pods "${BENCH_STATS_CONTAINERS:-50}" --runs "${BENCH_STATS_RUNS:-50}" ||
 			echo "$label: the stats benchmark failed (above)"
+	fi
+	if [[ $what == lifecycle || $what == all ]]; then
+		"$bench" lifecycle --label "$label" --endpoint "$endpoint" --image "$small" --pods "$pods" --clients 2 ||
+			echo "$label: the lifecycle benchmark failed (above)"
 	fi
 	if [[ $what == churn || $what == all ]]; then
 		"$bench" churn --label "$label" --endpoint "$endpoint" --image "$small" --pods "$churn_pods" \

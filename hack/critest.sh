@@ -5,6 +5,7 @@
 # The local registry and test images must be up: hack/registry.sh start && hack/test-images.sh
 # Extra arguments go to critest, e.g. hack/critest.sh --ginkgo.focus='PodSandbox'
 # BERTH (default target/release/berth, built if missing) picks the daemon binary.
+# hack/critest.sh --vm [--kernel 6.1|6.12] [critest args]: inside the cgroup v2 test VM.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=hack/lib.sh
@@ -17,6 +18,21 @@ berth_need_root
 berth=${BERTH:-target/release/berth}
 if [[ ! -x $berth ]]; then
 	cargo build --release
+fi
+
+# --vm [--kernel 6.1|6.12]: the same run inside the cgroup v2 test VM (hack/vm.sh), with
+# this build of berth and the critest binary shared into it.
+if [[ ${1:-} == --vm ]]; then
+	shift
+	kernel=()
+	if [[ ${1:-} == --kernel ]]; then
+		kernel=(--kernel "${2:?--kernel needs 6.1 or 6.12}")
+		shift 2
+	fi
+	critest_bin=$(realpath "$CRITEST")
+	hack/vm.sh build
+	exec hack/vm.sh run "${kernel[@]}" --share "$(dirname "$critest_bin")" --timeout 30m -- \
+		env CRITEST="$critest_bin" BERTH="$(realpath "$berth")" hack/critest.sh "$@"
 fi
 
 # One critest run at a time per machine: they share the bridge name and the test images.

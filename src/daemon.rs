@@ -21,9 +21,6 @@ use crate::metrics::{BerthMetrics, by_state};
 use crate::sandbox::{SandboxFilter, SandboxManager, SandboxState};
 use crate::streaming::StreamingServer;
 
-/// How often exits are looked for while someone listens to events.
-pub const EXIT_WATCH_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// Everything the daemon runs, built once at start.
 pub struct Daemon {
     services: Arc<Services>,
@@ -55,6 +52,7 @@ impl Daemon {
         )
         .await?;
         follow_shim_deaths(&sandboxes, &containers);
+        route_container_exits(&sandboxes, &containers);
         register_gauges(&sandboxes, &containers, &events);
         Ok(Daemon {
             services: Arc::new(Services {
@@ -89,12 +87,22 @@ impl Daemon {
         s.sandboxes.watch_recovered_shims().await;
         // Background work that reads what recovery loaded.
         s.stats.start();
-        spawn_exit_watch(s.containers.clone(), s.events.clone(), EXIT_WATCH_PERIOD);
         Ok(())
     }
 
     /// The daemon is stopping: pods keep running under their shims.
     pub async fn shutdown(&self) {}
+}
+
+/// Hands the exits the shims push (see sandbox/shim_events.rs) to the container manager.
+fn route_container_exits(sandboxes: &Arc<SandboxManager>, containers: &Arc<ContainerManager>) {
+    // Weak: the sandbox manager must not keep the container manager (which holds it) alive.
+    let containers = Arc::downgrade(containers);
+    sandboxes.on_container_exit(Arc::new(move |exit| {
+        if let Some(containers) = containers.upgrade() {
+            tokio::spawn(async move { containers.process_exited(exit).await });
+        }
+    }));
 }
 
 /// Marks the containers of every pod whose shim died as exited (see sandbox/shim_watch.rs).
@@ -118,30 +126,6 @@ fn follow_shim_deaths(sandboxes: &Arc<SandboxManager>, containers: &Arc<Containe
             }
         }
     });
-}
-
-/// Exits are learned when a container's record is read (its shim's exit file is then
-/// found); while anyone subscribes to events, read them all once per `period` so that a
-/// STOPPED event comes within that time rather than at the next List.
-pub fn spawn_exit_watch(
-    containers: Arc<ContainerManager>,
-    bus: Arc<LifecycleEvents>,
-    period: std::time::Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(period);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            if bus.has_subscribers() {
-                let running = ContainerFilter {
-                    state: Some(ContainerState::Running),
-                    ..Default::default()
-                };
-                containers.list(&running);
-            }
-        }
-    })
 }
 
 fn container_state_name(state: ContainerState) -> &'static str {

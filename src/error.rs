@@ -15,6 +15,10 @@ pub enum ErrorKind {
     /// A request whose answer would be too large (ExecSync output past the CRI's limit).
     ResourceExhausted,
     Unimplemented,
+    /// The other side gave up on the call.
+    Cancelled,
+    /// A failure whose cause fits no other kind (a command that could not be exec'd).
+    Unknown,
     Internal,
 }
 
@@ -117,6 +121,8 @@ impl From<Error> for tonic::Status {
             ErrorKind::DeadlineExceeded => tonic::Code::DeadlineExceeded,
             ErrorKind::ResourceExhausted => tonic::Code::ResourceExhausted,
             ErrorKind::Unimplemented => tonic::Code::Unimplemented,
+            ErrorKind::Cancelled => tonic::Code::Cancelled,
+            ErrorKind::Unknown => tonic::Code::Unknown,
             ErrorKind::Internal => tonic::Code::Internal,
         };
         tonic::Status::new(code, err.to_string())

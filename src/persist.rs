@@ -1,6 +1,11 @@
 //! Atomic files: temp file, fsync, rename, fsync the directory. Every record berth keeps
 //! is JSON with a `version` field written this way, so a crash leaves the old file or the
 //! new one, never half of either.
+//!
+//! The daemon writes through the async functions (`save_*`), which run the write on
+//! tokio's blocking pool: two fsyncs can take milliseconds on a busy disk, and a worker
+//! thread stuck in them stalls every request it carries. The plain functions are for
+//! code that may block: the shim (one thread, tmpfs), init, and `spawn_blocking` closures.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -55,6 +60,17 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> io::Result<()>
 /// A crash of the daemon alone loses nothing: the page cache keeps the file.
 pub fn write_json_replace<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    replace(path, &bytes)
+}
+
+/// Replaces `path` with `bytes` atomically (temp file, rename) without waiting for the
+/// disk: for state under the runtime dir (/run), which a reboot wipes along with every
+/// process it describes, so a power cut has nothing to lose there.
+pub fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace(path, bytes)
+}
+
+fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
@@ -64,12 +80,42 @@ pub fn write_json_replace<T: Serialize>(path: &Path, value: &T) -> io::Result<()
         .create_new(true)
         .mode(0o600)
         .open(&tmp)
-        .and_then(|mut f| f.write_all(&bytes))
+        .and_then(|mut f| f.write_all(bytes))
         .and_then(|()| fs::rename(&tmp, path));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Runs blocking file work on the blocking pool.
+pub async fn off_executor<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(io::Error::other)?
+}
+
+/// `write_atomic` on the blocking pool.
+pub async fn save_file(path: &Path, bytes: Vec<u8>) -> io::Result<()> {
+    let path = path.to_path_buf();
+    off_executor(move || write_atomic(&path, &bytes)).await
+}
+
+/// `write_json_atomic` on the blocking pool (the value is encoded here, on the caller's
+/// thread, so it need not be `'static`).
+pub async fn save_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    let path = path.to_path_buf();
+    off_executor(move || write_atomic_mode(&path, &bytes, 0o600)).await
+}
+
+/// `write_json_replace` on the blocking pool.
+pub async fn save_json_unsynced<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    let path = path.to_path_buf();
+    off_executor(move || replace(&path, &bytes)).await
 }
 
 /// Reads a JSON record; `Ok(None)` when the file does not exist.
@@ -163,6 +209,43 @@ mod tests {
         write_json_replace(&path, &rec).unwrap();
         assert_eq!(read_json::<Record>(&path).unwrap(), Some(rec));
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn async_saves_write_on_the_blocking_pool_not_the_executor() {
+        // A runtime of its own whose pool threads carry a name no other test uses: once the
+        // saves are done, a thread of that name exists only if they ran on the pool.
+        const POOL: &str = "persist-pool-t";
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .thread_name(POOL)
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Record {
+            version: 1,
+            name: "a".into(),
+        };
+        runtime.block_on(async {
+            save_json(&dir.path().join("a.json"), &rec).await.unwrap();
+            save_json_unsynced(&dir.path().join("b.json"), &rec)
+                .await
+                .unwrap();
+            save_file(&dir.path().join("c"), b"c".to_vec())
+                .await
+                .unwrap();
+        });
+        let pool_threads = fs::read_dir("/proc/self/task")
+            .unwrap()
+            .flatten()
+            .filter_map(|t| fs::read_to_string(t.path().join("comm")).ok())
+            .filter(|comm| comm.trim_end() == POOL)
+            .count();
+        assert!(pool_threads > 0, "no blocking pool thread ran the writes");
+        assert_eq!(
+            read_json::<Record>(&dir.path().join("a.json")).unwrap(),
+            Some(rec)
+        );
+        assert!(dir.path().join("b.json").exists() && dir.path().join("c").exists());
     }
 
     #[test]

@@ -109,7 +109,28 @@ fn bind_socket(socket: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
+/// Refuses a kernel below berth's floor and says which optional features this one lacks.
+fn check_kernel() -> Result<()> {
+    use crate::linux::kernel;
+    let Some(running) = kernel::KernelVersion::running() else {
+        tracing::warn!(
+            "cannot read the kernel release; assuming it is at least {}",
+            kernel::FLOOR
+        );
+        return Ok(());
+    };
+    kernel::check_floor(running).map_err(Error::failed_precondition)?;
+    if !kernel::overlay_lowerdir_plus() {
+        tracing::info!(kernel = %running, "overlayfs lacks lowerdir+: rootfs layers go through the classic lowerdir option");
+    }
+    if let Some(why) = kernel::userns_pods_unsupported() {
+        tracing::warn!("{why}: such pods are refused");
+    }
+    Ok(())
+}
+
 async fn serve(config: Config) -> Result<()> {
+    check_kernel()?;
     let config = Arc::new(config);
     let _lock = lock_socket(&config.socket)?;
     for dir in [&config.root, &config.state] {

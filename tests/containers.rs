@@ -272,13 +272,22 @@ async fn stop_kills_a_process_that_ignores_sigterm_and_limits_reach_the_cgroup()
     let id = run(&mut rt, &pod, config).await;
     let st = container_status(&mut rt, &id).await;
     assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32);
-    // The limits are in the container's cgroup files.
+    // The limits are in the container's cgroup files, in the layout this host runs: v1
+    // memory.limit_in_bytes and cpu.shares, v2 memory.max and cpu.weight (the kubelet's
+    // shares→weight conversion: 512 → 20, 256 → 10).
+    let v2 = common::cgroup_v2();
+    let (memory_file, cpu_file) = if v2 {
+        ("memory.max", "cpu.weight")
+    } else {
+        ("memory.limit_in_bytes", "cpu.shares")
+    };
     let cgroup = find_cgroup(&daemon, "memory", &id).expect("the container's memory cgroup");
+    let cpu_cgroup = find_cgroup(&daemon, "cpu", &id).expect("the container's cpu cgroup");
+    let read = |file: PathBuf| std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert_eq!(read(cgroup.join(memory_file)), (64u64 << 20).to_string());
     assert_eq!(
-        std::fs::read_to_string(cgroup.join("memory.limit_in_bytes"))
-            .unwrap()
-            .trim(),
-        (64u64 << 20).to_string()
+        read(cpu_cgroup.join(cpu_file)),
+        if v2 { "20" } else { "512" }
     );
     rt.update_container_resources(cri::UpdateContainerResourcesRequest {
         container_id: id.clone(),
@@ -291,11 +300,10 @@ async fn stop_kills_a_process_that_ignores_sigterm_and_limits_reach_the_cgroup()
     })
     .await
     .unwrap();
+    assert_eq!(read(cgroup.join(memory_file)), (96u64 << 20).to_string());
     assert_eq!(
-        std::fs::read_to_string(cgroup.join("memory.limit_in_bytes"))
-            .unwrap()
-            .trim(),
-        (96u64 << 20).to_string()
+        read(cpu_cgroup.join(cpu_file)),
+        if v2 { "10" } else { "256" }
     );
 
     let started = Instant::now();
@@ -325,6 +333,210 @@ async fn stop_kills_a_process_that_ignores_sigterm_and_limits_reach_the_cgroup()
     remove_pod(&daemon, &mut rt, &pod).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn resources_the_node_cannot_apply_are_refused_naming_the_field_and_leave_nothing() {
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod) = setup(&daemon, "cannot").await;
+    let with = |resources: cri::LinuxContainerResources| {
+        let mut config = container_config("cannot", &["sleep", "100"]);
+        config.linux = Some(cri::LinuxContainerConfig {
+            resources: Some(resources),
+            ..Default::default()
+        });
+        config
+    };
+    let err = create(
+        &mut rt,
+        &pod,
+        with(cri::LinuxContainerResources {
+            cpuset_cpus: "0-4095".into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::InvalidArgument,
+        "{}",
+        err.message()
+    );
+    assert!(
+        err.message().contains("resources.cpuset_cpus"),
+        "{}",
+        err.message()
+    );
+    // A controller no node mounts (v2), or unified keys at all (v1).
+    let err = create(
+        &mut rt,
+        &pod,
+        with(cri::LinuxContainerResources {
+            unified: [("nosuch.max".to_string(), "1".to_string())].into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap_err();
+    let expected = if common::cgroup_v2() {
+        tonic::Code::InvalidArgument
+    } else {
+        tonic::Code::FailedPrecondition
+    };
+    assert_eq!(err.code(), expected, "{}", err.message());
+    assert!(err.message().contains("unified"), "{}", err.message());
+    // UpdateContainerResources is checked the same way and changes nothing.
+    let id = run(&mut rt, &pod, container_config("live", &["sleep", "100"])).await;
+    let err = rt
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                cpuset_cpus: "4095".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::InvalidArgument,
+        "{}",
+        err.message()
+    );
+    let listed = rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(
+        listed.len(),
+        1,
+        "only the live container exists: {listed:?}"
+    );
+    remove_pod(&daemon, &mut rt, &pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_cri_resource_reaches_the_cgroup_files_of_this_hosts_layout() {
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod) = setup(&daemon, "resources").await;
+    let v2 = common::cgroup_v2();
+    let resources = |quota: i64, shares: i64, memory: i64| cri::LinuxContainerResources {
+        cpu_period: 100_000,
+        cpu_quota: quota,
+        cpu_shares: shares,
+        memory_limit_in_bytes: memory,
+        // The kubelet's NoSwap: swap equal to the memory limit.
+        memory_swap_limit_in_bytes: memory,
+        cpuset_cpus: "0".into(),
+        cpuset_mems: "0".into(),
+        // This host (v1) mounts no hugetlb hierarchy; the VM's v2 tree has the controller.
+        hugepage_limits: if v2 {
+            vec![cri::HugepageLimit {
+                page_size: "2MB".into(),
+                limit: 0,
+            }]
+        } else {
+            Vec::new()
+        },
+        unified: if v2 {
+            [("memory.high".to_string(), (memory / 2).to_string())].into()
+        } else {
+            Default::default()
+        },
+        ..Default::default()
+    };
+    let mut config = container_config("limited", &["sleep", "1000"]);
+    config.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(resources(50_000, 1024, 64 << 20)),
+        ..Default::default()
+    });
+    let id = run(&mut rt, &pod, config).await;
+    let file = |controller: &str, name: &str| {
+        let dir = find_cgroup(&daemon, controller, &id).expect("the container's cgroup");
+        std::fs::read_to_string(dir.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .trim()
+            .to_string()
+    };
+    let expect = |quota: &str, weight: &str, shares: &str, memory: i64| {
+        if v2 {
+            assert_eq!(file("cpu", "cpu.max"), format!("{quota} 100000"));
+            assert_eq!(file("cpu", "cpu.weight"), weight);
+            assert_eq!(file("memory", "memory.max"), memory.to_string());
+            assert_eq!(file("memory", "memory.swap.max"), "0");
+            assert_eq!(file("memory", "memory.high"), (memory / 2).to_string());
+            assert_eq!(file("hugetlb", "hugetlb.2MB.max"), "0");
+        } else {
+            assert_eq!(file("cpu", "cpu.cfs_quota_us"), quota);
+            assert_eq!(file("cpu", "cpu.cfs_period_us"), "100000");
+            assert_eq!(file("cpu", "cpu.shares"), shares);
+            assert_eq!(file("memory", "memory.limit_in_bytes"), memory.to_string());
+        }
+        assert_eq!(file("cpuset", "cpuset.cpus"), "0");
+        assert_eq!(file("cpuset", "cpuset.mems"), "0");
+    };
+    // 1024 shares → weight 39, 2048 → 79 (the kubelet's conversion).
+    expect("50000", "39", "1024", 64 << 20);
+    rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(resources(25_000, 2048, 96 << 20)),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    expect("25000", "79", "2048", 96 << 20);
+    remove_pod(&daemon, &mut rt, &pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_sees_its_own_cgroup_read_only() {
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod) = setup(&daemon, "cgroupns").await;
+    let mut config = container_config("own", &["sleep", "1000"]);
+    config.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run(&mut rt, &pod, config).await;
+    let out = |r: cri::ExecSyncResponse| {
+        (
+            r.exit_code,
+            String::from_utf8_lossy(&r.stdout).trim().to_string(),
+            String::from_utf8_lossy(&r.stderr).trim().to_string(),
+        )
+    };
+    let (_, own, _) = out(exec_sync(&mut rt, &id, &["cat", "/proc/self/cgroup"], 30)
+        .await
+        .unwrap());
+    if common::cgroup_v2() {
+        // A private cgroup namespace rooted at the container's cgroup, and the cgroup2
+        // mount showing that cgroup's own files: a tool reads its limit where it expects.
+        assert_eq!(own, "0::/");
+        let (code, limit, err) =
+            out(
+                exec_sync(&mut rt, &id, &["cat", "/sys/fs/cgroup/memory.max"], 30)
+                    .await
+                    .unwrap(),
+            );
+        assert_eq!((code, limit.as_str()), (0, "67108864"), "{err}");
+    } else {
+        // v1 has no such view: the container's cgroup as the host names it.
+        assert!(own.contains(&id), "{own}");
+        assert!(own.contains(&daemon.cgroup_parent), "{own}");
+    }
+    let (code, _, err) = out(exec_sync(&mut rt, &id, &["touch", "/sys/fs/cgroup/x"], 30)
+        .await
+        .unwrap());
+    assert_ne!(code, 0, "/sys/fs/cgroup is writable");
+    assert!(err.contains("Read-only"), "{err}");
+    remove_pod(&daemon, &mut rt, &pod).await;
+}
+
 fn find_cgroup(daemon: &TestDaemon, controller: &str, id: &str) -> Option<PathBuf> {
     fn walk(dir: &Path, id: &str) -> Option<PathBuf> {
         for e in std::fs::read_dir(dir).ok()?.flatten() {
@@ -340,9 +552,11 @@ fn find_cgroup(daemon: &TestDaemon, controller: &str, id: &str) -> Option<PathBu
         }
         None
     }
+    // v2: one tree holds every controller.
     let root = cgroup_roots().into_iter().find(|r| {
-        r.file_name()
-            .is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == controller))
+        common::cgroup_v2()
+            || r.file_name()
+                .is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == controller))
     })?;
     walk(&root.join(daemon.cgroup_parent.trim_start_matches('/')), id)
 }
@@ -881,11 +1095,23 @@ async fn container_stats_show_cpu_memory_and_the_writable_layer() {
         &pod,
         container_config(
             "busy",
-            &["sh", "-c", "head -c 20000000 /dev/zero > /tmp/fill; x=$(head -c 8000000 /dev/zero | tr '\\0' a); while true; do :; done"],
+            &["sh", "-c", "head -c 20000000 /dev/zero > /tmp/fill; x=$(head -c 8000000 /dev/zero | tr '\\0' a); touch /tmp/ready; while true; do :; done"],
         ),
     )
     .await;
     let idle = run(&mut rt, &pod, container_config("idle", &["sleep", "1000"])).await;
+    // Filling takes a while on a slow (emulated) machine: wait for it, then let it spin.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !exec_sync(&mut rt, &busy, &["test", "-f", "/tmp/ready"], 10)
+        .await
+        .is_ok_and(|out| out.exit_code == 0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the busy container never got ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let stats = rt
         .list_container_stats(cri::ListContainerStatsRequest {

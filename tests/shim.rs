@@ -987,3 +987,109 @@ fn umask() -> u32 {
         .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
         .unwrap()
 }
+
+// ---- The Events stream ----
+
+/// The next exit on `stream`, at most 10 s away (a hang guard, not a timing).
+async fn next_exit(
+    stream: &mut berth::shim::client::ExitStream,
+) -> berth::shim::client::ProcessExit {
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("no exit came on the events stream")
+        .expect("the events stream broke")
+        .expect("the events stream ended")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_replay_the_held_exits_then_push_each_new_one_and_end_at_shutdown() {
+    let mut shim = TestShim::new().await;
+    // c1 exits before anyone subscribes.
+    let early = shim.path().join("bundles/c1");
+    write_container_bundle(&early, &["/bin/sh", "-c", "exit 3"], false, None);
+    let early_pid = shim.client.create("c1", &early, started()).await.unwrap();
+    wait_exited(&mut shim.client, "c1").await;
+
+    let mut first = shim.client.events().await.unwrap();
+    let replayed = next_exit(&mut first).await;
+    assert_eq!(
+        (replayed.id.as_str(), replayed.pid, replayed.exit_code),
+        ("c1", early_pid, 3)
+    );
+    assert!(
+        replayed.replayed,
+        "an exit from before the subscription is a replay"
+    );
+    assert_eq!(
+        replayed.exited_at,
+        exit_file(shim.path(), "c1")["exited_at"],
+        "the event and the exit file agree"
+    );
+
+    // c2 exits while subscribed: pushed as it happens, once its exit file is written.
+    let late = shim.path().join("bundles/c2");
+    write_container_bundle(&late, &["sleep", "1000"], false, None);
+    let late_pid = shim.client.create("c2", &late, started()).await.unwrap();
+    shim.client.kill("c2", libc::SIGKILL, false).await.unwrap();
+    let pushed = next_exit(&mut first).await;
+    assert_eq!(
+        (
+            pushed.id.as_str(),
+            pushed.pid,
+            pushed.exit_code,
+            pushed.replayed
+        ),
+        ("c2", late_pid, 137, false)
+    );
+    assert_eq!(exit_file(shim.path(), "c2")["exit_code"], 137);
+
+    // A second subscriber (a daemon that reconnected) gets every exit still held; a
+    // deleted process is no longer held.
+    shim.client.delete("c1").await.unwrap();
+    let mut second = shim.client.events().await.unwrap();
+    let again = next_exit(&mut second).await;
+    assert_eq!((again.id.as_str(), again.replayed), ("c2", true));
+
+    // Shutdown ends the streams (the daemon's subscription must not hold the shim up).
+    let mut client = shim.client.clone();
+    client.shutdown().await.unwrap();
+    for stream in [&mut first, &mut second] {
+        let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("the stream did not end at shutdown");
+        assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
+    }
+    let pid = shim.pid;
+    wait_until("the shim to exit", Duration::from_secs(5), || !alive(pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shim_errors_reach_the_client_with_their_code_and_cause() {
+    let mut shim = TestShim::new().await;
+    let missing = shim.client.state("nope").await.unwrap_err();
+    let berth::shim::client::ClientError::Rpc { status, .. } = &missing else {
+        panic!("{missing:?}");
+    };
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    assert_eq!(status.message(), "process nope not found");
+    // init's own words for a bundle it cannot run, as FailedPrecondition.
+    let broken = shim.path().join("bundles/broken");
+    write_container_bundle(&broken, &["/nonexistent/binary"], false, None);
+    let err = shim
+        .client
+        .create("broken", &broken, started())
+        .await
+        .unwrap_err();
+    let daemon_status = tonic::Status::from(berth::Error::from(err));
+    assert_eq!(
+        daemon_status.code(),
+        tonic::Code::FailedPrecondition,
+        "{daemon_status:?}"
+    );
+    assert!(
+        daemon_status.message().contains("/nonexistent/binary"),
+        "{}",
+        daemon_status.message()
+    );
+    shim.shutdown().await;
+}

@@ -295,6 +295,13 @@ async fn network_bytes_grow_after_traffic_into_the_pod() {
         names.contains(&"container_cpu_usage_seconds_total"),
         "{names:?}"
     );
+    // cgroup v2 adds the PSI stall totals (v1 has no such files, so no such series).
+    assert_eq!(
+        names.contains(&"container_pressure_cpu_waiting_seconds_total")
+            && names.contains(&"container_pressure_memory_waiting_seconds_total"),
+        common::cgroup_v2(),
+        "{names:?}"
+    );
     for m in ours.metrics.iter().chain(&container[0].metrics) {
         assert_eq!(
             described.get(m.name.as_str()),

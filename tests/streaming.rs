@@ -187,7 +187,7 @@ async fn ws_session(
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(60), read)
+    tokio::time::timeout(common::slow(Duration::from_secs(60)), read)
         .await
         .expect("the session ended in time");
     outcome
@@ -257,7 +257,7 @@ async fn spdy_session(
         error.reader.read_to_end(&mut outcome.error).await.unwrap();
         outcome
     };
-    tokio::time::timeout(Duration::from_secs(60), outcome)
+    tokio::time::timeout(common::slow(Duration::from_secs(60)), outcome)
         .await
         .expect("the session ended in time")
 }
@@ -486,10 +486,13 @@ async fn http_get(
         .await
         .unwrap();
     let mut page = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), reader.read_to_end(&mut page))
-        .await
-        .expect("the page came in time")
-        .unwrap();
+    tokio::time::timeout(
+        common::slow(Duration::from_secs(20)),
+        reader.read_to_end(&mut page),
+    )
+    .await
+    .expect("the page came in time")
+    .unwrap();
     String::from_utf8_lossy(&page).to_string()
 }
 

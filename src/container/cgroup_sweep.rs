@@ -21,7 +21,6 @@
 //! and the processes left behind hold those pipes, which would hold the stop until the
 //! timeout.
 
-use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -51,33 +50,21 @@ pub(crate) async fn kill_leftovers(cgroups: &Cgroups, id: &str, cgroup_path: &st
     .map_err(|e| Error::internal("cgroup task", e))?
 }
 
-/// Waits up to `timeout` for the exit file of container `id`, whose main process is host pid
-/// `pid`. Once the main process is gone, what it left in the cgroup is killed at once (see
-/// the module comment), so its exit is recorded without waiting out the timeout. True if the
-/// exit file appeared.
-pub(crate) async fn wait_for_exit(
-    exit_file: &Path,
+/// Once the main process (host pid `pid`) is gone, kills what it left in the cgroup of
+/// container `id` (see the module comment), so the shim can record the exit without the
+/// stop waiting out its timeout. Never resolves: the caller races it against the exit.
+pub(crate) async fn sweep_once_main_is_gone(
     pid: u32,
     cgroups: &Cgroups,
     id: &str,
     cgroup_path: &str,
-    timeout: Duration,
-) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
+) -> std::convert::Infallible {
     let mut pause = Duration::from_micros(500);
-    let mut swept = false;
     loop {
-        if exit_file.exists() {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        if !swept && pid > 0 && !running(pid) {
-            swept = true;
+        if pid > 0 && !running(pid) {
             // A failure is reported by the sweep that follows the recorded exit.
             let _ = kill_leftovers(cgroups, id, cgroup_path).await;
-            continue;
+            return std::future::pending().await;
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(20));

@@ -6,8 +6,8 @@
 //!    │ any step fails                │ stop: signal, timeout, SIGKILL, cgroup kill ▲
 //!    └──────▶ rolled back (gone)     └──────────────────────────────────────────────┘
 //! ```
-//! A container's exit is learned from the exit file its shim writes (so a daemon that was
-//! down loses none): a Running record whose exit file exists is Exited.
+//! A container's exit is pushed by its shim (see manager/exits.rs); the exit file the shim
+//! also writes covers what happened while the daemon was down.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -25,6 +25,7 @@ use crate::persist;
 use crate::sandbox::{SandboxManager, SandboxState, now_nanos};
 use crate::store::lock;
 
+mod exits;
 mod lost;
 mod publish;
 pub use lost::SHIM_LOST_REASON;
@@ -73,21 +74,16 @@ pub struct ContainerRecord {
     pub groups: Vec<u32>,
 }
 
-/// The exit file a shim writes when a process ends.
-#[derive(Debug, Clone, Deserialize)]
-struct ExitFile {
-    exit_code: i32,
-    exited_at: i64,
-    #[serde(default)]
-    oom_killed: bool,
-}
-
 pub struct Container {
     record: Mutex<ContainerRecord>,
     op: tokio::sync::Mutex<()>,
-    /// Set while StartContainer opens the gate until it has published STARTED: readers
-    /// leave a fast exit to after that, so the events come in order.
+    /// Set while StartContainer opens the gate until it has published STARTED: an exit
+    /// pushed meanwhile is held and applied after that, so the events come in order.
     starting: std::sync::atomic::AtomicBool,
+    /// The exit the shim reported, until applied (see exits.rs).
+    exit: Mutex<Option<crate::shim::client::ProcessExit>>,
+    /// True once the record says Exited: StopContainer waits on it.
+    exited: tokio::sync::watch::Sender<bool>,
 }
 
 /// Clears `Container::starting` however the start ends (also when its future is dropped).
@@ -100,6 +96,17 @@ impl Drop for StartingFlag<'_> {
 }
 
 impl Container {
+    fn new(record: ContainerRecord) -> Arc<Container> {
+        let exited = record.state == ContainerState::Exited;
+        Arc::new(Container {
+            record: Mutex::new(record),
+            op: tokio::sync::Mutex::new(()),
+            starting: Default::default(),
+            exit: Mutex::new(None),
+            exited: tokio::sync::watch::Sender::new(exited),
+        })
+    }
+
     pub fn record(&self) -> ContainerRecord {
         lock(&self.record).clone()
     }
@@ -164,17 +171,11 @@ impl ContainerManager {
         self.config.state.join("containers").join(id)
     }
 
-    fn persist(&self, record: &ContainerRecord) -> Result<()> {
+    async fn persist(&self, record: &ContainerRecord) -> Result<()> {
         let path = self.record_dir(&record.id).join(RECORD_FILE);
-        persist::write_json_atomic(&path, record)
+        persist::save_json(&path, record)
+            .await
             .map_err(io_err(format!("writing {}", path.display())))
-    }
-
-    fn exit_file(&self, record: &ContainerRecord) -> PathBuf {
-        self.sandboxes
-            .shim_state_dir(&record.sandbox_id)
-            .join("exits")
-            .join(&record.id)
     }
 
     /// Finds a container by full id or unique prefix.
@@ -182,49 +183,30 @@ impl ContainerManager {
         crate::store::lookup(&self.containers, id, "container", "container_id")
     }
 
+    /// By full id only (exits name containers exactly).
+    fn get_exact(&self, id: &str) -> Option<Arc<Container>> {
+        self.containers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
     fn all(&self) -> Vec<Arc<Container>> {
         crate::store::values(&self.containers)
     }
 
-    /// Brings a Running record up to date with its exit file.
-    fn refresh(&self, container: &Container) -> ContainerRecord {
-        let record = container.record();
-        if record.state != ContainerState::Running && record.state != ContainerState::Created {
-            return record;
-        }
-        // A start under way publishes STARTED first; its exit is applied after.
-        if container
-            .starting
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
-            return record;
-        }
-        let Ok(Some(exit)) = persist::read_json::<ExitFile>(&self.exit_file(&record)) else {
-            return record;
-        };
-        let mut exited_now = false;
-        let updated = container.update(|r| {
-            // Another reader may have applied it meanwhile: one STOPPED event per exit.
-            exited_now = matches!(r.state, ContainerState::Running | ContainerState::Created);
-            apply_exit(r, &exit)
-        });
-        let _ = self.persist(&updated);
-        if exited_now {
-            self.publish(EventKind::Stopped, &updated);
-        }
-        updated
-    }
-
+    /// The record as it is: exits are applied when the shim pushes them, so reading
+    /// never writes.
     pub fn status(&self, id: &str) -> Result<ContainerRecord> {
-        let c = self.get(id)?;
-        Ok(self.refresh(&c))
+        Ok(self.get(id)?.record())
     }
 
     pub fn list(&self, filter: &ContainerFilter) -> Vec<ContainerRecord> {
         let mut out: Vec<_> = self
             .all()
             .into_iter()
-            .map(|c| self.refresh(&c))
+            .map(|c| c.record())
             .filter(|r| r.state != ContainerState::Creating)
             .filter(|r| filter.id.as_ref().is_none_or(|id| r.id.starts_with(id)))
             .filter(|r| {
@@ -265,19 +247,6 @@ fn check_exec_output(output: &crate::shim::client::ExecSyncOutput) -> Result<()>
     }
     crate::shim::check_exec_sync_output(output.stdout.len() as u64, output.stderr.len() as u64)
         .map_err(|e| Error::with_source(ErrorKind::ResourceExhausted, "exec output", e))
-}
-
-fn apply_exit(record: &mut ContainerRecord, exit: &ExitFile) {
-    record.state = ContainerState::Exited;
-    record.exit_code = exit.exit_code;
-    record.finished_at = exit.exited_at;
-    record.reason = if exit.oom_killed {
-        "OOMKilled".to_string()
-    } else if exit.exit_code == 0 {
-        "Completed".to_string()
-    } else {
-        "Error".to_string()
-    };
 }
 
 /// The pod's log directory joined with the container's log path (absolute), if any.
@@ -356,6 +325,8 @@ impl ContainerManager {
         if config.image.is_empty() {
             return Err(Error::invalid_argument("config.image.image is required"));
         }
+        // What the node cannot apply is refused before anything exists.
+        self.check_resources(&config.resources).await?;
         let (image, layers, image_config) = self
             .images
             .resolve_for_container(&config.image)
@@ -501,20 +472,22 @@ impl ContainerManager {
             "upper": upper,
             "work": work,
         });
-        persist::write_atomic(
-            &bundle.join("config.json"),
-            &serde_json::to_vec(&spec).map_err(|e| Error::internal("encoding the spec", e))?,
-        )
-        .map_err(io_err("writing config.json"))?;
-        persist::write_atomic(
-            &bundle.join("rootfs.json"),
-            rootfs_json.to_string().as_bytes(),
-        )
-        .map_err(io_err("writing rootfs.json"))?;
-        if let Some(program) = seccomp_program {
-            persist::write_atomic(&bundle.join(crate::linux::seccomp::BPF_FILE), &program)
-                .map_err(io_err("writing the seccomp program"))?;
-        }
+        let spec_json =
+            serde_json::to_vec(&spec).map_err(|e| Error::internal("encoding the spec", e))?;
+        let bundle_dir = bundle.clone();
+        persist::off_executor(move || {
+            persist::write_atomic(&bundle_dir.join("config.json"), &spec_json)?;
+            persist::write_atomic(
+                &bundle_dir.join("rootfs.json"),
+                rootfs_json.to_string().as_bytes(),
+            )?;
+            if let Some(program) = seccomp_program {
+                persist::write_atomic(&bundle_dir.join(crate::linux::seccomp::BPF_FILE), &program)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(io_err("writing the bundle"))?;
 
         let log_path = log_path(&sandbox.spec.log_directory, &config.log_path);
         let record = ContainerRecord {
@@ -553,14 +526,11 @@ impl ContainerManager {
         // mid-create; not synced: after a power cut the processes are gone too, and
         // recovery removes container dirs that have no record.
         let path = self.record_dir(id).join(RECORD_FILE);
-        persist::write_json_replace(&path, &record)
+        persist::save_json_unsynced(&path, &record)
+            .await
             .map_err(io_err(format!("writing {}", path.display())))?;
         crate::fault::point("container.create.after_record");
-        let container = Arc::new(Container {
-            record: Mutex::new(record),
-            op: tokio::sync::Mutex::new(()),
-            starting: Default::default(),
-        });
+        let container = Container::new(record);
         self.containers
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -590,7 +560,7 @@ impl ContainerManager {
             r.state = ContainerState::Created;
             r.pid = pid;
         });
-        self.persist(&record)?;
+        self.persist(&record).await?;
         self.publish(EventKind::Created, &record);
         tracing::info!(
             container_id = %id,
@@ -642,7 +612,7 @@ impl ContainerManager {
     pub async fn start(&self, id: &str) -> Result<()> {
         let container = self.get(id)?;
         let _op = container.op.lock().await;
-        let record = self.refresh(&container);
+        let record = container.record();
         if record.state == ContainerState::Running {
             // A retry of a start that took effect (say, before a crash cut the answer off).
             tracing::info!(container_id = %record.id, "container already running");
@@ -660,10 +630,23 @@ impl ContainerManager {
         let started_at = now_nanos();
         container
             .starting
-            .store(true, std::sync::atomic::Ordering::Release);
-        let _starting = StartingFlag(&container.starting);
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let starting = StartingFlag(&container.starting);
         let started = shim.start(&record.id).await;
         crate::fault::point("container.start.after_gate_open");
+        let result = self.started(&container, started, started_at).await;
+        drop(starting);
+        // An exit pushed while STARTED was on its way was held: it goes now.
+        self.apply_pending_exit(&container).await;
+        result
+    }
+
+    async fn started(
+        &self,
+        container: &Container,
+        started: std::result::Result<u32, crate::shim::client::ClientError>,
+        started_at: i64,
+    ) -> Result<()> {
         match started {
             Ok(pid) => {
                 let record = container.update(|r| {
@@ -674,7 +657,7 @@ impl ContainerManager {
                     r.pid = pid;
                     r.started_at = started_at;
                 });
-                self.persist(&record)?;
+                self.persist(&record).await?;
                 self.publish(EventKind::Started, &record);
                 tracing::info!(container_id = %record.id, pid, "container started");
                 Ok(())
@@ -689,7 +672,8 @@ impl ContainerManager {
                     r.reason = "StartError".into();
                     r.message = message;
                 });
-                self.persist(&record)?;
+                container.exited.send_replace(true);
+                self.persist(&record).await?;
                 self.publish(EventKind::Stopped, &record);
                 Err(err)
             }
@@ -719,13 +703,13 @@ impl ContainerManager {
         .await
     }
 
+    /// Returns as soon as the shim pushes the exit (see exits.rs), not at a poll.
     async fn stop_locked(&self, container: &Container, timeout: Duration) -> Result<()> {
-        let record = self.refresh(container);
+        let record = container.record();
         match record.state {
             ContainerState::Exited | ContainerState::Creating => return Ok(()),
             ContainerState::Created | ContainerState::Running | ContainerState::Unknown => {}
         }
-        let exit_file = self.exit_file(&record);
         if let Ok(mut shim) = self.sandboxes.shim(&record.sandbox_id).await {
             let signal = if record.state == ContainerState::Created {
                 libc::SIGKILL
@@ -736,29 +720,36 @@ impl ContainerManager {
                 let _ = shim.kill(&record.id, signal, false).await;
                 crate::fault::point("container.stop.after_signal");
                 let timeout = timeout.max(Duration::from_millis(1));
-                let cgroups = self.sandboxes.cgroups();
-                let (id, path) = (&record.id, &record.cgroup_path);
-                let exited = super::cgroup_sweep::wait_for_exit(
-                    &exit_file, record.pid, cgroups, id, path, timeout,
+                // Children left by the main process in a shared PID namespace hold the
+                // output pipes, so the shim's exit waits on them: they are killed as soon
+                // as the main process is gone (cgroup_sweep.rs), raced against the push.
+                let sweep = super::cgroup_sweep::sweep_once_main_is_gone(
+                    record.pid,
+                    self.sandboxes.cgroups(),
+                    &record.id,
+                    &record.cgroup_path,
                 );
-                if exited.await {
-                    self.refresh(container);
+                let exited = tokio::select! {
+                    biased;
+                    exited = self.wait_exited(container, timeout) => exited,
+                    never = sweep => match never {},
+                };
+                if exited {
                     return Ok(());
                 }
             }
             let _ = shim.kill(&record.id, libc::SIGKILL, true).await;
-            if wait_for_file(&exit_file, KILL_GRACE).await {
-                self.refresh(container);
+            if self.wait_exited(container, KILL_GRACE).await {
                 return Ok(());
             }
         }
-        // The shim is gone (nobody will write the exit file) or the process will not die:
-        // the cgroup takes everything with it, and the exit is recorded here.
+        // The shim is gone (no exit will be pushed) or the process will not die: the
+        // cgroup takes everything with it, and the exit is recorded here (from the exit
+        // file when the shim wrote one after all).
         let cgroups = self.sandboxes.cgroups().clone();
         let path = record.cgroup_path.clone();
         let _ = tokio::task::spawn_blocking(move || cgroups.kill_all(&path, KILL_GRACE)).await;
-        if exit_file.exists() {
-            self.refresh(container);
+        if self.apply_exit_file(container).await.state == ContainerState::Exited {
             return Ok(());
         }
         let updated = container.update(|r| {
@@ -768,7 +759,8 @@ impl ContainerManager {
             r.reason = "Error".into();
             r.message = "killed by berth: the pod's shim was not reachable".into();
         });
-        self.persist(&updated)?;
+        container.exited.send_replace(true);
+        self.persist(&updated).await?;
         self.publish(EventKind::Stopped, &updated);
         Ok(())
     }
@@ -821,6 +813,17 @@ impl ContainerManager {
         Ok(())
     }
 
+    /// Refuses resources this node cannot apply (CPUs it lacks, unified keys of a missing
+    /// controller, swap without swap accounting), naming the CRI field.
+    async fn check_resources(&self, resources: &super::config::ContainerResources) -> Result<()> {
+        let linux = super::spec::linux_resources(resources).map_err(Error::from)?;
+        let cgroups = self.sandboxes.cgroups().clone();
+        tokio::task::spawn_blocking(move || cgroups.check_resources(&linux))
+            .await
+            .map_err(|e| Error::internal("cgroup check task", e))?
+            .map_err(Error::from)
+    }
+
     /// UpdateContainerResources: written to the live cgroup, and kept in the record.
     pub async fn update_resources(
         &self,
@@ -829,13 +832,14 @@ impl ContainerManager {
     ) -> Result<()> {
         let container = self.get(id)?;
         let _op = container.op.lock().await;
-        let record = self.refresh(&container);
+        let record = container.record();
         if record.state == ContainerState::Exited {
             return Err(Error::failed_precondition(format!(
                 "container {} has exited",
                 record.id
             )));
         }
+        self.check_resources(&resources).await?;
         let linux = super::spec::linux_resources(&resources).map_err(Error::from)?;
         let cgroups = self.sandboxes.cgroups().clone();
         let path = record.cgroup_path.clone();
@@ -844,7 +848,7 @@ impl ContainerManager {
             .map_err(|e| Error::internal("cgroup task", e))?
             .map_err(Error::from)?;
         let record = container.update(|r| r.config.resources = resources);
-        self.persist(&record)
+        self.persist(&record).await
     }
 
     /// ReopenContainerLog: the shim reopens the log file the kubelet rotated.
@@ -948,11 +952,7 @@ impl ContainerManager {
                 ),
                 record.id.clone(),
             );
-            let container = Arc::new(Container {
-                record: Mutex::new(record),
-                op: tokio::sync::Mutex::new(()),
-                starting: Default::default(),
-            });
+            let container = Container::new(record);
             self.reconcile_recovered(&container).await;
             let record = container.record();
             tracing::info!(container_id = %record.id, state = ?record.state, "container recovered");
@@ -962,22 +962,6 @@ impl ContainerManager {
                 .insert(record.id.clone(), container);
         }
         Ok(())
-    }
-}
-
-/// Waits until `path` exists, checking often at first (most processes exit at once).
-async fn wait_for_file(path: &Path, timeout: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut pause = Duration::from_micros(500);
-    loop {
-        if path.exists() {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 

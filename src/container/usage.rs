@@ -25,6 +25,59 @@ pub struct Usage {
     pub swap_available_bytes: Option<u64>,
     /// Processes (tasks) in the cgroup and below.
     pub pids: Option<u64>,
+    /// v2 `io.stat`, summed over devices.
+    pub io_read_bytes: Option<u64>,
+    pub io_write_bytes: Option<u64>,
+    /// v2 pressure stall totals (PSI): `cpu.pressure`, `memory.pressure`, `io.pressure`.
+    pub cpu_pressure: Option<Pressure>,
+    pub memory_pressure: Option<Pressure>,
+    pub io_pressure: Option<Pressure>,
+}
+
+/// The cumulative stall times of one PSI file, microseconds: `some` (at least one task
+/// waited) and `full` (all non-idle tasks waited; absent for the cgroup's cpu on older
+/// kernels).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pressure {
+    pub some_us: u64,
+    pub full_us: Option<u64>,
+}
+
+/// Parses a PSI file (`some avg10=0.00 avg60=0.00 avg300=0.00 total=123` and a `full` line).
+pub fn parse_pressure(text: &str) -> Option<Pressure> {
+    let total = |kind: &str| {
+        text.lines()
+            .find(|l| l.starts_with(kind))?
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("total="))?
+            .parse::<u64>()
+            .ok()
+    };
+    Some(Pressure {
+        some_us: total("some ")?,
+        full_us: total("full "),
+    })
+}
+
+/// Sums `rbytes` and `wbytes` of a v2 `io.stat` over its devices; none for an empty file
+/// (no I/O yet, or no io controller).
+pub fn parse_io_stat(text: &str) -> (Option<u64>, Option<u64>) {
+    let mut read = None;
+    let mut write = None;
+    for field in text.split_whitespace() {
+        if let Some(v) = field
+            .strip_prefix("rbytes=")
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            *read.get_or_insert(0) += v;
+        } else if let Some(v) = field
+            .strip_prefix("wbytes=")
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            *write.get_or_insert(0) += v;
+        }
+    }
+    (read, write)
 }
 
 impl Usage {
@@ -96,6 +149,7 @@ pub fn usage_v1(files: &V1Files) -> Usage {
         swap_usage_bytes: swap,
         swap_available_bytes: swap_limit.zip(swap).map(|(l, u)| l.saturating_sub(u)),
         pids: parse_single(&files.pids_current),
+        ..Default::default()
     }
 }
 
@@ -109,6 +163,10 @@ pub struct V2Files {
     pub swap_current: String,
     pub swap_max: String,
     pub pids_current: String,
+    pub io_stat: String,
+    pub cpu_pressure: String,
+    pub memory_pressure: String,
+    pub io_pressure: String,
 }
 
 pub fn usage_v2(files: &V2Files) -> Usage {
@@ -117,6 +175,7 @@ pub fn usage_v2(files: &V2Files) -> Usage {
     let usage = parse_single(&files.memory_current);
     let swap = parse_single(&files.swap_current);
     let working = usage.map(|u| working_set(u, stat.get("inactive_file").copied().unwrap_or(0)));
+    let (io_read_bytes, io_write_bytes) = parse_io_stat(&files.io_stat);
     Usage {
         cpu_usage_ns: cpu.get("usage_usec").map(|us| us * 1000),
         memory_usage_bytes: usage,
@@ -132,6 +191,11 @@ pub fn usage_v2(files: &V2Files) -> Usage {
             .zip(swap)
             .map(|(l, u)| l.saturating_sub(u)),
         pids: parse_single(&files.pids_current),
+        io_read_bytes,
+        io_write_bytes,
+        cpu_pressure: parse_pressure(&files.cpu_pressure),
+        memory_pressure: parse_pressure(&files.memory_pressure),
+        io_pressure: parse_pressure(&files.io_pressure),
     }
 }
 
@@ -156,6 +220,10 @@ pub fn read_usage(cgroups: &Cgroups, path: &str) -> Usage {
             swap_current: read(&dir, "memory.swap.current"),
             swap_max: read(&dir, "memory.swap.max"),
             pids_current: read(&dir, "pids.current"),
+            io_stat: read(&dir, "io.stat"),
+            cpu_pressure: read(&dir, "cpu.pressure"),
+            memory_pressure: read(&dir, "memory.pressure"),
+            io_pressure: read(&dir, "io.pressure"),
         });
     }
     let dir_of = |controller: &str| {
@@ -308,6 +376,37 @@ mod tests {
             usage_v2(&files).swap_available_bytes,
             Some(1_048_576 - 65_536)
         );
+    }
+
+    #[test]
+    fn v2_io_stat_and_pressure_files() {
+        let mut files = v2(V2_CPU_STAT, "8192\n", V2_MEMORY_STAT, "max\n");
+        files.io_stat = "254:0 rbytes=4096 wbytes=1000 rios=1 wios=2 dbytes=0 dios=0\n\
+                         8:0 rbytes=100 wbytes=24 rios=1 wios=1 dbytes=0 dios=0\n"
+            .into();
+        files.cpu_pressure = "some avg10=0.00 avg60=0.00 avg300=0.00 total=1500\n\
+                              full avg10=0.00 avg60=0.00 avg300=0.00 total=700\n"
+            .into();
+        files.memory_pressure = "some avg10=1.50 avg60=0.20 avg300=0.00 total=42\n".into();
+        let usage = usage_v2(&files);
+        assert_eq!(usage.io_read_bytes, Some(4196));
+        assert_eq!(usage.io_write_bytes, Some(1024));
+        assert_eq!(
+            usage.cpu_pressure,
+            Some(Pressure {
+                some_us: 1500,
+                full_us: Some(700)
+            })
+        );
+        assert_eq!(
+            usage.memory_pressure,
+            Some(Pressure {
+                some_us: 42,
+                full_us: None
+            })
+        );
+        assert_eq!(usage.io_pressure, None, "no file, no figure");
+        assert_eq!(parse_io_stat(""), (None, None));
     }
 
     #[test]

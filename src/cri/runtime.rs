@@ -96,6 +96,10 @@ impl RuntimeService for RuntimeCri {
         // The pod itself is stopped even if one of them would not die; that error follows.
         let containers = self.daemon.containers.stop_all_of(&id).await;
         self.daemon.sandboxes.stop(&id).await?;
+        // The shim's last exits may still be on their way: its exit files say them now.
+        if let Ok(sandbox) = self.daemon.sandboxes.get(&id) {
+            self.daemon.containers.settle_exits_of(&sandbox.id).await;
+        }
         containers?;
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
@@ -467,8 +471,9 @@ impl RuntimeService for RuntimeCri {
         let features = cri::RuntimeHandlerFeatures {
             // Init applies `rro` with mount_setattr(AT_RECURSIVE).
             recursive_read_only_mounts: true,
-            // Pods in their own user namespace, with id-mapped rootfs and volumes.
-            user_namespaces: true,
+            // Pods in their own user namespace, with id-mapped rootfs and volumes, where
+            // overlayfs takes id-mapped layers.
+            user_namespaces: crate::linux::kernel::userns_pods_unsupported().is_none(),
         };
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {

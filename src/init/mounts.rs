@@ -1,7 +1,7 @@
 //! The container's mounts as data: OCI mount options → flags, propagation and fs data;
 //! the spec's mounts → steps; the masked and read-only path lists.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 use oci_spec::runtime::{Mount, Spec};
@@ -237,6 +237,69 @@ pub fn overlay_config(layers: &RootfsLayers) -> Vec<(&'static str, PathBuf)> {
     config
 }
 
+/// Where init links the layers under short names for the classic option string, inside
+/// the bundle.
+pub const OVERLAY_LINK_DIR: &str = "overlay-layers";
+/// One page: the most a mount(2) option string may hold.
+pub const MOUNT_DATA_MAX: usize = 4096;
+
+/// The symlinks the classic option string names, as `(name, layer)`: top layer first,
+/// each by its index, so 500 layers (overlayfs's own maximum) take under 2000 bytes.
+pub fn overlay_layer_links(layers: &RootfsLayers) -> Vec<(String, PathBuf)> {
+    layers
+        .lower
+        .iter()
+        .enumerate()
+        .map(|(i, layer)| (i.to_string(), layer.clone()))
+        .collect()
+}
+
+/// The classic overlay option string for kernels without `lowerdir+` (before 6.8), to be
+/// mounted from [`OVERLAY_LINK_DIR`] as the working directory: the layers by their short
+/// link names, upper and work by their absolute paths.
+pub fn overlay_classic_options(layers: &RootfsLayers) -> std::io::Result<String> {
+    let lower: Vec<String> = overlay_layer_links(layers)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let mut options = format!("lowerdir={}", lower.join(":"));
+    if let (Some(upper), Some(work)) = (&layers.upper, &layers.work) {
+        options.push_str(",upperdir=");
+        options.push_str(&escape_overlay_path(upper)?);
+        options.push_str(",workdir=");
+        options.push_str(&escape_overlay_path(work)?);
+    }
+    if options.len() >= MOUNT_DATA_MAX {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "overlay options for {} layers take {} bytes, more than the {MOUNT_DATA_MAX} a mount takes",
+                layers.lower.len(),
+                options.len()
+            ),
+        ));
+    }
+    Ok(options)
+}
+
+/// overlayfs splits options on `,` and layers on `:`; a backslash keeps either literal.
+fn escape_overlay_path(path: &Path) -> std::io::Result<String> {
+    let text = path.to_str().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("overlay path {} is not UTF-8", path.display()),
+        )
+    })?;
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\\' | ',' | ':') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,5 +424,47 @@ mod tests {
         );
         let read_only: RootfsLayers = serde_json::from_str(r#"{"lower":["/a","/b"]}"#).unwrap();
         assert_eq!(overlay_config(&read_only).len(), 2);
+    }
+
+    #[test]
+    fn classic_overlay_options_fit_a_page_with_a_hundred_long_layer_paths() {
+        let layers = RootfsLayers {
+            lower: (0..100)
+                .map(|i| PathBuf::from(format!("/var/lib/berth/layers/{i:064x}/fs")))
+                .collect(),
+            upper: Some("/var/lib/berth/containers/upper,with:odd\\chars".into()),
+            work: Some("/var/lib/berth/containers/work".into()),
+        };
+        let options = overlay_classic_options(&layers).unwrap();
+        assert!(options.len() < MOUNT_DATA_MAX, "{} bytes", options.len());
+        let lower = (0..100)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(":");
+        assert_eq!(
+            options,
+            format!(
+                "lowerdir={lower},upperdir=/var/lib/berth/containers/upper\\,with\\:odd\\\\chars,workdir=/var/lib/berth/containers/work"
+            )
+        );
+        let links = overlay_layer_links(&layers);
+        assert_eq!(links.len(), 100);
+        assert_eq!(links[0], ("0".to_string(), layers.lower[0].clone()));
+        assert_eq!(links[99], ("99".to_string(), layers.lower[99].clone()));
+        // The paths themselves would not have fitted.
+        let long: usize = layers.lower.iter().map(|l| l.as_os_str().len() + 1).sum();
+        assert!(long > MOUNT_DATA_MAX);
+    }
+
+    #[test]
+    fn classic_overlay_options_of_the_overlayfs_maximum_fit_and_more_is_refused() {
+        let layers = |n: usize| RootfsLayers {
+            lower: (0..n).map(|i| PathBuf::from(format!("/l/{i}"))).collect(),
+            upper: None,
+            work: None,
+        };
+        assert!(overlay_classic_options(&layers(500)).is_ok());
+        let err = overlay_classic_options(&layers(2000)).unwrap_err();
+        assert!(err.to_string().contains("2000 layers"), "{err}");
     }
 }

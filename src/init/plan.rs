@@ -78,6 +78,8 @@ impl NamespacePlan {
             LinuxNamespaceType::Uts,
             LinuxNamespaceType::Network,
             LinuxNamespaceType::Pid,
+            // The container's own on cgroup v2, the host's (a no-op join) otherwise.
+            LinuxNamespaceType::Cgroup,
             LinuxNamespaceType::Mount,
         ]
         .into_iter()
@@ -224,6 +226,7 @@ mod tests {
                 "/proc/42/ns/uts",
                 "/proc/42/ns/net",
                 "/proc/42/ns/pid",
+                "/proc/42/ns/cgroup",
                 "/proc/42/ns/mnt"
             ]
         );

@@ -14,7 +14,8 @@ use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 use super::error::{InitError, Result, describe_io};
 use super::mounts::{
     ATTR_ATIME_MASK, ATTR_NODEV, ATTR_NOEXEC, ATTR_NOSUID, ATTR_RDONLY, BindKind, DEFAULT_DEVICES,
-    DEV_SYMLINKS, MountKind, MountStep, RootfsLayers, overlay_config,
+    DEV_SYMLINKS, MountKind, MountStep, OVERLAY_LINK_DIR, RootfsLayers, overlay_classic_options,
+    overlay_config, overlay_layer_links,
 };
 
 /// Makes the mount that holds `path` private in this (new) mount namespace, so mounts made
@@ -78,7 +79,7 @@ pub fn mount_rootfs(bundle: &Path, root: &Path, idmap: Option<&IdMap>) -> Result
     };
     let layers: RootfsLayers = serde_json::from_slice(&text)
         .map_err(|e| InitError::new(format!("parse {}", layers_file.display()), e.to_string()))?;
-    mount_overlay(&layers, root, idmap).map_err(|e| InitError::io(&step, &e))
+    mount_overlay(bundle, &layers, root, idmap).map_err(|e| InitError::io(&step, &e))
 }
 
 /// The user namespace a container will run in, for id-mapped mounts.
@@ -121,12 +122,15 @@ fn idmapped_bind(
     attach(&tree)
 }
 
-/// The new mount API: one `lowerdir+` per layer, so no option string length limit.
-fn mount_overlay(layers: &RootfsLayers, target: &Path, idmap: Option<&IdMap>) -> io::Result<()> {
-    use rustix::mount::{
-        FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
-        fsconfig_set_string, fsmount, fsopen, move_mount,
-    };
+/// Mounts the overlay rootfs: `lowerdir+` where the kernel has it (6.8), the classic option
+/// string through short layer links otherwise.
+fn mount_overlay(
+    bundle: &Path,
+    layers: &RootfsLayers,
+    target: &Path,
+    idmap: Option<&IdMap>,
+) -> io::Result<()> {
+    use rustix::mount::{MoveMountFlags, move_mount};
     if let Some(idmap) = idmap {
         // Overlay itself cannot be id-mapped, its layers can: each lower layer dir is
         // covered (in this mount namespace only) by an id-mapped bind of itself, and
@@ -152,6 +156,19 @@ fn mount_overlay(layers: &RootfsLayers, target: &Path, idmap: Option<&IdMap>) ->
                 .map_err(|e| io::Error::new(e.kind(), format!("chown {}: {e}", upper.display())))?;
         }
     }
+    if crate::linux::kernel::overlay_lowerdir_plus() {
+        mount_overlay_lowerdir_plus(layers, target)
+    } else {
+        mount_overlay_classic(bundle, layers, target)
+    }
+}
+
+/// The new mount API: one `lowerdir+` per layer, so no option string length limit.
+fn mount_overlay_lowerdir_plus(layers: &RootfsLayers, target: &Path) -> io::Result<()> {
+    use rustix::mount::{
+        FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
+        fsconfig_set_string, fsmount, fsopen, move_mount,
+    };
     let fs_fd = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
     for (key, value) in overlay_config(layers) {
         fsconfig_set_string(&fs_fd, key, &value).map_err(|e| {
@@ -175,6 +192,44 @@ fn mount_overlay(layers: &RootfsLayers, target: &Path, idmap: Option<&IdMap>) ->
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
     )?;
     Ok(())
+}
+
+/// Kernels before 6.8: mount(2) with `lowerdir=0:1:...`, from a directory of the bundle
+/// holding one short symlink per layer (overlayfs follows them), so any number of layers
+/// fits the one-page option limit. Init is single-threaded in its own mount namespace, so
+/// changing its working directory for the mount is safe; it is restored after.
+fn mount_overlay_classic(bundle: &Path, layers: &RootfsLayers, target: &Path) -> io::Result<()> {
+    let options = overlay_classic_options(layers)?;
+    let links = bundle.join(OVERLAY_LINK_DIR);
+    match fs::remove_dir_all(&links) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("remove {}: {e}", links.display()),
+            ));
+        }
+        _ => {}
+    }
+    fs::create_dir(&links)
+        .map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", links.display())))?;
+    for (name, layer) in overlay_layer_links(layers) {
+        std::os::unix::fs::symlink(&layer, links.join(&name)).map_err(|e| {
+            io::Error::new(e.kind(), format!("link {} as {name}: {e}", layer.display()))
+        })?;
+    }
+    let previous = fs::File::open(".")?;
+    #[allow(clippy::disallowed_methods)] // init is single-threaded: chdir is its to do
+    std::env::set_current_dir(&links)?;
+    let mounted = mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .map_err(|e| io::Error::from_raw_os_error(e as i32));
+    nix::unistd::fchdir(&previous).map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+    mounted.map_err(|e| io::Error::new(e.kind(), format!("overlay {options}: {e}")))
 }
 
 /// `dest` relative to the root, `.` and `..` resolved lexically (`..` stops at the root,

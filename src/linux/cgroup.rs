@@ -8,6 +8,7 @@
 //! Resource limits are planned as data in [`resources`] and written by
 //! [`Cgroups::apply_resources`].
 
+pub mod check;
 mod kill;
 pub mod resources;
 
@@ -187,6 +188,12 @@ pub fn mode_of(hierarchies: &[Hierarchy]) -> Option<Mode> {
     }
 }
 
+/// Whether this host runs the unified (v2-only) hierarchy; detected once.
+pub fn unified_host() -> bool {
+    static UNIFIED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *UNIFIED.get_or_init(|| Cgroups::detect().is_ok_and(|c| c.mode() == Mode::V2))
+}
+
 /// One line of /proc/<pid>/cgroup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcCgroup {
@@ -324,7 +331,9 @@ impl Cgroups {
             }
             return Ok(());
         }
-        for w in resources::plan_v1(resources)? {
+        let mut writes = resources::plan_v1(resources)?;
+        resources::order_memsw_write(&mut writes, self.current_memsw(&relative));
+        for w in writes {
             let hierarchy = self
                 .hierarchies
                 .iter()
@@ -340,6 +349,16 @@ impl Cgroups {
             }
         }
         Ok(())
+    }
+
+    /// v1: the memory+swap limit `relative` has now (none without swap accounting).
+    fn current_memsw(&self, relative: &Path) -> Option<u64> {
+        let memory = self.hierarchies.iter().find(|h| !h.v2 && h.has("memory"))?;
+        let file = memory
+            .mount_point
+            .join(relative)
+            .join("memory.memsw.limit_in_bytes");
+        fs::read_to_string(file).ok()?.trim().parse().ok()
     }
 
     /// Moves `pid` into `path` in every hierarchy.

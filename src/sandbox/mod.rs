@@ -15,6 +15,7 @@
 //! publisher handle the composition root gives it); never `container` or `cri`.
 
 pub mod podfiles;
+mod shim_events;
 mod shim_watch;
 pub mod spec;
 pub mod sysctl;
@@ -37,6 +38,7 @@ use crate::linux::netns;
 use crate::persist;
 use crate::shim::{PauseSpec, ShimClient, SpawnOptions};
 use crate::store::lock;
+pub use shim_events::ContainerExitSink;
 pub use spec::{NamespaceMode, NamespaceOptions, PodMetadata, PodSpec, PortMapping, Protocol};
 
 const RECORD_VERSION: u32 = 1;
@@ -158,6 +160,8 @@ pub struct SandboxManager {
     events: Arc<dyn SandboxPublisher<(SandboxRecord, SandboxState)>>,
     /// Pods whose shim died unexpectedly (see shim_watch.rs).
     shim_lost: tokio::sync::broadcast::Sender<String>,
+    /// Where the exits the shims push for containers go (see shim_events.rs).
+    exit_sink: std::sync::OnceLock<ContainerExitSink>,
 }
 
 pub fn now_nanos() -> i64 {
@@ -204,6 +208,7 @@ impl SandboxManager {
             names: Mutex::new(HashMap::new()),
             events,
             shim_lost: tokio::sync::broadcast::channel(SHIM_LOST_BACKLOG).0,
+            exit_sink: std::sync::OnceLock::new(),
         })
     }
 
@@ -255,9 +260,10 @@ impl SandboxManager {
             .join(format!("{}.sock", &id[..16]))
     }
 
-    fn persist(&self, record: &SandboxRecord) -> Result<()> {
+    async fn persist(&self, record: &SandboxRecord) -> Result<()> {
         let path = self.record_dir(&record.id).join(RECORD_FILE);
-        persist::write_json_atomic(&path, record)
+        persist::save_json(&path, record)
+            .await
             .map_err(io_err(format!("writing {}", path.display())))
     }
 
@@ -398,7 +404,7 @@ impl SandboxManager {
             pause_start_time: None,
         };
         // Written before any resource is taken: recovery rolls back a Creating record.
-        self.persist(&record)?;
+        self.persist(&record).await?;
         crate::fault::point("sandbox.run.after_record");
         let sandbox = Sandbox::new(record, None);
         self.sandboxes
@@ -407,16 +413,18 @@ impl SandboxManager {
             .insert(id.to_string(), sandbox.clone());
 
         let host_files = read_host_files();
-        podfiles::PodFiles::render(
+        let pod_files = podfiles::PodFiles::render(
             &hostname,
             &[],
             host_network,
             &spec.dns,
             &host_files.hosts,
             &host_files.resolv_conf,
-        )?
-        .write_to(&record_dir)
-        .map_err(io_err("writing the pod's files"))?;
+        )?;
+        let files_dir = record_dir.clone();
+        persist::off_executor(move || pod_files.write_to(&files_dir))
+            .await
+            .map_err(io_err("writing the pod's files"))?;
 
         if let Some(path) = &netns {
             let pin_path = path.clone();
@@ -445,7 +453,7 @@ impl SandboxManager {
                 })
             });
             // The config is on disk before ADD, so a crash mid-ADD can replay DEL.
-            self.persist(&sandbox.record())?;
+            self.persist(&sandbox.record()).await?;
             let attachment = attachment(id, path, &metadata, &spec.port_mappings);
             let result = self.cni.add(&network, &attachment).await;
             crate::fault::point("sandbox.run.after_cni_add");
@@ -486,10 +494,12 @@ impl SandboxManager {
                 oom_score_adj: Some(-998),
             };
             let created = async {
-                match &spec.userns {
-                    Some(userns) => userns.write_pause_bundle(&bundle, &pause),
-                    None => crate::shim::write_pause_bundle(&bundle, &pause),
-                }
+                let (userns, pause_bundle) = (spec.userns.clone(), bundle.clone());
+                persist::off_executor(move || match &userns {
+                    Some(userns) => userns.write_pause_bundle(&pause_bundle, &pause),
+                    None => crate::shim::write_pause_bundle(&pause_bundle, &pause),
+                })
+                .await
                 .map_err(io_err("writing the pause bundle"))?;
                 shim.clone()
                     .create(
@@ -561,7 +571,8 @@ impl SandboxManager {
         };
         if !host_network {
             let hosts = podfiles::render_hosts(&hostname, &ips, false, &host_files.hosts)?;
-            persist::write_atomic(&record_dir.join("hosts"), hosts.as_bytes())
+            persist::save_file(&record_dir.join("hosts"), hosts.into_bytes())
+                .await
                 .map_err(io_err("writing the pod's hosts file"))?;
         }
         let (shim_pid, pause_pid) = shim_pid.unwrap_or_default();
@@ -572,7 +583,7 @@ impl SandboxManager {
             r.pause_start_time = process_start_time(pause_pid);
             r.state = SandboxState::Ready;
         });
-        self.persist(&record)?;
+        self.persist(&record).await?;
         let ready = || (record.clone(), SandboxState::Ready);
         self.events
             .publish_sandbox(EventKind::Created, &record.id, &ready);
@@ -702,7 +713,7 @@ impl SandboxManager {
         processes?;
         network?;
         let rec = sb.update(|r| r.state = SandboxState::NotReady);
-        self.persist(&rec)?;
+        self.persist(&rec).await?;
         // Once per pod: a repeated StopPodSandbox is not a transition.
         if record.state == SandboxState::Ready {
             let not_ready = || (rec.clone(), SandboxState::NotReady);
@@ -731,7 +742,7 @@ impl SandboxManager {
                     n.torn_down = true
                 }
             });
-            self.persist(&rec)?;
+            self.persist(&rec).await?;
         }
         if let Some(path) = &record.netns {
             let p = path.clone();
@@ -882,7 +893,7 @@ impl SandboxManager {
         if record.state == SandboxState::Ready && shim.is_none() {
             tracing::warn!(sandbox_id = %id, "shim unreachable after restart; pod is not ready");
             record.state = SandboxState::NotReady;
-            let _ = self.persist(&record);
+            let _ = self.persist(&record).await;
         }
         if let Some(meta) = record.metadata() {
             lock(&self.names).insert(meta.reservation_key(), NameEntry::Bound(id.clone()));

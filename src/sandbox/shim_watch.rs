@@ -37,6 +37,7 @@ impl SandboxManager {
         let Some(pid) = sb.record().shim_pid else {
             return;
         };
+        self.follow_exits(id);
         let id = id.to_string();
         let fd = match open_pidfd(pid, &id) {
             Ok(fd) => fd,
@@ -104,7 +105,7 @@ impl SandboxManager {
             tracing::warn!(sandbox_id = %id, error = %e, "killing the processes of a pod whose shim died");
         }
         let record = sb.update(|r| r.state = SandboxState::NotReady);
-        if let Err(e) = self.persist(&record) {
+        if let Err(e) = self.persist(&record).await {
             tracing::warn!(sandbox_id = %id, error = %e, "persisting a pod whose shim died");
         }
         let not_ready = || (record.clone(), SandboxState::NotReady);

@@ -184,6 +184,9 @@ impl PodSpec {
             ));
         }
         if self.userns.is_some() {
+            if let Some(why) = crate::linux::kernel::userns_pods_unsupported() {
+                return Err(Error::failed_precondition(why));
+            }
             // A pod in its own user namespace cannot also use the host's namespaces or be
             // privileged (the kubelet refuses these combinations too).
             if self.privileged {

@@ -43,18 +43,35 @@ impl From<ClientError> for crate::Error {
         let kind = match &err {
             ClientError::Spawn { .. } | ClientError::NotReady { .. } => ErrorKind::Internal,
             ClientError::Connect { .. } => ErrorKind::Unavailable,
-            ClientError::Rpc { status, .. } => match status.code() {
-                tonic::Code::NotFound => ErrorKind::NotFound,
-                tonic::Code::AlreadyExists => ErrorKind::AlreadyExists,
-                tonic::Code::InvalidArgument => ErrorKind::InvalidArgument,
-                tonic::Code::FailedPrecondition => ErrorKind::FailedPrecondition,
-                tonic::Code::DeadlineExceeded => ErrorKind::DeadlineExceeded,
-                tonic::Code::Unavailable => ErrorKind::Unavailable,
-                tonic::Code::ResourceExhausted => ErrorKind::ResourceExhausted,
-                _ => ErrorKind::Internal,
-            },
+            ClientError::Rpc { status, .. } => kind_of(status.code()),
         };
         crate::Error::with_source(kind, "shim", err)
+    }
+}
+
+/// The one mapping of the shim's status codes back to error kinds: the code the shim
+/// chose (see shim/error.rs) is kept, and the message travels in `ClientError::Rpc`.
+pub fn kind_of(code: tonic::Code) -> crate::ErrorKind {
+    use crate::ErrorKind;
+    use tonic::Code;
+    match code {
+        Code::NotFound => ErrorKind::NotFound,
+        Code::AlreadyExists => ErrorKind::AlreadyExists,
+        Code::InvalidArgument | Code::OutOfRange => ErrorKind::InvalidArgument,
+        Code::FailedPrecondition => ErrorKind::FailedPrecondition,
+        Code::DeadlineExceeded => ErrorKind::DeadlineExceeded,
+        Code::Unavailable => ErrorKind::Unavailable,
+        Code::Unimplemented => ErrorKind::Unimplemented,
+        Code::ResourceExhausted => ErrorKind::ResourceExhausted,
+        Code::Cancelled => ErrorKind::Cancelled,
+        Code::Unknown => ErrorKind::Unknown,
+        // Codes the shim never picks (see shim/error.rs); the message still says why.
+        Code::Ok
+        | Code::Aborted
+        | Code::PermissionDenied
+        | Code::Unauthenticated
+        | Code::DataLoss
+        | Code::Internal => ErrorKind::Internal,
     }
 }
 
@@ -221,6 +238,40 @@ pub struct CreateOptions {
     /// The cgroup (relative to each hierarchy root) for kill --all and OOM detection;
     /// `None`: the spec's `linux.cgroupsPath`.
     pub cgroup_path: Option<String>,
+}
+
+/// A process exit the shim pushed (see `ShimClient::events`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessExit {
+    /// The container id, or the sandbox id for the pause process.
+    pub id: String,
+    pub pid: u32,
+    pub exit_code: i32,
+    /// Unix nanoseconds.
+    pub exited_at: i64,
+    pub oom_killed: bool,
+    /// Sent from the shim's table when the stream opened (or after a lag), so it may have
+    /// been seen before.
+    pub replayed: bool,
+}
+
+/// The shim's exits, as they happen, after those it already held.
+#[derive(Debug)]
+pub struct ExitStream(tonic::Streaming<ProcessEvent>);
+
+impl ExitStream {
+    /// The next exit; `None` when the shim ended the stream (it shut down).
+    pub async fn next(&mut self) -> Result<Option<ProcessExit>> {
+        let event = self.0.message().await.map_err(rpc("events"))?;
+        Ok(event.map(|e| ProcessExit {
+            id: e.id,
+            pid: e.pid,
+            exit_code: e.exit_code,
+            exited_at: e.exited_at,
+            oom_killed: e.oom_killed,
+            replayed: e.replayed,
+        }))
+    }
 }
 
 /// What an ExecSync returned.
@@ -438,6 +489,18 @@ impl ShimClient {
         ProcessSession::started("attach", input, output).await
     }
 
+    /// Subscribes to the shim's process exits: first every exit it still holds, then each
+    /// new one as it becomes final.
+    pub async fn events(&mut self) -> Result<ExitStream> {
+        let stream = self
+            .raw
+            .events(EventsRequest {})
+            .await
+            .map_err(rpc("events"))?
+            .into_inner();
+        Ok(ExitStream(stream))
+    }
+
     /// Kills every process of the pod; the shim exits after answering.
     pub async fn shutdown(&mut self) -> Result<()> {
         self.raw
@@ -468,6 +531,38 @@ mod tests {
                 .contains("the command wrote 20971520 bytes"),
             "{status:?}"
         );
+    }
+
+    #[test]
+    fn shim_errors_keep_their_code_and_message_through_the_daemon() {
+        use crate::shim::error::ApiError;
+        let errors = [
+            ApiError::NotFound("c1".into()),
+            ApiError::AlreadyExists("c1".into()),
+            ApiError::InvalidArgument("invalid signal 99".into()),
+            ApiError::FailedPrecondition("container c1 is not running".into()),
+            ApiError::InitFailed("mount /proc: permission denied".into()),
+            ApiError::ExecFailed("exec \"nope\": no such file or directory".into()),
+            ApiError::DeadlineExceeded("process c1 did not exec within 10s".into()),
+            crate::shim::error::io_err("spawn berth init")(std::io::Error::from_raw_os_error(
+                libc::EMFILE,
+            )),
+        ];
+        for err in errors {
+            let status = tonic::Status::from(err);
+            let (code, message) = (status.code(), status.message().to_string());
+            let daemon = crate::Error::from(ClientError::Rpc {
+                method: "create",
+                status,
+            });
+            let back = tonic::Status::from(daemon);
+            assert_eq!(back.code(), code, "{message}");
+            assert!(
+                back.message().contains(&message),
+                "{} lost {message}",
+                back.message()
+            );
+        }
     }
 
     #[test]

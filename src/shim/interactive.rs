@@ -9,6 +9,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::pin::Pin;
 use std::process::Stdio;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use nix::errno::Errno;
@@ -17,8 +18,10 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::{Status, Streaming};
 
+use super::error::{ApiError, ApiResult, io_err};
+use super::exec_start::{ExecStartError, StartedExec};
 use super::log::Stream as OutputKind;
-use super::service::{DRAIN_WAIT, ExecStartError, Service, StartedExec};
+use super::shared::{DRAIN_WAIT, Shared};
 use super::stdio::{ChildStdio, pipe, set_nonblocking};
 use crate::shim_api::process_input::Input;
 use crate::shim_api::process_output::Output;
@@ -39,13 +42,16 @@ fn output(kind: Output) -> Result<ProcessOutput, Status> {
 }
 
 /// The first message of a stream: what to open.
-async fn read_open(inputs: &mut Streaming<ProcessInput>) -> Result<OpenIo, Status> {
-    match inputs.message().await? {
+async fn read_open(inputs: &mut Streaming<ProcessInput>) -> ApiResult<OpenIo> {
+    let first = inputs.message().await.map_err(|status| {
+        ApiError::InvalidArgument(format!("read the first message: {}", status.message()))
+    })?;
+    match first {
         Some(ProcessInput {
             input: Some(Input::Open(open)),
         }) => Ok(open),
-        _ => Err(Status::invalid_argument(
-            "the first message must say what to open",
+        _ => Err(ApiError::InvalidArgument(
+            "the first message must say what to open".into(),
         )),
     }
 }
@@ -150,17 +156,17 @@ impl Drop for Tasks {
     }
 }
 
-impl Service {
+impl Shared {
     /// Exec: starts the command with pipes or a pty, then streams until it exits.
     pub(super) async fn exec_stream(
         &self,
         mut inputs: Streaming<ProcessInput>,
-    ) -> Result<OutputStream, Status> {
+    ) -> ApiResult<OutputStream> {
         let open = read_open(&mut inputs).await?;
         if open.args.is_empty() {
-            return Err(Status::invalid_argument("the command is empty"));
+            return Err(ApiError::InvalidArgument("the command is empty".into()));
         }
-        let internal = |what: &str, e: io::Error| Status::internal(format!("{what}: {e}"));
+        let internal = |what: &str, e: io::Error| io_err(what)(e);
         // The shim's ends, and the child's.
         let mut stdin_end = None;
         let mut console = None;
@@ -180,7 +186,7 @@ impl Service {
             } else {
                 Stdio::null()
             };
-            let mut output_pipe = |wanted: bool, kind| -> Result<Stdio, Status> {
+            let mut output_pipe = |wanted: bool, kind| -> ApiResult<Stdio> {
                 if !wanted {
                     return Ok(Stdio::null());
                 }
@@ -215,11 +221,11 @@ impl Service {
         } = match started {
             Ok(started) => started,
             Err(ExecStartError::TimedOut) => {
-                return Err(Status::deadline_exceeded(format!(
+                return Err(ApiError::DeadlineExceeded(format!(
                     "exec did not start within {EXEC_START_TIMEOUT:?}"
                 )));
             }
-            Err(ExecStartError::Status(status)) => return Err(status),
+            Err(ExecStartError::Api(err)) => return Err(err),
         };
         if let Some(master) = master {
             let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| internal("dup pty", e));
@@ -234,7 +240,7 @@ impl Service {
         let outputs = outputs
             .into_iter()
             .map(|(kind, fd)| Ok((kind, async_pipe(fd)?)))
-            .collect::<Result<Vec<_>, Status>>()?;
+            .collect::<ApiResult<Vec<_>>>()?;
         tracing::debug!(exec = %name, pid, tty = open.tty, "interactive exec started");
 
         let (sender, receiver) = mpsc::channel(OUTPUT_QUEUE);
@@ -253,9 +259,10 @@ impl Service {
                 Ok(code) => code,
                 Err(_) => {
                     let _ = sender
-                        .send(Err(Status::internal(format!(
+                        .send(Err(ApiError::Internal(format!(
                             "lost the exit of exec {name}"
-                        ))))
+                        ))
+                        .into()))
                         .await;
                     return;
                 }
@@ -278,34 +285,34 @@ impl Service {
 
     /// Attach: the main process's live output from now on, and its stdin.
     pub(super) async fn attach_stream(
-        &self,
+        self: &Arc<Self>,
         mut inputs: Streaming<ProcessInput>,
-    ) -> Result<OutputStream, Status> {
+    ) -> ApiResult<OutputStream> {
         let open = read_open(&mut inputs).await?;
         let id = open.id.as_str();
         let pid = {
-            let table = self.shared.table();
+            let table = self.table();
             let record = table
                 .processes
                 .get(id)
-                .ok_or_else(|| Status::not_found(format!("process {id} not found")))?;
+                .ok_or_else(|| ApiError::NotFound(id.to_string()))?;
             if record.exit.is_some() || record.status != super::state::Status::Running {
-                return Err(Status::failed_precondition(format!(
+                return Err(ApiError::FailedPrecondition(format!(
                     "container {id} is not running"
                 )));
             }
             record.pid
         };
         let (hub, stdin_end, console, stdin_once) = {
-            let ios = self.shared.ios();
+            let ios = self.ios();
             let io = ios.get(id).ok_or_else(|| {
-                Status::failed_precondition(format!("container {id} has no stdio to attach to"))
+                ApiError::FailedPrecondition(format!("container {id} has no stdio to attach to"))
             })?;
-            let dup = |fd: &Option<OwnedFd>| -> Result<Option<OwnedFd>, Status> {
+            let dup = |fd: &Option<OwnedFd>| -> ApiResult<Option<OwnedFd>> {
                 fd.as_ref()
                     .map(|fd| fd.try_clone())
                     .transpose()
-                    .map_err(|e| Status::internal(format!("dup stdio: {e}")))
+                    .map_err(io_err("dup stdio"))
             };
             let stdin_end = if open.stdin { dup(&io.stdin)? } else { None };
             (
@@ -321,10 +328,10 @@ impl Service {
         let stdin_end = stdin_end
             .map(AsyncPipe::new)
             .transpose()
-            .map_err(|e| Status::internal(format!("watch stdin: {e}")))?;
-        let mut chunks = hub
-            .subscribe()
-            .ok_or_else(|| Status::failed_precondition(format!("container {id} is not running")))?;
+            .map_err(io_err("watch stdin"))?;
+        let mut chunks = hub.subscribe().ok_or_else(|| {
+            ApiError::FailedPrecondition(format!("container {id} is not running"))
+        })?;
 
         let (sender, receiver) = mpsc::channel(OUTPUT_QUEUE);
         let _ = sender
@@ -334,7 +341,7 @@ impl Service {
         // a stdin_once container's stdin closes then, and the session ends once its output
         // does (it usually exits), or right away for other containers.
         let (stdin_ended, mut detached) = tokio::sync::oneshot::channel::<()>();
-        let shared = self.shared.clone();
+        let shared = self.clone();
         let owner = id.to_string();
         let with_stdin = open.stdin;
         let detach = move || {

@@ -202,7 +202,7 @@ impl LogFile {
     }
 
     /// Writes whole records. Inline and blocking: the file is local and the writes are
-    /// small, and a blocking pool would cost every pod threads (see service.rs).
+    /// small, and a blocking pool would cost every pod threads (see shared.rs).
     pub fn write_records(&mut self, records: &[u8]) {
         if let Err(e) = self.file.write_all(records)
             && !self.write_failed

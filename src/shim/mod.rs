@@ -11,15 +11,30 @@
 //! Owns the pod's processes once started, their stdio, CRI logs and exit files; the daemon
 //! side (`client`) and the command-line contract (`cmdline`) live here too, so the daemon
 //! speaks to shims only through this module. May call `init` (by exec), `linux`, `persist`.
+//!
+//! One concept per file, arrows one way (server → the parts → shared → state/stdio/oom):
+//! `server` (the gRPC trait, serve), `process` (create/start/kill/state/delete/shutdown),
+//! `exec_start` (an exec through init), `exec_sync`, `interactive` (Exec/Attach streams),
+//! `events` (the exit stream), `reaper` (SIGCHLD), `spawn` (fork+exec of init), `shared`
+//! (the table and everything the parts share; exits become final there), `error` (the
+//! one API error and its mapping to status codes).
 
 pub mod bundle;
 pub mod client;
 pub mod cmdline;
+pub mod error;
+mod events;
 mod exec;
+mod exec_start;
+mod exec_sync;
 mod interactive;
 pub mod log;
 mod oom;
-mod service;
+mod process;
+mod reaper;
+mod server;
+mod shared;
+mod spawn;
 mod state;
 mod stdio;
 
@@ -123,7 +138,7 @@ pub fn run(args: ShimArgs) -> ExitCode {
     };
     // The shim lives as long as its pod mostly idle: keep only the code it touches.
     let _ = crate::linux::memory::trim_idle_pages();
-    match runtime.block_on(service::serve(args, listener)) {
+    match runtime.block_on(server::serve(args, listener)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "shim failed");

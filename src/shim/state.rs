@@ -1,13 +1,15 @@
 //! The shim's process table and its on-disk forms: `shim.json` (id → pid, status) and
-//! `exits/<id>` (`{"exit_code":N,"exited_at":ns,"oom_killed":bool}`), both written
-//! atomically.
+//! `exits/<id>` (`{"exit_code":N,"exited_at":ns,"oom_killed":bool}`), both replaced
+//! atomically (temp file, rename) but not synced: they live under the runtime dir, which
+//! a reboot wipes together with the processes they describe, and an fsync there would
+//! sit between a process's exit and the event that reports it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::persist::write_atomic;
+use crate::persist::write_replace;
 
 /// ```text
 ///  Creating ──created──► Created ──start──► Running ──exit──► Exited
@@ -203,12 +205,12 @@ pub fn exit_file(state_dir: &Path, id: &str) -> PathBuf {
 
 pub fn write_exit_file(state_dir: &Path, id: &str, exit: &ExitRecord) -> std::io::Result<()> {
     let data = serde_json::to_vec(exit).map_err(std::io::Error::other)?;
-    write_atomic(&exit_file(state_dir, id), &data)
+    write_replace(&exit_file(state_dir, id), &data)
 }
 
 pub fn write_shim_record(state_dir: &Path, record: &ShimRecord) -> std::io::Result<()> {
     let data = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
-    write_atomic(&state_dir.join("shim.json"), &data)
+    write_replace(&state_dir.join("shim.json"), &data)
 }
 
 #[cfg(test)]

@@ -126,6 +126,47 @@ pub const NETWORK_TX_ERRORS: Descriptor = network(
     "Cumulative count of errors encountered while transmitting",
 );
 
+pub const FS_READS_BYTES: Descriptor = container(
+    "container_fs_reads_bytes_total",
+    "Cumulative count of bytes read",
+    MetricKind::Counter,
+);
+pub const FS_WRITES_BYTES: Descriptor = container(
+    "container_fs_writes_bytes_total",
+    "Cumulative count of bytes written",
+    MetricKind::Counter,
+);
+pub const PRESSURE_CPU_WAITING: Descriptor = container(
+    "container_pressure_cpu_waiting_seconds_total",
+    "Total time duration tasks in the container have waited due to CPU congestion.",
+    MetricKind::Counter,
+);
+pub const PRESSURE_CPU_STALLED: Descriptor = container(
+    "container_pressure_cpu_stalled_seconds_total",
+    "Total time duration no tasks in the container could make progress due to CPU congestion.",
+    MetricKind::Counter,
+);
+pub const PRESSURE_MEMORY_WAITING: Descriptor = container(
+    "container_pressure_memory_waiting_seconds_total",
+    "Total time duration tasks in the container have waited due to memory congestion.",
+    MetricKind::Counter,
+);
+pub const PRESSURE_MEMORY_STALLED: Descriptor = container(
+    "container_pressure_memory_stalled_seconds_total",
+    "Total time duration no tasks in the container could make progress due to memory congestion.",
+    MetricKind::Counter,
+);
+pub const PRESSURE_IO_WAITING: Descriptor = container(
+    "container_pressure_io_waiting_seconds_total",
+    "Total time duration tasks in the container have waited due to I/O congestion.",
+    MetricKind::Counter,
+);
+pub const PRESSURE_IO_STALLED: Descriptor = container(
+    "container_pressure_io_stalled_seconds_total",
+    "Total time duration no tasks in the container could make progress due to I/O congestion.",
+    MetricKind::Counter,
+);
+
 pub const DESCRIPTORS: &[Descriptor] = &[
     CPU_USAGE,
     MEMORY_USAGE,
@@ -140,6 +181,14 @@ pub const DESCRIPTORS: &[Descriptor] = &[
     NETWORK_RX_ERRORS,
     NETWORK_TX_BYTES,
     NETWORK_TX_ERRORS,
+    FS_READS_BYTES,
+    FS_WRITES_BYTES,
+    PRESSURE_CPU_WAITING,
+    PRESSURE_CPU_STALLED,
+    PRESSURE_MEMORY_WAITING,
+    PRESSURE_MEMORY_STALLED,
+    PRESSURE_IO_WAITING,
+    PRESSURE_IO_STALLED,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,6 +278,29 @@ impl Builder {
         );
     }
 
+    /// cgroup v2 only: I/O bytes and the PSI stall totals (whole seconds, like the CPU).
+    fn io_and_pressure(&mut self, usage: &crate::container::usage::Usage) {
+        self.push(FS_READS_BYTES, usage.io_read_bytes);
+        self.push(FS_WRITES_BYTES, usage.io_write_bytes);
+        let seconds = |us: u64| us / 1_000_000;
+        for (pressure, waiting, stalled) in [
+            (
+                usage.cpu_pressure,
+                PRESSURE_CPU_WAITING,
+                PRESSURE_CPU_STALLED,
+            ),
+            (
+                usage.memory_pressure,
+                PRESSURE_MEMORY_WAITING,
+                PRESSURE_MEMORY_STALLED,
+            ),
+            (usage.io_pressure, PRESSURE_IO_WAITING, PRESSURE_IO_STALLED),
+        ] {
+            self.push(waiting, pressure.map(|p| seconds(p.some_us)));
+            self.push(stalled, pressure.and_then(|p| p.full_us).map(seconds));
+        }
+    }
+
     fn network(&mut self, interfaces: &[InterfaceStats]) {
         for i in interfaces {
             self.push_with(NETWORK_RX_BYTES, &[&i.name], Some(i.rx_bytes));
@@ -250,6 +322,7 @@ pub fn container_samples(
         out: Vec::new(),
     };
     b.memory(&sample.usage);
+    b.io_and_pressure(&sample.usage);
     b.push(FS_USAGE, sample.writable_bytes);
     b.push(PROCESSES, sample.usage.pids);
     b.push(

@@ -540,6 +540,29 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// A hang guard's limit, stretched by `BERTH_TEST_TIME_SCALE` (default 1) on slow
+/// machines: the emulated test VM (hack/vm.sh under TCG) runs fork+exec about 8x slower.
+/// Guards only: no test asserts a duration.
+pub fn slow(limit: std::time::Duration) -> std::time::Duration {
+    let scale = std::env::var("BERTH_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    limit * scale
+}
+
+/// Whether this host runs the unified cgroup v2 hierarchy alone (the test VM) rather
+/// than v1 controllers (this machine's hybrid layout).
+pub fn cgroup_v2() -> bool {
+    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let fstypes: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once(" - ")?.1.split(' ').next())
+        .collect();
+    fstypes.contains(&"cgroup2") && !fstypes.contains(&"cgroup")
+}
+
 /// Roots of every mounted cgroup hierarchy (v1 controllers and the v2 tree).
 pub fn cgroup_roots() -> Vec<PathBuf> {
     let mut roots = Vec::new();

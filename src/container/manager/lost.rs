@@ -38,7 +38,7 @@ impl ContainerManager {
     /// After a restart: a container whose pod has no shim any more is lost; a Created one
     /// whose start was under way is brought up to date from the shim.
     pub(super) async fn reconcile_recovered(&self, container: &Container) {
-        let record = self.refresh(container);
+        let record = self.apply_exit_file(container).await;
         if !matches!(
             record.state,
             ContainerState::Created | ContainerState::Running | ContainerState::Unknown
@@ -67,11 +67,11 @@ impl ContainerManager {
                     r.started_at = state.started_at;
                 });
                 tracing::info!(container_id = %updated.id, pid = state.pid, "container was started before the restart");
-                let _ = self.persist(&updated);
+                let _ = self.persist(&updated).await;
             }
             Ok(state) if state.status == ProcessStatus::Exited => {
-                // Its exit file is written; the next refresh reads it.
-                self.refresh(container);
+                // Its exit file is written.
+                self.apply_exit_file(container).await;
             }
             Ok(_) => {}
             Err(e) => {
@@ -83,7 +83,7 @@ impl ContainerManager {
     }
 
     async fn mark_lost(&self, container: &Container, message: &str) {
-        let record = self.refresh(container);
+        let record = self.apply_exit_file(container).await;
         if !matches!(
             record.state,
             ContainerState::Created | ContainerState::Running | ContainerState::Unknown
@@ -97,7 +97,7 @@ impl ContainerManager {
             tracing::warn!(container_id = %record.id, "killing the cgroup of a container whose shim is gone failed");
         }
         // The shim may have recorded the exit before it died.
-        if self.refresh(container).state == ContainerState::Exited {
+        if self.apply_exit_file(container).await.state == ContainerState::Exited {
             return;
         }
         let updated = container.update(|r| {
@@ -107,8 +107,9 @@ impl ContainerManager {
             r.reason = SHIM_LOST_REASON.into();
             r.message = message.into();
         });
+        container.exited.send_replace(true);
         tracing::warn!(container_id = %updated.id, sandbox_id = %updated.sandbox_id, "{message}");
-        if let Err(e) = self.persist(&updated) {
+        if let Err(e) = self.persist(&updated).await {
             tracing::warn!(container_id = %updated.id, error = %e, "persisting a lost container");
         }
         self.publish(crate::events::EventKind::Stopped, &updated);

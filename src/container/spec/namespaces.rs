@@ -35,6 +35,11 @@ pub(super) fn namespaces(input: &SpecInput) -> Result<Vec<LinuxNamespace>, SpecE
         list.push(namespace(LinuxNamespaceType::Ipc, Some(pause("ipc")))?);
     }
     list.push(namespace(LinuxNamespaceType::Uts, Some(pause("uts")))?);
+    // On cgroup v2 a container sees its own cgroup as the root (as containerd and CRI-O
+    // do); a privileged one keeps the host's view.
+    if !input.config.security.privileged && crate::linux::cgroup::unified_host() {
+        list.push(namespace(LinuxNamespaceType::Cgroup, None)?);
+    }
     let pid_ns = &input.config.security.namespaces;
     match pid_ns.pid {
         NamespaceMode::Pod => list.push(namespace(LinuxNamespaceType::Pid, Some(pause("pid")))?),

@@ -882,12 +882,15 @@ fn tty_is_terminal_and_no_new_privs() {
     assert_eq!(p.no_new_privileges(), Some(true));
 }
 
+/// The namespaces, without the cgroup one (it depends on the host's hierarchy: see
+/// `unprivileged_containers_get_a_private_cgroup_namespace_on_cgroup_v2_only`).
 fn ns(spec: &Spec) -> Vec<(LinuxNamespaceType, Option<String>)> {
     linux(spec)
         .namespaces()
         .clone()
         .unwrap()
         .iter()
+        .filter(|n| n.typ() != LinuxNamespaceType::Cgroup)
         .map(|n| {
             (
                 n.typ(),
@@ -910,6 +913,31 @@ fn namespaces_of_a_pod_container() {
             (Uts, s("/proc/42/ns/uts")),
             (Pid, s("/proc/42/ns/pid")),
         ]
+    );
+}
+
+#[test]
+fn unprivileged_containers_get_a_private_cgroup_namespace_on_cgroup_v2_only() {
+    let private_cgroupns = |f: &Fixture| {
+        linux(&f.spec())
+            .namespaces()
+            .clone()
+            .unwrap()
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::Cgroup && n.path().is_none())
+    };
+    let mut f = fixture();
+    // This host's hierarchy decides: v2 (the test VM) gets one, v1 (hybrid) does not.
+    assert_eq!(
+        private_cgroupns(&f),
+        crate::linux::cgroup::unified_host(),
+        "cgroup v2 host: {}",
+        crate::linux::cgroup::unified_host()
+    );
+    f.config.security.privileged = true;
+    assert!(
+        !private_cgroupns(&f),
+        "a privileged container keeps the host's view"
     );
 }
 

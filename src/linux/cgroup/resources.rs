@@ -169,6 +169,26 @@ pub fn plan_v2(resources: &LinuxResources) -> Result<Vec<ResourceWrite>, Resourc
     Ok(writes)
 }
 
+/// v1 refuses a memory limit above the memory+swap limit at every step, so a memsw limit
+/// above the current one (an update that raises both) is written before the memory limit;
+/// one below it, after (plan_v1's order). `current_memsw` as read from the cgroup.
+pub fn order_memsw_write(writes: &mut [ResourceWrite], current_memsw: Option<u64>) {
+    let position = |file: &str| writes.iter().position(|w| w.file == file);
+    let (Some(memory), Some(memsw)) = (
+        position("memory.limit_in_bytes"),
+        position("memory.memsw.limit_in_bytes"),
+    ) else {
+        return;
+    };
+    let wanted = match writes[memsw].value.parse::<i64>() {
+        Ok(v) if v >= 0 => v as u64,
+        _ => u64::MAX,
+    };
+    if current_memsw.is_some_and(|current| wanted > current) && memsw > memory {
+        writes.swap(memory, memsw);
+    }
+}
+
 fn v2_limit(limit: i64) -> String {
     if limit < 0 {
         "max".to_string()
@@ -296,5 +316,28 @@ mod tests {
         assert_eq!(shares_to_weight(1024), 39);
         assert_eq!(shares_to_weight(262_144), 10_000);
         assert_eq!(shares_to_weight(0), 0);
+    }
+
+    #[test]
+    fn raising_memory_and_swap_on_v1_writes_memsw_first() {
+        let plan = |limit: i64| {
+            plan_v1(&resources(&format!(
+                r#"{{"memory":{{"limit":{limit},"swap":{limit}}}}}"#
+            )))
+            .unwrap()
+        };
+        let files = |w: &[ResourceWrite]| w.iter().map(|w| w.file.clone()).collect::<Vec<_>>();
+        let mut raise = plan(96 << 20);
+        order_memsw_write(&mut raise, Some(64 << 20));
+        assert_eq!(
+            files(&raise),
+            ["memory.memsw.limit_in_bytes", "memory.limit_in_bytes"]
+        );
+        let mut lower = plan(32 << 20);
+        order_memsw_write(&mut lower, Some(64 << 20));
+        assert_eq!(
+            files(&lower),
+            ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+        );
     }
 }

@@ -1,0 +1,148 @@
+//! Container exits, pushed by the pod's shim (its Events stream, followed by the sandbox
+//! manager, see sandbox/shim_events.rs) and applied here: the record becomes Exited, a
+//! waiting StopContainer is woken at once, the STOPPED event goes out, the record is
+//! written. Status, List and the metrics only read records; they never write one.
+//!
+//! The exit files the shim writes stay the source for what happened while nobody
+//! listened: recovery, a pod whose shim is gone, and a stop that heard nothing read them.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{Container, ContainerManager, ContainerRecord, ContainerState};
+use crate::events::EventKind;
+use crate::persist;
+use crate::shim::client::ProcessExit;
+
+/// An exit file of the shim (the same fields as its events).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+struct ExitFile {
+    exit_code: i32,
+    exited_at: i64,
+    #[serde(default)]
+    oom_killed: bool,
+}
+
+fn apply_exit(record: &mut ContainerRecord, exit: &ProcessExit) {
+    record.state = ContainerState::Exited;
+    record.exit_code = exit.exit_code;
+    record.finished_at = exit.exited_at;
+    record.reason = if exit.oom_killed {
+        "OOMKilled".to_string()
+    } else if exit.exit_code == 0 {
+        "Completed".to_string()
+    } else {
+        "Error".to_string()
+    };
+}
+
+impl ContainerManager {
+    pub(super) fn exit_file(&self, record: &ContainerRecord) -> PathBuf {
+        self.sandboxes
+            .shim_state_dir(&record.sandbox_id)
+            .join("exits")
+            .join(&record.id)
+    }
+
+    /// A shim said process `exit.id` exited. Unknown ids (the pause process, a container
+    /// removed meanwhile) and exits already applied are ignored: replays are expected.
+    pub async fn process_exited(&self, exit: ProcessExit) {
+        let Some(container) = self.get_exact(&exit.id) else {
+            return;
+        };
+        self.exit_arrived(&container, exit).await;
+    }
+
+    /// Holds the exit and applies it, unless a start is publishing STARTED right now (it
+    /// applies the exit itself right after, so the events come in order).
+    async fn exit_arrived(&self, container: &Container, exit: ProcessExit) {
+        *crate::store::lock(&container.exit) = Some(exit);
+        if container.starting.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        self.apply_pending_exit(container).await;
+    }
+
+    /// Makes a held exit the record's state: once per exit, whoever comes first.
+    pub(super) async fn apply_pending_exit(&self, container: &Container) -> ContainerRecord {
+        let exit = crate::store::lock(&container.exit).clone();
+        let Some(exit) = exit else {
+            return container.record();
+        };
+        let mut exited_now = false;
+        let updated = container.update(|r| {
+            exited_now = matches!(r.state, ContainerState::Running | ContainerState::Created);
+            if exited_now {
+                apply_exit(r, &exit);
+            }
+        });
+        if !exited_now {
+            return updated;
+        }
+        // Whoever waits (StopContainer) goes on before the record reaches the disk: the
+        // exit file already holds the exit, so a crash now loses nothing.
+        container.exited.send_replace(true);
+        self.publish(EventKind::Stopped, &updated);
+        if let Err(e) = self.persist(&updated).await {
+            tracing::warn!(container_id = %updated.id, error = %e, "persisting an exit");
+        }
+        tracing::debug!(container_id = %updated.id, exit_code = updated.exit_code, "container exited");
+        updated
+    }
+
+    /// Reads the shim's exit file and applies it, for when no event can be relied on:
+    /// recovery, a lost shim, a stop that heard nothing.
+    pub(super) async fn apply_exit_file(&self, container: &Container) -> ContainerRecord {
+        let record = container.record();
+        if !matches!(
+            record.state,
+            ContainerState::Running | ContainerState::Created
+        ) {
+            return record;
+        }
+        let path = self.exit_file(&record);
+        let read = persist::off_executor(move || persist::read_json::<ExitFile>(&path)).await;
+        match read {
+            Ok(Some(file)) => {
+                let exit = ProcessExit {
+                    id: record.id.clone(),
+                    pid: record.pid,
+                    exit_code: file.exit_code,
+                    exited_at: file.exited_at,
+                    oom_killed: file.oom_killed,
+                    replayed: true,
+                };
+                self.exit_arrived(container, exit).await;
+                container.record()
+            }
+            _ => record,
+        }
+    }
+
+    /// Waits until the container's exit was applied, at most `timeout`.
+    pub(super) async fn wait_exited(
+        &self,
+        container: &Container,
+        timeout: std::time::Duration,
+    ) -> bool {
+        let mut exited = container.exited.subscribe();
+        matches!(
+            tokio::time::timeout(timeout, exited.wait_for(|exited| *exited)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// After StopPodSandbox: the shim's last exits may still be on their way; what its
+    /// exit files say is applied now, so the pod's containers read Exited on return.
+    pub async fn settle_exits_of(&self, sandbox_id: &str) {
+        let containers: Vec<_> = self
+            .all()
+            .into_iter()
+            .filter(|c| c.record().sandbox_id == sandbox_id)
+            .collect();
+        for container in containers {
+            self.apply_exit_file(&container).await;
+        }
+    }
+}
