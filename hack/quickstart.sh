@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the README quickstart, step by step, against a running berth, and checks what each
-# step prints, so the README cannot drift from what berth does.
+# step prints. CI runs the same steps without crictl (tests/quickstart.rs); this is the check
+# with the real client.
 # crictl is not shipped with berth: CRICTL names the binary (default: crictl on PATH).
 # BERTH_SOCKET picks the daemon (default /run/berth/berth.sock, as hack/run.sh starts it).
 # The image steps need the docker.io mirror of critest-config/certs.d (or internet access).

@@ -16,6 +16,7 @@ use crate::container::manager::{
 use crate::cri::Services;
 use crate::error::Result;
 use crate::image::ImageService;
+use crate::metrics::registry::{mirror, set_by_state};
 use crate::metrics::{BerthMetrics, by_state};
 use crate::sandbox::{SandboxFilter, SandboxManager, SandboxState};
 use crate::streaming::StreamingServer;
@@ -160,30 +161,36 @@ fn register_gauges(
     crate::metrics::on_scrape(move |metrics: &BerthMetrics| {
         if let Some(containers) = containers.upgrade() {
             let all = containers.list(&ContainerFilter::default());
-            metrics.containers.replace(by_state(
-                &[
-                    ContainerState::Created,
-                    ContainerState::Running,
-                    ContainerState::Exited,
-                    ContainerState::Unknown,
-                ],
-                all.iter().map(|c| c.state),
-                container_state_name,
-            ));
+            set_by_state(
+                &metrics.containers,
+                by_state(
+                    &[
+                        ContainerState::Created,
+                        ContainerState::Running,
+                        ContainerState::Exited,
+                        ContainerState::Unknown,
+                    ],
+                    all.iter().map(|c| c.state),
+                    container_state_name,
+                ),
+            );
         }
         if let Some(sandboxes) = sandboxes.upgrade() {
             let all = sandboxes.list(&SandboxFilter::default());
-            metrics.sandboxes.replace(by_state(
-                &[SandboxState::Ready, SandboxState::NotReady],
-                all.iter().map(|(_, s)| *s),
-                sandbox_state_name,
-            ));
+            set_by_state(
+                &metrics.sandboxes,
+                by_state(
+                    &[SandboxState::Ready, SandboxState::NotReady],
+                    all.iter().map(|(_, s)| *s),
+                    sandbox_state_name,
+                ),
+            );
         }
         if let Some(events) = events.upgrade() {
             let counts = events.counts();
-            metrics.oom_kills.set(&[], counts.oom_kills as f64);
-            metrics.events_published.set(&[], counts.published as f64);
-            metrics.events_dropped.set(&[], counts.dropped as f64);
+            mirror(&metrics.oom_kills, counts.oom_kills);
+            mirror(&metrics.events_published, counts.published);
+            mirror(&metrics.events_dropped, counts.dropped);
         }
     });
 }
@@ -199,12 +206,6 @@ mod tests {
             [SandboxState::Ready, SandboxState::Ready].into_iter(),
             sandbox_state_name,
         );
-        assert_eq!(
-            series,
-            vec![
-                (vec!["notready".to_string()], 0.0),
-                (vec!["ready".to_string()], 2.0)
-            ]
-        );
+        assert_eq!(series, vec![("notready", 0), ("ready", 2)]);
     }
 }

@@ -281,6 +281,15 @@ async fn pause_pod_lifecycle() {
         nspid.ends_with("\t1"),
         "not PID 1 of its namespace: {nspid}"
     );
+    // Asleep in pause(); on a loaded machine it may not have got there yet when first read.
+    let mut status = status;
+    for _ in 0..100 {
+        if status.contains("State:\tS (sleeping)") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    }
     assert!(status.contains("State:\tS (sleeping)"), "{status}");
     assert_eq!(
         std::fs::read_to_string(format!("/proc/{pid}/comm"))

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use berth::streaming::spdy::{Headers, Session, SessionConfig};
 use bytes::Bytes;
+use common::streaming::spdy_upgrade;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use k8s_cri::v1 as cri;
@@ -193,44 +194,6 @@ async fn ws_session(
 }
 
 // ---------------------------------------------------------------- SPDY client
-
-/// The HTTP/1.1 upgrade, as client-go's SPDY round tripper does it; returns the connection
-/// and the protocol the server chose.
-async fn spdy_upgrade(url: &str, protocols: &[&str]) -> Result<(TcpStream, String), String> {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut tcp = TcpStream::connect(host).await.unwrap();
-    let mut head = format!(
-        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
-    );
-    for protocol in protocols {
-        head.push_str(&format!("X-Stream-Protocol-Version: {protocol}\r\n"));
-    }
-    head.push_str("Content-Length: 0\r\n\r\n");
-    tcp.write_all(head.as_bytes()).await.unwrap();
-    // Byte by byte: what follows the response head is already SPDY.
-    let mut response = Vec::new();
-    while !response.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8];
-        if tcp.read(&mut byte).await.unwrap() == 0 {
-            break;
-        }
-        response.push(byte[0]);
-    }
-    let response = String::from_utf8_lossy(&response).to_string();
-    if !response.starts_with("HTTP/1.1 101") {
-        return Err(response);
-    }
-    let chosen = response
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("x-stream-protocol-version")
-                .then(|| value.trim().to_string())
-        })
-        .unwrap_or_default();
-    Ok((tcp, chosen))
-}
 
 /// An exec or attach over SPDY, as client-go's v4 executor runs it.
 async fn spdy_session(

@@ -6,6 +6,7 @@
 
 pub mod container;
 pub mod container_convert;
+pub mod event_convert;
 pub mod image;
 pub mod pod_convert;
 pub mod runtime;

@@ -532,9 +532,9 @@ impl RuntimeService for RuntimeCri {
                 };
                 let Some(event) = event else { break };
                 let current = containers.containers_of(&event.sandbox_id);
-                let statuses = super::stats::event_containers(&event, current);
+                let statuses = super::event_convert::event_containers(&event, current);
                 if tx
-                    .send(Ok(super::stats::event(&event, &statuses)))
+                    .send(Ok(super::event_convert::event(&event, &statuses)))
                     .await
                     .is_err()
                 {

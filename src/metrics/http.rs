@@ -1,4 +1,5 @@
-//! The `/metrics` HTTP endpoint (HTTP/1.1, Prometheus text format).
+//! The `/metrics` HTTP endpoint (HTTP/1.1, the classic Prometheus text format: see
+//! [`super::registry`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,7 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::error::{Error, Result};
 
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub use super::registry::CONTENT_TYPE;
 
 /// Binds `address` now (so a taken port stops the daemon at start, naming the key).
 pub async fn bind(address: SocketAddr) -> Result<TcpListener> {

@@ -7,6 +7,9 @@
 //! without a handle threaded through every constructor; the gauges that describe the
 //! domain (objects by state, event counters) are filled at scrape time by callbacks that
 //! the composition root registers with [`on_scrape`].
+//!
+//! The types and the exposition come from `prometheus-client`, served in the classic
+//! Prometheus text format (see [`registry`] for why that format).
 
 pub mod http;
 pub mod registry;
@@ -15,20 +18,27 @@ pub mod rpc;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use registry::{HistogramVec, LATENCY_BUCKETS, ValueVec};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use registry::{CounterFamily, HistogramFamily, StateGauge, histogram_family, register};
 
 pub struct BerthMetrics {
-    pub rpc_duration: HistogramVec,
-    pub rpc_errors: ValueVec,
-    pub image_pull_duration: HistogramVec,
-    pub image_pull_bytes: ValueVec,
-    pub cni_duration: HistogramVec,
-    pub stats_collection_duration: HistogramVec,
-    pub containers: ValueVec,
-    pub sandboxes: ValueVec,
-    pub oom_kills: ValueVec,
-    pub events_published: ValueVec,
-    pub events_dropped: ValueVec,
+    pub rpc_duration: HistogramFamily<1>,
+    pub rpc_errors: CounterFamily<2>,
+    pub image_pull_duration: HistogramFamily<1>,
+    pub image_pull_bytes: Counter,
+    pub cni_duration: HistogramFamily<1>,
+    pub stats_collection_duration: Histogram,
+    pub containers: StateGauge,
+    pub sandboxes: StateGauge,
+    pub oom_kills: Counter,
+    pub events_published: Counter,
+    pub events_dropped: Counter,
+    registry: Registry,
+    /// Held through a whole scrape, so two scrapes never interleave their hooks.
     scrape_hooks: Mutex<Vec<ScrapeHook>>,
 }
 
@@ -45,72 +55,126 @@ pub fn on_scrape(hook: impl Fn(&BerthMetrics) + Send + Sync + 'static) {
         .push(Box::new(hook));
 }
 
-pub static METRICS: LazyLock<BerthMetrics> = LazyLock::new(|| BerthMetrics {
-    rpc_duration: HistogramVec::new(
-        "berth_cri_request_duration_seconds",
-        "Time to answer a CRI request (to the first response message for streams).",
-        &["method"],
-        LATENCY_BUCKETS,
-    ),
-    rpc_errors: ValueVec::counter(
-        "berth_cri_request_errors_total",
-        "CRI requests answered with an error, by gRPC code.",
-        &["method", "code"],
-    ),
-    image_pull_duration: HistogramVec::new(
-        "berth_image_pull_duration_seconds",
-        "Duration of image pulls that went to a registry, by outcome.",
-        &["result"],
-        LATENCY_BUCKETS,
-    ),
-    image_pull_bytes: ValueVec::counter(
-        "berth_image_pull_bytes_total",
-        "Bytes downloaded from registries (manifests excluded).",
-        &[],
-    ),
-    cni_duration: HistogramVec::new(
-        "berth_cni_duration_seconds",
-        "Duration of CNI operations on a pod's network, by operation.",
-        &["operation"],
-        LATENCY_BUCKETS,
-    ),
-    stats_collection_duration: HistogramVec::new(
-        "berth_stats_collection_duration_seconds",
-        "Duration of one pass of the stats collector over every container and pod.",
-        &[],
-        LATENCY_BUCKETS,
-    ),
-    containers: ValueVec::gauge("berth_containers", "Containers by state.", &["state"]),
-    sandboxes: ValueVec::gauge("berth_pod_sandboxes", "Pod sandboxes by state.", &["state"]),
-    oom_kills: ValueVec::counter(
-        "berth_container_oom_kills_total",
-        "Containers the kernel's OOM killer ended, as learned from their exits.",
-        &[],
-    ),
-    events_published: ValueVec::counter(
-        "berth_container_events_total",
-        "Container and sandbox lifecycle events published to GetContainerEvents.",
-        &[],
-    ),
-    events_dropped: ValueVec::counter(
-        "berth_container_events_dropped_total",
-        "Events dropped for GetContainerEvents subscribers whose queue was full.",
-        &[],
-    ),
-    scrape_hooks: Mutex::new(Vec::new()),
-});
+pub static METRICS: LazyLock<BerthMetrics> = LazyLock::new(BerthMetrics::new);
+
+impl BerthMetrics {
+    fn new() -> BerthMetrics {
+        let mut registry = Registry::default();
+        let r = &mut registry;
+        // Counters are named without `_total`: the encoder appends it.
+        let rpc_duration = histogram_family();
+        register(
+            r,
+            "berth_cri_request_duration_seconds",
+            "Time to answer a CRI request (to the first response message for streams).",
+            &rpc_duration,
+        );
+        let rpc_errors = Family::default();
+        register(
+            r,
+            "berth_cri_request_errors",
+            "CRI requests answered with an error, by gRPC code.",
+            &rpc_errors,
+        );
+        let image_pull_duration = histogram_family();
+        register(
+            r,
+            "berth_image_pull_duration_seconds",
+            "Duration of image pulls that went to a registry, by outcome.",
+            &image_pull_duration,
+        );
+        let image_pull_bytes = Counter::default();
+        register(
+            r,
+            "berth_image_pull_bytes",
+            "Bytes downloaded from registries (manifests excluded).",
+            &image_pull_bytes,
+        );
+        let cni_duration = histogram_family();
+        register(
+            r,
+            "berth_cni_duration_seconds",
+            "Duration of CNI operations on a pod's network, by operation.",
+            &cni_duration,
+        );
+        let stats_collection_duration = registry::latency_histogram();
+        register(
+            r,
+            "berth_stats_collection_duration_seconds",
+            "Duration of one pass of the stats collector over every container and pod.",
+            &stats_collection_duration,
+        );
+        let containers = Family::default();
+        register(r, "berth_containers", "Containers by state.", &containers);
+        let sandboxes = Family::default();
+        register(
+            r,
+            "berth_pod_sandboxes",
+            "Pod sandboxes by state.",
+            &sandboxes,
+        );
+        let oom_kills = Counter::default();
+        register(
+            r,
+            "berth_container_oom_kills",
+            "Containers the kernel's OOM killer ended, as learned from their exits.",
+            &oom_kills,
+        );
+        let events_published = Counter::default();
+        register(
+            r,
+            "berth_container_events",
+            "Container and sandbox lifecycle events published to GetContainerEvents.",
+            &events_published,
+        );
+        let events_dropped = Counter::default();
+        register(
+            r,
+            "berth_container_events_dropped",
+            "Events dropped for GetContainerEvents subscribers whose queue was full.",
+            &events_dropped,
+        );
+        BerthMetrics {
+            rpc_duration,
+            rpc_errors,
+            image_pull_duration,
+            image_pull_bytes,
+            cni_duration,
+            stats_collection_duration,
+            containers,
+            sandboxes,
+            oom_kills,
+            events_published,
+            events_dropped,
+            registry,
+            scrape_hooks: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The text exposition of every family, after the scrape hooks have filled the gauges.
+    pub fn render(&self) -> String {
+        let hooks = self
+            .scrape_hooks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for hook in hooks.iter() {
+            hook(self);
+        }
+        registry::encode(&self.registry)
+    }
+}
 
 /// Records the time from its creation to its drop in a histogram series.
 pub struct Timer {
-    histogram: &'static HistogramVec,
-    label: &'static str,
+    histogram: &'static HistogramFamily<1>,
+    labels: registry::Labels<1>,
     started: Instant,
 }
 
 impl Drop for Timer {
     fn drop(&mut self) {
         let elapsed = self.started.elapsed().as_secs_f64();
-        self.histogram.observe(&[self.label], elapsed);
+        self.histogram.get_or_create(&self.labels).observe(elapsed);
     }
 }
 
@@ -118,7 +182,7 @@ impl Drop for Timer {
 pub fn cni_timer(operation: &'static str) -> Timer {
     Timer {
         histogram: &METRICS.cni_duration,
-        label: operation,
+        labels: [("operation", operation.to_string())],
         started: Instant::now(),
     }
 }
@@ -127,11 +191,12 @@ pub fn observe_pull(elapsed: Duration, ok: bool) {
     let result = if ok { "success" } else { "failure" };
     METRICS
         .image_pull_duration
-        .observe(&[result], elapsed.as_secs_f64());
+        .get_or_create(&[("result", result.to_string())])
+        .observe(elapsed.as_secs_f64());
 }
 
 pub fn add_pulled_bytes(bytes: usize) {
-    METRICS.image_pull_bytes.add(&[], bytes as f64);
+    METRICS.image_pull_bytes.inc_by(bytes as u64);
 }
 
 /// Series of a by-state gauge: every state in `all` appears, at zero when empty, so a
@@ -140,43 +205,13 @@ pub fn by_state<S: Copy>(
     all: &[S],
     states: impl Iterator<Item = S>,
     name: fn(S) -> &'static str,
-) -> Vec<(Vec<String>, f64)> {
-    let mut counts: std::collections::BTreeMap<&'static str, f64> =
-        all.iter().map(|s| (name(*s), 0.0)).collect();
+) -> Vec<(&'static str, i64)> {
+    let mut counts: std::collections::BTreeMap<&'static str, i64> =
+        all.iter().map(|s| (name(*s), 0)).collect();
     for s in states {
-        *counts.entry(name(s)).or_default() += 1.0;
+        *counts.entry(name(s)).or_default() += 1;
     }
-    counts
-        .into_iter()
-        .map(|(k, v)| (vec![k.to_string()], v))
-        .collect()
-}
-
-impl BerthMetrics {
-    /// The text exposition of every family, after the scrape hooks have filled the gauges.
-    pub fn render(&self) -> String {
-        for hook in self
-            .scrape_hooks
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .iter()
-        {
-            hook(self);
-        }
-        let mut out = String::with_capacity(8192);
-        self.rpc_duration.encode(&mut out);
-        self.rpc_errors.encode(&mut out);
-        self.image_pull_duration.encode(&mut out);
-        self.image_pull_bytes.encode(&mut out);
-        self.cni_duration.encode(&mut out);
-        self.stats_collection_duration.encode(&mut out);
-        self.containers.encode(&mut out);
-        self.sandboxes.encode(&mut out);
-        self.oom_kills.encode(&mut out);
-        self.events_published.encode(&mut out);
-        self.events_dropped.encode(&mut out);
-        out
-    }
+    counts.into_iter().collect()
 }
 
 #[cfg(test)]
@@ -199,22 +234,54 @@ mod tests {
             [State::Ready, State::Ready].into_iter(),
             name,
         );
-        assert_eq!(
-            series,
-            vec![
-                (vec!["notready".to_string()], 0.0),
-                (vec!["ready".to_string()], 2.0)
-            ]
-        );
+        assert_eq!(series, vec![("notready", 0), ("ready", 2)]);
     }
 
     #[test]
     fn a_timer_observes_on_drop() {
-        let before = METRICS.cni_duration.count_and_sum(&["test-op"]).0;
+        let series = [("operation", "test-op".to_string())];
+        let before = METRICS.cni_duration.get_or_create(&series).count();
         drop(cni_timer("test-op"));
         assert_eq!(
-            METRICS.cni_duration.count_and_sum(&["test-op"]).0,
+            METRICS.cni_duration.get_or_create(&series).count(),
             before + 1
+        );
+    }
+
+    #[test]
+    fn every_family_keeps_its_exposed_name_and_labels() {
+        METRICS
+            .rpc_errors
+            .get_or_create(&[("method", "TestNames".into()), ("code", "NotFound".into())])
+            .inc();
+        // A family shows once it has a series.
+        observe_pull(Duration::from_millis(1), true);
+        registry::set_by_state(&METRICS.containers, vec![("running", 0)]);
+        registry::set_by_state(&METRICS.sandboxes, vec![("ready", 0)]);
+        let out = METRICS.render();
+        let mut types: Vec<&str> = out.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+        types.sort();
+        assert_eq!(
+            types,
+            [
+                "# TYPE berth_cni_duration_seconds histogram",
+                "# TYPE berth_container_events_dropped_total counter",
+                "# TYPE berth_container_events_total counter",
+                "# TYPE berth_container_oom_kills_total counter",
+                "# TYPE berth_containers gauge",
+                "# TYPE berth_cri_request_duration_seconds histogram",
+                "# TYPE berth_cri_request_errors_total counter",
+                "# TYPE berth_image_pull_bytes_total counter",
+                "# TYPE berth_image_pull_duration_seconds histogram",
+                "# TYPE berth_pod_sandboxes gauge",
+                "# TYPE berth_stats_collection_duration_seconds histogram",
+            ]
+        );
+        assert!(
+            out.contains(
+                "berth_cri_request_errors_total{method=\"TestNames\",code=\"NotFound\"} 1\n"
+            ),
+            "{out}"
         );
     }
 }

@@ -1,12 +1,20 @@
-//! A small Prometheus registry: counters, gauges and fixed-bucket histograms with labels,
-//! written in the text exposition format (version 0.0.4). berth needs nothing more, and
-//! this avoids a dependency for a few hundred lines.
+//! The metric types berth uses, on `prometheus-client` (the Prometheus project's Rust
+//! client), and the exposition.
+//!
+//! The exposition is the classic Prometheus text format (version 0.0.4,
+//! `text/plain; version=0.0.4`), not OpenMetrics: every Prometheus server and every tool
+//! that scrapes kubelet-style endpoints reads it, it keeps the sample names berth has
+//! always exposed, and it needs no `# EOF` or `_created` handling from simple parsers.
+//! The crate writes the `_total` of counters itself, so counters are registered without
+//! it (the exposed names do not change).
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
-use crate::store::lock;
+pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Latency buckets in seconds: from a cached List (sub-millisecond) to a slow image pull.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -14,233 +22,62 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     60.0, 120.0,
 ];
 
-/// Escapes a label value: backslash, double quote and newline.
-pub fn escape_label(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
+/// A label set: name and value pairs, in the order they are written.
+pub type Labels<const N: usize> = [(&'static str, String); N];
+
+/// Histograms of durations in [`LATENCY_BUCKETS`], one per label set.
+pub type HistogramFamily<const N: usize> = Family<Labels<N>, Histogram, fn() -> Histogram>;
+
+/// Counters, one per label set.
+pub type CounterFamily<const N: usize> = Family<Labels<N>, Counter>;
+
+/// Gauges by state (one `state` label), recomputed at every scrape.
+pub type StateGauge = Family<Labels<1>, Gauge>;
+
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS.iter().copied())
+}
+
+pub fn histogram_family<const N: usize>() -> HistogramFamily<N> {
+    Family::new_with_constructor(latency_histogram as fn() -> Histogram)
+}
+
+/// Replaces every series of a by-state gauge (the states that vanished go with it).
+pub fn set_by_state(gauge: &StateGauge, series: Vec<(&'static str, i64)>) {
+    gauge.clear();
+    for (state, value) in series {
+        gauge
+            .get_or_create(&[("state", state.to_string())])
+            .set(value);
+    }
+}
+
+/// Makes a counter show a count its owner keeps (events, OOM kills): the owner's count
+/// only grows, so the counter's meaning holds.
+pub fn mirror(counter: &Counter, count: u64) {
+    counter
+        .inner()
+        .store(count, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Registers a metric under `name` (a counter without its `_total`).
+pub fn register<M>(registry: &mut Registry, name: &str, help: &str, metric: &M)
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    // The crate ends every HELP with a period of its own.
+    let help = help.strip_suffix('.').unwrap_or(help);
+    registry.register(name, help, metric.clone());
+}
+
+/// The text exposition (version 0.0.4) of `registry`.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::with_capacity(8192);
+    // Writing to a String cannot fail; an encoder error would be a bug in a metric.
+    if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, registry) {
+        tracing::warn!(error = %e, "encoding the metrics failed");
     }
     out
-}
-
-/// Escapes HELP text: backslash and newline.
-fn escape_help(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-/// Prometheus float formatting: integers without a fraction, infinities spelled out.
-pub fn format_value(v: f64) -> String {
-    if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.to_string()
-    } else if v.is_nan() {
-        "NaN".to_string()
-    } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
-    }
-}
-
-fn label_set(names: &[&str], values: &[String], extra: Option<(&str, &str)>) -> String {
-    let mut pairs: Vec<String> = names
-        .iter()
-        .zip(values)
-        .map(|(n, v)| format!("{n}=\"{}\"", escape_label(v)))
-        .collect();
-    if let Some((n, v)) = extra {
-        pairs.push(format!("{n}=\"{}\"", escape_label(v)));
-    }
-    if pairs.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", pairs.join(","))
-    }
-}
-
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// A counter or gauge family: one value per label combination.
-pub struct ValueVec {
-    name: &'static str,
-    help: &'static str,
-    kind: &'static str,
-    labels: &'static [&'static str],
-    values: Mutex<BTreeMap<Vec<String>, f64>>,
-}
-
-impl ValueVec {
-    pub const fn counter(
-        name: &'static str,
-        help: &'static str,
-        labels: &'static [&'static str],
-    ) -> ValueVec {
-        ValueVec {
-            name,
-            help,
-            kind: "counter",
-            labels,
-            values: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    pub const fn gauge(
-        name: &'static str,
-        help: &'static str,
-        labels: &'static [&'static str],
-    ) -> ValueVec {
-        ValueVec {
-            name,
-            help,
-            kind: "gauge",
-            labels,
-            values: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    fn key(&self, values: &[&str]) -> Vec<String> {
-        // A wrong label count is a programming error; pad or cut rather than panic.
-        (0..self.labels.len())
-            .map(|i| values.get(i).copied().unwrap_or_default().to_string())
-            .collect()
-    }
-
-    pub fn add(&self, values: &[&str], delta: f64) {
-        let key = self.key(values);
-        *lock(&self.values).entry(key).or_insert(0.0) += delta;
-    }
-
-    pub fn inc(&self, values: &[&str]) {
-        self.add(values, 1.0);
-    }
-
-    pub fn set(&self, values: &[&str], value: f64) {
-        let key = self.key(values);
-        lock(&self.values).insert(key, value);
-    }
-
-    /// Replaces every series (gauges computed at scrape time).
-    pub fn replace(&self, series: Vec<(Vec<String>, f64)>) {
-        let mut values = lock(&self.values);
-        values.clear();
-        values.extend(series);
-    }
-
-    pub fn get(&self, values: &[&str]) -> f64 {
-        let key = self.key(values);
-        lock(&self.values).get(&key).copied().unwrap_or(0.0)
-    }
-
-    pub fn encode(&self, out: &mut String) {
-        header(out, self.name, self.help, self.kind);
-        let values = lock(&self.values);
-        if values.is_empty() && self.labels.is_empty() {
-            let _ = writeln!(out, "{} 0", self.name);
-        }
-        for (labels, value) in values.iter() {
-            let _ = writeln!(
-                out,
-                "{}{} {}",
-                self.name,
-                label_set(self.labels, labels, None),
-                format_value(*value)
-            );
-        }
-    }
-}
-
-#[derive(Clone)]
-struct HistogramSeries {
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
-
-pub struct HistogramVec {
-    name: &'static str,
-    help: &'static str,
-    labels: &'static [&'static str],
-    buckets: &'static [f64],
-    series: Mutex<BTreeMap<Vec<String>, HistogramSeries>>,
-}
-
-impl HistogramVec {
-    pub const fn new(
-        name: &'static str,
-        help: &'static str,
-        labels: &'static [&'static str],
-        buckets: &'static [f64],
-    ) -> HistogramVec {
-        HistogramVec {
-            name,
-            help,
-            labels,
-            buckets,
-            series: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    pub fn observe(&self, values: &[&str], v: f64) {
-        let key: Vec<String> = (0..self.labels.len())
-            .map(|i| values.get(i).copied().unwrap_or_default().to_string())
-            .collect();
-        let mut series = lock(&self.series);
-        let s = series.entry(key).or_insert_with(|| HistogramSeries {
-            counts: vec![0; self.buckets.len()],
-            sum: 0.0,
-            count: 0,
-        });
-        // Counts per bucket are kept non-cumulative and summed when written.
-        if let Some(i) = self.buckets.iter().position(|b| v <= *b) {
-            s.counts[i] += 1;
-        }
-        s.sum += v;
-        s.count += 1;
-    }
-
-    /// (count, sum) of one series, for tests and the bench.
-    pub fn count_and_sum(&self, values: &[&str]) -> (u64, f64) {
-        let key: Vec<String> = values.iter().map(|s| s.to_string()).collect();
-        lock(&self.series)
-            .get(&key)
-            .map(|s| (s.count, s.sum))
-            .unwrap_or((0, 0.0))
-    }
-
-    pub fn encode(&self, out: &mut String) {
-        header(out, self.name, self.help, "histogram");
-        let series = lock(&self.series);
-        for (labels, s) in series.iter() {
-            let mut cumulative = 0;
-            for (bound, n) in self.buckets.iter().zip(&s.counts) {
-                cumulative += n;
-                let le = format_value(*bound);
-                let _ = writeln!(
-                    out,
-                    "{}_bucket{} {cumulative}",
-                    self.name,
-                    label_set(self.labels, labels, Some(("le", &le)))
-                );
-            }
-            let _ = writeln!(
-                out,
-                "{}_bucket{} {}",
-                self.name,
-                label_set(self.labels, labels, Some(("le", "+Inf"))),
-                s.count
-            );
-            let set = label_set(self.labels, labels, None);
-            let _ = writeln!(out, "{}_sum{set} {}", self.name, format_value(s.sum));
-            let _ = writeln!(out, "{}_count{set} {}", self.name, s.count);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -248,54 +85,66 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counters_and_gauges_write_help_type_and_series() {
-        let c = ValueVec::counter("berth_x_total", "Things.\nMore", &["method", "code"]);
-        c.inc(&["Version", "OK"]);
-        c.add(&["Version", "OK"], 2.0);
-        c.inc(&["Pull\"Image", "Unknown"]);
-        let mut out = String::new();
-        c.encode(&mut out);
-        assert_eq!(
-            out,
-            "# HELP berth_x_total Things.\\nMore\n# TYPE berth_x_total counter\n\
-             berth_x_total{method=\"Pull\\\"Image\",code=\"Unknown\"} 1\n\
-             berth_x_total{method=\"Version\",code=\"OK\"} 3\n"
+    fn counters_get_their_total_and_labels_keep_their_order_and_escapes() {
+        let mut registry = Registry::default();
+        let errors: CounterFamily<2> = Family::default();
+        register(&mut registry, "berth_x", "Things.", &errors);
+        errors
+            .get_or_create(&[("method", "Version".into()), ("code", "OK".into())])
+            .inc_by(3);
+        errors
+            .get_or_create(&[("method", "Pull\"Image".into()), ("code", "Unknown".into())])
+            .inc();
+        let out = encode(&registry);
+        assert!(
+            out.starts_with("# HELP berth_x_total Things.\n# TYPE berth_x_total counter\n"),
+            "{out}"
         );
-        let g = ValueVec::gauge("berth_g", "G", &[]);
-        let mut out = String::new();
-        g.encode(&mut out);
-        assert!(out.ends_with("berth_g 0\n"), "{out}");
-        g.set(&[], 2.5);
-        let mut out = String::new();
-        g.encode(&mut out);
-        assert!(out.ends_with("berth_g 2.5\n"), "{out}");
+        assert!(
+            out.contains("berth_x_total{method=\"Version\",code=\"OK\"} 3\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("berth_x_total{method=\"Pull\\\"Image\",code=\"Unknown\"} 1\n"),
+            "{out}"
+        );
     }
 
     #[test]
-    fn histograms_are_cumulative_with_inf_sum_and_count() {
-        let h = HistogramVec::new("berth_h_seconds", "H", &["m"], &[0.1, 1.0]);
-        h.observe(&["a"], 0.05);
-        h.observe(&["a"], 0.5);
-        h.observe(&["a"], 7.0);
-        let mut out = String::new();
-        h.encode(&mut out);
-        assert_eq!(
-            out,
-            "# HELP berth_h_seconds H\n# TYPE berth_h_seconds histogram\n\
-             berth_h_seconds_bucket{m=\"a\",le=\"0.1\"} 1\n\
-             berth_h_seconds_bucket{m=\"a\",le=\"1\"} 2\n\
-             berth_h_seconds_bucket{m=\"a\",le=\"+Inf\"} 3\n\
-             berth_h_seconds_sum{m=\"a\"} 7.55\n\
-             berth_h_seconds_count{m=\"a\"} 3\n"
-        );
-        assert_eq!(h.count_and_sum(&["a"]).0, 3);
+    fn histograms_keep_the_latency_buckets_cumulative_with_inf_sum_and_count() {
+        let mut registry = Registry::default();
+        let h: HistogramFamily<1> = histogram_family();
+        register(&mut registry, "berth_h_seconds", "H.", &h);
+        for v in [0.0002, 0.3, 700.0] {
+            h.get_or_create(&[("m", "a".into())]).observe(v);
+        }
+        let out = encode(&registry);
+        let buckets: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("berth_h_seconds_bucket"))
+            .collect();
+        assert_eq!(buckets.len(), LATENCY_BUCKETS.len() + 1, "{out}");
+        assert!(buckets[0].ends_with("{m=\"a\",le=\"0.0005\"} 1"), "{out}");
+        assert!(out.contains("{m=\"a\",le=\"0.5\"} 2\n"), "{out}");
+        assert!(out.contains("{m=\"a\",le=\"120\"} 2\n"), "{out}");
+        assert!(out.contains("{m=\"a\",le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("berth_h_seconds_count{m=\"a\"} 3\n"), "{out}");
+        assert_eq!(h.get_or_create(&[("m", "a".into())]).count(), 3);
     }
 
     #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape_label("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
-        assert_eq!(format_value(f64::INFINITY), "+Inf");
-        assert_eq!(format_value(3.0), "3");
-        assert_eq!(format_value(0.25), "0.25");
+    fn state_gauges_are_replaced_and_mirrored_counters_show_the_owners_count() {
+        let mut registry = Registry::default();
+        let g: StateGauge = Family::default();
+        let c: Counter = Counter::default();
+        register(&mut registry, "berth_g", "G.", &g);
+        register(&mut registry, "berth_c", "C.", &c);
+        set_by_state(&g, vec![("gone", 1)]);
+        set_by_state(&g, vec![("ready", 2)]);
+        mirror(&c, 7);
+        let out = encode(&registry);
+        assert!(out.contains("berth_g{state=\"ready\"} 2\n"), "{out}");
+        assert!(!out.contains("gone"), "{out}");
+        assert!(out.contains("berth_c_total 7\n"), "{out}");
     }
 }

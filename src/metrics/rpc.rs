@@ -52,9 +52,16 @@ pub fn error_code(headers: &http::HeaderMap) -> Option<tonic::Code> {
 fn record(method: &str, started: Instant, code: Option<tonic::Code>) {
     METRICS
         .rpc_duration
-        .observe(&[method], started.elapsed().as_secs_f64());
+        .get_or_create(&[("method", method.to_string())])
+        .observe(started.elapsed().as_secs_f64());
     if let Some(code) = code {
-        METRICS.rpc_errors.inc(&[method, &format!("{code:?}")]);
+        METRICS
+            .rpc_errors
+            .get_or_create(&[
+                ("method", method.to_string()),
+                ("code", format!("{code:?}")),
+            ])
+            .inc();
     }
 }
 
@@ -118,20 +125,26 @@ mod tests {
             Ok::<_, std::convert::Infallible>(response)
         });
         let mut service = RpcMetricsLayer.layer(inner);
-        let before_errors = METRICS.rpc_errors.get(&["TestMetricsFail", "NotFound"]);
-        let before_calls = METRICS.rpc_duration.count_and_sum(&["TestMetricsOk"]).0;
+        let errors = |method: &str, code: &str| {
+            METRICS
+                .rpc_errors
+                .get(&[("method", method.into()), ("code", code.into())])
+                .map_or(0, |c| c.get())
+        };
+        let calls = |method: &str| {
+            METRICS
+                .rpc_duration
+                .get(&[("method", method.into())])
+                .map_or(0, |h| h.count())
+        };
+        let before_errors = errors("TestMetricsFail", "NotFound");
+        let before_calls = calls("TestMetricsOk");
         for path in ["/s/TestMetricsFail", "/s/TestMetricsOk"] {
             let request = http::Request::builder().uri(path).body(()).unwrap();
             service.ready().await.unwrap().call(request).await.unwrap();
         }
-        assert_eq!(
-            METRICS.rpc_errors.get(&["TestMetricsFail", "NotFound"]),
-            before_errors + 1.0
-        );
-        assert_eq!(METRICS.rpc_errors.get(&["TestMetricsOk", "Ok"]), 0.0);
-        assert_eq!(
-            METRICS.rpc_duration.count_and_sum(&["TestMetricsOk"]).0,
-            before_calls + 1
-        );
+        assert_eq!(errors("TestMetricsFail", "NotFound"), before_errors + 1);
+        assert_eq!(errors("TestMetricsOk", "Ok"), 0);
+        assert_eq!(calls("TestMetricsOk"), before_calls + 1);
     }
 }

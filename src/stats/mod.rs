@@ -239,7 +239,7 @@ impl Collector {
                 this.collect().await;
                 crate::metrics::METRICS
                     .stats_collection_duration
-                    .observe(&[], started.elapsed().as_secs_f64());
+                    .observe(started.elapsed().as_secs_f64());
                 tracing::debug!(
                     elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
                     "stats collected"

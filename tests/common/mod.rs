@@ -14,6 +14,8 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
+pub mod streaming;
+
 pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
 
 /// Fails (never skips) when the machine lacks what the tests need.
