@@ -165,6 +165,24 @@ async fn pull_image(channel: &Channel, image: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// CreateContainer; returns the new container's ID.
+async fn create_container(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod_sandbox_id: String,
+    config: cri::ContainerConfig,
+    sandbox_config: cri::PodSandboxConfig,
+) -> Result<String, Error> {
+    Ok(rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id,
+            config: Some(config),
+            sandbox_config: Some(sandbox_config),
+        })
+        .await?
+        .into_inner()
+        .container_id)
+}
+
 async fn run_pod(
     rt: &mut RuntimeServiceClient<Channel>,
     config: cri::PodSandboxConfig,
@@ -403,15 +421,13 @@ async fn containers(args: &Args) -> Result<(), Error> {
     let mut ids = Vec::new();
     for i in 0..=args.pods {
         let t0 = Instant::now();
-        let id = rt
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: pod.clone(),
-                config: Some(container_config(&format!("c{i}"), &args.image)),
-                sandbox_config: Some(shared_pod.clone()),
-            })
-            .await?
-            .into_inner()
-            .container_id;
+        let id = create_container(
+            &mut rt,
+            pod.clone(),
+            container_config(&format!("c{i}"), &args.image),
+            shared_pod.clone(),
+        )
+        .await?;
         let t1 = Instant::now();
         rt.start_container(cri::StartContainerRequest {
             container_id: id.clone(),
@@ -457,15 +473,13 @@ async fn containers(args: &Args) -> Result<(), Error> {
         let config = pod_config(100 + i, &run);
         let t0 = Instant::now();
         let pod = run_pod(&mut rt, config.clone()).await?;
-        let id = rt
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: pod.clone(),
-                config: Some(container_config("app", &args.image)),
-                sandbox_config: Some(config),
-            })
-            .await?
-            .into_inner()
-            .container_id;
+        let id = create_container(
+            &mut rt,
+            pod.clone(),
+            container_config("app", &args.image),
+            config,
+        )
+        .await?;
         rt.start_container(cri::StartContainerRequest { container_id: id })
             .await?;
         whole.push(t0.elapsed());
@@ -515,15 +529,13 @@ async fn stats(args: &Args) -> Result<(), Error> {
         let pod = run_pod(&mut rt, config.clone()).await?;
         pods.push(pod.clone());
         for _ in 0..STATS_CONTAINERS_PER_POD.min(args.pods - started) {
-            let id = rt
-                .create_container(cri::CreateContainerRequest {
-                    pod_sandbox_id: pod.clone(),
-                    config: Some(container_config(&format!("c{started}"), &args.image)),
-                    sandbox_config: Some(config.clone()),
-                })
-                .await?
-                .into_inner()
-                .container_id;
+            let id = create_container(
+                &mut rt,
+                pod.clone(),
+                container_config(&format!("c{started}"), &args.image),
+                config.clone(),
+            )
+            .await?;
             rt.start_container(cri::StartContainerRequest { container_id: id })
                 .await?;
             started += 1;
@@ -795,15 +807,7 @@ async fn churn_cycle(
     };
     let pod = run_pod(rt, config.clone()).await?;
     lap(0);
-    let id = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(container_config("app", image)),
-            sandbox_config: Some(config),
-        })
-        .await?
-        .into_inner()
-        .container_id;
+    let id = create_container(rt, pod.clone(), container_config("app", image), config).await?;
     lap(1);
     rt.start_container(cri::StartContainerRequest {
         container_id: id.clone(),
@@ -863,15 +867,7 @@ async fn lifecycle_cycle(
     };
     let pod = run_pod(rt, config.clone()).await?;
     lap(0);
-    let id = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(container_config("app", image)),
-            sandbox_config: Some(config),
-        })
-        .await?
-        .into_inner()
-        .container_id;
+    let id = create_container(rt, pod.clone(), container_config("app", image), config).await?;
     lap(1);
     rt.start_container(cri::StartContainerRequest {
         container_id: id.clone(),
@@ -1206,15 +1202,7 @@ async fn streaming(args: &Args) -> Result<(), Error> {
             "head -c {STREAM_BYTES} /dev/zero > /tmp/big; while true; do nc -l -p {STREAM_PORT} < /tmp/big; done"
         ),
     ];
-    let id = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(server),
-            sandbox_config: Some(pod_config),
-        })
-        .await?
-        .into_inner()
-        .container_id;
+    let id = create_container(&mut rt, pod.clone(), server, pod_config).await?;
     rt.start_container(cri::StartContainerRequest {
         container_id: id.clone(),
     })

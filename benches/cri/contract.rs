@@ -20,7 +20,7 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use sha2::{Digest, Sha256};
 
-use super::{Args, Error, channel, pull_image, report, run_pod};
+use super::{Args, Error, channel, create_container, pull_image, report, run_pod};
 
 const MIB: usize = 1 << 20;
 /// 1 MiB files of zeros in the bomb: 4 GiB unpacked from about 4.4 MiB.
@@ -186,15 +186,7 @@ pub async fn stop_pid(args: &Args) -> Result<(), Error> {
                 }),
                 ..Default::default()
             });
-            let id = rt
-                .create_container(cri::CreateContainerRequest {
-                    pod_sandbox_id: pod_id.clone(),
-                    config: Some(config),
-                    sandbox_config: Some(pod),
-                })
-                .await?
-                .into_inner()
-                .container_id;
+            let id = create_container(&mut rt, pod_id.clone(), config, pod).await?;
             rt.start_container(cri::StartContainerRequest {
                 container_id: id.clone(),
             })
