@@ -47,6 +47,11 @@ VM_PACKAGES=(
 	docker-registry curl ca-certificates jq
 	busybox libseccomp2 libc6 libcrypt1 libpcre2-8-0 libssl3 zlib1g
 	attr tar openssl iputils-ping
+	# The peer that hack/bench.sh --vm runs beside berth (started by the bench, never at boot).
+	containerd runc
+	# AppArmor's userspace: apparmor_parser loads berth's default profile; critest's AppArmor
+	# specs load their test profiles with `sudo apparmor_parser`.
+	apparmor sudo
 )
 # Modules the initramfs needs to find the root disk; 9p, overlay, bridge and veth load
 # from the rootfs.
@@ -56,7 +61,7 @@ VM_MASKED_UNITS=(
 	docker-registry.service getty@tty1.service serial-getty@ttyS0.service
 	serial-getty@ttyS1.service apt-daily.timer apt-daily-upgrade.timer
 	e2scrub_all.timer e2scrub_reap.service fstrim.timer man-db.timer
-	systemd-timesyncd.service
+	systemd-timesyncd.service containerd.service
 )
 VM_IMAGE_SIZE=6G
 
