@@ -12,6 +12,8 @@ pub mod image;
 pub mod pod_convert;
 pub mod runtime;
 pub mod stats;
+#[cfg(test)]
+mod wire_golden;
 
 use std::sync::{Arc, Mutex};
 
