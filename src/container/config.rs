@@ -36,6 +36,9 @@ pub struct ContainerConfig {
     pub tty: bool,
     pub resources: ContainerResources,
     pub security: SecurityContext,
+    /// The signal number StopContainer sends first when the CRI names one (else the
+    /// image's STOPSIGNAL, else SIGTERM). A number: real-time signals have no nix name.
+    pub stop_signal: Option<i32>,
 }
 
 /// CRI MountPropagation.

@@ -41,6 +41,10 @@ pub struct Usage {
 pub struct Pressure {
     pub some_us: u64,
     pub full_us: Option<u64>,
+    /// The 10, 60 and 300 s averages (percent) in hundredths: the file has two decimals,
+    /// so they stay exact and `Usage` stays `Eq`.
+    pub some_avgs: [u32; 3],
+    pub full_avgs: Option<[u32; 3]>,
 }
 
 /// Parses a PSI file (`some avg10=0.00 avg60=0.00 avg300=0.00 total=123` and a `full` line).
@@ -53,10 +57,28 @@ pub fn parse_pressure(text: &str) -> Option<Pressure> {
             .parse::<u64>()
             .ok()
     };
+    let avgs = |kind: &str| {
+        let line = text.lines().find(|l| l.starts_with(kind))?;
+        let mut out = [0u32; 3];
+        for (slot, key) in out.iter_mut().zip(["avg10=", "avg60=", "avg300="]) {
+            let value = line.split_whitespace().find_map(|f| f.strip_prefix(key))?;
+            *slot = hundredths(value)?;
+        }
+        Some(out)
+    };
     Some(Pressure {
         some_us: total("some ")?,
         full_us: total("full "),
+        some_avgs: avgs("some ")?,
+        full_avgs: avgs("full "),
     })
+}
+
+/// `1.50` → 150.
+fn hundredths(value: &str) -> Option<u32> {
+    let (whole, fraction) = value.split_once('.').unwrap_or((value, "0"));
+    let fraction = format!("{fraction:0<2}");
+    Some(whole.parse::<u32>().ok()? * 100 + fraction.get(..2)?.parse::<u32>().ok()?)
 }
 
 /// Sums `rbytes` and `wbytes` of a v2 `io.stat` over its devices; none for an empty file
@@ -395,14 +417,18 @@ mod tests {
             usage.cpu_pressure,
             Some(Pressure {
                 some_us: 1500,
-                full_us: Some(700)
+                full_us: Some(700),
+                some_avgs: [0, 0, 0],
+                full_avgs: Some([0, 0, 0]),
             })
         );
         assert_eq!(
             usage.memory_pressure,
             Some(Pressure {
                 some_us: 42,
-                full_us: None
+                full_us: None,
+                some_avgs: [150, 20, 0],
+                full_avgs: None,
             })
         );
         assert_eq!(usage.io_pressure, None, "no file, no figure");

@@ -40,6 +40,17 @@ pub fn filter(filter: Option<cri::ContainerFilter>) -> ContainerFilter {
     }
 }
 
+/// ListContainerStats' filter: no state, every container of the selection.
+pub fn stats_filter(filter: Option<cri::ContainerStatsFilter>) -> ContainerFilter {
+    let filter = filter.unwrap_or_default();
+    ContainerFilter {
+        id: (!filter.id.is_empty()).then_some(filter.id),
+        sandbox_id: (!filter.pod_sandbox_id.is_empty()).then_some(filter.pod_sandbox_id),
+        state: None,
+        labels: filter.label_selector,
+    }
+}
+
 fn to_hash_map(map: &std::collections::BTreeMap<String, String>) -> HashMap<String, String> {
     map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
@@ -54,6 +65,8 @@ fn metadata(record: &ContainerRecord) -> Option<cri::ContainerMetadata> {
 fn image_spec(record: &ContainerRecord) -> Option<cri::ImageSpec> {
     Some(cri::ImageSpec {
         image: record.image_ref.clone(),
+        // The resolved image ID (1.36's ImageSpec.image_ref), as ImageStatus reports it.
+        image_ref: record.image_id.clone(),
         ..Default::default()
     })
 }
@@ -113,7 +126,7 @@ pub fn status(record: &ContainerRecord) -> cri::ContainerStatus {
         exit_code: record.exit_code,
         image: image_spec(record),
         image_ref: record.image_name.clone(),
-        stop_signal: 0,
+        stop_signal: super::container_convert::signal_to_cri(record.stop_signal),
         reason: record.reason.clone(),
         message: record.message.clone(),
         labels: to_hash_map(&record.config.labels),

@@ -67,7 +67,85 @@ pub fn container_config(cri: cri::ContainerConfig) -> Result<ContainerConfig, Er
         tty: cri.tty,
         resources: linux.resources.as_ref().map(resources).unwrap_or_default(),
         security: security_context(linux.security_context.unwrap_or_default())?,
+        stop_signal: stop_signal(cri.stop_signal)?,
     })
+}
+
+/// The CRI's Signal enum and the Linux numbers, both ways. Aliases (SIGCLD, SIGIOT,
+/// SIGPOLL) come after the name a number is reported under.
+fn signal_table() -> Vec<(cri::Signal, i32)> {
+    use cri::Signal as S;
+    let mut table = vec![
+        (S::Sigabrt, libc::SIGABRT),
+        (S::Sigalrm, libc::SIGALRM),
+        (S::Sigbus, libc::SIGBUS),
+        (S::Sigchld, libc::SIGCHLD),
+        (S::Sigcld, libc::SIGCHLD),
+        (S::Sigcont, libc::SIGCONT),
+        (S::Sigfpe, libc::SIGFPE),
+        (S::Sighup, libc::SIGHUP),
+        (S::Sigill, libc::SIGILL),
+        (S::Sigint, libc::SIGINT),
+        (S::Sigio, libc::SIGIO),
+        (S::Sigiot, libc::SIGIOT),
+        (S::Sigkill, libc::SIGKILL),
+        (S::Sigpipe, libc::SIGPIPE),
+        (S::Sigpoll, libc::SIGPOLL),
+        (S::Sigprof, libc::SIGPROF),
+        (S::Sigpwr, libc::SIGPWR),
+        (S::Sigquit, libc::SIGQUIT),
+        (S::Sigsegv, libc::SIGSEGV),
+        (S::Sigstkflt, libc::SIGSTKFLT),
+        (S::Sigstop, libc::SIGSTOP),
+        (S::Sigsys, libc::SIGSYS),
+        (S::Sigterm, libc::SIGTERM),
+        (S::Sigtrap, libc::SIGTRAP),
+        (S::Sigtstp, libc::SIGTSTP),
+        (S::Sigttin, libc::SIGTTIN),
+        (S::Sigttou, libc::SIGTTOU),
+        (S::Sigurg, libc::SIGURG),
+        (S::Sigusr1, libc::SIGUSR1),
+        (S::Sigusr2, libc::SIGUSR2),
+        (S::Sigvtalrm, libc::SIGVTALRM),
+        (S::Sigwinch, libc::SIGWINCH),
+        (S::Sigxcpu, libc::SIGXCPU),
+        (S::Sigxfsz, libc::SIGXFSZ),
+    ];
+    // SIGRTMIN .. SIGRTMIN+15, SIGRTMAX-14 .. SIGRTMAX: consecutive in the enum.
+    let rtmin = libc::SIGRTMIN();
+    let rtmax = libc::SIGRTMAX();
+    for offset in 0..=15 {
+        if let Ok(signal) = S::try_from(S::Sigrtmin as i32 + offset) {
+            table.push((signal, rtmin + offset));
+        }
+    }
+    for offset in 0..=14 {
+        if let Ok(signal) = S::try_from(S::Sigrtmax as i32 - offset) {
+            table.push((signal, rtmax - offset));
+        }
+    }
+    table
+}
+
+/// `ContainerConfig.stop_signal`: None for RUNTIME_DEFAULT; a value outside the enum is
+/// refused.
+fn stop_signal(value: i32) -> Result<Option<i32>, Error> {
+    if value == cri::Signal::RuntimeDefault as i32 {
+        return Ok(None);
+    }
+    signal_table()
+        .into_iter()
+        .find(|(s, _)| *s as i32 == value)
+        .map(|(_, number)| Some(number))
+        .ok_or_else(|| Error::invalid_argument(format!("stop_signal: unknown signal {value}")))
+}
+
+/// The CRI Signal a Linux signal number is reported as (RUNTIME_DEFAULT when none).
+pub fn signal_to_cri(number: i32) -> i32 {
+    signal_table()
+        .into_iter()
+        .find(|(_, n)| *n == number)
+        .map_or(cri::Signal::RuntimeDefault as i32, |(s, _)| s as i32)
 }
 
 /// 1.36 made `KeyValue.value` bytes; the OCI spec carries `KEY=VALUE` strings, so a value
@@ -139,6 +217,11 @@ fn mount(index: usize, m: cri::Mount) -> Result<Mount, Error> {
     if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
         return Err(Error::invalid_argument(format!(
             "{field}.image: image volumes are not supported"
+        )));
+    }
+    if !m.image_sub_path.is_empty() {
+        return Err(Error::invalid_argument(format!(
+            "{field}.image_sub_path: only meaningful with an image volume, which berth does not support"
         )));
     }
     if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
@@ -361,6 +444,59 @@ fn security_context(sc: cri::LinuxContainerSecurityContext) -> Result<SecurityCo
 mod tests {
     use super::*;
     use crate::ErrorKind;
+
+    #[test]
+    fn stop_signal_maps_every_enum_value_to_a_linux_number_and_back() {
+        assert_eq!(
+            stop_signal(cri::Signal::RuntimeDefault as i32).unwrap(),
+            None
+        );
+        assert_eq!(
+            stop_signal(cri::Signal::Sigusr1 as i32).unwrap(),
+            Some(libc::SIGUSR1)
+        );
+        assert_eq!(
+            stop_signal(cri::Signal::Sigrtminplus1 as i32).unwrap(),
+            Some(libc::SIGRTMIN() + 1)
+        );
+        assert_eq!(
+            stop_signal(cri::Signal::Sigrtmax as i32).unwrap(),
+            Some(libc::SIGRTMAX())
+        );
+        for value in 1..=cri::Signal::Sigrtmax as i32 {
+            let number = stop_signal(value).unwrap().unwrap();
+            let back = signal_to_cri(number);
+            // Aliases come back under their main name, with the same number.
+            assert_eq!(
+                stop_signal(back).unwrap(),
+                Some(number),
+                "enum value {value}"
+            );
+        }
+        assert_eq!(signal_to_cri(libc::SIGTERM), cri::Signal::Sigterm as i32);
+        assert_eq!(signal_to_cri(libc::SIGCHLD), cri::Signal::Sigchld as i32);
+    }
+
+    #[test]
+    fn a_stop_signal_outside_the_enum_is_invalid_argument() {
+        let mut config = minimal();
+        config.stop_signal = 66;
+        let err = container_config(config).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert!(err.to_string().contains("stop_signal"), "{err}");
+    }
+
+    #[test]
+    fn an_env_value_that_is_not_utf8_is_invalid_argument() {
+        let mut config = minimal();
+        config.envs = vec![cri::KeyValue {
+            key: "K".into(),
+            value: vec![0xff, 0xfe],
+        }];
+        let err = container_config(config).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert!(err.to_string().contains("envs[0]"), "{err}");
+    }
 
     fn minimal() -> cri::ContainerConfig {
         cri::ContainerConfig {

@@ -26,6 +26,7 @@ fn to_cri_image(image: Image) -> cri::Image {
     cri::Image {
         spec: Some(cri::ImageSpec {
             image: image.id.clone(),
+            image_ref: image.id.clone(),
             ..Default::default()
         }),
         id: image.id,
@@ -88,11 +89,20 @@ impl cri::image_service_server::ImageService for ImageCri {
 
     async fn stream_images(
         &self,
-        _: Request<cri::StreamImagesRequest>,
+        request: Request<cri::StreamImagesRequest>,
     ) -> Result<Response<Self::StreamImagesStream>, Status> {
-        Err(Status::unimplemented(
-            "StreamImages is not implemented by berth yet",
-        ))
+        let request = request.into_inner();
+        let filter = request
+            .filter
+            .as_ref()
+            .and_then(|f| f.image.as_ref())
+            .map(|s| s.image.as_str());
+        let images = self.images.list(filter);
+        Ok(Response::new(super::stream::converted(
+            images,
+            to_cri_image,
+            |images| cri::StreamImagesResponse { images },
+        )))
     }
 
     async fn list_images(

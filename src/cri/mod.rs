@@ -12,6 +12,7 @@ pub mod image;
 pub mod pod_convert;
 pub mod runtime;
 pub mod stats;
+pub mod stream;
 #[cfg(test)]
 mod wire_golden;
 

@@ -7,9 +7,97 @@ use crate::cri::api as cri;
 use crate::error::Error;
 use crate::sandbox::podfiles::DnsConfig;
 use crate::sandbox::{
-    NamespaceMode, NamespaceOptions, PodMetadata, PodSpec, PortMapping, Protocol, SandboxRecord,
-    SandboxState,
+    NamespaceMode, NamespaceOptions, PodMetadata, PodSpec, PortMapping, Protocol, SandboxFilter,
+    SandboxRecord, SandboxState,
 };
+
+pub(super) fn sandbox_filter(filter: Option<cri::PodSandboxFilter>) -> SandboxFilter {
+    let filter = filter.unwrap_or_default();
+    SandboxFilter {
+        id: (!filter.id.is_empty()).then_some(filter.id),
+        state: filter.state.map(|s| {
+            if s.state == cri::PodSandboxState::SandboxReady as i32 {
+                SandboxState::Ready
+            } else {
+                SandboxState::NotReady
+            }
+        }),
+        labels: filter.label_selector,
+    }
+}
+
+pub(super) fn stats_sandbox_filter(filter: Option<cri::PodSandboxStatsFilter>) -> SandboxFilter {
+    let filter = filter.unwrap_or_default();
+    SandboxFilter {
+        id: (!filter.id.is_empty()).then_some(filter.id),
+        state: None,
+        labels: filter.label_selector,
+    }
+}
+
+pub(super) fn pod_sandbox((record, state): (SandboxRecord, SandboxState)) -> cri::PodSandbox {
+    cri::PodSandbox {
+        id: record.id.clone(),
+        metadata: metadata_to_cri(&record),
+        state: state_to_cri(state),
+        created_at: record.created_at,
+        labels: to_hash_map(&record.spec.labels),
+        annotations: to_hash_map(&record.spec.annotations),
+        runtime_handler: record.spec.runtime_handler.clone(),
+    }
+}
+
+/// UpdatePodSandboxResources: the pod's limits are its containers' sum plus the overhead
+/// (the kubelet sends both). Limits add up where both are set; a side that is unset (0)
+/// leaves the other unchanged, as an unlimited pod stays unlimited.
+pub(super) fn pod_resources(
+    resources: Option<cri::LinuxContainerResources>,
+    overhead: Option<cri::LinuxContainerResources>,
+) -> Result<cri::LinuxContainerResources, Error> {
+    let mut pod = resources
+        .ok_or_else(|| Error::invalid_argument("resources: required (the pod-level limits)"))?;
+    let Some(overhead) = overhead else {
+        return Ok(pod);
+    };
+    let add = |a: i64, b: i64| {
+        if a > 0 && b > 0 {
+            a.saturating_add(b)
+        } else {
+            a
+        }
+    };
+    if overhead.cpu_quota > 0
+        && pod.cpu_quota > 0
+        && overhead.cpu_period != 0
+        && overhead.cpu_period != pod.cpu_period
+    {
+        return Err(Error::invalid_argument(format!(
+            "overhead.cpu_period {} differs from resources.cpu_period {}",
+            overhead.cpu_period, pod.cpu_period
+        )));
+    }
+    pod.cpu_quota = add(pod.cpu_quota, overhead.cpu_quota);
+    pod.cpu_shares = if pod.cpu_shares > 0 {
+        pod.cpu_shares.saturating_add(overhead.cpu_shares.max(0))
+    } else {
+        0
+    };
+    pod.memory_limit_in_bytes = add(pod.memory_limit_in_bytes, overhead.memory_limit_in_bytes);
+    pod.memory_swap_limit_in_bytes = add(
+        pod.memory_swap_limit_in_bytes,
+        overhead.memory_swap_limit_in_bytes,
+    );
+    for extra in overhead.hugepage_limits {
+        if let Some(limit) = pod
+            .hugepage_limits
+            .iter_mut()
+            .find(|h| h.page_size == extra.page_size)
+        {
+            limit.limit = limit.limit.saturating_add(extra.limit);
+        }
+    }
+    Ok(pod)
+}
 
 pub(super) fn namespace_mode(value: i32) -> Result<NamespaceMode, Error> {
     match cri::NamespaceMode::try_from(value) {

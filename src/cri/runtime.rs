@@ -11,9 +11,10 @@ use tonic::{Request, Response, Status};
 
 use super::Services;
 use super::pod_convert::*;
+use super::stream;
 use crate::config::CgroupDriver;
 use crate::error::Error;
-use crate::sandbox::{SandboxFilter, SandboxRecord, SandboxState};
+use crate::sandbox::{SandboxFilter, SandboxState};
 use crate::streaming::token::{StreamRequest, Streams};
 
 pub struct RuntimeCri {
@@ -143,32 +144,13 @@ impl RuntimeService for RuntimeCri {
         &self,
         request: Request<cri::ListPodSandboxRequest>,
     ) -> RpcResult<cri::ListPodSandboxResponse> {
-        let filter = request.into_inner().filter.unwrap_or_default();
-        let filter = SandboxFilter {
-            id: (!filter.id.is_empty()).then_some(filter.id),
-            state: filter.state.map(|s| {
-                if s.state == cri::PodSandboxState::SandboxReady as i32 {
-                    SandboxState::Ready
-                } else {
-                    SandboxState::NotReady
-                }
-            }),
-            labels: filter.label_selector,
-        };
+        let filter = sandbox_filter(request.into_inner().filter);
         let items = self
             .daemon
             .sandboxes
             .list(&filter)
             .into_iter()
-            .map(|(record, state)| cri::PodSandbox {
-                id: record.id.clone(),
-                metadata: metadata_to_cri(&record),
-                state: state_to_cri(state),
-                created_at: record.created_at,
-                labels: to_hash_map(&record.spec.labels),
-                annotations: to_hash_map(&record.spec.annotations),
-                runtime_handler: record.spec.runtime_handler.clone(),
-            })
+            .map(pod_sandbox)
             .collect();
         Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
@@ -370,7 +352,7 @@ impl RuntimeService for RuntimeCri {
     ) -> RpcResult<cri::ContainerStatsResponse> {
         let id = request.into_inner().container_id;
         let record = self.daemon.containers.status(&id)?;
-        let stats = self.container_stats(vec![record]).await;
+        let stats = super::stats::containers_stats(&self.daemon, vec![record]).await;
         Ok(Response::new(cri::ContainerStatsResponse {
             stats: stats.into_iter().next(),
         }))
@@ -380,16 +362,10 @@ impl RuntimeService for RuntimeCri {
         &self,
         request: Request<cri::ListContainerStatsRequest>,
     ) -> RpcResult<cri::ListContainerStatsResponse> {
-        let filter = request.into_inner().filter.unwrap_or_default();
-        let filter = crate::container::manager::ContainerFilter {
-            id: (!filter.id.is_empty()).then_some(filter.id),
-            sandbox_id: (!filter.pod_sandbox_id.is_empty()).then_some(filter.pod_sandbox_id),
-            state: None,
-            labels: filter.label_selector,
-        };
+        let filter = super::container::stats_filter(request.into_inner().filter);
         let records = self.daemon.containers.list(&filter);
         Ok(Response::new(cri::ListContainerStatsResponse {
-            stats: self.container_stats(records).await,
+            stats: super::stats::containers_stats(&self.daemon, records).await,
         }))
     }
 
@@ -399,7 +375,7 @@ impl RuntimeService for RuntimeCri {
     ) -> RpcResult<cri::PodSandboxStatsResponse> {
         let id = request.into_inner().pod_sandbox_id;
         let sandbox = self.daemon.sandboxes.status(&id)?;
-        let stats = self.pod_stats(vec![sandbox]).await;
+        let stats = super::stats::pods_stats(&self.daemon, vec![sandbox]).await;
         Ok(Response::new(cri::PodSandboxStatsResponse {
             stats: stats.into_iter().next(),
         }))
@@ -409,15 +385,10 @@ impl RuntimeService for RuntimeCri {
         &self,
         request: Request<cri::ListPodSandboxStatsRequest>,
     ) -> RpcResult<cri::ListPodSandboxStatsResponse> {
-        let filter = request.into_inner().filter.unwrap_or_default();
-        let filter = SandboxFilter {
-            id: (!filter.id.is_empty()).then_some(filter.id),
-            state: None,
-            labels: filter.label_selector,
-        };
+        let filter = stats_sandbox_filter(request.into_inner().filter);
         let sandboxes = self.daemon.sandboxes.list(&filter);
         Ok(Response::new(cri::ListPodSandboxStatsResponse {
-            stats: self.pod_stats(sandboxes).await,
+            stats: super::stats::pods_stats(&self.daemon, sandboxes).await,
         }))
     }
 
@@ -501,6 +472,8 @@ impl RuntimeService for RuntimeCri {
                 .collect(),
             features: Some(cri::RuntimeFeatures {
                 supplemental_groups_policy: true,
+                // A pod in its own user namespace cannot use the host network here
+                // (PodSpec::validate refuses it), so the kubelet must not ask.
                 user_namespaces_host_network: false,
             }),
         }))
@@ -567,15 +540,7 @@ impl RuntimeService for RuntimeCri {
         _: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> RpcResult<cri::ListPodSandboxMetricsResponse> {
         let sandboxes = self.daemon.sandboxes.list(&SandboxFilter::default());
-        let pod_metrics = self
-            .pods_with_containers(sandboxes)
-            .await
-            .into_iter()
-            .map(|(record, sample, containers)| {
-                let metrics = crate::stats::cadvisor::pod_metrics(&record, &sample, &containers);
-                super::stats::pod_metrics(metrics)
-            })
-            .collect();
+        let pod_metrics = super::stats::pods_metrics(&self.daemon, sandboxes).await;
         Ok(Response::new(cri::ListPodSandboxMetricsResponse {
             pod_metrics,
         }))
@@ -599,36 +564,68 @@ impl RuntimeService for RuntimeCri {
 
     async fn stream_pod_sandboxes(
         &self,
-        _: Request<cri::StreamPodSandboxesRequest>,
+        request: Request<cri::StreamPodSandboxesRequest>,
     ) -> RpcResult<Self::StreamPodSandboxesStream> {
-        unimplemented("StreamPodSandboxes")
+        let filter = sandbox_filter(request.into_inner().filter);
+        let sandboxes = self.daemon.sandboxes.list(&filter);
+        Ok(Response::new(stream::converted(
+            sandboxes,
+            pod_sandbox,
+            |pod_sandboxes| cri::StreamPodSandboxesResponse { pod_sandboxes },
+        )))
     }
 
     type StreamContainersStream = ResponseStream<cri::StreamContainersResponse>;
 
     async fn stream_containers(
         &self,
-        _: Request<cri::StreamContainersRequest>,
+        request: Request<cri::StreamContainersRequest>,
     ) -> RpcResult<Self::StreamContainersStream> {
-        unimplemented("StreamContainers")
+        let filter = super::container::filter(request.into_inner().filter);
+        let records = self.daemon.containers.list(&filter);
+        Ok(Response::new(stream::converted(
+            records,
+            |record| super::container::container(&record),
+            |containers| cri::StreamContainersResponse { containers },
+        )))
     }
 
     type StreamContainerStatsStream = ResponseStream<cri::StreamContainerStatsResponse>;
 
     async fn stream_container_stats(
         &self,
-        _: Request<cri::StreamContainerStatsRequest>,
+        request: Request<cri::StreamContainerStatsRequest>,
     ) -> RpcResult<Self::StreamContainerStatsStream> {
-        unimplemented("StreamContainerStats")
+        let filter = super::container::stats_filter(request.into_inner().filter);
+        let records = self.daemon.containers.list(&filter);
+        let daemon = self.daemon.clone();
+        Ok(Response::new(stream::batched(
+            records,
+            move |batch| {
+                let daemon = daemon.clone();
+                async move { super::stats::containers_stats(&daemon, batch).await }
+            },
+            |container_stats| cri::StreamContainerStatsResponse { container_stats },
+        )))
     }
 
     type StreamPodSandboxStatsStream = ResponseStream<cri::StreamPodSandboxStatsResponse>;
 
     async fn stream_pod_sandbox_stats(
         &self,
-        _: Request<cri::StreamPodSandboxStatsRequest>,
+        request: Request<cri::StreamPodSandboxStatsRequest>,
     ) -> RpcResult<Self::StreamPodSandboxStatsStream> {
-        unimplemented("StreamPodSandboxStats")
+        let filter = stats_sandbox_filter(request.into_inner().filter);
+        let sandboxes = self.daemon.sandboxes.list(&filter);
+        let daemon = self.daemon.clone();
+        Ok(Response::new(stream::batched(
+            sandboxes,
+            move |batch| {
+                let daemon = daemon.clone();
+                async move { super::stats::pods_stats(&daemon, batch).await }
+            },
+            |pod_sandbox_stats| cri::StreamPodSandboxStatsResponse { pod_sandbox_stats },
+        )))
     }
 
     type StreamPodSandboxMetricsStream = ResponseStream<cri::StreamPodSandboxMetricsResponse>;
@@ -637,95 +634,33 @@ impl RuntimeService for RuntimeCri {
         &self,
         _: Request<cri::StreamPodSandboxMetricsRequest>,
     ) -> RpcResult<Self::StreamPodSandboxMetricsStream> {
-        unimplemented("StreamPodSandboxMetrics")
+        let sandboxes = self.daemon.sandboxes.list(&SandboxFilter::default());
+        let daemon = self.daemon.clone();
+        Ok(Response::new(stream::batched(
+            sandboxes,
+            move |batch| {
+                let daemon = daemon.clone();
+                async move { super::stats::pods_metrics(&daemon, batch).await }
+            },
+            |pod_sandbox_metrics| cri::StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            },
+        )))
     }
 
     async fn update_pod_sandbox_resources(
         &self,
-        _: Request<cri::UpdatePodSandboxResourcesRequest>,
+        request: Request<cri::UpdatePodSandboxResourcesRequest>,
     ) -> RpcResult<cri::UpdatePodSandboxResourcesResponse> {
-        unimplemented("UpdatePodSandboxResources")
-    }
-}
-
-/// The stats RPCs' shared halves: records → cached samples → CRI messages.
-impl RuntimeCri {
-    async fn container_stats(
-        &self,
-        records: Vec<crate::container::manager::ContainerRecord>,
-    ) -> Vec<cri::ContainerStats> {
-        let mountpoint = self.daemon.stats.writable_mountpoint();
+        let request = request.into_inner();
+        let combined = pod_resources(request.resources, request.overhead)?;
+        let resources = super::container_convert::resources(&combined);
+        let linux = crate::container::spec::linux_resources(&resources).map_err(Error::from)?;
         self.daemon
-            .stats
-            .containers(records)
-            .await
-            .iter()
-            .map(|(record, sample)| super::stats::container_stats(record, sample, &mountpoint))
-            .collect()
-    }
-
-    async fn pod_stats(
-        &self,
-        sandboxes: Vec<(SandboxRecord, SandboxState)>,
-    ) -> Vec<cri::PodSandboxStats> {
-        let mountpoint = self.daemon.stats.writable_mountpoint();
-        self.pods_with_containers(sandboxes)
-            .await
-            .into_iter()
-            .map(|(record, sample, containers)| {
-                let containers = containers
-                    .iter()
-                    .map(|(c, s)| super::stats::container_stats(c, s, &mountpoint))
-                    .collect();
-                super::stats::pod_stats(&record, &sample, containers)
-            })
-            .collect()
-    }
-
-    /// Each pod's sample with its containers' samples, from one pass over the containers.
-    #[allow(clippy::type_complexity)]
-    async fn pods_with_containers(
-        &self,
-        sandboxes: Vec<(SandboxRecord, SandboxState)>,
-    ) -> Vec<(
-        SandboxRecord,
-        crate::stats::PodSample,
-        Vec<(
-            crate::container::manager::ContainerRecord,
-            crate::stats::ContainerSample,
-        )>,
-    )> {
-        let pods = self.daemon.stats.pods(sandboxes).await;
-        let filter = crate::container::manager::ContainerFilter {
-            // One pod: only its containers are looked at.
-            sandbox_id: match pods.as_slice() {
-                [(only, _)] => Some(only.id.clone()),
-                _ => None,
-            },
-            ..Default::default()
-        };
-        let wanted: std::collections::HashSet<&str> =
-            pods.iter().map(|(r, _)| r.id.as_str()).collect();
-        let records = self
-            .daemon
-            .containers
-            .list(&filter)
-            .into_iter()
-            .filter(|c| wanted.contains(c.sandbox_id.as_str()))
-            .collect();
-        let mut by_pod: HashMap<String, Vec<_>> = HashMap::new();
-        for (record, sample) in self.daemon.stats.containers(records).await {
-            by_pod
-                .entry(record.sandbox_id.clone())
-                .or_default()
-                .push((record, sample));
-        }
-        pods.into_iter()
-            .map(|(record, sample)| {
-                let containers = by_pod.remove(&record.id).unwrap_or_default();
-                (record, sample, containers)
-            })
-            .collect()
+            .sandboxes
+            .update_resources(&request.pod_sandbox_id, linux)
+            .await?;
+        Ok(Response::new(cri::UpdatePodSandboxResourcesResponse {}))
     }
 }
 

@@ -5,8 +5,9 @@ use std::path::Path;
 
 use crate::cri::api as cri;
 
+use super::Services;
 use crate::container::manager::ContainerRecord;
-use crate::sandbox::SandboxRecord;
+use crate::sandbox::{SandboxRecord, SandboxState};
 use crate::stats::cadvisor::{Descriptor, MetricKind, PodMetrics, Sample};
 use crate::stats::pod::DEFAULT_INTERFACE;
 use crate::stats::{ContainerSample, InterfaceStats, PodSample};
@@ -28,8 +29,31 @@ fn cpu(
         timestamp,
         usage_core_nano_seconds: value(usage.cpu_usage_ns),
         usage_nano_cores: value(nano_cores),
-        psi: None,
+        psi: usage.cpu_pressure.map(psi),
     }
+}
+
+/// PSI as the CRI carries it: totals in microseconds, averages in percent. Absent (cgroup
+/// v1, or a kernel without PSI) stays None, never zero.
+fn psi(p: crate::container::usage::Pressure) -> cri::PsiStats {
+    let data = |total: u64, avgs: [u32; 3]| cri::PsiData {
+        total,
+        avg10: f64::from(avgs[0]) / 100.0,
+        avg60: f64::from(avgs[1]) / 100.0,
+        avg300: f64::from(avgs[2]) / 100.0,
+    };
+    cri::PsiStats {
+        some: Some(data(p.some_us, p.some_avgs)),
+        full: p.full_us.zip(p.full_avgs).map(|(t, a)| data(t, a)),
+    }
+}
+
+/// IoUsage exists where the cgroup has io.pressure (v2); its PSI is all the CRI carries.
+fn io(timestamp: i64, usage: &crate::container::usage::Usage) -> Option<cri::IoUsage> {
+    usage.io_pressure.map(|p| cri::IoUsage {
+        timestamp,
+        psi: Some(psi(p)),
+    })
 }
 
 fn memory(timestamp: i64, usage: &crate::container::usage::Usage) -> cri::MemoryUsage {
@@ -41,7 +65,7 @@ fn memory(timestamp: i64, usage: &crate::container::usage::Usage) -> cri::Memory
         rss_bytes: value(usage.memory_rss_bytes),
         page_faults: value(usage.page_faults),
         major_page_faults: value(usage.major_page_faults),
-        psi: None,
+        psi: usage.memory_pressure.map(psi),
     }
 }
 
@@ -76,7 +100,7 @@ pub fn container_stats(
             swap_available_bytes: value(sample.usage.swap_available_bytes),
             swap_usage_bytes: value(sample.usage.swap_usage_bytes),
         }),
-        io: None,
+        io: io(ts, &sample.usage),
     }
 }
 
@@ -125,7 +149,7 @@ pub fn pod_stats(
                 process_count: value(sample.processes),
             }),
             containers,
-            io: None,
+            io: io(ts, &sample.usage),
         }),
         windows: None,
     }
@@ -169,6 +193,101 @@ pub fn pod_metrics(m: PodMetrics) -> cri::PodSandboxMetrics {
             })
             .collect(),
     }
+}
+
+// The stats RPCs' shared halves: records → cached samples → CRI messages.
+
+pub async fn containers_stats(
+    daemon: &Services,
+    records: Vec<crate::container::manager::ContainerRecord>,
+) -> Vec<cri::ContainerStats> {
+    let mountpoint = daemon.stats.writable_mountpoint();
+    daemon
+        .stats
+        .containers(records)
+        .await
+        .iter()
+        .map(|(record, sample)| container_stats(record, sample, &mountpoint))
+        .collect()
+}
+
+pub async fn pods_stats(
+    daemon: &Services,
+    sandboxes: Vec<(SandboxRecord, SandboxState)>,
+) -> Vec<cri::PodSandboxStats> {
+    let mountpoint = daemon.stats.writable_mountpoint();
+    pods_with_containers(daemon, sandboxes)
+        .await
+        .into_iter()
+        .map(|(record, sample, containers)| {
+            let containers = containers
+                .iter()
+                .map(|(c, s)| container_stats(c, s, &mountpoint))
+                .collect();
+            pod_stats(&record, &sample, containers)
+        })
+        .collect()
+}
+
+pub async fn pods_metrics(
+    daemon: &Services,
+    sandboxes: Vec<(SandboxRecord, SandboxState)>,
+) -> Vec<cri::PodSandboxMetrics> {
+    pods_with_containers(daemon, sandboxes)
+        .await
+        .into_iter()
+        .map(|(record, sample, containers)| {
+            pod_metrics(crate::stats::cadvisor::pod_metrics(
+                &record,
+                &sample,
+                &containers,
+            ))
+        })
+        .collect()
+}
+
+/// Each pod's sample with its containers' samples, from one pass over the containers.
+#[allow(clippy::type_complexity)]
+pub async fn pods_with_containers(
+    daemon: &Services,
+    sandboxes: Vec<(SandboxRecord, SandboxState)>,
+) -> Vec<(
+    SandboxRecord,
+    crate::stats::PodSample,
+    Vec<(
+        crate::container::manager::ContainerRecord,
+        crate::stats::ContainerSample,
+    )>,
+)> {
+    let pods = daemon.stats.pods(sandboxes).await;
+    let filter = crate::container::manager::ContainerFilter {
+        // One pod: only its containers are looked at.
+        sandbox_id: match pods.as_slice() {
+            [(only, _)] => Some(only.id.clone()),
+            _ => None,
+        },
+        ..Default::default()
+    };
+    let wanted: std::collections::HashSet<&str> = pods.iter().map(|(r, _)| r.id.as_str()).collect();
+    let records = daemon
+        .containers
+        .list(&filter)
+        .into_iter()
+        .filter(|c| wanted.contains(c.sandbox_id.as_str()))
+        .collect();
+    let mut by_pod: HashMap<String, Vec<_>> = HashMap::new();
+    for (record, sample) in daemon.stats.containers(records).await {
+        by_pod
+            .entry(record.sandbox_id.clone())
+            .or_default()
+            .push((record, sample));
+    }
+    pods.into_iter()
+        .map(|(record, sample)| {
+            let containers = by_pod.remove(&record.id).unwrap_or_default();
+            (record, sample, containers)
+        })
+        .collect()
 }
 
 #[cfg(test)]

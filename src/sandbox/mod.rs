@@ -13,6 +13,7 @@
 pub mod podfiles;
 mod record;
 mod recover;
+mod resources;
 mod run;
 mod shim_events;
 mod shim_watch;

@@ -202,7 +202,9 @@ impl ContainerManager {
                 defaults: &defaults,
                 seccomp_localhost: seccomp_localhost.as_deref(),
             })?;
-            let stop_signal = crate::container::spec::stop_signal(&image_config, None);
+            let stop_signal = spec_config
+                .stop_signal
+                .unwrap_or_else(|| crate::container::spec::stop_signal(&image_config, None) as i32);
             // Compiled here, once per profile, so that init only loads it.
             let seccomp_program = spec
                 .linux()
@@ -213,7 +215,7 @@ impl ContainerManager {
                 .map_err(|e| {
                     Error::with_source(ErrorKind::InvalidArgument, "seccomp profile", e)
                 })?;
-            Ok::<_, Error>((spec, stop_signal as i32, seccomp_program))
+            Ok::<_, Error>((spec, stop_signal, seccomp_program))
         })
         .await
         .map_err(|e| Error::internal("spec task", e))??;

@@ -1,0 +1,552 @@
+//! The CRI of Kubernetes 1.36 through the real daemon: the six Stream lists against their
+//! List twins, UpdatePodSandboxResources in the pod cgroup, and ContainerConfig.stop_signal.
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth::cri::api as cri;
+use berth::cri::api::runtime_service_client::RuntimeServiceClient;
+use common::*;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+const IMAGE: &str = "docker.io/library/busybox:latest";
+
+async fn pod(
+    daemon: &TestDaemon,
+    name: &str,
+) -> (RuntimeServiceClient<Channel>, String, cri::PodSandboxConfig) {
+    mirror_docker_io(daemon);
+    pull(daemon, IMAGE).await;
+    let mut rt = daemon.runtime().await;
+    let mut config = pod_config(name);
+    let logs = daemon.dir.path().join(format!("logs-{name}"));
+    config.log_directory = logs.to_string_lossy().to_string();
+    let id = run_pod(&mut rt, config.clone())
+        .await
+        .expect("RunPodSandbox");
+    (rt, id, config)
+}
+
+async fn remove_everything(
+    daemon: &TestDaemon,
+    rt: &mut RuntimeServiceClient<Channel>,
+    pods: &[String],
+) {
+    for id in pods {
+        stop_pod(rt, id).await;
+        remove_pod(rt, id).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    daemon.assert_no_leaks("after removing the pods");
+}
+
+/// Every message of a server stream, and how many there were.
+async fn drain<T>(mut stream: tonic::Streaming<T>) -> Vec<T> {
+    let mut out = Vec::new();
+    while let Some(message) = stream.next().await {
+        out.push(message.expect("a stream message"));
+    }
+    out
+}
+
+fn sorted(ids: impl IntoIterator<Item = String>) -> Vec<String> {
+    ids.into_iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_lists_answer_what_their_list_twins_answer_in_chunks_with_the_same_filters() {
+    const CONTAINERS: usize = 300;
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod_id, pod_config) = pod(&daemon, "streams").await;
+    let (_, other_pod, _) = pod(&daemon, "streams-other").await;
+    for i in 0..CONTAINERS {
+        let mut config = container_config(&format!("c{i}"), IMAGE, &["sleep", "100"]);
+        config
+            .labels
+            .insert("group".into(), if i % 3 == 0 { "a" } else { "b" }.into());
+        create_container(&mut rt, &pod_id, &pod_config, config)
+            .await
+            .expect("CreateContainer");
+    }
+
+    let filters = [
+        None,
+        Some(cri::ContainerFilter {
+            label_selector: [("group".to_string(), "a".to_string())].into(),
+            ..Default::default()
+        }),
+        Some(cri::ContainerFilter {
+            pod_sandbox_id: other_pod.clone(),
+            ..Default::default()
+        }),
+        Some(cri::ContainerFilter {
+            state: Some(cri::ContainerStateValue {
+                state: cri::ContainerState::ContainerCreated as i32,
+            }),
+            ..Default::default()
+        }),
+    ];
+    for filter in filters {
+        let listed = rt
+            .list_containers(cri::ListContainersRequest {
+                filter: filter.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        let chunks = drain(
+            rt.stream_containers(cri::StreamContainersRequest {
+                filter: filter.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner(),
+        )
+        .await;
+        let streamed: Vec<cri::Container> =
+            chunks.iter().flat_map(|c| c.containers.clone()).collect();
+        assert_eq!(
+            sorted(streamed.iter().map(|c| c.id.clone())),
+            sorted(listed.iter().map(|c| c.id.clone())),
+            "filter {filter:?}"
+        );
+        assert_eq!(
+            streamed.len(),
+            listed.len(),
+            "no container twice ({filter:?})"
+        );
+        if listed.len() > 128 {
+            assert!(
+                chunks.len() > 1,
+                "{} containers came in one message",
+                listed.len()
+            );
+        }
+    }
+    let all = rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(all.len(), CONTAINERS);
+
+    // Pods, with the state and label filters.
+    for filter in [
+        None,
+        Some(cri::PodSandboxFilter {
+            label_selector: [("app".to_string(), "streams-other".to_string())].into(),
+            ..Default::default()
+        }),
+        Some(cri::PodSandboxFilter {
+            state: Some(cri::PodSandboxStateValue {
+                state: cri::PodSandboxState::SandboxNotready as i32,
+            }),
+            ..Default::default()
+        }),
+    ] {
+        let listed = rt
+            .list_pod_sandbox(cri::ListPodSandboxRequest {
+                filter: filter.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+        let streamed = drain(
+            rt.stream_pod_sandboxes(cri::StreamPodSandboxesRequest {
+                filter: filter.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner(),
+        )
+        .await;
+        assert_eq!(
+            sorted(
+                streamed
+                    .iter()
+                    .flat_map(|c| c.pod_sandboxes.iter().map(|p| p.id.clone()))
+            ),
+            sorted(listed.iter().map(|p| p.id.clone())),
+            "filter {filter:?}"
+        );
+    }
+
+    // Stats: container stats with a label filter, pod stats and metrics of every pod.
+    let stats_filter = Some(cri::ContainerStatsFilter {
+        label_selector: [("group".to_string(), "a".to_string())].into(),
+        ..Default::default()
+    });
+    let listed = rt
+        .list_container_stats(cri::ListContainerStatsRequest {
+            filter: stats_filter.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    let streamed = drain(
+        rt.stream_container_stats(cri::StreamContainerStatsRequest {
+            filter: stats_filter,
+        })
+        .await
+        .unwrap()
+        .into_inner(),
+    )
+    .await;
+    let ids = |stats: &[cri::ContainerStats]| {
+        sorted(
+            stats
+                .iter()
+                .map(|s| s.attributes.as_ref().unwrap().id.clone()),
+        )
+    };
+    let streamed: Vec<_> = streamed
+        .into_iter()
+        .flat_map(|c| c.container_stats)
+        .collect();
+    assert_eq!(listed.len(), CONTAINERS / 3);
+    assert_eq!(ids(&streamed), ids(&listed));
+
+    let pod_filter = Some(cri::PodSandboxStatsFilter {
+        id: pod_id.clone(),
+        ..Default::default()
+    });
+    let listed = rt
+        .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest {
+            filter: pod_filter.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    let streamed: Vec<_> = drain(
+        rt.stream_pod_sandbox_stats(cri::StreamPodSandboxStatsRequest { filter: pod_filter })
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+    .into_iter()
+    .flat_map(|c| c.pod_sandbox_stats)
+    .collect();
+    assert_eq!(streamed.len(), 1);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        streamed[0].attributes.as_ref().unwrap().id,
+        listed[0].attributes.as_ref().unwrap().id
+    );
+    let containers_in = |s: &cri::PodSandboxStats| s.linux.as_ref().unwrap().containers.len();
+    assert_eq!(containers_in(&streamed[0]), containers_in(&listed[0]));
+
+    let listed = rt
+        .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_metrics;
+    let streamed: Vec<_> = drain(
+        rt.stream_pod_sandbox_metrics(cri::StreamPodSandboxMetricsRequest {})
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+    .into_iter()
+    .flat_map(|c| c.pod_sandbox_metrics)
+    .collect();
+    assert_eq!(
+        sorted(streamed.iter().map(|m| m.pod_sandbox_id.clone())),
+        sorted(listed.iter().map(|m| m.pod_sandbox_id.clone()))
+    );
+    assert_eq!(listed.len(), 2);
+
+    // Images, with and without a filter.
+    let mut images = daemon.images().await;
+    for filter in [
+        None,
+        Some(cri::ImageFilter {
+            image: Some(cri::ImageSpec {
+                image: IMAGE.into(),
+                ..Default::default()
+            }),
+        }),
+    ] {
+        let listed = images
+            .list_images(cri::ListImagesRequest {
+                filter: filter.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .images;
+        let streamed = drain(
+            images
+                .stream_images(cri::StreamImagesRequest {
+                    filter: filter.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner(),
+        )
+        .await;
+        assert!(!listed.is_empty());
+        assert_eq!(
+            sorted(
+                streamed
+                    .iter()
+                    .flat_map(|c| c.images.iter().map(|i| i.id.clone()))
+            ),
+            sorted(listed.iter().map(|i| i.id.clone())),
+            "filter {filter:?}"
+        );
+    }
+
+    // A client that reads one chunk and goes away: the daemon keeps serving.
+    let mut stream = rt
+        .stream_containers(cri::StreamContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.next().await.expect("a first chunk").unwrap();
+    assert!(!first.containers.is_empty() && first.containers.len() < CONTAINERS);
+    drop(stream);
+    let status = rt.status(cri::StatusRequest { verbose: false }).await;
+    assert!(
+        status.is_ok(),
+        "the daemon after a client went away: {status:?}"
+    );
+
+    remove_everything(&daemon, &mut rt, &[pod_id, other_pod]).await;
+}
+
+/// The pod's cgroup directory in the hierarchy holding `controller` (v1) or the v2 tree.
+fn pod_cgroup(daemon: &TestDaemon, controller: &str, pod_id: &str) -> PathBuf {
+    let root = cgroup_roots()
+        .into_iter()
+        .find(|r| {
+            cgroup_v2()
+                || r.file_name()
+                    .is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == controller))
+        })
+        .unwrap_or_else(|| panic!("no {controller} hierarchy"));
+    let dir = root
+        .join(daemon.cgroup_parent.trim_start_matches('/'))
+        .join(pod_id);
+    assert!(dir.is_dir(), "the pod cgroup {} is missing", dir.display());
+    dir
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn update_pod_sandbox_resources_writes_resources_plus_overhead_to_the_pod_cgroup() {
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod_id, _) = pod(&daemon, "resize").await;
+    let mib = 1 << 20;
+    let request = cri::UpdatePodSandboxResourcesRequest {
+        pod_sandbox_id: pod_id.clone(),
+        resources: Some(cri::LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 50_000,
+            cpu_shares: 512,
+            memory_limit_in_bytes: 256 * mib,
+            ..Default::default()
+        }),
+        overhead: Some(cri::LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 10_000,
+            cpu_shares: 100,
+            memory_limit_in_bytes: 64 * mib,
+            ..Default::default()
+        }),
+    };
+    rt.update_pod_sandbox_resources(request.clone())
+        .await
+        .expect("UpdatePodSandboxResources");
+    let memory = pod_cgroup(&daemon, "memory", &pod_id);
+    let cpu = pod_cgroup(&daemon, "cpu", &pod_id);
+    if cgroup_v2() {
+        assert_eq!(read(&memory.join("memory.max")), (320 * mib).to_string());
+        assert_eq!(read(&cpu.join("cpu.max")), "60000 100000");
+    } else {
+        assert_eq!(
+            read(&memory.join("memory.limit_in_bytes")),
+            (320 * mib).to_string()
+        );
+        assert_eq!(read(&cpu.join("cpu.shares")), "612");
+        assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "60000");
+        assert_eq!(read(&cpu.join("cpu.cfs_period_us")), "100000");
+    }
+
+    // A resize down: the new figures replace the old.
+    let mut smaller = request.clone();
+    smaller.resources.as_mut().unwrap().memory_limit_in_bytes = 128 * mib;
+    rt.update_pod_sandbox_resources(smaller)
+        .await
+        .expect("resize down");
+    let file = if cgroup_v2() {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    assert_eq!(read(&memory.join(file)), (192 * mib).to_string());
+
+    let mut unknown = request.clone();
+    unknown.pod_sandbox_id = "0123456789abcdef".into();
+    let err = rt.update_pod_sandbox_resources(unknown).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{}", err.message());
+
+    let mut no_resources = request.clone();
+    no_resources.resources = None;
+    let err = rt
+        .update_pod_sandbox_resources(no_resources)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::InvalidArgument,
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        read(&memory.join(file)),
+        (192 * mib).to_string(),
+        "a refused update changed the cgroup"
+    );
+
+    remove_everything(&daemon, &mut rt, &[pod_id]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_signal_from_the_cri_is_sent_reported_and_kept_across_a_restart() {
+    let mut daemon = TestDaemon::start().await;
+    let (mut rt, pod_id, pod_config) = pod(&daemon, "stopsig").await;
+    // The trap runs between two sleeps: the shell records which signal stopped it.
+    let script = "trap 'echo stopped-by-USR1; exit 0' USR1; trap 'echo stopped-by-TERM; exit 1' TERM; \
+                  echo ready; while true; do sleep 0.1; done";
+    let mut config = container_config("trapper", IMAGE, &["sh", "-c", script]);
+    config.stop_signal = cri::Signal::Sigusr1 as i32;
+    let id = create_container(&mut rt, &pod_id, &pod_config, config)
+        .await
+        .expect("CreateContainer");
+    start_container(&mut rt, &id).await.expect("StartContainer");
+    assert_eq!(
+        container_status(&mut rt, &id).await.stop_signal,
+        cri::Signal::Sigusr1 as i32
+    );
+
+    // Without one, the busybox image (no STOPSIGNAL) stops with SIGTERM, and says so.
+    let plain = create_container(
+        &mut rt,
+        &pod_id,
+        &pod_config,
+        container_config("plain", IMAGE, &["sleep", "100"]),
+    )
+    .await
+    .expect("CreateContainer");
+    assert_eq!(
+        container_status(&mut rt, &plain).await.stop_signal,
+        cri::Signal::Sigterm as i32
+    );
+
+    daemon.restart().await;
+    let mut rt = daemon.runtime().await;
+    assert_eq!(
+        container_status(&mut rt, &id).await.stop_signal,
+        cri::Signal::Sigusr1 as i32,
+        "the stop signal after a daemon restart"
+    );
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 10,
+    })
+    .await
+    .expect("StopContainer");
+    let status = wait_exited(&mut rt, &id).await;
+    let log = std::fs::read_to_string(Path::new(&pod_config.log_directory).join("trapper.log"))
+        .unwrap_or_default();
+    assert!(log.contains("stopped-by-USR1"), "log: {log:?}");
+    assert_eq!(status.exit_code, 0, "{status:?}");
+
+    // A value outside the enum is refused and leaves no container.
+    let mut bad = container_config("bad-signal", IMAGE, &["true"]);
+    bad.stop_signal = 999;
+    let err = create_container(&mut rt, &pod_id, &pod_config, bad)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::InvalidArgument,
+        "{}",
+        err.message()
+    );
+    assert!(err.message().contains("stop_signal"), "{}", err.message());
+    let names: Vec<String> = rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .into_iter()
+        .filter_map(|c| c.metadata.map(|m| m.name))
+        .collect();
+    assert!(!names.contains(&"bad-signal".to_string()), "{names:?}");
+
+    remove_everything(&daemon, &mut rt, &[pod_id]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_namespaces_host_network_is_reported_false_because_such_a_pod_is_refused() {
+    let daemon = TestDaemon::start().await;
+    let mut rt = daemon.runtime().await;
+    let status = rt
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let features = status.features.expect("RuntimeFeatures");
+    assert!(!features.user_namespaces_host_network);
+    let mapping = vec![cri::IdMapping {
+        host_id: 100_000,
+        container_id: 0,
+        length: 65_536,
+    }];
+    let mut config = pod_config("userns-hostnet");
+    config.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                network: cri::NamespaceMode::Node as i32,
+                userns_options: Some(cri::UserNamespace {
+                    mode: cri::NamespaceMode::Pod as i32,
+                    uids: mapping.clone(),
+                    gids: mapping,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let err = run_pod(&mut rt, config).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::InvalidArgument,
+        "{}",
+        err.message()
+    );
+    daemon.assert_no_leaks("after the refused pod");
+}
