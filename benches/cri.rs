@@ -545,6 +545,10 @@ async fn stats(args: &Args) -> Result<(), Error> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (mut containers, mut sandboxes) = (Vec::new(), Vec::new());
     let mut sandbox_error = None;
+    // The Stream twins (CRI 1.36): time to the first message and to the end of the stream.
+    let (mut stream_first, mut stream_all) = (Vec::new(), Vec::new());
+    let mut pod_stream_all = Vec::new();
+    let mut stream_error = None;
     for call in 0..=args.runs {
         let t0 = Instant::now();
         let listed = rt
@@ -564,6 +568,17 @@ async fn stats(args: &Args) -> Result<(), Error> {
         // The first call may read what no cache holds yet; it is not counted.
         if call > 0 {
             containers.push(elapsed);
+        }
+        if stream_error.is_none() {
+            match stream_stats_timed(&mut rt, args.pods).await {
+                Ok((first, all, pods_all)) if call > 0 => {
+                    stream_first.push(first);
+                    stream_all.push(all);
+                    pod_stream_all.push(pods_all);
+                }
+                Ok(_) => {}
+                Err(e) => stream_error = Some(e),
+            }
         }
         if sandbox_error.is_none() {
             let t0 = Instant::now();
@@ -593,6 +608,26 @@ async fn stats(args: &Args) -> Result<(), Error> {
         &format!("ListContainerStats ({} containers)", args.pods),
         &mut containers,
     );
+    match stream_error {
+        None => {
+            report(
+                &args.label,
+                "StreamContainerStats first message",
+                &mut stream_first,
+            );
+            report(
+                &args.label,
+                "StreamContainerStats whole stream",
+                &mut stream_all,
+            );
+            report(
+                &args.label,
+                "StreamPodSandboxStats whole stream",
+                &mut pod_stream_all,
+            );
+        }
+        Some(e) => println!("{:<12} StreamContainerStats failed: {e}", args.label),
+    }
     match sandbox_error {
         None => report(&args.label, "ListPodSandboxStats", &mut sandboxes),
         Some(e) => println!(
@@ -603,6 +638,39 @@ async fn stats(args: &Args) -> Result<(), Error> {
         ),
     }
     Ok(())
+}
+
+/// StreamContainerStats (time to its first message, to its end) and StreamPodSandboxStats
+/// (to its end), checking that the stream carried all `expected` containers.
+async fn stream_stats_timed(
+    rt: &mut RuntimeServiceClient<tonic::transport::Channel>,
+    expected: usize,
+) -> Result<(Duration, Duration, Duration), Error> {
+    use tokio_stream::StreamExt;
+    let t0 = Instant::now();
+    let mut stream = rt
+        .stream_container_stats(cri::StreamContainerStatsRequest { filter: None })
+        .await?
+        .into_inner();
+    let mut first = None;
+    let mut count = 0;
+    while let Some(message) = stream.next().await {
+        first.get_or_insert_with(|| t0.elapsed());
+        count += message?.container_stats.len();
+    }
+    let all = t0.elapsed();
+    if count != expected {
+        return Err(format!("StreamContainerStats sent {count} containers, not {expected}").into());
+    }
+    let t0 = Instant::now();
+    let mut pods = rt
+        .stream_pod_sandbox_stats(cri::StreamPodSandboxStatsRequest { filter: None })
+        .await?
+        .into_inner();
+    while let Some(message) = pods.next().await {
+        message?;
+    }
+    Ok((first.unwrap_or(all), all, t0.elapsed()))
 }
 
 /// Removes `path` and the (empty) cgroups below it in every mounted hierarchy.

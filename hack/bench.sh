@@ -7,7 +7,8 @@
 #   containers  CreateContainer, StartContainer, StopContainer (a process that exits on
 #         SIGTERM), RemoveContainer over $BENCH_PODS containers in one pod, and RunPodSandbox +
 #         CreateContainer + StartContainer as one path (median, p90)
-#   stats ListContainerStats and ListPodSandboxStats over $BENCH_STATS_CONTAINERS (50) running
+#   stats ListContainerStats and ListPodSandboxStats, and their Stream twins (first message and
+#         whole stream), over $BENCH_STATS_CONTAINERS (50) running
 #         containers, five per pod, $BENCH_STATS_RUNS (50) calls (median, p90)
 #   pull  cold PullImage of the small busybox image and of the generated 200 MiB 8-layer
 #         image (berth-bench/big:v1), and `gzip -dc | tar -x` of that image's layer blobs from

@@ -550,3 +550,77 @@ async fn user_namespaces_host_network_is_reported_false_because_such_a_pod_is_re
     );
     daemon.assert_no_leaks("after the refused pod");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn psi_and_io_are_reported_where_the_cgroup_has_pressure_files_and_empty_on_v1() {
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod_id, pod_config) = pod(&daemon, "psi").await;
+    let id = create_container(
+        &mut rt,
+        &pod_id,
+        &pod_config,
+        container_config("busy", IMAGE, &["sleep", "100"]),
+    )
+    .await
+    .expect("CreateContainer");
+    start_container(&mut rt, &id).await.expect("StartContainer");
+    // The collector samples once per period: wait for a sample with CPU figures.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let stats = loop {
+        let stats = rt
+            .container_stats(cri::ContainerStatsRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats
+            .expect("stats");
+        if stats
+            .cpu
+            .as_ref()
+            .is_some_and(|c| c.usage_core_nano_seconds.is_some())
+        {
+            break stats;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no CPU sample: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let pod_stats = rt
+        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .expect("pod stats");
+    let pod_linux = pod_stats.linux.expect("linux pod stats");
+    let cpu_psi = stats.cpu.as_ref().unwrap().psi;
+    let memory_psi = stats.memory.as_ref().unwrap().psi;
+    if cgroup_v2() {
+        for (what, psi) in [("cpu", &cpu_psi), ("memory", &memory_psi)] {
+            let psi = psi
+                .as_ref()
+                .unwrap_or_else(|| panic!("{what} PSI on cgroup v2"));
+            assert!(psi.some.is_some(), "{what}: {psi:?}");
+        }
+        assert!(
+            stats.io.as_ref().and_then(|io| io.psi.as_ref()).is_some(),
+            "{:?}",
+            stats.io
+        );
+        assert!(pod_linux.io.is_some(), "pod io on cgroup v2");
+    } else {
+        // v1 has no pressure files: the figures are absent, not zero.
+        assert_eq!(cpu_psi, None);
+        assert_eq!(memory_psi, None);
+        assert_eq!(stats.io, None);
+        assert_eq!(pod_linux.io, None);
+        assert_eq!(pod_linux.cpu.unwrap().psi, None);
+    }
+    remove_everything(&daemon, &mut rt, &[pod_id]).await;
+}

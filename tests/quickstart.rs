@@ -131,7 +131,14 @@ fn example_container() -> cri::ContainerConfig {
     let container = object(
         &json,
         "container.json",
-        &["metadata", "image", "command", "log_path", "linux"],
+        &[
+            "metadata",
+            "image",
+            "command",
+            "stop_signal",
+            "log_path",
+            "linux",
+        ],
     );
     let metadata = object(&container["metadata"], "container.json metadata", &["name"]);
     let image = object(&container["image"], "container.json image", &["image"]);
@@ -151,6 +158,8 @@ fn example_container() -> cri::ContainerConfig {
             ..Default::default()
         }),
         command: strings(container, "command"),
+        // The CRI Signal enum's number, as crictl reads it (29: SIGUSR1).
+        stop_signal: container["stop_signal"].as_i64().expect("a number") as i32,
         log_path: string(container, "log_path"),
         linux: Some(cri::LinuxContainerConfig {
             resources: Some(cri::LinuxContainerResources {
@@ -314,6 +323,7 @@ async fn the_readme_quickstart_works() {
     // crictl inspect
     let status = container_status(&mut rt, &ctr).await;
     assert_eq!(status.state, cri::ContainerState::ContainerRunning as i32);
+    assert_eq!(status.stop_signal, cri::Signal::Sigusr1 as i32);
 
     // crictl exec: cat /etc/hostname; exit 3
     let hostname = exec_sync(&mut rt, &ctr, &["cat", "/etc/hostname"]).await;
@@ -396,10 +406,12 @@ async fn the_readme_quickstart_works() {
     })
     .await
     .expect("stop");
-    assert_eq!(
-        container_status(&mut rt, &ctr).await.state,
-        cri::ContainerState::ContainerExited as i32
-    );
+    let status = container_status(&mut rt, &ctr).await;
+    assert_eq!(status.state, cri::ContainerState::ContainerExited as i32);
+    // The example's trap saw its stop signal and exited cleanly, well before the timeout.
+    assert_eq!(status.exit_code, 0, "{status:?}");
+    let log = std::fs::read_to_string(&status.log_path).unwrap_or_default();
+    assert!(log.contains("stopped by SIGUSR1"), "{log:?}");
     rt.remove_container(cri::RemoveContainerRequest {
         container_id: ctr.clone(),
     })

@@ -296,6 +296,38 @@ pub(crate) mod tests {
     use crate::container::manager::ContainerState;
     use crate::sandbox::{PodMetadata, PodSpec, SandboxState};
 
+    #[test]
+    fn psi_carries_totals_and_averages_and_io_exists_only_with_io_pressure() {
+        use crate::container::usage::{Pressure, Usage};
+        let pressure = Pressure {
+            some_us: 42,
+            full_us: Some(7),
+            some_avgs: [150, 20, 0],
+            full_avgs: Some([1, 0, 0]),
+        };
+        let converted = psi(pressure);
+        let some = converted.some.unwrap();
+        assert_eq!(
+            (some.total, some.avg10, some.avg60, some.avg300),
+            (42, 1.5, 0.2, 0.0)
+        );
+        assert_eq!(converted.full.unwrap().avg10, 0.01);
+        let without_full = psi(Pressure {
+            full_us: None,
+            full_avgs: None,
+            ..pressure
+        });
+        assert_eq!(without_full.full, None, "no full line: absent, not zero");
+
+        let mut usage = Usage::default();
+        assert_eq!(io(5, &usage), None);
+        assert_eq!(cpu(5, &usage, None).psi, None);
+        usage.io_pressure = Some(pressure);
+        usage.cpu_pressure = Some(pressure);
+        assert_eq!(io(5, &usage).unwrap().psi.unwrap().some.unwrap().total, 42);
+        assert!(cpu(5, &usage, None).psi.is_some());
+    }
+
     pub(crate) fn record(id: &str, state: ContainerState, created_at: i64) -> ContainerRecord {
         ContainerRecord {
             version: 1,
