@@ -183,6 +183,13 @@ async fn runtime_default_confines_containers_and_execs_where_the_host_has_apparm
         ),
         ("rd-legacy", security(None, "runtime/default", false)),
         ("rd-unset", security(None, "", false)),
+        // allowPrivilegeEscalation: false, as pods often say: the exec transition must
+        // still happen under no_new_privs.
+        ("rd-nnp", {
+            let mut sc = security(None, "", false);
+            sc.no_new_privs = true;
+            sc
+        }),
     ];
     for (name, sc) in defaults {
         let (id, out) = run_script(&mut rt, &pod, name, PROBE, sc).await;
