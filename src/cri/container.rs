@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use k8s_cri::v1 as cri;
+use crate::cri::api as cri;
 
 use crate::container::config::{ContainerResources, MountPropagation};
 use crate::container::manager::{ContainerFilter, ContainerRecord, ContainerState};
@@ -113,6 +113,7 @@ pub fn status(record: &ContainerRecord) -> cri::ContainerStatus {
         exit_code: record.exit_code,
         image: image_spec(record),
         image_ref: record.image_name.clone(),
+        stop_signal: 0,
         reason: record.reason.clone(),
         message: record.message.clone(),
         labels: to_hash_map(&record.config.labels),
@@ -155,9 +156,19 @@ pub fn status(record: &ContainerRecord) -> cri::ContainerStatus {
     }
 }
 
+/// The AppArmor profile the container's processes exec into, "unconfined" when none
+/// (asked so, privileged, or a host without AppArmor).
+fn applied_apparmor_profile(spec: Option<&serde_json::Value>) -> &str {
+    spec.and_then(|s| s.pointer("/process/apparmorProfile"))
+        .and_then(|p| p.as_str())
+        .filter(|p| !p.is_empty())
+        .unwrap_or("unconfined")
+}
+
 /// The `info` of a verbose ContainerStatus.
 pub fn info(record: &ContainerRecord, spec: Option<serde_json::Value>) -> HashMap<String, String> {
     let info = serde_json::json!({
+        "apparmorProfile": applied_apparmor_profile(spec.as_ref()),
         "sandboxID": record.sandbox_id,
         "pid": record.pid,
         "bundle": record.bundle,
