@@ -53,6 +53,8 @@ pub struct ContainerManager {
     records: Registry<ContainerRecord, ContainerExt>,
     /// Start, stop, remove and update calls in flight, each in its own task.
     calls: Calls<()>,
+    /// The host's AppArmor, as found at the daemon's start.
+    apparmor: crate::container::spec::AppArmorHost,
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -67,6 +69,7 @@ impl ContainerManager {
         sandboxes: Arc<SandboxManager>,
         images: ImageService,
         events: Arc<LifecycleEvents>,
+        apparmor: crate::container::spec::AppArmorHost,
     ) -> ContainerManager {
         let hooks = record::ContainerHooks {
             root: config.root.clone(),
@@ -79,7 +82,13 @@ impl ContainerManager {
             images,
             records: Registry::new(hooks),
             calls: Calls::default(),
+            apparmor,
         }
+    }
+
+    /// The host's AppArmor and berth's default profile on it.
+    pub fn apparmor(&self) -> &crate::container::spec::AppArmorHost {
+        &self.apparmor
     }
 
     fn record_dir(&self, id: &str) -> PathBuf {
