@@ -12,16 +12,13 @@ use super::{
 };
 use crate::cni::{Attachment, CniManager, NetworkConfigList};
 use crate::error::{Error, Result};
-use crate::lifecycle::{Claim, Reservation, Rollback, detach, fingerprint};
+use crate::lifecycle::{Claim, Rollback, fingerprint};
 use crate::linux::cgroup::Cgroups;
 use crate::linux::netns;
 use crate::persist;
 use crate::shim::{PauseSpec, ShimClient, SpawnOptions};
 use crate::store::lock;
-
-fn new_id() -> String {
-    hex::encode(rand::random::<[u8; 32]>())
-}
+use futures_util::FutureExt as _;
 
 impl SandboxManager {
     /// RunPodSandbox. The work runs in its own task so that a client that gives up does
@@ -36,12 +33,10 @@ impl SandboxManager {
         if !spec.hostname.is_empty() {
             podfiles::validate_hostname(&spec.hostname)?;
         }
-        let this = self.clone();
-        let claim =
-            self.records
-                .claim(&key, &fingerprint(&spec), new_id(), move |reservation| {
-                    detach(this.create(spec, reservation))
-                })?;
+        let (this, fingerprint) = (self.clone(), fingerprint(&spec));
+        let claim = self.records.create(&key, &fingerprint, move |id, undo| {
+            async move { this.create_steps(id, spec, undo).await }.boxed()
+        })?;
         match claim {
             Claim::Running(running) => running.await.map_err(Error::from),
             Claim::Done(id) => {
@@ -56,24 +51,6 @@ impl SandboxManager {
                         "pod sandbox name {key} is reserved by {id}; remove it first"
                     )))
                 }
-            }
-        }
-    }
-
-    async fn create(self: Arc<Self>, spec: PodSpec, reservation: Reservation) -> Result<String> {
-        let id = reservation.id().to_string();
-        let mut undo = Rollback::new(format!("pod sandbox {id}"));
-        match self.create_steps(&id, spec, &mut undo).await {
-            Ok(()) => {
-                undo.commit();
-                reservation.commit();
-                self.watch_shim(&id);
-                Ok(id)
-            }
-            Err(err) => {
-                tracing::warn!(sandbox_id = %id, error = %err, "run pod sandbox failed; rolling back");
-                undo.unwind().await;
-                Err(err)
             }
         }
     }
@@ -334,6 +311,7 @@ impl SandboxManager {
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "pod sandbox ready"
         );
+        self.watch_shim(id);
         Ok(())
     }
 }

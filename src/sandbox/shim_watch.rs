@@ -64,7 +64,7 @@ impl SandboxManager {
     /// in the cgroup of each pod whose shim is gone (it died while the daemon was down, and
     /// its pause and container processes may have outlived it).
     pub async fn watch_recovered_shims(self: &Arc<Self>) {
-        for sb in self.all() {
+        for sb in self.records.all() {
             if shim_client(&sb).is_some() {
                 self.watch_shim(&sb.id);
                 continue;

@@ -6,23 +6,19 @@ use std::sync::Arc;
 
 use super::record::{Sandbox, SandboxRecord, shim_client};
 use super::{KILL_WAIT, SandboxManager, SandboxState, attachment, io_err, kill_if_same};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::linux::netns;
 use crate::persist;
 use crate::store::lock;
 
 impl SandboxManager {
     /// The sandbox `id` names, or None for an empty or unknown id (success for stop and
-    /// remove, the CRI contract).
+    /// remove, the CRI contract: a client cleaning up after a failed run sends an empty id).
     fn target(&self, id: &str) -> Result<Option<Arc<Sandbox>>> {
         if id.is_empty() {
-            // Nothing to do: a client cleaning up after a failed run sends an empty id.
-            return Ok(None);
-        }
-        match self.get(id) {
-            Ok(sb) => Ok(Some(sb)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+            Ok(None)
+        } else {
+            self.records.find(id)
         }
     }
 
@@ -32,13 +28,8 @@ impl SandboxManager {
             return Ok(());
         };
         let this = self.clone();
-        let key = format!("stop {}", sb.id);
-        self.calls
-            .run(key, async move {
-                let _op = sb.op.lock().await;
-                this.stop_locked(&sb).await
-            })
-            .await
+        let work = |sb: Arc<Sandbox>| async move { this.stop_locked(&sb).await };
+        self.records.run("stop", sb, work).await
     }
 
     async fn stop_locked(&self, sb: &Sandbox) -> Result<()> {
@@ -133,13 +124,8 @@ impl SandboxManager {
             return Ok(());
         };
         let this = self.clone();
-        let key = format!("remove {}", sb.id);
-        self.calls
-            .run(key, async move {
-                let _op = sb.op.lock().await;
-                this.remove_locked(&sb).await
-            })
-            .await
+        let work = |sb: Arc<Sandbox>| async move { this.remove_locked(&sb).await };
+        self.records.run("remove", sb, work).await
     }
 
     async fn remove_locked(&self, sb: &Sandbox) -> Result<()> {

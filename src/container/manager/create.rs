@@ -10,10 +10,11 @@ use super::record::{self, ContainerExt, RECORD_VERSION, name_key};
 use super::{Container, ContainerManager, ContainerRecord, ContainerState, KILL_GRACE, io_err};
 use crate::container::config::ContainerConfig;
 use crate::error::{Error, ErrorKind, Result};
-use crate::lifecycle::{Claim, Reservation, Rollback, detach, fingerprint};
+use crate::lifecycle::{Claim, Rollback, fingerprint};
 use crate::linux::cgroup::Cgroups;
 use crate::persist;
 use crate::sandbox::{SandboxManager, SandboxState, now_nanos};
+use futures_util::FutureExt as _;
 
 /// The options of CreateContainer that are not in the config.
 pub struct CreateRequest {
@@ -37,38 +38,13 @@ impl ContainerManager {
         }
         let meta = &config.metadata;
         let key = name_key(&sandbox.id, &meta.name, meta.attempt);
-        let id = hex::encode(rand::random::<[u8; 32]>());
-        let this = self.clone();
-        let claim = self
-            .records
-            .claim(&key, &fingerprint(&config), id, move |reservation| {
-                detach(this.create_detached(sandbox_record, config, reservation))
-            })?;
+        let (this, fingerprint) = (self.clone(), fingerprint(&config));
+        let claim = self.records.create(&key, &fingerprint, move |id, undo| {
+            async move { this.create_steps(id, &sandbox_record, config, undo).await }.boxed()
+        })?;
         match claim {
             Claim::Running(running) => running.await.map_err(Error::from),
             Claim::Done(id) => Ok(id),
-        }
-    }
-
-    async fn create_detached(
-        self: Arc<Self>,
-        sandbox: crate::sandbox::SandboxRecord,
-        config: ContainerConfig,
-        reservation: Reservation,
-    ) -> Result<String> {
-        let id = reservation.id().to_string();
-        let mut undo = Rollback::new(format!("container {id}"));
-        match self.create_steps(&id, &sandbox, config, &mut undo).await {
-            Ok(()) => {
-                undo.commit();
-                reservation.commit();
-                Ok(id)
-            }
-            Err(err) => {
-                tracing::warn!(container_id = %id, error = %err, "create container failed; rolling back");
-                undo.unwind().await;
-                Err(err)
-            }
         }
     }
 

@@ -15,19 +15,12 @@ impl ContainerManager {
         id: &str,
         resources: ContainerResources,
     ) -> Result<()> {
-        let container = self.get(id)?;
+        let call = format!("update {}", crate::lifecycle::fingerprint(&resources));
         let this = self.clone();
-        let key = format!(
-            "update {} {}",
-            container.id,
-            crate::lifecycle::fingerprint(&resources)
-        );
-        self.calls
-            .run(key, async move {
-                let _op = container.op.lock().await;
-                this.update_resources_locked(&container, resources).await
-            })
-            .await
+        let work = move |c: Arc<Container>| async move {
+            this.update_resources_locked(&c, resources).await
+        };
+        self.records.run(&call, self.get(id)?, work).await
     }
 
     async fn update_resources_locked(

@@ -13,28 +13,23 @@ impl ContainerManager {
     /// StopContainer: the stop signal, `timeout`, SIGKILL, then the whole cgroup. It always
     /// returns; a container being created is FailedPrecondition.
     pub async fn stop(self: &Arc<Self>, id: &str, timeout: Duration) -> Result<()> {
-        let Some(container) = self.target(id)? else {
+        let Some(container) = self.records.find(id)? else {
             return Ok(());
         };
         let this = self.clone();
-        let key = format!("stop {} {}", container.id, timeout.as_millis());
-        self.calls
-            .run(key, async move {
-                let _op = container.op.lock().await;
-                this.stop_locked(&container, timeout).await?;
-                let record = container.record();
-                if container.is_removed() || record.state != ContainerState::Exited {
-                    return Ok(());
-                }
-                // Its children may outlive the main process in a shared PID namespace.
-                crate::container::cgroup_sweep::kill_leftovers(
-                    this.sandboxes.cgroups(),
-                    &record.id,
-                    &record.cgroup_path,
-                )
+        let work = move |c: Arc<Container>| async move {
+            this.stop_locked(&c, timeout).await?;
+            let record = c.record();
+            if c.is_removed() || record.state != ContainerState::Exited {
+                return Ok(());
+            }
+            // Its children may outlive the main process in a shared PID namespace.
+            let cgroups = this.sandboxes.cgroups();
+            crate::container::cgroup_sweep::kill_leftovers(cgroups, &c.id, &record.cgroup_path)
                 .await
-            })
-            .await
+        };
+        let call = format!("stop {}", timeout.as_millis());
+        self.records.run(&call, container, work).await
     }
 
     /// Returns as soon as the shim pushes the exit (see exits.rs), not at a poll.
@@ -98,17 +93,12 @@ impl ContainerManager {
 
     /// RemoveContainer: kills it if running, then removes every trace.
     pub async fn remove(self: &Arc<Self>, id: &str) -> Result<()> {
-        let Some(container) = self.target(id)? else {
+        let Some(container) = self.records.find(id)? else {
             return Ok(());
         };
         let this = self.clone();
-        let key = format!("remove {}", container.id);
-        self.calls
-            .run(key, async move {
-                let _op = container.op.lock().await;
-                this.remove_locked(&container).await
-            })
-            .await
+        let work = |c: Arc<Container>| async move { this.remove_locked(&c).await };
+        self.records.run("remove", container, work).await
     }
 
     async fn remove_locked(&self, container: &Container) -> Result<()> {
