@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::image::ImageService;
 use crate::lifecycle::Registry;
 use crate::sandbox::SandboxManager;
@@ -51,11 +51,6 @@ pub struct ContainerManager {
     sandboxes: Arc<SandboxManager>,
     images: ImageService,
     records: Registry<ContainerRecord, ContainerExt>,
-}
-
-fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
-    let what = what.into();
-    move |e| Error::internal(what, e)
 }
 
 impl ContainerManager {

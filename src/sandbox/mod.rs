@@ -70,11 +70,6 @@ pub fn now_nanos() -> i64 {
         .unwrap_or_default()
 }
 
-fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
-    let what = what.into();
-    move |e| Error::internal(what, e)
-}
-
 impl SandboxManager {
     /// `events` is where sandbox transitions are published (the composition root's bus).
     pub fn new(

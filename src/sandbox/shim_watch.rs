@@ -77,17 +77,19 @@ impl SandboxManager {
     }
 
     /// Every process of the pod (the pod cgroup when berth made it, else the pause's).
-    async fn kill_pod_processes(&self, record: &super::SandboxRecord) -> crate::Result<()> {
+    pub(super) async fn kill_pod_processes(
+        &self,
+        record: &super::SandboxRecord,
+    ) -> crate::Result<()> {
         let cgroups = self.cgroups.clone();
-        let path = if record.owns_pod_cgroup {
-            record.pod_cgroup.clone()
+        let pod = record.owns_pod_cgroup;
+        let path = if pod {
+            &record.pod_cgroup
         } else {
-            record.pause_cgroup.clone()
-        };
-        tokio::task::spawn_blocking(move || cgroups.kill_all(&path, KILL_WAIT))
-            .await
-            .map_err(|e| crate::Error::internal("cgroup task", e))?
-            .map_err(crate::Error::from)
+            &record.pause_cgroup
+        }
+        .clone();
+        crate::error::blocking("cgroup task", move || cgroups.kill_all(&path, KILL_WAIT)).await
     }
 
     async fn shim_exited(&self, id: &str, pid: u32) {

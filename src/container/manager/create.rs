@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::record::{self, ContainerExt, RECORD_VERSION, name_key};
-use super::{Container, ContainerManager, ContainerRecord, ContainerState, KILL_GRACE, io_err};
+use super::{Container, ContainerManager, ContainerRecord, ContainerState, KILL_GRACE};
 use crate::container::config::ContainerConfig;
+use crate::error::io_err;
 use crate::error::{Error, ErrorKind, Result};
-use crate::lifecycle::{Claim, Rollback, fingerprint};
-use crate::linux::cgroup::Cgroups;
+use crate::lifecycle::{Claim, Rollback, fingerprint, remove_cgroup, remove_dir};
 use crate::persist;
 use crate::sandbox::{SandboxManager, SandboxState, now_nanos};
 use futures_util::FutureExt as _;
@@ -282,7 +282,7 @@ impl ContainerManager {
         let cgroups = self.sandboxes.cgroups().clone();
         undo.push(
             format!("remove cgroup {cgroup_path}"),
-            remove_cgroup(cgroups, cgroup_path.clone()),
+            remove_cgroup(cgroups, cgroup_path.clone(), KILL_GRACE),
         );
         let mut shim = self.sandboxes.shim(&sandbox.id).await?;
         let pid = shim
@@ -320,24 +320,7 @@ impl ContainerManager {
     }
 }
 
-/// The undo steps of a creation (recovery uses them for one a crash interrupted).
-pub(super) async fn remove_dir(dir: PathBuf) {
-    if let Err(e) = persist::remove_dir_all_if_exists(&dir) {
-        tracing::warn!(dir = %dir.display(), error = %e, "rollback: removing dir");
-    }
-}
-
-pub(super) async fn remove_cgroup(cgroups: Cgroups, path: String) {
-    let r = tokio::task::spawn_blocking(move || {
-        cgroups.kill_all(&path, KILL_GRACE)?;
-        cgroups.remove(&path)
-    })
-    .await;
-    if !matches!(r, Ok(Ok(()))) {
-        tracing::warn!("rollback: removing the container cgroup failed");
-    }
-}
-
+/// The undo step of the shim's create (recovery uses it for one a crash interrupted).
 pub(super) async fn delete_process(sandboxes: Arc<SandboxManager>, sandbox_id: String, id: String) {
     if let Ok(mut shim) = sandboxes.shim(&sandbox_id).await {
         let _ = shim.kill(&id, libc::SIGKILL, true).await;

@@ -92,10 +92,10 @@ impl ContainerManager {
         ) {
             return;
         }
-        let cgroups = self.sandboxes.cgroups().clone();
-        let path = record.cgroup_path.clone();
-        let killed = tokio::task::spawn_blocking(move || cgroups.kill_all(&path, KILL_GRACE)).await;
-        if !matches!(killed, Ok(Ok(()))) {
+        let (cgroups, path) = (self.sandboxes.cgroups().clone(), record.cgroup_path.clone());
+        let killed =
+            crate::error::blocking("cgroup task", move || cgroups.kill_all(&path, KILL_GRACE));
+        if killed.await.is_err() {
             tracing::warn!(container_id = %record.id, "killing the cgroup of a container whose shim is gone failed");
         }
         // The shim may have recorded the exit before it died.

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Container, ContainerManager, ContainerState, KILL_GRACE, io_err};
-use crate::error::{Error, Result};
+use super::{Container, ContainerManager, ContainerState, KILL_GRACE};
+use crate::error::{Result, blocking, io_err};
 use crate::persist;
 use crate::sandbox::now_nanos;
 
@@ -75,9 +75,8 @@ impl ContainerManager {
         // The shim is gone (no exit will be pushed) or the process will not die: the
         // cgroup takes everything with it, and the exit is recorded here (from the exit
         // file when the shim wrote one after all).
-        let cgroups = self.sandboxes.cgroups().clone();
-        let path = record.cgroup_path.clone();
-        let _ = tokio::task::spawn_blocking(move || cgroups.kill_all(&path, KILL_GRACE)).await;
+        let (cgroups, path) = (self.sandboxes.cgroups().clone(), record.cgroup_path.clone());
+        let _ = blocking("cgroup task", move || cgroups.kill_all(&path, KILL_GRACE)).await;
         if self.apply_exit_file(container).await.state == ContainerState::Exited {
             return Ok(());
         }
@@ -111,15 +110,8 @@ impl ContainerManager {
             let _ = shim.delete(&record.id).await;
         }
         crate::fault::point("container.remove.after_shim_delete");
-        let cgroups = self.sandboxes.cgroups().clone();
-        let path = record.cgroup_path.clone();
-        tokio::task::spawn_blocking(move || {
-            cgroups.kill_all(&path, KILL_GRACE)?;
-            cgroups.remove(&path)
-        })
-        .await
-        .map_err(|e| Error::internal("cgroup task", e))?
-        .map_err(Error::from)?;
+        let (cgroups, path) = (self.sandboxes.cgroups().clone(), record.cgroup_path.clone());
+        blocking("cgroup task", move || cgroups.destroy(&path, KILL_GRACE)).await?;
         persist::remove_file_if_exists(&self.exit_file(&record))
             .map_err(io_err("removing the exit file"))?;
         persist::remove_dir_all_if_exists(&self.state_dir(&record.id))
