@@ -1,5 +1,6 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/shim.proto");
+    println!("cargo:rerun-if-changed=proto/cri.proto");
     // A non-PIE executable needs no load-time relocation of its pointer tables: without it,
     // every shim and pause process would carry ~0.5 MiB of private relocated pages.
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
@@ -10,5 +11,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".berth.shim.v1.ProcessInput")
         .bytes(".berth.shim.v1.ProcessOutput")
         .compile_protos(&["proto/shim.proto"], &["proto"])?;
+    tonic_prost_build::configure().compile_protos(&["proto/cri.proto"], &["proto"])?;
     Ok(())
 }

@@ -40,10 +40,10 @@ use std::time::{Duration, Instant};
 #[path = "cri/contract.rs"]
 mod contract;
 
+use berth::cri::api as cri;
+use berth::cri::api::image_service_client::ImageServiceClient;
+use berth::cri::api::runtime_service_client::RuntimeServiceClient;
 use hyper_util::rt::TokioIo;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;

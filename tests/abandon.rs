@@ -11,10 +11,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use berth::cri::api as cri;
+use berth::cri::api::image_service_client::ImageServiceClient;
+use berth::cri::api::runtime_service_client::RuntimeServiceClient;
 use common::*;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
 const IMAGE: &str = "docker.io/library/busybox:latest";

@@ -11,8 +11,8 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use berth::cri::api as cri;
 use common::*;
-use k8s_cri::v1 as cri;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
-use k8s_cri::v1 as cri;
+use berth::cri::api as cri;
 
 fn spec(image: &str) -> Option<cri::ImageSpec> {
     Some(cri::ImageSpec {
@@ -18,7 +18,9 @@ fn spec(image: &str) -> Option<cri::ImageSpec> {
 }
 
 async fn pull(
-    images: &mut k8s_cri::v1::image_service_client::ImageServiceClient<tonic::transport::Channel>,
+    images: &mut berth::cri::api::image_service_client::ImageServiceClient<
+        tonic::transport::Channel,
+    >,
     image: &str,
 ) -> Result<String, tonic::Status> {
     images
@@ -32,7 +34,9 @@ async fn pull(
 }
 
 async fn status(
-    images: &mut k8s_cri::v1::image_service_client::ImageServiceClient<tonic::transport::Channel>,
+    images: &mut berth::cri::api::image_service_client::ImageServiceClient<
+        tonic::transport::Channel,
+    >,
     image: &str,
 ) -> cri::ImageStatusResponse {
     images

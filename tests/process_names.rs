@@ -4,8 +4,8 @@
 
 mod common;
 
+use berth::cri::api as cri;
 use common::*;
-use k8s_cri::v1 as cri;
 
 const IMAGE: &str = "docker.io/library/busybox:latest";
 

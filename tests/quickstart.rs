@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use berth::cri::api as cri;
 use common::streaming::port_forward_get;
 use common::*;
-use k8s_cri::v1 as cri;
 use serde_json::Value;
 
 const IMAGE: &str = "docker.io/library/busybox:latest";
@@ -166,7 +166,9 @@ fn example_container() -> cri::ContainerConfig {
 }
 
 async fn exec_sync(
-    rt: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    rt: &mut berth::cri::api::runtime_service_client::RuntimeServiceClient<
+        tonic::transport::Channel,
+    >,
     id: &str,
     cmd: &[&str],
 ) -> cri::ExecSyncResponse {

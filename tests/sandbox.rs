@@ -3,8 +3,8 @@ mod common;
 
 use std::time::Duration;
 
+use berth::cri::api as cri;
 use common::*;
-use k8s_cri::v1 as cri;
 
 fn ready(status: &cri::PodSandboxStatusResponse) -> bool {
     status.status.as_ref().map(|s| s.state) == Some(cri::PodSandboxState::SandboxReady as i32)

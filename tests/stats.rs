@@ -5,9 +5,9 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use berth::cri::api as cri;
+use berth::cri::api::runtime_service_client::RuntimeServiceClient;
 use common::*;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
 const IMAGE: &str = "docker.io/library/busybox:latest";

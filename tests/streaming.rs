@@ -5,13 +5,13 @@ mod common;
 
 use std::time::Duration;
 
+use berth::cri::api as cri;
+use berth::cri::api::runtime_service_client::RuntimeServiceClient;
 use berth::streaming::spdy::{Headers, Session, SessionConfig};
 use bytes::Bytes;
 use common::streaming::spdy_upgrade;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;

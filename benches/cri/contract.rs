@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use berth::cri::api as cri;
+use berth::cri::api::image_service_client::ImageServiceClient;
+use berth::cri::api::runtime_service_client::RuntimeServiceClient;
 use sha2::{Digest, Sha256};
 
 use super::{Args, Error, channel, create_container, pull_image, report, run_pod};

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use k8s_cri::v1 as cri;
+use crate::cri::api as cri;
 
 use crate::container::config::{ContainerResources, MountPropagation};
 use crate::container::manager::{ContainerFilter, ContainerRecord, ContainerState};
@@ -113,6 +113,7 @@ pub fn status(record: &ContainerRecord) -> cri::ContainerStatus {
         exit_code: record.exit_code,
         image: image_spec(record),
         image_ref: record.image_name.clone(),
+        stop_signal: 0,
         reason: record.reason.clone(),
         message: record.message.clone(),
         labels: to_hash_map(&record.config.labels),

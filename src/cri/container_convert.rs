@@ -1,7 +1,7 @@
 //! CRI ContainerConfig (proto) → berth's ContainerConfig, validating as it goes: every bad
 //! value is an InvalidArgument naming its field.
 
-use k8s_cri::v1 as cri;
+use crate::cri::api as cri;
 
 use crate::container::config::{
     Capabilities, ContainerConfig, ContainerMetadata, ContainerNamespaces, ContainerResources,
@@ -40,6 +40,12 @@ pub fn container_config(cri: cri::ContainerConfig) -> Result<ContainerConfig, Er
         .enumerate()
         .map(|(i, d)| device(i, d))
         .collect::<Result<_, _>>()?;
+    let envs = cri
+        .envs
+        .into_iter()
+        .enumerate()
+        .map(|(i, kv)| env(i, kv))
+        .collect::<Result<_, _>>()?;
     let linux = cri.linux.unwrap_or_default();
     Ok(ContainerConfig {
         metadata: ContainerMetadata {
@@ -50,7 +56,7 @@ pub fn container_config(cri: cri::ContainerConfig) -> Result<ContainerConfig, Er
         command: cri.command,
         args: cri.args,
         working_dir: cri.working_dir,
-        envs: cri.envs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
+        envs,
         mounts,
         devices,
         labels: cri.labels.into_iter().collect(),
@@ -62,6 +68,15 @@ pub fn container_config(cri: cri::ContainerConfig) -> Result<ContainerConfig, Er
         resources: linux.resources.as_ref().map(resources).unwrap_or_default(),
         security: security_context(linux.security_context.unwrap_or_default())?,
     })
+}
+
+/// 1.36 made `KeyValue.value` bytes; the OCI spec carries `KEY=VALUE` strings, so a value
+/// that is not UTF-8 is refused rather than mangled.
+fn env(i: usize, kv: cri::KeyValue) -> Result<(String, String), Error> {
+    let value = String::from_utf8(kv.value).map_err(|_| {
+        Error::invalid_argument(format!("envs[{i}] ({}): value is not UTF-8", kv.key))
+    })?;
+    Ok((kv.key, value))
 }
 
 /// CRI LinuxContainerResources → berth's (also for UpdateContainerResources).

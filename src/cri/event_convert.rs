@@ -1,6 +1,6 @@
 //! Lifecycle events as the managers publish them → GetContainerEvents messages.
 
-use k8s_cri::v1 as cri;
+use crate::cri::api as cri;
 
 use crate::container::manager::ContainerRecord;
 use crate::events::EventKind;

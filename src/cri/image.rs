@@ -1,6 +1,6 @@
 //! CRI ImageService: proto ⇄ domain adapter over `crate::image::ImageService`.
 
-use k8s_cri::v1 as cri;
+use crate::cri::api as cri;
 use tonic::{Request, Response, Status};
 
 use crate::image::{FsUsage, Image, ImageService, RegistryAuth};
@@ -84,6 +84,17 @@ fn to_cri_usage(usage: FsUsage) -> cri::FilesystemUsage {
 
 #[tonic::async_trait]
 impl cri::image_service_server::ImageService for ImageCri {
+    type StreamImagesStream = super::runtime::ResponseStream<cri::StreamImagesResponse>;
+
+    async fn stream_images(
+        &self,
+        _: Request<cri::StreamImagesRequest>,
+    ) -> Result<Response<Self::StreamImagesStream>, Status> {
+        Err(Status::unimplemented(
+            "StreamImages is not implemented by berth yet",
+        ))
+    }
+
     async fn list_images(
         &self,
         request: Request<cri::ListImagesRequest>,

@@ -4,6 +4,7 @@
 //! (sandbox, container, image, stats, streaming, events); nothing in the domain calls it.
 //! The composition root (`crate::daemon`) builds [`Services`] and the two gRPC services.
 
+pub mod api;
 pub mod container;
 pub mod container_convert;
 pub mod event_convert;

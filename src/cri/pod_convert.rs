@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_cri::v1 as cri;
+use crate::cri::api as cri;
 
 use crate::error::Error;
 use crate::sandbox::podfiles::DnsConfig;

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_server::RuntimeService;
+use crate::cri::api as cri;
+use crate::cri::api::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use super::Services;
@@ -27,6 +27,10 @@ impl RuntimeCri {
 }
 
 type RpcResult<T> = Result<Response<T>, Status>;
+
+/// A server-streaming response.
+pub type ResponseStream<T> =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// The full id of a running container; NotFound or FailedPrecondition otherwise.
 fn running_container(daemon: &Services, id: &str) -> Result<String, Error> {
@@ -497,6 +501,7 @@ impl RuntimeService for RuntimeCri {
                 .collect(),
             features: Some(cri::RuntimeFeatures {
                 supplemental_groups_policy: true,
+                user_namespaces_host_network: false,
             }),
         }))
     }
@@ -589,6 +594,57 @@ impl RuntimeService for RuntimeCri {
                 cgroup_driver: driver as i32,
             }),
         }))
+    }
+    type StreamPodSandboxesStream = ResponseStream<cri::StreamPodSandboxesResponse>;
+
+    async fn stream_pod_sandboxes(
+        &self,
+        _: Request<cri::StreamPodSandboxesRequest>,
+    ) -> RpcResult<Self::StreamPodSandboxesStream> {
+        unimplemented("StreamPodSandboxes")
+    }
+
+    type StreamContainersStream = ResponseStream<cri::StreamContainersResponse>;
+
+    async fn stream_containers(
+        &self,
+        _: Request<cri::StreamContainersRequest>,
+    ) -> RpcResult<Self::StreamContainersStream> {
+        unimplemented("StreamContainers")
+    }
+
+    type StreamContainerStatsStream = ResponseStream<cri::StreamContainerStatsResponse>;
+
+    async fn stream_container_stats(
+        &self,
+        _: Request<cri::StreamContainerStatsRequest>,
+    ) -> RpcResult<Self::StreamContainerStatsStream> {
+        unimplemented("StreamContainerStats")
+    }
+
+    type StreamPodSandboxStatsStream = ResponseStream<cri::StreamPodSandboxStatsResponse>;
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        _: Request<cri::StreamPodSandboxStatsRequest>,
+    ) -> RpcResult<Self::StreamPodSandboxStatsStream> {
+        unimplemented("StreamPodSandboxStats")
+    }
+
+    type StreamPodSandboxMetricsStream = ResponseStream<cri::StreamPodSandboxMetricsResponse>;
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _: Request<cri::StreamPodSandboxMetricsRequest>,
+    ) -> RpcResult<Self::StreamPodSandboxMetricsStream> {
+        unimplemented("StreamPodSandboxMetrics")
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        _: Request<cri::UpdatePodSandboxResourcesRequest>,
+    ) -> RpcResult<cri::UpdatePodSandboxResourcesResponse> {
+        unimplemented("UpdatePodSandboxResources")
     }
 }
 

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use k8s_cri::v1 as cri;
+use crate::cri::api as cri;
 
 use crate::container::manager::ContainerRecord;
 use crate::sandbox::SandboxRecord;
@@ -28,6 +28,7 @@ fn cpu(
         timestamp,
         usage_core_nano_seconds: value(usage.cpu_usage_ns),
         usage_nano_cores: value(nano_cores),
+        psi: None,
     }
 }
 
@@ -40,6 +41,7 @@ fn memory(timestamp: i64, usage: &crate::container::usage::Usage) -> cri::Memory
         rss_bytes: value(usage.memory_rss_bytes),
         page_faults: value(usage.page_faults),
         major_page_faults: value(usage.major_page_faults),
+        psi: None,
     }
 }
 
@@ -74,6 +76,7 @@ pub fn container_stats(
             swap_available_bytes: value(sample.usage.swap_available_bytes),
             swap_usage_bytes: value(sample.usage.swap_usage_bytes),
         }),
+        io: None,
     }
 }
 
@@ -122,6 +125,7 @@ pub fn pod_stats(
                 process_count: value(sample.processes),
             }),
             containers,
+            io: None,
         }),
         windows: None,
     }
