@@ -26,7 +26,11 @@
 #         pod sharing its PID namespace and with the container's own (time, and processes left
 #         running when it returns); PullImage of a 4.4 MiB gzip bomb that expands to 4 GiB
 #         with the default configuration (time to fail or finish, peak disk use)
-# Usage: sudo hack/bench.sh [pods|containers|stats|pull|churn|lifecycle|streaming|contract|all]   (default all)
+# Usage: sudo hack/bench.sh [--vm [--kernel 6.1|6.12]] [pods|containers|stats|pull|churn|lifecycle|streaming|contract|all]...
+#   (default all). --vm: the same run inside the cgroup v2 test VM (hack/vm.sh), berth and
+#   Debian's containerd 1.6 with runc (cgroupfs driver) one after the other in one VM boot;
+#   the binaries are built here and shared in. Emulated (TCG) the VM runs everything several
+#   times slower: compare the two runtimes of one run, not with the host's figures.
 # Env: BENCH_PODS (20), BENCH_RUNS (10), BENCH_CHURN_PODS (100), BENCH_CONTAINERD=0 to
 # measure berth alone.
 set -euo pipefail
@@ -34,12 +38,30 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=hack/lib.sh
 source hack/lib.sh
 berth_need_root
-# One run at a time per machine: runs share /run/berth-bench, /var/lib/berth-bench and the
-# bridge names.
-exec 9>/run/berth-bench.lock
-flock 9
 
-what=${1:-all}
+vm=() kernel=()
+if [[ ${1:-} == --vm ]]; then
+	vm=(--vm)
+	shift
+	if [[ ${1:-} == --kernel ]]; then
+		kernel=(--kernel "${2:?--kernel needs 6.1 or 6.12}")
+		shift 2
+	fi
+fi
+# Inside the VM (BERTH_BENCH_BIN set by the --vm run below) the host has done the
+# preparation: packages, registry, images, builds.
+in_vm=${BERTH_BENCH_BIN:+1}
+# One run at a time per machine: runs share /run/berth-bench, /var/lib/berth-bench and the
+# bridge names (a --vm run uses none of them here).
+if ((${#vm[@]} == 0)); then
+	exec 9>/run/berth-bench.lock
+	flock 9
+fi
+
+# One mode, several (`pods containers`) or all.
+modes=("$@")
+what=${*:-all}
+wants() { [[ $what == all || " $what " == *" $1 "* ]]; }
 pods=${BENCH_PODS:-20}
 runs=${BENCH_RUNS:-10}
 churn_pods=${BENCH_CHURN_PODS:-100}
@@ -48,8 +70,10 @@ repo=$(pwd)
 work=/run/berth-bench
 # berth keeps its netns directory mounted across its own restarts; a bench run owns it.
 unmount_under() { findmnt -rn -o TARGET | { grep "^$1/" || true; } | sort -r | xargs -r -n1 umount -l; }
-unmount_under "$work"
-rm -rf "$work" && mkdir -p "$work"
+if ((${#vm[@]} == 0)); then
+	unmount_under "$work"
+	rm -rf "$work" && mkdir -p "$work"
+fi
 # The churn gives its pods this cgroup parent (per runtime), so their cgroups can be counted.
 remove_cgroups() { # NAME
 	local d
@@ -58,26 +82,47 @@ remove_cgroups() { # NAME
 	done
 }
 
-hack/install-deps.sh
-if [[ $with_containerd == 1 ]] && ! command -v containerd >/dev/null; then
-	# Only for the comparison; berth itself needs neither.
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc >/dev/null
-fi
-hack/registry.sh start
-hack/test-images.sh
-# The big image only serves the pull benchmark; building it costs minutes.
-if [[ $what == pull || $what == all ]]; then
-	hack/test-images.sh bench
-fi
-cargo build --release --bin berth --bench cri
-target=${CARGO_TARGET_DIR:-target}
-bench=$(find "$target"/release/deps -maxdepth 1 -name 'cri-*' -type f -executable -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2)
 registry="127.0.0.1:${BERTH_REGISTRY_PORT:-5000}"
 small="docker.io/library/busybox:latest"
 big="$registry/berth-bench/big:v1"
 bomb="$registry/berth-bench/bomb:v1"
-if [[ $what == contract || $what == all ]]; then
-	"$bench" push-bomb --image "$bomb"
+if [[ -z $in_vm ]]; then
+	hack/install-deps.sh
+	# Only for the comparison; berth itself needs neither (the VM image has both).
+	if [[ $with_containerd == 1 && ${#vm[@]} == 0 ]] && ! command -v containerd >/dev/null; then
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc >/dev/null
+	fi
+	hack/registry.sh start
+	hack/test-images.sh
+	# The big image only serves the pull benchmark; building it costs minutes.
+	if wants pull; then
+		hack/test-images.sh bench
+	fi
+	cargo build --release --bin berth --bench cri
+	target=$(realpath "${CARGO_TARGET_DIR:-target}")
+	bench=$(find "$target"/release/deps -maxdepth 1 -name 'cri-*' -type f -executable -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2)
+	# The VM's registry serves the host's storage read-only: the bomb is pushed from here.
+	if wants contract; then
+		"$bench" push-bomb --image "$bomb"
+	fi
+else
+	bench=$BERTH_BENCH_BIN
+	target=$BERTH_BENCH_TARGET
+	# The VM has no resolv.conf (no network); containerd refuses a pod without one to copy.
+	[[ -e /etc/resolv.conf ]] || : >/etc/resolv.conf
+fi
+if ((${#vm[@]})); then
+	hack/vm.sh build
+	share=()
+	[[ $target == "$repo"/* ]] || share=(--share "$target")
+	# The BENCH_* knobs set here apply there too (hack/vm.sh passes only BERTH_*).
+	knobs=()
+	while IFS= read -r var; do
+		knobs+=("$var=${!var}")
+	done < <(compgen -e | grep '^BENCH_' || true)
+	exec hack/vm.sh run "${kernel[@]}" "${share[@]}" --timeout "${BENCH_VM_TIMEOUT:-60m}" -- \
+		env "${knobs[@]}" BERTH_BENCH_BIN="$bench" BERTH_BENCH_TARGET="$target" \
+		BERTH_BENCH_REV="$(git rev-parse --short HEAD)" hack/bench.sh "${modes[@]}"
 fi
 
 # A bridge network per runtime: two runtimes must never share a bridge.
@@ -90,6 +135,9 @@ write_net() { # DIR BRIDGE SUBNET
   {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}]}
 EOF
 }
+
+# Every figure also goes to a file, for the side-by-side summary at the end.
+run_bench() { "$bench" "$@" | tee -a "$work/results"; }
 
 rss_mib() { awk '/^Rss:/ {printf "%.2f", $2/1024}' "/proc/$1/smaps_rollup"; }
 
@@ -116,51 +164,51 @@ measure() { # LABEL ENDPOINT
 	sleep 1
 	echo "$label idle daemon RSS $(rss_mib "$daemon_pid") MiB"
 	# A runtime that fails one part still gets measured on the others.
-	if [[ $what == pods || $what == all ]]; then
-		"$bench" pods --label "$label" --endpoint "$endpoint" --pods "$pods" --daemon-pid "$daemon_pid" ||
+	if wants pods; then
+		run_bench pods --label "$label" --endpoint "$endpoint" --pods "$pods" --daemon-pid "$daemon_pid" ||
 			echo "$label: the pod benchmark failed (above)"
 	fi
-	if [[ $what == containers || $what == all ]]; then
-		"$bench" containers --label "$label" --endpoint "$endpoint" --image "$small" --pods "$pods" ||
+	if wants containers; then
+		run_bench containers --label "$label" --endpoint "$endpoint" --image "$small" --pods "$pods" ||
 			echo "$label: the container benchmark failed (above)"
 	fi
-	if [[ $what == stats || $what == all ]]; then
-		"$bench" stats --label "$label" --endpoint "$endpoint" --image "$small" \
+	if wants stats; then
+		run_bench stats --label "$label" --endpoint "$endpoint" --image "$small" \
 			--pods "${BENCH_STATS_CONTAINERS:-50}" --runs "${BENCH_STATS_RUNS:-50}" ||
 			echo "$label: the stats benchmark failed (above)"
 	fi
-	if [[ $what == lifecycle || $what == all ]]; then
-		"$bench" lifecycle --label "$label" --endpoint "$endpoint" --image "$small" --pods "$pods" --clients 2 ||
+	if wants lifecycle; then
+		run_bench lifecycle --label "$label" --endpoint "$endpoint" --image "$small" --pods "$pods" --clients 2 ||
 			echo "$label: the lifecycle benchmark failed (above)"
 	fi
-	if [[ $what == churn || $what == all ]]; then
-		"$bench" churn --label "$label" --endpoint "$endpoint" --image "$small" --pods "$churn_pods" \
+	if wants churn; then
+		run_bench churn --label "$label" --endpoint "$endpoint" --image "$small" --pods "$churn_pods" \
 			--clients 2 --daemon-pid "$daemon_pid" "${churn_args[@]}" ||
 			echo "$label: the churn benchmark failed (above)"
 	fi
-	if [[ $what == streaming || $what == all ]]; then
-		"$bench" streaming --label "$label" --endpoint "$endpoint" --image "$small" --runs "$((runs < 5 ? runs : 5))" ||
+	if wants streaming; then
+		run_bench streaming --label "$label" --endpoint "$endpoint" --image "$small" --runs "$((runs < 5 ? runs : 5))" ||
 			echo "$label: the streaming benchmark failed (above)"
 	fi
-	if [[ $what == contract || $what == all ]]; then
-		"$bench" stop-pid --label "$label" --endpoint "$endpoint" --image "$small" --runs "$((runs < 5 ? runs : 5))" ||
+	if wants contract; then
+		run_bench stop-pid --label "$label" --endpoint "$endpoint" --image "$small" --runs "$((runs < 5 ? runs : 5))" ||
 			echo "$label: the shared-PID stop benchmark failed (above)"
 		# containerd's root is on tmpfs here (/run): its unpack of all 4 GiB would go to RAM,
 		# so the bomb's comparison is berth without the bound (below), which does the same.
 		if [[ $label == berth* ]]; then
-			"$bench" bomb --label "$label" --endpoint "$endpoint" --image "$bomb" --count-dirs "$disk_dirs" ||
+			run_bench bomb --label "$label" --endpoint "$endpoint" --image "$bomb" --count-dirs "$disk_dirs" ||
 				echo "$label: the bomb benchmark failed (above)"
 		fi
 	fi
-	if [[ $what == pull || $what == all ]]; then
-		"$bench" pull --label "$label" --endpoint "$endpoint" --image "$small" --runs "$runs" ||
+	if wants pull; then
+		run_bench pull --label "$label" --endpoint "$endpoint" --image "$small" --runs "$runs" ||
 			echo "$label: the small pull benchmark failed (above)"
-		"$bench" pull --label "$label" --endpoint "$endpoint" --image "$big" --runs "$((runs < 5 ? runs : 5))" ||
+		run_bench pull --label "$label" --endpoint "$endpoint" --image "$big" --runs "$((runs < 5 ? runs : 5))" ||
 			echo "$label: the big pull benchmark failed (above)"
 	fi
 }
 
-echo "== berth $(git rev-parse --short HEAD) (release build)"
+echo "== berth ${BERTH_BENCH_REV:-$(git rev-parse --short HEAD)} (release build) on $(uname -r), $(stat -fc %T /sys/fs/cgroup)"
 write_net "$work/berth-net.d" berthbench0 10.77.0.0/16
 cat >"$work/berth.toml" <<EOF
 socket = "$work/berth.sock"
@@ -187,13 +235,13 @@ measure berth "unix://$work/berth.sock"
 stop_daemon
 rm -rf /var/lib/berth-bench
 
-if [[ $what == contract || $what == all ]]; then
+if wants contract; then
 	echo "== berth with max_expansion_ratio = 0 (no bound: what every runtime does by default)"
 	rm -f "$work/berth.sock"
 	"$target"/release/berth --config "$work/berth.toml" --max-expansion-ratio 0 2>"$work/berth-unbounded.log" &
 	daemon_pid=$!
 	wait_socket "$work/berth.sock"
-	"$bench" bomb --label berth-unbound --endpoint "unix://$work/berth.sock" --image "$bomb" \
+	run_bench bomb --label berth-unbound --endpoint "unix://$work/berth.sock" --image "$bomb" \
 		--count-dirs /var/lib/berth-bench || echo "berth-unbound: the bomb benchmark failed (above)"
 	stop_daemon
 	rm -rf /var/lib/berth-bench
@@ -233,7 +281,7 @@ EOF
 	rm -rf "$work/containerd"
 fi
 
-if [[ $what == pull || $what == all ]]; then
+if wants pull; then
 	echo "== gzip -dc | tar -x of the big image's layer blobs, one after the other, from local disk"
 	blobs=$work/blobs
 	mkdir -p "$blobs"
@@ -250,6 +298,29 @@ if [[ $what == pull || $what == all ]]; then
 		extract+="mkdir -p $work/x/$i && gzip -dc ${layers[$i]} | tar -x -C $work/x/$i && "
 	done
 	extract+="sync -f $work/x"
-	"$bench" shell --label gzip+tar --runs "$((runs < 5 ? runs : 5))" --setup "rm -rf $work/x" -- "$extract"
+	run_bench shell --label gzip+tar --runs "$((runs < 5 ? runs : 5))" --setup "rm -rf $work/x" -- "$extract"
 	rm -rf "$work/x" "$blobs"
+fi
+
+# berth beside containerd: each median of both, and berth's share of containerd's.
+if [[ $with_containerd == 1 && -s $work/results ]]; then
+	echo "== side by side (median ms; shim+pause RSS MiB per pod): berth, containerd, berth/containerd"
+	awk '
+		function key(line) { sub(/^[^ ]+ +/, "", line); sub(/ +n=.*/, "", line); return line }
+		$1 == "berth" || $1 == "containerd" {
+			if ($0 ~ / n=[0-9]+ +median /) {
+				for (i = 1; i < NF; i++) if ($i == "median") v[$1, key($0)] = $(i + 1)
+				if (!(key($0) in seen)) { seen[key($0)] = 1; order[++n] = key($0) }
+			} else if ($0 ~ /shim\+pause RSS/) {
+				for (i = 1; i < NF; i++) if ($i == "shim+pause" && $(i + 1) == "RSS") v[$1, "shim+pause RSS"] = $(i + 2)
+				if (!("shim+pause RSS" in seen)) { seen["shim+pause RSS"] = 1; order[++n] = "shim+pause RSS" }
+			}
+		}
+		END {
+			for (j = 1; j <= n; j++) {
+				k = order[j]; b = v["berth", k]; c = v["containerd", k]
+				if (b == "" || c == "") continue
+				printf "  %-22s %10.2f %10.2f   %.2f\n", k, b, c, (c > 0 ? b / c : 0)
+			}
+		}' "$work/results"
 fi

@@ -31,15 +31,22 @@ if [[ ${1:-} == --vm ]]; then
 	fi
 	critest_bin=$(realpath "$CRITEST")
 	hack/vm.sh build
-	exec hack/vm.sh run "${kernel[@]}" --share "$(dirname "$critest_bin")" --timeout 30m -- \
-		env CRITEST="$critest_bin" BERTH="$(realpath "$berth")" hack/critest.sh "$@"
+	# berth's log and critest's report land here, on the host: the VM's own /tmp is gone
+	# when it powers off.
+	results=$(mktemp -d /tmp/berth-critest-vm.XXXXXX)
+	status=0
+	hack/vm.sh run "${kernel[@]}" --share "$(dirname "$critest_bin")" --share "$results" --timeout 30m -- \
+		env CRITEST="$critest_bin" BERTH="$(realpath "$berth")" BERTH_CRITEST_RUN_DIR="$results" \
+		hack/critest.sh "$@" || status=$?
+	berth_log "berth log and critest report of the VM run: $results"
+	exit "$status"
 fi
 
 # One critest run at a time per machine: they share the bridge name and the test images.
 exec 9>/run/berth-critest.lock
 flock 9
 
-run_dir=$(mktemp -d /tmp/berth-critest.XXXXXX)
+run_dir=${BERTH_CRITEST_RUN_DIR:-$(mktemp -d /tmp/berth-critest.XXXXXX)}
 config=$run_dir/berth.toml
 berth_render_critest_config "$config"
 socket=$(sed -n 's/^socket = "\(.*\)"/\1/p' "$config")

@@ -34,12 +34,13 @@ suites_for() { # ARRAY NAME[:FILTER]...: appends "NAME=BINARY [FILTER]" for hack
 	done
 }
 # What fits the CI budget (about 20 minutes emulated on 2 busy cores): every suite that
-# touches cgroups, processes, mounts or networking on 6.12, with the crash suite cut to
+# touches cgroups, processes, mounts or networking on 6.12 (and AppArmor, which only the VM
+# enforces), with the crash suite cut to
 # its cgroup-relevant part (the startup sweep, kill -9 during a churn; its other 18 fault
 # points are recovery logic that does not depend on the kernel); on 6.1 the suites whose
 # code differs by kernel (the rootfs without lowerdir+, cgroup files, id-mapped layers).
 on_612=() on_61=()
-suites_for on_612 containers sandbox security stats streaming churn \
+suites_for on_612 containers sandbox security apparmor stats streaming churn \
 	crash:the_startup_sweep crash:kill_9_at_random_instants
 suites_for on_61 containers sandbox security
 export BERTH_TEST_TIME_SCALE=5 BERTH_CHURN_PODS=40

@@ -452,6 +452,9 @@ cmd_run() {
 	# The command's output comes on the second serial port, straight to our stdout; the
 	# console (kernel and systemd) goes to a file for when something fails.
 	local qemu_pid started=$SECONDS
+	# AppArmor enforced, as on Debian and Ubuntu nodes (berth loads its own default profile;
+	# apparmor.service, which loads the distribution's few profiles, is masked: ~10 s of
+	# an emulated boot for profiles no test uses).
 	timeout --foreground -k 10 "$timeout_arg" qemu-system-x86_64 "${accel_args[@]}" \
 		-smp "$VM_CPUS" -m "$VM_MEM" -no-reboot -nic none -display none -monitor none \
 		-serial "file:$RUN_DIR/console.log" -chardev stdio,id=out,signal=off -serial chardev:out \
@@ -460,7 +463,7 @@ cmd_run() {
 		-virtfs "local,path=$ctl,mount_tag=berth-ctl,security_model=none" \
 		"${virtfs[@]}" \
 		-kernel "$image/vmlinuz-$kernel" -initrd "$image/initrd-$kernel" \
-		-append "console=ttyS0 root=/dev/vda rw systemd.unified_cgroup_hierarchy=1 panic=-1 apparmor=0 quiet systemd.show_status=error systemd.mask=serial-getty@ttyS0.service" \
+		-append "console=ttyS0 root=/dev/vda rw systemd.unified_cgroup_hierarchy=1 panic=-1 apparmor=1 security=apparmor quiet systemd.show_status=error systemd.mask=serial-getty@ttyS0.service systemd.mask=apparmor.service" \
 		</dev/null &
 	qemu_pid=$!
 	# Until the guest says it has started, a hang (a kernel that never boots) ends early.

@@ -32,11 +32,13 @@ impl Daemon {
         let events = Arc::new(LifecycleEvents::new());
         let sandboxes = Arc::new(SandboxManager::new(config.clone(), events.clone())?);
         let images = ImageService::open(&config).await?;
+        let apparmor = crate::container::apparmor::prepare().await;
         let containers = Arc::new(ContainerManager::new(
             config.clone(),
             sandboxes.clone(),
             images.clone(),
             events.clone(),
+            apparmor,
         ));
         let stats = crate::stats::Collector::new(
             containers.clone(),

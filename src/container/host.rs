@@ -1,5 +1,5 @@
-//! Facts about the host that a container spec needs, looked up with I/O: device nodes and
-//! whether AppArmor is enabled. Kept apart from `spec/`, which is pure. Blocking calls: run
+//! Facts about the host that a container spec needs, looked up with I/O: device nodes
+//! (AppArmor's are in `apparmor`). Kept apart from `spec/`, which is pure. Blocking calls: run
 //! them off the async executor.
 
 use std::collections::BTreeMap;
@@ -62,12 +62,6 @@ pub fn all_host_devices() -> io::Result<BTreeMap<String, HostDevice>> {
         }
     }
     Ok(found)
-}
-
-/// Whether the kernel has AppArmor enabled (what critest and the kubelet check too).
-pub fn host_has_apparmor() -> bool {
-    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
-        .is_ok_and(|v| v.starts_with('Y'))
 }
 
 #[cfg(test)]

@@ -51,6 +51,8 @@ pub struct ContainerManager {
     sandboxes: Arc<SandboxManager>,
     images: ImageService,
     records: Registry<ContainerRecord, ContainerExt>,
+    /// The host's AppArmor, as found at the daemon's start.
+    apparmor: crate::container::spec::AppArmorHost,
 }
 
 impl ContainerManager {
@@ -60,6 +62,7 @@ impl ContainerManager {
         sandboxes: Arc<SandboxManager>,
         images: ImageService,
         events: Arc<LifecycleEvents>,
+        apparmor: crate::container::spec::AppArmorHost,
     ) -> ContainerManager {
         let hooks = record::ContainerHooks {
             root: config.root.clone(),
@@ -71,7 +74,13 @@ impl ContainerManager {
             sandboxes,
             images,
             records: Registry::new(hooks),
+            apparmor,
         }
+    }
+
+    /// The host's AppArmor and berth's default profile on it.
+    pub fn apparmor(&self) -> &crate::container::spec::AppArmorHost {
+        &self.apparmor
     }
 
     fn record_dir(&self, id: &str) -> PathBuf {

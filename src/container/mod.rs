@@ -6,6 +6,7 @@
 //! (`host`) and cgroup usage readings (`usage`). May call `sandbox` (the pod a container
 //! lives in), `image`, `shim` (client), `linux`, `events` (publish) and `persist`; never `cri`.
 
+pub mod apparmor;
 mod cgroup_sweep;
 pub mod config;
 pub mod host;

@@ -156,9 +156,19 @@ pub fn status(record: &ContainerRecord) -> cri::ContainerStatus {
     }
 }
 
+/// The AppArmor profile the container's processes exec into, "unconfined" when none
+/// (asked so, privileged, or a host without AppArmor).
+fn applied_apparmor_profile(spec: Option<&serde_json::Value>) -> &str {
+    spec.and_then(|s| s.pointer("/process/apparmorProfile"))
+        .and_then(|p| p.as_str())
+        .filter(|p| !p.is_empty())
+        .unwrap_or("unconfined")
+}
+
 /// The `info` of a verbose ContainerStatus.
 pub fn info(record: &ContainerRecord, spec: Option<serde_json::Value>) -> HashMap<String, String> {
     let info = serde_json::json!({
+        "apparmorProfile": applied_apparmor_profile(spec.as_ref()),
         "sandboxID": record.sandbox_id,
         "pid": record.pid,
         "bundle": record.bundle,

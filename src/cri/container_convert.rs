@@ -262,21 +262,46 @@ fn security_profile(field: &str, p: &cri::SecurityProfile) -> Result<SecurityPro
     })
 }
 
-/// The deprecated string form (`runtime/default`, `unconfined`, `localhost/<path>`).
-fn legacy_profile(value: &str) -> Option<SecurityProfile> {
+/// The deprecated string form (`runtime/default`, `unconfined`, `localhost/<path>`);
+/// anything else is refused rather than guessed at.
+fn legacy_profile(field: &str, value: &str) -> Result<Option<SecurityProfile>, Error> {
     let (profile_type, localhost_ref) = match value {
-        "" => return None,
+        "" => return Ok(None),
         "unconfined" => (ProfileType::Unconfined, String::new()),
         "runtime/default" | "docker/default" => (ProfileType::RuntimeDefault, String::new()),
-        other => match other.strip_prefix("localhost/") {
+        other => match other.strip_prefix(LOCALHOST_PREFIX) {
             Some(path) => (ProfileType::Localhost, path.to_owned()),
-            None => (ProfileType::RuntimeDefault, String::new()),
+            None => {
+                return Err(Error::invalid_argument(format!(
+                    "{field}: {other:?} is none of runtime/default, unconfined, localhost/<name>"
+                )));
+            }
         },
     };
-    Some(SecurityProfile {
+    Ok(Some(SecurityProfile {
         profile_type,
         localhost_ref,
-    })
+    }))
+}
+
+/// The prefix the deprecated string form puts before a Localhost profile's name, and the
+/// one kubelets also send in the `apparmor` field's `localhost_ref`.
+const LOCALHOST_PREFIX: &str = "localhost/";
+
+/// The AppArmor choice from either field; a `localhost_ref` names the same profile with or
+/// without `localhost/`.
+fn apparmor_profile(
+    field: Option<&cri::SecurityProfile>,
+    legacy: &str,
+) -> Result<Option<SecurityProfile>, Error> {
+    let Some(p) = field else {
+        return legacy_profile("security_context.apparmor_profile", legacy);
+    };
+    let mut profile = security_profile("security_context.apparmor", p)?;
+    if let Some(name) = profile.localhost_ref.strip_prefix(LOCALHOST_PREFIX) {
+        profile.localhost_ref = name.to_owned();
+    }
+    Ok(Some(profile))
 }
 
 // Older kubelets still send the deprecated string forms of the profiles.
@@ -302,15 +327,16 @@ fn security_context(sc: cri::LinuxContainerSecurityContext) -> Result<SecurityCo
             )));
         }
     }
+    let apparmor = apparmor_profile(sc.apparmor.as_ref(), &sc.apparmor_profile)?;
     let caps = sc.capabilities.unwrap_or_default();
     let seccomp = match &sc.seccomp {
         Some(p) => Some(security_profile("security_context.seccomp", p)?),
-        None => legacy_profile(&sc.seccomp_profile_path),
+        None => legacy_profile(
+            "security_context.seccomp_profile_path",
+            &sc.seccomp_profile_path,
+        )?,
     };
-    let apparmor = match &sc.apparmor {
-        Some(p) => Some(security_profile("security_context.apparmor", p)?),
-        None => legacy_profile(&sc.apparmor_profile),
-    };
+
     // proto3 cannot tell an empty list from an absent one; like containerd, empty means
     // "the defaults" (the kubelet always sends the defaults unless procMount is Unmasked).
     let non_empty = |v: Vec<String>| (!v.is_empty()).then_some(v);
@@ -703,17 +729,84 @@ mod tests {
 
     #[test]
     fn legacy_profile_strings() {
-        assert_eq!(legacy_profile(""), None);
+        let legacy = |v| legacy_profile("f", v).expect("known form");
+        assert_eq!(legacy(""), None);
         assert_eq!(
-            legacy_profile("localhost/a/b.json"),
+            legacy("localhost/a/b.json"),
             Some(SecurityProfile {
                 profile_type: ProfileType::Localhost,
                 localhost_ref: "a/b.json".into()
             })
         );
         assert_eq!(
-            legacy_profile("unconfined").map(|p| p.profile_type),
+            legacy("unconfined").map(|p| p.profile_type),
             Some(ProfileType::Unconfined)
         );
+    }
+
+    #[test]
+    fn legacy_profile_unknown_form_is_invalid_argument() {
+        for value in ["localhost", "Localhost/x", "docker/x", "x"] {
+            let err = legacy_profile("security_context.apparmor_profile", value).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{value}");
+            assert!(err.to_string().contains("apparmor_profile"), "{err}");
+        }
+    }
+
+    #[allow(deprecated)]
+    fn with_apparmor(
+        apparmor: Option<cri::SecurityProfile>,
+        legacy: &str,
+    ) -> Result<Option<SecurityProfile>, Error> {
+        let mut c = minimal();
+        c.linux = Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                apparmor,
+                apparmor_profile: legacy.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        container_config(c).map(|c| c.security.apparmor)
+    }
+
+    /// Regression (critest in an AppArmor VM): the `apparmor` field's localhost_ref came
+    /// with `localhost/`, which only the deprecated string field stripped.
+    #[test]
+    fn apparmor_localhost_ref_names_the_profile_with_or_without_prefix() {
+        let localhost = |r: &str| cri::SecurityProfile {
+            profile_type: cri::security_profile::ProfileType::Localhost as i32,
+            localhost_ref: r.into(),
+        };
+        let want = Some(SecurityProfile {
+            profile_type: ProfileType::Localhost,
+            localhost_ref: "cri-deny-write".into(),
+        });
+        assert_eq!(
+            with_apparmor(Some(localhost("localhost/cri-deny-write")), "").unwrap(),
+            want
+        );
+        assert_eq!(
+            with_apparmor(Some(localhost("cri-deny-write")), "").unwrap(),
+            want
+        );
+        assert_eq!(
+            with_apparmor(None, "localhost/cri-deny-write").unwrap(),
+            want
+        );
+        // The field wins over the deprecated string.
+        assert_eq!(
+            with_apparmor(Some(localhost("cri-deny-write")), "unconfined").unwrap(),
+            want
+        );
+        assert_eq!(with_apparmor(None, "").unwrap(), None);
+        assert_eq!(
+            with_apparmor(None, "runtime/default")
+                .unwrap()
+                .map(|p| p.profile_type),
+            Some(ProfileType::RuntimeDefault)
+        );
+        let err = with_apparmor(None, "cri-deny-write").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     }
 }

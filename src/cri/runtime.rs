@@ -471,6 +471,10 @@ impl RuntimeService for RuntimeCri {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
             info.insert("podCIDR".to_string(), cidr);
+            info.insert(
+                "apparmor".to_string(),
+                apparmor_info(self.daemon.containers.apparmor()).to_string(),
+            );
         }
         let features = cri::RuntimeHandlerFeatures {
             // Init applies `rro` with mount_setattr(AT_RECURSIVE).
@@ -741,4 +745,18 @@ where
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(producer(tx));
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// AppArmor in the verbose Status: whether the host enforces it and whether berth's
+/// default profile is loaded (or why not).
+fn apparmor_info(host: &crate::container::spec::AppArmorHost) -> serde_json::Value {
+    use crate::container::spec::AppArmorHost;
+    match host {
+        AppArmorHost::Disabled => serde_json::json!({ "enabled": false }),
+        AppArmorHost::Enabled { default_profile } => serde_json::json!({
+            "enabled": true,
+            "defaultProfile": default_profile.as_ref().ok(),
+            "defaultProfileError": default_profile.as_ref().err(),
+        }),
+    }
 }

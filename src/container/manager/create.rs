@@ -115,6 +115,7 @@ impl ContainerManager {
         let bundle_dir = bundle.clone();
         let container_id = id.to_string();
         let lower = layers_top_first.clone();
+        let apparmor = self.apparmor().clone();
         // Reading the image's user database and the host devices is file I/O.
         let spec = tokio::task::spawn_blocking(move || {
             let passwd = crate::container::users::read_image_file(&lower, "/etc/passwd")
@@ -163,7 +164,7 @@ impl ContainerManager {
             let defaults = crate::container::spec::RuntimeDefaults {
                 min_oom_score_adj: crate::linux::process::read_oom_score_adj("self").unwrap_or(0),
                 nofile: nofile_hard.min(crate::container::spec::RuntimeDefaults::default().nofile),
-                apparmor: crate::container::host::host_has_apparmor(),
+                apparmor,
             };
             let spec = crate::container::spec::build_spec(&crate::container::spec::SpecInput {
                 container_id: &container_id,
@@ -178,6 +179,14 @@ impl ContainerManager {
                 defaults: &defaults,
                 seccomp_localhost: seccomp_localhost.as_deref(),
             })?;
+            // A profile the kernel does not have would fail only at exec, in init.
+            if let Some(profile) = spec
+                .process()
+                .as_ref()
+                .and_then(|p| p.apparmor_profile().as_deref())
+            {
+                crate::container::apparmor::require_loaded(profile)?;
+            }
             let stop_signal = crate::container::spec::stop_signal(&image_config, None);
             // Compiled here, once per profile, so that init only loads it.
             let seccomp_program = spec

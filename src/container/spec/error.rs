@@ -30,6 +30,10 @@ pub enum SpecError {
     NoAppArmor(String),
     #[error("apparmor: localhost_ref is required with profile type Localhost")]
     AppArmorMissingRef,
+    #[error("apparmor profile {0:?}: not a profile name (letters, digits and ._-+@, no path)")]
+    AppArmorBadName(String),
+    #[error("apparmor: the runtime default profile is unavailable on this host: {0}")]
+    AppArmorNoDefault(String),
     #[error("privileged: not possible in a pod with its own user namespace")]
     PrivilegedInUserNamespace,
     #[error("unknown capability {0:?}")]
@@ -45,9 +49,9 @@ pub enum SpecError {
 impl From<SpecError> for Error {
     fn from(err: SpecError) -> Self {
         let kind = match &err {
-            SpecError::ImageUser { .. } | SpecError::NoTargetPid(_) => {
-                ErrorKind::FailedPrecondition
-            }
+            SpecError::ImageUser { .. }
+            | SpecError::NoTargetPid(_)
+            | SpecError::AppArmorNoDefault(_) => ErrorKind::FailedPrecondition,
             SpecError::Oci(_) => ErrorKind::Internal,
             _ => ErrorKind::InvalidArgument,
         };

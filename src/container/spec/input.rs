@@ -48,8 +48,20 @@ pub struct RuntimeDefaults {
     pub min_oom_score_adj: i32,
     /// RLIMIT_NOFILE, soft and hard.
     pub nofile: u64,
-    /// The host enforces AppArmor (`host_has_apparmor`).
-    pub apparmor: bool,
+    /// What AppArmor the host has (`container::apparmor::prepare`, at the daemon's start).
+    pub apparmor: AppArmorHost,
+}
+
+/// AppArmor on the host, as the daemon found it when it started.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AppArmorHost {
+    /// The kernel does not enforce AppArmor: no profile can be applied.
+    #[default]
+    Disabled,
+    /// Enforced; the runtime default profile's name, or why berth could not load it.
+    Enabled {
+        default_profile: Result<String, String>,
+    },
 }
 
 impl Default for RuntimeDefaults {
@@ -57,7 +69,7 @@ impl Default for RuntimeDefaults {
         RuntimeDefaults {
             min_oom_score_adj: -1000,
             nofile: 1_048_576,
-            apparmor: false,
+            apparmor: AppArmorHost::Disabled,
         }
     }
 }

@@ -28,7 +28,7 @@ use oci_spec::runtime::{
 pub use devices::CONTAINER_OWN_DEVICES;
 use devices::devices;
 pub use error::SpecError;
-pub use input::{HostDevice, RuntimeDefaults, SandboxInfo, SpecInput};
+pub use input::{AppArmorHost, HostDevice, RuntimeDefaults, SandboxInfo, SpecInput};
 use mounts::{mounts, rootfs_propagation};
 use namespaces::namespaces;
 pub use process::{
@@ -38,6 +38,7 @@ use process::{oom_score_adj, resolve_user};
 pub use resources::linux_resources;
 pub use security::{
     ALL_CAPABILITIES, DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS,
+    is_profile_name,
 };
 use security::{apparmor_profile, capabilities};
 
@@ -99,7 +100,7 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec, SpecError> {
         ])
         .no_new_privileges(security.no_new_privs)
         .build()?;
-    process.set_apparmor_profile(apparmor_profile(security, input.defaults.apparmor)?);
+    process.set_apparmor_profile(apparmor_profile(security, &input.defaults.apparmor)?);
     process.set_oom_score_adj(Some(oom_score_adj(
         config.resources.oom_score_adj,
         input.defaults.min_oom_score_adj,

@@ -146,29 +146,54 @@ pub(super) fn capabilities(
     Ok(caps)
 }
 
-/// The AppArmor profile to exec into. Unconfined, privileged or no choice: none. The
-/// runtime default is applied only where the host has AppArmor (and berth ships no profile
-/// of its own yet, so it means the host's default: unconfined); a named (Localhost)
-/// profile on a host without AppArmor is refused, as it cannot be honoured.
+/// The AppArmor profile to exec into. Unconfined or privileged: none. RuntimeDefault or
+/// no choice: berth's default profile where the host enforces AppArmor (none where it
+/// does not: nothing could enforce it), refused when berth could not load it, rather than
+/// run unconfined in silence. A named (Localhost) profile on a host without AppArmor is
+/// refused, as it cannot be honoured; whether it is loaded the caller checks (I/O).
 pub(super) fn apparmor_profile(
     security: &crate::container::config::SecurityContext,
-    host_apparmor: bool,
+    host: &super::AppArmorHost,
 ) -> Result<Option<String>, SpecError> {
     use crate::container::config::ProfileType;
-    let Some(profile) = security.apparmor.as_ref() else {
-        return Ok(None);
-    };
     if security.privileged {
         return Ok(None);
     }
-    match profile.profile_type {
-        ProfileType::Unconfined | ProfileType::RuntimeDefault => Ok(None),
-        ProfileType::Localhost if profile.localhost_ref.is_empty() => {
+    let (profile_type, localhost_ref) = match security.apparmor.as_ref() {
+        Some(p) => (p.profile_type, p.localhost_ref.as_str()),
+        None => (ProfileType::RuntimeDefault, ""),
+    };
+    match (profile_type, host) {
+        (ProfileType::Unconfined, _) => Ok(None),
+        (ProfileType::RuntimeDefault, super::AppArmorHost::Disabled) => Ok(None),
+        (ProfileType::RuntimeDefault, super::AppArmorHost::Enabled { default_profile }) => {
+            match default_profile {
+                Ok(name) => Ok(Some(name.clone())),
+                Err(reason) => Err(SpecError::AppArmorNoDefault(reason.clone())),
+            }
+        }
+        (ProfileType::Localhost, _) if localhost_ref.is_empty() => {
             Err(SpecError::AppArmorMissingRef)
         }
-        ProfileType::Localhost if !host_apparmor => {
-            Err(SpecError::NoAppArmor(profile.localhost_ref.clone()))
+        (ProfileType::Localhost, _) if !is_profile_name(localhost_ref) => {
+            Err(SpecError::AppArmorBadName(localhost_ref.to_owned()))
         }
-        ProfileType::Localhost => Ok(Some(profile.localhost_ref.clone())),
+        (ProfileType::Localhost, super::AppArmorHost::Disabled) => {
+            Err(SpecError::NoAppArmor(localhost_ref.to_owned()))
+        }
+        (ProfileType::Localhost, _) => Ok(Some(localhost_ref.to_owned())),
     }
+}
+
+/// A profile name berth passes to the kernel: no path (a `/` would name a profile by the
+/// program it attaches to, or a child profile), no namespace (`:`), no spaces or control
+/// characters that the `exec <name>` request cannot carry.
+pub fn is_profile_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-+@".contains(&b))
 }

@@ -255,35 +255,103 @@ fn working_dir_cri_then_image_then_root() {
     assert_eq!(working_dir("", Some("rel")), "/rel");
 }
 
+fn apparmor_of(f: &Fixture) -> Option<String> {
+    f.spec()
+        .process()
+        .as_ref()
+        .unwrap()
+        .apparmor_profile()
+        .clone()
+}
+
+fn apparmor_choice(
+    t: ProfileTypeAlias,
+    r: &str,
+) -> Option<crate::container::config::SecurityProfile> {
+    Some(crate::container::config::SecurityProfile {
+        profile_type: t,
+        localhost_ref: r.into(),
+    })
+}
+
+type ProfileTypeAlias = crate::container::config::ProfileType;
+
+fn apparmor_enabled(default_profile: Result<&str, &str>) -> super::AppArmorHost {
+    super::AppArmorHost::Enabled {
+        default_profile: default_profile.map(str::to_owned).map_err(str::to_owned),
+    }
+}
+
 #[test]
 fn apparmor_localhost_needs_the_host_to_have_it() {
-    use crate::container::config::{ProfileType, SecurityProfile};
     let mut f = fixture();
-    let profile = |t, r: &str| {
-        Some(SecurityProfile {
-            profile_type: t,
-            localhost_ref: r.into(),
-        })
-    };
-    f.config.security.apparmor = profile(ProfileType::RuntimeDefault, "");
-    assert_eq!(
-        f.spec().process().as_ref().unwrap().apparmor_profile(),
-        &None
-    );
-    f.config.security.apparmor = profile(ProfileType::Localhost, "berth-test");
+    f.config.security.apparmor = apparmor_choice(ProfileTypeAlias::Localhost, "berth-test");
     let err = Error::from(f.build().unwrap_err());
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     assert!(err.to_string().contains("berth-test"), "{err}");
-    f.defaults.apparmor = true;
-    assert_eq!(
-        f.spec().process().as_ref().unwrap().apparmor_profile(),
-        &Some("berth-test".to_string())
-    );
+    f.defaults.apparmor = apparmor_enabled(Ok("berth-default"));
+    assert_eq!(apparmor_of(&f), Some("berth-test".to_string()));
     f.config.security.privileged = true;
-    assert_eq!(
-        f.spec().process().as_ref().unwrap().apparmor_profile(),
-        &None
+    assert_eq!(apparmor_of(&f), None);
+}
+
+#[test]
+fn apparmor_runtime_default_is_berths_profile_where_the_host_has_apparmor() {
+    let mut f = fixture();
+    // No AppArmor: accepted, nothing applied (nothing could enforce it).
+    for choice in [None, apparmor_choice(ProfileTypeAlias::RuntimeDefault, "")] {
+        f.config.security.apparmor = choice;
+        assert_eq!(apparmor_of(&f), None);
+    }
+    f.defaults.apparmor = apparmor_enabled(Ok("berth-default"));
+    for choice in [None, apparmor_choice(ProfileTypeAlias::RuntimeDefault, "")] {
+        f.config.security.apparmor = choice;
+        assert_eq!(apparmor_of(&f), Some("berth-default".to_string()));
+    }
+    f.config.security.apparmor = apparmor_choice(ProfileTypeAlias::Unconfined, "");
+    assert_eq!(apparmor_of(&f), None);
+    f.config.security.apparmor = None;
+    f.config.security.privileged = true;
+    assert_eq!(apparmor_of(&f), None);
+}
+
+#[test]
+fn apparmor_runtime_default_without_the_profile_is_failed_precondition() {
+    let mut f = fixture();
+    f.defaults.apparmor = apparmor_enabled(Err("apparmor_parser is not installed"));
+    let err = Error::from(f.build().unwrap_err());
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    assert!(
+        err.to_string().contains("apparmor_parser is not installed"),
+        "{err:#}"
     );
+    // What does not need the default profile still runs.
+    f.config.security.apparmor = apparmor_choice(ProfileTypeAlias::Unconfined, "");
+    assert_eq!(apparmor_of(&f), None);
+    f.config.security.apparmor = apparmor_choice(ProfileTypeAlias::Localhost, "mine");
+    assert_eq!(apparmor_of(&f), Some("mine".to_string()));
+}
+
+#[test]
+fn apparmor_localhost_name_with_path_characters_is_invalid_argument() {
+    let mut f = fixture();
+    f.defaults.apparmor = apparmor_enabled(Ok("berth-default"));
+    for name in [
+        "/usr/bin/man",
+        "a/b",
+        "..",
+        "localhost/x",
+        "a b",
+        "x\nexec y",
+        ":ns:p",
+    ] {
+        f.config.security.apparmor = apparmor_choice(ProfileTypeAlias::Localhost, name);
+        let err = Error::from(f.build().unwrap_err());
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{name}");
+    }
+    f.config.security.apparmor =
+        apparmor_choice(ProfileTypeAlias::Localhost, "cri-validate_1.x+y@z");
+    assert_eq!(apparmor_of(&f), Some("cri-validate_1.x+y@z".to_string()));
 }
 
 #[test]
