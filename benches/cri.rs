@@ -859,52 +859,6 @@ fn count_dirs(dir: &std::path::Path) -> usize {
         .sum()
 }
 
-/// One pod with one container through its whole life; each step's time, and what the
-/// runtime held while the container ran when `probe` is given.
-async fn churn_cycle(
-    rt: &mut RuntimeServiceClient<Channel>,
-    config: cri::PodSandboxConfig,
-    image: &str,
-    probe: Option<&Args>,
-) -> Result<([Duration; 7], Option<Holdings>), Error> {
-    let mut times = [Duration::ZERO; 7];
-    let mut t = Instant::now();
-    let mut lap = |i: usize| {
-        times[i] = t.elapsed();
-        t = Instant::now();
-    };
-    let pod = run_pod(rt, config.clone()).await?;
-    lap(0);
-    let id = create_container(rt, pod.clone(), container_config("app", image), config).await?;
-    lap(1);
-    rt.start_container(cri::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await?;
-    lap(2);
-    let held = probe.map(holdings);
-    rt.stop_container(cri::StopContainerRequest {
-        container_id: id.clone(),
-        timeout: 10,
-    })
-    .await?;
-    lap(3);
-    rt.remove_container(cri::RemoveContainerRequest { container_id: id })
-        .await?;
-    lap(4);
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await?;
-    lap(5);
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await?;
-    lap(6);
-    Ok((times, held))
-}
-
 /// Unix nanoseconds now (the clock the runtimes stamp exits with).
 fn unix_nanos() -> i64 {
     std::time::SystemTime::now()
@@ -913,74 +867,93 @@ fn unix_nanos() -> i64 {
         .unwrap_or_default()
 }
 
-/// What one pod's lifecycle measured: the seven calls, the container's id, its exit time
-/// (finished_at) and when StopContainer returned (both unix ns).
-struct Lifecycle {
+/// How a cycle runs. The churn stops with a 10 s timeout and, with `probe`, counts what the
+/// runtime holds while the container runs; the lifecycle mode stops with 30 s and then
+/// reads the exit time back (not timed).
+#[derive(Clone, Copy)]
+enum CycleKind<'a> {
+    Churn { probe: Option<&'a Args> },
+    Lifecycle,
+}
+
+/// What one pod's lifecycle measured: the seven calls, the container's id; in the
+/// lifecycle mode its exit time (finished_at) and when StopContainer returned (both unix
+/// ns); for the churn's probe, what the runtime held while the container ran.
+struct Cycle {
     calls: [Duration; 7],
     container: String,
     finished_at: i64,
     stop_returned_at: i64,
+    held: Option<Holdings>,
 }
 
-async fn lifecycle_cycle(
+/// One pod with one container through its whole life (both the churn and lifecycle modes).
+async fn cycle(
     rt: &mut RuntimeServiceClient<Channel>,
     config: cri::PodSandboxConfig,
     image: &str,
-) -> Result<Lifecycle, Error> {
+    kind: CycleKind<'_>,
+) -> Result<Cycle, Error> {
     let mut calls = [Duration::ZERO; 7];
     let mut t = Instant::now();
-    let mut lap = |i: usize| {
+    let mut lap = |calls: &mut [Duration; 7], i: usize| {
         calls[i] = t.elapsed();
         t = Instant::now();
     };
     let pod = run_pod(rt, config.clone()).await?;
-    lap(0);
+    lap(&mut calls, 0);
     let id = create_container(rt, pod.clone(), container_config("app", image), config).await?;
-    lap(1);
+    lap(&mut calls, 1);
     rt.start_container(cri::StartContainerRequest {
         container_id: id.clone(),
     })
     .await?;
-    lap(2);
+    lap(&mut calls, 2);
+    let (held, timeout) = match kind {
+        CycleKind::Churn { probe } => (probe.map(holdings), 10),
+        CycleKind::Lifecycle => (None, 30),
+    };
     rt.stop_container(cri::StopContainerRequest {
         container_id: id.clone(),
-        timeout: 30,
+        timeout,
     })
     .await?;
     let stop_returned_at = unix_nanos();
-    lap(3);
-    let finished_at = rt
-        .container_status(cri::ContainerStatusRequest {
+    lap(&mut calls, 3);
+    let mut finished_at = 0;
+    if let CycleKind::Lifecycle = kind {
+        let status = rt.container_status(cri::ContainerStatusRequest {
             container_id: id.clone(),
             verbose: false,
-        })
-        .await?
-        .into_inner()
-        .status
-        .map_or(0, |s| s.finished_at);
-    t = Instant::now();
+        });
+        finished_at = status
+            .await?
+            .into_inner()
+            .status
+            .map_or(0, |s| s.finished_at);
+        lap(&mut calls, 4); // not a call of the cycle: remove's time overwrites it
+    }
     rt.remove_container(cri::RemoveContainerRequest {
         container_id: id.clone(),
     })
     .await?;
-    calls[4] = t.elapsed();
-    t = Instant::now();
+    lap(&mut calls, 4);
     rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
         pod_sandbox_id: pod.clone(),
     })
     .await?;
-    calls[5] = t.elapsed();
-    t = Instant::now();
+    lap(&mut calls, 5);
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
         pod_sandbox_id: pod,
     })
     .await?;
-    calls[6] = t.elapsed();
-    Ok(Lifecycle {
+    lap(&mut calls, 6);
+    Ok(Cycle {
         calls,
         container: id,
         finished_at,
         stop_returned_at,
+        held,
     })
 }
 
@@ -1037,7 +1010,8 @@ async fn lifecycle(args: &Args) -> Result<(), Error> {
                 if i >= args.pods {
                     return Ok::<_, Error>(done);
                 }
-                done.push(lifecycle_cycle(&mut rt, pod_config(i, run), &args.image).await?);
+                let config = pod_config(i, run);
+                done.push(cycle(&mut rt, config, &args.image, CycleKind::Lifecycle).await?);
             }
         }
     };
@@ -1118,10 +1092,14 @@ async fn churn(args: &Args) -> Result<(), Error> {
     for c in 0..args.clients {
         let mut rt = RuntimeServiceClient::new(channel.clone());
         let probe = (c == 0).then_some(args);
-        with_one_pod =
-            with_one_pod.or(churn_cycle(&mut rt, config(90_000 + c), &args.image, probe)
-                .await?
-                .1);
+        with_one_pod = with_one_pod.or(cycle(
+            &mut rt,
+            config(90_000 + c),
+            &args.image,
+            CycleKind::Churn { probe },
+        )
+        .await?
+        .held);
         clients.push(rt);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1144,7 +1122,8 @@ async fn churn(args: &Args) -> Result<(), Error> {
         async move {
             let mut times = Vec::new();
             for i in (c..args.pods).step_by(args.clients) {
-                times.push(churn_cycle(&mut rt, config(i), &args.image, None).await?.0);
+                let kind = CycleKind::Churn { probe: None };
+                times.push(cycle(&mut rt, config(i), &args.image, kind).await?.calls);
             }
             Ok::<_, Error>(times)
         }

@@ -94,6 +94,28 @@ impl Error {
     }
 }
 
+/// An I/O failure as an Internal error saying what was being done.
+pub fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |e| Error::internal(what, e)
+}
+
+/// Runs `work` on the blocking pool (file and cgroup I/O must not stall a tokio worker);
+/// `what` names it if the task itself fails.
+pub async fn blocking<T, E>(
+    what: &'static str,
+    work: impl FnOnce() -> std::result::Result<T, E> + Send + 'static,
+) -> Result<T>
+where
+    T: Send + 'static,
+    E: Into<Error> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(e) => Err(Error::internal(what, e)),
+    }
+}
+
 impl fmt::Display for Error {
     /// The message followed by every cause, so a gRPC client sees the real reason.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::image::ImageService;
-use crate::lifecycle::{Calls, Registry};
+use crate::lifecycle::Registry;
 use crate::sandbox::SandboxManager;
 
 mod create;
@@ -51,15 +51,8 @@ pub struct ContainerManager {
     sandboxes: Arc<SandboxManager>,
     images: ImageService,
     records: Registry<ContainerRecord, ContainerExt>,
-    /// Start, stop, remove and update calls in flight, each in its own task.
-    calls: Calls<()>,
     /// The host's AppArmor, as found at the daemon's start.
     apparmor: crate::container::spec::AppArmorHost,
-}
-
-fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
-    let what = what.into();
-    move |e| Error::internal(what, e)
 }
 
 impl ContainerManager {
@@ -81,7 +74,6 @@ impl ContainerManager {
             sandboxes,
             images,
             records: Registry::new(hooks),
-            calls: Calls::default(),
             apparmor,
         }
     }
@@ -109,19 +101,6 @@ impl ContainerManager {
         self.records.get(id)
     }
 
-    /// The container `id` names, or None for an unknown one (success for stop and remove).
-    fn target(&self, id: &str) -> Result<Option<Arc<Container>>> {
-        match self.get(id) {
-            Ok(c) => Ok(Some(c)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn all(&self) -> Vec<Arc<Container>> {
-        self.records.all()
-    }
-
     /// The record as it is: exits are applied when the shim pushes them (exits.rs), so
     /// reading never writes.
     pub fn status(&self, id: &str) -> Result<ContainerRecord> {
@@ -130,6 +109,7 @@ impl ContainerManager {
 
     pub fn list(&self, filter: &ContainerFilter) -> Vec<ContainerRecord> {
         let mut out: Vec<_> = self
+            .records
             .all()
             .into_iter()
             .map(|c| c.record())

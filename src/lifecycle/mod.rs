@@ -23,5 +23,5 @@ mod transition;
 
 pub use calls::{Calls, Failure, Running, detach};
 pub use registry::{Claim, Registry, Reservation, fingerprint};
-pub use rollback::Rollback;
+pub use rollback::{Rollback, remove_cgroup, remove_dir};
 pub use transition::{Entry, Hooks, Lifecycle, Moved, Record, Saving};

@@ -10,7 +10,10 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, RwLock};
 
-use super::calls::Running;
+use futures_util::future::BoxFuture;
+
+use super::calls::{Calls, Running, detach};
+use super::rollback::Rollback;
 use super::transition::{Entry, Hooks, Lifecycle as _, Moved, Record};
 use crate::error::{Error, Result};
 use crate::store::lock;
@@ -93,6 +96,8 @@ pub struct Registry<R: Record, X = ()> {
     entries: RwLock<HashMap<String, Arc<Entry<R, X>>>>,
     names: Names,
     hooks: Box<dyn Hooks<R>>,
+    /// Mutating calls on existing objects in flight (see [`Registry::run`]).
+    calls: Calls<()>,
 }
 
 impl<R: Record, X> Registry<R, X> {
@@ -101,7 +106,34 @@ impl<R: Record, X> Registry<R, X> {
             entries: RwLock::new(HashMap::new()),
             names: Names::default(),
             hooks: Box::new(hooks),
+            calls: Calls::default(),
         }
+    }
+
+    /// Like `get`, but None for an unknown id (stop and remove of one are success).
+    pub fn find(&self, id: &str) -> Result<Option<Arc<Entry<R, X>>>> {
+        match self.get(id) {
+            Ok(entry) => Ok(Some(entry)),
+            Err(e) if e.kind() == crate::error::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs a mutating call on `entry` in its own task holding the entry's op lock, so a
+    /// client that gives up cannot cut it short; the identical call in flight (same `call`
+    /// words on the same object) is joined instead of run twice.
+    pub async fn run<F, Fut>(&self, call: &str, entry: Arc<Entry<R, X>>, work: F) -> Result<()>
+    where
+        X: Send + Sync + 'static,
+        F: FnOnce(Arc<Entry<R, X>>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<()>> + Send,
+    {
+        let key = format!("{call} {}", entry.id);
+        let work = async move {
+            let _op = entry.op.lock().await;
+            work(entry.clone()).await
+        };
+        self.calls.run(key, work).await
     }
 
     /// By full id or unique prefix; InvalidArgument for an empty or ambiguous one.
@@ -202,6 +234,34 @@ impl<R: Record, X> Registry<R, X> {
                 Ok(Claim::Running(running))
             }
         }
+    }
+
+    /// A creation: claims `key` (see `claim`) and runs `steps` in its own task under a new
+    /// id. Success commits the undo steps' resources and binds the name; an error (or an
+    /// early return) runs the undo steps before it is returned and frees the name.
+    pub fn create<F>(&self, key: &str, fingerprint: &str, steps: F) -> Result<Claim>
+    where
+        F: for<'a> FnOnce(&'a str, &'a mut Rollback) -> BoxFuture<'a, Result<()>> + Send + 'static,
+    {
+        let new_id = hex::encode(rand::random::<[u8; 32]>());
+        self.claim(key, fingerprint, new_id, move |reservation| {
+            detach(async move {
+                let id = reservation.id().to_string();
+                let mut undo = Rollback::new(format!("{} {id}", R::KIND));
+                match steps(&id, &mut undo).await {
+                    Ok(()) => {
+                        undo.commit();
+                        reservation.commit();
+                        Ok(id)
+                    }
+                    Err(err) => {
+                        tracing::warn!(kind = R::KIND, %id, error = %err, "creation failed; rolling back");
+                        undo.unwind().await;
+                        Err(err)
+                    }
+                }
+            })
+        })
     }
 
     /// A recovered object keeps its name.

@@ -93,6 +93,26 @@ impl Drop for Rollback {
     }
 }
 
+/// Undo steps both kinds take. An undo cannot fail the call it cleans up after, so a
+/// failure is logged.
+pub async fn remove_dir(dir: std::path::PathBuf) {
+    if let Err(e) = crate::persist::remove_dir_all_if_exists(&dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "rollback: removing dir");
+    }
+}
+
+/// What is left in the cgroup killed (for at most `wait`), then the cgroup removed.
+pub async fn remove_cgroup(
+    cgroups: crate::linux::cgroup::Cgroups,
+    path: String,
+    wait: std::time::Duration,
+) {
+    let p = path.clone();
+    if let Err(e) = crate::error::blocking("cgroup task", move || cgroups.destroy(&p, wait)).await {
+        tracing::warn!(cgroup = %path, error = %e, "rollback: removing cgroup failed");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

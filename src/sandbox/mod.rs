@@ -31,7 +31,7 @@ use crate::cni::{Attachment, CniManager};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::SandboxPublisher;
-use crate::lifecycle::{Calls, Registry};
+use crate::lifecycle::Registry;
 use crate::linux::cgroup::Cgroups;
 use crate::shim::ShimClient;
 use crate::store::lock;
@@ -58,8 +58,6 @@ pub struct SandboxManager {
     cni: CniManager,
     cgroups: Cgroups,
     records: Registry<SandboxRecord, SandboxExt>,
-    /// StopPodSandbox and RemovePodSandbox in flight, each in its own task.
-    calls: Calls<()>,
     /// Pods whose shim died unexpectedly (see shim_watch.rs).
     shim_lost: tokio::sync::broadcast::Sender<String>,
     /// Where the exits the shims push for containers go (see shim_events.rs).
@@ -71,11 +69,6 @@ pub fn now_nanos() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or_default()
-}
-
-fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
-    let what = what.into();
-    move |e| Error::internal(what, e)
 }
 
 impl SandboxManager {
@@ -95,7 +88,6 @@ impl SandboxManager {
             cni,
             cgroups,
             records: Registry::new(hooks),
-            calls: Calls::default(),
             shim_lost: tokio::sync::broadcast::channel(SHIM_LOST_BACKLOG).0,
             exit_sink: std::sync::OnceLock::new(),
         })
@@ -154,10 +146,6 @@ impl SandboxManager {
         self.records.get(id)
     }
 
-    fn all(&self) -> Vec<Arc<Sandbox>> {
-        self.records.all()
-    }
-
     /// Ready only while the pause process is the one we started.
     fn effective_state(&self, record: &SandboxRecord) -> SandboxState {
         if record.state == SandboxState::Ready {
@@ -182,6 +170,7 @@ impl SandboxManager {
 
     pub fn list(&self, filter: &SandboxFilter) -> Vec<(SandboxRecord, SandboxState)> {
         let mut out: Vec<_> = self
+            .records
             .all()
             .into_iter()
             .map(|sb| sb.record())

@@ -2,10 +2,10 @@
 //! interrupted rolled back.
 
 use super::record::{RECORD_FILE, SandboxRecord, new_sandbox};
-use super::run::{cni_del, remove_cgroup, remove_dir, shutdown_shim, unpin};
-use super::{SandboxManager, SandboxState, attachment};
+use super::run::{cni_del, shutdown_shim, unpin};
+use super::{KILL_WAIT, SandboxManager, SandboxState, attachment};
 use crate::error::{Error, Result};
-use crate::lifecycle::Rollback;
+use crate::lifecycle::{Rollback, remove_cgroup, remove_dir};
 use crate::persist;
 
 impl SandboxManager {
@@ -58,7 +58,7 @@ impl SandboxManager {
             for cg in cgroups {
                 undo.push(
                     format!("remove cgroup {cg}"),
-                    remove_cgroup(self.cgroups.clone(), cg),
+                    remove_cgroup(self.cgroups.clone(), cg, KILL_WAIT),
                 );
             }
             if let Some(shim) = shim {

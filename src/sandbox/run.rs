@@ -7,21 +7,17 @@ use std::sync::Arc;
 use super::PodSpec;
 use super::record::{self, RECORD_VERSION};
 use super::{
-    KILL_WAIT, NetworkRecord, SandboxManager, SandboxRecord, SandboxState, attachment, io_err,
-    now_nanos, podfiles, process_start_time, sysctl,
+    KILL_WAIT, NetworkRecord, SandboxManager, SandboxRecord, SandboxState, attachment, now_nanos,
+    podfiles, process_start_time, sysctl,
 };
 use crate::cni::{Attachment, CniManager, NetworkConfigList};
-use crate::error::{Error, Result};
-use crate::lifecycle::{Claim, Reservation, Rollback, detach, fingerprint};
-use crate::linux::cgroup::Cgroups;
+use crate::error::{Error, Result, blocking, io_err};
+use crate::lifecycle::{Claim, Rollback, fingerprint, remove_cgroup, remove_dir};
 use crate::linux::netns;
 use crate::persist;
 use crate::shim::{PauseSpec, ShimClient, SpawnOptions};
 use crate::store::lock;
-
-fn new_id() -> String {
-    hex::encode(rand::random::<[u8; 32]>())
-}
+use futures_util::FutureExt as _;
 
 impl SandboxManager {
     /// RunPodSandbox. The work runs in its own task so that a client that gives up does
@@ -36,12 +32,10 @@ impl SandboxManager {
         if !spec.hostname.is_empty() {
             podfiles::validate_hostname(&spec.hostname)?;
         }
-        let this = self.clone();
-        let claim =
-            self.records
-                .claim(&key, &fingerprint(&spec), new_id(), move |reservation| {
-                    detach(this.create(spec, reservation))
-                })?;
+        let (this, fingerprint) = (self.clone(), fingerprint(&spec));
+        let claim = self.records.create(&key, &fingerprint, move |id, undo| {
+            async move { this.create_steps(id, spec, undo).await }.boxed()
+        })?;
         match claim {
             Claim::Running(running) => running.await.map_err(Error::from),
             Claim::Done(id) => {
@@ -56,24 +50,6 @@ impl SandboxManager {
                         "pod sandbox name {key} is reserved by {id}; remove it first"
                     )))
                 }
-            }
-        }
-    }
-
-    async fn create(self: Arc<Self>, spec: PodSpec, reservation: Reservation) -> Result<String> {
-        let id = reservation.id().to_string();
-        let mut undo = Rollback::new(format!("pod sandbox {id}"));
-        match self.create_steps(&id, spec, &mut undo).await {
-            Ok(()) => {
-                undo.commit();
-                reservation.commit();
-                self.watch_shim(&id);
-                Ok(id)
-            }
-            Err(err) => {
-                tracing::warn!(sandbox_id = %id, error = %err, "run pod sandbox failed; rolling back");
-                undo.unwind().await;
-                Err(err)
             }
         }
     }
@@ -158,14 +134,14 @@ impl SandboxManager {
             .map_err(io_err("writing the pod's files"))?;
 
         if let Some(path) = &netns {
-            let pin_path = path.clone();
-            tokio::task::spawn_blocking(move || netns::pin_netns(&pin_path))
-                .await
-                .map_err(|e| Error::internal("netns task", e))?
-                .map_err(io_err(format!(
-                    "pinning network namespace {}",
-                    path.display()
-                )))?;
+            let (pin_path, what) = (
+                path.clone(),
+                format!("pinning network namespace {}", path.display()),
+            );
+            blocking("netns task", move || {
+                netns::pin_netns(&pin_path).map_err(io_err(what))
+            })
+            .await?;
             undo.push(format!("unpin {}", path.display()), unpin(path.clone()));
             crate::fault::point("sandbox.run.after_netns_pin");
         }
@@ -194,11 +170,7 @@ impl SandboxManager {
         let process_setup = async {
             let cgroups = self.cgroups.clone();
             let cg = pause_cgroup.clone();
-            let created = tokio::task::spawn_blocking(move || cgroups.create(&cg))
-                .await
-                .map_err(|e| Error::internal("cgroup task", e))
-                .and_then(|r| r.map_err(Error::from));
-            if let Err(e) = created {
+            if let Err(e) = blocking("cgroup task", move || cgroups.create(&cg)).await {
                 return Err((e, None));
             }
             let mut options =
@@ -254,12 +226,12 @@ impl SandboxManager {
         let (network, processes) = tokio::join!(network_setup, process_setup);
         undo.push(
             format!("remove cgroup {pause_cgroup}"),
-            remove_cgroup(self.cgroups.clone(), pause_cgroup.clone()),
+            remove_cgroup(self.cgroups.clone(), pause_cgroup.clone(), KILL_WAIT),
         );
         if owns_pod_cgroup {
             undo.push(
                 format!("remove cgroup {pod_cgroup}"),
-                remove_cgroup(self.cgroups.clone(), pod_cgroup.clone()),
+                remove_cgroup(self.cgroups.clone(), pod_cgroup.clone(), KILL_WAIT),
             );
         }
         let shim_pid = match processes {
@@ -334,21 +306,18 @@ impl SandboxManager {
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "pod sandbox ready"
         );
+        self.watch_shim(id);
         Ok(())
     }
 }
 
 /// The undo steps of a run (recovery uses them too for a run a crash interrupted).
-pub(super) async fn remove_dir(dir: PathBuf) {
-    if let Err(e) = persist::remove_dir_all_if_exists(&dir) {
-        tracing::warn!(dir = %dir.display(), error = %e, "rollback: removing dir");
-    }
-}
-
 pub(super) async fn unpin(path: PathBuf) {
     let p = path.clone();
-    let r = tokio::task::spawn_blocking(move || netns::unpin_netns(&p)).await;
-    if !matches!(r, Ok(Ok(()))) {
+    let unpinned = blocking("netns task", move || {
+        netns::unpin_netns(&p).map_err(io_err("unpin"))
+    });
+    if unpinned.await.is_err() {
         tracing::warn!(netns = %path.display(), "rollback: unpinning netns failed");
     }
 }
@@ -361,18 +330,6 @@ pub(super) async fn cni_del(
 ) {
     if let Err(e) = cni.del(&network, &attachment, result.as_ref()).await {
         tracing::warn!(error = %e, "rollback: CNI DEL failed");
-    }
-}
-
-pub(super) async fn remove_cgroup(cgroups: Cgroups, path: String) {
-    let p = path.clone();
-    let r = tokio::task::spawn_blocking(move || {
-        cgroups.kill_all(&p, KILL_WAIT)?;
-        cgroups.remove(&p)
-    })
-    .await;
-    if !matches!(r, Ok(Ok(()))) {
-        tracing::warn!(cgroup = %path, "rollback: removing cgroup failed");
     }
 }
 

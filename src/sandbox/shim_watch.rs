@@ -64,7 +64,7 @@ impl SandboxManager {
     /// in the cgroup of each pod whose shim is gone (it died while the daemon was down, and
     /// its pause and container processes may have outlived it).
     pub async fn watch_recovered_shims(self: &Arc<Self>) {
-        for sb in self.all() {
+        for sb in self.records.all() {
             if shim_client(&sb).is_some() {
                 self.watch_shim(&sb.id);
                 continue;
@@ -77,17 +77,19 @@ impl SandboxManager {
     }
 
     /// Every process of the pod (the pod cgroup when berth made it, else the pause's).
-    async fn kill_pod_processes(&self, record: &super::SandboxRecord) -> crate::Result<()> {
+    pub(super) async fn kill_pod_processes(
+        &self,
+        record: &super::SandboxRecord,
+    ) -> crate::Result<()> {
         let cgroups = self.cgroups.clone();
-        let path = if record.owns_pod_cgroup {
-            record.pod_cgroup.clone()
+        let pod = record.owns_pod_cgroup;
+        let path = if pod {
+            &record.pod_cgroup
         } else {
-            record.pause_cgroup.clone()
-        };
-        tokio::task::spawn_blocking(move || cgroups.kill_all(&path, KILL_WAIT))
-            .await
-            .map_err(|e| crate::Error::internal("cgroup task", e))?
-            .map_err(crate::Error::from)
+            &record.pause_cgroup
+        }
+        .clone();
+        crate::error::blocking("cgroup task", move || cgroups.kill_all(&path, KILL_WAIT)).await
     }
 
     async fn shim_exited(&self, id: &str, pid: u32) {

@@ -5,24 +5,20 @@
 use std::sync::Arc;
 
 use super::record::{Sandbox, SandboxRecord, shim_client};
-use super::{KILL_WAIT, SandboxManager, SandboxState, attachment, io_err, kill_if_same};
-use crate::error::{Error, ErrorKind, Result};
+use super::{SandboxManager, SandboxState, attachment, kill_if_same};
+use crate::error::{Error, Result, blocking, io_err};
 use crate::linux::netns;
 use crate::persist;
 use crate::store::lock;
 
 impl SandboxManager {
     /// The sandbox `id` names, or None for an empty or unknown id (success for stop and
-    /// remove, the CRI contract).
+    /// remove, the CRI contract: a client cleaning up after a failed run sends an empty id).
     fn target(&self, id: &str) -> Result<Option<Arc<Sandbox>>> {
         if id.is_empty() {
-            // Nothing to do: a client cleaning up after a failed run sends an empty id.
-            return Ok(None);
-        }
-        match self.get(id) {
-            Ok(sb) => Ok(Some(sb)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+            Ok(None)
+        } else {
+            self.records.find(id)
         }
     }
 
@@ -32,13 +28,8 @@ impl SandboxManager {
             return Ok(());
         };
         let this = self.clone();
-        let key = format!("stop {}", sb.id);
-        self.calls
-            .run(key, async move {
-                let _op = sb.op.lock().await;
-                this.stop_locked(&sb).await
-            })
-            .await
+        let work = |sb: Arc<Sandbox>| async move { this.stop_locked(&sb).await };
+        self.records.run("stop", sb, work).await
     }
 
     async fn stop_locked(&self, sb: &Sandbox) -> Result<()> {
@@ -83,11 +74,11 @@ impl SandboxManager {
                 .await?;
         }
         if let Some(path) = &record.netns {
-            let p = path.clone();
-            tokio::task::spawn_blocking(move || netns::unpin_netns(&p))
-                .await
-                .map_err(|e| Error::internal("netns task", e))?
-                .map_err(io_err(format!("unpinning {}", path.display())))?;
+            let (p, what) = (path.clone(), format!("unpinning {}", path.display()));
+            blocking("netns task", move || {
+                netns::unpin_netns(&p).map_err(io_err(what))
+            })
+            .await?;
         }
         Ok(())
     }
@@ -107,19 +98,7 @@ impl SandboxManager {
         }
         *lock(&sb.ext.shim) = None;
         // Whatever the shim could not reach (or if it is gone) dies with the cgroup.
-        let cgroups = self.cgroups.clone();
-        let cg = record.pod_cgroup.clone();
-        let pause_cg = record.pause_cgroup.clone();
-        let owns = record.owns_pod_cgroup;
-        tokio::task::spawn_blocking(move || {
-            if owns {
-                cgroups.kill_all(&cg, KILL_WAIT)
-            } else {
-                cgroups.kill_all(&pause_cg, KILL_WAIT)
-            }
-        })
-        .await
-        .map_err(|e| Error::internal("cgroup task", e))??;
+        self.kill_pod_processes(record).await?;
         if let Some(pid) = record.shim_pid {
             kill_if_same(pid, None);
         }
@@ -133,13 +112,8 @@ impl SandboxManager {
             return Ok(());
         };
         let this = self.clone();
-        let key = format!("remove {}", sb.id);
-        self.calls
-            .run(key, async move {
-                let _op = sb.op.lock().await;
-                this.remove_locked(&sb).await
-            })
-            .await
+        let work = |sb: Arc<Sandbox>| async move { this.remove_locked(&sb).await };
+        self.records.run("remove", sb, work).await
     }
 
     async fn remove_locked(&self, sb: &Sandbox) -> Result<()> {
@@ -151,15 +125,11 @@ impl SandboxManager {
         let cgroups = self.cgroups.clone();
         let pause_cg = record.pause_cgroup.clone();
         let pod_cg = record.owns_pod_cgroup.then(|| record.pod_cgroup.clone());
-        tokio::task::spawn_blocking(move || {
+        blocking("cgroup task", move || {
             cgroups.remove(&pause_cg)?;
-            if let Some(cg) = pod_cg {
-                cgroups.remove(&cg)?;
-            }
-            Ok::<_, Error>(())
+            pod_cg.map_or(Ok(()), |cg| cgroups.remove(&cg))
         })
-        .await
-        .map_err(|e| Error::internal("cgroup task", e))??;
+        .await?;
         crate::fault::point("sandbox.remove.after_cgroups_removed");
         persist::remove_dir_all_if_exists(&self.state_dir(&record.id))
             .map_err(io_err("removing the sandbox state dir"))?;

@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::record::{self, ContainerExt, RECORD_VERSION, name_key};
-use super::{Container, ContainerManager, ContainerRecord, ContainerState, KILL_GRACE, io_err};
+use super::{Container, ContainerManager, ContainerRecord, ContainerState, KILL_GRACE};
 use crate::container::config::ContainerConfig;
+use crate::error::io_err;
 use crate::error::{Error, ErrorKind, Result};
-use crate::lifecycle::{Claim, Reservation, Rollback, detach, fingerprint};
-use crate::linux::cgroup::Cgroups;
+use crate::lifecycle::{Claim, Rollback, fingerprint, remove_cgroup, remove_dir};
 use crate::persist;
 use crate::sandbox::{SandboxManager, SandboxState, now_nanos};
+use futures_util::FutureExt as _;
 
 /// The options of CreateContainer that are not in the config.
 pub struct CreateRequest {
@@ -37,38 +38,13 @@ impl ContainerManager {
         }
         let meta = &config.metadata;
         let key = name_key(&sandbox.id, &meta.name, meta.attempt);
-        let id = hex::encode(rand::random::<[u8; 32]>());
-        let this = self.clone();
-        let claim = self
-            .records
-            .claim(&key, &fingerprint(&config), id, move |reservation| {
-                detach(this.create_detached(sandbox_record, config, reservation))
-            })?;
+        let (this, fingerprint) = (self.clone(), fingerprint(&config));
+        let claim = self.records.create(&key, &fingerprint, move |id, undo| {
+            async move { this.create_steps(id, &sandbox_record, config, undo).await }.boxed()
+        })?;
         match claim {
             Claim::Running(running) => running.await.map_err(Error::from),
             Claim::Done(id) => Ok(id),
-        }
-    }
-
-    async fn create_detached(
-        self: Arc<Self>,
-        sandbox: crate::sandbox::SandboxRecord,
-        config: ContainerConfig,
-        reservation: Reservation,
-    ) -> Result<String> {
-        let id = reservation.id().to_string();
-        let mut undo = Rollback::new(format!("container {id}"));
-        match self.create_steps(&id, &sandbox, config, &mut undo).await {
-            Ok(()) => {
-                undo.commit();
-                reservation.commit();
-                Ok(id)
-            }
-            Err(err) => {
-                tracing::warn!(container_id = %id, error = %err, "create container failed; rolling back");
-                undo.unwind().await;
-                Err(err)
-            }
         }
     }
 
@@ -317,7 +293,7 @@ impl ContainerManager {
         let cgroups = self.sandboxes.cgroups().clone();
         undo.push(
             format!("remove cgroup {cgroup_path}"),
-            remove_cgroup(cgroups, cgroup_path.clone()),
+            remove_cgroup(cgroups, cgroup_path.clone(), KILL_GRACE),
         );
         let mut shim = self.sandboxes.shim(&sandbox.id).await?;
         let pid = shim
@@ -355,24 +331,7 @@ impl ContainerManager {
     }
 }
 
-/// The undo steps of a creation (recovery uses them for one a crash interrupted).
-pub(super) async fn remove_dir(dir: PathBuf) {
-    if let Err(e) = persist::remove_dir_all_if_exists(&dir) {
-        tracing::warn!(dir = %dir.display(), error = %e, "rollback: removing dir");
-    }
-}
-
-pub(super) async fn remove_cgroup(cgroups: Cgroups, path: String) {
-    let r = tokio::task::spawn_blocking(move || {
-        cgroups.kill_all(&path, KILL_GRACE)?;
-        cgroups.remove(&path)
-    })
-    .await;
-    if !matches!(r, Ok(Ok(()))) {
-        tracing::warn!("rollback: removing the container cgroup failed");
-    }
-}
-
+/// The undo step of the shim's create (recovery uses it for one a crash interrupted).
 pub(super) async fn delete_process(sandboxes: Arc<SandboxManager>, sandbox_id: String, id: String) {
     if let Ok(mut shim) = sandboxes.shim(&sandbox_id).await {
         let _ = shim.kill(&id, libc::SIGKILL, true).await;

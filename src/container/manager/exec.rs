@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{Container, ContainerManager, ContainerState};
 use crate::container::config::ContainerResources;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, blocking};
 
 impl ContainerManager {
     /// UpdateContainerResources: written to the live cgroup, and kept in the record. Runs
@@ -15,19 +15,12 @@ impl ContainerManager {
         id: &str,
         resources: ContainerResources,
     ) -> Result<()> {
-        let container = self.get(id)?;
+        let call = format!("update {}", crate::lifecycle::fingerprint(&resources));
         let this = self.clone();
-        let key = format!(
-            "update {} {}",
-            container.id,
-            crate::lifecycle::fingerprint(&resources)
-        );
-        self.calls
-            .run(key, async move {
-                let _op = container.op.lock().await;
-                this.update_resources_locked(&container, resources).await
-            })
-            .await
+        let work = move |c: Arc<Container>| async move {
+            this.update_resources_locked(&c, resources).await
+        };
+        self.records.run(&call, self.get(id)?, work).await
     }
 
     async fn update_resources_locked(
@@ -49,12 +42,11 @@ impl ContainerManager {
         }
         self.check_resources(&resources).await?;
         let linux = crate::container::spec::linux_resources(&resources).map_err(Error::from)?;
-        let cgroups = self.sandboxes.cgroups().clone();
-        let path = record.cgroup_path.clone();
-        tokio::task::spawn_blocking(move || cgroups.apply_resources(&path, &linux))
-            .await
-            .map_err(|e| Error::internal("cgroup task", e))?
-            .map_err(Error::from)?;
+        let (cgroups, path) = (self.sandboxes.cgroups().clone(), record.cgroup_path.clone());
+        blocking("cgroup task", move || {
+            cgroups.apply_resources(&path, &linux)
+        })
+        .await?;
         self.records
             .save(container, |r| r.config.resources = resources)
             .await
@@ -117,10 +109,7 @@ impl ContainerManager {
     pub(super) async fn check_resources(&self, resources: &ContainerResources) -> Result<()> {
         let linux = crate::container::spec::linux_resources(resources).map_err(Error::from)?;
         let cgroups = self.sandboxes.cgroups().clone();
-        tokio::task::spawn_blocking(move || cgroups.check_resources(&linux))
-            .await
-            .map_err(|e| Error::internal("cgroup check task", e))?
-            .map_err(Error::from)
+        blocking("cgroup check task", move || cgroups.check_resources(&linux)).await
     }
 }
 

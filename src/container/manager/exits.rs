@@ -165,12 +165,8 @@ impl ContainerManager {
     /// After StopPodSandbox: the shim's last exits may still be on their way; what its
     /// exit files say is applied now, so the pod's containers read Exited on return.
     pub async fn settle_exits_of(&self, sandbox_id: &str) {
-        let containers: Vec<_> = self
-            .all()
-            .into_iter()
-            .filter(|c| c.record().sandbox_id == sandbox_id)
-            .collect();
-        for container in containers {
+        let all = self.records.all().into_iter();
+        for container in all.filter(|c| c.record().sandbox_id == sandbox_id) {
             self.apply_exit_file(&container).await;
         }
     }

@@ -6,8 +6,6 @@
 //! Recovery also settles a container whose start a crash interrupted: the gate was opened
 //! but the record still says Created, so the shim is asked what really happened.
 
-use std::sync::Arc;
-
 use super::{Container, ContainerManager, ContainerState, KILL_GRACE};
 use crate::sandbox::now_nanos;
 use crate::shim_api::ProcessStatus;
@@ -20,12 +18,8 @@ pub const SHIM_LOST_REASON: &str = "ShimDied";
 impl ContainerManager {
     /// Every live container of the pod marked exited after its shim died.
     pub async fn shim_lost(&self, sandbox_id: &str) {
-        let containers: Vec<Arc<Container>> = self
-            .all()
-            .into_iter()
-            .filter(|c| c.record().sandbox_id == sandbox_id)
-            .collect();
-        for container in containers {
+        let all = self.records.all().into_iter();
+        for container in all.filter(|c| c.record().sandbox_id == sandbox_id) {
             let _op = container.op.lock().await;
             self.mark_lost(
                 &container,
@@ -98,10 +92,10 @@ impl ContainerManager {
         ) {
             return;
         }
-        let cgroups = self.sandboxes.cgroups().clone();
-        let path = record.cgroup_path.clone();
-        let killed = tokio::task::spawn_blocking(move || cgroups.kill_all(&path, KILL_GRACE)).await;
-        if !matches!(killed, Ok(Ok(()))) {
+        let (cgroups, path) = (self.sandboxes.cgroups().clone(), record.cgroup_path.clone());
+        let killed =
+            crate::error::blocking("cgroup task", move || cgroups.kill_all(&path, KILL_GRACE));
+        if killed.await.is_err() {
             tracing::warn!(container_id = %record.id, "killing the cgroup of a container whose shim is gone failed");
         }
         // The shim may have recorded the exit before it died.

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use super::create::{delete_process, remove_cgroup, remove_dir};
+use super::create::delete_process;
 use super::record::{ContainerExt, RECORD_FILE};
-use super::{Container, ContainerManager, ContainerRecord, ContainerState};
+use super::{Container, ContainerManager, ContainerRecord, ContainerState, KILL_GRACE};
 use crate::error::{Error, Result};
-use crate::lifecycle::Rollback;
+use crate::lifecycle::{Rollback, remove_cgroup, remove_dir};
 use crate::persist;
 
 impl ContainerManager {
@@ -26,9 +26,11 @@ impl ContainerManager {
                 for dir in [self.record_dir(&record.id), self.state_dir(&record.id)] {
                     undo.push(format!("remove {}", dir.display()), remove_dir(dir));
                 }
-                let cgroups = self.sandboxes.cgroups().clone();
-                let cg = record.cgroup_path.clone();
-                undo.push(format!("remove cgroup {cg}"), remove_cgroup(cgroups, cg));
+                let (cgroups, cg) = (self.sandboxes.cgroups().clone(), record.cgroup_path.clone());
+                undo.push(
+                    format!("remove cgroup {cg}"),
+                    remove_cgroup(cgroups, cg, KILL_GRACE),
+                );
                 let (sandboxes, sandbox_id) = (self.sandboxes.clone(), record.sandbox_id.clone());
                 let delete = delete_process(sandboxes, sandbox_id, record.id.clone());
                 undo.push("delete the process", delete);

@@ -12,15 +12,9 @@ impl ContainerManager {
     /// Runs in its own task; a retry of a start that took effect is OK, a start of a
     /// container that is being created, has exited or was removed is FailedPrecondition.
     pub async fn start(self: &Arc<Self>, id: &str) -> Result<()> {
-        let container = self.get(id)?;
         let this = self.clone();
-        let key = format!("start {}", container.id);
-        self.calls
-            .run(key, async move {
-                let _op = container.op.lock().await;
-                this.start_locked(&container).await
-            })
-            .await
+        let work = |c: Arc<Container>| async move { this.start_locked(&c).await };
+        self.records.run("start", self.get(id)?, work).await
     }
 
     async fn start_locked(&self, container: &Container) -> Result<()> {

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Container, ContainerManager, ContainerState, KILL_GRACE, io_err};
-use crate::error::{Error, Result};
+use super::{Container, ContainerManager, ContainerState, KILL_GRACE};
+use crate::error::{Result, blocking, io_err};
 use crate::persist;
 use crate::sandbox::now_nanos;
 
@@ -13,28 +13,23 @@ impl ContainerManager {
     /// StopContainer: the stop signal, `timeout`, SIGKILL, then the whole cgroup. It always
     /// returns; a container being created is FailedPrecondition.
     pub async fn stop(self: &Arc<Self>, id: &str, timeout: Duration) -> Result<()> {
-        let Some(container) = self.target(id)? else {
+        let Some(container) = self.records.find(id)? else {
             return Ok(());
         };
         let this = self.clone();
-        let key = format!("stop {} {}", container.id, timeout.as_millis());
-        self.calls
-            .run(key, async move {
-                let _op = container.op.lock().await;
-                this.stop_locked(&container, timeout).await?;
-                let record = container.record();
-                if container.is_removed() || record.state != ContainerState::Exited {
-                    return Ok(());
-                }
-                // Its children may outlive the main process in a shared PID namespace.
-                crate::container::cgroup_sweep::kill_leftovers(
-                    this.sandboxes.cgroups(),
-                    &record.id,
-                    &record.cgroup_path,
-                )
+        let work = move |c: Arc<Container>| async move {
+            this.stop_locked(&c, timeout).await?;
+            let record = c.record();
+            if c.is_removed() || record.state != ContainerState::Exited {
+                return Ok(());
+            }
+            // Its children may outlive the main process in a shared PID namespace.
+            let cgroups = this.sandboxes.cgroups();
+            crate::container::cgroup_sweep::kill_leftovers(cgroups, &c.id, &record.cgroup_path)
                 .await
-            })
-            .await
+        };
+        let call = format!("stop {}", timeout.as_millis());
+        self.records.run(&call, container, work).await
     }
 
     /// Returns as soon as the shim pushes the exit (see exits.rs), not at a poll.
@@ -80,9 +75,8 @@ impl ContainerManager {
         // The shim is gone (no exit will be pushed) or the process will not die: the
         // cgroup takes everything with it, and the exit is recorded here (from the exit
         // file when the shim wrote one after all).
-        let cgroups = self.sandboxes.cgroups().clone();
-        let path = record.cgroup_path.clone();
-        let _ = tokio::task::spawn_blocking(move || cgroups.kill_all(&path, KILL_GRACE)).await;
+        let (cgroups, path) = (self.sandboxes.cgroups().clone(), record.cgroup_path.clone());
+        let _ = blocking("cgroup task", move || cgroups.kill_all(&path, KILL_GRACE)).await;
         if self.apply_exit_file(container).await.state == ContainerState::Exited {
             return Ok(());
         }
@@ -98,17 +92,12 @@ impl ContainerManager {
 
     /// RemoveContainer: kills it if running, then removes every trace.
     pub async fn remove(self: &Arc<Self>, id: &str) -> Result<()> {
-        let Some(container) = self.target(id)? else {
+        let Some(container) = self.records.find(id)? else {
             return Ok(());
         };
         let this = self.clone();
-        let key = format!("remove {}", container.id);
-        self.calls
-            .run(key, async move {
-                let _op = container.op.lock().await;
-                this.remove_locked(&container).await
-            })
-            .await
+        let work = |c: Arc<Container>| async move { this.remove_locked(&c).await };
+        self.records.run("remove", container, work).await
     }
 
     async fn remove_locked(&self, container: &Container) -> Result<()> {
@@ -121,15 +110,8 @@ impl ContainerManager {
             let _ = shim.delete(&record.id).await;
         }
         crate::fault::point("container.remove.after_shim_delete");
-        let cgroups = self.sandboxes.cgroups().clone();
-        let path = record.cgroup_path.clone();
-        tokio::task::spawn_blocking(move || {
-            cgroups.kill_all(&path, KILL_GRACE)?;
-            cgroups.remove(&path)
-        })
-        .await
-        .map_err(|e| Error::internal("cgroup task", e))?
-        .map_err(Error::from)?;
+        let (cgroups, path) = (self.sandboxes.cgroups().clone(), record.cgroup_path.clone());
+        blocking("cgroup task", move || cgroups.destroy(&path, KILL_GRACE)).await?;
         persist::remove_file_if_exists(&self.exit_file(&record))
             .map_err(io_err("removing the exit file"))?;
         persist::remove_dir_all_if_exists(&self.state_dir(&record.id))

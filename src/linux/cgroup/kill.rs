@@ -25,6 +25,12 @@ const FREEZE_SETTLE: Duration = Duration::from_millis(100);
 const SWEEP_INTERVAL: Duration = Duration::from_millis(5);
 
 impl Cgroups {
+    /// `kill_all`, then the cgroup removed.
+    pub fn destroy(&self, path: &str, wait: Duration) -> Result<()> {
+        self.kill_all(path, wait)?;
+        self.remove(path)
+    }
+
     /// SIGKILLs every process in `path` or below until none is left, for at most `wait`;
     /// then [`CgroupError::NotEmpty`] names each survivor. A missing cgroup is empty.
     /// The caller must reap its own children meanwhile if they could be left as zombies in
