@@ -85,7 +85,7 @@ fn to_cri_usage(usage: FsUsage) -> cri::FilesystemUsage {
 
 #[tonic::async_trait]
 impl cri::image_service_server::ImageService for ImageCri {
-    type StreamImagesStream = super::runtime::ResponseStream<cri::StreamImagesResponse>;
+    type StreamImagesStream = super::stream::ResponseStream<cri::StreamImagesResponse>;
 
     async fn stream_images(
         &self,

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::Services;
 use super::pod_convert::*;
-use super::stream;
+use super::stream::{self, ResponseStream};
 use crate::config::CgroupDriver;
 use crate::error::Error;
 use crate::sandbox::{SandboxFilter, SandboxState};
@@ -28,10 +28,6 @@ impl RuntimeCri {
 }
 
 type RpcResult<T> = Result<Response<T>, Status>;
-
-/// A server-streaming response.
-pub type ResponseStream<T> =
-    Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// The full id of a running container; NotFound or FailedPrecondition otherwise.
 fn running_container(daemon: &Services, id: &str) -> Result<String, Error> {

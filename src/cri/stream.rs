@@ -6,11 +6,14 @@
 //! everything not yet sent. No task is spawned, so none can be left behind.
 
 use std::future::Future;
+use std::pin::Pin;
 
 use futures_util::StreamExt;
 use tonic::Status;
 
-use super::runtime::ResponseStream;
+/// A server-streaming response.
+pub type ResponseStream<T> =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// Items converted per batch (stats sample this many records at once).
 pub const BATCH_ITEMS: usize = 128;
