@@ -6,6 +6,8 @@
 # Extra arguments go to critest, e.g. hack/critest.sh --ginkgo.focus='PodSandbox'
 # BERTH (default target/release/berth, built if missing) picks the daemon binary.
 # hack/critest.sh --vm [--kernel 6.1|6.12] [critest args]: inside the cgroup v2 test VM.
+# --cgroup-driver cgroupfs|systemd (after --vm and --kernel, or first on the host) picks
+# berth's cgroup driver (default: critest-config's, cgroupfs); systemd needs PID 1 systemd.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=hack/lib.sh
@@ -29,6 +31,11 @@ if [[ ${1:-} == --vm ]]; then
 		kernel=(--kernel "${2:?--kernel needs 6.1 or 6.12}")
 		shift 2
 	fi
+	driver=()
+	if [[ ${1:-} == --cgroup-driver ]]; then
+		driver=(BERTH_CGROUP_DRIVER="${2:?--cgroup-driver needs cgroupfs or systemd}")
+		shift 2
+	fi
 	critest_bin=$(realpath "$CRITEST")
 	hack/vm.sh build
 	# berth's log and critest's report land here, on the host: the VM's own /tmp is gone
@@ -36,10 +43,16 @@ if [[ ${1:-} == --vm ]]; then
 	results=$(mktemp -d /tmp/berth-critest-vm.XXXXXX)
 	status=0
 	hack/vm.sh run "${kernel[@]}" --share "$(dirname "$critest_bin")" --share "$results" --timeout 30m -- \
-		env CRITEST="$critest_bin" BERTH="$(realpath "$berth")" BERTH_CRITEST_RUN_DIR="$results" \
+		env CRITEST="$critest_bin" BERTH="$(realpath "$berth")" BERTH_CRITEST_RUN_DIR="$results" "${driver[@]}" \
 		hack/critest.sh "$@" || status=$?
 	berth_log "berth log and critest report of the VM run: $results"
 	exit "$status"
+fi
+
+driver=${BERTH_CGROUP_DRIVER:-}
+if [[ ${1:-} == --cgroup-driver ]]; then
+	driver=${2:?--cgroup-driver needs cgroupfs or systemd}
+	shift 2
 fi
 
 # One critest run at a time per machine: they share the bridge name and the test images.
@@ -49,6 +62,13 @@ flock 9
 run_dir=${BERTH_CRITEST_RUN_DIR:-$(mktemp -d /tmp/berth-critest.XXXXXX)}
 config=$run_dir/berth.toml
 berth_render_critest_config "$config"
+case $driver in
+"") ;;
+cgroupfs) sed -i 's/^cgroup_driver = .*/cgroup_driver = "cgroupfs"/' "$config" ;;
+# Pods without a parent go under berth-critest.slice (critest names no parent).
+systemd) sed -i 's/^cgroup_driver = .*/cgroup_driver = "systemd"\ndefault_cgroup_parent = "berth-critest.slice"/' "$config" ;;
+*) berth_die "--cgroup-driver $driver: expected cgroupfs or systemd" ;;
+esac
 socket=$(sed -n 's/^socket = "\(.*\)"/\1/p' "$config")
 
 "$berth" --config "$config" >"$run_dir/berth.log" 2>&1 &
@@ -60,6 +80,10 @@ cleanup() {
 	state=$(sed -n 's/^state = "\(.*\)"/\1/p' "$config")
 	pkill -f "shim --sandbox-id .* --socket $state/" 2>/dev/null || true
 	findmnt -rn -o TARGET | { grep "^$state/" || true; } | sort -r | xargs -r -n1 umount -l
+	# With the systemd driver: the slice of critest's pods, and every unit left in it.
+	if [[ $driver == systemd ]]; then
+		systemctl stop berth-critest.slice 2>/dev/null || true
+	fi
 	# The bridge plugin never deletes its bridge.
 	ip link del berth-cni0 2>/dev/null || true
 	berth_log "berth log: $run_dir/berth.log"

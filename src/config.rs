@@ -76,7 +76,8 @@ pub struct Config {
     pub log_level: LogLevel,
     pub log_format: LogFormat,
     pub cgroup_driver: CgroupDriverSetting,
-    /// Cgroup parent for pods whose request names none (cgroupfs path, relative to each hierarchy root).
+    /// Cgroup parent for pods whose request names none (cgroupfs path, relative to each
+    /// hierarchy root; with the systemd driver a slice, see [`default_pod_slice`]).
     pub default_cgroup_parent: String,
     pub cni: CniConfig,
     pub streaming: StreamingConfig,
@@ -446,9 +447,10 @@ state = "{state}"
 log_level = "info"
 # text or json, on stderr (--log-format).
 log_format = "text"
-# auto, cgroupfs or systemd; auto picks systemd when PID 1 is systemd on cgroup v2 (--cgroup-driver).
+# auto, cgroupfs or systemd; auto picks systemd when PID 1 is systemd (--cgroup-driver).
 cgroup_driver = "auto"
-# Cgroup parent of pods whose request names none (--default-cgroup-parent).
+# Cgroup parent of pods whose request names none (--default-cgroup-parent): a cgroupfs
+# path, or a slice with the systemd driver (the default path then means berth.slice).
 default_cgroup_parent = "{cgroup_parent}"
 
 [cni]
@@ -522,27 +524,56 @@ pub enum CgroupDriver {
 }
 
 impl CgroupDriver {
-    /// `auto` picks systemd only when PID 1 is systemd on a unified (v2) hierarchy.
+    /// `auto` picks systemd when PID 1 is systemd (`/run/systemd/system` exists, as
+    /// sd_booted() checks), cgroupfs otherwise; `systemd` is refused where PID 1 is not.
     pub fn resolve(setting: CgroupDriverSetting) -> Result<CgroupDriver, ConfigError> {
-        let pid1_is_systemd = std::fs::read_link("/proc/1/exe")
-            .map(|p| p.to_string_lossy().contains("systemd"))
-            .unwrap_or(false);
-        let unified = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        Self::resolve_on(
+            setting,
+            std::path::Path::new("/run/systemd/system").is_dir(),
+        )
+    }
+
+    fn resolve_on(
+        setting: CgroupDriverSetting,
+        systemd_booted: bool,
+    ) -> Result<CgroupDriver, ConfigError> {
         match setting {
             CgroupDriverSetting::Cgroupfs => Ok(CgroupDriver::Cgroupfs),
-            CgroupDriverSetting::Auto if pid1_is_systemd && unified => {
-                // berth manages cgroups through cgroupfs only for now; under systemd on v2
-                // that still works (delegated subtree), so say which one we really use.
-                tracing::info!("systemd on cgroup v2 detected; berth uses the cgroupfs driver");
-                Ok(CgroupDriver::Cgroupfs)
-            }
+            CgroupDriverSetting::Auto if systemd_booted => Ok(CgroupDriver::Systemd),
             CgroupDriverSetting::Auto => Ok(CgroupDriver::Cgroupfs),
+            CgroupDriverSetting::Systemd if systemd_booted => Ok(CgroupDriver::Systemd),
             CgroupDriverSetting::Systemd => Err(ConfigError::Invalid {
                 key: "cgroup_driver",
-                message: "the systemd driver is not supported yet; use cgroupfs or auto".into(),
+                message: "systemd was asked for, but PID 1 is not systemd (/run/systemd/system does not exist); use cgroupfs or auto".into(),
             }),
         }
     }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CgroupDriver::Cgroupfs => "cgroupfs",
+            CgroupDriver::Systemd => "systemd",
+        }
+    }
+}
+
+/// The slice pods without a `cgroup_parent` go under with the systemd driver: the
+/// configured `default_cgroup_parent` when it is a slice, `berth.slice` when it is the
+/// built-in cgroupfs default; any other path is a configuration error.
+pub fn default_pod_slice(config: &Config) -> Result<String, ConfigError> {
+    let parent = config.default_cgroup_parent.as_str();
+    if parent.ends_with(".slice") {
+        return Ok(parent.to_string());
+    }
+    if parent == Config::default().default_cgroup_parent {
+        return Ok("berth.slice".to_string());
+    }
+    Err(ConfigError::Invalid {
+        key: "default_cgroup_parent",
+        message: format!(
+            "{parent:?} is a cgroupfs path; the systemd cgroup driver needs a slice name such as berth.slice"
+        ),
+    })
 }
 
 /// Durations as human text ("5m", "30s") in TOML and JSON.
@@ -685,5 +716,39 @@ mod tests {
             Config::load(&flags),
             Err(ConfigError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn auto_picks_systemd_only_where_pid_1_is_systemd() {
+        use CgroupDriverSetting as S;
+        assert_eq!(
+            CgroupDriver::resolve_on(S::Auto, true).unwrap(),
+            CgroupDriver::Systemd
+        );
+        assert_eq!(
+            CgroupDriver::resolve_on(S::Auto, false).unwrap(),
+            CgroupDriver::Cgroupfs
+        );
+        assert_eq!(
+            CgroupDriver::resolve_on(S::Cgroupfs, true).unwrap(),
+            CgroupDriver::Cgroupfs
+        );
+        assert_eq!(
+            CgroupDriver::resolve_on(S::Systemd, true).unwrap(),
+            CgroupDriver::Systemd
+        );
+        let err = CgroupDriver::resolve_on(S::Systemd, false).unwrap_err();
+        assert!(err.to_string().contains("PID 1 is not systemd"), "{err}");
+    }
+
+    #[test]
+    fn the_default_parent_under_systemd_is_a_slice() {
+        let mut config = Config::default();
+        assert_eq!(default_pod_slice(&config).unwrap(), "berth.slice");
+        config.default_cgroup_parent = "k8s.slice".into();
+        assert_eq!(default_pod_slice(&config).unwrap(), "k8s.slice");
+        config.default_cgroup_parent = "/custom".into();
+        let err = default_pod_slice(&config).unwrap_err();
+        assert!(err.to_string().contains("default_cgroup_parent"), "{err}");
     }
 }

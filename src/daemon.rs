@@ -29,8 +29,13 @@ pub struct Daemon {
 impl Daemon {
     pub async fn open(config: Arc<Config>) -> Result<Daemon> {
         let cgroup_driver = CgroupDriver::resolve(config.cgroup_driver)?;
+        tracing::info!(cgroup_driver = cgroup_driver.name(), "cgroup driver");
         let events = Arc::new(LifecycleEvents::new());
-        let sandboxes = Arc::new(SandboxManager::new(config.clone(), events.clone())?);
+        let sandboxes = Arc::new(SandboxManager::new(
+            config.clone(),
+            cgroup_driver,
+            events.clone(),
+        )?);
         let images = ImageService::open(&config).await?;
         let apparmor = crate::container::apparmor::prepare().await;
         let containers = Arc::new(ContainerManager::new(

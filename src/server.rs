@@ -63,10 +63,28 @@ fn init_logging(config: &Config) {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    // The journal stamps every line itself: a second timestamp only makes lines longer.
+    let journal = stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref());
+    match (config.log_format, journal) {
+        (LogFormat::Text, false) => builder.init(),
+        (LogFormat::Text, true) => builder.without_time().init(),
+        (LogFormat::Json, _) => builder.json().init(),
     }
+}
+
+/// Whether stderr is the journal's stream: systemd sets `JOURNAL_STREAM=<dev>:<inode>`
+/// to the stream it connected, which a redirect of stderr elsewhere no longer matches.
+fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
+    let Ok(stat) = nix::sys::stat::fstat(std::io::stderr()) else {
+        return false;
+    };
+    names_stream(journal_stream, stat.st_dev, stat.st_ino)
+}
+
+fn names_stream(journal_stream: Option<&str>, dev: u64, ino: u64) -> bool {
+    journal_stream
+        .and_then(|v| v.split_once(':'))
+        .is_some_and(|(d, i)| d.parse() == Ok(dev) && i.parse() == Ok(ino))
 }
 
 /// Holds the lock that makes a second daemon on the same socket refuse to start.
@@ -202,6 +220,7 @@ async fn shutdown_signal() {
         _ = int.recv() => {},
     }
     tracing::info!("shutting down; pods and containers keep running");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
 }
 
 /// Answers every RPC with Unavailable until recovery has finished.
@@ -259,6 +278,14 @@ where
 mod tests {
     use super::*;
     use tower::{Layer, Service, ServiceExt};
+
+    #[test]
+    fn logs_drop_their_timestamp_only_when_stderr_is_the_journal_stream() {
+        assert!(names_stream(Some("8:12345"), 8, 12345));
+        assert!(!names_stream(Some("8:12345"), 8, 999));
+        assert!(!names_stream(Some("garbage"), 8, 12345));
+        assert!(!names_stream(None, 8, 12345));
+    }
 
     #[tokio::test]
     async fn the_gate_answers_unavailable_until_recovery_is_done() {

@@ -2,7 +2,8 @@
 //! creations), whatever berth made that no record points to any more is removed and logged
 //! with what it was. Only berth's own things are looked at: shims by their command line and
 //! state dir, netns pins, shim sockets and bundles under berth's state dir, mounts under that
-//! dir, and cgroups under berth's cgroup parent whose name is a berth id. Half-written image
+//! dir, cgroups under berth's cgroup parent whose name is a berth id, and (systemd driver)
+//! the units berth made, told by their description (`linux/systemd/sweep.rs`). Half-written image
 //! blobs and layers are the image store's to clean (it does when it opens).
 //!
 //! The decision is a pure [`plan`] over what [`observe`] found, so it is tested as data.
@@ -359,6 +360,7 @@ pub async fn sweep(
     };
     let cgroups = sandboxes.cgroups().clone();
     let started = std::time::Instant::now();
+    let known_units = known.clone();
     let found = {
         let cgroups = cgroups.clone();
         tokio::task::spawn_blocking(move || plan(&scope, &known, &observe(&scope, &cgroups))).await
@@ -375,6 +377,13 @@ pub async fn sweep(
         .partition(|l| matches!(l, Leftover::Shim { .. } | Leftover::Cgroup(_)));
     let blocking_cgroups = cgroups.clone();
     let _ = tokio::task::spawn_blocking(move || remove_all(&first, &blocking_cgroups)).await;
+    // With the systemd driver, berth's units no record points to go too (after the shims
+    // and cgroups above, so that only empty units are left to stop).
+    if let Some(driver) = sandboxes.systemd() {
+        driver
+            .sweep(&known_units.sandboxes, &known_units.containers)
+            .await;
+    }
     for leftover in &rest {
         if let Leftover::NetnsPin(pin) = leftover {
             release_network(sandboxes, pin).await;

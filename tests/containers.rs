@@ -558,7 +558,10 @@ fn find_cgroup(daemon: &TestDaemon, controller: &str, id: &str) -> Option<PathBu
             || r.file_name()
                 .is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == controller))
     })?;
-    walk(&root.join(daemon.cgroup_parent.trim_start_matches('/')), id)
+    walk(
+        &root.join(daemon.cgroup_parent_dir()),
+        &daemon.cgroup_name(id),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -63,10 +63,14 @@ async fn version_status_and_runtime_config() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        rc.linux.unwrap().cgroup_driver,
-        cri::CgroupDriver::Cgroupfs as i32
-    );
+    // The driver in use, in RuntimeConfig and in the verbose config alike.
+    let (driver, name) = if daemon.systemd {
+        (cri::CgroupDriver::Systemd, "systemd")
+    } else {
+        (cri::CgroupDriver::Cgroupfs, "cgroupfs")
+    };
+    assert_eq!(rc.linux.unwrap().cgroup_driver, driver as i32);
+    assert_eq!(config["cgroup_driver"], name);
 
     rt.update_runtime_config(cri::UpdateRuntimeConfigRequest {
         runtime_config: Some(cri::RuntimeConfig {

@@ -428,9 +428,11 @@ impl RuntimeService for RuntimeCri {
         };
         let mut info = HashMap::new();
         if verbose {
-            let config = serde_json::to_string(&*self.daemon.config)
+            // The driver in use, not the setting (`auto` is resolved at start).
+            let mut config = serde_json::to_value(&*self.daemon.config)
                 .map_err(|e| Error::internal("encoding the config", e))?;
-            info.insert("config".to_string(), config);
+            config["cgroup_driver"] = self.daemon.cgroup_driver.name().into();
+            info.insert("config".to_string(), config.to_string());
             let cidr = self
                 .daemon
                 .pod_cidr

@@ -380,6 +380,7 @@ pub(crate) mod tests {
             shim_pid: None,
             pause_pid: None,
             pause_start_time: None,
+            units: None,
         }
     }
 

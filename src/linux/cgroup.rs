@@ -351,6 +351,25 @@ impl Cgroups {
         Ok(())
     }
 
+    /// Writes planned `writes` into the cgroup `path`: on v2 into the one tree, on v1 into
+    /// the hierarchy of each write's controller.
+    pub fn apply_writes(&self, path: &str, writes: &[resources::ResourceWrite]) -> Result<()> {
+        let relative = relative_path(path)?;
+        for w in writes {
+            let hierarchy = if self.mode == Mode::V2 {
+                self.hierarchies.iter().find(|h| h.v2)
+            } else {
+                self.hierarchies
+                    .iter()
+                    .find(|h| !h.v2 && h.has(w.controller))
+            };
+            let hierarchy = hierarchy.ok_or(CgroupError::NoController(w.controller))?;
+            let file = hierarchy.mount_point.join(&relative).join(&w.file);
+            fs::write(&file, &w.value).map_err(io_err("write", &file))?;
+        }
+        Ok(())
+    }
+
     /// v1: the memory+swap limit `relative` has now (none without swap accounting).
     fn current_memsw(&self, relative: &Path) -> Option<u64> {
         let memory = self.hierarchies.iter().find(|h| !h.v2 && h.has("memory"))?;

@@ -8,3 +8,4 @@ pub mod memory;
 pub mod netns;
 pub mod process;
 pub mod seccomp;
+pub mod systemd;

@@ -28,11 +28,12 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cni::{Attachment, CniManager};
-use crate::config::Config;
+use crate::config::{CgroupDriver, Config};
 use crate::error::{Error, Result};
 use crate::events::SandboxPublisher;
 use crate::lifecycle::Registry;
 use crate::linux::cgroup::Cgroups;
+use crate::linux::systemd::{PodUnits, SystemdDriver};
 use crate::shim::ShimClient;
 use crate::store::lock;
 pub use record::{NetworkRecord, Sandbox, SandboxExt, SandboxRecord};
@@ -44,6 +45,29 @@ pub use state::SandboxState;
 const SHIM_LOST_BACKLOG: usize = 256;
 /// How long to wait for a killed cgroup to empty.
 const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+struct SystemdPods {
+    driver: Arc<SystemdDriver>,
+    default_slice: String,
+}
+
+/// The cgroup of a pod's shim: a scope in the pod's slice with the systemd driver, else
+/// `shim-<id>` below the pod cgroup. Never berth's own cgroup (or its service's), so that
+/// stopping berth cannot take a pod's shim with it.
+pub fn shim_cgroup(record_pod_cgroup: &str, units: Option<&PodUnits>, id: &str) -> String {
+    match units {
+        Some(units) => units.scope_path(&format!("shim-{id}")),
+        None => format!("{}/shim-{id}", record_pod_cgroup.trim_end_matches('/')),
+    }
+}
+
+/// A new pod's cgroup layout (see `SandboxManager::pod_cgroups`).
+struct PodCgroups {
+    pod: String,
+    owned: bool,
+    pause: String,
+    units: Option<PodUnits>,
+}
 
 /// Filter of ListPodSandbox.
 #[derive(Debug, Default, Clone)]
@@ -57,6 +81,8 @@ pub struct SandboxManager {
     config: Arc<Config>,
     cni: CniManager,
     cgroups: Cgroups,
+    /// With the systemd cgroup driver: the units, and the slice of pods without a parent.
+    systemd: Option<SystemdPods>,
     records: Registry<SandboxRecord, SandboxExt>,
     /// Pods whose shim died unexpectedly (see shim_watch.rs).
     shim_lost: tokio::sync::broadcast::Sender<String>,
@@ -75,10 +101,21 @@ impl SandboxManager {
     /// `events` is where sandbox transitions are published (the composition root's bus).
     pub fn new(
         config: Arc<Config>,
+        driver: CgroupDriver,
         events: Arc<dyn SandboxPublisher<(SandboxRecord, SandboxState)>>,
     ) -> Result<SandboxManager> {
         let cni = CniManager::new(config.cni.conf_dir.clone(), config.cni.bin_dirs.clone());
         let cgroups = Cgroups::detect()?;
+        let systemd = match driver {
+            CgroupDriver::Cgroupfs => None,
+            CgroupDriver::Systemd => Some(SystemdPods {
+                driver: Arc::new(SystemdDriver::new(
+                    cgroups.clone(),
+                    config.state.display().to_string(),
+                )),
+                default_slice: crate::config::default_pod_slice(&config)?,
+            }),
+        };
         let hooks = record::SandboxHooks {
             root: config.root.clone(),
             events,
@@ -87,6 +124,7 @@ impl SandboxManager {
             config,
             cni,
             cgroups,
+            systemd,
             records: Registry::new(hooks),
             shim_lost: tokio::sync::broadcast::channel(SHIM_LOST_BACKLOG).0,
             exit_sink: std::sync::OnceLock::new(),
@@ -99,6 +137,74 @@ impl SandboxManager {
 
     pub fn cgroups(&self) -> &Cgroups {
         &self.cgroups
+    }
+
+    /// The systemd driver, when it is the one in use.
+    pub fn systemd(&self) -> Option<&Arc<SystemdDriver>> {
+        self.systemd.as_ref().map(|s| &s.driver)
+    }
+
+    /// Moves the pod's shim (`pid`) into [`shim_cgroup`], before it starts the pause.
+    async fn move_shim(
+        &self,
+        id: &str,
+        pod_cgroup: &str,
+        units: Option<&PodUnits>,
+        pid: u32,
+    ) -> Result<()> {
+        let path = shim_cgroup(pod_cgroup, units, id);
+        if let (Some(driver), Some(units)) = (self.systemd(), units) {
+            let scope = units.scope(&format!("shim-{id}"));
+            let kind = crate::linux::systemd::UnitKind::Shim;
+            return driver
+                .start_scope(&scope, &units.slice, kind, id, pid, &path, None)
+                .await;
+        }
+        let cgroups = self.cgroups.clone();
+        crate::error::blocking("cgroup task", move || {
+            cgroups.create(&path)?;
+            cgroups.add_process(&path, pid as i32)
+        })
+        .await
+    }
+
+    /// Where a new pod's cgroups go: the pod cgroup, whether berth makes it, the pause
+    /// cgroup, and (systemd driver) the units. A `cgroup_parent` the driver cannot take
+    /// is InvalidArgument naming the field.
+    fn pod_cgroups(&self, id: &str, parent: &str) -> Result<PodCgroups> {
+        let Some(systemd) = &self.systemd else {
+            if !parent.is_empty() {
+                crate::linux::cgroup::relative_path(parent).map_err(|_| {
+                    Error::invalid_argument(format!(
+                        "linux.cgroup_parent: {parent:?} is not a cgroup path (the cgroupfs driver is in use)"
+                    ))
+                })?;
+            }
+            let (pod, owned) = if parent.is_empty() {
+                let default = self.config.default_cgroup_parent.trim_end_matches('/');
+                (format!("{default}/{id}"), true)
+            } else {
+                (parent.to_string(), false)
+            };
+            let pause = format!("{}/{}", pod.trim_end_matches('/'), id);
+            return Ok(PodCgroups {
+                pod,
+                owned,
+                pause,
+                units: None,
+            });
+        };
+        let (units, owned) = if parent.is_empty() {
+            (PodUnits::owned(&systemd.default_slice, id)?, true)
+        } else {
+            (PodUnits::from_parent("linux.cgroup_parent", parent)?, false)
+        };
+        Ok(PodCgroups {
+            pod: units.slice_path.clone(),
+            owned,
+            pause: units.scope_path(id),
+            units: Some(units),
+        })
     }
 
     /// Holds the record and the pod files (hostname, hosts, resolv.conf).

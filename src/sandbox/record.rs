@@ -48,6 +48,10 @@ pub struct SandboxRecord {
     pub pause_pid: Option<u32>,
     /// Start time of the pause process (clock ticks since boot), to tell it from a reused pid.
     pub pause_start_time: Option<u64>,
+    /// With the systemd cgroup driver: the pod's slice and how its scopes are named
+    /// (`pod_cgroup` is then the slice's path, `pause_cgroup` the pause scope's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units: Option<crate::linux::systemd::PodUnits>,
 }
 
 impl SandboxRecord {
@@ -159,6 +163,7 @@ mod tests {
             shim_pid: Some(3),
             pause_pid: Some(4),
             pause_start_time: Some(99),
+            units: None,
         };
         let json = serde_json::to_string(&record).unwrap();
         assert!(json.contains("\"state\":\"ready\""));

@@ -6,6 +6,7 @@ use super::run::{cni_del, shutdown_shim, unpin};
 use super::{KILL_WAIT, SandboxManager, SandboxState, attachment};
 use crate::error::{Error, Result};
 use crate::lifecycle::{Rollback, remove_cgroup, remove_dir};
+use crate::linux::systemd::{self as systemd_unit, UnitKind};
 use crate::persist;
 
 impl SandboxManager {
@@ -51,7 +52,28 @@ impl SandboxManager {
                 let del = cni_del(self.cni.clone(), network.config.clone(), attachment, result);
                 undo.push("CNI DEL", del);
             }
-            let mut cgroups = vec![record.pause_cgroup.clone()];
+            if let (Some(driver), Some(units)) = (self.systemd(), &record.units) {
+                if record.owns_pod_cgroup {
+                    let stop = systemd_unit::release_quietly(
+                        driver.clone(),
+                        units.slice.clone(),
+                        UnitKind::Pod,
+                        id.clone(),
+                    );
+                    undo.push(format!("stop {}", units.slice), stop);
+                }
+                let stop = systemd_unit::release_quietly(
+                    driver.clone(),
+                    units.scope(&id),
+                    UnitKind::Pause,
+                    id.clone(),
+                );
+                undo.push(format!("stop {}", units.scope(&id)), stop);
+            }
+            let mut cgroups = vec![
+                super::shim_cgroup(&record.pod_cgroup, record.units.as_ref(), &id),
+                record.pause_cgroup.clone(),
+            ];
             if record.owns_pod_cgroup {
                 cgroups.push(record.pod_cgroup.clone());
             }

@@ -1,5 +1,5 @@
 //! UpdatePodSandboxResources: the pod-level limits written to the pod's cgroup (in-place
-//! pod resize). The containers' own cgroups sit below it and keep their limits.
+//! pod resize), or set on the pod's slice with the systemd driver. The containers' own cgroups sit below it and keep their limits.
 
 use oci_spec::runtime::LinuxResources;
 
@@ -13,13 +13,22 @@ impl SandboxManager {
         let record = self.get(id)?.record();
         let cgroups = self.cgroups.clone();
         let path = record.pod_cgroup.clone();
+        let checked = resources.clone();
+        let by_file = self.systemd().is_none() || record.units.is_none();
         tokio::task::spawn_blocking(move || {
-            cgroups.check_resources(&resources)?;
-            cgroups.apply_resources(&path, &resources)?;
+            cgroups.check_resources(&checked)?;
+            if by_file {
+                cgroups.apply_resources(&path, &checked)?;
+            }
             Ok::<_, Error>(())
         })
         .await
         .map_err(|e| Error::internal("pod cgroup task", e))??;
+        if let (Some(driver), Some(units)) = (self.systemd(), &record.units) {
+            driver
+                .update(&units.slice, &record.pod_cgroup, &resources)
+                .await?;
+        }
         tracing::info!(pod_sandbox_id = %record.id, cgroup = %record.pod_cgroup, "pod resources updated");
         Ok(())
     }

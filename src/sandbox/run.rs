@@ -14,6 +14,7 @@ use crate::cni::{Attachment, CniManager, NetworkConfigList};
 use crate::error::{Error, Result, blocking, io_err};
 use crate::lifecycle::{Claim, Rollback, fingerprint, remove_cgroup, remove_dir};
 use crate::linux::netns;
+use crate::linux::systemd::{self as systemd_unit, UnitKind};
 use crate::persist;
 use crate::shim::{PauseSpec, ShimClient, SpawnOptions};
 use crate::store::lock;
@@ -69,19 +70,11 @@ impl SandboxManager {
         }
         let host_network = spec.namespaces.host_network();
         let metadata = spec.validate()?.clone();
-        let (pod_cgroup, owns_pod_cgroup) = if spec.cgroup_parent.is_empty() {
-            (
-                format!(
-                    "{}/{}",
-                    self.config.default_cgroup_parent.trim_end_matches('/'),
-                    id
-                ),
-                true,
-            )
-        } else {
-            (spec.cgroup_parent.clone(), false)
-        };
-        let pause_cgroup = format!("{}/{}", pod_cgroup.trim_end_matches('/'), id);
+        let layout = self.pod_cgroups(id, &spec.cgroup_parent)?;
+        let (pod_cgroup, owns_pod_cgroup, pause_cgroup) =
+            (layout.pod.clone(), layout.owned, layout.pause.clone());
+        // Both set with the systemd driver: the units of this pod.
+        let systemd = self.systemd().cloned().zip(layout.units.clone());
         // Like containerd: a pod that names no hostname gets the node's.
         let hostname = if spec.hostname.is_empty() {
             nix::unistd::gethostname()
@@ -107,6 +100,7 @@ impl SandboxManager {
             shim_pid: None,
             pause_pid: None,
             pause_start_time: None,
+            units: layout.units.clone(),
         };
         // Written before any resource is taken: recovery rolls back a Creating record.
         self.records.persist(&record).await?;
@@ -168,6 +162,11 @@ impl SandboxManager {
             Ok(Some((network, attachment, result)))
         };
         let process_setup = async {
+            if let Some((driver, units)) = &systemd
+                && let Err(e) = driver.start_pod_slice(units, id, owns_pod_cgroup).await
+            {
+                return Err((e.context("starting the pod's slice"), None));
+            }
             let cgroups = self.cgroups.clone();
             let cg = pause_cgroup.clone();
             if let Err(e) = blocking("cgroup task", move || cgroups.create(&cg)).await {
@@ -182,6 +181,16 @@ impl SandboxManager {
                 Err(e) => return Err((Error::from(e), None)),
             };
             crate::fault::point("sandbox.run.after_shim_start");
+            let units = layout.units.as_ref();
+            if let Err(e) = self
+                .move_shim(id, &pod_cgroup, units, shim.spawned_pid())
+                .await
+            {
+                return Err((
+                    e.context("moving the shim into the pod's cgroup"),
+                    Some(shim),
+                ));
+            }
             let bundle = state_dir.join("pause");
             let sysctls = &spec.sysctls;
             let pause = PauseSpec {
@@ -218,12 +227,51 @@ impl SandboxManager {
                     .map_err(Error::from)
             }
             .await;
+            let created = match (created, &systemd) {
+                (Ok(pid), Some((driver, units))) => driver
+                    .start_scope(
+                        &units.scope(id),
+                        &units.slice,
+                        UnitKind::Pause,
+                        id,
+                        pid,
+                        &pause_cgroup,
+                        None,
+                    )
+                    .await
+                    .map(|()| pid)
+                    .map_err(|e| e.context("starting the pause process's scope")),
+                (created, _) => created,
+            };
             match created {
                 Ok(pid) => Ok((shim, pid)),
                 Err(e) => Err((e, Some(shim))),
             }
         };
         let (network, processes) = tokio::join!(network_setup, process_setup);
+        // Pushed first so that they run last: the units go once their processes are gone.
+        if let Some((driver, units)) = &systemd {
+            if owns_pod_cgroup {
+                undo.push(
+                    format!("stop {}", units.slice),
+                    systemd_unit::release_quietly(
+                        driver.clone(),
+                        units.slice.clone(),
+                        UnitKind::Pod,
+                        id.to_string(),
+                    ),
+                );
+            }
+            undo.push(
+                format!("stop {}", units.scope(id)),
+                systemd_unit::release_quietly(
+                    driver.clone(),
+                    units.scope(id),
+                    UnitKind::Pause,
+                    id.to_string(),
+                ),
+            );
+        }
         undo.push(
             format!("remove cgroup {pause_cgroup}"),
             remove_cgroup(self.cgroups.clone(), pause_cgroup.clone(), KILL_WAIT),
@@ -232,6 +280,23 @@ impl SandboxManager {
             undo.push(
                 format!("remove cgroup {pod_cgroup}"),
                 remove_cgroup(self.cgroups.clone(), pod_cgroup.clone(), KILL_WAIT),
+            );
+        }
+        // Pushed before the shim's shutdown, so that it runs once the shim is gone.
+        let shim_cg = super::shim_cgroup(&pod_cgroup, layout.units.as_ref(), id);
+        undo.push(
+            format!("remove cgroup {shim_cg}"),
+            remove_cgroup(self.cgroups.clone(), shim_cg, KILL_WAIT),
+        );
+        if let Some((driver, units)) = &systemd {
+            undo.push(
+                format!("stop {}", units.scope(&format!("shim-{id}"))),
+                systemd_unit::release_quietly(
+                    driver.clone(),
+                    units.scope(&format!("shim-{id}")),
+                    UnitKind::Shim,
+                    id.to_string(),
+                ),
             );
         }
         let shim_pid = match processes {

@@ -8,6 +8,7 @@ use super::record::{Sandbox, SandboxRecord, shim_client};
 use super::{SandboxManager, SandboxState, attachment, kill_if_same};
 use crate::error::{Error, Result, blocking, io_err};
 use crate::linux::netns;
+use crate::linux::systemd::UnitKind;
 use crate::persist;
 use crate::store::lock;
 
@@ -125,11 +126,26 @@ impl SandboxManager {
         let cgroups = self.cgroups.clone();
         let pause_cg = record.pause_cgroup.clone();
         let pod_cg = record.owns_pod_cgroup.then(|| record.pod_cgroup.clone());
+        let shim_cg = super::shim_cgroup(&record.pod_cgroup, record.units.as_ref(), &record.id);
         blocking("cgroup task", move || {
+            cgroups.remove(&shim_cg)?;
             cgroups.remove(&pause_cg)?;
             pod_cg.map_or(Ok(()), |cg| cgroups.remove(&cg))
         })
         .await?;
+        if let (Some(driver), Some(units)) = (self.systemd(), &record.units) {
+            // The processes are gone: stopping the units only forgets them (and resets a
+            // failed one, so that the names can be used again).
+            let id = &record.id;
+            driver
+                .release(&units.scope(id), UnitKind::Pause, id)
+                .await?;
+            let shim_scope = units.scope(&format!("shim-{id}"));
+            driver.release(&shim_scope, UnitKind::Shim, id).await?;
+            if record.owns_pod_cgroup {
+                driver.release(&units.slice, UnitKind::Pod, id).await?;
+            }
+        }
         crate::fault::point("sandbox.remove.after_cgroups_removed");
         persist::remove_dir_all_if_exists(&self.state_dir(&record.id))
             .map_err(io_err("removing the sandbox state dir"))?;

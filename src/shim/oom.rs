@@ -36,9 +36,22 @@ pub fn oom_kills(cgroups: &Cgroups, path: &str) -> Option<u64> {
         .max()
 }
 
+/// The parent of a cgroup path (`/a/b` → `/a`); None at the top.
+pub fn parent_cgroup(path: &str) -> Option<&str> {
+    let (parent, _) = path.trim_end_matches('/').rsplit_once('/')?;
+    (!parent.is_empty()).then_some(parent)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parents_of_cgroup_paths() {
+        assert_eq!(parent_cgroup("/a.slice/b.scope"), Some("/a.slice"));
+        assert_eq!(parent_cgroup("/a.slice"), None);
+        assert_eq!(parent_cgroup("a/b/"), Some("a"));
+    }
 
     #[test]
     fn reads_the_counter_of_v1_and_v2_files() {

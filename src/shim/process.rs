@@ -11,6 +11,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use super::error::{ApiError, ApiResult, io_err};
+use super::oom::parent_cgroup;
 use super::shared::Shared;
 use super::state::{ProcessRecord, Status as ProcStatus};
 use super::stdio::IoOptions;
@@ -78,6 +79,7 @@ impl Shared {
                     bundle: Some(bundle.to_path_buf()),
                     open_outputs: 0,
                     oom_kills_before: None,
+                    parent_oom_kills_before: None,
                 },
             );
         }
@@ -146,6 +148,7 @@ impl Shared {
         }
         // Init has joined the cgroup by now; kills counted before are not this process's.
         let oom_kills_before = self.oom_kills(cgroup.as_deref());
+        let parent_oom_kills_before = self.oom_kills(cgroup.as_deref().and_then(parent_cgroup));
         let mut table = self.table();
         let early_exit = table.claim(id, pid);
         let exited = early_exit.is_some();
@@ -153,6 +156,7 @@ impl Shared {
             record.pid = pid;
             record.status = ProcStatus::Created;
             record.oom_kills_before = oom_kills_before;
+            record.parent_oom_kills_before = parent_oom_kills_before;
             record.exit = early_exit;
         }
         self.save(&table);

@@ -158,9 +158,19 @@ impl Shared {
         };
         // The counter rose while it ran: the kernel OOM-killed something in its cgroup
         // (the process itself, if it died of SIGKILL).
-        let oom_killed = self
-            .oom_kills(record.cgroup.as_deref())
-            .is_some_and(|now| now > record.oom_kills_before.unwrap_or(0));
+        let rose = |now: Option<u64>, before: Option<u64>| {
+            now.is_some_and(|now| now > before.unwrap_or(0))
+        };
+        let oom_killed = match self.oom_kills(record.cgroup.as_deref()) {
+            Some(now) => rose(Some(now), record.oom_kills_before),
+            // The cgroup is gone already (systemd removes a scope once it is empty, which
+            // can be before this exit is seen): the parent's counter includes its kills.
+            None => {
+                let parent = record.cgroup.as_deref().and_then(super::oom::parent_cgroup);
+                record.parent_oom_kills_before.is_some()
+                    && rose(self.oom_kills(parent), record.parent_oom_kills_before)
+            }
+        };
         let Some(exit) = table.finish_exit(id, oom_killed) else {
             return;
         };

@@ -58,6 +58,10 @@ pub struct ProcessRecord {
     /// The cgroup's OOM kill counter when the process was created.
     #[serde(skip)]
     pub oom_kills_before: Option<u64>,
+    /// The same counter of the parent cgroup (v2 counts the kills below it too), for when
+    /// the process's own cgroup is gone by its exit (systemd removes an emptied scope).
+    #[serde(skip)]
+    pub parent_oom_kills_before: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -227,6 +231,7 @@ mod tests {
             bundle: None,
             open_outputs: 0,
             oom_kills_before: None,
+            parent_oom_kills_before: None,
         }
     }
 

@@ -414,6 +414,7 @@ mod tests {
             shim_pid: None,
             pause_pid: None,
             pause_start_time: None,
+            units: None,
         };
         let sample = PodSample {
             timestamp: 5_000_000_000,

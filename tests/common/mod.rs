@@ -96,6 +96,8 @@ pub struct TestDaemon {
     pub ipam_dir: PathBuf,
     pub registry_dir: PathBuf,
     pub cgroup_parent: String,
+    /// Whether this daemon runs the systemd cgroup driver (else cgroupfs).
+    pub systemd: bool,
     pub net: NetSlot,
     pub log: PathBuf,
     child: Option<Child>,
@@ -124,6 +126,21 @@ impl TestDaemon {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> TestDaemon {
+        Self::start_driver(systemd_driver(), network, extra_args, env).await
+    }
+
+    /// A daemon with the bridge network and the systemd cgroup driver, whatever
+    /// `BERTH_TEST_CGROUP_DRIVER` says (tests/systemd.rs).
+    pub async fn start_systemd() -> TestDaemon {
+        Self::start_driver(true, true, &[], &[]).await
+    }
+
+    async fn start_driver(
+        systemd: bool,
+        network: bool,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestDaemon {
         require_root_and_tools();
         let dir = tempfile::Builder::new()
             .prefix("berth-test")
@@ -137,7 +154,12 @@ impl TestDaemon {
             cni_conf_dir: dir.path().join("net.d"),
             ipam_dir: dir.path().join("ipam"),
             registry_dir: dir.path().join("certs.d"),
-            cgroup_parent: format!("/berth-test-{:08x}", rand::random::<u32>()),
+            cgroup_parent: if systemd {
+                format!("berthtest{:08x}.slice", rand::random::<u32>())
+            } else {
+                format!("/berth-test-{:08x}", rand::random::<u32>())
+            },
+            systemd,
             log: dir.path().join("berth.log"),
             dir,
             net,
@@ -190,32 +212,41 @@ impl TestDaemon {
         .expect("writing conflist");
     }
 
+    /// The daemon's command line (binary first), as `spawn` runs it.
+    pub fn command_line(&self) -> Vec<String> {
+        let mut args: Vec<String> = vec![env!("CARGO_BIN_EXE_berth").to_string()];
+        let path = |p: &Path| p.to_string_lossy().to_string();
+        for (flag, value) in [
+            ("--config", path(&self.dir.path().join("none.toml"))),
+            ("--socket", path(&self.socket)),
+            ("--root", path(&self.root)),
+            ("--state", path(&self.state)),
+            ("--cni-conf-dir", path(&self.cni_conf_dir)),
+            ("--cni-bin-dir", CNI_BIN_DIR.to_string()),
+            ("--registry-config-path", path(&self.registry_dir)),
+            ("--default-cgroup-parent", self.cgroup_parent.clone()),
+            (
+                "--cgroup-driver",
+                if self.systemd { "systemd" } else { "cgroupfs" }.to_string(),
+            ),
+            ("--log-level", "debug".to_string()),
+        ] {
+            args.push(flag.to_string());
+            args.push(value);
+        }
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+
     fn spawn(&mut self) {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-        cmd.arg("--config")
-            .arg(self.dir.path().join("none.toml"))
-            .arg("--socket")
-            .arg(&self.socket)
-            .arg("--root")
-            .arg(&self.root)
-            .arg("--state")
-            .arg(&self.state)
-            .arg("--cni-conf-dir")
-            .arg(&self.cni_conf_dir)
-            .arg("--cni-bin-dir")
-            .arg(CNI_BIN_DIR)
-            .arg("--registry-config-path")
-            .arg(&self.registry_dir)
-            .arg("--default-cgroup-parent")
-            .arg(&self.cgroup_parent)
-            .arg("--log-level")
-            .arg("debug")
-            .args(&self.extra_args)
+        let args = self.command_line();
+        let mut cmd = Command::new(&args[0]);
+        cmd.args(&args[1..])
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
@@ -225,7 +256,7 @@ impl TestDaemon {
         self.child = Some(cmd.spawn().expect("spawning berth"));
     }
 
-    async fn wait_ready(&mut self) {
+    pub async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(child) = self.child.as_mut()
@@ -460,11 +491,35 @@ impl TestDaemon {
             .collect()
     }
 
+    /// The test's cgroup parent as a path below each hierarchy root (with the systemd
+    /// driver the slice's path: `berthtest1.slice` is `berthtest1.slice`, a top slice).
+    pub fn cgroup_parent_dir(&self) -> String {
+        self.cgroup_parent.trim_start_matches('/').to_string()
+    }
+
+    /// The name of the cgroup berth makes for a container (or a pod's pause) `id`.
+    pub fn cgroup_name(&self, id: &str) -> String {
+        if self.systemd {
+            format!("berth-{id}.scope")
+        } else {
+            id.to_string()
+        }
+    }
+
+    /// The cgroup of pod `pod_id` (made by berth: the request named no parent), below
+    /// each hierarchy root.
+    pub fn pod_cgroup_dir(&self, pod_id: &str) -> String {
+        match self.cgroup_parent.strip_suffix(".slice") {
+            Some(stem) if self.systemd => format!("{stem}.slice/{stem}-pod{pod_id}.slice"),
+            _ => format!("{}/{pod_id}", self.cgroup_parent_dir()),
+        }
+    }
+
     /// Cgroup dirs under the test's parent in any hierarchy.
     pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
         let mut found = Vec::new();
         for root in cgroup_roots() {
-            let dir = root.join(self.cgroup_parent.trim_start_matches('/'));
+            let dir = root.join(self.cgroup_parent_dir());
             if let Ok(entries) = fs::read_dir(&dir) {
                 for e in entries.flatten() {
                     if e.path().is_dir() {
@@ -552,6 +607,16 @@ pub fn slow(limit: std::time::Duration) -> std::time::Duration {
     limit * scale
 }
 
+/// Whether the test daemons run the systemd cgroup driver (`BERTH_TEST_CGROUP_DRIVER=systemd`,
+/// the test VM's second pass); cgroupfs otherwise, whatever `auto` would pick.
+pub fn systemd_driver() -> bool {
+    match std::env::var("BERTH_TEST_CGROUP_DRIVER").as_deref() {
+        Ok("systemd") => true,
+        Ok("cgroupfs") | Err(_) => false,
+        Ok(other) => panic!("BERTH_TEST_CGROUP_DRIVER={other}: expected systemd or cgroupfs"),
+    }
+}
+
 /// Whether this host runs the unified cgroup v2 hierarchy alone (the test VM) rather
 /// than v1 controllers (this machine's hybrid layout).
 pub fn cgroup_v2() -> bool {
@@ -595,7 +660,7 @@ impl Drop for TestDaemon {
             );
         }
         for root in cgroup_roots() {
-            let parent = root.join(self.cgroup_parent.trim_start_matches('/'));
+            let parent = root.join(self.cgroup_parent_dir());
             for p in walk_dirs(&parent).into_iter().rev() {
                 for pid in fs::read_to_string(p.join("cgroup.procs"))
                     .unwrap_or_default()
@@ -612,10 +677,23 @@ impl Drop for TestDaemon {
         }
         std::thread::sleep(Duration::from_millis(50));
         for root in cgroup_roots() {
-            let parent = root.join(self.cgroup_parent.trim_start_matches('/'));
+            let parent = root.join(self.cgroup_parent_dir());
             for p in walk_dirs(&parent).into_iter().rev() {
                 let _ = fs::remove_dir(&p);
             }
+        }
+        if self.systemd {
+            // The parent slice berth started (and any unit left below it).
+            let _ = Command::new("systemctl")
+                .args(["stop", &self.cgroup_parent])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let _ = Command::new("systemctl")
+                .args(["reset-failed", "berthtest*", "berth-*"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
         }
         // Pins first, then the netns dir they sit in.
         for line in self.mounts().iter().rev() {

@@ -108,6 +108,7 @@ impl ContainerManager {
             host_ipc: sandbox.spec.namespaces.host_ipc(),
             pod_files_dir: self.sandboxes.record_dir(&sandbox.id),
             pod_cgroup: sandbox.pod_cgroup.clone(),
+            scope_prefix: sandbox.units.as_ref().map(|u| u.scope_prefix.clone()),
             shm_path: None,
             runtime_handler: sandbox.spec.runtime_handler.clone(),
             userns: sandbox.spec.userns.clone(),
@@ -290,6 +291,19 @@ impl ContainerManager {
         crate::fault::hold("container.create.after_record").await;
 
         phase("record");
+        // The scope goes after its processes (undo steps run in reverse).
+        let systemd = self.sandboxes.systemd().cloned().zip(sandbox.units.clone());
+        if let Some((driver, units)) = &systemd {
+            undo.push(
+                format!("stop {}", units.scope(id)),
+                crate::linux::systemd::release_quietly(
+                    driver.clone(),
+                    units.scope(id),
+                    crate::linux::systemd::UnitKind::Container,
+                    id.to_string(),
+                ),
+            );
+        }
         let cgroups = self.sandboxes.cgroups().clone();
         undo.push(
             format!("remove cgroup {cgroup_path}"),
@@ -306,7 +320,7 @@ impl ContainerManager {
                     tty: config.tty,
                     stdin: config.stdin,
                     stdin_once: config.stdin_once,
-                    cgroup_path: Some(cgroup_path),
+                    cgroup_path: Some(cgroup_path.clone()),
                 },
             )
             .await
@@ -315,6 +329,21 @@ impl ContainerManager {
             "delete the process",
             delete_process(self.sandboxes.clone(), sandbox.id.clone(), id.to_string()),
         );
+        if let Some((driver, units)) = &systemd {
+            let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
+            driver
+                .start_scope(
+                    &units.scope(id),
+                    &units.slice,
+                    crate::linux::systemd::UnitKind::Container,
+                    id,
+                    pid,
+                    &cgroup_path,
+                    resources.as_ref(),
+                )
+                .await
+                .map_err(|e| e.context("starting the container's scope"))?;
+        }
         crate::fault::point("container.create.after_shim_create");
         self.records
             .transition(&container, ContainerState::Created, |r| r.pid = pid)

@@ -8,7 +8,8 @@ use crate::container::config::ContainerResources;
 use crate::error::{Error, ErrorKind, Result, blocking};
 
 impl ContainerManager {
-    /// UpdateContainerResources: written to the live cgroup, and kept in the record. Runs
+    /// UpdateContainerResources: written to the live cgroup (through the scope's unit
+    /// properties with the systemd driver), and kept in the record. Runs
     /// in its own task; an identical update in flight is joined.
     pub async fn update_resources(
         self: &Arc<Self>,
@@ -42,11 +43,20 @@ impl ContainerManager {
         }
         self.check_resources(&resources).await?;
         let linux = crate::container::spec::linux_resources(&resources).map_err(Error::from)?;
-        let (cgroups, path) = (self.sandboxes.cgroups().clone(), record.cgroup_path.clone());
-        blocking("cgroup task", move || {
-            cgroups.apply_resources(&path, &linux)
-        })
-        .await?;
+        let scope = crate::linux::systemd::unit_of_path(&record.cgroup_path);
+        match (self.sandboxes.systemd(), scope) {
+            (Some(driver), Some(scope)) => {
+                driver.update(scope, &record.cgroup_path, &linux).await?;
+            }
+            _ => {
+                let (cgroups, path) =
+                    (self.sandboxes.cgroups().clone(), record.cgroup_path.clone());
+                blocking("cgroup task", move || {
+                    cgroups.apply_resources(&path, &linux)
+                })
+                .await?;
+            }
+        }
         self.records
             .save(container, |r| r.config.resources = resources)
             .await

@@ -26,6 +26,20 @@ impl ContainerManager {
                 for dir in [self.record_dir(&record.id), self.state_dir(&record.id)] {
                     undo.push(format!("remove {}", dir.display()), remove_dir(dir));
                 }
+                if let (Some(driver), Some(scope)) = (
+                    self.sandboxes.systemd(),
+                    crate::linux::systemd::unit_of_path(&record.cgroup_path),
+                ) {
+                    undo.push(
+                        format!("stop {scope}"),
+                        crate::linux::systemd::release_quietly(
+                            driver.clone(),
+                            scope.to_string(),
+                            crate::linux::systemd::UnitKind::Container,
+                            record.id.clone(),
+                        ),
+                    );
+                }
                 let (cgroups, cg) = (self.sandboxes.cgroups().clone(), record.cgroup_path.clone());
                 undo.push(
                     format!("remove cgroup {cg}"),

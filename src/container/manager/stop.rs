@@ -112,6 +112,13 @@ impl ContainerManager {
         crate::fault::point("container.remove.after_shim_delete");
         let (cgroups, path) = (self.sandboxes.cgroups().clone(), record.cgroup_path.clone());
         blocking("cgroup task", move || cgroups.destroy(&path, KILL_GRACE)).await?;
+        if let (Some(driver), Some(scope)) = (
+            self.sandboxes.systemd(),
+            crate::linux::systemd::unit_of_path(&record.cgroup_path),
+        ) {
+            let kind = crate::linux::systemd::UnitKind::Container;
+            driver.release(scope, kind, &record.id).await?;
+        }
         persist::remove_file_if_exists(&self.exit_file(&record))
             .map_err(io_err("removing the exit file"))?;
         persist::remove_dir_all_if_exists(&self.state_dir(&record.id))

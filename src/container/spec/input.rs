@@ -22,6 +22,9 @@ pub struct SandboxInfo {
     pub pod_files_dir: PathBuf,
     /// The pod cgroup (cgroupfs path relative to each hierarchy root).
     pub pod_cgroup: String,
+    /// With the systemd driver, containers are scopes `<prefix>-<id>.scope` in the pod's
+    /// slice; None: a cgroup named by the id.
+    pub scope_prefix: Option<String>,
     /// The pod's /dev/shm to bind (for host IPC: the host's /dev/shm); None: a private tmpfs.
     pub shm_path: Option<PathBuf>,
     pub runtime_handler: String,

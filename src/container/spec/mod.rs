@@ -42,6 +42,15 @@ pub use security::{
 };
 use security::{apparmor_profile, capabilities};
 
+/// The container's cgroup path: below the pod's, a scope with the systemd driver.
+fn container_cgroup(input: &SpecInput) -> String {
+    let pod = input.sandbox.pod_cgroup.trim_end_matches('/');
+    match &input.sandbox.scope_prefix {
+        Some(prefix) => format!("{pod}/{prefix}-{}.scope", input.container_id),
+        None => format!("{pod}/{}", input.container_id),
+    }
+}
+
 /// The OCI runtime spec version berth writes.
 pub const OCI_VERSION: &str = "1.2.0";
 
@@ -127,11 +136,7 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec, SpecError> {
 
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces(input)?)
-        .cgroups_path(PathBuf::from(format!(
-            "{}/{}",
-            input.sandbox.pod_cgroup.trim_end_matches('/'),
-            input.container_id
-        )))
+        .cgroups_path(PathBuf::from(container_cgroup(input)))
         .resources(resources)
         .devices(devices)
         .masked_paths(masked)

@@ -62,6 +62,7 @@ fn fixture() -> Fixture {
             host_ipc: false,
             pod_files_dir: "/var/lib/berth/sandboxes/sb1".into(),
             pod_cgroup: "/berth/pod-sb1/".into(),
+            scope_prefix: None,
             shm_path: None,
             runtime_handler: String::new(),
             userns: None,
@@ -1047,6 +1048,19 @@ fn cgroups_path_is_under_the_pod_cgroup() {
     assert_eq!(
         linux(&fixture().spec()).cgroups_path().as_deref(),
         Some(Path::new("/berth/pod-sb1/c1"))
+    );
+}
+
+#[test]
+fn cgroups_path_is_a_scope_in_the_pod_slice_with_the_systemd_driver() {
+    let mut f = fixture();
+    f.sandbox.pod_cgroup = "/kubepods.slice/kubepods-pod1.slice".into();
+    f.sandbox.scope_prefix = Some("berth".into());
+    assert_eq!(
+        linux(&f.spec()).cgroups_path().as_deref(),
+        Some(Path::new(
+            "/kubepods.slice/kubepods-pod1.slice/berth-c1.scope"
+        ))
     );
 }
 
