@@ -58,8 +58,24 @@ fn show(unit: &str, properties: &[&str]) -> HashMap<String, String> {
         .collect()
 }
 
-fn load_state(unit: &str) -> String {
-    show(unit, &["LoadState"])["LoadState"].clone()
+/// Waits for systemd to forget a stopped unit (it collects inactive transient units on
+/// its next pass), failing with the unit's state when it does not. A slice needs no unit
+/// file, so asking about one loads it again: for a slice, stopped is gone.
+async fn assert_gone(unit: &str) {
+    let deadline = std::time::Instant::now() + slow(std::time::Duration::from_secs(10));
+    loop {
+        let now = show(unit, &["LoadState", "ActiveState"]);
+        if now["LoadState"] == "not-found"
+            || (unit.ends_with(".slice") && now["ActiveState"] == "inactive")
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "unit {unit} is still there: {now:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 fn read(path: &Path) -> String {
@@ -216,10 +232,10 @@ async fn limits_are_properties_of_the_container_scope_and_reach_its_cgroup() {
     })
     .await
     .expect("RemoveContainer");
-    assert_eq!(load_state(&scope), "not-found");
+    assert_gone(&scope).await;
     remove_pod(&mut rt, &pod_id).await;
-    assert_eq!(load_state(&format!("berth-{pod_id}.scope")), "not-found");
-    assert_eq!(load_state(&pod_slice), "not-found");
+    assert_gone(&format!("berth-{pod_id}.scope")).await;
+    assert_gone(&pod_slice).await;
     daemon.assert_no_leaks("after removing the pod");
 }
 
@@ -257,9 +273,9 @@ async fn a_kubelet_style_slice_parent_is_expanded_and_a_bad_one_refused() {
         parent
     );
     remove_pod(&mut rt, &pod_id).await;
-    assert_eq!(load_state(&format!("berth-{id}.scope")), "not-found");
+    assert_gone(&format!("berth-{id}.scope")).await;
     // The parent is the kubelet's to remove, not berth's.
-    assert_eq!(show(&parent, &["LoadState"])["LoadState"], "loaded");
+    assert_eq!(show(&parent, &["ActiveState"])["ActiveState"], "active");
     let _ = Command::new("systemctl")
         .args(["stop", &format!("{top}.slice")])
         .status();
@@ -296,8 +312,60 @@ async fn an_oom_kill_under_a_scope_is_reported_as_oomkilled() {
     assert_eq!(st.reason, "OOMKilled", "{st:?}");
     assert_eq!(st.exit_code, 137);
     remove_pod(&mut rt, &pod_id).await;
-    assert_eq!(load_state(&format!("berth-{id}.scope")), "not-found");
+    assert_gone(&format!("berth-{id}.scope")).await;
     daemon.assert_no_leaks("after removing the pod");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sweep_stops_units_no_record_points_to_and_leaves_every_other_unit_alone() {
+    if !systemd_booted() {
+        return assert_refused_without_systemd();
+    }
+    let mut daemon = TestDaemon::start_systemd().await;
+    let (mut rt, pod_id) = pod(&daemon, pod_config("forgotten")).await;
+    let id = run(
+        &mut rt,
+        &pod_id,
+        container_config("forgotten", BUSYBOX, &["sleep", "1000"]),
+    )
+    .await;
+    let stem = daemon.cgroup_parent.trim_end_matches(".slice").to_string();
+    let pod_slice = format!("{stem}-pod{pod_id}.slice");
+    // A scope that looks like berth's but is another berth's (another state dir).
+    let foreign = format!("berth-foreign{:08x}.scope", rand::random::<u32>());
+    let mut other = Command::new("systemd-run")
+        .args(["--scope", "--unit", &foreign, "--description"])
+        .arg(format!("berth container {id} (/run/another-berth)"))
+        .args(["sleep", "1000"])
+        .spawn()
+        .expect("systemd-run");
+    // berth dies and its records of the pod and the container are lost.
+    daemon.kill9();
+    std::fs::remove_dir_all(daemon.root.join("sandboxes").join(&pod_id)).unwrap();
+    std::fs::remove_dir_all(daemon.root.join("containers").join(&id)).unwrap();
+    daemon.restart().await;
+    for unit in [
+        format!("berth-{id}.scope"),
+        format!("berth-{pod_id}.scope"),
+        pod_slice,
+    ] {
+        assert_gone(&unit).await;
+    }
+    assert!(
+        daemon
+            .log_text()
+            .contains("sweep: stopped a systemd unit no record points to"),
+        "{}",
+        daemon.log_text()
+    );
+    let left = show(&foreign, &["ActiveState"]);
+    let _ = other.kill();
+    let _ = other.wait();
+    assert_eq!(
+        left["ActiveState"], "active",
+        "the sweep touched another's unit"
+    );
+    daemon.assert_no_leaks("after the sweep");
 }
 
 /// A unit of the test's own, installed from the repo's unit file; stopped and removed on
