@@ -129,7 +129,8 @@ async fn container_ids(rt: &mut RuntimeServiceClient<Channel>) -> Vec<String> {
 }
 
 /// Pids in the cgroup `<parent>/<rel>` and below (one hierarchy is enough: every process
-/// berth places is in all of them).
+/// berth places is in all of them), the pod's shim left out: it has a cgroup of its own
+/// below the pod's (`shim-<pod>`), out of berth's.
 fn cgroup_pids(daemon: &TestDaemon, rel: &str) -> Vec<u32> {
     let root = cgroup_roots()
         .into_iter()
@@ -153,7 +154,8 @@ fn collect_pids(dir: &Path, pids: &mut Vec<u32>) {
         }
     }
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.path().is_dir() {
+        let shim = e.file_name().to_string_lossy().starts_with("shim-");
+        if e.path().is_dir() && !shim {
             collect_pids(&e.path(), pids);
         }
     }
@@ -574,7 +576,12 @@ async fn a_shim_killed_under_a_running_container_is_noticed_within_two_seconds()
     let (mut rt, pod, _, ctr) = pod_with_container(&daemon, "shim-kill").await;
     let before = cgroup_pids(&daemon, &pod);
     assert_eq!(before.len(), 2, "pause and the container: {before:?}");
-    kill9(shim_pid_of(&daemon, &pod));
+    // The shim runs in a cgroup of its own pod, not in berth's (whose restart, under
+    // systemd, would otherwise take it along).
+    let shim = shim_pid_of(&daemon, &pod);
+    let own = std::fs::read_to_string(format!("/proc/{shim}/cgroup")).unwrap();
+    assert!(own.contains(&format!("/{pod}/shim-{pod}")), "{own}");
+    kill9(shim);
     let killed = Instant::now();
     let st = loop {
         let st = container_status(&mut rt, &ctr).await;

@@ -368,6 +368,30 @@ async fn the_sweep_stops_units_no_record_points_to_and_leaves_every_other_unit_a
     daemon.assert_no_leaks("after the sweep");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn systemd_not_answering_is_unavailable_and_leaves_nothing() {
+    if !systemd_booted() {
+        return assert_refused_without_systemd();
+    }
+    // The daemon's system bus is a socket nobody listens on.
+    let daemon = TestDaemon::start_systemd_with_env(&[(
+        "DBUS_SYSTEM_BUS_ADDRESS",
+        "unix:path=/run/berth-test-no-bus",
+    )])
+    .await;
+    mirror_docker_io(&daemon);
+    let mut rt = daemon.runtime().await;
+    let err = run_pod(&mut rt, pod_config("no-bus"))
+        .await
+        .expect_err("a pod without systemd");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("systemd is not answering"),
+        "{err:?}"
+    );
+    daemon.assert_no_leaks("after a pod systemd did not answer for");
+}
+
 /// A unit of the test's own, installed from the repo's unit file; stopped and removed on
 /// drop so that a failed test leaves no service behind.
 struct Service {

@@ -135,6 +135,11 @@ impl TestDaemon {
         Self::start_driver(true, true, &[], &[]).await
     }
 
+    /// The same with extra environment for the daemon.
+    pub async fn start_systemd_with_env(env: &[(&str, &str)]) -> TestDaemon {
+        Self::start_driver(true, true, &[], env).await
+    }
+
     async fn start_driver(
         systemd: bool,
         network: bool,
