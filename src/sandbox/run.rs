@@ -14,10 +14,14 @@ use crate::error::{Error, Result, blocking, io_err};
 use crate::lifecycle::{Claim, Durability, Rollback, fingerprint, remove_cgroup};
 use crate::linux::netns;
 use crate::linux::process::now_unix_nanos;
+use crate::metrics::{step, timed};
 use crate::persist;
 use crate::shim::{PauseSpec, ShimClient, SpawnOptions};
 use crate::store::lock;
 use futures_util::FutureExt as _;
+
+/// The operation name its steps are timed under (`berth_operation_step_duration_seconds`).
+const OP: &str = "RunPodSandbox";
 
 impl SandboxManager {
     /// RunPodSandbox. The work runs in its own task so that a client that gives up does
@@ -100,9 +104,10 @@ impl SandboxManager {
         // Written before any resource is taken: recovery rolls back a Creating record.
         let ext = SandboxExt::default();
         let admitted = self.records.admit(record, ext, Durability::Synced, undo);
-        let sandbox = admitted.await?;
+        let sandbox = timed(OP, "record_creating", admitted).await?;
         crate::fault::point("sandbox.run.after_record");
 
+        let pod_files_step = step(OP, "pod_files");
         let host_file = |path| std::fs::read_to_string(path).unwrap_or_default();
         let (hosts, resolv_conf) = (host_file("/etc/hosts"), host_file("/etc/resolv.conf"));
         let pod_files = podfiles::PodFiles::render(
@@ -117,16 +122,17 @@ impl SandboxManager {
         persist::off_executor(move || pod_files.write_to(&files_dir))
             .await
             .map_err(io_err("writing the pod's files"))?;
+        drop(pod_files_step);
 
         if let Some(path) = &netns {
             let (pin_path, what) = (
                 path.clone(),
                 format!("pinning network namespace {}", path.display()),
             );
-            blocking("netns task", move || {
+            let pin = blocking("netns task", move || {
                 netns::pin_netns(&pin_path).map_err(io_err(what))
-            })
-            .await?;
+            });
+            timed(OP, "netns", pin).await?;
             undo.push_try(format!("unpin {}", path.display()), unpin(path.clone()));
             crate::fault::point("sandbox.run.after_netns_pin");
         }
@@ -138,6 +144,7 @@ impl SandboxManager {
             let Some(attachment) = sandbox.record().attachment() else {
                 return Ok::<_, Error>(None);
             };
+            let _step = step(OP, "network");
             let network = self.cni.load()?;
             // The config is on disk before ADD, so a crash mid-ADD can replay DEL.
             self.records
@@ -163,12 +170,13 @@ impl SandboxManager {
         let process_setup = async {
             let cgroups = self.cgroups.clone();
             let cg = pause_cgroup.clone();
-            blocking("cgroup task", move || cgroups.create(&cg)).await?;
+            let create = blocking("cgroup task", move || cgroups.create(&cg));
+            timed(OP, "cgroup", create).await?;
             let mut options =
                 SpawnOptions::new(id, &self.shim_socket(id), &self.shim_state_dir(id));
             options.log = Some(state_dir.join("shim.log"));
             options.log_level = Some(self.config.log_level.as_str().to_string());
-            let shim = crate::shim::spawn(options).await?;
+            let shim = timed(OP, "shim_spawn", crate::shim::spawn(options)).await?;
             undo.push_try("shut the shim down", shutdown_shim(shim.clone()));
             crate::fault::point("sandbox.run.after_shim_start");
             let bundle = state_dir.join("pause");
@@ -185,18 +193,21 @@ impl SandboxManager {
                 // What the kubelet asks for pause; init clamps it to what it may set.
                 oom_score_adj: Some(-998),
             };
-            let (userns, pause_bundle) = (spec.userns.clone(), bundle.clone());
-            persist::off_executor(move || match &userns {
-                Some(userns) => userns.write_pause_bundle(&pause_bundle, &pause),
-                None => crate::shim::write_pause_bundle(&pause_bundle, &pause),
-            })
-            .await
-            .map_err(io_err("writing the pause bundle"))?;
-            let start = crate::shim::CreateOptions {
-                start: true,
-                ..Default::default()
-            };
-            let pause_pid = shim.clone().create(id, &bundle, start).await?;
+            let created = timed(OP, "pause_create", async {
+                let (userns, pause_bundle) = (spec.userns.clone(), bundle.clone());
+                persist::off_executor(move || match &userns {
+                    Some(userns) => userns.write_pause_bundle(&pause_bundle, &pause),
+                    None => crate::shim::write_pause_bundle(&pause_bundle, &pause),
+                })
+                .await
+                .map_err(io_err("writing the pause bundle"))?;
+                let start = crate::shim::CreateOptions {
+                    start: true,
+                    ..Default::default()
+                };
+                Ok::<_, Error>(shim.clone().create(id, &bundle, start).await?)
+            });
+            let pause_pid = created.await?;
             let shim_pid = shim.spawned_pid();
             *lock(&sandbox.ext.shim) = Some(shim);
             Ok::<_, Error>((shim_pid, pause_pid))
@@ -225,18 +236,22 @@ impl SandboxManager {
         };
         if !host_network {
             let hosts = podfiles::render_hosts(&hostname, &ips, false, &hosts)?;
-            persist::save_file(&record_dir.join("hosts"), hosts.into_bytes())
-                .await
-                .map_err(io_err("writing the pod's hosts file"))?;
+            let hosts_path = record_dir.join("hosts");
+            timed(
+                OP,
+                "hosts_file",
+                persist::save_file(&hosts_path, hosts.into_bytes()),
+            )
+            .await
+            .map_err(io_err("writing the pod's hosts file"))?;
         }
         crate::fault::point("sandbox.run.after_pause_create");
-        self.records
-            .transition(&sandbox, SandboxState::Ready, |r| {
-                r.shim_pid = Some(shim_pid);
-                r.pause_pid = Some(pause_pid);
-                r.pause_start_time = process_start_time(pause_pid);
-            })
-            .await?;
+        let ready = self.records.transition(&sandbox, SandboxState::Ready, |r| {
+            r.shim_pid = Some(shim_pid);
+            r.pause_pid = Some(pause_pid);
+            r.pause_start_time = process_start_time(pause_pid);
+        });
+        timed(OP, "record_ready", ready).await?;
         tracing::info!(
             sandbox_id = %id,
             pod = %metadata.name,

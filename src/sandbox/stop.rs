@@ -8,6 +8,7 @@ use super::record::{Sandbox, SandboxRecord};
 use super::run::unpin;
 use super::{SandboxManager, SandboxState, kill_shim};
 use crate::error::{Error, Result, blocking, io_err};
+use crate::metrics::{step, timed};
 use crate::persist;
 use crate::store::lock;
 
@@ -34,9 +35,8 @@ impl SandboxManager {
         processes?;
         network?;
         // Once per pod: a repeated StopPodSandbox is no move and publishes nothing.
-        self.records
-            .transition(sb, SandboxState::NotReady, |_| {})
-            .await?;
+        let stopped = self.records.transition(sb, SandboxState::NotReady, |_| {});
+        timed("StopPodSandbox", "record", stopped).await?;
         tracing::info!(sandbox_id = %record.id, "pod sandbox stopped");
         Ok(())
     }
@@ -46,6 +46,7 @@ impl SandboxManager {
         if let (Some(network), Some(attachment)) = (&record.network, record.attachment())
             && !network.torn_down
         {
+            let _step = step("StopPodSandbox", "network");
             let prev = network.result.as_ref().map(|r| r.raw.clone());
             self.cni
                 .del(&network.config, &attachment, prev.as_ref())
@@ -61,7 +62,7 @@ impl SandboxManager {
                 .await?;
         }
         if let Some(path) = &record.netns {
-            unpin(path.clone()).await?;
+            timed("StopPodSandbox", "netns", unpin(path.clone())).await?;
         }
         Ok(())
     }
@@ -69,13 +70,13 @@ impl SandboxManager {
     async fn stop_processes(&self, sb: &Sandbox, record: &SandboxRecord) -> Result<()> {
         // Connected again if need be (after a daemon restart); a dead shim is no error.
         if let Ok(shim) = self.shim(&record.id).await
-            && let Err(e) = shim.clone().shutdown().await
+            && let Err(e) = timed("StopPodSandbox", "shim_shutdown", shim.clone().shutdown()).await
         {
             tracing::warn!(sandbox_id = %record.id, error = %e, "shim shutdown failed; killing the pod cgroup");
         }
         *lock(&sb.ext.shim) = None;
         // Whatever the shim could not reach (or if it is gone) dies with the cgroup.
-        self.kill_pod_processes(record).await?;
+        timed("StopPodSandbox", "kill", self.kill_pod_processes(record)).await?;
         if let Some(pid) = record.shim_pid {
             kill_shim(pid, &record.id);
         }
@@ -100,11 +101,12 @@ impl SandboxManager {
         let cgroups = self.cgroups.clone();
         let pause_cg = record.pause_cgroup.clone();
         let pod_cg = record.owns_pod_cgroup.then(|| record.pod_cgroup.clone());
-        blocking("cgroup task", move || {
+        let remove_cgroups = blocking("cgroup task", move || {
             cgroups.remove(&pause_cg)?;
             pod_cg.map_or(Ok(()), |cg| cgroups.remove(&cg))
-        })
-        .await?;
+        });
+        timed("RemovePodSandbox", "cgroups", remove_cgroups).await?;
+        let _files = step("RemovePodSandbox", "files");
         crate::fault::point("sandbox.remove.after_cgroups_removed");
         persist::remove_file_if_exists(&record.shim_socket)
             .map_err(io_err("removing the shim socket"))?;

@@ -12,9 +12,13 @@ use crate::container::config::ContainerConfig;
 use crate::error::{Error, ErrorKind, Result, blocking, io_err};
 use crate::lifecycle::{Durability, Rollback, fingerprint};
 use crate::linux::process::now_unix_nanos;
+use crate::metrics::{step, timed};
 use crate::persist;
 use crate::sandbox::SandboxState;
 use futures_util::FutureExt as _;
+
+/// The operation name its steps are timed under (`berth_operation_step_duration_seconds`).
+const OP: &str = "CreateContainer";
 
 /// The options of CreateContainer that are not in the config.
 pub struct CreateRequest {
@@ -57,14 +61,16 @@ impl ContainerManager {
             return Err(Error::invalid_argument("config.image.image is required"));
         }
         // What the node cannot apply is refused before anything exists.
-        self.check_resources(&config.resources).await?;
-        let (image, layers, image_config) = self
-            .images
-            .resolve_for_container(&config.image)
+        timed(
+            OP,
+            "resource_check",
+            self.check_resources(&config.resources),
+        )
+        .await?;
+        let resolved = self.images.resolve_for_container(&config.image);
+        let (image, layers, image_config) = timed(OP, "image", resolved)
             .await
             .map_err(|e| e.context(format!("image {}", config.image)))?;
-        let phase = |name: &str| tracing::debug!(container_id = %id, phase = name, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "create phase");
-        phase("image");
         let layers_top_first: Vec<PathBuf> = layers.iter().rev().cloned().collect();
         let record_dir = self.records.dirs().record_dir(id);
         let bundle = self.records.dirs().state_dir(id).join("bundle");
@@ -110,6 +116,7 @@ impl ContainerManager {
         let lower = layers_top_first.clone();
         let apparmor = self.apparmor().clone();
         // Reading the image's user database and the host devices is file I/O.
+        let spec_step = step(OP, "spec");
         let spec = blocking("spec task", move || {
             let passwd = crate::container::users::read_image_file(&lower, "/etc/passwd")
                 .map_err(io_err("reading the image's /etc/passwd"))?;
@@ -197,7 +204,7 @@ impl ContainerManager {
         })
         .await?;
         let (spec, stop_signal, seccomp_program) = spec;
-        phase("spec");
+        drop(spec_step);
         let cgroup_path = spec
             .linux()
             .as_ref()
@@ -216,6 +223,7 @@ impl ContainerManager {
         let bundle_dir = bundle.clone();
         // Runtime files, not synced (see `persist::write_replace`): a reboot ends the
         // process they describe. Synced, they cost six fsyncs, queued behind other calls'.
+        let bundle_step = step(OP, "bundle");
         persist::off_executor(move || {
             let write = |name: &str, bytes: &[u8]| {
                 persist::write_replace_mode(&bundle_dir.join(name), bytes, 0o644)
@@ -229,6 +237,7 @@ impl ContainerManager {
         })
         .await
         .map_err(io_err("writing the bundle"))?;
+        drop(bundle_step);
 
         let log_path = super::log_path(&sandbox.spec.log_directory, &config.log_path);
         // For ContainerStatus.image_ref: a repo digest or tag of the image, else its ID.
@@ -257,13 +266,13 @@ impl ContainerManager {
         // recovery removes container dirs that have no record.
         let ext = ContainerExt::new(ContainerState::Creating);
         let admitted = self.records.admit(record, ext, Durability::Cached, undo);
-        let container = admitted.await?;
+        let container = timed(OP, "record_creating", admitted).await?;
         crate::fault::point("container.create.after_record");
         // Tests hold a creation here to catch it in flight (a no-op otherwise).
         crate::fault::hold("container.create.after_record").await;
 
-        phase("record");
         self.undo_process(&container.record(), undo);
+        let shim_step = step(OP, "shim_create");
         let mut shim = self.sandboxes.shim(&sandbox.id).await?;
         let pid = shim
             .create(
@@ -280,11 +289,12 @@ impl ContainerManager {
             )
             .await
             .map_err(|e| Error::from(e).context("creating the container"))?;
+        drop(shim_step);
         crate::fault::point("container.create.after_shim_create");
-        phase("shim");
-        self.records
-            .transition(&container, ContainerState::Created, |r| r.pid = pid)
-            .await?;
+        let created = self
+            .records
+            .transition(&container, ContainerState::Created, |r| r.pid = pid);
+        timed(OP, "record_created", created).await?;
         tracing::info!(
             container_id = %id,
             sandbox_id = %sandbox.id,

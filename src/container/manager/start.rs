@@ -7,6 +7,7 @@ use super::record::StartingFlag;
 use super::{Container, ContainerManager, ContainerRecord, ContainerState};
 use crate::error::{Error, Result};
 use crate::linux::process::now_unix_nanos;
+use crate::metrics::timed;
 
 impl ContainerManager {
     /// Runs in its own task; a retry of a start that took effect is OK, a start of a
@@ -31,7 +32,7 @@ impl ContainerManager {
         let started_at = now_unix_nanos();
         container.ext.starting.store(true, Ordering::SeqCst);
         let starting = StartingFlag(&container.ext.starting);
-        let started = shim.start(&record.id).await;
+        let started = timed("StartContainer", "shim_start", shim.start(&record.id)).await;
         crate::fault::point("container.start.after_gate_open");
         let result = self.started(container, started, started_at).await;
         drop(starting);
@@ -49,9 +50,10 @@ impl ContainerManager {
         match started {
             Ok(pid) => {
                 let running = |r: &mut ContainerRecord| (r.pid, r.started_at) = (pid, started_at);
-                self.records
-                    .transition(container, ContainerState::Running, running)
-                    .await?;
+                let moved = self
+                    .records
+                    .transition(container, ContainerState::Running, running);
+                timed("StartContainer", "record_running", moved).await?;
                 tracing::info!(container_id = %container.id, pid, "container started");
                 Ok(())
             }
