@@ -61,12 +61,8 @@ impl ContainerManager {
             return Err(Error::invalid_argument("config.image.image is required"));
         }
         // What the node cannot apply is refused before anything exists.
-        timed(
-            OP,
-            "resource_check",
-            self.check_resources(&config.resources),
-        )
-        .await?;
+        let checked = self.check_resources(&config.resources);
+        timed(OP, "resource_check", checked).await?;
         let resolved = self.images.resolve_for_container(&config.image);
         let (image, layers, image_config) = timed(OP, "image", resolved)
             .await
