@@ -10,6 +10,7 @@ pub mod apparmor;
 mod cgroup_sweep;
 pub mod config;
 pub mod host;
+pub mod image_volume;
 pub mod manager;
 pub mod seccomp;
 pub mod spec;

@@ -37,6 +37,11 @@ pub(super) struct Inner {
     pub(super) records_lock: tokio::sync::Mutex<()>,
     /// Loopback hosts that turned out to speak plain http.
     pub(super) http_hosts: Mutex<std::collections::HashSet<String>>,
+    /// Creations hold it shared from resolving their images until their record is
+    /// registered; a removal holds it exclusively while it asks `users`.
+    pub(super) use_lock: Arc<tokio::sync::RwLock<()>>,
+    /// Who uses an image (set once by the composition root): a removal is refused then.
+    pub(super) users: std::sync::OnceLock<super::ImageUsers>,
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -61,12 +61,16 @@ impl ContainerManager {
         }
         // What the node cannot apply is refused before anything exists.
         self.check_resources(&config.resources).await?;
+        // Held until the record is in the registry: a RemoveImage waits for it and then
+        // sees this container among the image's users.
+        let image_lease = self.images.lease().await;
         let (image, layers, image_config) = self
             .images
             .resolve_for_container(&config.image)
             .await
             .map_err(|e| e.context(format!("image {}", config.image)))?;
         let phase = |name: &str| tracing::debug!(container_id = %id, phase = name, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "create phase");
+        let volumes = self.image_volumes(&config, sandbox).await?;
         phase("image");
         let layers_top_first: Vec<PathBuf> = layers.iter().rev().cloned().collect();
         let record_dir = self.record_dir(id);
@@ -125,7 +129,7 @@ impl ContainerManager {
             let seccomp_localhost =
                 crate::container::seccomp::read_localhost(spec_config.security.seccomp.as_ref())?;
             // The kubelet expects a missing host path to be made as a directory.
-            for mount in &spec_config.mounts {
+            for mount in spec_config.mounts.iter().filter(|m| m.image.is_none()) {
                 let source = Path::new(&mount.host_path);
                 if !source.exists() {
                     std::fs::create_dir_all(source).map_err(|e| {
@@ -221,12 +225,21 @@ impl ContainerManager {
         let spec_json =
             serde_json::to_vec(&spec).map_err(|e| Error::internal("encoding the spec", e))?;
         let bundle_dir = bundle.clone();
+        let volume_layouts = volumes.layouts;
         persist::off_executor(move || {
             persist::write_atomic(&bundle_dir.join("config.json"), &spec_json)?;
             persist::write_atomic(
                 &bundle_dir.join("rootfs.json"),
                 rootfs_json.to_string().as_bytes(),
             )?;
+            if !volume_layouts.is_empty() {
+                let text = serde_json::to_vec(&volume_layouts)
+                    .map_err(|e| std::io::Error::other(format!("encoding image volumes: {e}")))?;
+                persist::write_atomic(
+                    &bundle_dir.join(crate::init::mounts::IMAGE_VOLUMES_FILE),
+                    &text,
+                )?;
+            }
             if let Some(program) = seccomp_program {
                 persist::write_atomic(&bundle_dir.join(crate::linux::seccomp::BPF_FILE), &program)?;
             }
@@ -267,6 +280,7 @@ impl ContainerManager {
                 .as_ref()
                 .and_then(|u| u.additional_gids().clone())
                 .unwrap_or_default(),
+            volume_image_ids: volumes.image_ids,
         };
         // Written before the shim is asked, so recovery can roll back a daemon crash
         // mid-create; not synced: after a power cut the processes are gone too, and
@@ -281,6 +295,7 @@ impl ContainerManager {
             ContainerExt::new(ContainerState::Creating),
         ));
         self.records.insert(container.clone());
+        drop(image_lease);
         let (this, forget) = (self.clone(), id.to_string());
         undo.push(
             "forget the record",
@@ -328,6 +343,45 @@ impl ContainerManager {
             "container created"
         );
         Ok(())
+    }
+}
+
+impl ContainerManager {
+    /// The image volumes of `config`, resolved and checked (see container/image_volume.rs).
+    async fn image_volumes(
+        &self,
+        config: &ContainerConfig,
+        sandbox: &crate::sandbox::SandboxRecord,
+    ) -> Result<crate::container::image_volume::ImageVolumes> {
+        if !config.mounts.iter().any(|m| m.image.is_some()) {
+            return Ok(Default::default());
+        }
+        // Its layers would need id-mapped binds under a second overlay; not built yet.
+        if sandbox.spec.userns.is_some() {
+            return Err(Error::invalid_argument(
+                "mounts: image volumes are not supported in a pod with its own user namespace",
+            ));
+        }
+        crate::container::image_volume::resolve(&self.images, &config.mounts).await
+    }
+
+    /// A container that uses image `image_id`, as its own image or as a volume, in words
+    /// for RemoveImage's refusal; every record counts, whatever its state.
+    pub fn image_user(&self, image_id: &str) -> Option<String> {
+        self.records.all().into_iter().find_map(|c| {
+            let r = c.record();
+            let how = if r.image_id == image_id {
+                "runs"
+            } else if r.volume_image_ids.iter().any(|id| id == image_id) {
+                "mounts as an image volume"
+            } else {
+                return None;
+            };
+            Some(format!(
+                "container {} ({:?} in pod {}) {how} it",
+                r.id, r.config.metadata.name, r.sandbox_id
+            ))
+        })
     }
 }
 
