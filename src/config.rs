@@ -84,6 +84,7 @@ pub struct Config {
     pub image: ImageConfig,
     pub stats: StatsConfig,
     pub metrics: MetricsConfig,
+    pub checkpoint: CheckpointConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,6 +146,21 @@ pub struct MetricsConfig {
     pub address: std::net::SocketAddr,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// CRIU, which CheckpointContainer runs: a path, or a name looked up in PATH.
+    pub criu_path: PathBuf,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            criu_path: PathBuf::from("criu"),
+        }
+    }
+}
+
 impl Default for StatsConfig {
     fn default() -> Self {
         StatsConfig {
@@ -178,6 +194,7 @@ impl Default for Config {
             image: ImageConfig::default(),
             stats: StatsConfig::default(),
             metrics: MetricsConfig::default(),
+            checkpoint: CheckpointConfig::default(),
         }
     }
 }
@@ -289,6 +306,9 @@ pub struct ConfigFlags {
     /// Metrics endpoint address, e.g. 127.0.0.1:9090; implies --enable-metrics [metrics.address].
     #[arg(long)]
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// CRIU for CheckpointContainer, a path or a name in PATH [checkpoint.criu_path].
+    #[arg(long)]
+    pub criu_path: Option<PathBuf>,
 }
 
 fn parse_duration_flag(text: &str) -> Result<Duration, String> {
@@ -366,6 +386,7 @@ impl Config {
             self.metrics.enabled = true;
         }
         set(&mut self.metrics.address, &f.metrics_address);
+        set(&mut self.checkpoint.criu_path, &f.criu_path);
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -492,6 +513,10 @@ collection_period = "{stats_period}"
 enabled = false
 # (--metrics-address, which also enables them).
 address = "{metrics_address}"
+
+[checkpoint]
+# CRIU for CheckpointContainer: a path, or a name looked up in PATH (--criu-path).
+criu_path = "{criu_path}"
 "#,
             socket = d.socket.display(),
             root = d.root.display(),
@@ -510,6 +535,7 @@ address = "{metrics_address}"
             max_ratio = d.image.max_expansion_ratio,
             stats_period = humantime::format_duration(d.stats.collection_period),
             metrics_address = d.metrics.address,
+            criu_path = d.checkpoint.criu_path.display(),
         )
     }
 }

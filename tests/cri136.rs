@@ -872,3 +872,191 @@ async fn image_volumes_show_the_image_read_only_whole_or_by_sub_path_and_hold_it
         .expect("RemoveImage once no container uses it");
     remove_everything(&daemon, &mut rt, &[pod_id]).await;
 }
+
+async fn checkpoint(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    location: &Path,
+) -> Result<(), tonic::Status> {
+    rt.checkpoint_container(cri::CheckpointContainerRequest {
+        container_id: id.into(),
+        location: location.display().to_string(),
+        timeout: 60,
+    })
+    .await
+    .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn checkpoint_container_without_criu_or_of_a_missing_or_stopped_container_is_refused_clearly()
+{
+    let daemon = TestDaemon::start_with(true, &["--criu-path", "/nonexistent/criu"]).await;
+    let (mut rt, pod_id, pod_config) = pod(&daemon, "nocriu").await;
+    let location = daemon.dir.path().join("checkpoint.tar");
+
+    let err = checkpoint(&mut rt, "no-such-container", &location)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{}", err.message());
+
+    let id = create_container(
+        &mut rt,
+        &pod_id,
+        &pod_config,
+        container_config("sleeper", IMAGE, &["sleep", "1000"]),
+    )
+    .await
+    .expect("CreateContainer");
+    let err = checkpoint(&mut rt, &id, &location).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::FailedPrecondition,
+        "{}",
+        err.message()
+    );
+    assert!(err.message().contains("not running"), "{}", err.message());
+
+    start_container(&mut rt, &id).await.expect("StartContainer");
+    let err = checkpoint(&mut rt, &id, &location).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::FailedPrecondition,
+        "{}",
+        err.message()
+    );
+    assert!(
+        err.message().contains("CRIU") && err.message().contains("/nonexistent/criu"),
+        "{}",
+        err.message()
+    );
+    let err = checkpoint(&mut rt, &id, Path::new("relative.tar"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::InvalidArgument,
+        "{}",
+        err.message()
+    );
+    assert!(!location.exists(), "nothing written at the location");
+    let leftovers: Vec<_> = std::fs::read_dir(daemon.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("checkpoint"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(
+        container_status(&mut rt, &id).await.state,
+        cri::ContainerState::ContainerRunning as i32,
+        "still running"
+    );
+    remove_everything(&daemon, &mut rt, &[pod_id]).await;
+}
+
+/// The names in a tar archive (through the host's tar).
+fn archive_names(archive: &Path) -> Vec<String> {
+    let out = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(archive)
+        .output()
+        .expect("tar is needed");
+    assert!(out.status.success(), "tar -tf {}", archive.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_end_matches('/').to_string())
+        .collect()
+}
+
+/// Whether CRIU can work on this kernel (`criu check`): CRIU 3.17 (Debian 12's) fails its
+/// vDSO probe on Linux 6.13 and later.
+fn criu_works() -> bool {
+    let criu = berth::container::checkpoint::find_criu(Path::new("criu"))
+        .expect("CRIU is needed for this test: apt-get install criu (hack/install-deps.sh)");
+    std::process::Command::new(criu)
+        .arg("check")
+        .output()
+        .expect("run criu check")
+        .status
+        .success()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn checkpoint_container_writes_a_criu_archive_and_leaves_the_container_running() {
+    let works = criu_works();
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod_id, pod_config) = pod(&daemon, "criu").await;
+    let id = create_container(
+        &mut rt,
+        &pod_id,
+        &pod_config,
+        container_config(
+            "counter",
+            IMAGE,
+            &[
+                "sh",
+                "-c",
+                "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done",
+            ],
+        ),
+    )
+    .await
+    .expect("CreateContainer");
+    start_container(&mut rt, &id).await.expect("StartContainer");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let location = daemon.dir.path().join("counter.tar");
+    if !works {
+        // The node cannot checkpoint: said so, with CRIU's own reason, and nothing left.
+        let err = checkpoint(&mut rt, &id, &location).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            tonic::Code::FailedPrecondition,
+            "{}",
+            err.message()
+        );
+        assert!(
+            err.message().contains("CRIU cannot run on this kernel"),
+            "{}",
+            err.message()
+        );
+        assert!(!location.exists());
+        let leftovers: Vec<_> = std::fs::read_dir(daemon.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("checkpoint"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        remove_everything(&daemon, &mut rt, &[pod_id]).await;
+        return;
+    }
+    checkpoint(&mut rt, &id, &location)
+        .await
+        .unwrap_or_else(|e| panic!("CheckpointContainer: {}", e.message()));
+    let names = archive_names(&location);
+    for expected in [
+        "spec.dump",
+        "config.dump",
+        "rootfs-diff.tar",
+        "dump.log",
+        "checkpoint/inventory.img",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+    assert!(
+        names.iter().any(|n| n.starts_with("checkpoint/pages-")),
+        "memory pages in {names:?}"
+    );
+    // --leave-running: it still counts.
+    let (_, before) = sh(&mut rt, &id, "cat /tmp/count").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, after) = sh(&mut rt, &id, "cat /tmp/count").await;
+    assert_ne!(before, after, "the container runs on after the checkpoint");
+    // The same location again: never overwritten.
+    let err = checkpoint(&mut rt, &id, &location).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists, "{}", err.message());
+    remove_everything(&daemon, &mut rt, &[pod_id]).await;
+}

@@ -8,6 +8,7 @@
 
 pub mod apparmor;
 mod cgroup_sweep;
+pub mod checkpoint;
 pub mod config;
 pub mod host;
 pub mod image_volume;
