@@ -41,7 +41,7 @@ suites_for() { # ARRAY NAME[:FILTER]...: appends "NAME=BINARY [FILTER]" for hack
 # cgroup files, id-mapped layers.
 vm_suites=(containers sandbox security apparmor stats streaming churn
 	crash:the_startup_sweep crash:kill_9_at_random_instants
-	cri136:image_volumes)
+	cri136:image_volumes cri136:psi_and_io)
 on_612=() on_61=()
 suites_for on_612 "${vm_suites[@]}"
 suites_for on_61 "${vm_suites[@]}"

@@ -622,6 +622,48 @@ async fn psi_and_io_are_reported_where_the_cgroup_has_pressure_files_and_empty_o
         assert_eq!(pod_linux.io, None);
         assert_eq!(pod_linux.cpu.unwrap().psi, None);
     }
+
+    // ListPodSandboxMetrics: the same figures under cAdvisor's names, for the pod's own
+    // cgroup and for the container, where the pressure files exist.
+    let metrics = rt
+        .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+        .await
+        .expect("ListPodSandboxMetrics")
+        .into_inner()
+        .pod_metrics
+        .into_iter()
+        .find(|m| m.pod_sandbox_id == pod_id)
+        .expect("the pod's metrics");
+    let names = |metrics: &[cri::Metric]| -> BTreeSet<String> {
+        metrics
+            .iter()
+            .map(|m| m.name.clone())
+            .filter(|n| n.starts_with("container_pressure_"))
+            .collect()
+    };
+    let container_metrics = metrics
+        .container_metrics
+        .iter()
+        .find(|c| c.container_id == id)
+        .expect("the container's metrics");
+    for (whose, found) in [
+        ("pod", names(&metrics.metrics)),
+        ("container", names(&container_metrics.metrics)),
+    ] {
+        if cgroup_v2() {
+            for resource in ["cpu", "memory", "io"] {
+                let waiting = format!("container_pressure_{resource}_waiting_seconds_total");
+                assert!(found.contains(&waiting), "{whose}: {waiting} in {found:?}");
+            }
+            // memory.pressure always has a `full` line.
+            assert!(
+                found.contains("container_pressure_memory_stalled_seconds_total"),
+                "{whose}: {found:?}"
+            );
+        } else {
+            assert!(found.is_empty(), "{whose} on cgroup v1: {found:?}");
+        }
+    }
     remove_everything(&daemon, &mut rt, &[pod_id]).await;
 }
 
