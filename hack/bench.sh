@@ -31,6 +31,8 @@
 #         pod sharing its PID namespace and with the container's own (time, and processes left
 #         running when it returns); PullImage of a 4.4 MiB gzip bomb that expands to 4 GiB
 #         with the default configuration (time to fail or finish, peak disk use)
+# berth's runs of pods, containers and lifecycle are followed by its per-step breakdown (the
+# mean time of each step of each call, from berth_operation_step_duration_seconds).
 # Usage: sudo hack/bench.sh [--vm [--kernel 6.1|6.12]] [pods|containers|stats|pull|churn|lifecycle|streaming|contract|all]...
 #   (default all). --vm: the same run inside the cgroup v2 test VM (hack/vm.sh), berth and
 #   Debian's containerd 1.6 with runc (cgroupfs driver) one after the other in one VM boot;
@@ -144,6 +146,34 @@ EOF
 # Every figure also goes to a file, for the side-by-side summary at the end.
 run_bench() { "$bench" "$@" | tee -a "$work/results"; }
 
+# berth's own step timings (berth_operation_step_duration_seconds, from its metrics
+# endpoint) around one bench mode: the mean time of each step of each call, so a figure
+# comes with where it went. Empty for a runtime without them.
+metrics_url=
+scrape_steps() { # FILE
+	: >"$1"
+	[[ -n $metrics_url ]] || return 0
+	curl -fsS --noproxy '*' "$metrics_url" | grep '^berth_operation_step_duration_seconds_\(sum\|count\)' >"$1" || true
+}
+step_report() { # LABEL MODE: the steps between $work/steps.before and now
+	[[ -n $metrics_url ]] || return 0
+	scrape_steps "$work/steps.after"
+	awk -v label="$1" -v mode="$2" '
+		{ split($1, a, "{"); kind = a[1]; sub(/.*_/, "", kind); key = "{" a[2] }
+		FILENAME == ARGV[1] { before[kind key] = $2; next }
+		{ after[kind key] = $2; keys[key] = 1 }
+		END {
+			for (k in keys) {
+				n = after["count" k] - before["count" k]
+				if (n <= 0) continue
+				ms = (after["sum" k] - before["sum" k]) * 1000
+				match(k, /operation="[^"]*"/); op = substr(k, RSTART + 11, RLENGTH - 12)
+				match(k, /step="[^"]*"/); st = substr(k, RSTART + 6, RLENGTH - 7)
+				printf "%-12s step (%s) %-16s %-16s n=%-4d mean %8.2f ms  total %9.1f ms\n", label, mode, op, st, n, ms / n, ms
+			}
+		}' "$work/steps.before" "$work/steps.after" | sort -k4,4 -k8,8nr | tee -a "$work/results"
+}
+
 rss_mib() { awk '/^Rss:/ {printf "%.2f", $2/1024}' "/proc/$1/smaps_rollup"; }
 
 wait_socket() {
@@ -170,12 +200,16 @@ measure() { # LABEL ENDPOINT
 	echo "$label idle daemon RSS $(rss_mib "$daemon_pid") MiB"
 	# A runtime that fails one part still gets measured on the others.
 	if wants pods; then
+		scrape_steps "$work/steps.before"
 		run_bench pods --label "$label" --endpoint "$endpoint" --pods "$pods" --daemon-pid "$daemon_pid" ||
 			echo "$label: the pod benchmark failed (above)"
+		step_report "$label" pods
 	fi
 	if wants containers; then
+		scrape_steps "$work/steps.before"
 		run_bench containers --label "$label" --endpoint "$endpoint" --image "$small" --pods "$pods" ||
 			echo "$label: the container benchmark failed (above)"
+		step_report "$label" containers
 	fi
 	if wants stats; then
 		run_bench stats --label "$label" --endpoint "$endpoint" --image "$small" \
@@ -186,8 +220,10 @@ measure() { # LABEL ENDPOINT
 			echo "$label: the list benchmark failed (above)"
 	fi
 	if wants lifecycle; then
+		scrape_steps "$work/steps.before"
 		run_bench lifecycle --label "$label" --endpoint "$endpoint" --image "$small" --pods "$pods" --clients 2 ||
 			echo "$label: the lifecycle benchmark failed (above)"
+		step_report "$label" lifecycle
 	fi
 	if wants churn; then
 		run_bench churn --label "$label" --endpoint "$endpoint" --image "$small" --pods "$churn_pods" \
@@ -216,6 +252,10 @@ measure() { # LABEL ENDPOINT
 	fi
 }
 
+# The runtimes measured second must not win by finding the CNI plugins and runtime binaries
+# in the page cache the first one filled (a fresh VM starts cold: its disk is emulated).
+cat /usr/lib/cni/* "$(command -v containerd)" "$(command -v containerd-shim-runc-v2)" \
+	"$(command -v runc)" >/dev/null 2>&1 || true
 echo "== berth ${BERTH_BENCH_REV:-$(git rev-parse --short HEAD)} (release build) on $(uname -r), $(stat -fc %T /sys/fs/cgroup)"
 write_net "$work/berth-net.d" berthbench0 10.77.0.0/16
 cat >"$work/berth.toml" <<EOF
@@ -228,6 +268,9 @@ conf_dir = "$work/berth-net.d"
 bin_dirs = ["/usr/lib/cni"]
 [registry]
 config_path = ["$repo/critest-config/certs.d"]
+[metrics]
+enabled = true
+address = "127.0.0.1:9191"
 EOF
 rm -rf /var/lib/berth-bench
 "$target"/release/berth --config "$work/berth.toml" 2>"$work/berth.log" &
@@ -239,7 +282,9 @@ churn_args=(--cgroup-parent /bench-churn-berth --bridge berthbench0
 	--count-procs "$work/berth/" --count-mounts "$work/berth/"
 	--count-dirs "/var/lib/berth-bench/sandboxes,/var/lib/berth-bench/containers,$work/berth/sandboxes,$work/berth/containers,$work/berth/s")
 disk_dirs=/var/lib/berth-bench
+metrics_url=http://127.0.0.1:9191/metrics
 measure berth "unix://$work/berth.sock"
+metrics_url=
 stop_daemon
 rm -rf /var/lib/berth-bench
 

@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod linux;
 pub mod metrics;
 pub mod persist;
+pub mod rpc_deadline;
 pub mod sandbox;
 pub mod server;
 pub mod shim;

@@ -163,6 +163,7 @@ async fn serve(config: Config) -> Result<()> {
             )
         })
         .layer(crate::metrics::rpc::RpcMetricsLayer)
+        .layer(crate::rpc_deadline::DeadlineLayer)
         .layer(gate)
         .add_service(runtime_service)
         .add_service(image_service)

@@ -431,15 +431,13 @@ async fn every_cri_resource_reaches_the_cgroup_files_of_this_hosts_layout() {
         memory_swap_limit_in_bytes: memory,
         cpuset_cpus: "0".into(),
         cpuset_mems: "0".into(),
-        // This host (v1) mounts no hugetlb hierarchy; the VM's v2 tree has the controller.
-        hugepage_limits: if v2 {
-            vec![cri::HugepageLimit {
-                page_size: "2MB".into(),
-                limit: 0,
-            }]
-        } else {
-            Vec::new()
-        },
+        // What the kubelet sends for a pod without hugepages. This host (v1) mounts no
+        // hugetlb hierarchy and reserves no hugepages, so the limit holds without one
+        // (regression: CreateContainer failed here); the VM's v2 tree has the controller.
+        hugepage_limits: vec![cri::HugepageLimit {
+            page_size: "2MB".into(),
+            limit: 0,
+        }],
         unified: if v2 {
             [("memory.high".to_string(), (memory / 2).to_string())].into()
         } else {

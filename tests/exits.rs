@@ -116,6 +116,91 @@ async fn stop_container_returns_once_the_process_is_gone_with_its_exit_recorded(
     daemon.assert_no_leaks("after the pod was removed");
 }
 
+/// One unary gRPC call made by hand over HTTP/2, with `grpc-timeout` set and no timer on
+/// this side (tonic's channel would enforce the deadline itself and report its own
+/// CANCELLED): the grpc-status and grpc-message the server answered.
+async fn grpc_call_with_deadline(
+    socket: &std::path::Path,
+    method: &str,
+    message: impl prost::Message,
+    grpc_timeout: &str,
+) -> (String, String) {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let encoded = message.encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend((encoded.len() as u32).to_be_bytes());
+    body.extend(encoded);
+    let request = tonic::codegen::http::Request::post(format!("http://berth/{method}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", grpc_timeout)
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let (parts, body) = sender.send_request(request).await.unwrap().into_parts();
+    let trailers = body.collect().await.unwrap().trailers().cloned();
+    // A trailers-only answer carries its status in the headers.
+    let status = trailers
+        .filter(|t| t.contains_key("grpc-status"))
+        .unwrap_or(parts.headers);
+    let text = |name: &str| {
+        status
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    (text("grpc-status"), text("grpc-message"))
+}
+
+/// critest's "should timeout" specs failed at random: tonic answers an expired
+/// `grpc-timeout` with CANCELLED, which a client reports when it arrives before its own
+/// timer fires. berth answers DEADLINE_EXCEEDED, and the call's work still ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_past_its_client_deadline_is_deadline_exceeded_and_still_completes() {
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod, config) = setup(&daemon, "exits-deadline").await;
+    // Ignores SIGTERM: the stop takes its 2 s grace, far past the 200 ms deadline.
+    let id = run_container(
+        &mut rt,
+        &pod,
+        &config,
+        "stubborn",
+        &["sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"],
+    )
+    .await;
+    let stop = cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 2,
+    };
+    let started = Instant::now();
+    let (code, message) = grpc_call_with_deadline(
+        &daemon.socket,
+        "runtime.v1.RuntimeService/StopContainer",
+        stop,
+        "200m",
+    )
+    .await;
+    // 4 is DEADLINE_EXCEEDED (1 would be CANCELLED).
+    assert_eq!(code, "4", "{message}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    // The stop goes on in its own task: the container is killed after its grace.
+    let exited = wait_exited(&mut rt, &id).await;
+    assert_eq!(exited.exit_code, 137, "{exited:?}");
+    stop_pod(&mut rt, &pod).await;
+    remove_pod(&mut rt, &pod).await;
+    daemon.assert_no_leaks("after the pod was removed");
+}
+
 /// GET of `path` on `address`; the status line and body.
 fn http_get(address: &str, path: &str) -> String {
     use std::io::{Read, Write};

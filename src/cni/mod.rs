@@ -5,9 +5,9 @@
 //! - `invoke`: one plugin run: environment, stdin, output and errors.
 //! - `result`: the ADD result, kept raw for chaining and DEL, plus the pod's IPs.
 //!
-//! ADD sets up loopback then runs each plugin of the list in order, chaining results; a failure
-//! runs DEL for the whole list so no lease or veth leaks. DEL runs the list in reverse and keeps
-//! going past failures.
+//! ADD runs each plugin of the list in order, chaining results; a failure runs DEL for the whole
+//! list so no lease or veth leaks. DEL runs the list in reverse and keeps going past failures.
+//! The pod's loopback is not a plugin run: `linux::netns` brings `lo` up when it makes the netns.
 //!
 //! A leaf of the domain: called by `sandbox`; calls only `metrics` (its timer) and `error`.
 
@@ -20,7 +20,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub use config::{NetworkConfigList, load_from_dir};
 pub use error::{CniCommand, CniError};
@@ -33,17 +33,6 @@ pub use result::{CniInterface, CniResult};
 pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// PATH for plugins when the daemon has none (they run iptables, ip, ...).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// The loopback setup containerd also does in every pod netns.
-fn loopback_network() -> NetworkConfigList {
-    NetworkConfigList {
-        name: "cni-loopback".into(),
-        cni_version: "0.3.1".into(),
-        plugins: vec![json!({"type": "loopback"})],
-        source: None,
-    }
-}
-const LOOPBACK_IFNAME: &str = "lo";
 
 #[derive(Debug, Clone)]
 pub struct CniManager {
@@ -77,17 +66,17 @@ impl CniManager {
     }
 
     /// The network's name when it is usable: a config parses and every plugin binary it
-    /// names (and loopback) exists. The error is the CRI `NetworkReady=false` message.
+    /// names exists. The error is the CRI `NetworkReady=false` message.
     pub fn status(&self) -> Result<String, CniError> {
         let net = self.load()?;
-        for plugin in net.plugin_types().chain(["loopback"]) {
+        for plugin in net.plugin_types() {
             invoke::find_plugin(&self.bin_dirs, plugin)?;
         }
         Ok(net.name)
     }
 
-    /// Attaches the pod's netns to `net` (and brings up its loopback). On failure, whatever was
-    /// set up is torn down again before the error is returned.
+    /// Attaches the pod's netns to `net`. On failure, whatever was set up is torn down again
+    /// before the error is returned.
     pub async fn add(
         &self,
         net: &NetworkConfigList,
@@ -99,22 +88,6 @@ impl CniManager {
             .as_deref()
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let loopback = loopback_network();
-        if let Err(failure) = self
-            .run_list(
-                CniCommand::Add,
-                &loopback,
-                att,
-                &netns,
-                LOOPBACK_IFNAME,
-                None,
-            )
-            .await
-        {
-            self.teardown_after_failed_add(&loopback, att, &netns, LOOPBACK_IFNAME, None)
-                .await;
-            return Err(failure.error);
-        }
         let last_plugin = || net.plugin_types().last().unwrap_or_default().to_owned();
         let outcome = match self
             .run_list(CniCommand::Add, net, att, &netns, &att.ifname, None)
@@ -141,8 +114,6 @@ impl CniManager {
             Err(AddFailure { error, partial }) => {
                 self.teardown_after_failed_add(net, att, &netns, &att.ifname, partial.as_ref())
                     .await;
-                self.teardown_after_failed_add(&loopback, att, &netns, LOOPBACK_IFNAME, None)
-                    .await;
                 Err(error)
             }
         }
@@ -165,13 +136,8 @@ impl CniManager {
             }
             _ => String::new(),
         };
-        let main = self
-            .del_list(net, att, &netns, &att.ifname, prev_result)
-            .await;
-        let loopback = self
-            .del_list(&loopback_network(), att, &netns, LOOPBACK_IFNAME, None)
-            .await;
-        main.and(loopback)
+        self.del_list(net, att, &netns, &att.ifname, prev_result)
+            .await
     }
 
     /// Runs every plugin of `net` for ADD, chaining results. Returns the last result.
@@ -289,6 +255,7 @@ struct AddFailure {
 mod tests {
     use super::*;
     use crate::{Error, ErrorKind};
+    use serde_json::json;
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
@@ -317,6 +284,7 @@ mod tests {
         let bin = dir.path().join("bin");
         fs::create_dir(&bin).unwrap();
         let log = dir.path().join("log");
+        // Present, as on a node with Debian's plugins, but never run: the log proves it.
         fake_plugin(&bin, "loopback", &log, "");
         Fixture {
             bin,
@@ -363,32 +331,21 @@ mod tests {
         );
         assert_eq!(
             log_lines(&f.log),
-            [
-                "ADD loopback lo /ns",
-                "ADD main eth0 /ns",
-                "ADD chained eth0 /ns"
-            ]
+            ["ADD main eth0 /ns", "ADD chained eth0 /ns"]
         );
         let logged = fs::read_to_string(&f.log).unwrap();
-        let chained_stdin = logged.lines().nth(2).unwrap();
+        let chained_stdin = logged.lines().nth(1).unwrap();
         assert!(
             chained_stdin.contains(r#""prevResult":{"cniVersion":"1.0.0""#)
                 && chained_stdin.contains("10.9.0.2/24"),
             "the chained plugin gets the previous result: {chained_stdin}"
         );
-        assert!(!logged.lines().nth(1).unwrap().contains("prevResult"));
-        assert!(
-            logged.contains(r#""name":"cni-loopback""#),
-            "loopback uses its own network name: {logged}"
-        );
+        assert!(!logged.lines().next().unwrap().contains("prevResult"));
 
         fs::write(&f.log, "").unwrap();
         // The netns file is not a pinned netns: DEL runs with an empty CNI_NETNS.
         cni.del(&net, &att, Some(&result.raw)).await.unwrap();
-        assert_eq!(
-            log_lines(&f.log),
-            ["DEL chained eth0 ", "DEL main eth0 ", "DEL loopback lo "]
-        );
+        assert_eq!(log_lines(&f.log), ["DEL chained eth0 ", "DEL main eth0 "]);
         assert!(fs::read_to_string(&f.log).unwrap().contains("10.9.0.3/24"));
     }
 
@@ -416,13 +373,11 @@ mod tests {
         assert_eq!(
             log_lines(&f.log),
             [
-                "ADD loopback lo /ns",
                 "ADD main eth0 /ns",
                 "ADD broken eth0 /ns",
                 "DEL after eth0 /ns",
                 "DEL broken eth0 /ns",
                 "DEL main eth0 /ns",
-                "DEL loopback lo /ns",
             ]
         );
         let crate_err: Error = err.into();
@@ -445,12 +400,7 @@ mod tests {
         assert!(matches!(err, CniError::InvalidResult { .. }), "{err}");
         assert_eq!(
             log_lines(&f.log),
-            [
-                "ADD loopback lo /ns",
-                "ADD garbled eth0 /ns",
-                "DEL garbled eth0 /ns",
-                "DEL loopback lo /ns"
-            ]
+            ["ADD garbled eth0 /ns", "DEL garbled eth0 /ns"]
         );
     }
 
@@ -466,10 +416,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.to_string(), "CNI plugin second DEL failed: oops");
-        assert_eq!(
-            log_lines(&f.log),
-            ["DEL second eth0 ", "DEL first eth0 ", "DEL loopback lo "]
-        );
+        assert_eq!(log_lines(&f.log), ["DEL second eth0 ", "DEL first eth0 "]);
     }
 
     #[tokio::test]

@@ -13,6 +13,12 @@ impl ImageCri {
     pub fn new(images: ImageService) -> Self {
         ImageCri { images }
     }
+
+    /// The images a List or Stream call's filter selects (by reference or ID; none: all).
+    fn filtered(&self, filter: Option<cri::ImageFilter>) -> Vec<Image> {
+        let image = filter.and_then(|f| f.image).map(|spec| spec.image);
+        self.images.list(image.as_deref())
+    }
 }
 
 fn image_name(spec: Option<&cri::ImageSpec>) -> Result<&str, Status> {
@@ -91,13 +97,7 @@ impl cri::image_service_server::ImageService for ImageCri {
         &self,
         request: Request<cri::StreamImagesRequest>,
     ) -> Result<Response<Self::StreamImagesStream>, Status> {
-        let request = request.into_inner();
-        let filter = request
-            .filter
-            .as_ref()
-            .and_then(|f| f.image.as_ref())
-            .map(|s| s.image.as_str());
-        let images = self.images.list(filter);
+        let images = self.filtered(request.into_inner().filter);
         Ok(Response::new(super::stream::converted(
             images,
             to_cri_image,
@@ -109,15 +109,8 @@ impl cri::image_service_server::ImageService for ImageCri {
         &self,
         request: Request<cri::ListImagesRequest>,
     ) -> Result<Response<cri::ListImagesResponse>, Status> {
-        let request = request.into_inner();
-        let filter = request
-            .filter
-            .as_ref()
-            .and_then(|f| f.image.as_ref())
-            .map(|s| s.image.as_str());
         let images = self
-            .images
-            .list(filter)
+            .filtered(request.into_inner().filter)
             .into_iter()
             .map(to_cri_image)
             .collect();

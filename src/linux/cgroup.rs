@@ -281,6 +281,17 @@ impl Cgroups {
         self.mode
     }
 
+    /// Whether `controller` can be used: v1, a hierarchy has it; v2, the root offers it.
+    pub fn has_controller(&self, controller: &str) -> bool {
+        match self.mode {
+            Mode::V2 => self.hierarchies.iter().filter(|h| h.v2).any(|h| {
+                fs::read_to_string(h.mount_point.join("cgroup.controllers"))
+                    .is_ok_and(|c| c.split_whitespace().any(|c| c == controller))
+            }),
+            _ => self.hierarchies.iter().any(|h| !h.v2 && h.has(controller)),
+        }
+    }
+
     pub fn hierarchies(&self) -> &[Hierarchy] {
         &self.hierarchies
     }
@@ -314,18 +325,22 @@ impl Cgroups {
 
     /// Writes the resource limits of `resources` into the cgroup `path` (which must
     /// exist). On v1 an absent `memory.memsw.limit_in_bytes` (no swap accounting) is
-    /// skipped; any other missing controller is an error.
+    /// skipped; so are hugepage limits on a node without the hugetlb controller (the
+    /// resource check has refused those that would not hold); any other missing
+    /// controller is an error.
     pub fn apply_resources(
         &self,
         path: &str,
         resources: &oci_spec::runtime::LinuxResources,
     ) -> Result<()> {
         let relative = relative_path(path)?;
+        let hugetlb = self.has_controller("hugetlb");
+        let usable = |w: &resources::ResourceWrite| hugetlb || w.controller != "hugetlb";
         if self.mode == Mode::V2 {
             let Some(tree) = self.hierarchies.iter().find(|h| h.v2) else {
                 return Err(CgroupError::NoHierarchy);
             };
-            for w in resources::plan_v2(resources)? {
+            for w in resources::plan_v2(resources)?.into_iter().filter(usable) {
                 let file = tree.mount_point.join(&relative).join(&w.file);
                 fs::write(&file, &w.value).map_err(io_err("write", &file))?;
             }
@@ -333,7 +348,7 @@ impl Cgroups {
         }
         let mut writes = resources::plan_v1(resources)?;
         resources::order_memsw_write(&mut writes, self.current_memsw(&relative));
-        for w in writes {
+        for w in writes.into_iter().filter(usable) {
             let hierarchy = self
                 .hierarchies
                 .iter()

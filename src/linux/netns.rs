@@ -1,11 +1,14 @@
 //! Pinned network namespaces: a new netns kept alive by a bind mount of its nsfs file, so it
 //! outlives every process in it and can be handed to CNI plugins and to the pause process by path.
+//! Its loopback is brought up here, in-process, rather than by exec'ing CNI's `loopback` plugin
+//! for every pod (the kubelet needs `lo` up, not the plugin).
 //!
 //! `unshare(CLONE_NEWNET)` and `setns` change only the calling thread, so each of them runs on a
 //! fresh `std::thread` that ends right after: the daemon's other threads never change netns.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -14,7 +17,8 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::statfs::{NSFS_MAGIC, statfs};
 
-/// Creates a new network namespace and pins it at `path` (a bind mount of its nsfs file).
+/// Creates a new network namespace with its loopback up and pins it at `path` (a bind mount
+/// of its nsfs file).
 ///
 /// The parent directory is created if needed and made a shared mount point, so that mount
 /// namespaces cloned later (pods, containers) hold peers of the pin: unpinning then propagates
@@ -39,6 +43,7 @@ pub fn pin_netns(path: &Path) -> io::Result<()> {
         .name("netns-pin".into())
         .spawn(move || -> io::Result<()> {
             unshare(CloneFlags::CLONE_NEWNET)?;
+            bring_up_loopback()?;
             mount(
                 Some("/proc/thread-self/ns/net"),
                 &target,
@@ -53,6 +58,34 @@ pub fn pin_netns(path: &Path) -> io::Result<()> {
     if let Err(err) = pinned {
         let _ = fs::remove_file(path);
         return Err(err);
+    }
+    Ok(())
+}
+
+/// Sets `lo` of the calling thread's netns up (the kernel then gives it 127.0.0.1 and ::1).
+fn bring_up_loopback() -> io::Result<()> {
+    // SAFETY: socket(2) with constant arguments; the result is checked before use.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; all zeroes is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (to, from) in request.ifr_name.iter_mut().zip(b"lo\0") {
+        *to = *from as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write only the ifreq passed, which lives
+    // across both calls; the union's flags member is the one these requests use.
+    unsafe {
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) < 0 {
+            return Err(io::Error::last_os_error());
+        }
     }
     Ok(())
 }
@@ -195,13 +228,8 @@ mod tests {
             host_ino
         );
 
-        // A process started afterwards can join it by path.
-        let up = Command::new("nsenter")
-            .arg(format!("--net={}", path.display()))
-            .args(["ip", "link", "set", "lo", "up"])
-            .status()
-            .expect("nsenter is needed (util-linux)");
-        assert!(up.success());
+        // A process started afterwards can join it by path, and finds `lo` already up with
+        // its address (no CNI loopback plugin ran).
         let show = Command::new("nsenter")
             .arg(format!("--net={}", path.display()))
             .args(["ip", "-o", "link", "show", "lo"])
@@ -209,6 +237,13 @@ mod tests {
             .unwrap();
         let show = String::from_utf8_lossy(&show.stdout);
         assert!(show.contains("LOOPBACK,UP"), "lo is not up: {show}");
+        let addresses = Command::new("nsenter")
+            .arg(format!("--net={}", path.display()))
+            .args(["ip", "-o", "addr", "show", "lo"])
+            .output()
+            .expect("nsenter is needed (util-linux)");
+        let addresses = String::from_utf8_lossy(&addresses.stdout);
+        assert!(addresses.contains("inet 127.0.0.1/8"), "{addresses}");
 
         unpin_netns(&path).unwrap();
         assert!(!path.exists());

@@ -1,6 +1,6 @@
 //! berth's own Prometheus metrics, served on `[metrics] address` when enabled: per-RPC
-//! latency and errors, image pulls, CNI calls, the stats collector, containers and
-//! sandboxes by state, OOM kills and dropped events.
+//! latency and errors, the steps of each lifecycle call, image pulls, CNI calls, the stats
+//! collector, containers and sandboxes by state, OOM kills and dropped events.
 //!
 //! A leaf: it knows no domain type. The families are process-wide statics so that a
 //! one-line hook (a CNI timer, a pull's bytes) can feed them from the owner of the work
@@ -15,6 +15,7 @@ pub mod http;
 pub mod registry;
 pub mod rpc;
 
+use std::future::Future;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,7 @@ use registry::{CounterFamily, HistogramFamily, StateGauge, histogram_family, reg
 pub struct BerthMetrics {
     pub rpc_duration: HistogramFamily<1>,
     pub rpc_errors: CounterFamily<2>,
+    pub step_duration: HistogramFamily<2>,
     pub image_pull_duration: HistogramFamily<1>,
     pub image_pull_bytes: Counter,
     pub cni_duration: HistogramFamily<1>,
@@ -75,6 +77,13 @@ impl BerthMetrics {
             "berth_cri_request_errors",
             "CRI requests answered with an error, by gRPC code.",
             &rpc_errors,
+        );
+        let step_duration = histogram_family();
+        register(
+            r,
+            "berth_operation_step_duration_seconds",
+            "Time spent in each step of a lifecycle call (steps of one call may overlap), by operation and step.",
+            &step_duration,
         );
         let image_pull_duration = histogram_family();
         register(
@@ -137,6 +146,7 @@ impl BerthMetrics {
         BerthMetrics {
             rpc_duration,
             rpc_errors,
+            step_duration,
             image_pull_duration,
             image_pull_bytes,
             cni_duration,
@@ -185,6 +195,52 @@ pub fn cni_timer(operation: &'static str) -> Timer {
         labels: [("operation", operation.to_string())],
         started: Instant::now(),
     }
+}
+
+/// The time of one step of a lifecycle call, recorded when dropped (an early return or a
+/// dropped future counts too), in the step histogram and as a debug trace line.
+pub struct StepTimer {
+    operation: &'static str,
+    step: &'static str,
+    started: Instant,
+}
+
+impl Drop for StepTimer {
+    fn drop(&mut self) {
+        let elapsed = self.started.elapsed();
+        METRICS
+            .step_duration
+            .get_or_create(&[
+                ("operation", self.operation.to_string()),
+                ("step", self.step.to_string()),
+            ])
+            .observe(elapsed.as_secs_f64());
+        tracing::debug!(
+            operation = self.operation,
+            step = self.step,
+            elapsed_us = elapsed.as_micros() as u64,
+            "step"
+        );
+    }
+}
+
+/// `let _step = metrics::step("run_pod_sandbox", "netns");` times the rest of the scope.
+pub fn step(operation: &'static str, step: &'static str) -> StepTimer {
+    StepTimer {
+        operation,
+        step,
+        started: Instant::now(),
+    }
+}
+
+/// Runs `work` as one timed step of `operation`.
+pub async fn timed<T>(
+    operation: &'static str,
+    step_name: &'static str,
+    work: impl Future<Output = T>,
+) -> T {
+    let _step = step(operation, step_name);
+    work.await
 }
 
 pub fn observe_pull(elapsed: Duration, ok: bool) {
@@ -248,6 +304,24 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_step_is_recorded_under_its_operation_and_name_even_when_it_fails() {
+        let series = [
+            ("operation", "test_op".to_string()),
+            ("step", "flaky".to_string()),
+        ];
+        let before = METRICS.step_duration.get_or_create(&series).count();
+        let failed: Result<(), &str> = timed("test_op", "flaky", async {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            Err("no")
+        })
+        .await;
+        assert!(failed.is_err());
+        let histogram = METRICS.step_duration.get_or_create(&series);
+        assert_eq!(histogram.count(), before + 1);
+        assert!(histogram.sum() >= 0.002, "{}", histogram.sum());
+    }
+
     #[test]
     fn every_family_keeps_its_exposed_name_and_labels() {
         METRICS
@@ -256,6 +330,8 @@ mod tests {
             .inc();
         // A family shows once it has a series.
         observe_pull(Duration::from_millis(1), true);
+        drop(cni_timer("test-names"));
+        drop(step("test_names", "step"));
         registry::set_by_state(&METRICS.containers, vec![("running", 0)]);
         registry::set_by_state(&METRICS.sandboxes, vec![("ready", 0)]);
         let out = METRICS.render();
@@ -273,6 +349,7 @@ mod tests {
                 "# TYPE berth_cri_request_errors_total counter",
                 "# TYPE berth_image_pull_bytes_total counter",
                 "# TYPE berth_image_pull_duration_seconds histogram",
+                "# TYPE berth_operation_step_duration_seconds histogram",
                 "# TYPE berth_pod_sandboxes gauge",
                 "# TYPE berth_stats_collection_duration_seconds histogram",
             ]

@@ -14,10 +14,14 @@ use crate::cni::{Attachment, CniManager, NetworkConfigList};
 use crate::error::{Error, Result, blocking, io_err};
 use crate::lifecycle::{Claim, Rollback, fingerprint, remove_cgroup, remove_dir};
 use crate::linux::netns;
+use crate::metrics::{step, timed};
 use crate::persist;
 use crate::shim::{PauseSpec, ShimClient, SpawnOptions};
 use crate::store::lock;
 use futures_util::FutureExt as _;
+
+/// The operation name its steps are timed under (`berth_operation_step_duration_seconds`).
+const OP: &str = "RunPodSandbox";
 
 impl SandboxManager {
     /// RunPodSandbox. The work runs in its own task so that a client that gives up does
@@ -109,7 +113,7 @@ impl SandboxManager {
             pause_start_time: None,
         };
         // Written before any resource is taken: recovery rolls back a Creating record.
-        self.records.persist(&record).await?;
+        timed(OP, "record_creating", self.records.persist(&record)).await?;
         crate::fault::point("sandbox.run.after_record");
         let sandbox = record::new_sandbox(record, None);
         self.records.insert(sandbox.clone());
@@ -119,6 +123,7 @@ impl SandboxManager {
             this.records.forget(&forget_id)
         });
 
+        let pod_files_step = step(OP, "pod_files");
         let host_files = read_host_files();
         let pod_files = podfiles::PodFiles::render(
             &hostname,
@@ -132,16 +137,17 @@ impl SandboxManager {
         persist::off_executor(move || pod_files.write_to(&files_dir))
             .await
             .map_err(io_err("writing the pod's files"))?;
+        drop(pod_files_step);
 
         if let Some(path) = &netns {
             let (pin_path, what) = (
                 path.clone(),
                 format!("pinning network namespace {}", path.display()),
             );
-            blocking("netns task", move || {
+            let pin = blocking("netns task", move || {
                 netns::pin_netns(&pin_path).map_err(io_err(what))
-            })
-            .await?;
+            });
+            timed(OP, "netns", pin).await?;
             undo.push(format!("unpin {}", path.display()), unpin(path.clone()));
             crate::fault::point("sandbox.run.after_netns_pin");
         }
@@ -151,6 +157,7 @@ impl SandboxManager {
             let Some(path) = &netns else {
                 return Ok::<_, Error>(None);
             };
+            let _step = step(OP, "network");
             let network = self.cni.load()?;
             // The config is on disk before ADD, so a crash mid-ADD can replay DEL.
             self.records
@@ -170,14 +177,15 @@ impl SandboxManager {
         let process_setup = async {
             let cgroups = self.cgroups.clone();
             let cg = pause_cgroup.clone();
-            if let Err(e) = blocking("cgroup task", move || cgroups.create(&cg)).await {
+            let create = blocking("cgroup task", move || cgroups.create(&cg));
+            if let Err(e) = timed(OP, "cgroup", create).await {
                 return Err((e, None));
             }
             let mut options =
                 SpawnOptions::new(id, &self.shim_socket(id), &self.shim_state_dir(id));
             options.log = Some(state_dir.join("shim.log"));
             options.log_level = Some(self.config.log_level.as_str().to_string());
-            let shim = match crate::shim::spawn(options).await {
+            let shim = match timed(OP, "shim_spawn", crate::shim::spawn(options)).await {
                 Ok(s) => s,
                 Err(e) => return Err((Error::from(e), None)),
             };
@@ -197,7 +205,7 @@ impl SandboxManager {
                 // What the kubelet asks for pause; init clamps it to what it may set.
                 oom_score_adj: Some(-998),
             };
-            let created = async {
+            let created = timed(OP, "pause_create", async {
                 let (userns, pause_bundle) = (spec.userns.clone(), bundle.clone());
                 persist::off_executor(move || match &userns {
                     Some(userns) => userns.write_pause_bundle(&pause_bundle, &pause),
@@ -216,7 +224,7 @@ impl SandboxManager {
                     )
                     .await
                     .map_err(Error::from)
-            }
+            })
             .await;
             match created {
                 Ok(pid) => Ok((shim, pid)),
@@ -284,19 +292,23 @@ impl SandboxManager {
         };
         if !host_network {
             let hosts = podfiles::render_hosts(&hostname, &ips, false, &host_files.hosts)?;
-            persist::save_file(&record_dir.join("hosts"), hosts.into_bytes())
-                .await
-                .map_err(io_err("writing the pod's hosts file"))?;
+            let hosts_path = record_dir.join("hosts");
+            timed(
+                OP,
+                "hosts_file",
+                persist::save_file(&hosts_path, hosts.into_bytes()),
+            )
+            .await
+            .map_err(io_err("writing the pod's hosts file"))?;
         }
         let (shim_pid, pause_pid) = shim_pid.unwrap_or_default();
         crate::fault::point("sandbox.run.after_pause_create");
-        self.records
-            .transition(&sandbox, SandboxState::Ready, |r| {
-                r.shim_pid = Some(shim_pid);
-                r.pause_pid = Some(pause_pid);
-                r.pause_start_time = process_start_time(pause_pid);
-            })
-            .await?;
+        let ready = self.records.transition(&sandbox, SandboxState::Ready, |r| {
+            r.shim_pid = Some(shim_pid);
+            r.pause_pid = Some(pause_pid);
+            r.pause_start_time = process_start_time(pause_pid);
+        });
+        timed(OP, "record_ready", ready).await?;
         tracing::info!(
             sandbox_id = %id,
             pod = %metadata.name,

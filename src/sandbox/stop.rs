@@ -8,6 +8,7 @@ use super::record::{Sandbox, SandboxRecord, shim_client};
 use super::{SandboxManager, SandboxState, attachment, kill_if_same};
 use crate::error::{Error, Result, blocking, io_err};
 use crate::linux::netns;
+use crate::metrics::{step, timed};
 use crate::persist;
 use crate::store::lock;
 
@@ -45,9 +46,8 @@ impl SandboxManager {
         processes?;
         network?;
         // Once per pod: a repeated StopPodSandbox is no move and publishes nothing.
-        self.records
-            .transition(sb, SandboxState::NotReady, |_| {})
-            .await?;
+        let stopped = self.records.transition(sb, SandboxState::NotReady, |_| {});
+        timed("StopPodSandbox", "record", stopped).await?;
         tracing::info!(sandbox_id = %record.id, "pod sandbox stopped");
         Ok(())
     }
@@ -58,6 +58,7 @@ impl SandboxManager {
             (&record.network, &record.netns, record.metadata())
             && !network.torn_down
         {
+            let _step = step("StopPodSandbox", "network");
             let attachment = attachment(&record.id, path, metadata, &record.spec.port_mappings);
             let prev = network.result.as_ref().map(|r| r.raw.clone());
             self.cni
@@ -75,10 +76,10 @@ impl SandboxManager {
         }
         if let Some(path) = &record.netns {
             let (p, what) = (path.clone(), format!("unpinning {}", path.display()));
-            blocking("netns task", move || {
+            let unpin = blocking("netns task", move || {
                 netns::unpin_netns(&p).map_err(io_err(what))
-            })
-            .await?;
+            });
+            timed("StopPodSandbox", "netns", unpin).await?;
         }
         Ok(())
     }
@@ -92,13 +93,13 @@ impl SandboxManager {
             None => None,
         };
         if let Some(shim) = shim
-            && let Err(e) = shim.clone().shutdown().await
+            && let Err(e) = timed("StopPodSandbox", "shim_shutdown", shim.clone().shutdown()).await
         {
             tracing::warn!(sandbox_id = %record.id, error = %e, "shim shutdown failed; killing the pod cgroup");
         }
         *lock(&sb.ext.shim) = None;
         // Whatever the shim could not reach (or if it is gone) dies with the cgroup.
-        self.kill_pod_processes(record).await?;
+        timed("StopPodSandbox", "kill", self.kill_pod_processes(record)).await?;
         if let Some(pid) = record.shim_pid {
             kill_if_same(pid, None);
         }
@@ -125,11 +126,12 @@ impl SandboxManager {
         let cgroups = self.cgroups.clone();
         let pause_cg = record.pause_cgroup.clone();
         let pod_cg = record.owns_pod_cgroup.then(|| record.pod_cgroup.clone());
-        blocking("cgroup task", move || {
+        let remove_cgroups = blocking("cgroup task", move || {
             cgroups.remove(&pause_cg)?;
             pod_cg.map_or(Ok(()), |cg| cgroups.remove(&cg))
-        })
-        .await?;
+        });
+        timed("RemovePodSandbox", "cgroups", remove_cgroups).await?;
+        let _files = step("RemovePodSandbox", "files");
         crate::fault::point("sandbox.remove.after_cgroups_removed");
         persist::remove_dir_all_if_exists(&self.state_dir(&record.id))
             .map_err(io_err("removing the sandbox state dir"))?;

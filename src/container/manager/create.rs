@@ -12,9 +12,13 @@ use crate::container::config::ContainerConfig;
 use crate::error::io_err;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lifecycle::{Claim, Rollback, fingerprint, remove_cgroup, remove_dir};
+use crate::metrics::{step, timed};
 use crate::persist;
 use crate::sandbox::{SandboxManager, SandboxState, now_nanos};
 use futures_util::FutureExt as _;
+
+/// The operation name its steps are timed under (`berth_operation_step_duration_seconds`).
+const OP: &str = "CreateContainer";
 
 /// The options of CreateContainer that are not in the config.
 pub struct CreateRequest {
@@ -60,18 +64,20 @@ impl ContainerManager {
             return Err(Error::invalid_argument("config.image.image is required"));
         }
         // What the node cannot apply is refused before anything exists.
-        self.check_resources(&config.resources).await?;
+        timed(
+            OP,
+            "resource_check",
+            self.check_resources(&config.resources),
+        )
+        .await?;
         // Held until the record is in the registry: a RemoveImage waits for it and then
         // sees this container among the image's users.
         let image_lease = self.images.lease().await;
-        let (image, layers, image_config) = self
-            .images
-            .resolve_for_container(&config.image)
+        let resolved = self.images.resolve_for_container(&config.image);
+        let (image, layers, image_config) = timed(OP, "image", resolved)
             .await
             .map_err(|e| e.context(format!("image {}", config.image)))?;
-        let phase = |name: &str| tracing::debug!(container_id = %id, phase = name, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "create phase");
-        let volumes = self.image_volumes(&config, sandbox).await?;
-        phase("image");
+        let volumes = timed(OP, "image_volumes", self.image_volumes(&config, sandbox)).await?;
         let layers_top_first: Vec<PathBuf> = layers.iter().rev().cloned().collect();
         let record_dir = self.record_dir(id);
         let state_dir = self.state_dir(id);
@@ -121,6 +127,7 @@ impl ContainerManager {
         let lower = layers_top_first.clone();
         let apparmor = self.apparmor().clone();
         // Reading the image's user database and the host devices is file I/O.
+        let spec_step = step(OP, "spec");
         let spec = tokio::task::spawn_blocking(move || {
             let passwd = crate::container::users::read_image_file(&lower, "/etc/passwd")
                 .map_err(io_err("reading the image's /etc/passwd"))?;
@@ -209,7 +216,7 @@ impl ContainerManager {
         .await
         .map_err(|e| Error::internal("spec task", e))??;
         let (spec, stop_signal, seccomp_program) = spec;
-        phase("spec");
+        drop(spec_step);
         let cgroup_path = spec
             .linux()
             .as_ref()
@@ -226,6 +233,7 @@ impl ContainerManager {
             serde_json::to_vec(&spec).map_err(|e| Error::internal("encoding the spec", e))?;
         let bundle_dir = bundle.clone();
         let volume_layouts = volumes.layouts;
+        let bundle_step = step(OP, "bundle");
         persist::off_executor(move || {
             persist::write_atomic(&bundle_dir.join("config.json"), &spec_json)?;
             persist::write_atomic(
@@ -247,6 +255,7 @@ impl ContainerManager {
         })
         .await
         .map_err(io_err("writing the bundle"))?;
+        drop(bundle_step);
 
         let log_path = super::log_path(&sandbox.spec.log_directory, &config.log_path);
         let record = ContainerRecord {
@@ -286,9 +295,13 @@ impl ContainerManager {
         // mid-create; not synced: after a power cut the processes are gone too, and
         // recovery removes container dirs that have no record.
         let path = record::record_path(&self.config.root, id);
-        persist::save_json_unsynced(&path, &record)
-            .await
-            .map_err(io_err(format!("writing {}", path.display())))?;
+        timed(
+            OP,
+            "record_creating",
+            persist::save_json_unsynced(&path, &record),
+        )
+        .await
+        .map_err(io_err(format!("writing {}", path.display())))?;
         crate::fault::point("container.create.after_record");
         let container = Arc::new(Container::new(
             record,
@@ -304,12 +317,12 @@ impl ContainerManager {
         // Tests hold a creation here to catch it in flight (a no-op otherwise).
         crate::fault::hold("container.create.after_record").await;
 
-        phase("record");
         let cgroups = self.sandboxes.cgroups().clone();
         undo.push(
             format!("remove cgroup {cgroup_path}"),
             remove_cgroup(cgroups, cgroup_path.clone(), KILL_GRACE),
         );
+        let shim_step = step(OP, "shim_create");
         let mut shim = self.sandboxes.shim(&sandbox.id).await?;
         let pid = shim
             .create(
@@ -326,14 +339,16 @@ impl ContainerManager {
             )
             .await
             .map_err(|e| Error::from(e).context("creating the container"))?;
+        drop(shim_step);
         undo.push(
             "delete the process",
             delete_process(self.sandboxes.clone(), sandbox.id.clone(), id.to_string()),
         );
         crate::fault::point("container.create.after_shim_create");
-        self.records
-            .transition(&container, ContainerState::Created, |r| r.pid = pid)
-            .await?;
+        let created = self
+            .records
+            .transition(&container, ContainerState::Created, |r| r.pid = pid);
+        timed(OP, "record_created", created).await?;
         tracing::info!(
             container_id = %id,
             sandbox_id = %sandbox.id,

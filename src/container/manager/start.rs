@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use super::record::StartingFlag;
 use super::{Container, ContainerManager, ContainerState};
 use crate::error::{Error, Result};
+use crate::metrics::timed;
 use crate::sandbox::now_nanos;
 
 impl ContainerManager {
@@ -31,7 +32,7 @@ impl ContainerManager {
         let started_at = now_nanos();
         container.ext.starting.store(true, Ordering::SeqCst);
         let starting = StartingFlag(&container.ext.starting);
-        let started = shim.start(&record.id).await;
+        let started = timed("StartContainer", "shim_start", shim.start(&record.id)).await;
         crate::fault::point("container.start.after_gate_open");
         let result = self.started(container, started, started_at).await;
         drop(starting);
@@ -48,12 +49,13 @@ impl ContainerManager {
     ) -> Result<()> {
         match started {
             Ok(pid) => {
-                self.records
+                let running = self
+                    .records
                     .transition(container, ContainerState::Running, |r| {
                         r.pid = pid;
                         r.started_at = started_at;
-                    })
-                    .await?;
+                    });
+                timed("StartContainer", "record_running", running).await?;
                 tracing::info!(container_id = %container.id, pid, "container started");
                 Ok(())
             }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::{Container, ContainerManager, ContainerState, KILL_GRACE};
 use crate::error::{Result, blocking, io_err};
+use crate::metrics::{step, timed};
 use crate::persist;
 use crate::sandbox::now_nanos;
 
@@ -58,6 +59,7 @@ impl ContainerManager {
                     &record.id,
                     &record.cgroup_path,
                 );
+                let _wait = step("StopContainer", "signal_to_exit");
                 let exited = tokio::select! {
                     biased;
                     exited = self.wait_exited(container, timeout) => exited,
@@ -107,11 +109,13 @@ impl ContainerManager {
         self.stop_locked(container, Duration::ZERO).await?;
         let record = container.record();
         if let Ok(mut shim) = self.sandboxes.shim(&record.sandbox_id).await {
-            let _ = shim.delete(&record.id).await;
+            let _ = timed("RemoveContainer", "shim_delete", shim.delete(&record.id)).await;
         }
         crate::fault::point("container.remove.after_shim_delete");
         let (cgroups, path) = (self.sandboxes.cgroups().clone(), record.cgroup_path.clone());
-        blocking("cgroup task", move || cgroups.destroy(&path, KILL_GRACE)).await?;
+        let destroy = blocking("cgroup task", move || cgroups.destroy(&path, KILL_GRACE));
+        timed("RemoveContainer", "cgroup", destroy).await?;
+        let _files = step("RemoveContainer", "files");
         persist::remove_file_if_exists(&self.exit_file(&record))
             .map_err(io_err("removing the exit file"))?;
         persist::remove_dir_all_if_exists(&self.state_dir(&record.id))

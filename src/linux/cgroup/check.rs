@@ -2,7 +2,7 @@
 //! created: a request the kernel would refuse halfway through init (or worse, accept
 //! without effect) is refused up front with the CRI field it came from.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 
@@ -35,12 +35,26 @@ pub enum ResourceCheckError {
     NoSwapAccounting,
     #[error("resources.unified: {key:?} needs cgroup v2; this node runs cgroup v1")]
     UnifiedOnV1 { key: String },
+    #[error(
+        "resources.hugepage_limits[{page_size:?}]: this node has no hugepages of that size (it has: {have})"
+    )]
+    UnknownPageSize { page_size: String, have: String },
+    #[error(
+        "resources.hugepage_limits[{page_size:?}]: this node has no hugetlb cgroup controller, so the limit of {limit} bytes cannot be enforced on its {pool}-byte pool of {page_size} pages"
+    )]
+    NoHugetlbController {
+        page_size: String,
+        limit: i64,
+        pool: u64,
+    },
 }
 
 impl From<ResourceCheckError> for crate::Error {
     fn from(err: ResourceCheckError) -> Self {
         let kind = match err {
-            ResourceCheckError::NoSwapAccounting | ResourceCheckError::UnifiedOnV1 { .. } => {
+            ResourceCheckError::NoSwapAccounting
+            | ResourceCheckError::UnifiedOnV1 { .. }
+            | ResourceCheckError::NoHugetlbController { .. } => {
                 crate::ErrorKind::FailedPrecondition
             }
             _ => crate::ErrorKind::InvalidArgument,
@@ -79,6 +93,12 @@ pub struct NodeOffer {
     /// v2: the root's `cgroup.controllers`.
     pub controllers: BTreeSet<String>,
     pub swap_accounting: bool,
+    /// Whether a hugetlb controller exists (v1: a hierarchy; v2: in the root's controllers).
+    pub hugetlb: bool,
+    /// Each hugepage size the kernel offers, named as the hugetlb files and the CRI name it
+    /// (`2MB`, `1GB`), with the most bytes of it a process could ever get (persistent pages
+    /// plus the overcommit allowance).
+    pub hugepage_pools: BTreeMap<String, u64>,
 }
 
 impl NodeOffer {
@@ -94,7 +114,49 @@ impl NodeOffer {
                 .map(|s| s.split_whitespace().map(str::to_string).collect())
                 .unwrap_or_default(),
             swap_accounting: swap_accounting(cgroups),
+            hugetlb: cgroups.has_controller("hugetlb"),
+            hugepage_pools: hugepage_pools(Path::new("/sys/kernel/mm/hugepages")),
         }
+    }
+}
+
+/// The kernel's hugepage pools (`hugepages-2048kB/nr_hugepages`, ...) by the size name the
+/// hugetlb controller uses. No directory: a kernel without hugepages, no pools.
+pub fn hugepage_pools(dir: &Path) -> BTreeMap<String, u64> {
+    let mut pools = BTreeMap::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return pools;
+    };
+    let number = |path: &Path| -> u64 {
+        fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(kib) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("hugepages-")?.strip_suffix("kB"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let pages = number(&entry.path().join("nr_hugepages"))
+            + number(&entry.path().join("nr_overcommit_hugepages"));
+        pools.insert(page_size_name(kib), pages.saturating_mul(kib * 1024));
+    }
+    pools
+}
+
+/// 2048 kB → `2MB`, 1048576 kB → `1GB`, 64 kB → `64KB`: the kernel's hugetlb file names.
+pub fn page_size_name(kib: u64) -> String {
+    const MIB: u64 = 1024;
+    const GIB: u64 = 1024 * 1024;
+    match kib {
+        k if k >= GIB && k % GIB == 0 => format!("{}GB", k / GIB),
+        k if k >= MIB && k % MIB == 0 => format!("{}MB", k / MIB),
+        k => format!("{k}KB"),
     }
 }
 
@@ -129,7 +191,8 @@ fn swap_accounting(cgroups: &Cgroups) -> bool {
 }
 
 /// Refuses what `offer` cannot apply: CPUs or memory nodes it lacks, `unified` keys of a
-/// controller it does not have, a swap allowance without swap accounting.
+/// controller it does not have, a swap allowance without swap accounting, a hugepage size it
+/// lacks or a hugepage limit without a hugetlb controller to enforce it.
 pub fn check(resources: &LinuxResources, offer: &NodeOffer) -> Result<(), ResourceCheckError> {
     if let Some(cpu) = resources.cpu() {
         for (field, kind, value, online) in [
@@ -192,6 +255,31 @@ pub fn check(resources: &LinuxResources, offer: &NodeOffer) -> Result<(), Resour
             return Err(ResourceCheckError::NoSwapAccounting);
         }
     }
+    for limit in resources.hugepage_limits().iter().flatten() {
+        let page_size = limit.page_size();
+        let Some(&pool) = offer.hugepage_pools.get(page_size) else {
+            return Err(ResourceCheckError::UnknownPageSize {
+                page_size: page_size.clone(),
+                have: offer
+                    .hugepage_pools
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            });
+        };
+        // The kubelet sends a limit for every size the node has (0 when the pod asked for
+        // none). Without the controller such a limit still holds when the whole pool fits
+        // in it, as on a node that reserved no pages of that size; otherwise it cannot.
+        let fits = u64::try_from(limit.limit()).is_ok_and(|l| l >= pool);
+        if !offer.hugetlb && !fits {
+            return Err(ResourceCheckError::NoHugetlbController {
+                page_size: page_size.clone(),
+                limit: limit.limit(),
+                pool,
+            });
+        }
+    }
     Ok(())
 }
 
@@ -216,6 +304,8 @@ mod tests {
                 .map(|s| s.to_string())
                 .collect(),
             swap_accounting: false,
+            hugetlb: true,
+            hugepage_pools: BTreeMap::from([("2MB".into(), 0), ("1GB".into(), 0)]),
         }
     }
 
@@ -313,6 +403,74 @@ mod tests {
                 &with_swap
             )
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn kernel_hugepage_directories_name_their_pools() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, pages, overcommit) in [("hugepages-2048kB", 3, 1), ("hugepages-1048576kB", 0, 0)]
+        {
+            let pool = dir.path().join(name);
+            fs::create_dir(&pool).unwrap();
+            fs::write(pool.join("nr_hugepages"), format!("{pages}\n")).unwrap();
+            fs::write(
+                pool.join("nr_overcommit_hugepages"),
+                format!("{overcommit}\n"),
+            )
+            .unwrap();
+        }
+        fs::create_dir(dir.path().join("not-a-pool")).unwrap();
+        assert_eq!(
+            hugepage_pools(dir.path()),
+            BTreeMap::from([("2MB".into(), 4 * 2 * 1024 * 1024), ("1GB".into(), 0)])
+        );
+        assert!(hugepage_pools(&dir.path().join("missing")).is_empty());
+        assert_eq!(page_size_name(64), "64KB");
+    }
+
+    #[test]
+    fn hugepage_limits_without_a_hugetlb_controller_hold_only_when_the_pool_fits() {
+        let mut node = offer();
+        node.hugetlb = false;
+        node.hugepage_pools.insert("2MB".into(), 8 << 20);
+        // What the kubelet sends for a pod that asked for no hugepages.
+        let zero =
+            r#"{"hugepageLimits":[{"pageSize":"2MB","limit":0},{"pageSize":"1GB","limit":0}]}"#;
+        let err = check(&resources(zero), &node).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("resources.hugepage_limits[\"2MB\"]: this node has no hugetlb"),
+            "{err}"
+        );
+        assert_eq!(
+            crate::Error::from(err).kind(),
+            crate::ErrorKind::FailedPrecondition
+        );
+        let whole_pool = r#"{"hugepageLimits":[{"pageSize":"2MB","limit":8388608}]}"#;
+        assert!(check(&resources(whole_pool), &node).is_ok());
+        node.hugepage_pools.insert("2MB".into(), 0);
+        assert!(check(&resources(zero), &node).is_ok());
+        // With the controller any limit is enforceable.
+        node.hugetlb = true;
+        node.hugepage_pools.insert("2MB".into(), 8 << 20);
+        assert!(check(&resources(zero), &node).is_ok());
+    }
+
+    #[test]
+    fn a_hugepage_size_the_node_lacks_names_the_field() {
+        let err = check(
+            &resources(r#"{"hugepageLimits":[{"pageSize":"3MB","limit":0}]}"#),
+            &offer(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "resources.hugepage_limits[\"3MB\"]: this node has no hugepages of that size (it has: 1GB 2MB)"
+        );
+        assert_eq!(
+            crate::Error::from(err).kind(),
+            crate::ErrorKind::InvalidArgument
         );
     }
 }
