@@ -13,6 +13,9 @@ use super::error::ImageError;
 use super::store::{ImageRecord, Store};
 use super::{registry, unpack};
 
+/// Names what uses an image ID (a container, as its image or a volume), or None.
+pub type ImageUsers = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 pub(super) type SharedPull = Shared<BoxFuture<'static, Result<String, Arc<ImageError>>>>;
 
 pub(super) struct Inner {
@@ -41,7 +44,7 @@ pub(super) struct Inner {
     /// registered; a removal holds it exclusively while it asks `users`.
     pub(super) use_lock: Arc<tokio::sync::RwLock<()>>,
     /// Who uses an image (set once by the composition root): a removal is refused then.
-    pub(super) users: std::sync::OnceLock<super::ImageUsers>,
+    pub(super) users: std::sync::OnceLock<ImageUsers>,
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

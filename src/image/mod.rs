@@ -22,6 +22,7 @@ use futures_util::FutureExt as _;
 
 use crate::error::Error;
 pub use error::ImageError;
+pub use inner::ImageUsers;
 use inner::{Inner, lock};
 pub use reference::{Reference, ReferenceError};
 pub use registry::RegistryAuth;
@@ -79,9 +80,6 @@ pub struct FsUsage {
     /// Unix nanoseconds of the measurement.
     pub timestamp: i64,
 }
-
-/// Names what uses an image ID (a container, as its image or a volume), or None.
-pub type ImageUsers = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// Held by a container's creation while it uses an image without a record yet.
 pub struct ImageLease(#[allow(dead_code)] tokio::sync::OwnedRwLockReadGuard<()>);
