@@ -135,6 +135,7 @@ pub async fn lists(args: &Args) -> Result<(), Error> {
     .into_iter()
     .map(|name| (name, Vec::new()))
     .collect();
+    let pod_count = pods.len();
     let measured = match creation_error {
         Some(e) => Err(e),
         None => measure(&mut rt, args, &mut timings).await,
@@ -152,9 +153,15 @@ pub async fn lists(args: &Args) -> Result<(), Error> {
         .await?;
     }
     let stream_error = measured?;
-    for (name, samples) in &mut timings {
+    for (i, (name, samples)) in timings.iter_mut().enumerate() {
+        // The first three calls list the containers, the last three the pods.
+        let over = if i < 3 {
+            format!("{} containers", args.pods)
+        } else {
+            format!("{pod_count} pods")
+        };
         if !samples.is_empty() {
-            report(&args.label, &format!("{name} ({})", args.pods), samples);
+            report(&args.label, &format!("{name} ({over})"), samples);
         }
     }
     if let Some(e) = stream_error {
