@@ -272,8 +272,17 @@ async fn pods(args: &Args) -> Result<(), Error> {
     })
     .await?;
 
+    let daemon_before = args.daemon_pid.and_then(memory_kib);
+    // The daemon's memory per pod is its growth from half the pods to all of them: what
+    // the first pod touches once (code, pools, caches) is not a cost per pod.
+    let half = args.pods / 2;
+    let mut daemon_half = None;
     let mut ids = Vec::new();
     for i in 0..args.pods {
+        if i == half {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            daemon_half = args.daemon_pid.and_then(memory_kib);
+        }
         let start = Instant::now();
         let id = run_pod(&mut rt, pod_config(i, &run)).await?;
         create.push(start.elapsed());
@@ -321,6 +330,9 @@ async fn pods(args: &Args) -> Result<(), Error> {
         .await?;
         remove.push(start.elapsed());
     }
+    // Read as the one with the pods running: after the same settling wait.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let daemon_after = args.daemon_pid.and_then(memory_kib);
 
     report(&args.label, "RunPodSandbox", &mut create);
     report(&args.label, "StopPodSandbox", &mut stop);
@@ -340,13 +352,26 @@ async fn pods(args: &Args) -> Result<(), Error> {
         mean(|m| m.1 + m.3),
         per_pod.len()
     );
-    if let Some((rss, pss)) = daemon {
+    if let (Some((before, _)), Some((at_half, _)), Some((rss, pss)), Some((after, _))) =
+        (daemon_before, daemon_half, daemon, daemon_after)
+    {
         println!(
             "{:<12} daemon with {} pods  RSS {:.2} MiB PSS {:.2} MiB",
             args.label,
             per_pod.len(),
             rss as f64 / 1024.0,
             pss as f64 / 1024.0
+        );
+        println!(
+            "{:<12} daemon RSS          before the pods {:.2} MiB, with {} {:.2} MiB, with {} {:.2} MiB ({:+.1} KiB per pod), {:.2} MiB 3 s after they were removed",
+            args.label,
+            before as f64 / 1024.0,
+            half,
+            at_half as f64 / 1024.0,
+            per_pod.len(),
+            rss as f64 / 1024.0,
+            (rss as f64 - at_half as f64) / (per_pod.len() - half).max(1) as f64,
+            after as f64 / 1024.0
         );
     }
     Ok(())

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod error;
 pub mod events;
 pub mod fault;
+pub mod idle_memory;
 pub mod image;
 pub mod init;
 pub mod lifecycle;

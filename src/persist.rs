@@ -60,17 +60,23 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> io::Result<()>
 /// A crash of the daemon alone loses nothing: the page cache keeps the file.
 pub fn write_json_replace<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
-    replace(path, &bytes)
+    replace(path, &bytes, 0o600)
 }
 
 /// Replaces `path` with `bytes` atomically (temp file, rename) without waiting for the
 /// disk: for state under the runtime dir (/run), which a reboot wipes along with every
 /// process it describes, so a power cut has nothing to lose there.
 pub fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    replace(path, bytes)
+    replace(path, bytes, 0o600)
 }
 
-fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// `write_replace` with exactly file mode `mode` (the umask does not apply): for bundles,
+/// which init reads, and which a reboot makes useless along with the process they describe.
+pub fn write_replace_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, bytes, mode)
+}
+
+fn replace(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
@@ -78,9 +84,12 @@ fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let result = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&tmp)
-        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|mut f| {
+            f.set_permissions(fs::Permissions::from_mode(mode))?;
+            f.write_all(bytes)
+        })
         .and_then(|()| fs::rename(&tmp, path));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -115,7 +124,7 @@ pub async fn save_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
 pub async fn save_json_unsynced<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
     let path = path.to_path_buf();
-    off_executor(move || replace(&path, &bytes)).await
+    off_executor(move || replace(&path, &bytes, 0o600)).await
 }
 
 /// Reads a JSON record; `Ok(None)` when the file does not exist.
@@ -179,6 +188,18 @@ mod tests {
     struct Record {
         version: u32,
         name: String,
+    }
+
+    #[test]
+    fn a_replaced_bundle_file_keeps_its_mode_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        write_replace_mode(&path, b"{}", 0o644).unwrap();
+        write_replace_mode(&path, b"{\"a\":1}", 0o644).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"{\"a\":1}");
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

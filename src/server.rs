@@ -164,6 +164,7 @@ async fn serve(config: Config) -> Result<()> {
         })
         .layer(crate::metrics::rpc::RpcMetricsLayer)
         .layer(crate::rpc_deadline::DeadlineLayer)
+        .layer(crate::idle_memory::start(crate::idle_memory::QUIET))
         .layer(gate)
         .add_service(runtime_service)
         .add_service(image_service)

@@ -364,3 +364,56 @@ async fn a_different_create_under_a_name_in_flight_is_already_exists_and_stop_is
     remove_pod(&mut rt, &pod).await;
     daemon.assert_no_leaks("after the pod was removed");
 }
+
+/// PullImage given up while its download runs (held after its layers are committed): the
+/// pull goes on in its own task, and the retry joins it instead of pulling again: it gets
+/// the first pull's image ID, and the daemon pulled the image once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_pull_runs_on_and_its_retry_joins_it() {
+    let daemon = TestDaemon::start_full(
+        true,
+        &[],
+        &[("BERTH_FAULT_HOLD", "image.pull.after_layers_committed=1500")],
+    )
+    .await;
+    mirror_docker_io(&daemon);
+    let pod = Pod {
+        config: pod_config("pull"),
+        id: String::new(),
+        container: String::new(),
+    };
+    let deadline = Duration::from_millis(100);
+    {
+        // This client and its connection go when the deadline passes.
+        let (mut rt, mut im) = (daemon.runtime().await, daemon.images().await);
+        let call = send(Call::PullImage, &mut rt, &mut im, &pod, Some(deadline));
+        let given_up = tokio::time::timeout(deadline, call).await;
+        assert!(
+            !matches!(given_up, Ok(Ok(_))),
+            "the pull is held 1.5 s: it cannot be done within 100 ms"
+        );
+    }
+    let pulls = |log: &str| log.matches("image pulled").count();
+    assert_eq!(
+        pulls(&daemon.log_text()),
+        0,
+        "the retry comes while the pull runs"
+    );
+    let (mut rt, mut im) = (daemon.runtime().await, daemon.images().await);
+    let image = retry(&daemon, &mut rt, Call::PullImage, &pod, deadline).await;
+    let log = daemon.log_text();
+    assert_eq!(
+        pulls(&log),
+        1,
+        "the retry joined the abandoned pull:\n{log}"
+    );
+    let listed = im
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].id, image);
+    daemon.assert_no_leaks("after the pull");
+}

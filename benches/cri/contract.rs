@@ -37,10 +37,13 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// The bomb layer (as in tests/bomb.rs): concatenated gzip members, one per tar header and
-/// one compressed MiB of zeros per file.
-fn bomb_layer() -> Result<Vec<u8>, Error> {
-    let zeros = gzip(&vec![0; MIB]);
+/// one compressed MiB of zeros per file; and the digest of what it unpacks to (its diff_id),
+/// so that a runtime with no bound unpacks it to the end and accepts it.
+fn bomb_layer() -> Result<(Vec<u8>, String), Error> {
+    let zero_mib = vec![0; MIB];
+    let zeros = gzip(&zero_mib);
     let mut blob = Vec::new();
+    let mut unpacked = Sha256::new();
     for i in 0..BOMB_FILES {
         let mut header = tar::Header::new_gnu();
         header.set_path(format!("bomb/{i:05}"))?;
@@ -50,9 +53,13 @@ fn bomb_layer() -> Result<Vec<u8>, Error> {
         header.set_cksum();
         blob.extend_from_slice(&gzip(header.as_bytes()));
         blob.extend_from_slice(&zeros);
+        unpacked.update(header.as_bytes());
+        unpacked.update(&zero_mib);
     }
     blob.extend_from_slice(&gzip(&[0; 1024]));
-    Ok(blob)
+    unpacked.update([0; 1024]);
+    let diff_id = format!("sha256:{}", hex::encode(unpacked.finalize()));
+    Ok((blob, diff_id))
 }
 
 /// Pushes the bomb to the plain-HTTP registry `--image` names (`HOST:PORT/REPO:TAG`).
@@ -62,13 +69,12 @@ pub async fn push_bomb(args: &Args) -> Result<(), Error> {
         .split_once('/')
         .ok_or("push-bomb needs --image HOST:PORT/REPO:TAG")?;
     let (repo, tag) = rest.rsplit_once(':').ok_or("the image needs a tag")?;
-    let layer = bomb_layer()?;
-    // The unpack never reaches the end where the diff_id would be checked.
+    let (layer, diff_id) = bomb_layer()?;
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
         "config": {"Cmd": ["/bin/sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [digest(b"never reached")]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
     }))?;
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,

@@ -10,7 +10,6 @@
 //! Every mutating call runs in its own task (`crate::lifecycle::detach`): a client that
 //! gives up does not cut it short, and its retry joins it or finds it done.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +17,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::error::Result;
 use crate::image::ImageService;
-use crate::lifecycle::Registry;
+use crate::lifecycle::{Dirs, Filter, Registry};
 use crate::sandbox::SandboxManager;
 
 mod create;
@@ -38,16 +37,9 @@ pub use state::ContainerState;
 /// How long a killed container may take to disappear before its cgroup is killed.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
-#[derive(Debug, Default, Clone)]
-pub struct ContainerFilter {
-    pub id: Option<String>,
-    pub sandbox_id: Option<String>,
-    pub state: Option<ContainerState>,
-    pub labels: HashMap<String, String>,
-}
+pub type ContainerFilter = Filter<ContainerState>;
 
 pub struct ContainerManager {
-    config: Arc<Config>,
     sandboxes: Arc<SandboxManager>,
     images: ImageService,
     records: Registry<ContainerRecord, ContainerExt>,
@@ -64,16 +56,12 @@ impl ContainerManager {
         events: Arc<LifecycleEvents>,
         apparmor: crate::container::spec::AppArmorHost,
     ) -> ContainerManager {
-        let hooks = record::ContainerHooks {
-            root: config.root.clone(),
-            events,
-            sandboxes: sandboxes.clone(),
-        };
+        let dirs = Dirs::new::<ContainerRecord>(&config.root, &config.state);
+        let publish = record::publisher(events, sandboxes.clone());
         ContainerManager {
-            config,
             sandboxes,
             images,
-            records: Registry::new(hooks),
+            records: Registry::new(dirs, publish),
             apparmor,
         }
     }
@@ -83,17 +71,9 @@ impl ContainerManager {
         &self.apparmor
     }
 
-    fn record_dir(&self, id: &str) -> PathBuf {
-        self.config.root.join("containers").join(id)
-    }
-
-    fn state_dir(&self, id: &str) -> PathBuf {
-        self.config.state.join("containers").join(id)
-    }
-
     /// The container's writable layer (overlay upper dir), for its disk usage.
     pub fn writable_dir(&self, id: &str) -> PathBuf {
-        self.record_dir(id).join("upper")
+        self.records.dirs().record_dir(id).join("upper")
     }
 
     /// Finds a container by full id or unique prefix.
@@ -108,29 +88,8 @@ impl ContainerManager {
     }
 
     pub fn list(&self, filter: &ContainerFilter) -> Vec<ContainerRecord> {
-        let mut out: Vec<_> = self
-            .records
-            .all()
-            .into_iter()
-            .map(|c| c.record())
-            .filter(|r| r.state != ContainerState::Creating)
-            .filter(|r| filter.id.as_ref().is_none_or(|id| r.id.starts_with(id)))
-            .filter(|r| {
-                filter
-                    .sandbox_id
-                    .as_ref()
-                    .is_none_or(|id| r.sandbox_id.starts_with(id))
-            })
-            .filter(|r| filter.state.is_none_or(|s| s == r.state))
-            .filter(|r| {
-                filter
-                    .labels
-                    .iter()
-                    .all(|(k, v)| r.config.labels.get(k) == Some(v))
-            })
-            .collect();
-        out.sort_by_key(|r| r.created_at);
-        out
+        let listed = self.records.list(filter).into_iter();
+        listed.map(|(record, _)| record).collect()
     }
 
     pub fn containers_of(&self, sandbox_id: &str) -> Vec<ContainerRecord> {

@@ -15,6 +15,7 @@ pub(super) fn sandbox_filter(filter: Option<cri::PodSandboxFilter>) -> SandboxFi
     let filter = filter.unwrap_or_default();
     SandboxFilter {
         id: (!filter.id.is_empty()).then_some(filter.id),
+        sandbox_id: None,
         state: filter.state.map(|s| {
             if s.state == cri::PodSandboxState::SandboxReady as i32 {
                 SandboxState::Ready
@@ -30,6 +31,7 @@ pub(super) fn stats_sandbox_filter(filter: Option<cri::PodSandboxStatsFilter>) -
     let filter = filter.unwrap_or_default();
     SandboxFilter {
         id: (!filter.id.is_empty()).then_some(filter.id),
+        sandbox_id: None,
         state: None,
         labels: filter.label_selector,
     }

@@ -128,7 +128,7 @@ impl RuntimeService for RuntimeCri {
                 HashMap::new()
             },
             containers_statuses: Vec::new(),
-            timestamp: crate::sandbox::now_nanos(),
+            timestamp: crate::linux::process::now_unix_nanos(),
         }))
     }
 

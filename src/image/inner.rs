@@ -7,16 +7,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use futures_util::future::{BoxFuture, Shared};
-
-use super::error::ImageError;
 use super::store::{ImageRecord, Store};
 use super::{registry, unpack};
 
 /// Names what uses an image ID (a container, as its image or a volume), or None.
 pub type ImageUsers = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
-
-pub(super) type SharedPull = Shared<BoxFuture<'static, Result<String, Arc<ImageError>>>>;
 
 pub(super) struct Inner {
     pub(super) store: Store,
@@ -28,8 +23,9 @@ pub(super) struct Inner {
     pub(super) progress_timeout: Duration,
     pub(super) max_downloads: usize,
     pub(super) unpack_limits: unpack::UnpackLimits,
-    /// Pulls in flight by normalized reference: identical pulls share one.
-    pub(super) inflight: Mutex<HashMap<String, SharedPull>>,
+    /// Pulls in flight by normalized reference: identical pulls share one, which runs in
+    /// its own task (a client that gives up does not cut it short).
+    pub(super) pulls: crate::lifecycle::Calls<String>,
     /// One unpack per chain ID at a time.
     pub(super) layer_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Pulls hold it shared; garbage collection holds it exclusively (a pull's new layers

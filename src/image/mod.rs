@@ -18,12 +18,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use futures_util::FutureExt as _;
-
 use crate::error::Error;
 pub use error::ImageError;
 pub use inner::ImageUsers;
-use inner::{Inner, lock};
+use inner::Inner;
 pub use reference::{Reference, ReferenceError};
 pub use registry::RegistryAuth;
 use store::{ImageRecord, Store};
@@ -117,7 +115,7 @@ impl ImageService {
                     max_expansion_ratio: (config.image.max_expansion_ratio > 0)
                         .then_some(config.image.max_expansion_ratio),
                 },
-                inflight: Mutex::new(HashMap::new()),
+                pulls: Default::default(),
                 layer_locks: Mutex::new(HashMap::new()),
                 gc_barrier: Arc::new(tokio::sync::RwLock::new(())),
                 gc_pending: AtomicBool::new(false),
@@ -129,49 +127,33 @@ impl ImageService {
         })
     }
 
-    /// Pulls `reference` and returns the image ID. Identical concurrent pulls share one
-    /// download; the pull runs to its end even if the caller goes away.
+    /// Pulls `reference` and returns the image ID. The pull runs in its own task (the
+    /// lifecycle core's `Calls`): it goes to its end even if the caller goes away, and
+    /// pulls of the same reference made meanwhile (a retry of an abandoned one included)
+    /// wait for it and share its download and its result.
     pub async fn pull(&self, reference: &str, auth: Option<RegistryAuth>) -> crate::Result<String> {
         let reference = Reference::parse(reference).map_err(ImageError::from)?;
         let key = reference.to_string();
-        let shared = {
-            let mut inflight = lock(&self.inner.inflight);
-            match inflight.get(&key) {
-                Some(shared) => shared.clone(),
-                None => {
-                    let inner = self.inner.clone();
-                    let task_key = key.clone();
-                    let task = tokio::spawn(async move {
-                        let result = pull::run(&inner, &reference, auth.as_ref()).await;
-                        lock(&inner.inflight).remove(&task_key);
-                        if result.is_err() {
-                            // A failed pull may have stored blobs no image will use.
-                            inner.gc_pending.store(true, Ordering::Release);
-                        }
-                        if inner.gc_pending.load(Ordering::Acquire) {
-                            // Best effort: a failure is retried at the next removal or start.
-                            if let Err(e) = inner.collect_garbage().await {
-                                tracing::warn!(error = %e, "image garbage collection failed");
-                            }
-                        }
-                        result.map_err(|e| Arc::new(ImageError::from(e)))
-                    });
-                    let shared = async move {
-                        match task.await {
-                            Ok(result) => result,
-                            Err(join) => Err(Arc::new(ImageError::Join(join))),
-                        }
-                    }
-                    .boxed()
-                    .shared();
-                    inflight.insert(key.clone(), shared.clone());
-                    shared
+        let inner = self.inner.clone();
+        let what = format!("pulling image {key}");
+        let work = async move {
+            let result = pull::run(&inner, &reference, auth.as_ref()).await;
+            if result.is_err() {
+                // A failed pull may have stored blobs no image will use.
+                inner.gc_pending.store(true, Ordering::Release);
+            }
+            if inner.gc_pending.load(Ordering::Acquire) {
+                // Best effort: a failure is retried at the next removal or start.
+                if let Err(e) = inner.collect_garbage().await {
+                    tracing::warn!(error = %e, "image garbage collection failed");
                 }
             }
+            result.map_err(|e| {
+                let e = ImageError::from(e);
+                Error::with_source(e.kind(), what, e)
+            })
         };
-        shared
-            .await
-            .map_err(|e| Error::with_source(e.kind(), format!("pulling image {key}"), e))
+        self.inner.pulls.run(key, work).await
     }
 
     /// All images, or those matching `filter` (a reference or an ID).

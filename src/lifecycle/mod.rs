@@ -13,15 +13,22 @@
 //!   event.
 //! - [`detach`] and [`Calls`]: a mutating call runs in its own task, so a client that gives
 //!   up cannot cut it short; identical calls in flight share one run.
+//! - [`Dirs`]: each kind's record and runtime directories, and the one way records are
+//!   written, loaded at recovery and removed; [`Filter`]: the List calls' filter.
 //!
 //! The managers keep what is specific to them (CNI, shims, bundles, cgroups).
 
 mod calls;
+mod files;
+mod filter;
 mod registry;
 mod rollback;
 mod transition;
 
 pub use calls::{Calls, Failure, Running, detach};
+pub use files::{Dirs, Durability};
+pub use filter::Filter;
 pub use registry::{Claim, Registry, Reservation, fingerprint};
 pub use rollback::{Rollback, remove_cgroup, remove_dir};
-pub use transition::{Entry, Hooks, Lifecycle, Moved, Record, Saving};
+pub(crate) use transition::record_fields;
+pub use transition::{Entry, Lifecycle, Moved, Publish, Record};

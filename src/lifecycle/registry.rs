@@ -13,9 +13,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use futures_util::future::BoxFuture;
 
 use super::calls::{Calls, Running, detach};
+use super::files::{Dirs, Durability};
+use super::filter::Filter;
 use super::rollback::Rollback;
-use super::transition::{Entry, Hooks, Lifecycle as _, Moved, Record};
+use super::transition::{Entry, Lifecycle, Moved, Publish, Record};
 use crate::error::{Error, Result};
+use crate::events::EventKind;
 use crate::store::lock;
 
 /// What a retry must repeat to count as the same request: a hash of the config's JSON
@@ -92,22 +95,43 @@ pub enum Claim {
     Done(String),
 }
 
+impl Claim {
+    /// The object's id once its creation finished (or its error).
+    pub async fn wait(self) -> Result<String> {
+        match self {
+            Claim::Running(running) => running.await.map_err(Error::from),
+            Claim::Done(id) => Ok(id),
+        }
+    }
+}
+
+type Entries<R, X> = Arc<RwLock<HashMap<String, Arc<Entry<R, X>>>>>;
+
 pub struct Registry<R: Record, X = ()> {
-    entries: RwLock<HashMap<String, Arc<Entry<R, X>>>>,
+    entries: Entries<R, X>,
     names: Names,
-    hooks: Box<dyn Hooks<R>>,
+    dirs: Dirs,
+    publish: Publish<R>,
     /// Mutating calls on existing objects in flight (see [`Registry::run`]).
     calls: Calls<()>,
 }
 
 impl<R: Record, X> Registry<R, X> {
-    pub fn new(hooks: impl Hooks<R> + 'static) -> Registry<R, X> {
+    pub fn new(
+        dirs: Dirs,
+        publish: impl Fn(EventKind, &R) + Send + Sync + 'static,
+    ) -> Registry<R, X> {
         Registry {
-            entries: RwLock::new(HashMap::new()),
+            entries: Entries::default(),
             names: Names::default(),
-            hooks: Box::new(hooks),
+            dirs,
+            publish: Box::new(publish),
             calls: Calls::default(),
         }
+    }
+
+    pub fn dirs(&self) -> &Dirs {
+        &self.dirs
     }
 
     /// Like `get`, but None for an unknown id (stop and remove of one are success).
@@ -136,6 +160,27 @@ impl<R: Record, X> Registry<R, X> {
         self.calls.run(key, work).await
     }
 
+    /// `run` on the object `id` names, for stop and remove: an unknown id, or an object
+    /// removed by the time the call holds its lock, is success.
+    pub async fn run_found<F, Fut>(&self, call: &str, id: &str, work: F) -> Result<()>
+    where
+        X: Send + Sync + 'static,
+        F: FnOnce(Arc<Entry<R, X>>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<()>> + Send,
+    {
+        let Some(entry) = self.find(id)? else {
+            return Ok(());
+        };
+        let unless_removed = |entry: Arc<Entry<R, X>>| async move {
+            if entry.is_removed() {
+                Ok(())
+            } else {
+                work(entry).await
+            }
+        };
+        self.run(call, entry, unless_removed).await
+    }
+
     /// By full id or unique prefix; InvalidArgument for an empty or ambiguous one.
     pub fn get(&self, id: &str) -> Result<Arc<Entry<R, X>>> {
         crate::store::lookup(&self.entries, id, R::KIND, R::ID_FIELD)
@@ -154,19 +199,95 @@ impl<R: Record, X> Registry<R, X> {
         crate::store::values(&self.entries)
     }
 
-    pub fn insert(&self, entry: Arc<Entry<R, X>>) {
-        self.entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(entry.id.clone(), entry);
+    /// The record of the object `id` names (see `get`), with the state it reads as.
+    pub fn status(&self, id: &str) -> Result<(R, R::State)> {
+        let record = self.get(id)?.record();
+        let state = record.reads_as();
+        Ok((record, state))
     }
 
-    /// Drops an entry that never became an object (a creation rolled back).
-    pub fn forget(&self, id: &str) {
-        self.entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+    /// The objects `filter` selects, oldest first, each with the state it reads as;
+    /// objects still being created are not listed.
+    pub fn list(&self, filter: &Filter<R::State>) -> Vec<(R, R::State)> {
+        let mut out: Vec<_> = self
+            .all()
+            .into_iter()
+            .map(|entry| entry.record())
+            .filter(|r| r.state() != R::State::CREATING)
+            .map(|r| {
+                let state = r.reads_as();
+                (r, state)
+            })
+            .filter(|(r, state)| filter.selects(r, state))
+            .collect();
+        out.sort_by_key(|(r, _)| r.created_at());
+        out
+    }
+
+    /// The objects of the pod `sandbox_id` (exactly), being created ones included.
+    pub fn of_sandbox(&self, sandbox_id: &str) -> Vec<Arc<Entry<R, X>>> {
+        let all = self.all().into_iter();
+        all.filter(|e| e.record().sandbox_id() == Some(sandbox_id))
+            .collect()
+    }
+
+    /// Daemon start: every record on disk. One that `doomed` picks (a creation a crash
+    /// cut short, an object whose pod is gone) is rolled back: the steps `undo` pushes
+    /// for it (in the order a creation takes them), then its directories. The others are
+    /// returned, to be held again (`recovered`).
+    pub async fn recover(
+        &self,
+        doomed: impl Fn(&R) -> bool,
+        undo: impl Fn(&R, &mut Rollback),
+    ) -> Result<Vec<R>> {
+        let mut kept = Vec::new();
+        for record in self.dirs.load::<R>()? {
+            if !doomed(&record) {
+                kept.push(record);
+                continue;
+            }
+            let (kind, id) = (R::KIND, record.id());
+            tracing::warn!(kind, id, state = ?record.state(), "rolling back an interrupted creation or an orphan");
+            let mut rollback = Rollback::new(format!("{kind} {id}"));
+            self.dirs.undo(id, &mut rollback);
+            undo(&record, &mut rollback);
+            rollback.unwind().await;
+        }
+        Ok(kept)
+    }
+
+    /// A creation's record, written before the resources it names are taken (so recovery
+    /// can give them back), then held in memory; `undo` forgets it again.
+    pub async fn admit(
+        &self,
+        record: R,
+        ext: X,
+        durability: Durability,
+        undo: &mut Rollback,
+    ) -> Result<Arc<Entry<R, X>>>
+    where
+        X: Send + Sync + 'static,
+    {
+        self.dirs.save(&record, durability).await?;
+        let entry = Arc::new(Entry::new(record, ext));
+        self.insert(entry.clone());
+        let (entries, id) = (self.entries.clone(), entry.id.clone());
+        undo.push("forget the record", async move {
+            lock_write(&entries).remove(&id);
+        });
+        Ok(entry)
+    }
+
+    /// A recovered object: it keeps its name and is held in memory again.
+    pub fn recovered(&self, record: R, ext: X) -> Arc<Entry<R, X>> {
+        self.bind(&record);
+        let entry = Arc::new(Entry::new(record, ext));
+        self.insert(entry.clone());
+        entry
+    }
+
+    pub fn insert(&self, entry: Arc<Entry<R, X>>) {
+        lock_write(&self.entries).insert(entry.id.clone(), entry);
     }
 
     /// Claims `key` for a request whose config hashes to `fingerprint`. When the name is
@@ -244,11 +365,13 @@ impl<R: Record, X> Registry<R, X> {
         F: for<'a> FnOnce(&'a str, &'a mut Rollback) -> BoxFuture<'a, Result<()>> + Send + 'static,
     {
         let new_id = hex::encode(rand::random::<[u8; 32]>());
+        let dirs = self.dirs.clone();
         self.claim(key, fingerprint, new_id, move |reservation| {
             detach(async move {
                 let id = reservation.id().to_string();
                 let mut undo = Rollback::new(format!("{} {id}", R::KIND));
-                match steps(&id, &mut undo).await {
+                let made = dirs.make(&id, &mut undo);
+                match async { made?; steps(&id, &mut undo).await }.await {
                     Ok(()) => {
                         undo.commit();
                         reservation.commit();
@@ -265,7 +388,7 @@ impl<R: Record, X> Registry<R, X> {
     }
 
     /// A recovered object keeps its name.
-    pub fn bind(&self, record: &R) {
+    fn bind(&self, record: &R) {
         if let Some(key) = record.name_key() {
             lock(&self.names).insert(
                 key,
@@ -288,70 +411,88 @@ impl<R: Record, X> Registry<R, X> {
         let (from, moved) = entry.apply(to, f)?;
         if moved.changed {
             tracing::debug!(id = %entry.id, kind = R::KIND, ?from, ?to, "transition");
-            self.hooks.persist(&moved.record).await?;
+            self.persist(&moved.record).await?;
             for kind in from.events(to) {
-                self.hooks.publish(*kind, &moved.record);
+                (self.publish)(*kind, &moved.record);
             }
         }
         Ok(moved)
     }
 
+    /// A move the daemon makes on its own (a death it noticed, what recovery found): no
+    /// call waits for it, so a failed write is logged, and the move stands in memory.
+    pub async fn observed(&self, entry: &Entry<R, X>, to: R::State, f: impl FnOnce(&mut R)) {
+        if let Err(e) = self.transition(entry, to, f).await {
+            tracing::warn!(kind = R::KIND, id = %entry.id, ?to, error = %e, "recording a move");
+        }
+    }
+
     /// Persists a change of fields other than the state.
     pub async fn save(&self, entry: &Entry<R, X>, f: impl FnOnce(&mut R)) -> Result<R> {
         let record = entry.update(f);
-        self.hooks.persist(&record).await?;
+        self.persist(&record).await?;
         Ok(record)
     }
 
-    pub async fn persist(&self, record: &R) -> Result<()> {
-        self.hooks.persist(record).await
+    async fn persist(&self, record: &R) -> Result<()> {
+        self.dirs.save(record, Durability::Synced).await
     }
 
-    /// The object's files are gone: it leaves the registry, frees its name and publishes
-    /// DELETED. A call still holding the entry finds it removed.
-    pub fn remove(&self, entry: &Entry<R, X>) {
+    /// Removes the object's directories (after the kind removed what else it had): it
+    /// leaves the registry, frees its name and publishes DELETED. A call still holding
+    /// the entry finds it removed.
+    pub fn remove(&self, entry: &Entry<R, X>) -> Result<()> {
+        self.dirs.remove(&entry.id)?;
         let record = entry.mark_removed();
-        self.forget(&entry.id);
+        lock_write(&self.entries).remove(&entry.id);
         if let Some(key) = record.name_key() {
             let mut names = lock(&self.names);
             if matches!(names.get(&key), Some(Name::Bound { id, .. }) if *id == entry.id) {
                 names.remove(&key);
             }
         }
-        self.hooks
-            .publish(crate::events::EventKind::Deleted, &record);
+        (self.publish)(EventKind::Deleted, &record);
+        Ok(())
     }
 
     #[cfg(test)]
-    fn name_count(&self) -> usize {
+    pub(super) fn name_count(&self) -> usize {
         lock(&self.names).len()
     }
+}
+
+fn lock_write<T>(map: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    map.write().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::EventKind;
     use crate::lifecycle::detach;
     use crate::lifecycle::transition::tests::{Toy, ToyRecord, toy};
     use std::time::Duration;
 
-    #[derive(Clone, Default)]
-    struct Journal(Arc<Mutex<Vec<String>>>);
-
-    impl Hooks<ToyRecord> for Journal {
-        fn persist<'a>(&'a self, r: &'a ToyRecord) -> crate::lifecycle::Saving<'a> {
-            lock(&self.0).push(format!("persist {} {:?}", r.id, r.state));
-            Box::pin(async { Ok(()) })
-        }
-        fn publish(&self, kind: EventKind, r: &ToyRecord) {
-            lock(&self.0).push(format!("publish {kind:?} {}", r.id));
-        }
-    }
+    /// The events published (and the registry's directories, alive while it is).
+    #[derive(Clone)]
+    struct Journal(
+        Arc<Mutex<Vec<String>>>,
+        #[allow(dead_code)] Arc<tempfile::TempDir>,
+    );
 
     fn registry() -> (Arc<Registry<ToyRecord>>, Journal) {
-        let j = Journal::default();
-        (Arc::new(Registry::new(j.clone())), j)
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = Dirs::new::<ToyRecord>(&dir.path().join("root"), &dir.path().join("state"));
+        let j = Journal(Arc::default(), Arc::new(dir));
+        let journal = j.clone();
+        let publish = move |kind: EventKind, r: &ToyRecord| {
+            lock(&journal.0).push(format!("publish {kind:?} {}", r.id));
+        };
+        (Arc::new(Registry::new(dirs, publish)), j)
+    }
+
+    fn on_disk(reg: &Registry<ToyRecord>, id: &str) -> Option<ToyRecord> {
+        let path = reg.dirs().record_dir(id).join("toy.json");
+        crate::persist::read_json(&path).unwrap()
     }
 
     /// Starts a toy creation that takes `delay` and succeeds or fails.
@@ -383,10 +524,7 @@ mod tests {
     }
 
     async fn finish(claim: Claim) -> Result<String> {
-        match claim {
-            Claim::Running(r) => r.await.map_err(Error::from),
-            Claim::Done(id) => Ok(id),
-        }
+        claim.wait().await
     }
 
     #[tokio::test]
@@ -458,27 +596,30 @@ mod tests {
     #[tokio::test]
     async fn transitions_persist_and_publish_once_and_remove_frees_the_name() {
         let (reg, j) = registry();
-        let record = toy("id1", "n");
-        reg.bind(&record);
-        let entry = Arc::new(Entry::new(record, ()));
-        reg.insert(entry.clone());
+        let entry = reg.recovered(toy("id1", "n"), ());
+        std::fs::create_dir_all(reg.dirs().record_dir("id1")).unwrap();
         let moved = reg
             .transition(&entry, Toy::On, |r| r.note = "up".into())
             .await
             .unwrap();
         assert!(moved.changed);
         assert_eq!(moved.record.note, "up");
+        assert_eq!(on_disk(&reg, "id1"), Some(moved.record));
         // A retry of the same move: no write, no event.
+        std::fs::remove_file(reg.dirs().record_dir("id1").join("toy.json")).unwrap();
         assert!(
             !reg.transition(&entry, Toy::On, |_| {})
                 .await
                 .unwrap()
                 .changed
         );
+        assert_eq!(on_disk(&reg, "id1"), None, "no move, no write");
         let err = reg.transition(&entry, Toy::New, |_| {}).await.unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::FailedPrecondition);
         reg.save(&entry, |r| r.note = "saved".into()).await.unwrap();
-        reg.remove(&entry);
+        assert_eq!(on_disk(&reg, "id1").unwrap().note, "saved");
+        reg.remove(&entry).unwrap();
+        assert!(!reg.dirs().record_dir("id1").exists());
         assert!(reg.get("id1").is_err());
         assert_eq!(reg.name_count(), 0);
         assert!(
@@ -488,12 +629,135 @@ mod tests {
         assert_eq!(
             *lock(&j.0),
             [
-                "persist id1 On",
                 "publish Created id1",
                 "publish Started id1",
-                "persist id1 On",
                 "publish Deleted id1",
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_list_skips_creations_and_selects_by_id_prefix_state_and_labels_oldest_first() {
+        let (reg, _) = registry();
+        for (id, state, at, label) in [
+            ("b1", Toy::On, 2, "x"),
+            ("a1", Toy::Off, 1, "x"),
+            ("a2", Toy::On, 3, "y"),
+            ("a3", Toy::New, 0, "x"),
+        ] {
+            let mut record = toy(id, id);
+            (record.state, record.created_at) = (state, at);
+            record.labels.insert("app".into(), label.into());
+            reg.recovered(record, ());
+        }
+        let ids = |filter: Filter<Toy>| -> Vec<String> {
+            let listed = reg.list(&filter);
+            listed.into_iter().map(|(r, _)| r.id).collect()
+        };
+        assert_eq!(ids(Filter::default()), ["a1", "b1", "a2"]);
+        let by_id = Filter {
+            id: Some("a".into()),
+            ..Filter::default()
+        };
+        assert_eq!(ids(by_id), ["a1", "a2"]);
+        let by_state = Filter {
+            state: Some(Toy::On),
+            ..Filter::default()
+        };
+        assert_eq!(ids(by_state), ["b1", "a2"]);
+        let mut by_label = Filter::default();
+        by_label.labels.insert("app".into(), "x".into());
+        assert_eq!(ids(by_label), ["a1", "b1"]);
+        let by_pod = Filter {
+            sandbox_id: Some("a".into()),
+            ..Filter::default()
+        };
+        assert!(ids(by_pod).is_empty(), "a toy belongs to no pod");
+        // Filters and answers see the state a record reads as, not the one it stores.
+        reg.get("b1").unwrap().update(|r| r.note = "dead".into());
+        let off = Filter {
+            state: Some(Toy::Off),
+            ..Filter::default()
+        };
+        assert_eq!(ids(off), ["a1", "b1"]);
+        assert_eq!(reg.status("b1").unwrap().1, Toy::Off);
+    }
+
+    #[tokio::test]
+    async fn recovery_rolls_back_the_doomed_records_and_returns_the_others() {
+        let (reg, _) = registry();
+        let mut made = Rollback::new("setup");
+        for (id, state) in [("a", Toy::New), ("b", Toy::On)] {
+            reg.dirs().make(id, &mut made).unwrap();
+            let mut record = toy(id, id);
+            record.state = state;
+            reg.admit(record, (), Durability::Synced, &mut made)
+                .await
+                .unwrap();
+        }
+        made.commit();
+        let undone = Arc::new(Mutex::new(Vec::new()));
+        let seen = undone.clone();
+        let interrupted = |r: &ToyRecord| r.state == Toy::New;
+        let undo = |r: &ToyRecord, undo: &mut Rollback| {
+            let (seen, id) = (seen.clone(), r.id.clone());
+            undo.push("kind's step", async move { lock(&seen).push(id) });
+        };
+        let kept = reg.recover(interrupted, undo).await.unwrap();
+        assert_eq!(
+            kept.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["b"]
+        );
+        assert_eq!(*lock(&undone), ["a"]);
+        assert!(!reg.dirs().record_dir("a").exists());
+        assert!(!reg.dirs().state_dir("a").exists());
+        assert!(reg.dirs().record_dir("b").exists());
+    }
+
+    #[tokio::test]
+    async fn stop_and_remove_of_an_unknown_or_removed_object_are_success_and_do_nothing() {
+        let (reg, _) = registry();
+        let ran = Arc::new(Mutex::new(0));
+        let work = |ran: Arc<Mutex<u32>>| {
+            move |_: Arc<Entry<ToyRecord>>| async move {
+                *lock(&ran) += 1;
+                Ok(())
+            }
+        };
+        reg.run_found("stop", "nope", work(ran.clone()))
+            .await
+            .unwrap();
+        let entry = reg.recovered(toy("id1", "n"), ());
+        reg.run_found("stop", "id1", work(ran.clone()))
+            .await
+            .unwrap();
+        assert_eq!(*lock(&ran), 1);
+        reg.remove(&entry).unwrap();
+        reg.run_found("stop", "id1", work(ran.clone()))
+            .await
+            .unwrap();
+        // Still held by a call that looked it up before the removal: not run either.
+        reg.insert(entry.clone());
+        reg.run_found("remove", "id1", work(ran.clone()))
+            .await
+            .unwrap();
+        assert_eq!(*lock(&ran), 1);
+    }
+
+    #[tokio::test]
+    async fn an_admitted_record_is_written_and_forgotten_again_by_the_rollback() {
+        let (reg, _) = registry();
+        let mut undo = Rollback::new("toy a");
+        reg.dirs().make("a", &mut undo).unwrap();
+        let entry = (reg
+            .admit(toy("a", "n"), (), Durability::Cached, &mut undo)
+            .await)
+            .unwrap();
+        assert_eq!(on_disk(&reg, "a"), Some(entry.record()));
+        assert!(reg.get("a").is_ok());
+        undo.unwind().await;
+        assert!(reg.get("a").is_err(), "forgotten");
+        assert!(!reg.dirs().record_dir("a").exists());
+        assert!(!reg.dirs().state_dir("a").exists());
     }
 }

@@ -40,6 +40,22 @@ impl Rollback {
         });
     }
 
+    /// `push` of a step that can fail: an undo cannot fail the call it cleans up after,
+    /// so the failure is logged.
+    pub fn push_try(
+        &mut self,
+        description: impl Into<String>,
+        undo: impl Future<Output = crate::error::Result<()>> + Send + 'static,
+    ) {
+        let description = description.into();
+        let step = description.clone();
+        self.push(description, async move {
+            if let Err(e) = undo.await {
+                tracing::warn!(step, error = %e, "rollback step failed");
+            }
+        });
+    }
+
     pub fn len(&self) -> usize {
         self.steps.len()
     }
@@ -152,6 +168,26 @@ mod tests {
         drop(rb);
         settle().await;
         assert_eq!(*j.lock().unwrap(), ["process", "netns", "dir"]);
+    }
+
+    #[tokio::test]
+    async fn a_failing_step_does_not_stop_the_ones_after_it() {
+        let j = journal();
+        let mut rb = Rollback::new("thing");
+        rb.push("remove dir", step(&j, "dir"));
+        rb.push_try("CNI DEL", async {
+            Err(crate::error::Error::internal(
+                "CNI DEL",
+                std::io::Error::other("plugin failed"),
+            ))
+        });
+        let j2 = j.clone();
+        rb.push_try("unpin", async move {
+            j2.lock().unwrap().push("unpin");
+            Ok(())
+        });
+        rb.unwind().await;
+        assert_eq!(*j.lock().unwrap(), ["unpin", "dir"]);
     }
 
     #[tokio::test]

@@ -1,10 +1,14 @@
 //! States change only here. Each object kind has a table ([`Lifecycle::can_move`], drawn
 //! beside its state enum) and names the events each move publishes; a transition checks
 //! the table, applies the move and its field changes under the record's lock, then
-//! persists the record and publishes the events through the kind's [`Hooks`].
+//! persists the record and publishes the events through the kind's [`Publish`].
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Mutex;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::events::EventKind;
@@ -12,6 +16,8 @@ use crate::store::lock;
 
 /// A state enum with its transition table.
 pub trait Lifecycle: Copy + Eq + Debug + Send + Sync + 'static {
+    /// The state of an object under creation: it is not listed yet.
+    const CREATING: Self;
     /// Whether `self → to` is a legal move (staying put is handled before this is asked).
     fn can_move(self, to: Self) -> bool;
     /// The events a legal move publishes, in order.
@@ -21,31 +27,58 @@ pub trait Lifecycle: Copy + Eq + Debug + Send + Sync + 'static {
 }
 
 /// A persisted record of an object with a lifecycle.
-pub trait Record: Clone + Send + Sync + 'static {
+pub trait Record: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
     type State: Lifecycle;
     /// "container", "pod sandbox".
     const KIND: &'static str;
     /// The request field that carries the id ("container_id").
     const ID_FIELD: &'static str;
+    /// The kind's folder under the daemon's roots, and its record's file name there.
+    const DIR: &'static str;
+    const FILE: &'static str;
     fn id(&self) -> &str;
     fn state(&self) -> Self::State;
     fn set_state(&mut self, state: Self::State);
+    /// Unix nanoseconds; lists are ordered by it.
+    fn created_at(&self) -> i64;
+    fn labels(&self) -> &BTreeMap<String, String>;
+    /// The pod the object belongs to (containers only).
+    fn sandbox_id(&self) -> Option<&str> {
+        None
+    }
+    /// The state the object reads as in Status and List calls (a pod whose pause died
+    /// reads NotReady while its record still says Ready).
+    fn reads_as(&self) -> Self::State {
+        self.state()
+    }
     /// The reserved name (metadata and attempt), when it has one.
     fn name_key(&self) -> Option<String>;
     /// What a retry must repeat to count as the same request (see `fingerprint`).
     fn fingerprint(&self) -> String;
 }
 
-/// A record write under way.
-pub type Saving<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>>;
-
-/// What is specific to a kind: where its record is written and how its events look.
-pub trait Hooks<R>: Send + Sync {
-    /// Writes the record. A future, because the write (two fsyncs) belongs on the
-    /// blocking pool: a worker thread stuck in it stalls every request it carries.
-    fn persist<'a>(&'a self, record: &'a R) -> Saving<'a>;
-    fn publish(&self, kind: EventKind, record: &R);
+/// The accessors of the fields every record has (`id`, `state`, `created_at`), for
+/// inside an `impl Record`.
+macro_rules! record_fields {
+    ($state:ty) => {
+        fn id(&self) -> &str {
+            &self.id
+        }
+        fn state(&self) -> $state {
+            self.state
+        }
+        fn set_state(&mut self, state: $state) {
+            self.state = state;
+        }
+        fn created_at(&self) -> i64 {
+            self.created_at
+        }
+    };
 }
+pub(crate) use record_fields;
+
+/// What is specific to a kind in its events: where they go and what they carry.
+pub type Publish<R> = Box<dyn Fn(EventKind, &R) + Send + Sync>;
 
 struct Slot<R> {
     record: R,
@@ -180,7 +213,7 @@ pub(crate) mod tests {
     //! A toy kind for the core's own tests.
     use super::*;
 
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
     pub enum Toy {
         New,
         On,
@@ -188,6 +221,7 @@ pub(crate) mod tests {
     }
 
     impl Lifecycle for Toy {
+        const CREATING: Toy = Toy::New;
         fn can_move(self, to: Toy) -> bool {
             matches!((self, to), (Toy::New, Toy::On) | (Toy::On, Toy::Off))
         }
@@ -206,27 +240,34 @@ pub(crate) mod tests {
         }
     }
 
-    #[derive(Debug, Clone, PartialEq)]
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
     pub struct ToyRecord {
         pub id: String,
         pub name: String,
         pub config: String,
         pub state: Toy,
         pub note: String,
+        pub created_at: i64,
+        pub labels: BTreeMap<String, String>,
     }
 
     impl Record for ToyRecord {
         type State = Toy;
         const KIND: &'static str = "toy";
         const ID_FIELD: &'static str = "toy_id";
-        fn id(&self) -> &str {
-            &self.id
+        const DIR: &'static str = "toys";
+        const FILE: &'static str = "toy.json";
+        record_fields!(Toy);
+        fn labels(&self) -> &BTreeMap<String, String> {
+            &self.labels
         }
-        fn state(&self) -> Toy {
-            self.state
-        }
-        fn set_state(&mut self, state: Toy) {
-            self.state = state;
+        /// A toy whose note says "dead" reads Off, as a pod whose pause died reads NotReady.
+        fn reads_as(&self) -> Toy {
+            if self.note == "dead" {
+                Toy::Off
+            } else {
+                self.state
+            }
         }
         fn name_key(&self) -> Option<String> {
             Some(self.name.clone())
@@ -243,6 +284,8 @@ pub(crate) mod tests {
             config: "c".into(),
             state: Toy::New,
             note: String::new(),
+            created_at: 0,
+            labels: BTreeMap::new(),
         }
     }
 

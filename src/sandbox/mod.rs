@@ -22,16 +22,14 @@ mod state;
 mod stop;
 pub mod sysctl;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::cni::{Attachment, CniManager};
+use crate::cni::CniManager;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::SandboxPublisher;
-use crate::lifecycle::Registry;
+use crate::lifecycle::{Dirs, Filter, Registry};
 use crate::linux::cgroup::Cgroups;
 use crate::shim::ShimClient;
 use crate::store::lock;
@@ -46,12 +44,7 @@ const SHIM_LOST_BACKLOG: usize = 256;
 const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Filter of ListPodSandbox.
-#[derive(Debug, Default, Clone)]
-pub struct SandboxFilter {
-    pub id: Option<String>,
-    pub state: Option<SandboxState>,
-    pub labels: HashMap<String, String>,
-}
+pub type SandboxFilter = Filter<SandboxState>;
 
 pub struct SandboxManager {
     config: Arc<Config>,
@@ -64,13 +57,6 @@ pub struct SandboxManager {
     exit_sink: std::sync::OnceLock<ContainerExitSink>,
 }
 
-pub fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default()
-}
-
 impl SandboxManager {
     /// `events` is where sandbox transitions are published (the composition root's bus).
     pub fn new(
@@ -79,15 +65,12 @@ impl SandboxManager {
     ) -> Result<SandboxManager> {
         let cni = CniManager::new(config.cni.conf_dir.clone(), config.cni.bin_dirs.clone());
         let cgroups = Cgroups::detect()?;
-        let hooks = record::SandboxHooks {
-            root: config.root.clone(),
-            events,
-        };
+        let dirs = Dirs::new::<SandboxRecord>(&config.root, &config.state);
         Ok(SandboxManager {
             config,
             cni,
             cgroups,
-            records: Registry::new(hooks),
+            records: Registry::new(dirs, record::publisher(events)),
             shim_lost: tokio::sync::broadcast::channel(SHIM_LOST_BACKLOG).0,
             exit_sink: std::sync::OnceLock::new(),
         })
@@ -103,12 +86,12 @@ impl SandboxManager {
 
     /// Holds the record and the pod files (hostname, hosts, resolv.conf).
     pub fn record_dir(&self, id: &str) -> PathBuf {
-        self.config.root.join("sandboxes").join(id)
+        self.records.dirs().record_dir(id)
     }
 
     /// The shim's own state (its exit files are in `exits/`).
     pub fn shim_state_dir(&self, id: &str) -> PathBuf {
-        self.state_dir(id).join("shim")
+        self.records.dirs().state_dir(id).join("shim")
     }
 
     /// The pod's shim, connected (again, after a daemon restart) when needed.
@@ -123,10 +106,6 @@ impl SandboxManager {
         })?;
         *lock(&sb.ext.shim) = Some(shim.clone());
         Ok(shim)
-    }
-
-    fn state_dir(&self, id: &str) -> PathBuf {
-        self.config.state.join("sandboxes").join(id)
     }
 
     fn netns_path(&self, id: &str) -> PathBuf {
@@ -146,102 +125,21 @@ impl SandboxManager {
         self.records.get(id)
     }
 
-    /// Ready only while the pause process is the one we started.
-    fn effective_state(&self, record: &SandboxRecord) -> SandboxState {
-        if record.state == SandboxState::Ready {
-            let alive = match (record.pause_pid, record.pause_start_time) {
-                (Some(pid), Some(start)) => process_start_time(pid) == Some(start),
-                (Some(pid), None) => process_start_time(pid).is_some(),
-                _ => false,
-            };
-            if !alive {
-                return SandboxState::NotReady;
-            }
-        }
-        record.state
-    }
-
+    /// The record, and the state it reads as (see `SandboxRecord::reads_as`).
     pub fn status(&self, id: &str) -> Result<(SandboxRecord, SandboxState)> {
-        let sb = self.get(id)?;
-        let record = sb.record();
-        let state = self.effective_state(&record);
-        Ok((record, state))
+        self.records.status(id)
     }
 
     pub fn list(&self, filter: &SandboxFilter) -> Vec<(SandboxRecord, SandboxState)> {
-        let mut out: Vec<_> = self
-            .records
-            .all()
-            .into_iter()
-            .map(|sb| sb.record())
-            .filter(|r| r.state != SandboxState::Creating)
-            .filter(|r| filter.id.as_ref().is_none_or(|id| r.id.starts_with(id)))
-            .filter(|r| {
-                filter
-                    .labels
-                    .iter()
-                    .all(|(k, v)| r.spec.labels.get(k) == Some(v))
-            })
-            .map(|r| {
-                let state = self.effective_state(&r);
-                (r, state)
-            })
-            .filter(|(_, s)| filter.state.is_none_or(|want| *s == want))
-            .collect();
-        out.sort_by_key(|(r, _)| r.created_at);
-        out
+        self.records.list(filter)
     }
 }
 
-fn attachment(id: &str, netns: &Path, metadata: &PodMetadata, ports: &[PortMapping]) -> Attachment {
-    let mut attachment = Attachment::new(
-        id,
-        Some(netns.to_path_buf()),
-        &metadata.namespace,
-        &metadata.name,
-        &metadata.uid,
-    );
-    // A mapping without a host port only documents the container port.
-    attachment.port_mappings = ports.iter().filter(|p| p.host_port != 0).cloned().collect();
-    attachment
-}
-
-/// Field 22 of /proc/<pid>/stat: start time in clock ticks since boot.
-pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses; fields resume after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let start = rest.split(' ').nth(19)?;
-    let state = rest.split(' ').next()?;
-    if state == "Z" || state == "X" {
-        return None;
-    }
-    start.parse().ok()
-}
-
-/// SIGKILLs `pid` when it still is the process that started at `start_time` (if given).
-fn kill_if_same(pid: u32, start_time: Option<u64>) {
-    let Some(now) = process_start_time(pid) else {
-        return;
-    };
-    if start_time.is_some_and(|s| s != now) {
-        return;
-    }
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn start_time_of_self_is_known_and_stable() {
-        let pid = std::process::id();
-        let a = process_start_time(pid).unwrap();
-        assert_eq!(process_start_time(pid), Some(a));
-        assert_eq!(process_start_time(u32::MAX / 2), None);
+/// SIGKILLs the shim `pid` of pod `sandbox_id` while it runs (a reused pid is left alone).
+fn kill_shim(pid: u32, sandbox_id: &str) {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if crate::shim::cmdline::is_shim_of(&cmdline, sandbox_id) {
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
     }
 }

@@ -7,16 +7,13 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::{PodMetadata, PodSpec, SandboxState};
-use crate::cni::{CniResult, NetworkConfigList};
-use crate::error::Error;
+use crate::cni::{Attachment, CniResult, NetworkConfigList};
 use crate::events::{EventKind, SandboxPublisher};
-use crate::lifecycle::{Entry, Hooks, Record, Saving};
-use crate::persist;
+use crate::lifecycle::{Entry, Record, record_fields};
 use crate::shim::ShimClient;
 use crate::store::lock;
 
 pub(super) const RECORD_VERSION: u32 = 1;
-pub(super) const RECORD_FILE: &str = "sandbox.json";
 
 /// What CNI was asked and answered, kept so that DEL uses the very same config.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,7 +23,8 @@ pub struct NetworkRecord {
     pub torn_down: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A default record is one being created, with nothing run yet.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SandboxRecord {
     pub version: u32,
     pub id: String,
@@ -62,21 +60,41 @@ impl SandboxRecord {
     pub fn metadata(&self) -> Option<&PodMetadata> {
         self.spec.metadata.as_ref()
     }
+
+    /// What CNI is given for this pod; none when it has no network namespace of its own.
+    pub(super) fn attachment(&self) -> Option<Attachment> {
+        let (netns, meta) = (self.netns.clone()?, self.metadata()?);
+        let (namespace, name, uid) = (&meta.namespace, &meta.name, &meta.uid);
+        let mut attachment = Attachment::new(&self.id, Some(netns), namespace, name, uid);
+        // A mapping without a host port only documents the container port.
+        let ports = self.spec.port_mappings.iter().filter(|p| p.host_port != 0);
+        attachment.port_mappings = ports.cloned().collect();
+        Some(attachment)
+    }
 }
 
 impl Record for SandboxRecord {
     type State = SandboxState;
     const KIND: &'static str = "pod sandbox";
     const ID_FIELD: &'static str = "pod_sandbox_id";
+    const DIR: &'static str = "sandboxes";
+    const FILE: &'static str = "sandbox.json";
+    record_fields!(SandboxState);
 
-    fn id(&self) -> &str {
-        &self.id
+    fn labels(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.spec.labels
     }
-    fn state(&self) -> SandboxState {
-        self.state
-    }
-    fn set_state(&mut self, state: SandboxState) {
-        self.state = state;
+    /// Ready only while the pause process is the one we started.
+    fn reads_as(&self) -> SandboxState {
+        let alive = || match (self.pause_pid, self.pause_start_time) {
+            (Some(pid), Some(start)) => process_start_time(pid) == Some(start),
+            (Some(pid), None) => process_start_time(pid).is_some(),
+            _ => false,
+        };
+        match self.state {
+            SandboxState::Ready if !alive() => SandboxState::NotReady,
+            state => state,
+        }
     }
     fn name_key(&self) -> Option<String> {
         self.metadata().map(|m| m.reservation_key())
@@ -84,6 +102,19 @@ impl Record for SandboxRecord {
     fn fingerprint(&self) -> String {
         crate::lifecycle::fingerprint(&self.spec)
     }
+}
+
+/// Field 22 of /proc/<pid>/stat: start time in clock ticks since boot.
+pub(super) fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let start = rest.split(' ').nth(19)?;
+    let state = rest.split(' ').next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    start.parse().ok()
 }
 
 /// What the sandbox manager keeps beside each record: its shim connection.
@@ -94,52 +125,34 @@ pub struct SandboxExt {
 
 pub type Sandbox = Entry<SandboxRecord, SandboxExt>;
 
-pub(super) fn new_sandbox(record: SandboxRecord, shim: Option<ShimClient>) -> Arc<Sandbox> {
-    Arc::new(Entry::new(
-        record,
-        SandboxExt {
-            shim: Mutex::new(shim),
-        },
-    ))
-}
-
 pub(super) fn shim_client(sb: &Sandbox) -> Option<ShimClient> {
     lock(&sb.ext.shim).clone()
 }
 
-/// Records under `<root>/sandboxes/<id>/`; events to the daemon's bus.
-pub(super) struct SandboxHooks {
-    pub root: PathBuf,
-    pub events: Arc<dyn SandboxPublisher<(SandboxRecord, SandboxState)>>,
-}
-
-pub(super) fn record_path(root: &std::path::Path, id: &str) -> PathBuf {
-    root.join("sandboxes").join(id).join(RECORD_FILE)
-}
-
-impl Hooks<SandboxRecord> for SandboxHooks {
-    fn persist<'a>(&'a self, record: &'a SandboxRecord) -> Saving<'a> {
-        Box::pin(async move {
-            let path = record_path(&self.root, &record.id);
-            persist::save_json(&path, record)
-                .await
-                .map_err(|e| Error::internal(format!("writing {}", path.display()), e))
-        })
-    }
-
-    fn publish(&self, kind: EventKind, record: &SandboxRecord) {
+/// Publishes a pod's events on the daemon's bus, each with the pod's state after it.
+pub(super) fn publisher(
+    events: Arc<dyn SandboxPublisher<(SandboxRecord, SandboxState)>>,
+) -> impl Fn(EventKind, &SandboxRecord) + Send + Sync + 'static {
+    move |kind: EventKind, record: &SandboxRecord| {
         let state = match kind {
             EventKind::Created | EventKind::Started => SandboxState::Ready,
             EventKind::Stopped | EventKind::Deleted => SandboxState::NotReady,
         };
-        let snapshot = || (record.clone(), state);
-        self.events.publish_sandbox(kind, &record.id, &snapshot);
+        events.publish_sandbox(kind, &record.id, &|| (record.clone(), state));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_time_of_self_is_known_and_stable() {
+        let pid = std::process::id();
+        let a = process_start_time(pid).unwrap();
+        assert_eq!(process_start_time(pid), Some(a));
+        assert_eq!(process_start_time(u32::MAX / 2), None);
+    }
 
     #[test]
     fn record_round_trips_through_json() {

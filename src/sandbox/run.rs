@@ -5,15 +5,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::PodSpec;
-use super::record::{self, RECORD_VERSION};
+use super::record::{RECORD_VERSION, SandboxExt, process_start_time};
 use super::{
-    KILL_WAIT, NetworkRecord, SandboxManager, SandboxRecord, SandboxState, attachment, now_nanos,
-    podfiles, process_start_time, sysctl,
+    KILL_WAIT, NetworkRecord, SandboxManager, SandboxRecord, SandboxState, podfiles, sysctl,
 };
 use crate::cni::{Attachment, CniManager, NetworkConfigList};
 use crate::error::{Error, Result, blocking, io_err};
-use crate::lifecycle::{Claim, Rollback, fingerprint, remove_cgroup, remove_dir};
+use crate::lifecycle::{Claim, Durability, Rollback, fingerprint, remove_cgroup};
 use crate::linux::netns;
+use crate::linux::process::now_unix_nanos;
 use crate::metrics::{step, timed};
 use crate::persist;
 use crate::shim::{PauseSpec, ShimClient, SpawnOptions};
@@ -41,20 +41,17 @@ impl SandboxManager {
             async move { this.create_steps(id, spec, undo).await }.boxed()
         })?;
         match claim {
-            Claim::Running(running) => running.await.map_err(Error::from),
-            Claim::Done(id) => {
-                let ready = self
-                    .get(&id)
-                    .map(|sb| self.effective_state(&sb.record()) == SandboxState::Ready)
-                    .unwrap_or(false);
-                if ready {
-                    Ok(id)
-                } else {
-                    Err(Error::already_exists(format!(
-                        "pod sandbox name {key} is reserved by {id}; remove it first"
-                    )))
-                }
+            Claim::Done(id)
+                if self
+                    .status(&id)
+                    .is_ok_and(|(_, s)| s == SandboxState::Ready) =>
+            {
+                Ok(id)
             }
+            Claim::Done(id) => Err(Error::already_exists(format!(
+                "pod sandbox name {key} is reserved by {id}; remove it first"
+            ))),
+            running => running.wait().await,
         }
     }
 
@@ -65,12 +62,7 @@ impl SandboxManager {
         undo: &mut Rollback,
     ) -> Result<()> {
         let started = std::time::Instant::now();
-        let record_dir = self.record_dir(id);
-        let state_dir = self.state_dir(id);
-        for dir in [&record_dir, &state_dir] {
-            std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
-            undo.push(format!("remove {}", dir.display()), remove_dir(dir.clone()));
-        }
+        let (record_dir, state_dir) = (self.record_dir(id), self.records.dirs().state_dir(id));
         let host_network = spec.namespaces.host_network();
         let metadata = spec.validate()?.clone();
         let (pod_cgroup, owns_pod_cgroup) = if spec.cgroup_parent.is_empty() {
@@ -101,37 +93,30 @@ impl SandboxManager {
             spec: spec.clone(),
             state: SandboxState::Creating,
             hostname: hostname.clone(),
-            created_at: now_nanos(),
+            created_at: now_unix_nanos(),
             netns: netns.clone(),
-            network: None,
             pod_cgroup: pod_cgroup.clone(),
             owns_pod_cgroup,
             pause_cgroup: pause_cgroup.clone(),
             shim_socket: self.shim_socket(id),
-            shim_pid: None,
-            pause_pid: None,
-            pause_start_time: None,
+            ..SandboxRecord::default()
         };
         // Written before any resource is taken: recovery rolls back a Creating record.
-        timed(OP, "record_creating", self.records.persist(&record)).await?;
+        let ext = SandboxExt::default();
+        let admitted = self.records.admit(record, ext, Durability::Synced, undo);
+        let sandbox = timed(OP, "record_creating", admitted).await?;
         crate::fault::point("sandbox.run.after_record");
-        let sandbox = record::new_sandbox(record, None);
-        self.records.insert(sandbox.clone());
-        let this = self.clone();
-        let forget_id = id.to_string();
-        undo.push("forget the record", async move {
-            this.records.forget(&forget_id)
-        });
 
         let pod_files_step = step(OP, "pod_files");
-        let host_files = read_host_files();
+        let host_file = |path| std::fs::read_to_string(path).unwrap_or_default();
+        let (hosts, resolv_conf) = (host_file("/etc/hosts"), host_file("/etc/resolv.conf"));
         let pod_files = podfiles::PodFiles::render(
             &hostname,
             &[],
             host_network,
             &spec.dns,
-            &host_files.hosts,
-            &host_files.resolv_conf,
+            &hosts,
+            &resolv_conf,
         )?;
         let files_dir = record_dir.clone();
         persist::off_executor(move || pod_files.write_to(&files_dir))
@@ -148,13 +133,15 @@ impl SandboxManager {
                 netns::pin_netns(&pin_path).map_err(io_err(what))
             });
             timed(OP, "netns", pin).await?;
-            undo.push(format!("unpin {}", path.display()), unpin(path.clone()));
+            undo.push_try(format!("unpin {}", path.display()), unpin(path.clone()));
             crate::fault::point("sandbox.run.after_netns_pin");
         }
 
+        // The pod's cgroups go with a failed run however far it got (a missing one is no error).
+        self.undo_cgroups(&sandbox.record(), undo);
         // The network and the processes only meet at the netns, which exists now.
         let network_setup = async {
-            let Some(path) = &netns else {
+            let Some(attachment) = sandbox.record().attachment() else {
                 return Ok::<_, Error>(None);
             };
             let _step = step(OP, "network");
@@ -169,35 +156,36 @@ impl SandboxManager {
                     })
                 })
                 .await?;
-            let attachment = attachment(id, path, &metadata, &spec.port_mappings);
             let result = self.cni.add(&network, &attachment).await;
             crate::fault::point("sandbox.run.after_cni_add");
-            Ok(Some((network, attachment, result)))
+            // A failed ADD was already undone by the CNI code (DEL of the whole list).
+            let result =
+                result.map_err(|e| Error::from(e).context("setting up the pod network"))?;
+            let raw = Some(result.raw.clone());
+            Ok(Some((
+                result,
+                cni_del(self.cni.clone(), network, attachment, raw),
+            )))
         };
         let process_setup = async {
             let cgroups = self.cgroups.clone();
             let cg = pause_cgroup.clone();
             let create = blocking("cgroup task", move || cgroups.create(&cg));
-            if let Err(e) = timed(OP, "cgroup", create).await {
-                return Err((e, None));
-            }
+            timed(OP, "cgroup", create).await?;
             let mut options =
                 SpawnOptions::new(id, &self.shim_socket(id), &self.shim_state_dir(id));
             options.log = Some(state_dir.join("shim.log"));
             options.log_level = Some(self.config.log_level.as_str().to_string());
-            let shim = match timed(OP, "shim_spawn", crate::shim::spawn(options)).await {
-                Ok(s) => s,
-                Err(e) => return Err((Error::from(e), None)),
-            };
+            let shim = timed(OP, "shim_spawn", crate::shim::spawn(options)).await?;
+            undo.push_try("shut the shim down", shutdown_shim(shim.clone()));
             crate::fault::point("sandbox.run.after_shim_start");
             let bundle = state_dir.join("pause");
-            let sysctls = &spec.sysctls;
             let pause = PauseSpec {
                 sandbox_id: id.to_string(),
                 netns: netns.clone(),
                 hostname: Some(hostname.clone()),
                 cgroup_path: Some(pause_cgroup.clone()),
-                sysctls: sysctls.clone(),
+                sysctls: spec.sysctls.clone(),
                 // The pause owns a PID namespace unless the pod uses the host's.
                 share_pid_ns: !spec.namespaces.host_pid(),
                 host_ipc: spec.namespaces.host_ipc(),
@@ -213,85 +201,41 @@ impl SandboxManager {
                 })
                 .await
                 .map_err(io_err("writing the pause bundle"))?;
-                shim.clone()
-                    .create(
-                        id,
-                        &bundle,
-                        crate::shim::CreateOptions {
-                            start: true,
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .map_err(Error::from)
-            })
-            .await;
-            match created {
-                Ok(pid) => Ok((shim, pid)),
-                Err(e) => Err((e, Some(shim))),
-            }
+                let start = crate::shim::CreateOptions {
+                    start: true,
+                    ..Default::default()
+                };
+                Ok::<_, Error>(shim.clone().create(id, &bundle, start).await?)
+            });
+            let pause_pid = created.await?;
+            let shim_pid = shim.spawned_pid();
+            *lock(&sandbox.ext.shim) = Some(shim);
+            Ok::<_, Error>((shim_pid, pause_pid))
         };
         let (network, processes) = tokio::join!(network_setup, process_setup);
-        undo.push(
-            format!("remove cgroup {pause_cgroup}"),
-            remove_cgroup(self.cgroups.clone(), pause_cgroup.clone(), KILL_WAIT),
-        );
-        if owns_pod_cgroup {
-            undo.push(
-                format!("remove cgroup {pod_cgroup}"),
-                remove_cgroup(self.cgroups.clone(), pod_cgroup.clone(), KILL_WAIT),
-            );
-        }
-        let shim_pid = match processes {
-            Ok((shim, pid)) => {
-                let shim_pid = shim.spawned_pid();
-                undo.push("shut the shim down", shutdown_shim(shim.clone()));
-                *lock(&sandbox.ext.shim) = Some(shim);
-                Some((shim_pid, pid))
-            }
-            Err((err, shim)) => {
-                if let Some(shim) = shim {
-                    undo.push("shut the shim down", shutdown_shim(shim));
-                }
-                // Still undo a network that may have come up meanwhile.
-                if let Ok(Some((network, attachment, Ok(result)))) = network {
-                    undo.push(
-                        "CNI DEL",
-                        cni_del(self.cni.clone(), network, attachment, Some(result.raw)),
-                    );
-                }
-                return Err(err.context("starting the pod's pause process"));
-            }
-        };
+        // A network that came up is undone even when the processes failed.
+        let network = network.map(|up| {
+            up.map(|(result, del)| {
+                undo.push_try("CNI DEL", del);
+                result
+            })
+        });
+        let (shim_pid, pause_pid) =
+            processes.map_err(|e| e.context("starting the pod's pause process"))?;
         let ips = match network? {
-            Some((network, attachment, result)) => match result {
-                Ok(result) => {
-                    let ips = result.ips.clone();
-                    undo.push(
-                        "CNI DEL",
-                        cni_del(
-                            self.cni.clone(),
-                            network,
-                            attachment,
-                            Some(result.raw.clone()),
-                        ),
-                    );
-                    sandbox.update(|r| {
-                        if let Some(n) = r.network.as_mut() {
-                            n.result = Some(result)
-                        }
-                    });
-                    ips
-                }
-                Err(err) => {
-                    // A failed ADD was already undone by the CNI code (DEL of the whole list).
-                    return Err(Error::from(err).context("setting up the pod network"));
-                }
-            },
+            Some(result) => {
+                let ips = result.ips.clone();
+                sandbox.update(|r| {
+                    if let Some(n) = r.network.as_mut() {
+                        n.result = Some(result)
+                    }
+                });
+                ips
+            }
             None => Vec::new(),
         };
         if !host_network {
-            let hosts = podfiles::render_hosts(&hostname, &ips, false, &host_files.hosts)?;
+            let hosts = podfiles::render_hosts(&hostname, &ips, false, &hosts)?;
             let hosts_path = record_dir.join("hosts");
             timed(
                 OP,
@@ -301,7 +245,6 @@ impl SandboxManager {
             .await
             .map_err(io_err("writing the pod's hosts file"))?;
         }
-        let (shim_pid, pause_pid) = shim_pid.unwrap_or_default();
         crate::fault::point("sandbox.run.after_pause_create");
         let ready = self.records.transition(&sandbox, SandboxState::Ready, |r| {
             r.shim_pid = Some(shim_pid);
@@ -321,44 +264,39 @@ impl SandboxManager {
         self.watch_shim(id);
         Ok(())
     }
-}
 
-/// The undo steps of a run (recovery uses them too for a run a crash interrupted).
-pub(super) async fn unpin(path: PathBuf) {
-    let p = path.clone();
-    let unpinned = blocking("netns task", move || {
-        netns::unpin_netns(&p).map_err(io_err("unpin"))
-    });
-    if unpinned.await.is_err() {
-        tracing::warn!(netns = %path.display(), "rollback: unpinning netns failed");
+    /// The pod's cgroups removed (the pod cgroup only when berth made it).
+    pub(super) fn undo_cgroups(&self, record: &SandboxRecord, undo: &mut Rollback) {
+        let pod_cgroup = record.owns_pod_cgroup.then_some(&record.pod_cgroup);
+        for cg in [Some(&record.pause_cgroup), pod_cgroup]
+            .into_iter()
+            .flatten()
+        {
+            let remove = remove_cgroup(self.cgroups.clone(), cg.clone(), KILL_WAIT);
+            undo.push(format!("remove cgroup {cg}"), remove);
+        }
     }
 }
 
+/// Unpins the pod's network namespace (StopPodSandbox, and the undo of a run).
+pub(super) async fn unpin(path: PathBuf) -> Result<()> {
+    let what = format!("unpinning {}", path.display());
+    blocking("netns task", move || {
+        netns::unpin_netns(&path).map_err(io_err(what))
+    })
+    .await
+}
+
+/// The undo steps of a run (recovery uses them too for a run a crash interrupted).
 pub(super) async fn cni_del(
     cni: CniManager,
     network: NetworkConfigList,
     attachment: Attachment,
     result: Option<serde_json::Value>,
-) {
-    if let Err(e) = cni.del(&network, &attachment, result.as_ref()).await {
-        tracing::warn!(error = %e, "rollback: CNI DEL failed");
-    }
+) -> Result<()> {
+    Ok(cni.del(&network, &attachment, result.as_ref()).await?)
 }
 
-pub(super) async fn shutdown_shim(mut shim: ShimClient) {
-    if let Err(e) = shim.shutdown().await {
-        tracing::warn!(error = %e, "rollback: shim shutdown failed");
-    }
-}
-
-struct HostFiles {
-    hosts: String,
-    resolv_conf: String,
-}
-
-fn read_host_files() -> HostFiles {
-    HostFiles {
-        hosts: std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
-        resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-    }
+pub(super) async fn shutdown_shim(mut shim: ShimClient) -> Result<()> {
+    Ok(shim.shutdown().await?)
 }

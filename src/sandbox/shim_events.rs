@@ -67,7 +67,7 @@ impl SandboxManager {
 
     fn process_exited(&self, sandbox_id: &str, exit: ProcessExit) {
         if exit.id == sandbox_id {
-            // The pod's state follows the pause process itself (see `effective_state`).
+            // The pod's state follows the pause process itself (see `SandboxRecord::reads_as`).
             if !exit.replayed {
                 tracing::info!(
                     sandbox_id,

@@ -32,10 +32,7 @@ impl SandboxManager {
 
     /// Watches the shim of a pod that just became Ready.
     pub(super) fn watch_shim(self: &Arc<Self>, id: &str) {
-        let Ok(sb) = self.get(id) else {
-            return;
-        };
-        let Some(pid) = sb.record().shim_pid else {
+        let Some(pid) = self.get(id).ok().and_then(|sb| sb.record().shim_pid) else {
             return;
         };
         self.follow_exits(id);
@@ -82,13 +79,8 @@ impl SandboxManager {
         record: &super::SandboxRecord,
     ) -> crate::Result<()> {
         let cgroups = self.cgroups.clone();
-        let pod = record.owns_pod_cgroup;
-        let path = if pod {
-            &record.pod_cgroup
-        } else {
-            &record.pause_cgroup
-        }
-        .clone();
+        let pod = record.owns_pod_cgroup.then_some(&record.pod_cgroup);
+        let path = pod.unwrap_or(&record.pause_cgroup).clone();
         crate::error::blocking("cgroup task", move || cgroups.kill_all(&path, KILL_WAIT)).await
     }
 
@@ -107,13 +99,9 @@ impl SandboxManager {
         if let Err(e) = self.kill_pod_processes(&record).await {
             tracing::warn!(sandbox_id = %id, error = %e, "killing the processes of a pod whose shim died");
         }
-        if let Err(e) = self
-            .records
-            .transition(&sb, SandboxState::NotReady, |_| {})
-            .await
-        {
-            tracing::warn!(sandbox_id = %id, error = %e, "persisting a pod whose shim died");
-        }
+        self.records
+            .observed(&sb, SandboxState::NotReady, |_| {})
+            .await;
         // No subscriber (a daemon without containers) is fine.
         let _ = self.shim_lost.send(id.to_string());
     }

@@ -104,7 +104,7 @@ impl UserNamespace {
         let mut config = crate::shim::bundle::pause_spec_json(pause);
         self.add_to_pause_spec(&mut config);
         let data = serde_json::to_vec_pretty(&config).map_err(std::io::Error::other)?;
-        crate::persist::write_atomic(&dir.join("config.json"), &data)
+        crate::persist::write_replace_mode(&dir.join("config.json"), &data, 0o644)
     }
 
     /// Adds the user namespace to the pause process's spec (JSON, as the shim writes it).

@@ -12,17 +12,19 @@ use crate::lifecycle::Lifecycle;
 ///    └─▶ rolled back     └───────────────────────────────────────┘
 /// ```
 /// Creating is written before any resource is taken, so recovery rolls back what a crash
-/// interrupted. A Ready pod whose pause died reads NotReady (`effective_state`) without a
+/// interrupted. A Ready pod whose pause died reads NotReady (`SandboxRecord::reads_as`) without a
 /// move: the record keeps Ready until the pod is stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum SandboxState {
+    #[default]
     Creating,
     Ready,
     NotReady,
 }
 
 impl Lifecycle for SandboxState {
+    const CREATING: SandboxState = SandboxState::Creating;
     fn can_move(self, to: SandboxState) -> bool {
         use SandboxState::*;
         matches!((self, to), (Creating, Ready) | (Ready, NotReady))

@@ -4,39 +4,28 @@
 
 use std::sync::Arc;
 
-use super::record::{Sandbox, SandboxRecord, shim_client};
-use super::{SandboxManager, SandboxState, attachment, kill_if_same};
+use super::record::{Sandbox, SandboxRecord};
+use super::run::unpin;
+use super::{SandboxManager, SandboxState, kill_shim};
 use crate::error::{Error, Result, blocking, io_err};
-use crate::linux::netns;
 use crate::metrics::{step, timed};
 use crate::persist;
 use crate::store::lock;
 
 impl SandboxManager {
-    /// The sandbox `id` names, or None for an empty or unknown id (success for stop and
-    /// remove, the CRI contract: a client cleaning up after a failed run sends an empty id).
-    fn target(&self, id: &str) -> Result<Option<Arc<Sandbox>>> {
-        if id.is_empty() {
-            Ok(None)
-        } else {
-            self.records.find(id)
-        }
-    }
-
-    /// StopPodSandbox: every process of the pod killed, the network torn down.
+    /// StopPodSandbox: every process of the pod killed, the network torn down. An empty
+    /// or unknown id is success (the CRI contract: a client cleaning up after a failed run
+    /// sends an empty id).
     pub async fn stop(self: &Arc<Self>, id: &str) -> Result<()> {
-        let Some(sb) = self.target(id)? else {
+        if id.is_empty() {
             return Ok(());
-        };
+        }
         let this = self.clone();
         let work = |sb: Arc<Sandbox>| async move { this.stop_locked(&sb).await };
-        self.records.run("stop", sb, work).await
+        self.records.run_found("stop", id, work).await
     }
 
     async fn stop_locked(&self, sb: &Sandbox) -> Result<()> {
-        if sb.is_removed() {
-            return Ok(());
-        }
         let record = sb.check(SandboxState::NotReady)?;
         // Killing the processes and tearing down the network do not depend on each other.
         let (processes, network) = tokio::join!(
@@ -54,12 +43,10 @@ impl SandboxManager {
 
     /// CNI DEL with the config and result recorded at ADD (once), then the netns unpinned.
     async fn teardown_network(&self, sb: &Sandbox, record: &SandboxRecord) -> Result<()> {
-        if let (Some(network), Some(path), Some(metadata)) =
-            (&record.network, &record.netns, record.metadata())
+        if let (Some(network), Some(attachment)) = (&record.network, record.attachment())
             && !network.torn_down
         {
             let _step = step("StopPodSandbox", "network");
-            let attachment = attachment(&record.id, path, metadata, &record.spec.port_mappings);
             let prev = network.result.as_ref().map(|r| r.raw.clone());
             self.cni
                 .del(&network.config, &attachment, prev.as_ref())
@@ -75,24 +62,14 @@ impl SandboxManager {
                 .await?;
         }
         if let Some(path) = &record.netns {
-            let (p, what) = (path.clone(), format!("unpinning {}", path.display()));
-            let unpin = blocking("netns task", move || {
-                netns::unpin_netns(&p).map_err(io_err(what))
-            });
-            timed("StopPodSandbox", "netns", unpin).await?;
+            timed("StopPodSandbox", "netns", unpin(path.clone())).await?;
         }
         Ok(())
     }
 
     async fn stop_processes(&self, sb: &Sandbox, record: &SandboxRecord) -> Result<()> {
-        let shim = match shim_client(sb) {
-            Some(s) => Some(s),
-            None if record.shim_socket.exists() => {
-                crate::shim::connect(&record.shim_socket).await.ok()
-            }
-            None => None,
-        };
-        if let Some(shim) = shim
+        // Connected again if need be (after a daemon restart); a dead shim is no error.
+        if let Ok(shim) = self.shim(&record.id).await
             && let Err(e) = timed("StopPodSandbox", "shim_shutdown", shim.clone().shutdown()).await
         {
             tracing::warn!(sandbox_id = %record.id, error = %e, "shim shutdown failed; killing the pod cgroup");
@@ -101,26 +78,24 @@ impl SandboxManager {
         // Whatever the shim could not reach (or if it is gone) dies with the cgroup.
         timed("StopPodSandbox", "kill", self.kill_pod_processes(record)).await?;
         if let Some(pid) = record.shim_pid {
-            kill_if_same(pid, None);
+            kill_shim(pid, &record.id);
         }
         crate::fault::point("sandbox.stop.after_processes_killed");
         Ok(())
     }
 
-    /// RemovePodSandbox: stops it if needed, then removes every trace.
+    /// RemovePodSandbox: stops it if needed, then removes every trace (an empty or
+    /// unknown id is success, as for stop).
     pub async fn remove(self: &Arc<Self>, id: &str) -> Result<()> {
-        let Some(sb) = self.target(id)? else {
+        if id.is_empty() {
             return Ok(());
-        };
+        }
         let this = self.clone();
         let work = |sb: Arc<Sandbox>| async move { this.remove_locked(&sb).await };
-        self.records.run("remove", sb, work).await
+        self.records.run_found("remove", id, work).await
     }
 
     async fn remove_locked(&self, sb: &Sandbox) -> Result<()> {
-        if sb.is_removed() {
-            return Ok(());
-        }
         self.stop_locked(sb).await?;
         let record = sb.record();
         let cgroups = self.cgroups.clone();
@@ -133,13 +108,9 @@ impl SandboxManager {
         timed("RemovePodSandbox", "cgroups", remove_cgroups).await?;
         let _files = step("RemovePodSandbox", "files");
         crate::fault::point("sandbox.remove.after_cgroups_removed");
-        persist::remove_dir_all_if_exists(&self.state_dir(&record.id))
-            .map_err(io_err("removing the sandbox state dir"))?;
         persist::remove_file_if_exists(&record.shim_socket)
             .map_err(io_err("removing the shim socket"))?;
-        persist::remove_dir_all_if_exists(&self.record_dir(&record.id))
-            .map_err(io_err("removing the sandbox record"))?;
-        self.records.remove(sb);
+        self.records.remove(sb)?;
         tracing::info!(sandbox_id = %record.id, "pod sandbox removed");
         Ok(())
     }

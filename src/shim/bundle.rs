@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::init::plan::PAUSE_ANNOTATION;
-use crate::persist::write_atomic;
+use crate::persist::write_replace_mode;
 
 /// The OCI runtime spec version berth writes.
 pub const OCI_VERSION: &str = "1.2.0";
@@ -81,7 +81,8 @@ pub fn pause_spec_json(spec: &PauseSpec) -> serde_json::Value {
 pub fn write_pause_bundle(dir: &Path, spec: &PauseSpec) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let data = serde_json::to_vec_pretty(&pause_spec_json(spec)).map_err(io::Error::other)?;
-    write_atomic(&dir.join("config.json"), &data)
+    // A runtime file: not synced (see `persist::write_replace`).
+    write_replace_mode(&dir.join("config.json"), &data, 0o644)
 }
 
 #[cfg(test)]

@@ -24,7 +24,8 @@ use std::time::Duration;
 use crate::container::manager::{ContainerFilter, ContainerManager, ContainerRecord};
 use crate::container::usage::{Usage, disk_usage, read_usage};
 use crate::linux::cgroup::Cgroups;
-use crate::sandbox::{SandboxFilter, SandboxManager, SandboxRecord, SandboxState, now_nanos};
+use crate::linux::process::now_unix_nanos;
+use crate::sandbox::{SandboxFilter, SandboxManager, SandboxRecord, SandboxState};
 use crate::store::lock;
 pub use pod::InterfaceStats;
 
@@ -55,7 +56,7 @@ pub struct PodSample {
 const FRESH_FOR_NANOS: i64 = 1_000_000_000;
 
 fn is_fresh(timestamp: i64) -> bool {
-    now_nanos().saturating_sub(timestamp) < FRESH_FOR_NANOS
+    now_unix_nanos().saturating_sub(timestamp) < FRESH_FOR_NANOS
 }
 
 /// CPU rate between two cumulative readings: Δcpu_ns / Δt_s, in nano-cores. None when it
@@ -178,7 +179,7 @@ fn read_container(cgroups: &Cgroups, target: &ContainerTarget) -> ContainerSampl
     let usage = read_usage(cgroups, &target.cgroup);
     let (bytes, inodes) = disk_usage(&target.writable);
     ContainerSample {
-        timestamp: now_nanos(),
+        timestamp: now_unix_nanos(),
         usage,
         nano_cores: None,
         writable_bytes: Some(bytes),
@@ -192,7 +193,7 @@ fn read_pod(cgroups: &Cgroups, target: &PodTarget) -> PodSample {
         .pids
         .or_else(|| pod::count_processes(cgroups, &target.cgroup));
     PodSample {
-        timestamp: now_nanos(),
+        timestamp: now_unix_nanos(),
         usage,
         nano_cores: None,
         network: target.netns_pid.map(pod::read_net_dev),

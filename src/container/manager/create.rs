@@ -6,15 +6,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::record::{self, ContainerExt, RECORD_VERSION, name_key};
-use super::{Container, ContainerManager, ContainerRecord, ContainerState, KILL_GRACE};
+use super::record::{ContainerExt, RECORD_VERSION, name_key};
+use super::{ContainerManager, ContainerRecord, ContainerState};
 use crate::container::config::ContainerConfig;
-use crate::error::io_err;
-use crate::error::{Error, ErrorKind, Result};
-use crate::lifecycle::{Claim, Rollback, fingerprint, remove_cgroup, remove_dir};
+use crate::error::{Error, ErrorKind, Result, blocking, io_err};
+use crate::lifecycle::{Durability, Rollback, fingerprint};
+use crate::linux::process::now_unix_nanos;
 use crate::metrics::{step, timed};
 use crate::persist;
-use crate::sandbox::{SandboxManager, SandboxState, now_nanos};
+use crate::sandbox::SandboxState;
 use futures_util::FutureExt as _;
 
 /// The operation name its steps are timed under (`berth_operation_step_duration_seconds`).
@@ -46,10 +46,7 @@ impl ContainerManager {
         let claim = self.records.create(&key, &fingerprint, move |id, undo| {
             async move { this.create_steps(id, &sandbox_record, config, undo).await }.boxed()
         })?;
-        match claim {
-            Claim::Running(running) => running.await.map_err(Error::from),
-            Claim::Done(id) => Ok(id),
-        }
+        claim.wait().await
     }
 
     async fn create_steps(
@@ -64,14 +61,10 @@ impl ContainerManager {
             return Err(Error::invalid_argument("config.image.image is required"));
         }
         // What the node cannot apply is refused before anything exists.
-        timed(
-            OP,
-            "resource_check",
-            self.check_resources(&config.resources),
-        )
-        .await?;
-        // Held until the record is in the registry: a RemoveImage waits for it and then
-        // sees this container among the image's users.
+        let checked = self.check_resources(&config.resources);
+        timed(OP, "resource_check", checked).await?;
+        // Held until the record is admitted: a RemoveImage waits for it and then sees
+        // this container among the image's users.
         let image_lease = self.images.lease().await;
         let resolved = self.images.resolve_for_container(&config.image);
         let (image, layers, image_config) = timed(OP, "image", resolved)
@@ -79,17 +72,13 @@ impl ContainerManager {
             .map_err(|e| e.context(format!("image {}", config.image)))?;
         let volumes = timed(OP, "image_volumes", self.image_volumes(&config, sandbox)).await?;
         let layers_top_first: Vec<PathBuf> = layers.iter().rev().cloned().collect();
-        let record_dir = self.record_dir(id);
-        let state_dir = self.state_dir(id);
-        let bundle = state_dir.join("bundle");
+        let record_dir = self.records.dirs().record_dir(id);
+        let bundle = self.records.dirs().state_dir(id).join("bundle");
         let (upper, work, rootfs) = (
             record_dir.join("upper"),
             record_dir.join("work"),
             bundle.join("rootfs"),
         );
-        for dir in [&record_dir, &state_dir] {
-            undo.push(format!("remove {}", dir.display()), remove_dir(dir.clone()));
-        }
         for dir in [&upper, &work, &rootfs] {
             std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
         }
@@ -128,7 +117,7 @@ impl ContainerManager {
         let apparmor = self.apparmor().clone();
         // Reading the image's user database and the host devices is file I/O.
         let spec_step = step(OP, "spec");
-        let spec = tokio::task::spawn_blocking(move || {
+        let spec = blocking("spec task", move || {
             let passwd = crate::container::users::read_image_file(&lower, "/etc/passwd")
                 .map_err(io_err("reading the image's /etc/passwd"))?;
             let group = crate::container::users::read_image_file(&lower, "/etc/group")
@@ -213,8 +202,7 @@ impl ContainerManager {
                 })?;
             Ok::<_, Error>((spec, stop_signal, seccomp_program))
         })
-        .await
-        .map_err(|e| Error::internal("spec task", e))??;
+        .await?;
         let (spec, stop_signal, seccomp_program) = spec;
         drop(spec_step);
         let cgroup_path = spec
@@ -224,6 +212,7 @@ impl ContainerManager {
             .map(|p| p.to_string_lossy().to_string())
             .unwrap_or_default();
         let user = spec.process().as_ref().map(|p| p.user().clone());
+        let user = user.unwrap_or_default();
         let rootfs_json = serde_json::json!({
             "lower": layers_top_first,
             "upper": upper,
@@ -232,24 +221,23 @@ impl ContainerManager {
         let spec_json =
             serde_json::to_vec(&spec).map_err(|e| Error::internal("encoding the spec", e))?;
         let bundle_dir = bundle.clone();
+        // Runtime files, not synced (see `persist::write_replace`): a reboot ends the
+        // process they describe. Synced, they cost six fsyncs, queued behind other calls'.
         let volume_layouts = volumes.layouts;
         let bundle_step = step(OP, "bundle");
         persist::off_executor(move || {
-            persist::write_atomic(&bundle_dir.join("config.json"), &spec_json)?;
-            persist::write_atomic(
-                &bundle_dir.join("rootfs.json"),
-                rootfs_json.to_string().as_bytes(),
-            )?;
+            let write = |name: &str, bytes: &[u8]| {
+                persist::write_replace_mode(&bundle_dir.join(name), bytes, 0o644)
+            };
+            write("config.json", &spec_json)?;
+            write("rootfs.json", rootfs_json.to_string().as_bytes())?;
             if !volume_layouts.is_empty() {
                 let text = serde_json::to_vec(&volume_layouts)
                     .map_err(|e| std::io::Error::other(format!("encoding image volumes: {e}")))?;
-                persist::write_atomic(
-                    &bundle_dir.join(crate::init::mounts::IMAGE_VOLUMES_FILE),
-                    &text,
-                )?;
+                write(crate::init::mounts::IMAGE_VOLUMES_FILE, &text)?;
             }
             if let Some(program) = seccomp_program {
-                persist::write_atomic(&bundle_dir.join(crate::linux::seccomp::BPF_FILE), &program)?;
+                write(crate::linux::seccomp::BPF_FILE, &program)?;
             }
             Ok(())
         })
@@ -258,70 +246,40 @@ impl ContainerManager {
         drop(bundle_step);
 
         let log_path = super::log_path(&sandbox.spec.log_directory, &config.log_path);
+        // For ContainerStatus.image_ref: a repo digest or tag of the image, else its ID.
+        let image_name = image.repo_digests.first().or(image.repo_tags.first());
         let record = ContainerRecord {
             version: RECORD_VERSION,
             id: id.to_string(),
             sandbox_id: sandbox.id.clone(),
             image_ref: config.image.clone(),
             image_id: image.id.clone(),
-            image_name: image
-                .repo_digests
-                .first()
-                .or(image.repo_tags.first())
-                .cloned()
-                .unwrap_or_else(|| image.id.clone()),
+            image_name: image_name.unwrap_or(&image.id).clone(),
             config: config.clone(),
             state: ContainerState::Creating,
-            created_at: now_nanos(),
-            started_at: 0,
-            finished_at: 0,
-            exit_code: 0,
-            reason: String::new(),
-            message: String::new(),
-            pid: 0,
+            created_at: now_unix_nanos(),
             log_path: log_path.clone(),
             bundle: bundle.clone(),
             cgroup_path: cgroup_path.clone(),
             stop_signal,
-            uid: user.as_ref().map(|u| u.uid()).unwrap_or(0),
-            gid: user.as_ref().map(|u| u.gid()).unwrap_or(0),
-            groups: user
-                .as_ref()
-                .and_then(|u| u.additional_gids().clone())
-                .unwrap_or_default(),
+            uid: user.uid(),
+            gid: user.gid(),
+            groups: user.additional_gids().clone().unwrap_or_default(),
             volume_image_ids: volumes.image_ids,
+            ..ContainerRecord::default()
         };
         // Written before the shim is asked, so recovery can roll back a daemon crash
         // mid-create; not synced: after a power cut the processes are gone too, and
         // recovery removes container dirs that have no record.
-        let path = record::record_path(&self.config.root, id);
-        timed(
-            OP,
-            "record_creating",
-            persist::save_json_unsynced(&path, &record),
-        )
-        .await
-        .map_err(io_err(format!("writing {}", path.display())))?;
+        let ext = ContainerExt::new(ContainerState::Creating);
+        let admitted = self.records.admit(record, ext, Durability::Cached, undo);
+        let container = timed(OP, "record_creating", admitted).await?;
         crate::fault::point("container.create.after_record");
-        let container = Arc::new(Container::new(
-            record,
-            ContainerExt::new(ContainerState::Creating),
-        ));
-        self.records.insert(container.clone());
         drop(image_lease);
-        let (this, forget) = (self.clone(), id.to_string());
-        undo.push(
-            "forget the record",
-            async move { this.records.forget(&forget) },
-        );
         // Tests hold a creation here to catch it in flight (a no-op otherwise).
         crate::fault::hold("container.create.after_record").await;
 
-        let cgroups = self.sandboxes.cgroups().clone();
-        undo.push(
-            format!("remove cgroup {cgroup_path}"),
-            remove_cgroup(cgroups, cgroup_path.clone(), KILL_GRACE),
-        );
+        self.undo_process(&container.record(), undo);
         let shim_step = step(OP, "shim_create");
         let mut shim = self.sandboxes.shim(&sandbox.id).await?;
         let pid = shim
@@ -340,10 +298,6 @@ impl ContainerManager {
             .await
             .map_err(|e| Error::from(e).context("creating the container"))?;
         drop(shim_step);
-        undo.push(
-            "delete the process",
-            delete_process(self.sandboxes.clone(), sandbox.id.clone(), id.to_string()),
-        );
         crate::fault::point("container.create.after_shim_create");
         let created = self
             .records
@@ -397,13 +351,5 @@ impl ContainerManager {
                 r.id, r.config.metadata.name, r.sandbox_id
             ))
         })
-    }
-}
-
-/// The undo step of the shim's create (recovery uses it for one a crash interrupted).
-pub(super) async fn delete_process(sandboxes: Arc<SandboxManager>, sandbox_id: String, id: String) {
-    if let Ok(mut shim) = sandboxes.shim(&sandbox_id).await {
-        let _ = shim.kill(&id, libc::SIGKILL, true).await;
-        let _ = shim.delete(&id).await;
     }
 }

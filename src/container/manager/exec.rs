@@ -3,9 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Container, ContainerManager, ContainerState};
+use super::{Container, ContainerManager, ContainerRecord, ContainerState};
 use crate::container::config::ContainerResources;
 use crate::error::{Error, ErrorKind, Result, blocking};
+use crate::shim::ShimClient;
 
 impl ContainerManager {
     /// UpdateContainerResources: written to the live cgroup, and kept in the record. Runs
@@ -53,16 +54,20 @@ impl ContainerManager {
             .map(|_| ())
     }
 
-    /// ReopenContainerLog: the shim reopens the log file the kubelet rotated.
-    pub async fn reopen_log(&self, id: &str) -> Result<()> {
+    /// The record and the pod's shim of a running container (FailedPrecondition else).
+    async fn running(&self, id: &str) -> Result<(ContainerRecord, ShimClient)> {
         let record = self.status(id)?;
         if record.state != ContainerState::Running {
-            return Err(Error::failed_precondition(format!(
-                "container {} is not running",
-                record.id
-            )));
+            let message = format!("container {} is not running", record.id);
+            return Err(Error::failed_precondition(message));
         }
-        let mut shim = self.sandboxes.shim(&record.sandbox_id).await?;
+        let shim = self.sandboxes.shim(&record.sandbox_id).await?;
+        Ok((record, shim))
+    }
+
+    /// ReopenContainerLog: the shim reopens the log file the kubelet rotated.
+    pub async fn reopen_log(&self, id: &str) -> Result<()> {
+        let (record, mut shim) = self.running(id).await?;
         shim.reopen_log(&record.id).await.map_err(Error::from)
     }
 
@@ -77,14 +82,7 @@ impl ContainerManager {
         if cmd.is_empty() {
             return Err(Error::invalid_argument("cmd is required"));
         }
-        let record = self.status(id)?;
-        if record.state != ContainerState::Running {
-            return Err(Error::failed_precondition(format!(
-                "container {} is not running",
-                record.id
-            )));
-        }
-        let mut shim = self.sandboxes.shim(&record.sandbox_id).await?;
+        let (record, mut shim) = self.running(id).await?;
         let exec_id = hex::encode(rand::random::<[u8; 8]>());
         let output = shim
             .exec_sync(&record.id, &exec_id, cmd, timeout)

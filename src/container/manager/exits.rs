@@ -8,6 +8,7 @@
 //! listened: recovery, a pod whose shim is gone, and a stop that heard nothing read them.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 
 use serde::Deserialize;
 
@@ -78,11 +79,7 @@ impl ContainerManager {
     /// applies the exit itself right after, so the events come in order).
     async fn exit_arrived(&self, container: &Container, exit: ProcessExit) {
         *crate::store::lock(&container.ext.exit) = Some(exit);
-        if container
-            .ext
-            .starting
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
+        if container.ext.starting.load(Ordering::SeqCst) {
             return;
         }
         self.apply_pending_exit(container).await;
@@ -95,12 +92,7 @@ impl ContainerManager {
         let Some(exit) = exit else {
             return container.record();
         };
-        if container.is_removed()
-            || !matches!(
-                container.state(),
-                ContainerState::Running | ContainerState::Created
-            )
-        {
+        if container.is_removed() || !container.state().awaits_exit() {
             return container.record();
         }
         match self
@@ -124,10 +116,7 @@ impl ContainerManager {
     /// recovery, a lost shim, a stop that heard nothing.
     pub(super) async fn apply_exit_file(&self, container: &Container) -> ContainerRecord {
         let record = container.record();
-        if !matches!(
-            record.state,
-            ContainerState::Running | ContainerState::Created
-        ) {
+        if !record.state.awaits_exit() {
             return record;
         }
         let path = self.exit_file(&record);
@@ -165,8 +154,7 @@ impl ContainerManager {
     /// After StopPodSandbox: the shim's last exits may still be on their way; what its
     /// exit files say is applied now, so the pod's containers read Exited on return.
     pub async fn settle_exits_of(&self, sandbox_id: &str) {
-        let all = self.records.all().into_iter();
-        for container in all.filter(|c| c.record().sandbox_id == sandbox_id) {
+        for container in self.records.of_sandbox(sandbox_id) {
             self.apply_exit_file(&container).await;
         }
     }

@@ -6,8 +6,9 @@
 //! Recovery also settles a container whose start a crash interrupted: the gate was opened
 //! but the record still says Created, so the shim is asked what really happened.
 
-use super::{Container, ContainerManager, ContainerState, KILL_GRACE};
-use crate::sandbox::now_nanos;
+use super::{Container, ContainerManager, ContainerRecord, ContainerState, KILL_GRACE};
+use crate::error::{Result, blocking};
+use crate::linux::process::now_unix_nanos;
 use crate::shim_api::ProcessStatus;
 
 /// Exit code of a container berth had to kill (128 + SIGKILL), as a kill -9 reports it.
@@ -18,8 +19,7 @@ pub const SHIM_LOST_REASON: &str = "ShimDied";
 impl ContainerManager {
     /// Every live container of the pod marked exited after its shim died.
     pub async fn shim_lost(&self, sandbox_id: &str) {
-        let all = self.records.all().into_iter();
-        for container in all.filter(|c| c.record().sandbox_id == sandbox_id) {
+        for container in self.records.of_sandbox(sandbox_id) {
             let _op = container.op.lock().await;
             self.mark_lost(
                 &container,
@@ -33,10 +33,7 @@ impl ContainerManager {
     /// whose start was under way is brought up to date from the shim.
     pub(super) async fn reconcile_recovered(&self, container: &Container) {
         let record = self.apply_exit_file(container).await;
-        if !matches!(
-            record.state,
-            ContainerState::Created | ContainerState::Running | ContainerState::Unknown
-        ) {
+        if !record.state.is_live() {
             return;
         }
         if !self.sandboxes.shim_connected(&record.sandbox_id) {
@@ -55,21 +52,12 @@ impl ContainerManager {
         };
         match shim.state(&record.id).await {
             Ok(state) if state.status == ProcessStatus::Running => {
-                let moved = self
-                    .records
-                    .transition(container, ContainerState::Running, |r| {
-                        r.pid = state.pid;
-                        r.started_at = state.started_at;
-                    })
+                tracing::info!(container_id = %record.id, pid = state.pid, "container was started before the restart");
+                let running =
+                    |r: &mut ContainerRecord| (r.pid, r.started_at) = (state.pid, state.started_at);
+                self.records
+                    .observed(container, ContainerState::Running, running)
                     .await;
-                match moved {
-                    Ok(_) => {
-                        tracing::info!(container_id = %record.id, pid = state.pid, "container was started before the restart")
-                    }
-                    Err(e) => {
-                        tracing::warn!(container_id = %record.id, error = %e, "recording a start")
-                    }
-                }
             }
             Ok(state) if state.status == ProcessStatus::Exited => {
                 // Its exit file is written.
@@ -85,34 +73,40 @@ impl ContainerManager {
     }
 
     async fn mark_lost(&self, container: &Container, message: &str) {
-        let record = self.apply_exit_file(container).await;
-        if !matches!(
-            record.state,
-            ContainerState::Created | ContainerState::Running | ContainerState::Unknown
-        ) {
+        if !self.apply_exit_file(container).await.state.is_live() {
             return;
         }
+        let killed = self.kill_and_record(container, SHIM_LOST_REASON, message);
+        if let Err(e) = killed.await {
+            tracing::warn!(container_id = %container.id, error = %e, "persisting a lost container");
+        }
+    }
+
+    /// No exit will be pushed (the shim is gone) or the process will not die: the cgroup
+    /// takes everything with it, and the exit is recorded here, from the exit file when
+    /// the shim wrote one after all, else as a kill by berth with `reason` and `message`.
+    pub(super) async fn kill_and_record(
+        &self,
+        container: &Container,
+        reason: &str,
+        message: &str,
+    ) -> Result<()> {
+        let record = container.record();
         let (cgroups, path) = (self.sandboxes.cgroups().clone(), record.cgroup_path.clone());
-        let killed =
-            crate::error::blocking("cgroup task", move || cgroups.kill_all(&path, KILL_GRACE));
-        if killed.await.is_err() {
-            tracing::warn!(container_id = %record.id, "killing the cgroup of a container whose shim is gone failed");
+        let killed = blocking("cgroup task", move || cgroups.kill_all(&path, KILL_GRACE));
+        if let Err(e) = killed.await {
+            tracing::warn!(container_id = %record.id, error = %e, "killing the container's cgroup");
         }
-        // The shim may have recorded the exit before it died.
         if self.apply_exit_file(container).await.state == ContainerState::Exited {
-            return;
+            return Ok(());
         }
-        tracing::warn!(container_id = %record.id, sandbox_id = %record.sandbox_id, "{message}");
-        let moved = self
-            .move_to_exited(container, |r| {
-                r.exit_code = KILLED_EXIT_CODE;
-                r.finished_at = now_nanos();
-                r.reason = SHIM_LOST_REASON.into();
-                r.message = message.into();
-            })
-            .await;
-        if let Err(e) = moved {
-            tracing::warn!(container_id = %record.id, error = %e, "persisting a lost container");
-        }
+        tracing::warn!(container_id = %record.id, sandbox_id = %record.sandbox_id, reason, "{message}");
+        let moved = self.move_to_exited(container, |r| {
+            r.exit_code = KILLED_EXIT_CODE;
+            r.finished_at = now_unix_nanos();
+            r.reason = reason.into();
+            r.message = message.into();
+        });
+        moved.await.map(|_| ())
     }
 }

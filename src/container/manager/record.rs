@@ -8,10 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::state::ContainerState;
 use crate::container::config::ContainerConfig;
-use crate::error::Error;
 use crate::events::EventKind;
-use crate::lifecycle::{Entry, Hooks, Record, Saving};
-use crate::persist;
+use crate::lifecycle::{Entry, Record, record_fields};
 use crate::sandbox::SandboxManager;
 use crate::shim::client::ProcessExit;
 
@@ -22,9 +20,9 @@ pub type LifecycleEvents = crate::events::EventBus<
 >;
 
 pub(super) const RECORD_VERSION: u32 = 1;
-pub(super) const RECORD_FILE: &str = "container.json";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A default record is one being created, with nothing run yet.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ContainerRecord {
     pub version: u32,
     pub id: String,
@@ -66,15 +64,15 @@ impl Record for ContainerRecord {
     type State = ContainerState;
     const KIND: &'static str = "container";
     const ID_FIELD: &'static str = "container_id";
+    const DIR: &'static str = "containers";
+    const FILE: &'static str = "container.json";
+    record_fields!(ContainerState);
 
-    fn id(&self) -> &str {
-        &self.id
+    fn labels(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.config.labels
     }
-    fn state(&self) -> ContainerState {
-        self.state
-    }
-    fn set_state(&mut self, state: ContainerState) {
-        self.state = state;
+    fn sandbox_id(&self) -> Option<&str> {
+        Some(&self.sandbox_id)
     }
     fn name_key(&self) -> Option<String> {
         let meta = &self.config.metadata;
@@ -118,33 +116,14 @@ impl Drop for StartingFlag<'_> {
     }
 }
 
-/// Records under `<root>/containers/<id>/`; events carry the pod as it is now.
-pub(super) struct ContainerHooks {
-    pub root: PathBuf,
-    pub events: Arc<LifecycleEvents>,
-    pub sandboxes: Arc<SandboxManager>,
-}
-
-pub(super) fn record_path(root: &std::path::Path, id: &str) -> PathBuf {
-    root.join("containers").join(id).join(RECORD_FILE)
-}
-
-impl Hooks<ContainerRecord> for ContainerHooks {
-    fn persist<'a>(&'a self, record: &'a ContainerRecord) -> Saving<'a> {
-        Box::pin(async move {
-            let path = record_path(&self.root, &record.id);
-            persist::save_json(&path, record)
-                .await
-                .map_err(|e| Error::internal(format!("writing {}", path.display()), e))
-        })
-    }
-
-    fn publish(&self, kind: EventKind, record: &ContainerRecord) {
+/// Publishes a container's events on the daemon's bus, each with the pod as it is now.
+pub(super) fn publisher(
+    events: Arc<LifecycleEvents>,
+    sandboxes: Arc<SandboxManager>,
+) -> impl Fn(EventKind, &ContainerRecord) + Send + Sync + 'static {
+    move |kind: EventKind, record: &ContainerRecord| {
         let oom_kill = kind == EventKind::Stopped && record.reason == "OOMKilled";
-        let sandboxes = &self.sandboxes;
-        self.events
-            .publish_container(kind, &record.id, &record.sandbox_id, oom_kill, || {
-                (record.clone(), sandboxes.status(&record.sandbox_id).ok())
-            });
+        let pod = || (record.clone(), sandboxes.status(&record.sandbox_id).ok());
+        events.publish_container(kind, &record.id, &record.sandbox_id, oom_kill, pod);
     }
 }

@@ -3,48 +3,44 @@
 
 use std::sync::Arc;
 
-use super::create::delete_process;
-use super::record::{ContainerExt, RECORD_FILE};
-use super::{Container, ContainerManager, ContainerRecord, ContainerState, KILL_GRACE};
-use crate::error::{Error, Result};
-use crate::lifecycle::{Rollback, remove_cgroup, remove_dir};
-use crate::persist;
+use super::record::ContainerExt;
+use super::{ContainerManager, ContainerRecord, ContainerState, KILL_GRACE};
+use crate::error::Result;
+use crate::lifecycle::{Rollback, remove_cgroup};
+use crate::sandbox::SandboxManager;
 
 impl ContainerManager {
     pub async fn recover(&self) -> Result<()> {
-        let dir = self.config.root.join("containers");
-        let records: Vec<ContainerRecord> =
-            persist::load_records(&dir, RECORD_FILE, "container")
-                .map_err(|e| Error::internal(format!("reading {}", dir.display()), e))?;
-        for record in records {
-            if record.state == ContainerState::Creating
-                || self.sandboxes.get(&record.sandbox_id).is_err()
-            {
-                tracing::warn!(container_id = %record.id, "removing a container whose creation was interrupted or whose pod is gone");
-                // Pushed in the order a creation takes them, so they unwind in reverse.
-                let mut undo = Rollback::new(format!("container {}", record.id));
-                for dir in [self.record_dir(&record.id), self.state_dir(&record.id)] {
-                    undo.push(format!("remove {}", dir.display()), remove_dir(dir));
-                }
-                let (cgroups, cg) = (self.sandboxes.cgroups().clone(), record.cgroup_path.clone());
-                undo.push(
-                    format!("remove cgroup {cg}"),
-                    remove_cgroup(cgroups, cg, KILL_GRACE),
-                );
-                let (sandboxes, sandbox_id) = (self.sandboxes.clone(), record.sandbox_id.clone());
-                let delete = delete_process(sandboxes, sandbox_id, record.id.clone());
-                undo.push("delete the process", delete);
-                undo.unwind().await;
-                continue;
-            }
-            self.records.bind(&record);
+        let doomed = |r: &ContainerRecord| {
+            r.state == ContainerState::Creating || self.sandboxes.get(&r.sandbox_id).is_err()
+        };
+        let undo = |r: &ContainerRecord, undo: &mut Rollback| self.undo_process(r, undo);
+        for record in self.records.recover(doomed, undo).await? {
             let ext = ContainerExt::new(record.state);
-            let container = Arc::new(Container::new(record, ext));
+            let container = self.records.recovered(record, ext);
             self.reconcile_recovered(&container).await;
-            let record = container.record();
-            tracing::info!(container_id = %record.id, state = ?record.state, "container recovered");
-            self.records.insert(container);
+            tracing::info!(container_id = %container.id, state = ?container.state(), "container recovered");
         }
         Ok(())
+    }
+
+    /// The container's process deleted from the shim, then its cgroup removed: the undo
+    /// of a creation, also of one a crash cut short (a missing one is no error).
+    pub(super) fn undo_process(&self, record: &ContainerRecord, undo: &mut Rollback) {
+        let (cgroups, cg) = (self.sandboxes.cgroups().clone(), record.cgroup_path.clone());
+        undo.push(
+            format!("remove cgroup {cg}"),
+            remove_cgroup(cgroups, cg, KILL_GRACE),
+        );
+        let (sandboxes, sandbox_id) = (self.sandboxes.clone(), record.sandbox_id.clone());
+        let delete = delete_process(sandboxes, sandbox_id, record.id.clone());
+        undo.push("delete the process", delete);
+    }
+}
+
+async fn delete_process(sandboxes: Arc<SandboxManager>, sandbox_id: String, id: String) {
+    if let Ok(mut shim) = sandboxes.shim(&sandbox_id).await {
+        let _ = shim.kill(&id, libc::SIGKILL, true).await;
+        let _ = shim.delete(&id).await;
     }
 }

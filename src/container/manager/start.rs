@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::record::StartingFlag;
-use super::{Container, ContainerManager, ContainerState};
+use super::{Container, ContainerManager, ContainerRecord, ContainerState};
 use crate::error::{Error, Result};
+use crate::linux::process::now_unix_nanos;
 use crate::metrics::timed;
-use crate::sandbox::now_nanos;
 
 impl ContainerManager {
     /// Runs in its own task; a retry of a start that took effect is OK, a start of a
@@ -29,7 +29,7 @@ impl ContainerManager {
         let mut shim = self.sandboxes.shim(&record.sandbox_id).await?;
         // Taken before the gate opens: a workload that exits at once must not be seen
         // finishing before it started.
-        let started_at = now_nanos();
+        let started_at = now_unix_nanos();
         container.ext.starting.store(true, Ordering::SeqCst);
         let starting = StartingFlag(&container.ext.starting);
         let started = timed("StartContainer", "shim_start", shim.start(&record.id)).await;
@@ -49,13 +49,11 @@ impl ContainerManager {
     ) -> Result<()> {
         match started {
             Ok(pid) => {
-                let running = self
+                let running = |r: &mut ContainerRecord| (r.pid, r.started_at) = (pid, started_at);
+                let moved = self
                     .records
-                    .transition(container, ContainerState::Running, |r| {
-                        r.pid = pid;
-                        r.started_at = started_at;
-                    });
-                timed("StartContainer", "record_running", running).await?;
+                    .transition(container, ContainerState::Running, running);
+                timed("StartContainer", "record_running", moved).await?;
                 tracing::info!(container_id = %container.id, pid, "container started");
                 Ok(())
             }
@@ -64,7 +62,7 @@ impl ContainerManager {
                 let message = err.to_string();
                 self.move_to_exited(container, |r| {
                     r.exit_code = 128;
-                    r.finished_at = now_nanos();
+                    r.finished_at = now_unix_nanos();
                     r.reason = "StartError".into();
                     r.message = message;
                 })

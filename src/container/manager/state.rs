@@ -15,9 +15,10 @@ use crate::lifecycle::Lifecycle;
 /// Exits are pushed by the shim (exits.rs; its exit files cover what happened while the
 /// daemon was down), or come from a stop that had to kill the cgroup, or a lost shim. Removal is not a state: the entry
 /// is marked removed and leaves the registry, and a call still holding it is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ContainerState {
+    #[default]
     Creating,
     Created,
     Running,
@@ -25,7 +26,20 @@ pub enum ContainerState {
     Unknown,
 }
 
+impl ContainerState {
+    /// Its process was made and has not been seen to exit: the shim's exit applies.
+    pub fn awaits_exit(self) -> bool {
+        matches!(self, ContainerState::Created | ContainerState::Running)
+    }
+
+    /// A process may still run (for an Unknown one, nobody knows): a lost shim kills it.
+    pub fn is_live(self) -> bool {
+        self.awaits_exit() || self == ContainerState::Unknown
+    }
+}
+
 impl Lifecycle for ContainerState {
+    const CREATING: ContainerState = ContainerState::Creating;
     fn can_move(self, to: ContainerState) -> bool {
         use ContainerState::*;
         matches!(

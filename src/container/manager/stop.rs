@@ -8,20 +8,16 @@ use super::{Container, ContainerManager, ContainerState, KILL_GRACE};
 use crate::error::{Result, blocking, io_err};
 use crate::metrics::{step, timed};
 use crate::persist;
-use crate::sandbox::now_nanos;
 
 impl ContainerManager {
     /// StopContainer: the stop signal, `timeout`, SIGKILL, then the whole cgroup. It always
     /// returns; a container being created is FailedPrecondition.
     pub async fn stop(self: &Arc<Self>, id: &str, timeout: Duration) -> Result<()> {
-        let Some(container) = self.records.find(id)? else {
-            return Ok(());
-        };
         let this = self.clone();
         let work = move |c: Arc<Container>| async move {
             this.stop_locked(&c, timeout).await?;
             let record = c.record();
-            if c.is_removed() || record.state != ContainerState::Exited {
+            if record.state != ContainerState::Exited {
                 return Ok(());
             }
             // Its children may outlive the main process in a shared PID namespace.
@@ -30,13 +26,13 @@ impl ContainerManager {
                 .await
         };
         let call = format!("stop {}", timeout.as_millis());
-        self.records.run(&call, container, work).await
+        self.records.run_found(&call, id, work).await
     }
 
     /// Returns as soon as the shim pushes the exit (see exits.rs), not at a poll.
     async fn stop_locked(&self, container: &Container, timeout: Duration) -> Result<()> {
         let record = container.record();
-        if container.is_removed() || record.state == ContainerState::Exited {
+        if record.state == ContainerState::Exited {
             return Ok(());
         }
         container.check(ContainerState::Exited)?;
@@ -74,38 +70,18 @@ impl ContainerManager {
                 return Ok(());
             }
         }
-        // The shim is gone (no exit will be pushed) or the process will not die: the
-        // cgroup takes everything with it, and the exit is recorded here (from the exit
-        // file when the shim wrote one after all).
-        let (cgroups, path) = (self.sandboxes.cgroups().clone(), record.cgroup_path.clone());
-        let _ = blocking("cgroup task", move || cgroups.kill_all(&path, KILL_GRACE)).await;
-        if self.apply_exit_file(container).await.state == ContainerState::Exited {
-            return Ok(());
-        }
-        self.move_to_exited(container, |r| {
-            r.exit_code = 137;
-            r.finished_at = now_nanos();
-            r.reason = "Error".into();
-            r.message = "killed by berth: the pod's shim was not reachable".into();
-        })
-        .await?;
-        Ok(())
+        let message = "killed by berth: the pod's shim was not reachable";
+        self.kill_and_record(container, "Error", message).await
     }
 
     /// RemoveContainer: kills it if running, then removes every trace.
     pub async fn remove(self: &Arc<Self>, id: &str) -> Result<()> {
-        let Some(container) = self.records.find(id)? else {
-            return Ok(());
-        };
         let this = self.clone();
         let work = |c: Arc<Container>| async move { this.remove_locked(&c).await };
-        self.records.run("remove", container, work).await
+        self.records.run_found("remove", id, work).await
     }
 
     async fn remove_locked(&self, container: &Container) -> Result<()> {
-        if container.is_removed() {
-            return Ok(());
-        }
         self.stop_locked(container, Duration::ZERO).await?;
         let record = container.record();
         if let Ok(mut shim) = self.sandboxes.shim(&record.sandbox_id).await {
@@ -118,11 +94,7 @@ impl ContainerManager {
         let _files = step("RemoveContainer", "files");
         persist::remove_file_if_exists(&self.exit_file(&record))
             .map_err(io_err("removing the exit file"))?;
-        persist::remove_dir_all_if_exists(&self.state_dir(&record.id))
-            .map_err(io_err("removing the container state dir"))?;
-        persist::remove_dir_all_if_exists(&self.record_dir(&record.id))
-            .map_err(io_err("removing the container record"))?;
-        self.records.remove(container);
+        self.records.remove(container)?;
         tracing::info!(container_id = %record.id, "container removed");
         Ok(())
     }

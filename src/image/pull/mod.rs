@@ -235,6 +235,8 @@ async fn pull(
         pinned: false,
     };
     crate::fault::point("image.pull.after_layers_committed");
+    // Tests hold a pull here to abandon it in flight (a no-op otherwise).
+    crate::fault::hold("image.pull.after_layers_committed").await;
     save_record(inner, record).await?;
     Ok((config.digest, served_by.base_url()))
 }
