@@ -33,12 +33,15 @@
 //! start, stop, remove) from `--clients` clients at once, reports the wall time of the whole
 //! churn, and counts what the runtime holds before and after (processes, mounts, netns, veths,
 //! IP leases, cgroups, files, daemon fds): every leak counter should be back to zero.
-//! `stop-pid`, `bomb` and `push-bomb` are issue 14's contract figures (benches/cri/contract.rs).
+//! `stop-pid`, `bomb` and `push-bomb` are issue 14's contract figures (benches/cri/contract.rs);
+//! `lists` times the Stream lists beside their List twins (benches/cri/lists.rs).
 
 use std::time::{Duration, Instant};
 
 #[path = "cri/contract.rs"]
 mod contract;
+#[path = "cri/lists.rs"]
+mod lists;
 
 use berth::cri::api as cri;
 use berth::cri::api::image_service_client::ImageServiceClient;
@@ -1404,9 +1407,10 @@ fn main() -> Result<(), Error> {
         "stop-pid" => runtime.block_on(contract::stop_pid(&args)),
         "bomb" => runtime.block_on(contract::bomb(&args)),
         "push-bomb" => runtime.block_on(contract::push_bomb(&args)),
+        "lists" => runtime.block_on(lists::lists(&args)),
         other => Err(format!(
             "unknown mode {other:?}: pods, containers, pull, stats, churn, lifecycle, streaming, \
-             stop-pid, bomb, push-bomb or shell"
+             stop-pid, bomb, push-bomb, lists or shell"
         )
         .into()),
     }

@@ -9,7 +9,11 @@
 #         CreateContainer + StartContainer as one path (median, p90)
 #   stats ListContainerStats and ListPodSandboxStats, and their Stream twins (first message and
 #         whole stream), over $BENCH_STATS_CONTAINERS (50) running
-#         containers, five per pod, $BENCH_STATS_RUNS (50) calls (median, p90)
+#         containers, five per pod, $BENCH_STATS_RUNS (50) calls (median, p90); then
+#         ListContainers and ListPodSandbox beside StreamContainers and StreamPodSandboxes
+#         (first message and whole stream) over $BENCH_LIST_CONTAINERS (1000) containers
+#         (real records of exited containers, fifty per pod), $BENCH_LIST_RUNS (20) calls,
+#         and the daemon's RSS before and after those calls
 #   pull  cold PullImage of the small busybox image and of the generated 200 MiB 8-layer
 #         image (berth-bench/big:v1), and `gzip -dc | tar -x` of that image's layer blobs from
 #         local disk one after the other (the single-core floor of the unpack alone)
@@ -211,6 +215,9 @@ measure() { # LABEL ENDPOINT
 		run_bench stats --label "$label" --endpoint "$endpoint" --image "$small" \
 			--pods "${BENCH_STATS_CONTAINERS:-50}" --runs "${BENCH_STATS_RUNS:-50}" ||
 			echo "$label: the stats benchmark failed (above)"
+		run_bench lists --label "$label" --endpoint "$endpoint" --image "$small" \
+			--pods "${BENCH_LIST_CONTAINERS:-1000}" --runs "${BENCH_LIST_RUNS:-20}" --daemon-pid "$daemon_pid" ||
+			echo "$label: the list benchmark failed (above)"
 	fi
 	if wants lifecycle; then
 		scrape_steps "$work/steps.before"

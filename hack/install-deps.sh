@@ -31,6 +31,8 @@ PACKAGES=(
 	util-linux
 	# the sandbox tests ping a pod's IP from the host
 	iputils-ping
+	# CheckpointContainer dumps a container with CRIU (tests/cri136.rs)
+	criu
 )
 
 berth_need_root

@@ -43,6 +43,7 @@ for _ in $(seq 50); do c logs "$ctr" | grep -q . && break; sleep 0.1; done
 expect "crictl logs" "$(c logs "$ctr")" "^hello from berth$"
 expect "crictl inspect" "$(jq -r .status.state <<<"$(c inspect "$ctr")")" '^CONTAINER_RUNNING$'
 expect "crictl exec" "$(c exec "$ctr" cat /etc/hostname)" "^quickstart$"
+expect "crictl exec: image volume" "$(c exec "$ctr" head -1 /image-etc/passwd)" "^root:x:0:0:"
 expect "crictl exec -s exit code" "$("$crictl" exec -s --timeout 5 "$ctr" sh -c 'exit 3' 2>&1 || true)" "exited with 3"
 expect "crictl exec --timeout" "$("$crictl" exec -s --timeout 1 "$ctr" sh -c 'sleep 10 & sleep 20' 2>&1 || true)" "timed out after 1s"
 expect "crictl exec -it" "$(script -qc "$crictl exec -it $ctr tty" /dev/null </dev/null)" "^/dev/pts/[0-9]+"

@@ -40,7 +40,8 @@ suites_for() { # ARRAY NAME[:FILTER]...: appends "NAME=BINARY [FILTER]" for hack
 # depend on the kernel). 6.1 differs where nodes differ: the rootfs without lowerdir+,
 # cgroup files, id-mapped layers.
 vm_suites=(containers sandbox security apparmor stats streaming churn systemd
-	crash:the_startup_sweep crash:kill_9_at_random_instants)
+	crash:the_startup_sweep crash:kill_9_at_random_instants
+	cri136:image_volumes cri136:psi_and_io)
 on_612=() on_61=()
 suites_for on_612 "${vm_suites[@]}"
 suites_for on_61 "${vm_suites[@]}"

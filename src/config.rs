@@ -85,6 +85,7 @@ pub struct Config {
     pub image: ImageConfig,
     pub stats: StatsConfig,
     pub metrics: MetricsConfig,
+    pub checkpoint: CheckpointConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,6 +147,21 @@ pub struct MetricsConfig {
     pub address: std::net::SocketAddr,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// CRIU, which CheckpointContainer runs: a path, or a name looked up in PATH.
+    pub criu_path: PathBuf,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            criu_path: PathBuf::from("criu"),
+        }
+    }
+}
+
 impl Default for StatsConfig {
     fn default() -> Self {
         StatsConfig {
@@ -179,6 +195,7 @@ impl Default for Config {
             image: ImageConfig::default(),
             stats: StatsConfig::default(),
             metrics: MetricsConfig::default(),
+            checkpoint: CheckpointConfig::default(),
         }
     }
 }
@@ -290,6 +307,9 @@ pub struct ConfigFlags {
     /// Metrics endpoint address, e.g. 127.0.0.1:9090; implies --enable-metrics [metrics.address].
     #[arg(long)]
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// CRIU for CheckpointContainer, a path or a name in PATH [checkpoint.criu_path].
+    #[arg(long)]
+    pub criu_path: Option<PathBuf>,
 }
 
 fn parse_duration_flag(text: &str) -> Result<Duration, String> {
@@ -367,6 +387,7 @@ impl Config {
             self.metrics.enabled = true;
         }
         set(&mut self.metrics.address, &f.metrics_address);
+        set(&mut self.checkpoint.criu_path, &f.criu_path);
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -494,6 +515,10 @@ collection_period = "{stats_period}"
 enabled = false
 # (--metrics-address, which also enables them).
 address = "{metrics_address}"
+
+[checkpoint]
+# CRIU for CheckpointContainer: a path, or a name looked up in PATH (--criu-path).
+criu_path = "{criu_path}"
 "#,
             socket = d.socket.display(),
             root = d.root.display(),
@@ -512,6 +537,7 @@ address = "{metrics_address}"
             max_ratio = d.image.max_expansion_ratio,
             stats_period = humantime::format_duration(d.stats.collection_period),
             metrics_address = d.metrics.address,
+            criu_path = d.checkpoint.criu_path.display(),
         )
     }
 }

@@ -58,6 +58,11 @@ impl Daemon {
             sandboxes.clone(),
         )
         .await?;
+        // Weak: the image service (which the container manager holds) must not keep it.
+        let users = Arc::downgrade(&containers);
+        images.set_users(Arc::new(move |image_id: &str| {
+            users.upgrade().and_then(|c| c.image_user(image_id))
+        }));
         follow_shim_deaths(&sandboxes, &containers);
         route_container_exits(&sandboxes, &containers);
         register_gauges(&sandboxes, &containers, &events);

@@ -622,5 +622,483 @@ async fn psi_and_io_are_reported_where_the_cgroup_has_pressure_files_and_empty_o
         assert_eq!(pod_linux.io, None);
         assert_eq!(pod_linux.cpu.unwrap().psi, None);
     }
+
+    // ListPodSandboxMetrics: the same figures under cAdvisor's names, for the pod's own
+    // cgroup and for the container, where the pressure files exist.
+    let metrics = rt
+        .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+        .await
+        .expect("ListPodSandboxMetrics")
+        .into_inner()
+        .pod_metrics
+        .into_iter()
+        .find(|m| m.pod_sandbox_id == pod_id)
+        .expect("the pod's metrics");
+    let names = |metrics: &[cri::Metric]| -> BTreeSet<String> {
+        metrics
+            .iter()
+            .map(|m| m.name.clone())
+            .filter(|n| n.starts_with("container_pressure_"))
+            .collect()
+    };
+    let container_metrics = metrics
+        .container_metrics
+        .iter()
+        .find(|c| c.container_id == id)
+        .expect("the container's metrics");
+    for (whose, found) in [
+        ("pod", names(&metrics.metrics)),
+        ("container", names(&container_metrics.metrics)),
+    ] {
+        if cgroup_v2() {
+            for resource in ["cpu", "memory", "io"] {
+                let waiting = format!("container_pressure_{resource}_waiting_seconds_total");
+                assert!(found.contains(&waiting), "{whose}: {waiting} in {found:?}");
+            }
+            // memory.pressure always has a `full` line.
+            assert!(
+                found.contains("container_pressure_memory_stalled_seconds_total"),
+                "{whose}: {found:?}"
+            );
+        } else {
+            assert!(found.is_empty(), "{whose} on cgroup v1: {found:?}");
+        }
+    }
+    remove_everything(&daemon, &mut rt, &[pod_id]).await;
+}
+
+/// ExecSync of `sh -c script` (10 s timeout): exit code and stdout+stderr as text.
+async fn sh(rt: &mut RuntimeServiceClient<Channel>, id: &str, script: &str) -> (i32, String) {
+    let out = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
+            timeout: 10,
+        })
+        .await
+        .expect("ExecSync")
+        .into_inner();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.exit_code, text)
+}
+
+fn image_mount(container_path: &str, image: &str, sub_path: &str) -> cri::Mount {
+    cri::Mount {
+        container_path: container_path.into(),
+        readonly: true,
+        image: Some(cri::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        image_sub_path: sub_path.into(),
+        ..Default::default()
+    }
+}
+
+async fn remove_image(daemon: &TestDaemon, image: &str) -> Result<(), tonic::Status> {
+    daemon
+        .images()
+        .await
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .map(|_| ())
+}
+
+async fn container_names(rt: &mut RuntimeServiceClient<Channel>) -> Vec<String> {
+    rt.list_containers(cri::ListContainersRequest::default())
+        .await
+        .expect("ListContainers")
+        .into_inner()
+        .containers
+        .into_iter()
+        .filter_map(|c| c.metadata.map(|m| m.name))
+        .collect()
+}
+
+/// berth-test/layers:v1 (hack/test-images.sh) has whiteouts, an opaque directory and a
+/// symlink in /layers: a volume of it must show the merged image, as its rootfs would.
+#[tokio::test(flavor = "multi_thread")]
+async fn image_volumes_show_the_image_read_only_whole_or_by_sub_path_and_hold_it_against_removal() {
+    let mut daemon = TestDaemon::start().await;
+    let (mut rt, pod_id, pod_config) = pod(&daemon, "imgvol").await;
+    let layers = format!("{}/berth-test/layers:v1", registry());
+    pull(&daemon, &layers).await;
+    let layers_id = daemon
+        .images()
+        .await
+        .image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: layers.clone(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .expect("ImageStatus")
+        .into_inner()
+        .image
+        .expect("pulled")
+        .id;
+
+    let mut config = container_config("vols", IMAGE, &["sleep", "1000"]);
+    config.mounts = vec![
+        // By reference, the whole image.
+        image_mount("/whole", &layers, ""),
+        // By image ID, one directory (whose lower-layer contents an opaque dir replaced).
+        image_mount("/opaque", &layers_id, "layers/opaque"),
+        // A file, reached through the image's own symlink.
+        image_mount("/keep.txt", &layers, "layers/symlink"),
+    ];
+    let id = create_container(&mut rt, &pod_id, &pod_config, config)
+        .await
+        .expect("CreateContainer with image volumes");
+    start_container(&mut rt, &id).await.expect("StartContainer");
+
+    let (code, out) = sh(&mut rt, &id, "ls /whole/layers | sort | tr '\\n' ' '").await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.trim(),
+        "fifo hardlink-a hardlink-b keep.txt opaque replaced.txt setuid symlink xattr.txt",
+        "the merged image, whiteouts applied"
+    );
+    assert_eq!(
+        sh(&mut rt, &id, "cat /whole/layers/replaced.txt").await,
+        (0, "layer 3\n".into())
+    );
+    assert_eq!(
+        sh(&mut rt, &id, "ls /opaque").await,
+        (0, "new.txt\n".into()),
+        "only the sub-path, as the opaque directory leaves it"
+    );
+    assert_eq!(
+        sh(&mut rt, &id, "cat /keep.txt").await,
+        (0, "kept from layer 2\n".into())
+    );
+    for write in [
+        "touch /whole/new",
+        "echo x > /whole/layers/keep.txt",
+        "touch /opaque/x",
+        "echo x > /keep.txt",
+    ] {
+        let (code, out) = sh(&mut rt, &id, write).await;
+        assert_ne!(code, 0, "{write} must fail on a read-only volume");
+        assert!(out.contains("Read-only file system"), "{write}: {out}");
+    }
+    // Mounted nosuid: the set-uid bit gives nothing.
+    let (_, mounts) = sh(&mut rt, &id, "grep ' /whole ' /proc/self/mountinfo").await;
+    assert!(mounts.contains("ro,nosuid,nodev"), "{mounts}");
+    let status = container_status(&mut rt, &id).await;
+    let reported: Vec<(String, String, String)> = status
+        .mounts
+        .iter()
+        .map(|m| {
+            (
+                m.container_path.clone(),
+                m.image
+                    .as_ref()
+                    .map(|i| i.image.clone())
+                    .unwrap_or_default(),
+                m.image_sub_path.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reported,
+        [
+            ("/whole".to_string(), layers.clone(), String::new()),
+            ("/opaque".into(), layers_id.clone(), "layers/opaque".into()),
+            ("/keep.txt".into(), layers.clone(), "layers/symlink".into()),
+        ]
+    );
+
+    // In use as a volume, and (busybox) as a container's image: neither can be removed,
+    // and the refusal names the container; a daemon restart changes nothing.
+    daemon.restart().await;
+    let mut rt = daemon.runtime().await;
+    let busybox = IMAGE.to_string();
+    for (image, how) in [(&layers, "mounts as an image volume"), (&busybox, "runs")] {
+        let err = remove_image(&daemon, image).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            tonic::Code::FailedPrecondition,
+            "{}",
+            err.message()
+        );
+        assert!(
+            err.message().contains(&id) && err.message().contains(how),
+            "{}",
+            err.message()
+        );
+    }
+    assert_eq!(
+        sh(&mut rt, &id, "cat /keep.txt").await,
+        (0, "kept from layer 2\n".into()),
+        "the volume after a daemon restart"
+    );
+
+    // Bad input: nothing is created for any of it.
+    let bad_cases: [(&str, cri::Mount, tonic::Code, &str); 5] = [
+        (
+            "not-pulled",
+            image_mount("/v", "docker.io/library/not-pulled:v1", ""),
+            tonic::Code::NotFound,
+            "mounts[0].image",
+        ),
+        (
+            "missing-sub-path",
+            image_mount("/v", &layers, "layers/gone.txt"),
+            tonic::Code::InvalidArgument,
+            "does not exist",
+        ),
+        (
+            "dot-dot",
+            image_mount("/v", &layers, "layers/../../etc"),
+            tonic::Code::InvalidArgument,
+            "image_sub_path",
+        ),
+        (
+            "absolute",
+            image_mount("/v", &layers, "/layers"),
+            tonic::Code::InvalidArgument,
+            "image_sub_path",
+        ),
+        (
+            "below-a-file",
+            image_mount("/v", &layers, "layers/keep.txt/x"),
+            tonic::Code::InvalidArgument,
+            "does not exist",
+        ),
+    ];
+    let dirs_before = std::fs::read_dir(daemon.root.join("containers"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    for (name, mount, code, words) in bad_cases {
+        let mut config = container_config(name, IMAGE, &["true"]);
+        config.mounts = vec![mount];
+        let err = create_container(&mut rt, &pod_id, &pod_config, config)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{name}: {}", err.message());
+        assert!(err.message().contains(words), "{name}: {}", err.message());
+    }
+    let names = container_names(&mut rt).await;
+    assert_eq!(names, ["vols"], "no container of the refused requests");
+    assert_eq!(
+        std::fs::read_dir(daemon.root.join("containers"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        dirs_before,
+        "no container directory of the refused requests"
+    );
+
+    // Once the container is gone, the images can go.
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("StopContainer");
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("RemoveContainer");
+    remove_image(&daemon, &layers_id)
+        .await
+        .expect("RemoveImage once no container uses it");
+    remove_everything(&daemon, &mut rt, &[pod_id]).await;
+}
+
+async fn checkpoint(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    location: &Path,
+) -> Result<(), tonic::Status> {
+    rt.checkpoint_container(cri::CheckpointContainerRequest {
+        container_id: id.into(),
+        location: location.display().to_string(),
+        timeout: 60,
+    })
+    .await
+    .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn checkpoint_container_without_criu_or_of_a_missing_or_stopped_container_is_refused_clearly()
+{
+    let daemon = TestDaemon::start_with(true, &["--criu-path", "/nonexistent/criu"]).await;
+    let (mut rt, pod_id, pod_config) = pod(&daemon, "nocriu").await;
+    let location = daemon.dir.path().join("checkpoint.tar");
+
+    let err = checkpoint(&mut rt, "no-such-container", &location)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{}", err.message());
+
+    let id = create_container(
+        &mut rt,
+        &pod_id,
+        &pod_config,
+        container_config("sleeper", IMAGE, &["sleep", "1000"]),
+    )
+    .await
+    .expect("CreateContainer");
+    let err = checkpoint(&mut rt, &id, &location).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::FailedPrecondition,
+        "{}",
+        err.message()
+    );
+    assert!(err.message().contains("not running"), "{}", err.message());
+
+    start_container(&mut rt, &id).await.expect("StartContainer");
+    let err = checkpoint(&mut rt, &id, &location).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::FailedPrecondition,
+        "{}",
+        err.message()
+    );
+    assert!(
+        err.message().contains("CRIU") && err.message().contains("/nonexistent/criu"),
+        "{}",
+        err.message()
+    );
+    let err = checkpoint(&mut rt, &id, Path::new("relative.tar"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::InvalidArgument,
+        "{}",
+        err.message()
+    );
+    assert!(!location.exists(), "nothing written at the location");
+    let leftovers: Vec<_> = std::fs::read_dir(daemon.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("checkpoint"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(
+        container_status(&mut rt, &id).await.state,
+        cri::ContainerState::ContainerRunning as i32,
+        "still running"
+    );
+    remove_everything(&daemon, &mut rt, &[pod_id]).await;
+}
+
+/// The names in a tar archive (through the host's tar).
+fn archive_names(archive: &Path) -> Vec<String> {
+    let out = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(archive)
+        .output()
+        .expect("tar is needed");
+    assert!(out.status.success(), "tar -tf {}", archive.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_end_matches('/').to_string())
+        .collect()
+}
+
+/// Whether CRIU can work on this kernel (`criu check`): CRIU 3.17 (Debian 12's) fails its
+/// vDSO probe on Linux 6.13 and later.
+fn criu_works() -> bool {
+    let criu = berth::container::checkpoint::find_criu(Path::new("criu"))
+        .expect("CRIU is needed for this test: apt-get install criu (hack/install-deps.sh)");
+    std::process::Command::new(criu)
+        .arg("check")
+        .output()
+        .expect("run criu check")
+        .status
+        .success()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn checkpoint_container_writes_a_criu_archive_and_leaves_the_container_running() {
+    let works = criu_works();
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod_id, pod_config) = pod(&daemon, "criu").await;
+    let id = create_container(
+        &mut rt,
+        &pod_id,
+        &pod_config,
+        container_config(
+            "counter",
+            IMAGE,
+            &[
+                "sh",
+                "-c",
+                "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done",
+            ],
+        ),
+    )
+    .await
+    .expect("CreateContainer");
+    start_container(&mut rt, &id).await.expect("StartContainer");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let location = daemon.dir.path().join("counter.tar");
+    if !works {
+        // The node cannot checkpoint: said so, with CRIU's own reason, and nothing left.
+        let err = checkpoint(&mut rt, &id, &location).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            tonic::Code::FailedPrecondition,
+            "{}",
+            err.message()
+        );
+        assert!(
+            err.message().contains("CRIU cannot run on this kernel"),
+            "{}",
+            err.message()
+        );
+        assert!(!location.exists());
+        let leftovers: Vec<_> = std::fs::read_dir(daemon.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("checkpoint"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        remove_everything(&daemon, &mut rt, &[pod_id]).await;
+        return;
+    }
+    checkpoint(&mut rt, &id, &location)
+        .await
+        .unwrap_or_else(|e| panic!("CheckpointContainer: {}", e.message()));
+    let names = archive_names(&location);
+    for expected in [
+        "spec.dump",
+        "config.dump",
+        "rootfs-diff.tar",
+        "dump.log",
+        "checkpoint/inventory.img",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+    assert!(
+        names.iter().any(|n| n.starts_with("checkpoint/pages-")),
+        "memory pages in {names:?}"
+    );
+    // --leave-running: it still counts.
+    let (_, before) = sh(&mut rt, &id, "cat /tmp/count").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, after) = sh(&mut rt, &id, "cat /tmp/count").await;
+    assert_ne!(before, after, "the container runs on after the checkpoint");
+    // The same location again: never overwritten.
+    let err = checkpoint(&mut rt, &id, &location).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists, "{}", err.message());
     remove_everything(&daemon, &mut rt, &[pod_id]).await;
 }

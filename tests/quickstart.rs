@@ -136,10 +136,34 @@ fn example_container() -> cri::ContainerConfig {
             "image",
             "command",
             "stop_signal",
+            "mounts",
             "log_path",
             "linux",
         ],
     );
+    let mounts = container["mounts"]
+        .as_array()
+        .expect("container.json mounts: a list")
+        .iter()
+        .map(|m| {
+            let m = object(
+                m,
+                "container.json mount",
+                &["container_path", "image", "image_sub_path", "readonly"],
+            );
+            let image = object(&m["image"], "container.json mount image", &["image"]);
+            cri::Mount {
+                container_path: string(m, "container_path"),
+                image: Some(cri::ImageSpec {
+                    image: string(image, "image"),
+                    ..Default::default()
+                }),
+                image_sub_path: string(m, "image_sub_path"),
+                readonly: m["readonly"].as_bool().expect("a bool"),
+                ..Default::default()
+            }
+        })
+        .collect();
     let metadata = object(&container["metadata"], "container.json metadata", &["name"]);
     let image = object(&container["image"], "container.json image", &["image"]);
     let linux = object(&container["linux"], "container.json linux", &["resources"]);
@@ -161,6 +185,7 @@ fn example_container() -> cri::ContainerConfig {
         // The CRI Signal enum's number, as crictl reads it (29: SIGUSR1).
         stop_signal: container["stop_signal"].as_i64().expect("a number") as i32,
         log_path: string(container, "log_path"),
+        mounts,
         linux: Some(cri::LinuxContainerConfig {
             resources: Some(cri::LinuxContainerResources {
                 memory_limit_in_bytes: resources["memory_limit_in_bytes"]
@@ -329,6 +354,12 @@ async fn the_readme_quickstart_works() {
     let hostname = exec_sync(&mut rt, &ctr, &["cat", "/etc/hostname"]).await;
     assert_eq!(hostname.exit_code, 0);
     assert_eq!(String::from_utf8_lossy(&hostname.stdout), "quickstart\n");
+    // crictl exec head -1 /image-etc/passwd: the image volume of container.json
+    let passwd = exec_sync(&mut rt, &ctr, &["head", "-1", "/image-etc/passwd"]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&passwd.stdout),
+        "root:x:0:0:root:/root:/bin/sh\n"
+    );
     assert_eq!(
         exec_sync(&mut rt, &ctr, &["sh", "-c", "exit 3"])
             .await

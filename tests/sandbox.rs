@@ -88,13 +88,13 @@ async fn version_status_and_runtime_config() {
         .into_inner();
     assert_eq!(status.info["podCIDR"], "10.200.0.0/24");
 
-    // Not built: a clear Unimplemented, not a hang or a crash.
+    // An empty checkpoint request is bad input (tests/cri136.rs covers the call itself).
     let err = rt
         .checkpoint_container(cri::CheckpointContainerRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("CheckpointContainer"));
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("location"), "{}", err.message());
 }
 
 #[tokio::test(flavor = "multi_thread")]

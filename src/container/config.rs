@@ -64,6 +64,20 @@ pub struct Mount {
     /// With `readonly`: read-only all the way down (the spec adds `rro` to `ro`; init must
     /// apply it with `mount_setattr(MOUNT_ATTR_RDONLY, AT_RECURSIVE)`).
     pub recursive_read_only: bool,
+    /// An image volume: the pulled image (or one directory of it) instead of `host_path`.
+    /// Left out of records that have none, so their fingerprints stay as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageVolume>,
+}
+
+/// `Mount.image` and `Mount.image_sub_path`: always read-only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ImageVolume {
+    /// A reference or an image ID, as the kubelet sent it.
+    pub reference: String,
+    /// Relative to the image root, without `..`; empty for the whole image.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sub_path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -8,8 +8,10 @@
 
 pub mod apparmor;
 mod cgroup_sweep;
+pub mod checkpoint;
 pub mod config;
 pub mod host;
+pub mod image_volume;
 pub mod manager;
 pub mod seccomp;
 pub mod spec;

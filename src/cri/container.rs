@@ -149,6 +149,15 @@ pub fn status(record: &ContainerRecord) -> cri::ContainerStatus {
                     }
                 } as i32,
                 recursive_read_only: m.recursive_read_only,
+                image: m.image.as_ref().map(|i| cri::ImageSpec {
+                    image: i.reference.clone(),
+                    ..Default::default()
+                }),
+                image_sub_path: m
+                    .image
+                    .as_ref()
+                    .map(|i| i.sub_path.clone())
+                    .unwrap_or_default(),
                 ..Default::default()
             })
             .collect(),

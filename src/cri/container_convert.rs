@@ -5,8 +5,8 @@ use crate::cri::api as cri;
 
 use crate::container::config::{
     Capabilities, ContainerConfig, ContainerMetadata, ContainerNamespaces, ContainerResources,
-    Device, HugepageLimit, Mount, MountPropagation, NamespaceMode, ProfileType, SecurityContext,
-    SecurityProfile, SupplementalGroupsPolicy,
+    Device, HugepageLimit, ImageVolume, Mount, MountPropagation, NamespaceMode, ProfileType,
+    SecurityContext, SecurityProfile, SupplementalGroupsPolicy,
 };
 use crate::error::Error;
 
@@ -212,30 +212,73 @@ fn mount(index: usize, m: cri::Mount) -> Result<Mount, Error> {
             )));
         }
     };
-    // selinux_relabel is ignored: SELinux is not supported. Image volumes and id-mapped
-    // mounts are not supported either; refuse them rather than mount something else.
-    if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
-        return Err(Error::invalid_argument(format!(
-            "{field}.image: image volumes are not supported"
-        )));
-    }
-    if !m.image_sub_path.is_empty() {
-        return Err(Error::invalid_argument(format!(
-            "{field}.image_sub_path: only meaningful with an image volume, which berth does not support"
-        )));
-    }
+    // selinux_relabel is ignored: SELinux is not supported. Id-mapped mounts are not
+    // supported either; refuse them rather than mount something else.
     if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
         return Err(Error::invalid_argument(format!(
             "{field}: id-mapped mounts are not supported"
         )));
     }
+    let image = image_volume(&field, &m)?;
     Ok(Mount {
         container_path: m.container_path,
         host_path: m.host_path,
-        readonly: m.readonly,
+        // An image volume is read-only whatever the request says.
+        readonly: m.readonly || image.is_some(),
         propagation,
         recursive_read_only: m.recursive_read_only,
+        image,
     })
+}
+
+/// `Mount.image` with `image_sub_path`, checked as text: the image itself (pulled or not,
+/// and whether the path exists in it) is the container manager's to check.
+fn image_volume(field: &str, m: &cri::Mount) -> Result<Option<ImageVolume>, Error> {
+    let reference = m.image.as_ref().map(|i| i.image.as_str()).unwrap_or("");
+    if reference.is_empty() {
+        if !m.image_sub_path.is_empty() {
+            return Err(Error::invalid_argument(format!(
+                "{field}.image_sub_path: only meaningful with {field}.image"
+            )));
+        }
+        return Ok(None);
+    }
+    if !m.host_path.is_empty() {
+        return Err(Error::invalid_argument(format!(
+            "{field}: host_path {:?} and image {reference:?} are exclusive",
+            m.host_path
+        )));
+    }
+    // An image cannot receive mounts from the host nor send them back.
+    if m.propagation != cri::MountPropagation::PropagationPrivate as i32 {
+        return Err(Error::invalid_argument(format!(
+            "{field}.propagation: an image volume takes only private propagation"
+        )));
+    }
+    let sub_path = &m.image_sub_path;
+    if sub_path.starts_with('/') {
+        return Err(Error::invalid_argument(format!(
+            "{field}.image_sub_path: {sub_path:?} is absolute; it is relative to the image root"
+        )));
+    }
+    if sub_path.split('/').any(|part| part == "..") {
+        return Err(Error::invalid_argument(format!(
+            "{field}.image_sub_path: {sub_path:?} has a `..`; it must stay inside the image"
+        )));
+    }
+    if sub_path.contains('\0') {
+        return Err(Error::invalid_argument(format!(
+            "{field}.image_sub_path: {sub_path:?} holds a NUL byte"
+        )));
+    }
+    Ok(Some(ImageVolume {
+        reference: reference.to_string(),
+        sub_path: sub_path
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect::<Vec<_>>()
+            .join("/"),
+    }))
 }
 
 fn device(index: usize, d: cri::Device) -> Result<Device, Error> {
@@ -644,6 +687,7 @@ mod tests {
                 readonly: true,
                 propagation: MountPropagation::Bidirectional,
                 recursive_read_only: true,
+                image: None,
             }]
         );
         assert_eq!(got.devices[0].permissions, "rw");
@@ -751,6 +795,61 @@ mod tests {
             ..Default::default()
         }];
         invalid(c, "mounts[0].container_path");
+    }
+
+    fn image_mount(reference: &str, sub_path: &str) -> cri::Mount {
+        cri::Mount {
+            container_path: "/vol".into(),
+            image: Some(cri::ImageSpec {
+                image: reference.into(),
+                ..Default::default()
+            }),
+            image_sub_path: sub_path.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_image_volume_is_read_only_with_its_sub_path_cleaned() {
+        let mut c = minimal();
+        c.mounts = vec![image_mount("busybox", "./etc//ssl/")];
+        let got = container_config(c).unwrap();
+        assert_eq!(
+            got.mounts,
+            [Mount {
+                container_path: "/vol".into(),
+                readonly: true,
+                image: Some(ImageVolume {
+                    reference: "busybox".into(),
+                    sub_path: "etc/ssl".into(),
+                }),
+                ..Default::default()
+            }]
+        );
+    }
+
+    #[test]
+    fn image_sub_paths_that_leave_the_image_or_lack_an_image_are_invalid() {
+        for bad in ["/etc", "..", "a/../../b", "a/..", "a\0b"] {
+            let mut c = minimal();
+            c.mounts = vec![image_mount("busybox", bad)];
+            invalid(c, "mounts[0].image_sub_path");
+        }
+        let mut c = minimal();
+        c.mounts = vec![image_mount("", "etc")];
+        invalid(c, "mounts[0].image_sub_path");
+        let mut c = minimal();
+        c.mounts = vec![cri::Mount {
+            host_path: "/x".into(),
+            ..image_mount("busybox", "")
+        }];
+        invalid(c, "mounts[0]: host_path");
+        let mut c = minimal();
+        c.mounts = vec![cri::Mount {
+            propagation: cri::MountPropagation::PropagationHostToContainer as i32,
+            ..image_mount("busybox", "")
+        }];
+        invalid(c, "mounts[0].propagation");
     }
 
     #[test]

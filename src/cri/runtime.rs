@@ -57,10 +57,6 @@ fn check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<(
     Ok(())
 }
 
-fn unimplemented<T>(rpc: &str) -> RpcResult<T> {
-    Err(Error::unimplemented(format!("{rpc} is not implemented by berth yet")).into())
-}
-
 #[tonic::async_trait]
 impl RuntimeService for RuntimeCri {
     async fn version(&self, _: Request<cri::VersionRequest>) -> RpcResult<cri::VersionResponse> {
@@ -483,9 +479,28 @@ impl RuntimeService for RuntimeCri {
 
     async fn checkpoint_container(
         &self,
-        _: Request<cri::CheckpointContainerRequest>,
+        request: Request<cri::CheckpointContainerRequest>,
     ) -> RpcResult<cri::CheckpointContainerResponse> {
-        unimplemented("CheckpointContainer")
+        let request = request.into_inner();
+        let checkpoint = crate::container::checkpoint::CheckpointRequest {
+            container_id: request.container_id,
+            location: request.location.into(),
+            timeout: (request.timeout > 0)
+                .then(|| std::time::Duration::from_secs(request.timeout.unsigned_abs())),
+        };
+        let daemon = self.daemon.clone();
+        // Its own task: a client that gives up must not leave a half-written archive.
+        tokio::spawn(async move {
+            crate::container::checkpoint::checkpoint(
+                &daemon.containers,
+                &daemon.config.checkpoint.criu_path,
+                checkpoint,
+            )
+            .await
+        })
+        .await
+        .map_err(|e| Error::internal("checkpoint task", e))??;
+        Ok(Response::new(cri::CheckpointContainerResponse {}))
     }
 
     type GetContainerEventsStream = Pin<

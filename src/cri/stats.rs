@@ -352,6 +352,7 @@ pub(crate) mod tests {
             uid: 0,
             gid: 0,
             groups: Vec::new(),
+            volume_image_ids: Vec::new(),
         }
     }
 

@@ -10,6 +10,9 @@ use std::time::Duration;
 use super::store::{ImageRecord, Store};
 use super::{registry, unpack};
 
+/// Names what uses an image ID (a container, as its image or a volume), or None.
+pub type ImageUsers = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 pub(super) struct Inner {
     pub(super) store: Store,
     pub(super) images_root: PathBuf,
@@ -33,6 +36,11 @@ pub(super) struct Inner {
     pub(super) records_lock: tokio::sync::Mutex<()>,
     /// Loopback hosts that turned out to speak plain http.
     pub(super) http_hosts: Mutex<std::collections::HashSet<String>>,
+    /// Creations hold it shared from resolving their images until their record is
+    /// registered; a removal holds it exclusively while it asks `users`.
+    pub(super) use_lock: Arc<tokio::sync::RwLock<()>>,
+    /// Who uses an image (set once by the composition root): a removal is refused then.
+    pub(super) users: std::sync::OnceLock<ImageUsers>,
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::error::Error;
 pub use error::ImageError;
+pub use inner::ImageUsers;
 use inner::Inner;
 pub use reference::{Reference, ReferenceError};
 pub use registry::RegistryAuth;
@@ -78,6 +79,9 @@ pub struct FsUsage {
     pub timestamp: i64,
 }
 
+/// Held by a container's creation while it uses an image without a record yet.
+pub struct ImageLease(#[allow(dead_code)] tokio::sync::OwnedRwLockReadGuard<()>);
+
 #[derive(Clone)]
 pub struct ImageService {
     inner: Arc<Inner>,
@@ -117,6 +121,8 @@ impl ImageService {
                 gc_pending: AtomicBool::new(false),
                 records_lock: tokio::sync::Mutex::new(()),
                 http_hosts: Mutex::new(Default::default()),
+                use_lock: Arc::new(tokio::sync::RwLock::new(())),
+                users: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -185,8 +191,19 @@ impl ImageService {
         Ok(tokio::task::spawn_blocking(move || store.read_blob(&id)).await??)
     }
 
+    /// Tells removals who uses an image; the composition root sets it once.
+    pub fn set_users(&self, users: ImageUsers) {
+        let _ = self.inner.users.set(users);
+    }
+
+    /// Keeps removals waiting until it is dropped (see [`ImageService::remove`]).
+    pub async fn lease(&self) -> ImageLease {
+        ImageLease(self.inner.use_lock.clone().read_owned().await)
+    }
+
     /// Removes the image with all its tags; its layers and blobs go when nothing else uses
-    /// them. An unknown image is success.
+    /// them. An unknown image is success; one a container uses (as its image or as a
+    /// volume, in any state) is refused with FailedPrecondition naming the container.
     pub async fn remove(&self, reference: &str) -> crate::Result<()> {
         let _records = self.inner.records_lock.lock().await;
         let found = {
@@ -196,6 +213,14 @@ impl ImageService {
         let Some(record) = found else {
             return Ok(());
         };
+        // Creations that hold a lease are waited for, so they are seen as users.
+        let _no_creations = self.inner.use_lock.write().await;
+        if let Some(user) = self.inner.users.get().and_then(|users| users(&record.id)) {
+            return Err(Error::failed_precondition(format!(
+                "image {} is in use: {user}",
+                record.id
+            )));
+        }
         let store = self.inner.store.clone();
         let id = record.id.clone();
         tokio::task::spawn_blocking(move || store.delete_record(&id))
@@ -208,6 +233,7 @@ impl ImageService {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&record.id);
         tracing::info!(image_id = %record.id, tags = ?record.repo_tags, "image removed");
+        drop(_no_creations);
         drop(_records);
         self.inner.gc_pending.store(true, Ordering::Release);
         self.inner.collect_garbage().await?;

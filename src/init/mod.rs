@@ -14,6 +14,7 @@
 
 pub mod console;
 mod error;
+mod image_volume;
 pub mod mounts;
 pub mod pause;
 pub mod plan;
@@ -304,6 +305,8 @@ fn setup_rootfs(
         rootfs::make_parent_mount_private(root)?;
     }
     rootfs::mount_rootfs(bundle, root, idmap)?;
+    // Before the spec's mounts, which bind them into the container in their order.
+    image_volume::mount_image_volumes(bundle)?;
     let root_fd = rootfs::open_root(root)?;
     let cgroup_v2 = Cgroups::detect().is_ok_and(|c| c.mode() == crate::linux::cgroup::Mode::V2);
     for step in mounts::plan_mounts(spec) {

@@ -237,6 +237,30 @@ pub fn overlay_config(layers: &RootfsLayers) -> Vec<(&'static str, PathBuf)> {
     config
 }
 
+/// The image volumes of a container, written by the daemon next to config.json: a list of
+/// [`ImageVolumeLayout`]. Init mounts each one read-only at
+/// [`image_volume_source`], which the spec binds like any other volume.
+pub const IMAGE_VOLUMES_FILE: &str = "image-volumes.json";
+/// The bundle directory holding the image volumes' mount points.
+pub const IMAGE_VOLUMES_DIR: &str = "image-volumes";
+
+/// One image volume: the image's layers and the part of it the container sees.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImageVolumeLayout {
+    /// The index of the CRI mount, which names its mount point.
+    pub index: usize,
+    /// Top layer first.
+    pub lower: Vec<PathBuf>,
+    /// Relative to the image root, already checked to stay inside it; empty for all of it.
+    #[serde(default)]
+    pub sub_path: String,
+}
+
+/// Where the volume of CRI mount `index` is mounted in the bundle before the spec's mounts.
+pub fn image_volume_source(bundle: &Path, index: usize) -> PathBuf {
+    bundle.join(IMAGE_VOLUMES_DIR).join(index.to_string())
+}
+
 /// Where init links the layers under short names for the classic option string, inside
 /// the bundle.
 pub const OVERLAY_LINK_DIR: &str = "overlay-layers";

@@ -79,7 +79,8 @@ pub fn mount_rootfs(bundle: &Path, root: &Path, idmap: Option<&IdMap>) -> Result
     };
     let layers: RootfsLayers = serde_json::from_slice(&text)
         .map_err(|e| InitError::new(format!("parse {}", layers_file.display()), e.to_string()))?;
-    mount_overlay(bundle, &layers, root, idmap).map_err(|e| InitError::io(&step, &e))
+    mount_overlay(&bundle.join(OVERLAY_LINK_DIR), &layers, root, idmap)
+        .map_err(|e| InitError::io(&step, &e))
 }
 
 /// The user namespace a container will run in, for id-mapped mounts.
@@ -122,10 +123,10 @@ fn idmapped_bind(
     attach(&tree)
 }
 
-/// Mounts the overlay rootfs: `lowerdir+` where the kernel has it (6.8), the classic option
-/// string through short layer links otherwise.
-fn mount_overlay(
-    bundle: &Path,
+/// Mounts an overlay of `layers` at `target`: `lowerdir+` where the kernel has it (6.8),
+/// the classic option string through short layer links in `links` otherwise.
+pub(super) fn mount_overlay(
+    links: &Path,
     layers: &RootfsLayers,
     target: &Path,
     idmap: Option<&IdMap>,
@@ -159,7 +160,7 @@ fn mount_overlay(
     if crate::linux::kernel::overlay_lowerdir_plus() {
         mount_overlay_lowerdir_plus(layers, target)
     } else {
-        mount_overlay_classic(bundle, layers, target)
+        mount_overlay_classic(links, layers, target)
     }
 }
 
@@ -195,13 +196,12 @@ fn mount_overlay_lowerdir_plus(layers: &RootfsLayers, target: &Path) -> io::Resu
 }
 
 /// Kernels before 6.8: mount(2) with `lowerdir=0:1:...`, from a directory of the bundle
-/// holding one short symlink per layer (overlayfs follows them), so any number of layers
-/// fits the one-page option limit. Init is single-threaded in its own mount namespace, so
-/// changing its working directory for the mount is safe; it is restored after.
-fn mount_overlay_classic(bundle: &Path, layers: &RootfsLayers, target: &Path) -> io::Result<()> {
+/// (`links`) holding one short symlink per layer (overlayfs follows them), so any number of
+/// layers fits the one-page option limit. Init is single-threaded in its own mount
+/// namespace, so changing its working directory for the mount is safe; it is restored after.
+fn mount_overlay_classic(links: &Path, layers: &RootfsLayers, target: &Path) -> io::Result<()> {
     let options = overlay_classic_options(layers)?;
-    let links = bundle.join(OVERLAY_LINK_DIR);
-    match fs::remove_dir_all(&links) {
+    match fs::remove_dir_all(links) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
             return Err(io::Error::new(
                 e.kind(),
@@ -210,7 +210,7 @@ fn mount_overlay_classic(bundle: &Path, layers: &RootfsLayers, target: &Path) ->
         }
         _ => {}
     }
-    fs::create_dir(&links)
+    fs::create_dir(links)
         .map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", links.display())))?;
     for (name, layer) in overlay_layer_links(layers) {
         std::os::unix::fs::symlink(&layer, links.join(&name)).map_err(|e| {
@@ -219,7 +219,7 @@ fn mount_overlay_classic(bundle: &Path, layers: &RootfsLayers, target: &Path) ->
     }
     let previous = fs::File::open(".")?;
     #[allow(clippy::disallowed_methods)] // init is single-threaded: chdir is its to do
-    std::env::set_current_dir(&links)?;
+    std::env::set_current_dir(links)?;
     let mounted = mount(
         Some("overlay"),
         target,
@@ -311,7 +311,7 @@ struct MountAttr {
 const AT_RECURSIVE: libc::c_int = 0x8000;
 
 /// mount_setattr(2) on the mount `fd` is the root of.
-fn set_mount_attrs(
+pub(super) fn set_mount_attrs(
     fd: &OwnedFd,
     set: u64,
     clear: u64,

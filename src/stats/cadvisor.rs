@@ -343,6 +343,8 @@ pub fn pod_metrics(
         out: Vec::new(),
     };
     b.memory(&sample.usage);
+    // The pod cgroup's own pressure and I/O, as cAdvisor reports them for a pod's cgroup.
+    b.io_and_pressure(&sample.usage);
     b.push(PROCESSES, sample.processes);
     if let Some(interfaces) = &sample.network {
         b.network(interfaces);
@@ -388,9 +390,8 @@ mod tests {
         assert_eq!(names.len(), DESCRIPTORS.len(), "names are unique");
     }
 
-    #[test]
-    fn pod_samples_carry_labels_of_the_right_length() {
-        let pod = SandboxRecord {
+    fn pod_record() -> SandboxRecord {
+        SandboxRecord {
             version: 1,
             id: "p1".into(),
             spec: crate::sandbox::PodSpec {
@@ -415,7 +416,12 @@ mod tests {
             pause_pid: None,
             pause_start_time: None,
             units: None,
-        };
+        }
+    }
+
+    #[test]
+    fn pod_samples_carry_labels_of_the_right_length() {
+        let pod = pod_record();
         let sample = PodSample {
             timestamp: 5_000_000_000,
             usage: crate::container::usage::Usage {
@@ -472,5 +478,76 @@ mod tests {
                 .iter()
                 .all(|s| s.name != "container_memory_rss")
         );
+        assert!(
+            metrics
+                .metrics
+                .iter()
+                .all(|s| !s.name.starts_with("container_pressure_")),
+            "no pressure files (cgroup v1), no PSI series"
+        );
+    }
+
+    #[test]
+    fn psi_totals_are_reported_under_cadvisors_names_for_pods_and_containers() {
+        use crate::container::usage::{Pressure, Usage};
+        let pressure = |some_us, full_us| {
+            Some(Pressure {
+                some_us,
+                full_us,
+                some_avgs: [0; 3],
+                full_avgs: full_us.map(|_| [0; 3]),
+            })
+        };
+        let usage = Usage {
+            cpu_pressure: pressure(2_500_000, Some(1_000_000)),
+            memory_pressure: pressure(7_000_000, Some(3_000_000)),
+            // io.pressure without a `full` line: only the waiting series.
+            io_pressure: pressure(4_000_000, None),
+            io_read_bytes: Some(10),
+            io_write_bytes: Some(20),
+            ..Default::default()
+        };
+        let pod = pod_record();
+        let sample = PodSample {
+            timestamp: 1,
+            usage: usage.clone(),
+            ..Default::default()
+        };
+        let container = crate::cri::stats::tests::record(
+            "c1",
+            crate::container::manager::ContainerState::Running,
+            1,
+        );
+        let container_sample = ContainerSample {
+            timestamp: 1,
+            usage,
+            ..Default::default()
+        };
+        let metrics = pod_metrics(&pod, &sample, &[(container, container_sample)]);
+        let expected = [
+            ("container_pressure_cpu_waiting_seconds_total", 2),
+            ("container_pressure_cpu_stalled_seconds_total", 1),
+            ("container_pressure_memory_waiting_seconds_total", 7),
+            ("container_pressure_memory_stalled_seconds_total", 3),
+            ("container_pressure_io_waiting_seconds_total", 4),
+            ("container_fs_reads_bytes_total", 10),
+            ("container_fs_writes_bytes_total", 20),
+        ];
+        for series in [&metrics.metrics, &metrics.containers[0].1] {
+            for (name, value) in expected {
+                let found: Vec<u64> = series
+                    .iter()
+                    .filter(|s| s.name == name)
+                    .map(|s| s.value)
+                    .collect();
+                assert_eq!(found, [value], "{name}");
+            }
+            assert!(
+                series
+                    .iter()
+                    .all(|s| s.name != "container_pressure_io_stalled_seconds_total"),
+                "no `full` line, no stalled series"
+            );
+        }
     }
 }

@@ -63,10 +63,14 @@ impl ContainerManager {
         // What the node cannot apply is refused before anything exists.
         let checked = self.check_resources(&config.resources);
         timed(OP, "resource_check", checked).await?;
+        // Held until the record is admitted: a RemoveImage waits for it and then sees
+        // this container among the image's users.
+        let image_lease = self.images.lease().await;
         let resolved = self.images.resolve_for_container(&config.image);
         let (image, layers, image_config) = timed(OP, "image", resolved)
             .await
             .map_err(|e| e.context(format!("image {}", config.image)))?;
+        let volumes = timed(OP, "image_volumes", self.image_volumes(&config, sandbox)).await?;
         let layers_top_first: Vec<PathBuf> = layers.iter().rev().cloned().collect();
         let record_dir = self.records.dirs().record_dir(id);
         let bundle = self.records.dirs().state_dir(id).join("bundle");
@@ -122,7 +126,7 @@ impl ContainerManager {
             let seccomp_localhost =
                 crate::container::seccomp::read_localhost(spec_config.security.seccomp.as_ref())?;
             // The kubelet expects a missing host path to be made as a directory.
-            for mount in &spec_config.mounts {
+            for mount in spec_config.mounts.iter().filter(|m| m.image.is_none()) {
                 let source = Path::new(&mount.host_path);
                 if !source.exists() {
                     std::fs::create_dir_all(source).map_err(|e| {
@@ -220,6 +224,7 @@ impl ContainerManager {
         let bundle_dir = bundle.clone();
         // Runtime files, not synced (see `persist::write_replace`): a reboot ends the
         // process they describe. Synced, they cost six fsyncs, queued behind other calls'.
+        let volume_layouts = volumes.layouts;
         let bundle_step = step(OP, "bundle");
         persist::off_executor(move || {
             let write = |name: &str, bytes: &[u8]| {
@@ -227,6 +232,11 @@ impl ContainerManager {
             };
             write("config.json", &spec_json)?;
             write("rootfs.json", rootfs_json.to_string().as_bytes())?;
+            if !volume_layouts.is_empty() {
+                let text = serde_json::to_vec(&volume_layouts)
+                    .map_err(|e| std::io::Error::other(format!("encoding image volumes: {e}")))?;
+                write(crate::init::mounts::IMAGE_VOLUMES_FILE, &text)?;
+            }
             if let Some(program) = seccomp_program {
                 write(crate::linux::seccomp::BPF_FILE, &program)?;
             }
@@ -256,6 +266,7 @@ impl ContainerManager {
             uid: user.uid(),
             gid: user.gid(),
             groups: user.additional_gids().clone().unwrap_or_default(),
+            volume_image_ids: volumes.image_ids,
             ..ContainerRecord::default()
         };
         // Written before the shim is asked, so recovery can roll back a daemon crash
@@ -265,6 +276,7 @@ impl ContainerManager {
         let admitted = self.records.admit(record, ext, Durability::Cached, undo);
         let container = timed(OP, "record_creating", admitted).await?;
         crate::fault::point("container.create.after_record");
+        drop(image_lease);
         // Tests hold a creation here to catch it in flight (a no-op otherwise).
         crate::fault::hold("container.create.after_record").await;
 
@@ -316,5 +328,44 @@ impl ContainerManager {
             "container created"
         );
         Ok(())
+    }
+}
+
+impl ContainerManager {
+    /// The image volumes of `config`, resolved and checked (see container/image_volume.rs).
+    async fn image_volumes(
+        &self,
+        config: &ContainerConfig,
+        sandbox: &crate::sandbox::SandboxRecord,
+    ) -> Result<crate::container::image_volume::ImageVolumes> {
+        if !config.mounts.iter().any(|m| m.image.is_some()) {
+            return Ok(Default::default());
+        }
+        // Its layers would need id-mapped binds under a second overlay; not built yet.
+        if sandbox.spec.userns.is_some() {
+            return Err(Error::invalid_argument(
+                "mounts: image volumes are not supported in a pod with its own user namespace",
+            ));
+        }
+        crate::container::image_volume::resolve(&self.images, &config.mounts).await
+    }
+
+    /// A container that uses image `image_id`, as its own image or as a volume, in words
+    /// for RemoveImage's refusal; every record counts, whatever its state.
+    pub fn image_user(&self, image_id: &str) -> Option<String> {
+        self.records.all().into_iter().find_map(|c| {
+            let r = c.record();
+            let how = if r.image_id == image_id {
+                "runs"
+            } else if r.volume_image_ids.iter().any(|id| id == image_id) {
+                "mounts as an image volume"
+            } else {
+                return None;
+            };
+            Some(format!(
+                "container {} ({:?} in pod {}) {how} it",
+                r.id, r.config.metadata.name, r.sandbox_id
+            ))
+        })
     }
 }

@@ -49,6 +49,10 @@ pub struct ContainerRecord {
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<u32>,
+    /// The images mounted as volumes (CRI `Mount.image`), by ID: in use while this
+    /// record exists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_image_ids: Vec<String>,
 }
 
 /// (sandbox id, name, attempt): what one pod may hold once.

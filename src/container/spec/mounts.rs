@@ -127,7 +127,22 @@ pub(super) fn mounts(input: &SpecInput) -> Result<Vec<Mount>, SpecError> {
             ));
         }
     }
-    for m in &config.mounts {
+    for (index, m) in config.mounts.iter().enumerate() {
+        if m.image.is_some() {
+            // Init mounts the image there first (init/image_volume.rs); read-only, and
+            // nothing set-uid or device-like in an image gains power through a volume.
+            let source = crate::init::mounts::image_volume_source(input.bundle_dir, index);
+            extra.push((
+                m.container_path.clone(),
+                mount(
+                    &m.container_path,
+                    "bind",
+                    source,
+                    &["rbind", "rprivate", "ro", "nosuid", "nodev"],
+                )?,
+            ));
+            continue;
+        }
         if !m.host_path.starts_with('/') {
             return Err(SpecError::BadMount {
                 container_path: m.container_path.clone(),

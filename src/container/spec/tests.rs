@@ -624,6 +624,7 @@ fn cri_mounts_are_binds_with_mode_and_propagation() {
         readonly,
         propagation,
         recursive_read_only: false,
+        image: None,
     };
     f.config.mounts = vec![
         m("/a", "/h/a", true, MountPropagation::Private),
@@ -720,6 +721,35 @@ fn cri_dev_mount_replaces_default_dev_mounts() {
     );
     assert!(mount_at(&spec, "/dev/pts").is_none());
     assert!(mount_at(&spec, "/dev/shm").is_none());
+}
+
+#[test]
+fn an_image_volume_is_a_read_only_bind_of_its_mount_point_in_the_bundle() {
+    let mut f = fixture();
+    f.config.mounts = vec![
+        CriMount {
+            container_path: "/data".into(),
+            host_path: "/srv".into(),
+            ..Default::default()
+        },
+        CriMount {
+            container_path: "/data/tools".into(),
+            readonly: true,
+            image: Some(crate::container::config::ImageVolume {
+                reference: "busybox".into(),
+                sub_path: "bin".into(),
+            }),
+            ..Default::default()
+        },
+    ];
+    let spec = f.spec();
+    let m = mount_at(&spec, "/data/tools").unwrap();
+    // Named by the CRI mount's index, as init's image-volumes.json names it.
+    assert_eq!(
+        m.source().as_deref(),
+        Some(Path::new("/run/berth/containers/c1/bundle/image-volumes/1"))
+    );
+    assert_eq!(options(m), ["rbind", "rprivate", "ro", "nosuid", "nodev"]);
 }
 
 #[test]
