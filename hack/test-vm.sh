@@ -42,6 +42,10 @@ suites_for() { # ARRAY NAME[:FILTER]...: appends "NAME=BINARY [FILTER]" for hack
 vm_suites=(containers sandbox security apparmor stats streaming churn systemd
 	crash:the_startup_sweep crash:kill_9_at_random_instants
 	cri136:image_volumes cri136:psi_and_io)
+# BERTH_VM_SUITES="suite[:filter] ..." runs those instead (a developer's quick check).
+if [[ -n ${BERTH_VM_SUITES:-} ]]; then
+	read -ra vm_suites <<<"$BERTH_VM_SUITES"
+fi
 on_612=() on_61=()
 suites_for on_612 "${vm_suites[@]}"
 suites_for on_61 "${vm_suites[@]}"
