@@ -3,9 +3,10 @@
 //! tonic enforces the header itself but answers an expired one with CANCELLED ("Timeout
 //! expired"), and when that answer reaches the client before its own timer fires, the
 //! client reports CANCELLED: critest's "should timeout" specs and the kubelet's logs expect
-//! DEADLINE_EXCEEDED. This layer runs inside tonic's and gives up a few milliseconds earlier,
-//! so its answer is the one sent and reaches the client before its own timer fires. Giving up
-//! only drops the answer: a lifecycle call's work goes on in its own task (see `lifecycle`).
+//! DEADLINE_EXCEEDED. This layer runs inside tonic's and gives up a few milliseconds earlier
+//! (half the budget when it is shorter than that, as critest's 1 ms PullImage is), so its
+//! answer is the one sent: tonic polls the call before its own timer. Giving up only drops
+//! the answer: a lifecycle call's work goes on in its own task (see `lifecycle`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -57,20 +58,20 @@ where
             .and_then(|value| value.to_str().ok())
             .and_then(parse_grpc_timeout);
         let answer = self.inner.call(request);
-        // A budget within the margin is left to tonic: racing it would be a coin toss.
-        let budget = budget
-            .and_then(|b| b.checked_sub(MARGIN))
-            .filter(|b| !b.is_zero());
         let Some(budget) = budget else {
             return Box::pin(answer);
         };
+        let give_up = match budget.checked_sub(MARGIN) {
+            Some(left) if !left.is_zero() => left,
+            _ => budget / 2,
+        };
         Box::pin(async move {
-            match tokio::time::timeout(budget, answer).await {
+            match tokio::time::timeout(give_up, answer).await {
                 Ok(answered) => answered,
                 Err(_) => {
                     let status: tonic::Status = Error::deadline_exceeded(format!(
-                        "the client's deadline ({} ms) passed before the answer",
-                        (budget + MARGIN).as_millis()
+                        "the client's deadline ({} µs) passed before the answer",
+                        budget.as_micros()
                     ))
                     .into();
                     Ok(status.into_http())
@@ -156,13 +157,27 @@ mod tests {
         assert!(started.elapsed() < Duration::from_millis(150));
         let status = tonic::Status::from_header_map(response.headers()).expect("a grpc status");
         assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
-        assert!(status.message().contains("30 ms"), "{}", status.message());
+        assert!(
+            status.message().contains("30000 µs"),
+            "{}",
+            status.message()
+        );
+        // critest's 1 ms PullImage: answered DEADLINE_EXCEEDED too, not left to tonic.
+        let response = service
+            .ready()
+            .await
+            .unwrap()
+            .call(request(Some("999000n")))
+            .await
+            .unwrap();
+        let status = tonic::Status::from_header_map(response.headers()).expect("a grpc status");
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
     }
 
     #[tokio::test]
     async fn a_call_within_its_deadline_or_without_one_is_answered_as_is() {
         let mut service = DeadlineLayer.layer(slow_service());
-        for timeout in [None, Some("5S"), Some("5m")] {
+        for timeout in [None, Some("5S")] {
             let response = service
                 .ready()
                 .await
