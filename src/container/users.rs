@@ -483,6 +483,17 @@ mod tests {
     }
 
     #[test]
+    fn an_upper_directory_hides_a_lower_symlink_of_that_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (top, bottom) = (dir.path().join("top"), dir.path().join("bottom"));
+        std::fs::create_dir_all(top.join("etc")).unwrap();
+        write(&bottom.join("etc2/passwd"), PASSWD);
+        std::os::unix::fs::symlink("/etc2", bottom.join("etc")).unwrap();
+        // Overlay shows the upper directory alone: the lower entry is no directory to merge.
+        assert_eq!(read_image_file(&[top, bottom], "/etc/passwd").unwrap(), None);
+    }
+
+    #[test]
     fn dot_dot_stops_at_the_image_root() {
         let dir = tempfile::tempdir().unwrap();
         write(&dir.path().join("etc/passwd"), PASSWD);
