@@ -490,7 +490,10 @@ mod tests {
         write(&bottom.join("etc2/passwd"), PASSWD);
         std::os::unix::fs::symlink("/etc2", bottom.join("etc")).unwrap();
         // Overlay shows the upper directory alone: the lower entry is no directory to merge.
-        assert_eq!(read_image_file(&[top, bottom], "/etc/passwd").unwrap(), None);
+        assert_eq!(
+            read_image_file(&[top, bottom], "/etc/passwd").unwrap(),
+            None
+        );
     }
 
     #[test]
