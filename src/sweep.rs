@@ -2,7 +2,9 @@
 //! creations), whatever berth made that no record points to any more is removed and logged
 //! with what it was. Only berth's own things are looked at: shims by their command line and
 //! state dir, netns pins, shim sockets and bundles under berth's state dir, mounts under that
-//! dir, cgroups under berth's cgroup parent whose name is a berth id, and (systemd driver)
+//! dir, cgroups under berth's cgroup parent whose name is a berth id (unless a live shim of
+//! another berth, one with another state dir, serves that pod: two berths may share a
+//! parent, and neither kills the other's pods), and (systemd driver)
 //! the units berth made, told by their description (`linux/systemd/sweep.rs`). Half-written image
 //! blobs and layers are the image store's to clean (it does when it opens).
 //!
