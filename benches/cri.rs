@@ -233,6 +233,15 @@ fn memory_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("Rss:")?, field("Pss:")?))
 }
 
+/// The anonymous memory (heap, stacks) of `pid`, in KiB.
+fn anonymous_kib(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    text.lines()
+        .find(|l| l.starts_with("Anonymous:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
 fn parent_pid(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
@@ -277,11 +286,13 @@ async fn pods(args: &Args) -> Result<(), Error> {
     // the first pod touches once (code, pools, caches) is not a cost per pod.
     let half = args.pods / 2;
     let mut daemon_half = None;
+    let mut anon_half = None;
     let mut ids = Vec::new();
     for i in 0..args.pods {
         if i == half {
             tokio::time::sleep(Duration::from_secs(3)).await;
             daemon_half = args.daemon_pid.and_then(memory_kib);
+            anon_half = args.daemon_pid.and_then(anonymous_kib);
         }
         let start = Instant::now();
         let id = run_pod(&mut rt, pod_config(i, &run)).await?;
@@ -313,6 +324,7 @@ async fn pods(args: &Args) -> Result<(), Error> {
         per_pod.push((shim_rss, shim_pss, pause_rss, pause_pss));
     }
     let daemon = args.daemon_pid.and_then(memory_kib);
+    let anon = args.daemon_pid.and_then(anonymous_kib);
 
     for id in &ids {
         let start = Instant::now();
@@ -373,6 +385,19 @@ async fn pods(args: &Args) -> Result<(), Error> {
             (rss as f64 - at_half as f64) / (per_pod.len() - half).max(1) as f64,
             after as f64 / 1024.0
         );
+        // Anonymous memory alone: the daemon drops its idle code pages (idle_memory.rs), so
+        // its RSS also moves with how much of its code a phase touched.
+        if let (Some(anon_half), Some(anon)) = (anon_half, anon) {
+            println!(
+                "{:<12} daemon anonymous    with {} {:.2} MiB, with {} {:.2} MiB ({:+.1} KiB per pod)",
+                args.label,
+                half,
+                anon_half as f64 / 1024.0,
+                per_pod.len(),
+                anon as f64 / 1024.0,
+                (anon as f64 - anon_half as f64) / (per_pod.len() - half).max(1) as f64,
+            );
+        }
     }
     Ok(())
 }
