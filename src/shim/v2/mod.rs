@@ -18,7 +18,7 @@ mod task;
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
@@ -245,13 +245,10 @@ async fn serve_tasks(flags: &Flags, socket: PathBuf, state: PathBuf) -> Result<(
     );
     let service = Arc::new(task::TaskService::new(shared.clone(), publisher));
     service.forward_exits();
-    let listener = UnixListener::from(std::os::fd::OwnedFd::from(
-        // SAFETY: `start` put the bound listener on this fd for this process alone.
-        unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(LISTENER_FD) },
-    ));
     let mut server = containerd_shim_protos::ttrpc::asynchronous::Server::new()
         .set_domain_unix()
-        .add_listener(listener.into_raw_fd())
+        // `start` put the bound listener on this fd for this process alone.
+        .add_listener(LISTENER_FD)
         .map_err(|e| format!("listen: {e}"))?
         .register_service(containerd_shim_protos::shim_async::create_task(service));
     server.start().await.map_err(|e| format!("serve: {e}"))?;
