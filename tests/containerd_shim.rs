@@ -47,6 +47,8 @@ fn shim_bin_dir(dir: &Path) -> PathBuf {
 struct Containerd {
     dir: tempfile::TempDir,
     socket: PathBuf,
+    bin: PathBuf,
+    config: PathBuf,
     cgroup_parent: String,
     child: Option<Child>,
     _net: NetSlot,
@@ -113,18 +115,20 @@ state = "{root}/state"
         let mut containerd = Containerd {
             cgroup_parent: format!("/berth-ctrd-{}", net.index),
             socket,
+            bin,
+            config,
             child: None,
             dir,
             _net: net,
         };
-        containerd.spawn(&bin, &config);
+        containerd.spawn();
         containerd
     }
 
-    fn spawn(&mut self, bin: &Path, config: &Path) {
+    fn spawn(&mut self) {
         let path = format!(
             "{}:{}",
-            bin.display(),
+            self.bin.display(),
             std::env::var("PATH").unwrap_or_default()
         );
         let log = fs::OpenOptions::new()
@@ -134,7 +138,7 @@ state = "{root}/state"
             .unwrap();
         let child = Command::new("containerd")
             .arg("--config")
-            .arg(config)
+            .arg(&self.config)
             .env("PATH", path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -224,11 +228,27 @@ impl Drop for Containerd {
                 let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
             }
         }
+        // What a failed test left running in its pods' cgroups (the shims are gone).
+        for dir in self.cgroups() {
+            for pid in fs::read_to_string(dir.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.parse::<i32>().ok())
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
         for root in common::cgroup_roots() {
             let parent = root.join(self.cgroup_parent.trim_start_matches('/'));
             if let Ok(entries) = fs::read_dir(&parent) {
                 for entry in entries.flatten().filter(|e| e.path().is_dir()) {
-                    let _ = fs::remove_dir(entry.path());
+                    while fs::remove_dir(entry.path()).is_err() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
                 }
             }
             let _ = fs::remove_dir(parent);
@@ -537,4 +557,196 @@ fn create_refuses_what_init_cannot_do_naming_the_field_and_leaves_nothing() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!Path::new(&socket).exists(), "the shim's socket is removed");
+}
+
+/// A running pod with one `sleep` container, on a fresh containerd.
+async fn pod_with_sleeper(
+    containerd: &Containerd,
+    rt: &mut RuntimeServiceClient<Channel>,
+    name: &str,
+) -> (String, String) {
+    let mut images = ImageServiceClient::new(containerd.channel().await);
+    images
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: BUSYBOX.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("pull {BUSYBOX}: {e}"));
+    let mut pod_config = common::pod_config(name);
+    pod_config.linux = Some(cri::LinuxPodSandboxConfig {
+        cgroup_parent: containerd.cgroup_parent.clone(),
+        ..Default::default()
+    });
+    let pod = common::run_pod(rt, pod_config.clone())
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", containerd.log()));
+    let config = common::container_config("sleeper", BUSYBOX, &["sleep", "1000"]);
+    let id = common::create_container(rt, &pod, &pod_config, config)
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", containerd.log()));
+    common::start_container(rt, &id)
+        .await
+        .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", containerd.log()));
+    (pod, id)
+}
+
+/// The host pid of a container's main process, from its shim's Pids (ContainerStatus
+/// verbose info has it as `pid`).
+async fn container_pid(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> u32 {
+    let status = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .expect("ContainerStatus")
+        .into_inner();
+    let info: serde_json::Value =
+        serde_json::from_str(status.info.get("info").expect("verbose info")).unwrap();
+    info["pid"].as_u64().expect("pid in the info") as u32
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_containerd_finds_the_pod_and_a_killed_shim_is_cleaned_up() {
+    let mut containerd = Containerd::start();
+    let mut rt = RuntimeServiceClient::new(containerd.channel().await);
+    let (pod, id) = pod_with_sleeper(&containerd, &mut rt, "restart").await;
+    let pid = container_pid(&mut rt, &id).await;
+    let shims = containerd.shims();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+
+    // containerd goes away and comes back: the shim and the container stay, and the new
+    // containerd reconnects to them from the bundles' address files.
+    containerd.stop();
+    assert!(
+        common::process_exists(pid),
+        "the container outlives containerd"
+    );
+    assert_eq!(containerd.shims(), shims, "the shim outlives containerd");
+    containerd.spawn();
+    let mut rt = RuntimeServiceClient::new(containerd.channel().await);
+    // containerd's CRI answers once it has loaded its tasks back.
+    let deadline = Instant::now() + common::slow(Duration::from_secs(20));
+    while let Err(e) = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+    {
+        assert!(
+            Instant::now() < deadline,
+            "containerd's CRI after a restart: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = common::container_status(&mut rt, &id).await;
+    assert_eq!(
+        status.state,
+        cri::ContainerState::ContainerRunning as i32,
+        "{status:?}\n{}",
+        containerd.log()
+    );
+    let out = exec_sync(&mut rt, &id, &["echo", "still here"]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "still here\n");
+
+    // The shim is killed: containerd's `delete` of berth's binary kills what the shim
+    // left (the container, the pause) and unmounts the rootfs; the container is exited.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shims[0].0 as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    wait_for("the orphaned container to be killed", || {
+        (!common::process_exists(pid)).then_some(())
+    })
+    .await;
+    let deadline = Instant::now() + common::slow(Duration::from_secs(10));
+    loop {
+        let status = common::container_status(&mut rt, &id).await;
+        if status.state == cri::ContainerState::ContainerExited as i32 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not exited: {status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("RemoveContainer");
+    common::stop_pod(&mut rt, &pod).await;
+    common::remove_pod(&mut rt, &pod).await;
+    containerd.stop();
+    assert!(containerd.shims().is_empty(), "{:?}", containerd.shims());
+    assert_eq!(containerd.mounts(), Vec::<String>::new(), "mounts left");
+    assert_eq!(containerd.cgroups(), Vec::<PathBuf>::new(), "cgroups left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_stats_come_from_berths_shim() {
+    let containerd = Containerd::start();
+    let mut rt = RuntimeServiceClient::new(containerd.channel().await);
+    let (pod, id) = pod_with_sleeper(&containerd, &mut rt, "stats").await;
+    let stats = rt
+        .container_stats(cri::ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ContainerStats: {e}\n{}", containerd.log()))
+        .into_inner()
+        .stats
+        .expect("stats");
+    let memory = stats.memory.expect("memory stats");
+    let usage = memory.usage_bytes.expect("memory usage").value;
+    assert!(usage > 0, "{memory:?}");
+    let working_set = memory.working_set_bytes.expect("working set").value;
+    assert!(working_set <= usage, "{memory:?}");
+    assert!(
+        stats
+            .cpu
+            .expect("cpu stats")
+            .usage_core_nano_seconds
+            .is_some()
+    );
+
+    // Update: a new memory limit lands in the container's cgroup.
+    rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("UpdateContainerResources: {e}\n{}", containerd.log()));
+    // The limit as the host's cgroup has it.
+    let limit = common::cgroup_roots()
+        .into_iter()
+        .map(|root| {
+            root.join(containerd.cgroup_parent.trim_start_matches('/'))
+                .join(&id)
+        })
+        .find_map(|dir| {
+            ["memory.max", "memory.limit_in_bytes"]
+                .iter()
+                .find_map(|file| fs::read_to_string(dir.join(file)).ok())
+        })
+        .expect("the container's memory limit file");
+    assert_eq!(limit.trim(), (64u64 << 20).to_string());
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("StopContainer");
+    rt.remove_container(cri::RemoveContainerRequest { container_id: id })
+        .await
+        .expect("RemoveContainer");
+    common::stop_pod(&mut rt, &pod).await;
+    common::remove_pod(&mut rt, &pod).await;
 }

@@ -75,6 +75,55 @@ pub fn check_spec(config: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// The devices every container may use whatever its spec lists (what runc allows on its
+/// own and containerd's specs rely on): mknod of any, and null, random, full, tty, zero,
+/// urandom, the pty slaves, ptmx and tun. (type, major, minor; -1 is any.)
+const DEFAULT_DEVICES: &[(&str, i64, i64, &str)] = &[
+    ("c", -1, -1, "m"),
+    ("b", -1, -1, "m"),
+    ("c", 1, 3, "rwm"),
+    ("c", 1, 8, "rwm"),
+    ("c", 1, 7, "rwm"),
+    ("c", 5, 0, "rwm"),
+    ("c", 1, 5, "rwm"),
+    ("c", 1, 9, "rwm"),
+    ("c", 136, -1, "rwm"),
+    ("c", 5, 2, "rwm"),
+    ("c", 10, 200, "rwm"),
+];
+
+/// Appends the default device rules to the spec's device cgroup rules (after them, so
+/// they win over a leading deny-all); false when the spec has no resources section to
+/// hold them and none is needed.
+pub fn add_default_devices(config: &mut Value) -> bool {
+    let Some(linux) = config.get_mut("linux").and_then(Value::as_object_mut) else {
+        return false;
+    };
+    let resources = linux
+        .entry("resources")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let Some(resources) = resources.as_object_mut() else {
+        return false;
+    };
+    let devices = resources
+        .entry("devices")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    let Some(devices) = devices.as_array_mut() else {
+        return false;
+    };
+    for (kind, major, minor, access) in DEFAULT_DEVICES {
+        let mut rule = serde_json::json!({"allow": true, "type": kind, "access": access});
+        if *major >= 0 {
+            rule["major"] = Value::from(*major);
+        }
+        if *minor >= 0 {
+            rule["minor"] = Value::from(*minor);
+        }
+        devices.push(rule);
+    }
+    true
+}
+
 /// One mount(2) call: flags from the options mount(8) knows, the rest as data.
 #[derive(Debug, PartialEq, Eq)]
 pub struct MountCall {
@@ -195,6 +244,32 @@ mod tests {
                 .unwrap_err()
                 .contains("defaultAction")
         );
+    }
+
+    #[test]
+    fn default_devices_follow_the_specs_deny_all() {
+        let mut config =
+            json!({"linux": {"resources": {"devices": [{"allow": false, "access": "rwm"}]}}});
+        assert!(add_default_devices(&mut config));
+        let devices = config["linux"]["resources"]["devices"].as_array().unwrap();
+        assert_eq!(devices[0]["allow"], false, "the spec's rule stays first");
+        assert!(
+            devices
+                .iter()
+                .any(|d| d["major"] == 5 && d["minor"] == 2 && d["allow"] == true)
+        );
+        assert!(
+            devices
+                .iter()
+                .any(|d| d["major"] == 136 && d.get("minor").is_none())
+        );
+        // The result is still an OCI spec.
+        let spec: oci_spec::runtime::Spec = serde_json::from_value(json!({
+            "ociVersion": "1.2.0", "linux": config["linux"].clone()}))
+        .unwrap();
+        assert!(spec.linux().as_ref().unwrap().resources().is_some());
+        let mut no_linux = json!({"process": {}});
+        assert!(!add_default_devices(&mut no_linux));
     }
 
     #[test]

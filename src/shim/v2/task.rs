@@ -14,7 +14,8 @@ use containerd_shim_protos::api::{
     CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
     DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest, PidsRequest,
     PidsResponse, ProcessInfo, ResizePtyRequest, ShutdownRequest, StartRequest, StartResponse,
-    StateRequest, StateResponse, Status as TaskStatus, WaitRequest, WaitResponse,
+    StateRequest, StateResponse, StatsRequest, StatsResponse, Status as TaskStatus,
+    UpdateTaskRequest, WaitRequest, WaitResponse,
 };
 use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext};
@@ -137,9 +138,19 @@ impl TaskService {
         let config_path = bundle_dir.join("config.json");
         let text = std::fs::read(&config_path)
             .map_err(|e| invalid(format!("read {}: {e}", config_path.display())))?;
-        let config: serde_json::Value = serde_json::from_slice(&text)
+        let mut config: serde_json::Value = serde_json::from_slice(&text)
             .map_err(|e| invalid(format!("parse {}: {e}", config_path.display())))?;
         bundle::check_spec(&config).map_err(invalid)?;
+        if bundle::add_default_devices(&mut config) {
+            let text = serde_json::to_vec(&config)
+                .map_err(|e| status(ApiError::Internal(format!("encode config.json: {e}"))))?;
+            crate::persist::write_replace(&config_path, &text).map_err(|e| {
+                status(ApiError::Io {
+                    what: format!("write {}", config_path.display()),
+                    source: e,
+                })
+            })?;
+        }
         if !request.checkpoint.is_empty() {
             return Err(unimplemented("restoring a checkpoint"));
         }
@@ -310,6 +321,17 @@ impl TaskService {
             state.pid,
         )))
     }
+}
+
+/// An error with its sources, `a: b: c`.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 fn exec_id_of(exec_id: &str) -> Option<&str> {
@@ -659,6 +681,59 @@ impl Task for TaskService {
         if self.is_empty() {
             self.shared.shutdown.notify_one();
         }
+        Ok(Empty::new())
+    }
+
+    async fn stats(
+        &self,
+        _ctx: &TtrpcContext,
+        request: StatsRequest,
+    ) -> TtrpcResult<StatsResponse> {
+        let bundle_dir = self
+            .tasks()
+            .get(&request.id)
+            .map(|t| t.bundle.clone())
+            .ok_or_else(|| not_found(&request.id))?;
+        let (Some(cgroups), Some(path)) =
+            (self.shared.cgroups.as_ref(), read_cgroups_path(&bundle_dir))
+        else {
+            return Err(status(ApiError::FailedPrecondition(format!(
+                "task {} has no cgroup",
+                request.id
+            ))));
+        };
+        let usage = crate::container::usage::read_usage(cgroups, &path);
+        let any = super::stats::metrics_any(&usage)
+            .map_err(ApiError::Internal)
+            .map_err(status)?;
+        let mut response = StatsResponse::new();
+        response.stats = Some(any).into();
+        Ok(response)
+    }
+
+    async fn update(&self, _ctx: &TtrpcContext, request: UpdateTaskRequest) -> TtrpcResult<Empty> {
+        let bundle_dir = self
+            .tasks()
+            .get(&request.id)
+            .map(|t| t.bundle.clone())
+            .ok_or_else(|| not_found(&request.id))?;
+        let resources = super::stats::resources(&request.resources).map_err(invalid)?;
+        let (Some(cgroups), Some(path)) =
+            (self.shared.cgroups.as_ref(), read_cgroups_path(&bundle_dir))
+        else {
+            return Err(status(ApiError::FailedPrecondition(format!(
+                "task {} has no cgroup",
+                request.id
+            ))));
+        };
+        cgroups.apply_resources(&path, &resources).map_err(|e| {
+            status(ApiError::FailedPrecondition(format!(
+                "update {}: {}",
+                request.id,
+                error_chain(&e)
+            )))
+        })?;
+        tracing::info!(id = %request.id, "resources updated");
         Ok(Empty::new())
     }
 
