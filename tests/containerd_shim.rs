@@ -386,6 +386,24 @@ async fn containerd_runs_a_pod_and_a_container_through_berths_shim() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), "exec-err\n");
     let out = exec_sync(&mut rt, &id, &["sh", "-c", "exit 3"]).await;
     assert_eq!(out.exit_code, 3);
+    // The device cgroup allows the default devices: containerd's spec denies all and
+    // lists none of them (runc allows them on its own).
+    let out = exec_sync(
+        &mut rt,
+        &id,
+        &[
+            "sh",
+            "-c",
+            "echo x >/dev/null && head -c 3 /dev/zero | wc -c",
+        ],
+    )
+    .await;
+    assert_eq!(
+        (out.exit_code, String::from_utf8_lossy(&out.stdout).trim()),
+        (0, "3"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     rt.stop_container(cri::StopContainerRequest {
         container_id: id.clone(),
@@ -680,8 +698,13 @@ async fn a_restarted_containerd_finds_the_pod_and_a_killed_shim_is_cleaned_up() 
     .expect("RemoveContainer");
     common::stop_pod(&mut rt, &pod).await;
     common::remove_pod(&mut rt, &pod).await;
+    // containerd runs `delete` of berth's binary for each task whose shim connection
+    // closed; those finish on their own.
+    wait_for("the shim and its deletes to exit", || {
+        containerd.shims().is_empty().then_some(())
+    })
+    .await;
     containerd.stop();
-    assert!(containerd.shims().is_empty(), "{:?}", containerd.shims());
     assert_eq!(containerd.mounts(), Vec::<String>::new(), "mounts left");
     assert_eq!(containerd.cgroups(), Vec::<PathBuf>::new(), "cgroups left");
 }
@@ -738,6 +761,65 @@ async fn container_stats_come_from_berths_shim() {
         })
         .expect("the container's memory limit file");
     assert_eq!(limit.trim(), (64u64 << 20).to_string());
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("StopContainer");
+    rt.remove_container(cri::RemoveContainerRequest { container_id: id })
+        .await
+        .expect("RemoveContainer");
+    common::stop_pod(&mut rt, &pod).await;
+    common::remove_pod(&mut rt, &pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_privileged_container_gets_the_host_devices_containerd_lists() {
+    let containerd = Containerd::start();
+    let channel = containerd.channel().await;
+    let mut rt = RuntimeServiceClient::new(channel.clone());
+    let mut images = ImageServiceClient::new(channel);
+    images
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: BUSYBOX.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("pull {BUSYBOX}: {e}"));
+    let mut pod_config = common::pod_config("privileged");
+    pod_config.linux = Some(cri::LinuxPodSandboxConfig {
+        cgroup_parent: containerd.cgroup_parent.clone(),
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            privileged: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod = common::run_pod(&mut rt, pod_config.clone())
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", containerd.log()));
+    let mut config = common::container_config("privileged", BUSYBOX, &["sleep", "1000"]);
+    config.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = common::create_container(&mut rt, &pod, &pod_config, config)
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", containerd.log()));
+    // containerd's privileged spec lists every host device, /dev/full among them, which
+    // berth's init also binds from the host by default.
+    common::start_container(&mut rt, &id)
+        .await
+        .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", containerd.log()));
+    let out = exec_sync(&mut rt, &id, &["sh", "-c", "test -c /dev/full && echo ok"]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
     rt.stop_container(cri::StopContainerRequest {
         container_id: id.clone(),
         timeout: 0,

@@ -223,6 +223,8 @@ fn serve(flags: &Flags) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("build the runtime: {e}"))?;
+    // The shim lives as long as its pod, mostly idle: keep only the code it touches.
+    let _ = crate::linux::memory::trim_idle_pages();
     let result = runtime.block_on(serve_tasks(flags, socket.clone(), state.clone()));
     let _ = fs::remove_file(&socket);
     match &result {
