@@ -31,9 +31,11 @@
 #         pod sharing its PID namespace and with the container's own (time, and processes left
 #         running when it returns); PullImage of a 4.4 MiB gzip bomb that expands to 4 GiB
 #         with the default configuration (time to fail or finish, peak disk use)
+#   containerd-shim  (by name only, not in all) the pods and containers benchmarks through
+#         Debian's containerd 1.6 twice, with runc's shim and with berth's shim v2, side by side
 # berth's runs of pods, containers and lifecycle are followed by its per-step breakdown (the
 # mean time of each step of each call, from berth_operation_step_duration_seconds).
-# Usage: sudo hack/bench.sh [--vm [--kernel 6.1|6.12]] [pods|containers|stats|pull|churn|lifecycle|streaming|contract|all]...
+# Usage: sudo hack/bench.sh [--vm [--kernel 6.1|6.12]] [pods|containers|stats|pull|churn|lifecycle|streaming|contract|containerd-shim|all]...
 #   (default all). --vm: the same run inside the cgroup v2 test VM (hack/vm.sh), berth and
 #   Debian's containerd 1.6 with runc (cgroupfs driver) one after the other in one VM boot;
 #   the binaries are built here and shared in. Emulated (TCG) the VM runs everything several
@@ -251,6 +253,86 @@ measure() { # LABEL ENDPOINT
 			echo "$label: the big pull benchmark failed (above)"
 	fi
 }
+
+# containerd-shim: Debian's containerd 1.6 twice in one run, with runc's shim
+# (io.containerd.runc.v2) and then with berth's (io.containerd.berth.v2, the release berth
+# linked as containerd-shim-berth-v2 first on containerd's PATH): the pods and containers
+# benchmarks through each, then CreateContainer + StartContainer and the shim's RSS per pod
+# side by side. Only run when asked for by name (not part of `all`).
+if [[ " $what " == *" containerd-shim "* ]]; then
+	command -v containerd >/dev/null || berth_die "containerd is not installed: run hack/install-deps.sh"
+	mkdir -p "$work/shim-bin"
+	ln -sf "$target/release/berth" "$work/shim-bin/containerd-shim-berth-v2"
+	cat /usr/lib/cni/* "$(command -v containerd)" "$(command -v containerd-shim-runc-v2)" \
+		"$(command -v runc)" "$target/release/berth" >/dev/null 2>&1 || true
+	for runtime in runc berth; do
+		case $runtime in
+		runc) runtime_type=io.containerd.runc.v2 ;;
+		berth) runtime_type=io.containerd.berth.v2 ;;
+		esac
+		label=ctrd-$runtime
+		echo "== containerd $(containerd --version | awk '{print $3}') with the $runtime shim ($runtime_type)"
+		write_net "$work/ctr-$runtime-net.d" ctrbench0 10.78.0.0/16
+		cat >"$work/ctr-$runtime.toml" <<EOF
+version = 2
+root = "$work/ctr-$runtime/root"
+state = "$work/ctr-$runtime/state"
+[grpc]
+  address = "$work/ctr-$runtime.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "registry.k8s.io/pause:3.9"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "$runtime"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.$runtime]
+      runtime_type = "$runtime_type"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$work/ctr-$runtime-net.d"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$repo/critest-config/certs.d"
+EOF
+		PATH="$work/shim-bin:$PATH" containerd --config "$work/ctr-$runtime.toml" 2>"$work/ctr-$runtime.log" &
+		daemon_pid=$!
+		wait_socket "$work/ctr-$runtime.sock"
+		run_bench pods --label "$label" --endpoint "unix://$work/ctr-$runtime.sock" --pods "$pods" \
+			--daemon-pid "$daemon_pid" || echo "$label: the pod benchmark failed (above)"
+		run_bench containers --label "$label" --endpoint "unix://$work/ctr-$runtime.sock" --image "$small" \
+			--pods "$pods" || echo "$label: the container benchmark failed (above)"
+		stop_daemon
+		# The shims of a stopped containerd keep running until their pods are gone; the
+		# benchmarks removed every pod, so none should be left.
+		pgrep -f -- "-address $work/ctr-$runtime.sock" >/dev/null &&
+			echo "$label: shims left running: $(pgrep -af -- "-address $work/ctr-$runtime.sock")"
+		unmount_under "$work/ctr-$runtime"
+		rm -rf "$work/ctr-$runtime"
+		ip link del ctrbench0 2>/dev/null || true
+	done
+	echo "== side by side (median ms; RSS MiB per pod): containerd+berth shim, containerd+runc shim, berth/runc"
+	awk '
+		function key(line) { sub(/^[^ ]+ +/, "", line); sub(/ +n=.*/, "", line); return line }
+		$1 == "ctrd-berth" || $1 == "ctrd-runc" {
+			if ($0 ~ / n=[0-9]+ +median /) {
+				for (i = 1; i < NF; i++) if ($i == "median") v[$1, key($0)] = $(i + 1)
+				if (!(key($0) in seen)) { seen[key($0)] = 1; order[++n] = key($0) }
+			} else if ($0 ~ /memory per pod/) {
+				for (i = 1; i < NF; i++) {
+					if ($i == "shim" && $(i + 1) == "RSS") v[$1, "shim RSS"] = $(i + 2)
+					if ($i == "shim+pause" && $(i + 1) == "RSS") v[$1, "shim+pause RSS"] = $(i + 2)
+				}
+				if (!("shim RSS" in seen)) { seen["shim RSS"] = 1; order[++n] = "shim RSS" }
+				if (!("shim+pause RSS" in seen)) { seen["shim+pause RSS"] = 1; order[++n] = "shim+pause RSS" }
+			}
+		}
+		END {
+			for (j = 1; j <= n; j++) {
+				k = order[j]; b = v["ctrd-berth", k]; c = v["ctrd-runc", k]
+				if (b == "" || c == "") continue
+				printf "  %-26s %10.2f %10.2f   %.2f\n", k, b, c, (c > 0 ? b / c : 0)
+			}
+		}' "$work/results"
+	[[ " $what " == " containerd-shim " ]] && exit 0
+fi
 
 # The runtimes measured second must not win by finding the CNI plugins and runtime binaries
 # in the page cache the first one filled (a fresh VM starts cold: its disk is emulated).

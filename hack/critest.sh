@@ -6,6 +6,8 @@
 # Extra arguments go to critest, e.g. hack/critest.sh --ginkgo.focus='PodSandbox'
 # BERTH (default target/release/berth, built if missing) picks the daemon binary.
 # hack/critest.sh --vm [--kernel 6.1|6.12] [critest args]: inside the cgroup v2 test VM.
+# hack/critest.sh --containerd [--runtime berth|runc] [critest args]: through Debian's
+# containerd 1.6 with berth's shim v2 (or runc) as its default runtime.
 # --cgroup-driver cgroupfs|systemd (after --vm and --kernel, or first on the host) picks
 # berth's cgroup driver (default: critest-config's, cgroupfs); systemd needs PID 1 systemd.
 set -euo pipefail
@@ -47,6 +49,80 @@ if [[ ${1:-} == --vm ]]; then
 		hack/critest.sh "$@" || status=$?
 	berth_log "berth log and critest report of the VM run: $results"
 	exit "$status"
+fi
+
+# --containerd [--runtime berth|runc]: critest through Debian's containerd (a private one:
+# its own config, root, state and socket in the run directory) whose default runtime is
+# berth's shim v2 (containerd-shim-berth-v2, a link to $berth put first on its PATH), or
+# runc's shim for the comparison.
+if [[ ${1:-} == --containerd ]]; then
+	shift
+	runtime=berth
+	if [[ ${1:-} == --runtime ]]; then
+		runtime=${2:?--runtime needs berth or runc}
+		shift 2
+	fi
+	case $runtime in
+	berth) runtime_type=io.containerd.berth.v2 ;;
+	runc) runtime_type=io.containerd.runc.v2 ;;
+	*) berth_die "--runtime $runtime: expected berth or runc" ;;
+	esac
+	command -v containerd >/dev/null || berth_die "containerd is not installed: run hack/install-deps.sh"
+	exec 9>/run/berth-critest.lock
+	flock 9
+	run_dir=${BERTH_CRITEST_RUN_DIR:-$(mktemp -d /tmp/berth-critest.XXXXXX)}
+	[[ $run_dir == /*/* ]] || berth_die "run directory $run_dir: expected an absolute path below /"
+	mkdir -p "$run_dir/bin"
+	ln -sf "$(realpath "$berth")" "$run_dir/bin/containerd-shim-berth-v2"
+	socket=$run_dir/c.sock
+	cat >"$run_dir/containerd.toml" <<EOF
+version = 2
+root = "$run_dir/root"
+state = "$run_dir/state"
+[grpc]
+  address = "$socket"
+[plugins."io.containerd.grpc.v1.cri"]
+  # critest removes this image once; containerd pulls it again for the next pod.
+  sandbox_image = "registry.k8s.io/pause:3.9"
+  # No CAP_SYS_RESOURCE on these machines: the pause's oom_score_adj -998 is clamped.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "$runtime"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.$runtime]
+      runtime_type = "$runtime_type"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$PWD/critest-config/net.d"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$PWD/critest-config/certs.d"
+EOF
+	PATH="$run_dir/bin:$PATH" containerd --config "$run_dir/containerd.toml" >"$run_dir/containerd.log" 2>&1 &
+	containerd_pid=$!
+	cleanup_containerd() {
+		kill "$containerd_pid" 2>/dev/null || true
+		wait "$containerd_pid" 2>/dev/null || true
+		# The shims of this containerd name its socket in their command line.
+		pkill -f -- "-address $socket " 2>/dev/null || true
+		sleep 0.5
+		findmnt -rn -o TARGET | { grep "^$run_dir/" || true; } | sort -r | xargs -r -n1 umount -l
+		# The bridge plugin never deletes its bridge.
+		ip link del berth-cni0 2>/dev/null || true
+		berth_log "containerd log: $run_dir/containerd.log"
+	}
+	trap cleanup_containerd EXIT
+	for _ in $(seq 100); do
+		[[ -S $socket ]] && break
+		sleep 0.1
+	done
+	[[ -S $socket ]] || berth_die "containerd did not start; see $run_dir/containerd.log"
+	"$CRITEST" \
+		--runtime-endpoint "unix://$socket" \
+		--image-endpoint "unix://$socket" \
+		--test-images-file critest-config/test-images.yaml \
+		--report-dir "$run_dir" \
+		--ginkgo.skip='public image with digest' \
+		"$@"
+	exit
 fi
 
 driver=${BERTH_CGROUP_DRIVER:-}

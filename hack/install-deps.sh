@@ -33,6 +33,8 @@ PACKAGES=(
 	iputils-ping
 	# CheckpointContainer dumps a container with CRIU (tests/cri136.rs)
 	criu
+	# tests/containerd_shim.rs runs Debian's containerd 1.6 with berth's shim (and runc for the bench)
+	containerd runc
 )
 
 berth_need_root

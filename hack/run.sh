@@ -9,6 +9,11 @@
 # PID 1 is systemd: the binary to /usr/local/bin, data/systemd/berth.service to
 # /etc/systemd/system (with BERTH_ARGS appended to ExecStart), then enables and
 # (re)starts it and shows its status. Logs: journalctl -u berth.
+#
+# hack/run.sh --containerd-shim installs berth for containerd instead: the binary to
+# /usr/local/bin with the name containerd looks up for runtime_type
+# "io.containerd.berth.v2" (containerd-shim-berth-v2, a link to berth) beside it; the
+# README's "containerd's shim v2" section has the containerd config that selects it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -18,6 +23,14 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 as_service=0
+if [[ ${1:-} == --containerd-shim ]]; then
+	hack/install-deps.sh
+	cargo build --release
+	install -m 0755 target/release/berth /usr/local/bin/berth
+	ln -sf berth /usr/local/bin/containerd-shim-berth-v2
+	echo "hack/run.sh: installed /usr/local/bin/containerd-shim-berth-v2 (runtime_type io.containerd.berth.v2)" >&2
+	exit 0
+fi
 if [[ ${1:-} == --systemd ]]; then
 	shift
 	as_service=1
@@ -39,6 +52,8 @@ fi
 
 if [[ $as_service == 1 ]]; then
 	install -m 0755 target/release/berth /usr/local/bin/berth
+	# The same binary as containerd's shim v2 runtime (io.containerd.berth.v2).
+	ln -sf berth /usr/local/bin/containerd-shim-berth-v2
 	unit=/etc/systemd/system/berth.service
 	sed "s|^ExecStart=/usr/local/bin/berth\$|ExecStart=/usr/local/bin/berth${*:+ $*}|" \
 		data/systemd/berth.service >"$unit"

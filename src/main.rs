@@ -43,6 +43,11 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|arg| arg == "pause") {
         return berth::init::pause::run();
     }
+    // containerd runs the binary as `containerd-shim-berth-v2` (its shim v2 contract,
+    // Go-style flags): not clap's.
+    if berth::shim::v2::invoked_as_shim(std::env::args_os().next().as_deref()) {
+        return berth::shim::v2::main();
+    }
     let cli = Cli::parse();
     match cli.role.unwrap_or(Role::Daemon) {
         Role::Daemon => berth::server::run_daemon(&cli.config),

@@ -540,6 +540,14 @@ pub fn create_device(root: &OwnedFd, device: &LinuxDevice) -> Result<()> {
     let minor = u32::try_from(device.minor()).map_err(|_| InitError::new(&step, "bad minor"))?;
     match rustix::fs::unlinkat(&parent, name, AtFlags::empty()) {
         Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+        // One of the default devices bound from the host (a privileged container's spec
+        // lists every host device): the spec's node replaces the bind.
+        Err(rustix::io::Errno::BUSY) => {
+            let bound = format!("{}/{}", fd_path(&parent), name.to_string_lossy());
+            nix::mount::umount2(bound.as_str(), nix::mount::MntFlags::MNT_DETACH)
+                .map_err(|e| InitError::errno(&step, e))?;
+            rustix::fs::unlinkat(&parent, name, AtFlags::empty()).map_err(|e| err(e.into()))?;
+        }
         Err(e) => return Err(err(e.into())),
     }
     rustix::fs::mknodat(

@@ -54,6 +54,23 @@ impl Shared {
         if args.is_empty() {
             return Err(ApiError::InvalidArgument("the command is empty".into()).into());
         }
+        let process = |config: &serde_json::Value| super::exec::exec_process(config, args, tty);
+        self.start_exec_with(id, exec_id, process, tty, stdio, report_deadline)
+            .await
+    }
+
+    /// Starts an exec in running container `id` whose OCI process `make_process` derives
+    /// from the container's config.json (berth's ExecSync: the container's process with
+    /// other args; containerd's Exec: the process it sent).
+    pub(super) async fn start_exec_with(
+        &self,
+        id: &str,
+        exec_id: &str,
+        make_process: impl FnOnce(&serde_json::Value) -> Result<serde_json::Value, String>,
+        tty: bool,
+        stdio: ChildStdio,
+        report_deadline: tokio::time::Instant,
+    ) -> Result<StartedExec, ExecStartError> {
         let (target, bundle) = {
             let table = self.table();
             let record = table
@@ -77,8 +94,7 @@ impl Shared {
         let config: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
             ApiError::FailedPrecondition(format!("parse {}: {e}", config_path.display()))
         })?;
-        let process =
-            super::exec::exec_process(&config, args, tty).map_err(ApiError::FailedPrecondition)?;
+        let process = make_process(&config).map_err(ApiError::FailedPrecondition)?;
         let process_file = RemoveOnDrop(
             self.state_dir
                 .join(format!("exec-{:016x}.json", rand::random::<u64>())),

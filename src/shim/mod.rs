@@ -39,6 +39,7 @@ mod shared;
 mod spawn;
 mod state;
 mod stdio;
+pub mod v2;
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};

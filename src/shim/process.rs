@@ -25,6 +25,24 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long Shutdown keeps killing and reaping before it gives up on stragglers.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
+/// Where a new process's stdio comes from.
+pub(super) enum StdioSource<'a> {
+    /// The shim makes the pipes or pty and writes the CRI log (berth's own daemon).
+    Managed(IoOptions<'a>),
+    /// Fds the caller opened become fds 0/1/2 (containerd's FIFOs); with `terminal`, init
+    /// opens a pty and its master is handed back.
+    Given {
+        stdio: super::stdio::ChildStdio,
+        terminal: bool,
+    },
+}
+
+/// A created process: its pid, and the pty master when the caller owns its stdio.
+pub(super) struct CreatedProcess {
+    pub pid: i32,
+    pub console: Option<std::os::fd::OwnedFd>,
+}
+
 impl Shared {
     /// Starts the output readers of process `id` and keeps its stdio.
     fn start_process_io(
@@ -47,12 +65,6 @@ impl Shared {
         self: &Arc<Self>,
         request: &CreateRequest,
     ) -> ApiResult<i32> {
-        let id = request.id.as_str();
-        if id.is_empty() || id.contains('/') || id.starts_with('.') {
-            return Err(ApiError::InvalidArgument(format!(
-                "invalid process id {id:?}"
-            )));
-        }
         let bundle = Path::new(&request.bundle);
         let cgroup = Some(request.cgroup_path.clone())
             .filter(|p| !p.is_empty())
@@ -63,6 +75,42 @@ impl Shared {
             stdin: request.stdin,
             stdin_once: request.stdin_once,
         };
+        self.create_from_bundle(
+            &request.id,
+            bundle,
+            cgroup,
+            StdioSource::Managed(io_options),
+        )
+        .await
+        .map(|created| created.pid)
+    }
+
+    /// Creates process `id` from the OCI bundle through `berth init`: the shim's own
+    /// stdio handling (CRI log, attach) or fds the caller opened (containerd's FIFOs).
+    /// With a terminal and given stdio, the pty master is returned for the caller to copy.
+    pub(super) async fn create_from_bundle(
+        self: &Arc<Self>,
+        id: &str,
+        bundle: &Path,
+        cgroup: Option<String>,
+        stdio: StdioSource<'_>,
+    ) -> ApiResult<CreatedProcess> {
+        if id.is_empty() || id.contains('/') || id.starts_with('.') {
+            return Err(ApiError::InvalidArgument(format!(
+                "invalid process id {id:?}"
+            )));
+        }
+        let (io_options, given) = match stdio {
+            StdioSource::Managed(options) => (options, None),
+            StdioSource::Given { stdio, terminal } => (
+                IoOptions {
+                    tty: terminal,
+                    ..IoOptions::default()
+                },
+                Some(stdio),
+            ),
+        };
+        let given_stdio = given.is_some();
         {
             let mut table = self.table();
             if table.processes.contains_key(id) {
@@ -91,7 +139,9 @@ impl Shared {
             self.ios().remove(id);
             err
         };
-        let (child_stdio, outputs) = if io_options.managed() {
+        let (child_stdio, outputs) = if let Some(given) = given {
+            (Some(given), None)
+        } else if io_options.managed() {
             match super::stdio::prepare(&io_options) {
                 Ok((child, outputs, io)) => (Some(child), Some((outputs, io))),
                 Err(e) => return Err(fail(io_err("set up stdio")(e))),
@@ -135,9 +185,20 @@ impl Shared {
                 return Err(fail(ApiError::InitFailed(message)));
             }
         };
+        let mut given_console = None;
+        if let (true, Some(socket)) = (given_stdio, console.as_ref()) {
+            match super::stdio::receive_console(socket) {
+                Ok(master) => given_console = Some(master),
+                Err(e) => {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    return Err(fail(io_err("receive the terminal from init")(e)));
+                }
+            }
+        }
         if let (Some(socket), Some(mut io)) = (console, pending_console_io) {
-            let outputs = super::stdio::receive_console(&socket)
-                .and_then(|master| super::stdio::console_outputs(&mut io, master, request.stdin));
+            let outputs = super::stdio::receive_console(&socket).and_then(|master| {
+                super::stdio::console_outputs(&mut io, master, io_options.stdin)
+            });
             match outputs {
                 Ok(outputs) => self.start_process_io(id, io, outputs, true),
                 Err(e) => {
@@ -166,7 +227,10 @@ impl Shared {
         }
         self.gates().insert(id.to_string(), reader);
         tracing::info!(id = %id, pid, "process created");
-        Ok(pid)
+        Ok(CreatedProcess {
+            pid,
+            console: given_console,
+        })
     }
 
     pub(super) async fn start_process(&self, id: &str) -> ApiResult<i32> {
@@ -378,7 +442,7 @@ impl Shared {
 }
 
 /// `linux.cgroupsPath` of the bundle's spec, read without building the whole spec.
-fn read_cgroups_path(bundle: &Path) -> Option<String> {
+pub(super) fn read_cgroups_path(bundle: &Path) -> Option<String> {
     let text = std::fs::read_to_string(bundle.join("config.json")).ok()?;
     let value: serde_json::Value = serde_json::from_str(&text).ok()?;
     value

@@ -40,7 +40,7 @@ pub struct NetSlot {
 }
 
 impl NetSlot {
-    fn acquire() -> NetSlot {
+    pub fn acquire() -> NetSlot {
         let dir = Path::new("/run/berth-test-netslots");
         fs::create_dir_all(dir).expect("creating net slot dir");
         for index in 10..250u32 {
