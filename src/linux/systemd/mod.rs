@@ -82,8 +82,15 @@ impl SystemdDriver {
         } else {
             parents.clone()
         };
+        // A slice whose cgroup exists is running: its StartTransientUnit would only
+        // answer UnitExists, a round trip per level and pod.
+        let (cgroups, path) = (self.cgroups.clone(), units.slice_path.clone());
+        let present = crate::error::blocking("cgroup task", move || {
+            Ok::<_, Error>(names::slices_present(&path, |p| cgroups.exists(p)))
+        })
+        .await?;
         self.systemd
-            .ensure_slice(&units.slice_path, &own, &parents)
+            .ensure_slice(&units.slice_path, present, &own, &parents)
             .await
             .map_err(Error::from)
     }
