@@ -6,8 +6,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         println!("cargo:rustc-link-arg-bins=-no-pie");
     }
-    // Stream data as `Bytes`: the daemon relays it without copying.
+    // Stream data as `Bytes`: the daemon relays it without copying. Small starting buffers:
+    // see src/shim/codec.rs.
     tonic_prost_build::configure()
+        .codec_path("crate::shim::codec::ShimCodec")
         .bytes(".berth.shim.v1.ProcessInput")
         .bytes(".berth.shim.v1.ProcessOutput")
         .compile_protos(&["proto/shim.proto"], &["proto"])?;

@@ -2,7 +2,9 @@
 //! creations), whatever berth made that no record points to any more is removed and logged
 //! with what it was. Only berth's own things are looked at: shims by their command line and
 //! state dir, netns pins, shim sockets and bundles under berth's state dir, mounts under that
-//! dir, cgroups under berth's cgroup parent whose name is a berth id, and (systemd driver)
+//! dir, cgroups under berth's cgroup parent whose name is a berth id (unless a live shim of
+//! another berth, one with another state dir, serves that pod: two berths may share a
+//! parent, and neither kills the other's pods), and (systemd driver)
 //! the units berth made, told by their description (`linux/systemd/sweep.rs`). Half-written image
 //! blobs and layers are the image store's to clean (it does when it opens).
 //!
@@ -115,6 +117,15 @@ pub fn plan(scope: &Scope, known: &Known, observed: &Observed) -> Vec<Leftover> 
             });
         }
     }
+    // Pods of another berth sharing this cgroup parent (its own state dir, its own live
+    // shim): their cgroups hold that berth's pods, which are never ours to kill.
+    let foreign: HashSet<String> = observed
+        .processes
+        .iter()
+        .filter_map(|(_, cmdline)| crate::shim::cmdline::shim_args(cmdline))
+        .filter(|(_, state_dir)| !state_dir.starts_with(&scope.state))
+        .map(|(sandbox_id, _)| sandbox_id)
+        .collect();
     let parent = scope.cgroup_parent.trim_end_matches('/');
     for path in &observed.cgroups {
         let Some(rest) = path.strip_prefix(parent).and_then(|r| r.strip_prefix('/')) else {
@@ -122,7 +133,7 @@ pub fn plan(scope: &Scope, known: &Known, observed: &Observed) -> Vec<Leftover> 
         };
         let parts: Vec<&str> = rest.split('/').collect();
         let stray = match parts.as_slice() {
-            [pod] => is_berth_id(pod) && !known.sandboxes.contains(*pod),
+            [pod] => is_berth_id(pod) && !known.sandboxes.contains(*pod) && !foreign.contains(*pod),
             // Inside a known pod's cgroup: the pause's (named by the pod) and the containers'.
             [pod, child] => {
                 known.sandboxes.contains(*pod)
@@ -422,7 +433,7 @@ mod tests {
 
     #[test]
     fn only_berth_things_without_a_record_are_leftovers() {
-        let (a, b, c, d) = (id('a'), id('b'), id('c'), id('d'));
+        let (a, b, c, d, e, f) = (id('a'), id('b'), id('c'), id('d'), id('e'), id('f'));
         let known = Known {
             sandboxes: [a.clone()].into(),
             containers: [c.clone()].into(),
@@ -431,8 +442,11 @@ mod tests {
             processes: vec![
                 (10, shim_cmdline(&a, "/run/berth")),
                 (11, shim_cmdline(&b, "/run/berth")),
-                // Another berth's shim (other state dir) is not ours.
-                (12, shim_cmdline(&b, "/run/other")),
+                // Another berth's shim (other state dir) is not ours, nor is its pod's
+                // cgroup under the parent both share.
+                (12, shim_cmdline(&e, "/run/other")),
+                // A state dir that merely begins with ours is another berth's too.
+                (14, shim_cmdline(&f, "/run/berth-critest")),
                 (13, b"/bin/sleep\0x\0".to_vec()),
             ],
             mount_points: vec![
@@ -454,6 +468,9 @@ mod tests {
                 format!("/berth/{a}/{d}"),
                 format!("/berth/{b}"),
                 format!("/berth/{b}/{b}"),
+                format!("/berth/{e}"),
+                format!("/berth/{e}/{e}"),
+                format!("/berth/{f}"),
                 "/berth/kubelet-made".into(),
                 format!("/elsewhere/{b}"),
             ],

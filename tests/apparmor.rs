@@ -6,36 +6,16 @@
 //! `apparmor_parser` is installed, and a missing one fails the test with the reason.
 mod common;
 
-use std::path::PathBuf;
-
 use berth::cri::api as cri;
 use berth::cri::api::runtime_service_client::RuntimeServiceClient;
 use common::*;
 use tonic::transport::Channel;
 
-const BUSYBOX: &str = "docker.io/library/busybox:latest";
 use cri::security_profile::ProfileType;
 
 fn host_has_apparmor() -> bool {
     std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
         .is_ok_and(|v| v.starts_with('Y'))
-}
-
-struct Pod {
-    id: String,
-    config: cri::PodSandboxConfig,
-    logs: PathBuf,
-}
-
-async fn setup(daemon: &TestDaemon, name: &str) -> (RuntimeServiceClient<Channel>, Pod) {
-    mirror_docker_io(daemon);
-    pull(daemon, BUSYBOX).await;
-    let mut rt = daemon.runtime().await;
-    let logs = daemon.dir.path().join(format!("logs-{name}"));
-    let mut config = pod_config(name);
-    config.log_directory = logs.to_string_lossy().to_string();
-    let id = run_pod(&mut rt, config.clone()).await.unwrap();
-    (rt, Pod { id, config, logs })
 }
 
 fn profile(profile_type: ProfileType, localhost_ref: &str) -> Option<cri::SecurityProfile> {
@@ -160,7 +140,7 @@ const PROBE: &str = "echo attr=$(cat /proc/self/attr/current 2>/dev/null); \
 async fn runtime_default_confines_containers_and_execs_where_the_host_has_apparmor() {
     let apparmor = host_has_apparmor();
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod) = setup(&daemon, "aa-default").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "aa-default").await;
 
     // The runtime's Status says whether AppArmor is there and berth's profile loaded.
     let status = rt
@@ -325,7 +305,7 @@ impl Drop for LoadedProfile {
 async fn localhost_profiles_by_either_field_and_what_is_refused() {
     let apparmor = host_has_apparmor();
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod) = setup(&daemon, "aa-localhost").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "aa-localhost").await;
     let refused = |e: Result<String, tonic::Status>, what: &str| {
         let e = e.expect_err(what);
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{what}: {e}");

@@ -12,23 +12,6 @@ use tonic::transport::Channel;
 
 const IMAGE: &str = "docker.io/library/busybox:latest";
 
-struct Pod {
-    id: String,
-    config: cri::PodSandboxConfig,
-    logs: PathBuf,
-}
-
-async fn setup(daemon: &TestDaemon, name: &str) -> (RuntimeServiceClient<Channel>, Pod) {
-    mirror_docker_io(daemon);
-    pull(daemon, IMAGE).await;
-    let mut rt = daemon.runtime().await;
-    let logs = daemon.dir.path().join(format!("logs-{name}"));
-    let mut config = pod_config(name);
-    config.log_directory = logs.to_string_lossy().to_string();
-    let id = run_pod(&mut rt, config.clone()).await.unwrap();
-    (rt, Pod { id, config, logs })
-}
-
 fn container_config(name: &str, command: &[&str]) -> cri::ContainerConfig {
     common::container_config(name, IMAGE, command)
 }
@@ -140,7 +123,7 @@ async fn remove_pod(daemon: &TestDaemon, rt: &mut RuntimeServiceClient<Channel>,
 #[tokio::test(flavor = "multi_thread")]
 async fn a_container_runs_logs_in_cri_format_and_exits_with_its_code() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod) = setup(&daemon, "basic").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "basic").await;
     let id = run(
         &mut rt,
         &pod,
@@ -217,7 +200,7 @@ async fn a_container_runs_logs_in_cri_format_and_exits_with_its_code() {
 #[tokio::test(flavor = "multi_thread")]
 async fn args_env_workdir_user_and_the_pod_network() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod) = setup(&daemon, "env").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "env").await;
     let mut config = container_config(
         "env",
         &[
@@ -256,7 +239,7 @@ async fn args_env_workdir_user_and_the_pod_network() {
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_kills_a_process_that_ignores_sigterm_and_limits_reach_the_cgroup() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod) = setup(&daemon, "stop").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "stop").await;
     let mut config = container_config(
         "stubborn",
         &["sh", "-c", "trap '' TERM; while true; do sleep 1; done"],
@@ -336,7 +319,7 @@ async fn stop_kills_a_process_that_ignores_sigterm_and_limits_reach_the_cgroup()
 #[tokio::test(flavor = "multi_thread")]
 async fn resources_the_node_cannot_apply_are_refused_naming_the_field_and_leave_nothing() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod) = setup(&daemon, "cannot").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "cannot").await;
     let with = |resources: cri::LinuxContainerResources| {
         let mut config = container_config("cannot", &["sleep", "100"]);
         config.linux = Some(cri::LinuxContainerConfig {
@@ -420,7 +403,7 @@ async fn resources_the_node_cannot_apply_are_refused_naming_the_field_and_leave_
 #[tokio::test(flavor = "multi_thread")]
 async fn every_cri_resource_reaches_the_cgroup_files_of_this_hosts_layout() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod) = setup(&daemon, "resources").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "resources").await;
     let v2 = common::cgroup_v2();
     let resources = |quota: i64, shares: i64, memory: i64| cri::LinuxContainerResources {
         cpu_period: 100_000,
@@ -491,7 +474,7 @@ async fn every_cri_resource_reaches_the_cgroup_files_of_this_hosts_layout() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_container_sees_its_own_cgroup_read_only() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod) = setup(&daemon, "cgroupns").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "cgroupns").await;
     let mut config = container_config("own", &["sleep", "1000"]);
     config.linux = Some(cri::LinuxContainerConfig {
         resources: Some(cri::LinuxContainerResources {
@@ -565,7 +548,7 @@ fn find_cgroup(daemon: &TestDaemon, controller: &str, id: &str) -> Option<PathBu
 #[tokio::test(flavor = "multi_thread")]
 async fn an_oom_kill_is_reported_as_oomkilled() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod) = setup(&daemon, "oom").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "oom").await;
     let mut config = container_config(
         "oom",
         &[
@@ -591,7 +574,7 @@ async fn an_oom_kill_is_reported_as_oomkilled() {
 #[tokio::test(flavor = "multi_thread")]
 async fn host_path_mounts_and_a_readonly_rootfs() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod) = setup(&daemon, "mounts").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "mounts").await;
     let data = daemon.dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("greeting"), "hi from the host\n").unwrap();
@@ -653,7 +636,7 @@ async fn host_path_mounts_and_a_readonly_rootfs() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_requests_get_clear_errors_and_leave_nothing() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod) = setup(&daemon, "bad").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "bad").await;
 
     let err = rt
         .create_container(cri::CreateContainerRequest {
@@ -727,7 +710,7 @@ async fn bad_requests_get_clear_errors_and_leave_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn containers_survive_kill_9_of_the_daemon() {
     let mut daemon = TestDaemon::start().await;
-    let (mut rt, pod) = setup(&daemon, "survive").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "survive").await;
     let running = run(
         &mut rt,
         &pod,
@@ -773,7 +756,7 @@ async fn containers_survive_kill_9_of_the_daemon() {
 #[tokio::test(flavor = "multi_thread")]
 async fn reopen_container_log_moves_output_to_a_new_file() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod) = setup(&daemon, "reopen").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "reopen").await;
     let id = run(
         &mut rt,
         &pod,
@@ -863,7 +846,7 @@ fn processes_running(args: &[&str]) -> Vec<u32> {
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_sync_runs_in_the_container_and_honours_its_timeout() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod) = setup(&daemon, "exec").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "exec").await;
     let mut config = container_config("exec", &["sleep", "3600"]);
     as_user_1000_in_tmp_with_foo(&mut config);
     let id = run(&mut rt, &pod, config).await;
@@ -989,7 +972,7 @@ async fn exec_sync_runs_in_the_container_and_honours_its_timeout() {
 #[tokio::test(flavor = "multi_thread")]
 async fn mount_propagation_of_volumes_follows_the_cri_mode() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod) = setup(&daemon, "propagation").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "propagation").await;
     let mut volumes = Vec::new();
     for name in ["shared", "slave"] {
         let dir = daemon.dir.path().join(format!("vol-{name}"));
@@ -1096,7 +1079,7 @@ async fn mount_propagation_of_volumes_follows_the_cri_mode() {
 #[tokio::test(flavor = "multi_thread")]
 async fn container_stats_show_cpu_memory_and_the_writable_layer() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod) = setup(&daemon, "stats").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "stats").await;
     let busy = run(
         &mut rt,
         &pod,

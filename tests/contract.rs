@@ -13,32 +13,24 @@ use tonic::transport::Channel;
 const IMAGE: &str = "docker.io/library/busybox:latest";
 const MIB: usize = 1 << 20;
 
-struct Pod {
-    id: String,
-    config: cri::PodSandboxConfig,
-}
-
 async fn setup(
     daemon: &TestDaemon,
     name: &str,
     pod_pid: cri::NamespaceMode,
 ) -> (RuntimeServiceClient<Channel>, Pod) {
-    mirror_docker_io(daemon);
-    pull(daemon, IMAGE).await;
-    let mut rt = daemon.runtime().await;
-    let mut config = pod_config(name);
-    config.linux = Some(cri::LinuxPodSandboxConfig {
-        security_context: Some(cri::LinuxSandboxSecurityContext {
-            namespace_options: Some(cri::NamespaceOption {
-                pid: pod_pid as i32,
+    busybox_pod_with(daemon, name, |config| {
+        config.linux = Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    pid: pod_pid as i32,
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             ..Default::default()
-        }),
-        ..Default::default()
-    });
-    let id = run_pod(&mut rt, config.clone()).await.unwrap();
-    (rt, Pod { id, config })
+        });
+    })
+    .await
 }
 
 /// Creates and starts `command` in the pod with the given PID namespace mode.

@@ -131,6 +131,26 @@ async fn container_ids(rt: &mut RuntimeServiceClient<Channel>) -> Vec<String> {
 /// Pids in the cgroup `<parent>/<rel>` and below (one hierarchy is enough: every process
 /// berth places is in all of them), the pod's shim left out: it has a cgroup of its own
 /// below the pod's (`shim-<pod>`), out of berth's.
+/// Every process in the cgroup of pod `pod_id` (its shim and pause, its containers).
+fn pod_cgroup_pids(daemon: &TestDaemon, pod_id: &str) -> Vec<u32> {
+    let root = cgroup_roots()
+        .into_iter()
+        .find(|r| r.join("cgroup.procs").exists())
+        .expect("a cgroup hierarchy");
+    let mut pids = Vec::new();
+    let mut dirs = vec![root.join(daemon.pod_cgroup_dir(pod_id))];
+    while let Some(dir) = dirs.pop() {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        pids.extend(procs.lines().filter_map(|l| l.parse::<u32>().ok()));
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                dirs.push(e.path());
+            }
+        }
+    }
+    pids
+}
+
 fn cgroup_pids(daemon: &TestDaemon, rel: &str) -> Vec<u32> {
     let root = cgroup_roots()
         .into_iter()
@@ -702,6 +722,49 @@ async fn the_startup_sweep_removes_what_no_record_points_to() {
     remove_pod(&mut rt, &keep).await;
     // The lost pod's IP lease was released too (CNI DEL by its id), so nothing at all is left.
     daemon.assert_no_leaks("after the sweep and removing the kept pod");
+}
+
+/// Regression: a second berth (its own state dir) started with the same cgroup parent
+/// took the first one's pods for its own leftovers and killed them, shims included (a
+/// critest pod's shim "died" when a test daemon started beside it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_berth_sharing_the_cgroup_parent_leaves_the_first_ones_pods_alone() {
+    let first = TestDaemon::start().await;
+    let mut rt = first.runtime().await;
+    let pod = run_pod(&mut rt, pod_config("shared-parent")).await.unwrap();
+    let pause = pause_pid(&pod_status(&mut rt, &pod, true).await.unwrap());
+    let pod_processes = pod_cgroup_pids(&first, &pod);
+    assert!(
+        pod_processes.contains(&pause) && pod_processes.len() >= 2,
+        "the pod's cgroup holds its shim and pause: {pod_processes:?}"
+    );
+
+    let mut second = TestDaemon::start_with(false, &[]).await;
+    let own_parent = std::mem::replace(&mut second.cgroup_parent, first.cgroup_parent.clone());
+    second.restart().await;
+
+    let status = pod_status(&mut rt, &pod, false).await.unwrap();
+    assert_eq!(
+        status.status.as_ref().map(|s| s.state),
+        Some(cri::PodSandboxState::SandboxReady as i32),
+        "the first berth's pod is no longer ready; second berth's log:\n{}",
+        second.log_text()
+    );
+    for pid in &pod_processes {
+        assert!(
+            process_exists(*pid),
+            "process {pid} of the pod (shim or pause) was killed"
+        );
+    }
+    assert!(
+        !second.log_text().contains(&pod),
+        "the second berth touched the first one's pod:\n{}",
+        second.log_text()
+    );
+    drop(rt);
+    tear_down(&first).await;
+    second.kill9();
+    second.cgroup_parent = own_parent;
 }
 
 // ---- any instant ----

@@ -14,22 +14,6 @@ use tonic::transport::Channel;
 
 const IMAGE: &str = "docker.io/library/busybox:latest";
 
-async fn pod(
-    daemon: &TestDaemon,
-    name: &str,
-) -> (RuntimeServiceClient<Channel>, String, cri::PodSandboxConfig) {
-    mirror_docker_io(daemon);
-    pull(daemon, IMAGE).await;
-    let mut rt = daemon.runtime().await;
-    let mut config = pod_config(name);
-    let logs = daemon.dir.path().join(format!("logs-{name}"));
-    config.log_directory = logs.to_string_lossy().to_string();
-    let id = run_pod(&mut rt, config.clone())
-        .await
-        .expect("RunPodSandbox");
-    (rt, id, config)
-}
-
 async fn remove_everything(
     daemon: &TestDaemon,
     rt: &mut RuntimeServiceClient<Channel>,
@@ -63,8 +47,15 @@ fn sorted(ids: impl IntoIterator<Item = String>) -> Vec<String> {
 async fn stream_lists_answer_what_their_list_twins_answer_in_chunks_with_the_same_filters() {
     const CONTAINERS: usize = 300;
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod_id, pod_config) = pod(&daemon, "streams").await;
-    let (_, other_pod, _) = pod(&daemon, "streams-other").await;
+    let (
+        mut rt,
+        Pod {
+            id: pod_id,
+            config: pod_config,
+            ..
+        },
+    ) = busybox_pod(&daemon, "streams").await;
+    let (_, Pod { id: other_pod, .. }) = busybox_pod(&daemon, "streams-other").await;
     for i in 0..CONTAINERS {
         let mut config = container_config(&format!("c{i}"), IMAGE, &["sleep", "100"]);
         config
@@ -355,7 +346,7 @@ fn read(path: &Path) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn update_pod_sandbox_resources_writes_resources_plus_overhead_to_the_pod_cgroup() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod_id, _) = pod(&daemon, "resize").await;
+    let (mut rt, Pod { id: pod_id, .. }) = busybox_pod(&daemon, "resize").await;
     let mib = 1 << 20;
     let request = cri::UpdatePodSandboxResourcesRequest {
         pod_sandbox_id: pod_id.clone(),
@@ -434,7 +425,14 @@ async fn update_pod_sandbox_resources_writes_resources_plus_overhead_to_the_pod_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stop_signal_from_the_cri_is_sent_reported_and_kept_across_a_restart() {
     let mut daemon = TestDaemon::start().await;
-    let (mut rt, pod_id, pod_config) = pod(&daemon, "stopsig").await;
+    let (
+        mut rt,
+        Pod {
+            id: pod_id,
+            config: pod_config,
+            ..
+        },
+    ) = busybox_pod(&daemon, "stopsig").await;
     // The trap runs between two sleeps: the shell records which signal stopped it.
     let script = "trap 'echo stopped-by-USR1; exit 0' USR1; trap 'echo stopped-by-TERM; exit 1' TERM; \
                   echo ready; while true; do sleep 0.1; done";
@@ -554,7 +552,14 @@ async fn user_namespaces_host_network_is_reported_false_because_such_a_pod_is_re
 #[tokio::test(flavor = "multi_thread")]
 async fn psi_and_io_are_reported_where_the_cgroup_has_pressure_files_and_empty_on_v1() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod_id, pod_config) = pod(&daemon, "psi").await;
+    let (
+        mut rt,
+        Pod {
+            id: pod_id,
+            config: pod_config,
+            ..
+        },
+    ) = busybox_pod(&daemon, "psi").await;
     let id = create_container(
         &mut rt,
         &pod_id,
@@ -726,7 +731,14 @@ async fn container_names(rt: &mut RuntimeServiceClient<Channel>) -> Vec<String> 
 #[tokio::test(flavor = "multi_thread")]
 async fn image_volumes_show_the_image_read_only_whole_or_by_sub_path_and_hold_it_against_removal() {
     let mut daemon = TestDaemon::start().await;
-    let (mut rt, pod_id, pod_config) = pod(&daemon, "imgvol").await;
+    let (
+        mut rt,
+        Pod {
+            id: pod_id,
+            config: pod_config,
+            ..
+        },
+    ) = busybox_pod(&daemon, "imgvol").await;
     let layers = format!("{}/berth-test/layers:v1", registry());
     pull(&daemon, &layers).await;
     let layers_id = daemon
@@ -933,7 +945,14 @@ async fn checkpoint(
 async fn checkpoint_container_without_criu_or_of_a_missing_or_stopped_container_is_refused_clearly()
 {
     let daemon = TestDaemon::start_with(true, &["--criu-path", "/nonexistent/criu"]).await;
-    let (mut rt, pod_id, pod_config) = pod(&daemon, "nocriu").await;
+    let (
+        mut rt,
+        Pod {
+            id: pod_id,
+            config: pod_config,
+            ..
+        },
+    ) = busybox_pod(&daemon, "nocriu").await;
     let location = daemon.dir.path().join("checkpoint.tar");
 
     let err = checkpoint(&mut rt, "no-such-container", &location)
@@ -1027,7 +1046,14 @@ fn criu_works() -> bool {
 async fn checkpoint_container_writes_a_criu_archive_and_leaves_the_container_running() {
     let works = criu_works();
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod_id, pod_config) = pod(&daemon, "criu").await;
+    let (
+        mut rt,
+        Pod {
+            id: pod_id,
+            config: pod_config,
+            ..
+        },
+    ) = busybox_pod(&daemon, "criu").await;
     let id = create_container(
         &mut rt,
         &pod_id,

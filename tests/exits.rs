@@ -13,18 +13,6 @@ use tonic::transport::Channel;
 
 const IMAGE: &str = "docker.io/library/busybox:latest";
 
-async fn setup(
-    daemon: &TestDaemon,
-    name: &str,
-) -> (RuntimeServiceClient<Channel>, String, cri::PodSandboxConfig) {
-    mirror_docker_io(daemon);
-    pull(daemon, IMAGE).await;
-    let mut rt = daemon.runtime().await;
-    let config = pod_config(name);
-    let pod = run_pod(&mut rt, config.clone()).await.unwrap();
-    (rt, pod, config)
-}
-
 async fn run_container(
     rt: &mut RuntimeServiceClient<Channel>,
     pod: &str,
@@ -81,7 +69,12 @@ fn kill_process(pid: u64, signal: nix::sys::signal::Signal) {
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_container_returns_once_the_process_is_gone_with_its_exit_recorded() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod, config) = setup(&daemon, "exits-stop").await;
+    let (
+        mut rt,
+        Pod {
+            id: pod, config, ..
+        },
+    ) = busybox_pod(&daemon, "exits-stop").await;
     // Exits 0 on SIGTERM (PID 1 of its namespace ignores an unhandled one).
     let id = run_container(
         &mut rt,
@@ -164,7 +157,12 @@ async fn grpc_call_with_deadline(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_past_its_client_deadline_is_deadline_exceeded_and_still_completes() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod, config) = setup(&daemon, "exits-deadline").await;
+    let (
+        mut rt,
+        Pod {
+            id: pod, config, ..
+        },
+    ) = busybox_pod(&daemon, "exits-deadline").await;
     // Ignores SIGTERM: the stop takes its 2 s grace, far past the 200 ms deadline.
     let id = run_container(
         &mut rt,
@@ -224,7 +222,12 @@ async fn container_status_list_and_metrics_never_write_records() {
         .port();
     let address = format!("127.0.0.1:{port}");
     let daemon = TestDaemon::start_with(true, &["--metrics-address", &address]).await;
-    let (mut rt, pod, config) = setup(&daemon, "exits-reads").await;
+    let (
+        mut rt,
+        Pod {
+            id: pod, config, ..
+        },
+    ) = busybox_pod(&daemon, "exits-reads").await;
     let running = run_container(&mut rt, &pod, &config, "running", &["sleep", "1000"]).await;
     let done = run_container(&mut rt, &pod, &config, "done", &["sh", "-c", "exit 7"]).await;
     // Nobody asks about `done`: its exit is pushed and written on its own.
@@ -285,7 +288,12 @@ async fn container_status_list_and_metrics_never_write_records() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_daemon_sees_the_exit_from_while_it_was_down_and_the_next_one_pushed() {
     let mut daemon = TestDaemon::start().await;
-    let (mut rt, pod, config) = setup(&daemon, "exits-restart").await;
+    let (
+        mut rt,
+        Pod {
+            id: pod, config, ..
+        },
+    ) = busybox_pod(&daemon, "exits-restart").await;
     let first = run_container(&mut rt, &pod, &config, "first", &["sleep", "1000"]).await;
     let second = run_container(&mut rt, &pod, &config, "second", &["sleep", "1000"]).await;
     let pid_of = |id: &str| record_on_disk(&daemon, id)["pid"].as_u64().expect("pid");

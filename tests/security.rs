@@ -11,34 +11,6 @@ use berth::cri::api::runtime_service_client::RuntimeServiceClient;
 use common::*;
 use tonic::transport::Channel;
 
-const BUSYBOX: &str = "docker.io/library/busybox:latest";
-
-struct Pod {
-    id: String,
-    config: cri::PodSandboxConfig,
-    logs: PathBuf,
-}
-
-async fn setup_with(
-    daemon: &TestDaemon,
-    name: &str,
-    edit: impl FnOnce(&mut cri::PodSandboxConfig),
-) -> (RuntimeServiceClient<Channel>, Pod) {
-    mirror_docker_io(daemon);
-    pull(daemon, BUSYBOX).await;
-    let mut rt = daemon.runtime().await;
-    let logs = daemon.dir.path().join(format!("logs-{name}"));
-    let mut config = pod_config(name);
-    config.log_directory = logs.to_string_lossy().to_string();
-    edit(&mut config);
-    let id = run_pod(&mut rt, config.clone()).await.unwrap();
-    (rt, Pod { id, config, logs })
-}
-
-async fn setup(daemon: &TestDaemon, name: &str) -> (RuntimeServiceClient<Channel>, Pod) {
-    setup_with(daemon, name, |_| {}).await
-}
-
 fn container(
     name: &str,
     command: &[&str],
@@ -189,7 +161,7 @@ const SECCOMP_PROBE: &str = "grep Seccomp: /proc/self/status; grep NoNewPrivs: /
 async fn seccomp_profiles_are_applied_to_containers_and_execs() {
     use cri::security_profile::ProfileType;
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod) = setup(&daemon, "seccomp").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "seccomp").await;
 
     let out = run_script(
         &mut rt,
@@ -387,7 +359,7 @@ async fn users_and_groups_in_every_form_and_both_group_policies() {
     for image in images {
         pull(&daemon, &format!("{CRI_TOOLS}/{image}:latest")).await;
     }
-    let (mut rt, pod) = setup(&daemon, "users").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "users").await;
     let status_features = rt
         .status(cri::StatusRequest { verbose: false })
         .await
@@ -569,7 +541,7 @@ impl Drop for HostMount {
 #[tokio::test(flavor = "multi_thread")]
 async fn recursive_read_only_mounts_cover_submounts() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod) = setup(&daemon, "rro").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "rro").await;
     let features = rt
         .status(cri::StatusRequest { verbose: false })
         .await
@@ -673,7 +645,7 @@ const STATUS_PROBE: &str = "grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/statu
 #[tokio::test(flavor = "multi_thread")]
 async fn privileged_and_capabilities_from_inside() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod) = setup_with(&daemon, "caps", |c| {
+    let (mut rt, pod) = busybox_pod_with(&daemon, "caps", |c| {
         c.linux = Some(cri::LinuxPodSandboxConfig {
             security_context: Some(cri::LinuxSandboxSecurityContext {
                 privileged: true,
@@ -857,7 +829,7 @@ async fn a_pod_in_its_own_user_namespace_with_idmapped_rootfs_and_volumes() {
         "{features:?}"
     );
     const HOST_ID: u32 = 200_000;
-    let (mut rt, pod) = setup_with(&daemon, "userns", |c| {
+    let (mut rt, pod) = busybox_pod_with(&daemon, "userns", |c| {
         with_userns(
             c,
             userns_options(cri::NamespaceMode::Pod, &[(0, HOST_ID, 65536)]),
@@ -1023,7 +995,7 @@ async fn pid_ipc_and_network_namespaces_in_every_mode() {
     };
 
     // A pod with its own namespaces: POD, CONTAINER and TARGET pid modes.
-    let (mut rt, pod) = setup(&daemon, "ns-pod").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "ns-pod").await;
     let pause = pause_pid(&pod_status(&mut rt, &pod.id, true).await.unwrap()).to_string();
     let out = run_script(
         &mut rt,
@@ -1061,7 +1033,7 @@ async fn pid_ipc_and_network_namespaces_in_every_mode() {
     teardown(&daemon, &mut rt, &pod).await;
 
     // A pod on the host's PID, IPC and network namespaces.
-    let (mut rt, pod) = setup_with(&daemon, "ns-host", |c| {
+    let (mut rt, pod) = busybox_pod_with(&daemon, "ns-host", |c| {
         c.linux = Some(cri::LinuxPodSandboxConfig {
             security_context: Some(cri::LinuxSandboxSecurityContext {
                 namespace_options: Some(cri::NamespaceOption {

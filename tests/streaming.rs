@@ -18,28 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tonic::transport::Channel;
 
-const BUSYBOX: &str = "docker.io/library/busybox:latest";
 const NGINX: &str = "docker.io/e2e-test-images/nginx:1.14-2";
-
-struct Pod {
-    id: String,
-    config: cri::PodSandboxConfig,
-}
-
-async fn pod(daemon: &TestDaemon, name: &str) -> (RuntimeServiceClient<Channel>, Pod) {
-    mirror_docker_io(daemon);
-    pull(daemon, BUSYBOX).await;
-    let mut rt = daemon.runtime().await;
-    let mut config = pod_config(name);
-    config.log_directory = daemon
-        .dir
-        .path()
-        .join(format!("logs-{name}"))
-        .to_string_lossy()
-        .to_string();
-    let id = run_pod(&mut rt, config.clone()).await.unwrap();
-    (rt, Pod { id, config })
-}
 
 async fn container(
     rt: &mut RuntimeServiceClient<Channel>,
@@ -267,7 +246,7 @@ async fn spdy_session(
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_over_websocket_reports_output_exit_codes_and_takes_stdin() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod) = pod(&daemon, "ws-exec").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "ws-exec").await;
     let id = container(
         &mut rt,
         &pod,
@@ -332,7 +311,7 @@ async fn exec_over_websocket_reports_output_exit_codes_and_takes_stdin() {
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_over_spdy_carries_100_mib_and_exit_codes() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod) = pod(&daemon, "spdy-exec").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "spdy-exec").await;
     let id = container(
         &mut rt,
         &pod,
@@ -410,7 +389,7 @@ async fn exec_over_spdy_carries_100_mib_and_exit_codes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn attach_reaches_the_main_process_and_stdin_once_closes_its_stdin() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod) = pod(&daemon, "attach").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "attach").await;
     let id = container(
         &mut rt,
         &pod,
@@ -499,7 +478,7 @@ async fn http_get(
 #[tokio::test(flavor = "multi_thread")]
 async fn port_forward_reaches_a_web_server_in_the_pod_over_spdy_and_websocket() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod) = pod(&daemon, "forward").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "forward").await;
     pull(&daemon, NGINX).await;
     container(&mut rt, &pod, "web", NGINX, &[], |_| {}).await;
     let forward = |rt: &mut RuntimeServiceClient<Channel>| {
@@ -646,7 +625,7 @@ fn ws_bytes(ws: tokio_tungstenite::WebSocketStream<TcpStream>) -> tokio::io::Dup
 #[tokio::test(flavor = "multi_thread")]
 async fn stream_requests_are_checked_and_tokens_are_single_use() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod) = pod(&daemon, "tokens").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "tokens").await;
     let id = container(
         &mut rt,
         &pod,
@@ -760,7 +739,7 @@ async fn stream_requests_are_checked_and_tokens_are_single_use() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tty_container_gets_a_terminal_of_its_own_and_attach_resizes_it() {
     let daemon = TestDaemon::start().await;
-    let (mut rt, pod) = pod(&daemon, "tty").await;
+    let (mut rt, pod) = busybox_pod(&daemon, "tty").await;
     let id = container(
         &mut rt,
         &pod,
@@ -837,15 +816,7 @@ async fn a_tty_container_gets_a_terminal_of_its_own_and_attach_resizes_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_stream_is_closed_after_the_idle_timeout() {
     let daemon = TestDaemon::start_with(true, &["--stream-idle-timeout", "1s"]).await;
-    mirror_docker_io(&daemon);
-    pull(&daemon, BUSYBOX).await;
-    let mut rt = daemon.runtime().await;
-    let mut config = pod_config("idle");
-    config.log_directory = daemon.dir.path().join("logs").to_string_lossy().to_string();
-    let pod = Pod {
-        id: run_pod(&mut rt, config.clone()).await.unwrap(),
-        config,
-    };
+    let (mut rt, pod) = busybox_pod(&daemon, "idle").await;
     let id = container(
         &mut rt,
         &pod,

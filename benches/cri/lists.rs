@@ -20,7 +20,8 @@ use berth::cri::api::runtime_service_client::RuntimeServiceClient;
 use futures_util::StreamExt as _;
 
 use super::{
-    Args, Error, channel, create_container, memory_kib, pod_config, pull_image, report, run_pod,
+    Args, Error, channel, container_config, create_container, memory_kib, pod_config, pull_image,
+    report, run_pod,
 };
 
 /// Containers per pod: the kubelet's default max-pods is 110 per node, so a thousand
@@ -29,22 +30,12 @@ const CONTAINERS_PER_POD: usize = 50;
 /// Clients creating containers at once.
 const CREATORS: usize = 4;
 
+/// A container that exits at once (`true`), labelled for the list filters.
 fn exiting_container(name: &str, image: &str) -> cri::ContainerConfig {
-    cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(cri::ImageSpec {
-            image: image.into(),
-            ..Default::default()
-        }),
-        command: vec!["true".into()],
-        log_path: format!("{name}.log"),
-        labels: [("bench".to_string(), "lists".to_string())].into(),
-        linux: Some(cri::LinuxContainerConfig::default()),
-        ..Default::default()
-    }
+    let mut config = container_config(name, image);
+    config.command = vec!["true".into()];
+    config.labels = [("bench".to_string(), "lists".to_string())].into();
+    config
 }
 
 fn rss_mib(pid: Option<u32>) -> String {

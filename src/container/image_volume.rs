@@ -6,10 +6,10 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::container::config::Mount;
+use crate::container::merged_view::{self, Entry, MAX_SYMLINKS, components};
 use crate::error::{Error, ErrorKind, Result};
 use crate::image::ImageService;
 use crate::init::mounts::ImageVolumeLayout;
@@ -86,10 +86,6 @@ pub enum Found {
     Other,
 }
 
-/// Symlinks followed while resolving one path, as the kernel's limit.
-const MAX_SYMLINKS: usize = 40;
-const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
-
 /// Looks `sub_path` (relative, already free of `..`) up in the stacked layer directories as
 /// the read-only overlay of them will show it: the top layer that has an entry wins, a
 /// whiteout or an opaque directory hides what is below. Symlinks resolve inside the image
@@ -117,10 +113,10 @@ pub fn find_sub_path(layers_top_first: &[PathBuf], sub_path: &str) -> Result<Fou
         }
         resolved.push(part);
         let shown = format!("/{}", resolved.join("/"));
-        match merged_entry(layers_top_first, &resolved).map_err(SubPathError::Io)? {
+        match merged_view::entry(layers_top_first, &resolved).map_err(SubPathError::Io)? {
             None => return Err(SubPathError::Missing(shown)),
             Some(Entry::Dir) => found = Found::Dir,
-            Some(Entry::Other) => found = Found::Other,
+            Some(Entry::File(_) | Entry::Other) => found = Found::Other,
             Some(Entry::Symlink(target)) => {
                 links += 1;
                 if links > MAX_SYMLINKS {
@@ -151,80 +147,12 @@ pub fn find_sub_path(layers_top_first: &[PathBuf], sub_path: &str) -> Result<Fou
     Ok(found)
 }
 
-fn components(path: &str) -> impl Iterator<Item = String> + '_ {
-    path.split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .map(str::to_string)
-}
-
-enum Entry {
-    Dir,
-    Other,
-    Symlink(String),
-}
-
-/// The merged view's entry at `parts` (whose parents the merged view shows as directories).
-fn merged_entry(layers_top_first: &[PathBuf], parts: &[String]) -> io::Result<Option<Entry>> {
-    'layers: for layer in layers_top_first {
-        let mut here = layer.clone();
-        let mut opaque_above = false;
-        for (i, part) in parts.iter().enumerate() {
-            here.push(part);
-            let last = i + 1 == parts.len();
-            let meta = match std::fs::symlink_metadata(&here) {
-                Ok(meta) => meta,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    if opaque_above {
-                        return Ok(None);
-                    }
-                    continue 'layers;
-                }
-                Err(e) => return Err(e),
-            };
-            if meta.file_type().is_char_device() && meta.rdev() == 0 {
-                return Ok(None); // a whiteout
-            }
-            if last {
-                return Ok(Some(if meta.file_type().is_symlink() {
-                    let target = std::fs::read_link(&here)?;
-                    Entry::Symlink(target.to_string_lossy().into_owned())
-                } else if meta.is_dir() {
-                    Entry::Dir
-                } else {
-                    Entry::Other
-                }));
-            }
-            if !meta.is_dir() {
-                // Not a directory here hides the lower layers' directory of that name.
-                return Ok(None);
-            }
-            if is_opaque(&here)? {
-                opaque_above = true;
-            }
-        }
-        // `parts` is empty: the image root.
-        return Ok(Some(Entry::Dir));
-    }
-    Ok(if parts.is_empty() {
-        Some(Entry::Dir)
-    } else {
-        None
-    })
-}
-
-fn is_opaque(dir: &Path) -> io::Result<bool> {
-    let mut value = [0u8; 4];
-    match rustix::fs::lgetxattr(dir, OPAQUE_XATTR, &mut value) {
-        Ok(n) => Ok(&value[..n] == b"y"),
-        Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::container::merged_view::OPAQUE_XATTR;
     use std::fs;
+    use std::path::Path;
 
     /// Two layers, top first: the lower one has the files, the upper one hides some.
     fn layers() -> (tempfile::TempDir, Vec<PathBuf>) {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod host;
 pub mod image_volume;
 pub mod manager;
+pub mod merged_view;
 pub mod seccomp;
 pub mod spec;
 pub mod usage;

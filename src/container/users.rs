@@ -1,9 +1,11 @@
 //! Who a container runs as: `/etc/passwd` and `/etc/group` parsing, the image's `USER` forms,
 //! and reading those files out of the image's layer directories as overlay would show them.
 
+use std::collections::VecDeque;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use crate::container::merged_view::{self, Entry, MAX_SYMLINKS, components};
 
 /// Why a user could not be resolved; every variant names what was asked for.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -200,140 +202,54 @@ pub fn resolve_user(
     })
 }
 
-const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
-/// Symlinks followed while looking a path up, as the kernel's limit.
-const MAX_SYMLINKS: usize = 40;
-
-/// What one layer says about a path.
-enum LayerLookup {
-    /// A regular file at this path in this layer.
-    File(PathBuf),
-    /// The path goes through (or is) a symlink; look this absolute path up instead.
-    Redirect(String),
-    /// The layer hides the path from lower layers (whiteout, opaque dir, a non-directory
-    /// where a directory is needed) or has something that is not a file there.
-    Hidden,
-    /// Not in this layer: look lower.
-    Absent,
-}
-
 /// Reads `path` (absolute, inside the image) from the stacked layer dirs, top layer first, as
-/// the overlay mount would show it: the top layer that has the path wins; a whiteout (a 0/0
-/// character device) or an opaque directory (`trusted.overlay.opaque=y`) on the way hides the
-/// layers below. Symlinks (in the file or in a directory on its path) are resolved within the
-/// layer stack, never on the host: absolute targets start again at the image root and `..`
-/// stops at it. Ok(None) when the merged view has no regular file there.
+/// the overlay mount would show it (container/merged_view.rs). Symlinks (in the file or in a
+/// directory on its path) are resolved within the layer stack, never on the host: absolute
+/// targets start again at the image root and `..` stops at it, as the kernel does inside the
+/// container. Ok(None) when the merged view has no regular file there.
 pub fn read_image_file(layers_top_first: &[PathBuf], path: &str) -> io::Result<Option<String>> {
-    let mut path = normalize(path);
-    for _ in 0..=MAX_SYMLINKS {
-        let mut found = None;
-        for layer in layers_top_first {
-            match lookup_in_layer(layer, &path)? {
-                LayerLookup::Absent => continue,
-                other => {
-                    found = Some(other);
-                    break;
+    let mut pending: VecDeque<String> = components(path).collect();
+    let mut resolved: Vec<String> = Vec::new();
+    let mut links = 0;
+    while let Some(part) = pending.pop_front() {
+        if part == ".." {
+            resolved.pop();
+            continue;
+        }
+        resolved.push(part);
+        match merged_view::entry(layers_top_first, &resolved)? {
+            Some(Entry::Dir) => {}
+            Some(Entry::Symlink(target)) => {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(io::Error::other(format!(
+                        "too many levels of symbolic links resolving {path}"
+                    )));
+                }
+                resolved.pop();
+                if target.starts_with('/') {
+                    resolved.clear();
+                }
+                for p in components(&target).collect::<Vec<_>>().into_iter().rev() {
+                    pending.push_front(p);
                 }
             }
-        }
-        match found {
-            Some(LayerLookup::File(file)) => {
+            Some(Entry::File(file)) if pending.is_empty() => {
                 let bytes = std::fs::read(file)?;
                 return Ok(Some(String::from_utf8_lossy(&bytes).into_owned()));
             }
-            Some(LayerLookup::Redirect(next)) => path = next,
-            Some(LayerLookup::Hidden | LayerLookup::Absent) | None => return Ok(None),
+            Some(Entry::File(_) | Entry::Other) | None => return Ok(None),
         }
     }
-    Err(io::Error::other(format!(
-        "too many levels of symbolic links resolving {path}"
-    )))
-}
-
-/// `path` as components with `.` and `..` resolved lexically, clamped at the root.
-fn normalize(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    format!("/{}", parts.join("/"))
-}
-
-fn is_whiteout(meta: &std::fs::Metadata) -> bool {
-    meta.file_type().is_char_device() && meta.rdev() == 0
-}
-
-fn is_opaque(dir: &Path) -> io::Result<bool> {
-    let mut value = [0u8; 4];
-    match rustix::fs::lgetxattr(dir, OPAQUE_XATTR, &mut value) {
-        Ok(n) => Ok(&value[..n] == b"y"),
-        Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn lookup_in_layer(layer: &Path, path: &str) -> io::Result<LayerLookup> {
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    let mut here = layer.to_path_buf();
-    let mut opaque_above = false;
-    for (i, part) in parts.iter().enumerate() {
-        here.push(part);
-        let last = i + 1 == parts.len();
-        let meta = match std::fs::symlink_metadata(&here) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // An opaque directory on the way hides whatever lower layers have below it.
-                return Ok(if opaque_above {
-                    LayerLookup::Hidden
-                } else {
-                    LayerLookup::Absent
-                });
-            }
-            Err(e) => return Err(e),
-        };
-        if is_whiteout(&meta) {
-            return Ok(LayerLookup::Hidden);
-        }
-        if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&here)?;
-            let target = target.to_string_lossy();
-            let base = if target.starts_with('/') {
-                String::new()
-            } else {
-                parts[..i].join("/")
-            };
-            let rest = parts[i + 1..].join("/");
-            return Ok(LayerLookup::Redirect(normalize(&format!(
-                "/{base}/{target}/{rest}"
-            ))));
-        }
-        if last {
-            return Ok(if meta.is_file() {
-                LayerLookup::File(here)
-            } else {
-                LayerLookup::Hidden
-            });
-        }
-        if !meta.is_dir() {
-            return Ok(LayerLookup::Hidden);
-        }
-        if is_opaque(&here)? {
-            opaque_above = true;
-        }
-    }
-    // The path was the root itself: not a file.
-    Ok(LayerLookup::Hidden)
+    // The path named a directory (the root included).
+    Ok(None)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::container::merged_view::OPAQUE_XATTR;
+    use std::path::Path;
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
         # a comment\n\
@@ -567,8 +483,35 @@ mod tests {
     }
 
     #[test]
-    fn normalize_clamps_at_root() {
-        assert_eq!(normalize("/a/./b/../../../c/"), "/c");
-        assert_eq!(normalize(""), "/");
+    fn an_upper_directory_hides_a_lower_symlink_of_that_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (top, bottom) = (dir.path().join("top"), dir.path().join("bottom"));
+        std::fs::create_dir_all(top.join("etc")).unwrap();
+        write(&bottom.join("etc2/passwd"), PASSWD);
+        std::os::unix::fs::symlink("/etc2", bottom.join("etc")).unwrap();
+        // Overlay shows the upper directory alone: the lower entry is no directory to merge.
+        assert_eq!(
+            read_image_file(&[top, bottom], "/etc/passwd").unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn dot_dot_stops_at_the_image_root() {
+        let dir = tempfile::tempdir().unwrap();
+        write(&dir.path().join("etc/passwd"), PASSWD);
+        let layers = vec![dir.path().to_path_buf()];
+        assert_eq!(
+            read_image_file(&layers, "/../../etc/./x/../passwd").unwrap(),
+            None,
+            "x does not exist, so neither does x/.."
+        );
+        assert_eq!(
+            read_image_file(&layers, "/../../etc/./passwd")
+                .unwrap()
+                .as_deref(),
+            Some(PASSWD)
+        );
+        assert_eq!(read_image_file(&layers, "").unwrap(), None);
     }
 }

@@ -222,7 +222,8 @@ impl RuntimeService for RuntimeCri {
         let request = request.into_inner();
         let record = self.daemon.containers.status(&request.container_id)?;
         let info = if request.verbose {
-            let spec = std::fs::read(record.bundle.join("config.json"))
+            let spec = tokio::fs::read(record.bundle.join("config.json"))
+                .await
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
             super::container::info(&record, spec)

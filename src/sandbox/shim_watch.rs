@@ -94,7 +94,10 @@ impl SandboxManager {
         if record.state != SandboxState::Ready || record.shim_pid != Some(pid) {
             return;
         }
-        tracing::warn!(sandbox_id = %id, shim_pid = pid, "the pod's shim died; killing the pod's processes");
+        // The shim's log goes with the pod's state dir: its last words are kept here.
+        let shim_log = self.records.dirs().state_dir(id).join("shim.log");
+        let last_words = last_lines(&shim_log, SHIM_LOG_TAIL).await;
+        tracing::warn!(sandbox_id = %id, shim_pid = pid, shim_log_tail = %last_words, "the pod's shim died; killing the pod's processes");
         *lock(&sb.ext.shim) = None;
         if let Err(e) = self.kill_pod_processes(&record).await {
             tracing::warn!(sandbox_id = %id, error = %e, "killing the processes of a pod whose shim died");
@@ -104,6 +107,26 @@ impl SandboxManager {
             .await;
         // No subscriber (a daemon without containers) is fine.
         let _ = self.shim_lost.send(id.to_string());
+    }
+}
+
+/// How much of a dead shim's log its warning carries.
+const SHIM_LOG_TAIL: usize = 2048;
+
+/// The end of the file at `path` (at most `max` bytes, from a line start), or why not.
+async fn last_lines(path: &std::path::Path, max: usize) -> String {
+    match tokio::fs::read(path).await {
+        Ok(data) => {
+            let tail = &data[data.len().saturating_sub(max)..];
+            let text = String::from_utf8_lossy(tail);
+            let from_line = if tail.len() < data.len() {
+                text.find('\n').map_or(0, |i| i + 1)
+            } else {
+                0
+            };
+            text[from_line..].trim_end().to_string()
+        }
+        Err(e) => format!("(no shim log at {}: {e})", path.display()),
     }
 }
 
@@ -151,6 +174,20 @@ mod tests {
         let other = format!("/bin/sleep\0--sandbox-id\0{id}\0");
         assert!(!is_shim_of(other.as_bytes(), &id));
         assert!(!is_shim_of(b"", &id));
+    }
+
+    #[tokio::test]
+    async fn a_dead_shims_log_is_kept_from_a_line_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("shim.log");
+        std::fs::write(&log, "first line\nsecond line\nthird\n").unwrap();
+        assert_eq!(
+            last_lines(&log, 1000).await,
+            "first line\nsecond line\nthird"
+        );
+        assert_eq!(last_lines(&log, 15).await, "third");
+        let missing = last_lines(&dir.path().join("gone"), 10).await;
+        assert!(missing.starts_with("(no shim log at "), "{missing}");
     }
 
     #[tokio::test]

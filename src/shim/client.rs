@@ -4,10 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::codegen::http::Uri;
+
+use super::connection::{ConnectError, ShimConnection};
 
 use crate::shim_api::shim_client::ShimClient as RawClient;
 use crate::shim_api::*;
@@ -26,7 +26,7 @@ pub enum ClientError {
     Connect {
         socket: PathBuf,
         #[source]
-        source: tonic::transport::Error,
+        source: ConnectError,
     },
     /// The shim's own words (init's error, say), without the status wrapping around them.
     // Not named `source`: thiserror would chain the status's own Display after it.
@@ -182,28 +182,24 @@ pub async fn spawn(opts: SpawnOptions) -> Result<ShimClient> {
 
 /// Connects to a running shim (after a daemon restart, for instance).
 pub async fn connect(socket: &Path) -> Result<ShimClient> {
-    let path = socket.to_path_buf();
-    let channel = Endpoint::from_static("http://[::]:50051")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move { UnixStream::connect(path).await.map(TokioIo::new) }
-        }))
-        .await
-        .map_err(|source| ClientError::Connect {
-            socket: socket.to_path_buf(),
-            source,
-        })?;
-    Ok(ShimClient {
+    let connection =
+        ShimConnection::connect(socket)
+            .await
+            .map_err(|source| ClientError::Connect {
+                socket: socket.to_path_buf(),
+                source,
+            })?;
+    // The origin only fills the :authority and :scheme a request needs; the socket is the route.
+    let raw = RawClient::with_origin(connection, Uri::from_static("http://shim"))
         // ExecSync answers carry up to 16 MiB per stream.
-        raw: RawClient::new(channel).max_decoding_message_size(MAX_RESPONSE),
-        pid: 0,
-    })
+        .max_decoding_message_size(MAX_RESPONSE);
+    Ok(ShimClient { raw, pid: 0 })
 }
 
 /// A connection to one pod's shim. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ShimClient {
-    raw: RawClient<Channel>,
+    raw: RawClient<ShimConnection>,
     /// The shim's pid as reported by `ready` (0 when connected later; see `info`).
     pid: u32,
 }

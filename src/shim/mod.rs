@@ -22,6 +22,8 @@
 pub mod bundle;
 pub mod client;
 pub mod cmdline;
+pub(crate) mod codec;
+mod connection;
 pub mod error;
 mod events;
 mod exec;

@@ -740,6 +740,41 @@ pub fn pod_config(name: &str) -> cri::PodSandboxConfig {
     }
 }
 
+pub const BUSYBOX: &str = "docker.io/library/busybox:latest";
+
+/// A running pod of a test daemon.
+pub struct Pod {
+    pub id: String,
+    pub config: cri::PodSandboxConfig,
+    /// Its log directory (the containers' log paths are relative to it).
+    pub logs: PathBuf,
+}
+
+/// busybox pulled through the local mirror and a pod `name` running, its log directory
+/// under the test's dir.
+pub async fn busybox_pod(daemon: &TestDaemon, name: &str) -> (RuntimeServiceClient<Channel>, Pod) {
+    busybox_pod_with(daemon, name, |_| {}).await
+}
+
+/// The same, with `edit` applied to the pod's config first.
+pub async fn busybox_pod_with(
+    daemon: &TestDaemon,
+    name: &str,
+    edit: impl FnOnce(&mut cri::PodSandboxConfig),
+) -> (RuntimeServiceClient<Channel>, Pod) {
+    mirror_docker_io(daemon);
+    pull(daemon, BUSYBOX).await;
+    let mut rt = daemon.runtime().await;
+    let logs = daemon.dir.path().join(format!("logs-{name}"));
+    let mut config = pod_config(name);
+    config.log_directory = logs.to_string_lossy().to_string();
+    edit(&mut config);
+    let id = run_pod(&mut rt, config.clone())
+        .await
+        .expect("RunPodSandbox");
+    (rt, Pod { id, config, logs })
+}
+
 pub async fn run_pod(
     client: &mut RuntimeServiceClient<Channel>,
     config: cri::PodSandboxConfig,
