@@ -198,7 +198,10 @@ impl SystemdDriver {
                 .await
             {
                 Ok(()) if leftover.unknown => {
-                    tracing::warn!(unit = %leftover.unit, "sweep: stopped a systemd unit no record points to")
+                    tracing::warn!(unit = %leftover.unit, "sweep: stopped a systemd unit no record points to");
+                    if leftover.kind == UnitKind::Pod {
+                        self.remove_slice_cgroups(&leftover.unit).await;
+                    }
                 }
                 Ok(()) => {
                     tracing::warn!(unit = %leftover.unit, "sweep: reset a failed systemd unit")
@@ -209,6 +212,22 @@ impl SystemdDriver {
             }
         }
         leftovers
+    }
+}
+
+impl SystemdDriver {
+    /// What systemd leaves of a stopped pod slice of berth's: on cgroup v1 its directories
+    /// (and its scopes') in the hierarchies of controllers systemd does not manage
+    /// (net_cls, perf_event, ...), which berth's init made. Nothing is left on v2.
+    async fn remove_slice_cgroups(&self, slice: &str) {
+        let Ok(path) = expand_slice("sweep", slice) else {
+            return;
+        };
+        let cgroups = self.cgroups.clone();
+        let removed = crate::error::blocking("cgroup task", move || cgroups.remove(&path)).await;
+        if let Err(e) = removed {
+            tracing::error!(unit = %slice, error = %e, "sweep: could not remove a pod slice's cgroups");
+        }
     }
 }
 
