@@ -255,10 +255,22 @@ async fn run_pod_crash(point: &str) {
     daemon.assert_no_leaks(&format!("after a crash at {point} and a restart"));
     let mut rt = daemon.runtime().await;
     assert!(pod_ids(&mut rt).await.is_empty());
-    // The kubelet's retry of the same pod succeeds.
-    let id = run_pod(&mut rt, config)
-        .await
-        .expect("RunPodSandbox retried after the crash");
+    // The kubelet's retry of the same pod succeeds. Like the kubelet, the test retries
+    // again when the bridge plugin itself fails now and then on a freshly emptied bridge
+    // ("could not set bridge's mac", containerd/nerdctl#4283): that is the plugin's race,
+    // and berth has undone the attempt by then.
+    let mut attempt = 0;
+    let id = loop {
+        attempt += 1;
+        match run_pod(&mut rt, config.clone()).await {
+            Ok(id) => break id,
+            Err(e) if attempt < 3 && e.message().contains("could not set bridge's mac") => {
+                daemon.assert_no_leaks("after a bridge plugin failure");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("RunPodSandbox retried after the crash: {e:?}"),
+        }
+    };
     let st = pod_status(&mut rt, &id, false).await.unwrap();
     assert_eq!(
         st.status.unwrap().state,

@@ -927,6 +927,66 @@ async fn image_volumes_show_the_image_read_only_whole_or_by_sub_path_and_hold_it
     remove_everything(&daemon, &mut rt, &[pod_id]).await;
 }
 
+/// A pod with its own user namespace: an image volume's files show owned by the pod's
+/// root, as the container's own rootfs does, also when the volume's image shares layers
+/// with the container's (busybox in busybox: those layers are id-mapped once).
+#[tokio::test(flavor = "multi_thread")]
+async fn image_volumes_in_a_user_namespace_pod_show_the_images_files_owned_by_the_pods_root() {
+    let daemon = TestDaemon::start().await;
+    let mapping = vec![cri::IdMapping {
+        host_id: 300_000,
+        container_id: 0,
+        length: 65_536,
+    }];
+    let (mut rt, pod) = busybox_pod_with(&daemon, "imgvol-userns", |config| {
+        config.linux = Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    userns_options: Some(cri::UserNamespace {
+                        mode: cri::NamespaceMode::Pod as i32,
+                        uids: mapping.clone(),
+                        gids: mapping,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    })
+    .await;
+    let layers = format!("{}/berth-test/layers:v1", registry());
+    pull(&daemon, &layers).await;
+    let mut config = container_config("vols", IMAGE, &["sleep", "1000"]);
+    config.mounts = vec![
+        image_mount("/layers", &layers, "layers"),
+        image_mount("/busybox", IMAGE, "bin"),
+    ];
+    let id = create_container(&mut rt, &pod.id, &pod.config, config)
+        .await
+        .expect("CreateContainer with image volumes in a user namespace pod");
+    start_container(&mut rt, &id).await.expect("StartContainer");
+    assert_eq!(
+        sh(&mut rt, &id, "cat /layers/replaced.txt").await,
+        (0, "layer 3\n".into())
+    );
+    // Owned by root inside (host uid 300000), not by the overflow id an unmapped
+    // or twice-mapped owner would show as.
+    assert_eq!(
+        sh(
+            &mut rt,
+            &id,
+            "stat -c '%u:%g' /layers/replaced.txt /busybox/sh /bin/sh"
+        )
+        .await,
+        (0, "0:0\n0:0\n0:0\n".into())
+    );
+    let (code, out) = sh(&mut rt, &id, "/busybox/true && touch /layers/x").await;
+    assert_ne!(code, 0, "the volume is read-only: {out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    remove_everything(&daemon, &mut rt, &[pod.id]).await;
+}
+
 async fn checkpoint(
     rt: &mut RuntimeServiceClient<Channel>,
     id: &str,

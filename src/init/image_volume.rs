@@ -17,10 +17,12 @@ use super::mounts::{
     ATTR_NODEV, ATTR_NOSUID, ATTR_RDONLY, IMAGE_VOLUMES_DIR, IMAGE_VOLUMES_FILE, ImageVolumeLayout,
     RootfsLayers, image_volume_source,
 };
-use super::rootfs::{mount_overlay, set_mount_attrs};
+use super::rootfs::{IdMap, mount_overlay, set_mount_attrs};
 
 /// Mounts every image volume the daemon listed in the bundle (none when the file is absent).
-pub fn mount_image_volumes(bundle: &Path) -> Result<()> {
+/// With `idmap` (a pod with its own user namespace), the layers are id-mapped under the
+/// overlay as the rootfs's are, so the image's files show owned by the pod's own ids.
+pub fn mount_image_volumes(bundle: &Path, idmap: Option<&IdMap>) -> Result<()> {
     let file = bundle.join(IMAGE_VOLUMES_FILE);
     let text = match fs::read(&file) {
         Ok(text) => text,
@@ -36,7 +38,7 @@ pub fn mount_image_volumes(bundle: &Path) -> Result<()> {
     fs::create_dir_all(&empty)
         .map_err(|e| InitError::io(format!("create {}", empty.display()), &e))?;
     for volume in &volumes {
-        mount_one(bundle, &dir, &empty, volume).map_err(|e| {
+        mount_one(bundle, &dir, &empty, volume, idmap).map_err(|e| {
             InitError::io(
                 format!("mount the image volume of mounts[{}]", volume.index),
                 &e,
@@ -51,6 +53,7 @@ fn mount_one(
     dir: &Path,
     empty: &Path,
     volume: &ImageVolumeLayout,
+    idmap: Option<&IdMap>,
 ) -> io::Result<()> {
     let image_root = dir.join(format!("{}.image", volume.index));
     fs::create_dir_all(&image_root)?;
@@ -62,7 +65,7 @@ fn mount_one(
         work: None,
     };
     let links = dir.join(format!("{}.links", volume.index));
-    mount_overlay(&links, &layers, &image_root, None)?;
+    mount_overlay(&links, &layers, &image_root, idmap)?;
     let root = rustix::fs::open(
         image_root.as_path(),
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,

@@ -306,11 +306,16 @@ fn setup_rootfs(
     }
     rootfs::mount_rootfs(bundle, root, idmap)?;
     // Before the spec's mounts, which bind them into the container in their order.
-    image_volume::mount_image_volumes(bundle)?;
+    image_volume::mount_image_volumes(bundle, idmap)?;
     let root_fd = rootfs::open_root(root)?;
     let cgroup_v2 = Cgroups::detect().is_ok_and(|c| c.mode() == crate::linux::cgroup::Mode::V2);
+    let image_volumes = bundle.join(mounts::IMAGE_VOLUMES_DIR);
     for step in mounts::plan_mounts(spec) {
-        rootfs::apply_mount(&root_fd, &step, cgroup_v2, idmap)?;
+        // An image volume's layers are id-mapped under its overlay already; a second
+        // mapping on the bind would map its owners twice.
+        let image_volume = matches!(&step.kind, mounts::MountKind::Bind { source, .. } if source.starts_with(&image_volumes));
+        let step_idmap = if image_volume { None } else { idmap };
+        rootfs::apply_mount(&root_fd, &step, cgroup_v2, step_idmap)?;
     }
     rootfs::setup_dev(&root_fd)?;
     for device in linux.devices().iter().flatten() {

@@ -140,6 +140,11 @@ pub(super) fn mount_overlay(
         // not hold): what the container writes there is owned by its mapped ids, and its
         // root directory is given to the container's root.
         for point in &layers.lower {
+            if is_mount_root(point)? {
+                // Bound and id-mapped already: a layer shared by the rootfs and an image
+                // volume (a mapped mount cannot be mapped again).
+                continue;
+            }
             idmapped_bind(point, false, idmap.userns, |tree| {
                 move_mount(
                     tree,
@@ -162,6 +167,25 @@ pub(super) fn mount_overlay(
     } else {
         mount_overlay_classic(links, layers, target)
     }
+}
+
+/// Whether `path` is the root of a mount (of this mount namespace).
+fn is_mount_root(path: &Path) -> io::Result<bool> {
+    use rustix::fs::{AtFlags, StatxAttributes, StatxFlags, statx};
+    let st = statx(
+        rustix::fs::CWD,
+        path,
+        AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::BASIC_STATS,
+    )
+    .map_err(|e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("statx {}", path.display()),
+        )
+    })?;
+    Ok(st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+        && st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT))
 }
 
 /// The new mount API: one `lowerdir+` per layer, so no option string length limit.

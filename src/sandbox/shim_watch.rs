@@ -53,7 +53,9 @@ impl SandboxManager {
                 tracing::warn!(sandbox_id = %id, shim_pid = pid, error = %e, "watching the shim failed");
                 return;
             }
-            this.shim_exited(&id, pid).await;
+            // Boxed: this task waits for the whole life of the pod, and the handling of a
+            // death (a few KiB of future) is only needed once it happens.
+            Box::pin(this.shim_exited(&id, pid)).await;
         });
     }
 

@@ -70,7 +70,7 @@ impl ContainerManager {
         let (image, layers, image_config) = timed(OP, "image", resolved)
             .await
             .map_err(|e| e.context(format!("image {}", config.image)))?;
-        let volumes = timed(OP, "image_volumes", self.image_volumes(&config, sandbox)).await?;
+        let volumes = timed(OP, "image_volumes", self.image_volumes(&config)).await?;
         let layers_top_first: Vec<PathBuf> = layers.iter().rev().cloned().collect();
         let record_dir = self.records.dirs().record_dir(id);
         let bundle = self.records.dirs().state_dir(id).join("bundle");
@@ -336,16 +336,9 @@ impl ContainerManager {
     async fn image_volumes(
         &self,
         config: &ContainerConfig,
-        sandbox: &crate::sandbox::SandboxRecord,
     ) -> Result<crate::container::image_volume::ImageVolumes> {
         if !config.mounts.iter().any(|m| m.image.is_some()) {
             return Ok(Default::default());
-        }
-        // Its layers would need id-mapped binds under a second overlay; not built yet.
-        if sandbox.spec.userns.is_some() {
-            return Err(Error::invalid_argument(
-                "mounts: image volumes are not supported in a pod with its own user namespace",
-            ));
         }
         crate::container::image_volume::resolve(&self.images, &config.mounts).await
     }
