@@ -14,6 +14,8 @@
 //!     --netns-dir /run/berth/netns --count-procs 'berth shim,sleep 3600' --count-mounts /run/berth \
 //!     --count-dirs /var/lib/berth/sandboxes,/var/lib/berth/containers [--daemon-pid N]
 //! ```
+//! `--pod-slice STEM` (any mode) gives each pod a kubelet-style slice parent below STEM,
+//! for a runtime on its systemd cgroup driver.
 //! `pods` times RunPodSandbox, StopPodSandbox and RemovePodSandbox one pod at a time and
 //! reads the memory of each pod's pause process and of its parent (the shim) from
 //! /proc/<pid>/smaps_rollup while all pods run; `pull` times cold pulls (the image is removed
@@ -63,6 +65,7 @@ struct Args {
     command: String,
     clients: usize,
     cgroup_parent: String,
+    pod_slice: String,
     bridge: String,
     ipam_dir: String,
     netns_dir: String,
@@ -89,6 +92,7 @@ fn parse_args() -> Result<Args, Error> {
         command: String::new(),
         clients: 2,
         cgroup_parent: String::new(),
+        pod_slice: String::new(),
         bridge: String::new(),
         ipam_dir: String::new(),
         netns_dir: String::new(),
@@ -123,6 +127,7 @@ fn parse_args() -> Result<Args, Error> {
             "--setup" => args.setup = value()?,
             "--clients" => args.clients = value()?.parse()?,
             "--cgroup-parent" => args.cgroup_parent = value()?,
+            "--pod-slice" => args.pod_slice = value()?,
             "--bridge" => args.bridge = value()?,
             "--ipam-dir" => args.ipam_dir = value()?,
             "--netns-dir" => args.netns_dir = value()?,
@@ -135,6 +140,9 @@ fn parse_args() -> Result<Args, Error> {
     }
     if args.label.is_empty() {
         args.label = args.endpoint.clone();
+    }
+    if !args.pod_slice.is_empty() {
+        let _ = POD_SLICE.set(args.pod_slice.clone());
     }
     Ok(args)
 }
@@ -247,7 +255,17 @@ fn parent_pid(pid: u32) -> Option<u32> {
     stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
 }
 
+/// `--pod-slice STEM`: every pod gets its own slice below STEM as its cgroup parent, the
+/// way a kubelet with the systemd cgroup driver names it (`kubepods-besteffort-pod<uid>.slice`,
+/// the uid's dashes turned into underscores), so that a runtime on its systemd driver
+/// (containerd with `SystemdCgroup = true` needs a slice parent) is measured as on a node.
+static POD_SLICE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn pod_config(i: usize, run: &str) -> cri::PodSandboxConfig {
+    let cgroup_parent = match POD_SLICE.get() {
+        Some(stem) => format!("{stem}-pod{}_{i}.slice", run.replace('-', "_")),
+        None => String::new(),
+    };
     cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata {
             name: format!("bench-{i}"),
@@ -258,7 +276,7 @@ fn pod_config(i: usize, run: &str) -> cri::PodSandboxConfig {
         hostname: format!("bench-{i}"),
         log_directory: format!("/tmp/berth-bench-logs/{run}-{i}"),
         linux: Some(cri::LinuxPodSandboxConfig {
-            cgroup_parent: String::new(),
+            cgroup_parent,
             ..Default::default()
         }),
         ..Default::default()

@@ -37,9 +37,13 @@
 # mean time of each step of each call, from berth_operation_step_duration_seconds).
 # Usage: sudo hack/bench.sh [--vm [--kernel 6.1|6.12]] [pods|containers|stats|pull|churn|lifecycle|streaming|contract|containerd-shim|all]...
 #   (default all). --vm: the same run inside the cgroup v2 test VM (hack/vm.sh), berth and
-#   Debian's containerd 1.6 with runc (cgroupfs driver) one after the other in one VM boot;
-#   the binaries are built here and shared in. Emulated (TCG) the VM runs everything several
-#   times slower: compare the two runtimes of one run, not with the host's figures.
+#   Debian's containerd 1.6 with runc one after the other in one VM boot; the binaries are
+#   built here and shared in. Where PID 1 is systemd (the VM) each runtime runs twice, on
+#   its cgroupfs driver (labels berth, containerd) and on its systemd driver (berth-systemd;
+#   containerd-systemd: runc with SystemdCgroup = true), the systemd runs over pods,
+#   containers and lifecycle only, each pod in a kubelet-style slice
+#   (kubepods-besteffort-pod<uid>.slice). Emulated (TCG) the VM runs everything several
+#   times slower: compare the runtimes of one run, not with the host's figures.
 # Env: BENCH_PODS (20), BENCH_RUNS (10), BENCH_CHURN_PODS (100), BENCH_CONTAINERD=0 to
 # measure berth alone.
 set -euo pipefail
@@ -196,24 +200,32 @@ stop_daemon() {
 }
 trap 'stop_daemon; unmount_under "$work"; ip link del berthbench0 2>/dev/null || true; ip link del ctrbench0 2>/dev/null || true; remove_cgroups bench-churn-berth; remove_cgroups bench-churn-containerd' EXIT
 
+# The modes a systemd-driver run measures: those whose pods take the bench's parent (the
+# stats and churn modes give cgroupfs paths as parents).
+systemd_modes=" pods containers lifecycle "
+# Set per run: the kubelet-style slice stem for a systemd-driver run, empty for cgroupfs.
+pod_slice=
+measure_wants() { wants "$1" && { [[ -z $pod_slice ]] || [[ $systemd_modes == *" $1 "* ]]; }; }
 measure() { # LABEL ENDPOINT
 	local label=$1 endpoint=$2
+	local slice_args=()
+	[[ -z $pod_slice ]] || slice_args=(--pod-slice "$pod_slice")
 	sleep 1
 	echo "$label idle daemon RSS $(rss_mib "$daemon_pid") MiB"
 	# A runtime that fails one part still gets measured on the others.
-	if wants pods; then
+	if measure_wants pods; then
 		scrape_steps "$work/steps.before"
-		run_bench pods --label "$label" --endpoint "$endpoint" --pods "$pods" --daemon-pid "$daemon_pid" ||
+		run_bench pods "${slice_args[@]}" --label "$label" --endpoint "$endpoint" --pods "$pods" --daemon-pid "$daemon_pid" ||
 			echo "$label: the pod benchmark failed (above)"
 		step_report "$label" pods
 	fi
-	if wants containers; then
+	if measure_wants containers; then
 		scrape_steps "$work/steps.before"
-		run_bench containers --label "$label" --endpoint "$endpoint" --image "$small" --pods "$pods" ||
+		run_bench containers "${slice_args[@]}" --label "$label" --endpoint "$endpoint" --image "$small" --pods "$pods" ||
 			echo "$label: the container benchmark failed (above)"
 		step_report "$label" containers
 	fi
-	if wants stats; then
+	if measure_wants stats; then
 		run_bench stats --label "$label" --endpoint "$endpoint" --image "$small" \
 			--pods "${BENCH_STATS_CONTAINERS:-50}" --runs "${BENCH_STATS_RUNS:-50}" ||
 			echo "$label: the stats benchmark failed (above)"
@@ -221,32 +233,32 @@ measure() { # LABEL ENDPOINT
 			--pods "${BENCH_LIST_CONTAINERS:-1000}" --runs "${BENCH_LIST_RUNS:-20}" --daemon-pid "$daemon_pid" ||
 			echo "$label: the list benchmark failed (above)"
 	fi
-	if wants lifecycle; then
+	if measure_wants lifecycle; then
 		scrape_steps "$work/steps.before"
-		run_bench lifecycle --label "$label" --endpoint "$endpoint" --image "$small" --pods "$pods" --clients 2 ||
+		run_bench lifecycle "${slice_args[@]}" --label "$label" --endpoint "$endpoint" --image "$small" --pods "$pods" --clients 2 ||
 			echo "$label: the lifecycle benchmark failed (above)"
 		step_report "$label" lifecycle
 	fi
-	if wants churn; then
+	if measure_wants churn; then
 		run_bench churn --label "$label" --endpoint "$endpoint" --image "$small" --pods "$churn_pods" \
 			--clients 2 --daemon-pid "$daemon_pid" "${churn_args[@]}" ||
 			echo "$label: the churn benchmark failed (above)"
 	fi
-	if wants streaming; then
+	if measure_wants streaming; then
 		run_bench streaming --label "$label" --endpoint "$endpoint" --image "$small" --runs "$((runs < 5 ? runs : 5))" ||
 			echo "$label: the streaming benchmark failed (above)"
 	fi
-	if wants contract; then
+	if measure_wants contract; then
 		run_bench stop-pid --label "$label" --endpoint "$endpoint" --image "$small" --runs "$((runs < 5 ? runs : 5))" ||
 			echo "$label: the shared-PID stop benchmark failed (above)"
 		# containerd's root is on tmpfs here (/run): its unpack of all 4 GiB would go to RAM,
 		# so the bomb's comparison is berth without the bound (below), which does the same.
-		if [[ $label == berth* ]]; then
+		if [[ $label == berth ]]; then
 			run_bench bomb --label "$label" --endpoint "$endpoint" --image "$bomb" --count-dirs "$disk_dirs" ||
 				echo "$label: the bomb benchmark failed (above)"
 		fi
 	fi
-	if wants pull; then
+	if measure_wants pull; then
 		run_bench pull --label "$label" --endpoint "$endpoint" --image "$small" --runs "$runs" ||
 			echo "$label: the small pull benchmark failed (above)"
 		run_bench pull --label "$label" --endpoint "$endpoint" --image "$big" --runs "$((runs < 5 ? runs : 5))" ||
@@ -338,13 +350,24 @@ fi
 # in the page cache the first one filled (a fresh VM starts cold: its disk is emulated).
 cat /usr/lib/cni/* "$(command -v containerd)" "$(command -v containerd-shim-runc-v2)" \
 	"$(command -v runc)" >/dev/null 2>&1 || true
+# The cgroup drivers each runtime runs with: both where PID 1 is systemd (the VM), cgroupfs
+# alone elsewhere.
+drivers=(cgroupfs)
+[[ -d /run/systemd/system ]] && drivers+=(systemd)
+# After a systemd-driver run: the kubelet-style slices its pods were given (a kubelet
+# removes a pod's slice itself; nothing else would).
+stop_pod_slices() { systemctl stop kubepods.slice 2>/dev/null || true; }
+
 echo "== berth ${BERTH_BENCH_REV:-$(git rev-parse --short HEAD)} (release build) on $(uname -r), $(stat -fc %T /sys/fs/cgroup)"
 write_net "$work/berth-net.d" berthbench0 10.77.0.0/16
-cat >"$work/berth.toml" <<EOF
+bench_berth() { # DRIVER LABEL
+	echo "== berth on its $1 cgroup driver ($2)"
+	cat >"$work/berth.toml" <<EOF
 socket = "$work/berth.sock"
 root = "/var/lib/berth-bench"
 state = "$work/berth"
 log_level = "warn"
+cgroup_driver = "$1"
 [cni]
 conf_dir = "$work/berth-net.d"
 bin_dirs = ["/usr/lib/cni"]
@@ -354,21 +377,31 @@ config_path = ["$repo/critest-config/certs.d"]
 enabled = true
 address = "127.0.0.1:9191"
 EOF
-rm -rf /var/lib/berth-bench
-"$target"/release/berth --config "$work/berth.toml" 2>"$work/berth.log" &
-daemon_pid=$!
-wait_socket "$work/berth.sock"
-# Shims by their state dir; pause and containers by the churn's cgroup parent.
-churn_args=(--cgroup-parent /bench-churn-berth --bridge berthbench0
-	--ipam-dir "$work/ipam-berthbench0/bench-berthbench0" --netns-dir "$work/berth/netns"
-	--count-procs "$work/berth/" --count-mounts "$work/berth/"
-	--count-dirs "/var/lib/berth-bench/sandboxes,/var/lib/berth-bench/containers,$work/berth/sandboxes,$work/berth/containers,$work/berth/s")
-disk_dirs=/var/lib/berth-bench
-metrics_url=http://127.0.0.1:9191/metrics
-measure berth "unix://$work/berth.sock"
-metrics_url=
-stop_daemon
-rm -rf /var/lib/berth-bench
+	rm -rf /var/lib/berth-bench
+	rm -f "$work/berth.sock"
+	"$target"/release/berth --config "$work/berth.toml" 2>"$work/berth-$1.log" &
+	daemon_pid=$!
+	wait_socket "$work/berth.sock"
+	# Shims by their state dir; pause and containers by the churn's cgroup parent.
+	churn_args=(--cgroup-parent /bench-churn-berth --bridge berthbench0
+		--ipam-dir "$work/ipam-berthbench0/bench-berthbench0" --netns-dir "$work/berth/netns"
+		--count-procs "$work/berth/" --count-mounts "$work/berth/"
+		--count-dirs "/var/lib/berth-bench/sandboxes,/var/lib/berth-bench/containers,$work/berth/sandboxes,$work/berth/containers,$work/berth/s")
+	disk_dirs=/var/lib/berth-bench
+	metrics_url=http://127.0.0.1:9191/metrics
+	pod_slice=
+	[[ $1 == cgroupfs ]] || pod_slice=kubepods-besteffort
+	measure "$2" "unix://$work/berth.sock"
+	pod_slice=
+	metrics_url=
+	stop_daemon
+	[[ $1 == cgroupfs ]] || stop_pod_slices
+	rm -rf /var/lib/berth-bench
+}
+bench_berth cgroupfs berth
+if [[ " ${drivers[*]} " == *" systemd "* ]]; then
+	bench_berth systemd berth-systemd
+fi
 
 if wants contract; then
 	echo "== berth with max_expansion_ratio = 0 (no bound: what every runtime does by default)"
@@ -385,6 +418,11 @@ fi
 if [[ $with_containerd == 1 ]]; then
 	echo "== containerd $(containerd --version | awk '{print $3}') with runc $(runc --version | awk 'NR==1 {print $3}')"
 	write_net "$work/ctr-net.d" ctrbench0 10.78.0.0/16
+fi
+bench_containerd() { # DRIVER LABEL
+	echo "== containerd with runc on its $1 cgroup driver ($2)"
+	local systemd_cgroup=false
+	[[ $1 == cgroupfs ]] || systemd_cgroup=true
 	cat >"$work/containerd.toml" <<EOF
 version = 2
 root = "$work/containerd/root"
@@ -400,8 +438,13 @@ state = "$work/containerd/state"
     conf_dir = "$work/ctr-net.d"
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "$repo/critest-config/certs.d"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+      SystemdCgroup = $systemd_cgroup
 EOF
-	containerd --config "$work/containerd.toml" 2>"$work/containerd.log" &
+	rm -f "$work/containerd.sock"
+	containerd --config "$work/containerd.toml" 2>"$work/containerd-$1.log" &
 	daemon_pid=$!
 	wait_socket "$work/containerd.sock"
 	# Shims by the daemon socket in their command line; netns pins in /run/netns (cni-*).
@@ -411,9 +454,19 @@ EOF
 		--count-procs "$work/containerd.sock" --count-mounts "$work/containerd/,/run/netns/"
 		--count-dirs "$cri/sandboxes,$cri/containers,$work/containerd/state/io.containerd.runtime.v2.task/k8s.io")
 	disk_dirs=$work/containerd/root
-	measure containerd "unix://$work/containerd.sock"
+	pod_slice=
+	[[ $1 == cgroupfs ]] || pod_slice=kubepods-besteffort
+	measure "$2" "unix://$work/containerd.sock"
+	pod_slice=
 	stop_daemon
+	[[ $1 == cgroupfs ]] || stop_pod_slices
 	rm -rf "$work/containerd"
+}
+if [[ $with_containerd == 1 ]]; then
+	bench_containerd cgroupfs containerd
+	if [[ " ${drivers[*]} " == *" systemd "* ]]; then
+		bench_containerd systemd containerd-systemd
+	fi
 fi
 
 if wants pull; then
@@ -437,12 +490,13 @@ if wants pull; then
 	rm -rf "$work/x" "$blobs"
 fi
 
-# berth beside containerd: each median of both, and berth's share of containerd's.
+# berth beside containerd: each median of both, and berth's share of containerd's; where
+# both drivers ran, the same on the systemd driver and what systemd adds to berth's call.
 if [[ $with_containerd == 1 && -s $work/results ]]; then
 	echo "== side by side (median ms; shim+pause RSS MiB per pod): berth, containerd, berth/containerd"
 	awk '
 		function key(line) { sub(/^[^ ]+ +/, "", line); sub(/ +n=.*/, "", line); return line }
-		$1 == "berth" || $1 == "containerd" {
+		$1 == "berth" || $1 == "containerd" || $1 == "berth-systemd" || $1 == "containerd-systemd" {
 			if ($0 ~ / n=[0-9]+ +median /) {
 				for (i = 1; i < NF; i++) if ($i == "median") v[$1, key($0)] = $(i + 1)
 				if (!(key($0) in seen)) { seen[key($0)] = 1; order[++n] = key($0) }
@@ -451,11 +505,24 @@ if [[ $with_containerd == 1 && -s $work/results ]]; then
 				if (!("shim+pause RSS" in seen)) { seen["shim+pause RSS"] = 1; order[++n] = "shim+pause RSS" }
 			}
 		}
-		END {
+		function table(b_label, c_label,   j, k, b, c) {
 			for (j = 1; j <= n; j++) {
-				k = order[j]; b = v["berth", k]; c = v["containerd", k]
+				k = order[j]; b = v[b_label, k]; c = v[c_label, k]
 				if (b == "" || c == "") continue
 				printf "  %-22s %10.2f %10.2f   %.2f\n", k, b, c, (c > 0 ? b / c : 0)
+			}
+		}
+		END {
+			table("berth", "containerd")
+			for (j = 1; j <= n; j++) if (v["berth-systemd", order[j]] != "") sd = 1
+			if (!sd) exit
+			print "== systemd cgroup drivers (median ms): berth-systemd, containerd-systemd (runc, SystemdCgroup = true), berth-systemd/containerd-systemd"
+			table("berth-systemd", "containerd-systemd")
+			print "== what the systemd driver adds to berth (median ms): berth-systemd, berth (cgroupfs), difference"
+			for (j = 1; j <= n; j++) {
+				k = order[j]; s = v["berth-systemd", k]; b = v["berth", k]
+				if (s == "" || b == "") continue
+				printf "  %-22s %10.2f %10.2f   %+.2f\n", k, s, b, s - b
 			}
 		}' "$work/results"
 fi

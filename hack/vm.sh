@@ -20,7 +20,9 @@
 #       --timeout: a `timeout` duration (default 30m). A VM that does not boot or does
 #       not finish in time: a message, the console's tail and status 124 (timeout) or 125.
 #   Env: BERTH_VM_CPUS (2), BERTH_VM_MEM (4096, MiB), BERTH_VM_ACCEL (kvm|tcg: skip the
-#   detection), BERTH_VM_MIRROR / BERTH_VM_SECURITY_MIRROR (default: the ones apt uses).
+#   detection), BERTH_VM_MIRROR / BERTH_VM_SECURITY_MIRROR (default: the ones apt uses),
+#   BERTH_VM_CGROUP (v2, the default, or hybrid: systemd's cgroup v1 layout, booted with
+#   systemd.unified_cgroup_hierarchy=0, as on older nodes).
 set -euo pipefail
 
 # shellcheck source=hack/lib.sh
@@ -380,6 +382,12 @@ cmd_run() {
 	command -v qemu-system-x86_64 >/dev/null ||
 		berth_die "qemu-system-x86_64 is missing: hack/vm.sh build installs it (from bookworm-backports)"
 	[[ $kernel == 6.1 || $kernel == 6.12 ]] || berth_die "--kernel: 6.1 or 6.12, not $kernel"
+	local unified
+	case "${BERTH_VM_CGROUP:-v2}" in
+	v2) unified=1 ;;
+	hybrid) unified=0 ;;
+	*) berth_die "BERTH_VM_CGROUP: v2 or hybrid, not $BERTH_VM_CGROUP" ;;
+	esac
 	local image="$VM_DIR/current"
 	[[ -f $image/done ]] || berth_die "no VM image in $VM_DIR: run hack/vm.sh build first"
 	[[ "$(readlink "$image")" == "image-$(recipe_hash)" ]] ||
@@ -447,7 +455,7 @@ cmd_run() {
 	else
 		accel_args=(-accel tcg,thread=multi -cpu max)
 	fi
-	berth_log "booting Debian 12 with kernel $(cat "$image/version-$kernel") ($accel, $VM_CPUS vCPU, $VM_MEM MiB)"
+	berth_log "booting Debian 12 with kernel $(cat "$image/version-$kernel") ($accel, $VM_CPUS vCPU, $VM_MEM MiB, cgroup ${BERTH_VM_CGROUP:-v2})"
 
 	# The command's output comes on the second serial port, straight to our stdout; the
 	# console (kernel and systemd) goes to a file for when something fails.
@@ -463,7 +471,7 @@ cmd_run() {
 		-virtfs "local,path=$ctl,mount_tag=berth-ctl,security_model=none" \
 		"${virtfs[@]}" \
 		-kernel "$image/vmlinuz-$kernel" -initrd "$image/initrd-$kernel" \
-		-append "console=ttyS0 root=/dev/vda rw systemd.unified_cgroup_hierarchy=1 panic=-1 apparmor=1 security=apparmor quiet systemd.show_status=error systemd.mask=serial-getty@ttyS0.service systemd.mask=apparmor.service" \
+		-append "console=ttyS0 root=/dev/vda rw systemd.unified_cgroup_hierarchy=$unified panic=-1 apparmor=1 security=apparmor quiet systemd.show_status=error systemd.mask=serial-getty@ttyS0.service systemd.mask=apparmor.service" \
 		</dev/null &
 	qemu_pid=$!
 	# Until the guest says it has started, a hang (a kernel that never boots) ends early.

@@ -296,6 +296,18 @@ impl Cgroups {
         &self.hierarchies
     }
 
+    /// Whether `path` exists in every hierarchy.
+    pub fn exists(&self, path: &str) -> bool {
+        let Ok(relative) = relative_path(path) else {
+            return false;
+        };
+        !self.hierarchies.is_empty()
+            && self
+                .hierarchies
+                .iter()
+                .all(|h| h.mount_point.join(&relative).is_dir())
+    }
+
     /// Creates `path` in every hierarchy (`mkdir -p`), preparing each new level so that
     /// processes can join it (v1 cpuset: cpus/mems copied from the parent; v2: controllers
     /// delegated from the parents).

@@ -319,15 +319,17 @@ impl Systemd {
     /// Starts each slice of `slice_path` (`/a.slice/a-b.slice`) that does not exist yet,
     /// from the top: the last described as `description`, its parents as
     /// `parent_description`. Slices that exist (the kubelet's, or a parent shared with
-    /// other pods) are left as they are.
+    /// other pods) are left as they are; the first `present` are known to exist and cost
+    /// no call.
     pub async fn ensure_slice(
         &self,
         slice_path: &str,
+        present: usize,
         description: &str,
         parent_description: &str,
     ) -> Result<()> {
         let names: Vec<&str> = slice_path.split('/').filter(|p| !p.is_empty()).collect();
-        for (i, name) in names.iter().enumerate() {
+        for (i, name) in names.iter().enumerate().skip(present) {
             let last = i + 1 == names.len();
             let unit = TransientUnit {
                 name,

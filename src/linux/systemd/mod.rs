@@ -82,8 +82,15 @@ impl SystemdDriver {
         } else {
             parents.clone()
         };
+        // A slice whose cgroup exists is running: its StartTransientUnit would only
+        // answer UnitExists, a round trip per level and pod.
+        let (cgroups, path) = (self.cgroups.clone(), units.slice_path.clone());
+        let present = crate::error::blocking("cgroup task", move || {
+            Ok::<_, Error>(names::slices_present(&path, |p| cgroups.exists(p)))
+        })
+        .await?;
         self.systemd
-            .ensure_slice(&units.slice_path, &own, &parents)
+            .ensure_slice(&units.slice_path, present, &own, &parents)
             .await
             .map_err(Error::from)
     }
@@ -191,7 +198,10 @@ impl SystemdDriver {
                 .await
             {
                 Ok(()) if leftover.unknown => {
-                    tracing::warn!(unit = %leftover.unit, "sweep: stopped a systemd unit no record points to")
+                    tracing::warn!(unit = %leftover.unit, "sweep: stopped a systemd unit no record points to");
+                    if leftover.kind == UnitKind::Pod {
+                        self.remove_slice_cgroups(&leftover.unit).await;
+                    }
                 }
                 Ok(()) => {
                     tracing::warn!(unit = %leftover.unit, "sweep: reset a failed systemd unit")
@@ -202,6 +212,22 @@ impl SystemdDriver {
             }
         }
         leftovers
+    }
+}
+
+impl SystemdDriver {
+    /// What systemd leaves of a stopped pod slice of berth's: on cgroup v1 its directories
+    /// (and its scopes') in the hierarchies of controllers systemd does not manage
+    /// (net_cls, perf_event, ...), which berth's init made. Nothing is left on v2.
+    async fn remove_slice_cgroups(&self, slice: &str) {
+        let Ok(path) = expand_slice("sweep", slice) else {
+            return;
+        };
+        let cgroups = self.cgroups.clone();
+        let removed = crate::error::blocking("cgroup task", move || cgroups.remove(&path)).await;
+        if let Err(e) = removed {
+            tracing::error!(unit = %slice, error = %e, "sweep: could not remove a pod slice's cgroups");
+        }
     }
 }
 

@@ -83,8 +83,25 @@ impl PodUnits {
     /// prefix then names the scopes (its name part is per container, so it is ignored).
     pub fn from_parent(field: &'static str, parent: &str) -> Result<PodUnits, InvalidUnitName> {
         let mut parts = parent.splitn(3, ':');
-        let slice = parts.next().unwrap_or_default();
+        let given = parts.next().unwrap_or_default();
         let prefix = parts.next().filter(|p| !p.is_empty());
+        // The kubelet's systemd cgroup manager passes the slice's expanded cgroup path
+        // (`/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid>.slice`,
+        // critest `/test.slice`): its last component is the slice, and the rest must be
+        // where systemd puts that slice.
+        let slice = match given.rsplit_once('/') {
+            Some((_, last)) => {
+                if expand_slice(field, last)? != given {
+                    return Err(InvalidUnitName {
+                        field,
+                        name: parent.to_string(),
+                        reason: "a slice path must be where systemd puts its last slice (/a.slice/a-b.slice)",
+                    });
+                }
+                last
+            }
+            None => given,
+        };
         let slice_path = expand_slice(field, slice)?;
         let scope_prefix = match prefix {
             Some(p) if p.chars().all(valid_unit_char) && !p.contains('.') => p.to_string(),
@@ -138,6 +155,23 @@ impl PodUnits {
 pub fn unit_of_path(path: &str) -> Option<&str> {
     let last = path.trim_end_matches('/').rsplit('/').next()?;
     (last.ends_with(".scope") || last.ends_with(".slice")).then_some(last)
+}
+
+/// How many leading slices of `slice_path` (`/a.slice/a-b.slice`) exist already, by
+/// `exists` of each one's cgroup path. Those need no StartTransientUnit: a pod's parents
+/// are made for the first pod, and the kubelet makes a pod's slice before it asks.
+pub fn slices_present(slice_path: &str, exists: impl Fn(&str) -> bool) -> usize {
+    let mut path = String::new();
+    let mut present = 0;
+    for name in slice_path.split('/').filter(|p| !p.is_empty()) {
+        path.push('/');
+        path.push_str(name);
+        if !exists(&path) {
+            break;
+        }
+        present += 1;
+    }
+    present
 }
 
 /// What a unit of berth's holds; with the instance (berth's state dir) and the id, its
@@ -195,6 +229,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn slices_present_counts_the_existing_levels_from_the_top_only() {
+        let path = "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice";
+        let made = [
+            "/kubepods.slice",
+            "/kubepods.slice/kubepods-besteffort.slice",
+        ];
+        assert_eq!(slices_present(path, |p| made.contains(&p)), 2);
+        assert_eq!(slices_present(path, |_| true), 3);
+        assert_eq!(slices_present(path, |_| false), 0);
+        // A level below a missing one is not counted: its parent must be started first.
+        let below = |p: &str| p != "/kubepods.slice";
+        assert_eq!(slices_present(path, below), 0);
+        assert_eq!(slices_present("/", |_| true), 0);
+    }
+
+    #[test]
     fn a_kubelet_pod_slice_expands_to_its_parents() {
         assert_eq!(
             expand_slice("cgroup_parent", "kubepods-burstable-pod1234_5678.slice").unwrap(),
@@ -245,6 +295,31 @@ mod tests {
         assert_eq!(runc.scope("abc"), "cri-berth-abc.scope");
         assert!(PodUnits::from_parent("cgroup_parent", "system.slice:a/b:x").is_err());
         assert!(PodUnits::from_parent("cgroup_parent", "/kubepods/pod1").is_err());
+    }
+
+    #[test]
+    fn the_kubelets_expanded_slice_path_names_its_last_slice() {
+        let kubelet = PodUnits::from_parent(
+            "cgroup_parent",
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod9.slice",
+        )
+        .unwrap();
+        assert_eq!(kubelet.slice, "kubepods-besteffort-pod9.slice");
+        assert_eq!(
+            kubelet.slice_path,
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod9.slice"
+        );
+        // critest's parent under the systemd driver.
+        let critest = PodUnits::from_parent("cgroup_parent", "/test.slice").unwrap();
+        assert_eq!(critest.slice, "test.slice");
+        assert_eq!(critest.scope_path("abc"), "/test.slice/berth-abc.scope");
+        // A path systemd would not give that slice, and paths without a slice at the end.
+        let err =
+            PodUnits::from_parent("cgroup_parent", "/other.slice/kubepods-pod9.slice").unwrap_err();
+        assert!(err.to_string().contains("cgroup_parent"), "{err}");
+        assert!(err.to_string().contains("where systemd puts"), "{err}");
+        assert!(PodUnits::from_parent("cgroup_parent", "/").is_err());
+        assert!(PodUnits::from_parent("cgroup_parent", "/kubepods.slice/").is_err());
     }
 
     #[test]
