@@ -60,6 +60,13 @@ impl From<CgroupError> for crate::Error {
 
 type Result<T, E = CgroupError> = std::result::Result<T, E>;
 
+/// Whether `err` says the cgroup is not there: missing, or removed while it was being read
+/// (kernfs answers ENODEV on a file of a cgroup that went away after it was opened, as a
+/// systemd scope does once its last process exits).
+fn cgroup_gone(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::NotFound || err.raw_os_error() == Some(libc::ENODEV)
+}
+
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CgroupError + 'a {
     move |source| CgroupError::Io {
         op,
@@ -465,7 +472,7 @@ fn collect_procs(dir: &Path, pids: &mut BTreeSet<i32>) -> Result<()> {
     let procs = dir.join("cgroup.procs");
     match fs::read_to_string(&procs) {
         Ok(text) => pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if cgroup_gone(&e) => return Ok(()),
         Err(e) => return Err(io_err("read", &procs)(e)),
     }
     for child in subdirectories(dir)? {
@@ -477,7 +484,7 @@ fn collect_procs(dir: &Path, pids: &mut BTreeSet<i32>) -> Result<()> {
 fn subdirectories(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if cgroup_gone(&e) => return Ok(Vec::new()),
         Err(e) => return Err(io_err("read dir", dir)(e)),
     };
     let mut dirs = Vec::new();
@@ -618,6 +625,13 @@ mod tests {
         );
         assert!(controllers_to_enable("cpu", "cpu").is_empty());
         assert!(controllers_to_enable("", "").is_empty());
+    }
+
+    #[test]
+    fn a_cgroup_removed_while_read_counts_as_gone() {
+        assert!(cgroup_gone(&io::Error::from_raw_os_error(libc::ENODEV)));
+        assert!(cgroup_gone(&io::Error::from(io::ErrorKind::NotFound)));
+        assert!(!cgroup_gone(&io::Error::from_raw_os_error(libc::EACCES)));
     }
 
     #[test]

@@ -9,14 +9,13 @@
 //! really empty, or which processes would not die.
 
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::{CgroupError, Cgroups, Result, collect_procs, io_err, relative_path};
+use super::{CgroupError, Cgroups, Result, cgroup_gone, collect_procs, io_err, relative_path};
 
 /// How long a v1 freeze may take to settle before the sweep kills anyway (a task in
 /// uninterruptible sleep can hold a cgroup in FREEZING).
@@ -99,7 +98,7 @@ fn freeze_kill_thaw(dir: &Path) -> Result<()> {
     match fs::write(&state, "FROZEN") {
         Ok(()) => {}
         // Removed meanwhile: its processes are gone with it.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if cgroup_gone(&e) => return Ok(()),
         Err(e) => return Err(io_err("write", &state)(e)),
     }
     let _thaw = Thaw(&state);
