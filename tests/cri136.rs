@@ -518,27 +518,19 @@ async fn user_namespaces_host_network_is_reported_false_because_such_a_pod_is_re
         .into_inner();
     let features = status.features.expect("RuntimeFeatures");
     assert!(!features.user_namespaces_host_network);
-    let mapping = vec![cri::IdMapping {
-        host_id: 100_000,
-        container_id: 0,
-        length: 65_536,
-    }];
     let mut config = pod_config("userns-hostnet");
-    config.linux = Some(cri::LinuxPodSandboxConfig {
-        security_context: Some(cri::LinuxSandboxSecurityContext {
-            namespace_options: Some(cri::NamespaceOption {
-                network: cri::NamespaceMode::Node as i32,
-                userns_options: Some(cri::UserNamespace {
-                    mode: cri::NamespaceMode::Pod as i32,
-                    uids: mapping.clone(),
-                    gids: mapping,
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    with_userns(
+        &mut config,
+        userns_options(cri::NamespaceMode::Pod, &[(0, 100_000, 65_536)]),
+    );
+    if let Some(options) = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        options.network = cri::NamespaceMode::Node as i32;
+    }
     let err = run_pod(&mut rt, config).await.unwrap_err();
     assert_eq!(
         err.code(),
@@ -933,26 +925,11 @@ async fn image_volumes_show_the_image_read_only_whole_or_by_sub_path_and_hold_it
 #[tokio::test(flavor = "multi_thread")]
 async fn image_volumes_in_a_user_namespace_pod_show_the_images_files_owned_by_the_pods_root() {
     let daemon = TestDaemon::start().await;
-    let mapping = vec![cri::IdMapping {
-        host_id: 300_000,
-        container_id: 0,
-        length: 65_536,
-    }];
     let (mut rt, pod) = busybox_pod_with(&daemon, "imgvol-userns", |config| {
-        config.linux = Some(cri::LinuxPodSandboxConfig {
-            security_context: Some(cri::LinuxSandboxSecurityContext {
-                namespace_options: Some(cri::NamespaceOption {
-                    userns_options: Some(cri::UserNamespace {
-                        mode: cri::NamespaceMode::Pod as i32,
-                        uids: mapping.clone(),
-                        gids: mapping,
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+        with_userns(
+            config,
+            userns_options(cri::NamespaceMode::Pod, &[(0, 300_000, 65_536)]),
+        )
     })
     .await;
     let layers = format!("{}/berth-test/layers:v1", registry());
