@@ -27,6 +27,7 @@ use super::bundle;
 use super::fifo::{self, StdioPaths};
 use super::publish::{self, Publisher};
 use crate::shim::error::ApiError;
+use crate::shim::idle::Activity;
 use crate::shim::exec_start::ExecStartError;
 use crate::shim::process::{CREATE_TIMEOUT, StdioSource, read_cgroups_path};
 use crate::shim::shared::Shared;
@@ -58,6 +59,8 @@ struct ExecEntry {
 pub struct TaskService {
     shared: Arc<Shared>,
     publisher: Publisher,
+    /// Touched by every request, so the shim gives back the code pages once quiet.
+    activity: Arc<Activity>,
     tasks: Mutex<HashMap<String, TaskEntry>>,
 }
 
@@ -91,6 +94,7 @@ impl TaskService {
         TaskService {
             shared,
             publisher,
+            activity: Activity::spawn_trimmer(),
             tasks: Mutex::default(),
         }
     }
@@ -108,6 +112,7 @@ impl TaskService {
     pub fn forward_exits(&self) {
         let mut exits = self.shared.subscribe_exits();
         let publisher = self.publisher.clone();
+        let activity = self.activity.clone();
         tokio::spawn(async move {
             loop {
                 let exit = match exits.recv().await {
@@ -115,6 +120,7 @@ impl TaskService {
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 };
+                activity.touch();
                 if exit.oom_killed {
                     publisher.publish(publish::task_oom(&exit.id));
                 }
@@ -281,10 +287,12 @@ impl TaskService {
             exec.exit.clone()
         };
         let publisher = self.publisher.clone();
+        let activity = self.activity.clone();
         let (container, exec) = (id.to_string(), exec_id.to_string());
         let exit = started.exit;
         tokio::spawn(async move {
             let code = exit.await.unwrap_or(255);
+            activity.touch();
             let at = crate::linux::process::now_unix_nanos();
             exit_sender.send_replace(Some((code as u32, at)));
             publisher.publish(publish::task_exit(
@@ -345,6 +353,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         request: CreateTaskRequest,
     ) -> TtrpcResult<CreateTaskResponse> {
+        self.activity.touch();
         let pid = self.create_task(request).await?;
         let mut response = CreateTaskResponse::new();
         response.pid = pid;
@@ -356,6 +365,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         request: StartRequest,
     ) -> TtrpcResult<StartResponse> {
+        self.activity.touch();
         let pid = match exec_id_of(&request.exec_id) {
             Some(exec_id) => self.start_exec(&request.id, exec_id).await?,
             None => {
@@ -382,6 +392,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         request: StateRequest,
     ) -> TtrpcResult<StateResponse> {
+        self.activity.touch();
         let mut response = StateResponse::new();
         response.id = request.id.clone();
         let tasks = self.tasks();
@@ -429,6 +440,7 @@ impl Task for TaskService {
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, request: KillRequest) -> TtrpcResult<Empty> {
+        self.activity.touch();
         if let Some(exec_id) = exec_id_of(&request.exec_id) {
             let (pid, exited) = {
                 let tasks = self.tasks();
@@ -461,6 +473,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         request: DeleteRequest,
     ) -> TtrpcResult<DeleteResponse> {
+        self.activity.touch();
         let mut response = DeleteResponse::new();
         if let Some(exec_id) = exec_id_of(&request.exec_id) {
             let mut tasks = self.tasks();
@@ -521,6 +534,7 @@ impl Task for TaskService {
     }
 
     async fn wait(&self, _ctx: &TtrpcContext, request: WaitRequest) -> TtrpcResult<WaitResponse> {
+        self.activity.touch();
         let mut response = WaitResponse::new();
         if let Some(exec_id) = exec_id_of(&request.exec_id) {
             let mut exit = {
@@ -560,6 +574,7 @@ impl Task for TaskService {
     }
 
     async fn exec(&self, _ctx: &TtrpcContext, request: ExecProcessRequest) -> TtrpcResult<Empty> {
+        self.activity.touch();
         let process: serde_json::Value = serde_json::from_slice(&request.spec.value)
             .map_err(|e| invalid(format!("exec {}: process spec: {e}", request.exec_id)))?;
         if request.exec_id.is_empty() || request.exec_id.contains('/') {
@@ -602,6 +617,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         request: ResizePtyRequest,
     ) -> TtrpcResult<Empty> {
+        self.activity.touch();
         let tasks = self.tasks();
         let task = tasks
             .get(&request.id)
@@ -626,6 +642,7 @@ impl Task for TaskService {
     }
 
     async fn close_io(&self, _ctx: &TtrpcContext, request: CloseIORequest) -> TtrpcResult<Empty> {
+        self.activity.touch();
         // The process reads containerd's stdin FIFO itself (or the copy task does, with a
         // terminal): it sees EOF when containerd closes its end. Nothing to close here.
         if !self.tasks().contains_key(&request.id) {
@@ -635,6 +652,7 @@ impl Task for TaskService {
     }
 
     async fn pids(&self, _ctx: &TtrpcContext, request: PidsRequest) -> TtrpcResult<PidsResponse> {
+        self.activity.touch();
         let bundle_dir = self
             .tasks()
             .get(&request.id)
@@ -666,6 +684,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         request: ConnectRequest,
     ) -> TtrpcResult<ConnectResponse> {
+        self.activity.touch();
         let mut response = ConnectResponse::new();
         response.shim_pid = std::process::id();
         response.task_pid = self
@@ -677,6 +696,7 @@ impl Task for TaskService {
     }
 
     async fn shutdown(&self, _ctx: &TtrpcContext, _request: ShutdownRequest) -> TtrpcResult<Empty> {
+        self.activity.touch();
         // One shim serves the pod's tasks: it goes once the last is deleted.
         if self.is_empty() {
             self.shared.shutdown.notify_one();
@@ -689,6 +709,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         request: StatsRequest,
     ) -> TtrpcResult<StatsResponse> {
+        self.activity.touch();
         let bundle_dir = self
             .tasks()
             .get(&request.id)
@@ -712,6 +733,7 @@ impl Task for TaskService {
     }
 
     async fn update(&self, _ctx: &TtrpcContext, request: UpdateTaskRequest) -> TtrpcResult<Empty> {
+        self.activity.touch();
         let bundle_dir = self
             .tasks()
             .get(&request.id)
@@ -742,6 +764,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         _request: containerd_shim_protos::api::PauseRequest,
     ) -> TtrpcResult<Empty> {
+        self.activity.touch();
         Err(unimplemented("Pause"))
     }
 
@@ -750,6 +773,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         _request: containerd_shim_protos::api::ResumeRequest,
     ) -> TtrpcResult<Empty> {
+        self.activity.touch();
         Err(unimplemented("Resume"))
     }
 
@@ -758,6 +782,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         _request: containerd_shim_protos::api::CheckpointTaskRequest,
     ) -> TtrpcResult<Empty> {
+        self.activity.touch();
         Err(unimplemented("Checkpoint"))
     }
 }
