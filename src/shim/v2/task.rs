@@ -24,7 +24,7 @@ use nix::unistd::Pid;
 use tokio::sync::watch;
 
 use super::bundle;
-use super::fifo::{self, StdioPaths};
+use super::fifo::{self, StdinCloser, StdioPaths};
 use super::publish::{self, Publisher};
 use crate::shim::error::ApiError;
 use crate::shim::idle::Activity;
@@ -43,6 +43,7 @@ struct TaskEntry {
     /// Rootfs mounts were made at `<bundle>/rootfs` and are undone on Delete.
     mounted: bool,
     console: Option<OwnedFd>,
+    stdin: StdinCloser,
     execs: HashMap<String, ExecEntry>,
 }
 
@@ -52,6 +53,7 @@ struct ExecEntry {
     stdio: StdioPaths,
     pid: i32,
     console: Option<OwnedFd>,
+    stdin: StdinCloser,
     /// (exit status, exited at) once it exited.
     exit: watch::Sender<Option<(u32, i64)>>,
 }
@@ -177,7 +179,7 @@ impl TaskService {
             }
             err
         };
-        let child = fifo::child_stdio(&stdio_paths).map_err(|e| {
+        let (child, stdin) = fifo::child_stdio(&stdio_paths).map_err(|e| {
             undo_mounts(status(ApiError::Io {
                 what: "open stdio".into(),
                 source: e,
@@ -196,9 +198,9 @@ impl TaskService {
             )
             .await
             .map_err(|e| undo_mounts(status(e)))?;
-        let console = match created.console {
+        let (console, stdin) = match created.console {
             Some(master) => match fifo::copy_console(master, &stdio_paths) {
-                Ok(master) => Some(master),
+                Ok((master, stdin)) => (Some(master), stdin),
                 Err(e) => {
                     let _ = self.shared.kill_process(id, Signal::SIGKILL as u32, false);
                     return Err(undo_mounts(status(ApiError::Io {
@@ -207,7 +209,7 @@ impl TaskService {
                     })));
                 }
             },
-            None => None,
+            None => (None, stdin),
         };
         self.tasks().insert(
             id.to_string(),
@@ -216,6 +218,7 @@ impl TaskService {
                 stdio: stdio_paths,
                 mounted,
                 console,
+                stdin,
                 execs: HashMap::new(),
             },
         );
@@ -239,7 +242,7 @@ impl TaskService {
             }
             (exec.process.clone(), exec.stdio.clone())
         };
-        let child = fifo::child_stdio(&stdio_paths).map_err(|e| {
+        let (child, stdin) = fifo::child_stdio(&stdio_paths).map_err(|e| {
             status(ApiError::Io {
                 what: "open stdio".into(),
                 source: e,
@@ -266,14 +269,17 @@ impl TaskService {
             }
             Err(ExecStartError::Api(e)) => return Err(status(e)),
         };
-        let console = match started.console {
-            Some(master) => Some(fifo::copy_console(master, &stdio_paths).map_err(|e| {
-                status(ApiError::Io {
-                    what: "copy the terminal".into(),
-                    source: e,
-                })
-            })?),
-            None => None,
+        let (console, stdin) = match started.console {
+            Some(master) => {
+                let (master, stdin) = fifo::copy_console(master, &stdio_paths).map_err(|e| {
+                    status(ApiError::Io {
+                        what: "copy the terminal".into(),
+                        source: e,
+                    })
+                })?;
+                (Some(master), stdin)
+            }
+            None => (None, stdin),
         };
         let pid = started.pid;
         let exit_sender = {
@@ -284,6 +290,7 @@ impl TaskService {
                 .ok_or_else(|| not_found(&format!("{id}/{exec_id}")))?;
             exec.pid = pid;
             exec.console = console;
+            exec.stdin = stdin;
             exec.exit.clone()
         };
         let publisher = self.publisher.clone();
@@ -603,6 +610,7 @@ impl Task for TaskService {
                     },
                     pid: 0,
                     console: None,
+                    stdin: StdinCloser::default(),
                     exit: watch::Sender::new(None),
                 },
             );
@@ -643,10 +651,24 @@ impl Task for TaskService {
 
     async fn close_io(&self, _ctx: &TtrpcContext, request: CloseIORequest) -> TtrpcResult<Empty> {
         self.activity.touch();
-        // The process reads containerd's stdin FIFO itself (or the copy task does, with a
-        // terminal): it sees EOF when containerd closes its end. Nothing to close here.
-        if !self.tasks().contains_key(&request.id) {
-            return Err(not_found(&request.id));
+        // containerd keeps its end of the stdin FIFO (another attach may come): the
+        // process's stdin ends here, whatever containerd does with the FIFO.
+        let mut tasks = self.tasks();
+        let task = tasks
+            .get_mut(&request.id)
+            .ok_or_else(|| not_found(&request.id))?;
+        let stdin = match exec_id_of(&request.exec_id) {
+            Some(exec_id) => {
+                &mut task
+                    .execs
+                    .get_mut(exec_id)
+                    .ok_or_else(|| not_found(&format!("{}/{exec_id}", request.id)))?
+                    .stdin
+            }
+            None => &mut task.stdin,
+        };
+        if request.stdin {
+            stdin.close();
         }
         Ok(Empty::new())
     }
