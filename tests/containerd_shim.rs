@@ -908,7 +908,15 @@ impl DirectShim {
         let reap = KillShimsOnDrop(address.to_string_lossy().into_owned());
         let rootfs = busybox_rootfs(dir.path());
         let cgroup_parent = format!("/berth-shimv2-{}", std::process::id());
-        let (bundle, mount) = write_bundle(dir.path(), &rootfs, group, &cgroup_parent, first, args, false);
+        let (bundle, mount) = write_bundle(
+            dir.path(),
+            &rootfs,
+            group,
+            &cgroup_parent,
+            first,
+            args,
+            false,
+        );
         let output = Command::new(bin.join(SHIM_NAME))
             .args(["-namespace", "test", "-address"])
             .arg(&address)
@@ -1144,7 +1152,8 @@ fn close_io_ends_the_tasks_stdin_while_containerd_keeps_its_end_open() {
 
 #[test]
 fn delete_after_the_shim_was_killed_reports_the_exit_the_shim_recorded() {
-    let (shim, exits, exits_mount) = DirectShim::start("dead", "exits3", &["/bin/sh", "-c", "exit 3"]);
+    let (shim, exits, exits_mount) =
+        DirectShim::start("dead", "exits3", &["/bin/sh", "-c", "exit 3"]);
     shim.create("exits3", &exits, exits_mount, "", "");
     shim.start_task("exits3");
     let mut wait = WaitRequest::new();
@@ -1170,7 +1179,11 @@ fn delete_after_the_shim_was_killed_reports_the_exit_the_shim_recorded() {
     assert_eq!(deleted.exit_status, 3, "{deleted:?}");
     // The other was still running: `delete` killed it.
     let deleted = shim.delete_command("sleeper", &sleeper);
-    assert_eq!(deleted.exit_status, 128 + libc::SIGKILL as u32, "{deleted:?}");
+    assert_eq!(
+        deleted.exit_status,
+        128 + libc::SIGKILL as u32,
+        "{deleted:?}"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while common::process_exists(sleeper_pid) {
         assert!(Instant::now() < deadline, "the sleeper outlived delete");

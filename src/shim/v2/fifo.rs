@@ -10,6 +10,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::Stdio;
 
+use containerd_shim_protos::api::StateResponse;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe::{Receiver, Sender};
 use tokio::sync::oneshot;
@@ -23,6 +24,16 @@ pub struct StdioPaths {
     pub stdout: String,
     pub stderr: String,
     pub terminal: bool,
+}
+
+impl StdioPaths {
+    /// The paths as the State answer reports them.
+    pub fn fill_state(&self, response: &mut StateResponse) {
+        response.stdin = self.stdin.clone();
+        response.stdout = self.stdout.clone();
+        response.stderr = self.stderr.clone();
+        response.terminal = self.terminal;
+    }
 }
 
 /// A plain path, or `file://` one; other schemes (containerd's logging binaries) are not

@@ -8,14 +8,16 @@
 //! table, reaper and `berth init` (see `crate::shim`) behind containerd's Task API
 //! (`task`), with task events forwarded to containerd (`publish`). `delete` cleans up
 //! after a shim that died. Bundles are checked and their rootfs mounted in `bundle`,
-//! stdio FIFOs opened in `fifo`, Stats and Update translated in `stats`, the command line
+//! stdio FIFOs opened in `fifo`, execs kept in `exec`, Stats and Update translated in `stats`, the command line
 //! parsed in `cmdline`.
 
 pub mod bundle;
 pub mod cmdline;
+mod exec;
 mod fifo;
 mod publish;
 mod stats;
+mod status;
 mod task;
 
 use std::fs::{self, OpenOptions};

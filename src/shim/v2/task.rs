@@ -1,7 +1,6 @@
 //! containerd's Task service (`containerd.task.v2.Task`) over the pod shim's process
 //! table: a task is a process of `Shared` created from containerd's bundle by `berth
-//! init`; an exec is an exec through init with the process containerd sent. Each call
-//! maps its error to a ttrpc code in `status`.
+//! init`; its execs live in `exec`. Each call maps its error to a ttrpc code in `status`.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -19,17 +18,16 @@ use containerd_shim_protos::api::{
 };
 use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use tokio::sync::watch;
+use nix::sys::signal::Signal;
 
 use super::bundle;
+use super::exec::{self, Exec, ExitFollower};
 use super::fifo::{self, StdinCloser, StdioPaths};
 use super::publish::{self, Publisher};
+use super::status::{TtrpcResult, invalid, not_found, status, unimplemented};
 use crate::shim::error::ApiError;
 use crate::shim::idle::Activity;
-use crate::shim::exec_start::ExecStartError;
-use crate::shim::process::{CREATE_TIMEOUT, StdioSource, read_cgroups_path};
+use crate::shim::process::{StdioSource, read_cgroups_path};
 use crate::shim::shared::Shared;
 use crate::shim_api::ProcessStatus;
 
@@ -44,18 +42,7 @@ struct TaskEntry {
     mounted: bool,
     console: Option<OwnedFd>,
     stdin: StdinCloser,
-    execs: HashMap<String, ExecEntry>,
-}
-
-/// An exec containerd added; it runs once started.
-struct ExecEntry {
-    process: serde_json::Value,
-    stdio: StdioPaths,
-    pid: i32,
-    console: Option<OwnedFd>,
-    stdin: StdinCloser,
-    /// (exit status, exited at) once it exited.
-    exit: watch::Sender<Option<(u32, i64)>>,
+    execs: HashMap<String, Exec>,
 }
 
 pub struct TaskService {
@@ -64,31 +51,6 @@ pub struct TaskService {
     /// Touched by every request, so the shim gives back the code pages once quiet.
     activity: Arc<Activity>,
     tasks: Mutex<HashMap<String, TaskEntry>>,
-}
-
-type TtrpcResult<T> = ttrpc::Result<T>;
-
-/// The ttrpc status of an error: the shim's own mapping to gRPC codes, whose numbers
-/// ttrpc shares.
-fn status(err: ApiError) -> ttrpc::Error {
-    let code = <ttrpc::Code as containerd_shim_protos::protobuf::Enum>::from_i32(err.code() as i32)
-        .unwrap_or(ttrpc::Code::INTERNAL);
-    ttrpc::Error::RpcStatus(ttrpc::get_status(code, err.chain()))
-}
-
-fn invalid(message: impl Into<String>) -> ttrpc::Error {
-    status(ApiError::InvalidArgument(message.into()))
-}
-
-fn not_found(what: &str) -> ttrpc::Error {
-    status(ApiError::NotFound(what.to_string()))
-}
-
-fn unimplemented(what: &str) -> ttrpc::Error {
-    ttrpc::Error::RpcStatus(ttrpc::get_status(
-        ttrpc::Code::UNIMPLEMENTED,
-        format!("{what} is not implemented by berth's shim"),
-    ))
 }
 
 impl TaskService {
@@ -229,90 +191,37 @@ impl TaskService {
     }
 
     async fn start_exec(&self, id: &str, exec_id: &str) -> Result<u32, ttrpc::Error> {
-        let (process, stdio_paths) = {
-            let tasks = self.tasks();
-            let exec = tasks
-                .get(id)
-                .and_then(|t| t.execs.get(exec_id))
-                .ok_or_else(|| not_found(&format!("{id}/{exec_id}")))?;
-            if exec.pid != 0 {
-                return Err(status(ApiError::FailedPrecondition(format!(
-                    "exec {exec_id} was started already"
-                ))));
-            }
-            (exec.process.clone(), exec.stdio.clone())
-        };
-        let (child, stdin) = fifo::child_stdio(&stdio_paths).map_err(|e| {
-            status(ApiError::Io {
-                what: "open stdio".into(),
-                source: e,
-            })
-        })?;
-        let deadline = tokio::time::Instant::now() + CREATE_TIMEOUT;
-        let started = self
-            .shared
-            .start_exec_with(
-                id,
-                exec_id,
-                |_| Ok(process),
-                stdio_paths.terminal,
-                child,
-                deadline,
-            )
-            .await;
-        let started = match started {
-            Ok(started) => started,
-            Err(ExecStartError::TimedOut) => {
-                return Err(status(ApiError::DeadlineExceeded(format!(
-                    "exec {exec_id} did not start within {CREATE_TIMEOUT:?}"
-                ))));
-            }
-            Err(ExecStartError::Api(e)) => return Err(status(e)),
-        };
-        let (console, stdin) = match started.console {
-            Some(master) => {
-                let (master, stdin) = fifo::copy_console(master, &stdio_paths).map_err(|e| {
-                    status(ApiError::Io {
-                        what: "copy the terminal".into(),
-                        source: e,
-                    })
-                })?;
-                (Some(master), stdin)
-            }
-            None => (None, stdin),
-        };
+        let (process, stdio_paths) = self.with_exec(id, exec_id, |exec| exec.to_start(exec_id))?;
+        let started = exec::start(&self.shared, id, exec_id, process, &stdio_paths).await?;
         let pid = started.pid;
-        let exit_sender = {
-            let mut tasks = self.tasks();
-            let exec = tasks
-                .get_mut(id)
-                .and_then(|t| t.execs.get_mut(exec_id))
-                .ok_or_else(|| not_found(&format!("{id}/{exec_id}")))?;
-            exec.pid = pid;
-            exec.console = console;
-            exec.stdin = stdin;
-            exec.exit.clone()
+        let follow = ExitFollower {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            publisher: self.publisher.clone(),
+            activity: self.activity.clone(),
         };
-        let publisher = self.publisher.clone();
-        let activity = self.activity.clone();
-        let (container, exec) = (id.to_string(), exec_id.to_string());
-        let exit = started.exit;
-        tokio::spawn(async move {
-            let code = exit.await.unwrap_or(255);
-            activity.touch();
-            let at = crate::linux::process::now_unix_nanos();
-            exit_sender.send_replace(Some((code as u32, at)));
-            publisher.publish(publish::task_exit(
-                &container,
-                &exec,
-                pid as u32,
-                code as u32,
-                at,
-            ));
-        });
+        self.with_exec(id, exec_id, |exec| {
+            exec.record_start(started, follow);
+            Ok(())
+        })?;
         self.publisher
             .publish(publish::exec_started(id, exec_id, pid as u32));
         Ok(pid as u32)
+    }
+
+    /// Runs `f` on exec `exec_id` of task `id` under the table's lock.
+    fn with_exec<T>(
+        &self,
+        id: &str,
+        exec_id: &str,
+        f: impl FnOnce(&mut Exec) -> Result<T, ttrpc::Error>,
+    ) -> Result<T, ttrpc::Error> {
+        let mut tasks = self.tasks();
+        let exec = tasks
+            .get_mut(id)
+            .and_then(|t| t.execs.get_mut(exec_id))
+            .ok_or_else(|| not_found(&format!("{id}/{exec_id}")))?;
+        f(exec)
     }
 
     /// The task's cgroup: every process in it (and below) killed, the cgroup removed.
@@ -408,27 +317,13 @@ impl Task for TaskService {
             .ok_or_else(|| not_found(&request.id))?;
         response.bundle = task.bundle.to_string_lossy().into_owned();
         if let Some(exec_id) = exec_id_of(&request.exec_id) {
-            let exec = task
-                .execs
+            task.execs
                 .get(exec_id)
-                .ok_or_else(|| not_found(&format!("{}/{exec_id}", request.id)))?;
-            response.exec_id = exec_id.to_string();
-            response.pid = exec.pid.max(0) as u32;
-            fill_stdio(&mut response, &exec.stdio);
-            let exit = *exec.exit.borrow();
-            let state = match (exec.pid, exit) {
-                (_, Some((code, at))) => {
-                    response.exit_status = code;
-                    response.exited_at = Some(publish::timestamp(at)).into();
-                    TaskStatus::STOPPED
-                }
-                (0, None) => TaskStatus::CREATED,
-                _ => TaskStatus::RUNNING,
-            };
-            response.status = state.into();
+                .ok_or_else(|| not_found(&format!("{}/{exec_id}", request.id)))?
+                .fill_state(exec_id, &mut response);
             return Ok(response);
         }
-        fill_stdio(&mut response, &task.stdio);
+        task.stdio.fill_state(&mut response);
         drop(tasks);
         let state = self.shared.process_state(&request.id).map_err(status)?;
         response.pid = state.pid;
@@ -449,21 +344,7 @@ impl Task for TaskService {
     async fn kill(&self, _ctx: &TtrpcContext, request: KillRequest) -> TtrpcResult<Empty> {
         self.activity.touch();
         if let Some(exec_id) = exec_id_of(&request.exec_id) {
-            let (pid, exited) = {
-                let tasks = self.tasks();
-                let exec = tasks
-                    .get(&request.id)
-                    .and_then(|t| t.execs.get(exec_id))
-                    .ok_or_else(|| not_found(&format!("{}/{exec_id}", request.id)))?;
-                (exec.pid, exec.exit.borrow().is_some())
-            };
-            if pid > 0 && !exited {
-                let signal = i32::try_from(request.signal)
-                    .ok()
-                    .and_then(|s| Signal::try_from(s).ok())
-                    .ok_or_else(|| invalid(format!("invalid signal {}", request.signal)))?;
-                let _ = kill(Pid::from_raw(pid), signal);
-            }
+            self.with_exec(&request.id, exec_id, |exec| exec.signal(request.signal))?;
             return Ok(Empty::new());
         }
         if !self.tasks().contains_key(&request.id) {
@@ -481,30 +362,20 @@ impl Task for TaskService {
         request: DeleteRequest,
     ) -> TtrpcResult<DeleteResponse> {
         self.activity.touch();
-        let mut response = DeleteResponse::new();
         if let Some(exec_id) = exec_id_of(&request.exec_id) {
             let mut tasks = self.tasks();
             let task = tasks
                 .get_mut(&request.id)
                 .ok_or_else(|| not_found(&request.id))?;
-            let exec = task
+            let response = task
                 .execs
                 .get(exec_id)
-                .ok_or_else(|| not_found(&format!("{}/{exec_id}", request.id)))?;
-            let exit = *exec.exit.borrow();
-            if exec.pid > 0 && exit.is_none() {
-                return Err(status(ApiError::FailedPrecondition(format!(
-                    "exec {exec_id} is running"
-                ))));
-            }
-            response.pid = exec.pid.max(0) as u32;
-            if let Some((code, at)) = exit {
-                response.exit_status = code;
-                response.exited_at = Some(publish::timestamp(at)).into();
-            }
+                .ok_or_else(|| not_found(&format!("{}/{exec_id}", request.id)))?
+                .delete_response(exec_id)?;
             task.execs.remove(exec_id);
             return Ok(response);
         }
+        let mut response = DeleteResponse::new();
         let bundle_dir = {
             let tasks = self.tasks();
             let task = tasks
@@ -544,14 +415,8 @@ impl Task for TaskService {
         self.activity.touch();
         let mut response = WaitResponse::new();
         if let Some(exec_id) = exec_id_of(&request.exec_id) {
-            let mut exit = {
-                let tasks = self.tasks();
-                let exec = tasks
-                    .get(&request.id)
-                    .and_then(|t| t.execs.get(exec_id))
-                    .ok_or_else(|| not_found(&format!("{}/{exec_id}", request.id)))?;
-                exec.exit.subscribe()
-            };
+            let mut exit =
+                self.with_exec(&request.id, exec_id, |exec| Ok(exec.subscribe_exit()))?;
             let done = exit
                 .wait_for(Option::is_some)
                 .await
@@ -598,22 +463,14 @@ impl Task for TaskService {
                     request.id, request.exec_id
                 ))));
             }
-            task.execs.insert(
-                request.exec_id.clone(),
-                ExecEntry {
-                    process,
-                    stdio: StdioPaths {
-                        stdin: request.stdin.clone(),
-                        stdout: request.stdout.clone(),
-                        stderr: request.stderr.clone(),
-                        terminal: request.terminal,
-                    },
-                    pid: 0,
-                    console: None,
-                    stdin: StdinCloser::default(),
-                    exit: watch::Sender::new(None),
-                },
-            );
+            let stdio = StdioPaths {
+                stdin: request.stdin.clone(),
+                stdout: request.stdout.clone(),
+                stderr: request.stderr.clone(),
+                terminal: request.terminal,
+            };
+            task.execs
+                .insert(request.exec_id.clone(), Exec::new(process, stdio));
         }
         self.publisher
             .publish(publish::exec_added(&request.id, &request.exec_id));
@@ -631,7 +488,7 @@ impl Task for TaskService {
             .get(&request.id)
             .ok_or_else(|| not_found(&request.id))?;
         let console = match exec_id_of(&request.exec_id) {
-            Some(exec_id) => task.execs.get(exec_id).and_then(|e| e.console.as_ref()),
+            Some(exec_id) => task.execs.get(exec_id).and_then(Exec::console),
             None => task.console.as_ref(),
         };
         let console = console.ok_or_else(|| {
@@ -657,18 +514,18 @@ impl Task for TaskService {
         let task = tasks
             .get_mut(&request.id)
             .ok_or_else(|| not_found(&request.id))?;
-        let stdin = match exec_id_of(&request.exec_id) {
+        match exec_id_of(&request.exec_id) {
             Some(exec_id) => {
-                &mut task
+                let exec = task
                     .execs
                     .get_mut(exec_id)
-                    .ok_or_else(|| not_found(&format!("{}/{exec_id}", request.id)))?
-                    .stdin
+                    .ok_or_else(|| not_found(&format!("{}/{exec_id}", request.id)))?;
+                if request.stdin {
+                    exec.close_stdin();
+                }
             }
-            None => &mut task.stdin,
-        };
-        if request.stdin {
-            stdin.close();
+            None if request.stdin => task.stdin.close(),
+            None => {}
         }
         Ok(Empty::new())
     }
@@ -807,11 +664,4 @@ impl Task for TaskService {
         self.activity.touch();
         Err(unimplemented("Checkpoint"))
     }
-}
-
-fn fill_stdio(response: &mut StateResponse, stdio: &StdioPaths) {
-    response.stdin = stdio.stdin.clone();
-    response.stdout = stdio.stdout.clone();
-    response.stderr = stdio.stderr.clone();
-    response.terminal = stdio.terminal;
 }
