@@ -692,13 +692,15 @@ fn terminal_owner(process: Option<&Process>, in_user_ns: bool) -> Option<u32> {
 }
 
 fn exec_process(exec: ExecPlan) -> Result<Outcome> {
+    // Every workload leads its own session, as runc's do, never the shim's: a session led
+    // from outside the container is what CRIU refuses to checkpoint. An exec already leads
+    // one.
+    let leads_session = nix::unistd::getsid(None).ok() == Some(nix::unistd::getpid());
+    if !leads_session {
+        nix::unistd::setsid().map_err(|e| InitError::errno("setsid", e))?;
+    }
     if exec.terminal {
-        // The pty slave is fd 0 (console::hand_over): make it the controlling terminal of
-        // a new session (an exec already leads one: EPERM then means just that).
-        let leads_session = nix::unistd::getsid(None).ok() == Some(nix::unistd::getpid());
-        if !leads_session {
-            nix::unistd::setsid().map_err(|e| InitError::errno("setsid", e))?;
-        }
+        // The pty slave is fd 0 (console::hand_over): the controlling terminal of that session.
         rustix::process::ioctl_tiocsctty(unsafe { std::os::fd::BorrowedFd::borrow_raw(0) })
             .map_err(|e| InitError::io("set the controlling terminal", &e.into()))?;
     }
