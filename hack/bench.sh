@@ -278,32 +278,11 @@ if [[ " $what " == *" containerd-shim "* ]]; then
 	cat /usr/lib/cni/* "$(command -v containerd)" "$(command -v containerd-shim-runc-v2)" \
 		"$(command -v runc)" "$target/release/berth" >/dev/null 2>&1 || true
 	for runtime in runc berth; do
-		case $runtime in
-		runc) runtime_type=io.containerd.runc.v2 ;;
-		berth) runtime_type=io.containerd.berth.v2 ;;
-		esac
 		label=ctrd-$runtime
-		echo "== containerd $(containerd --version | awk '{print $3}') with the $runtime shim ($runtime_type)"
+		echo "== containerd $(containerd --version | awk '{print $3}') with the $runtime shim"
 		write_net "$work/ctr-$runtime-net.d" ctrbench0 10.78.0.0/16
-		cat >"$work/ctr-$runtime.toml" <<EOF
-version = 2
-root = "$work/ctr-$runtime/root"
-state = "$work/ctr-$runtime/state"
-[grpc]
-  address = "$work/ctr-$runtime.sock"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "registry.k8s.io/pause:3.9"
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    default_runtime_name = "$runtime"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.$runtime]
-      runtime_type = "$runtime_type"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$work/ctr-$runtime-net.d"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$repo/critest-config/certs.d"
-EOF
+		berth_containerd_config "$runtime" "$work/ctr-$runtime" "$work/ctr-$runtime.sock" \
+			"$work/ctr-$runtime-net.d" >"$work/ctr-$runtime.toml"
 		PATH="$work/shim-bin:$PATH" containerd --config "$work/ctr-$runtime.toml" 2>"$work/ctr-$runtime.log" &
 		daemon_pid=$!
 		wait_socket "$work/ctr-$runtime.sock"

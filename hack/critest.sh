@@ -63,8 +63,7 @@ if [[ ${1:-} == --containerd ]]; then
 		shift 2
 	fi
 	case $runtime in
-	berth) runtime_type=io.containerd.berth.v2 ;;
-	runc) runtime_type=io.containerd.runc.v2 ;;
+	berth | runc) ;;
 	*) berth_die "--runtime $runtime: expected berth or runc" ;;
 	esac
 	command -v containerd >/dev/null || berth_die "containerd is not installed: run hack/install-deps.sh"
@@ -75,27 +74,7 @@ if [[ ${1:-} == --containerd ]]; then
 	mkdir -p "$run_dir/bin"
 	ln -sf "$(realpath "$berth")" "$run_dir/bin/containerd-shim-berth-v2"
 	socket=$run_dir/c.sock
-	cat >"$run_dir/containerd.toml" <<EOF
-version = 2
-root = "$run_dir/root"
-state = "$run_dir/state"
-[grpc]
-  address = "$socket"
-[plugins."io.containerd.grpc.v1.cri"]
-  # critest removes this image once; containerd pulls it again for the next pod.
-  sandbox_image = "registry.k8s.io/pause:3.9"
-  # No CAP_SYS_RESOURCE on these machines: the pause's oom_score_adj -998 is clamped.
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    default_runtime_name = "$runtime"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.$runtime]
-      runtime_type = "$runtime_type"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$PWD/critest-config/net.d"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$PWD/critest-config/certs.d"
-EOF
+	berth_containerd_config "$runtime" "$run_dir" "$socket" "$PWD/critest-config/net.d" >"$run_dir/containerd.toml"
 	PATH="$run_dir/bin:$PATH" containerd --config "$run_dir/containerd.toml" >"$run_dir/containerd.log" 2>&1 &
 	containerd_pid=$!
 	cleanup_containerd() {

@@ -50,3 +50,38 @@ berth_render_critest_config() {
 	local out="$1"
 	sed "s|@BERTH_REPO@|${BERTH_REPO_ROOT}|g" "${BERTH_REPO_ROOT}/critest-config/berth.toml" >"$out"
 }
+
+# berth_containerd_config RUNTIME DIR SOCKET CNI_CONF_DIR: prints the config of a private
+# Debian containerd 1.6 (root and state below DIR, gRPC on SOCKET) whose CRI runs pods on
+# RUNTIME: `berth` (berth's shim v2, io.containerd.berth.v2, found as
+# containerd-shim-berth-v2 on containerd's PATH) or `runc` (io.containerd.runc.v2); CNI
+# configs from CNI_CONF_DIR, images through the test registry's mirrors.
+berth_containerd_config() {
+	local runtime=$1 dir=$2 socket=$3 cni_conf_dir=$4 runtime_type
+	case $runtime in
+	berth) runtime_type=io.containerd.berth.v2 ;;
+	runc) runtime_type=io.containerd.runc.v2 ;;
+	*) berth_die "containerd runtime $runtime: expected berth or runc" ;;
+	esac
+	cat <<EOF
+version = 2
+root = "$dir/root"
+state = "$dir/state"
+[grpc]
+  address = "$socket"
+[plugins."io.containerd.grpc.v1.cri"]
+  # critest removes this image once; containerd pulls it again for the next pod.
+  sandbox_image = "registry.k8s.io/pause:3.9"
+  # No CAP_SYS_RESOURCE on these machines: the pause's oom_score_adj -998 is clamped.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "$runtime"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.$runtime]
+      runtime_type = "$runtime_type"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$cni_conf_dir"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$BERTH_REPO_ROOT/critest-config/certs.d"
+EOF
+}

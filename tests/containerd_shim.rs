@@ -15,10 +15,13 @@ use berth::cri::api as cri;
 use berth::cri::api::image_service_client::ImageServiceClient;
 use berth::cri::api::runtime_service_client::RuntimeServiceClient;
 use common::NetSlot;
-use containerd_shim_protos::api::{CreateTaskRequest, Mount, ShutdownRequest};
+use containerd_shim_protos::api::{
+    CloseIORequest, CreateTaskRequest, DeleteRequest, DeleteResponse, Mount, ShutdownRequest,
+    StartRequest, WaitRequest,
+};
+use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::shim_sync::TaskClient;
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 const SHIM_NAME: &str = "containerd-shim-berth-v2";
 const BUSYBOX: &str = "registry.k8s.io/e2e-test-images/busybox:1.29-2";
@@ -163,16 +166,7 @@ state = "{root}/state"
     }
 
     async fn channel(&self) -> Channel {
-        let socket = self.socket.clone();
-        Endpoint::from_static("http://[::]:50051")
-            .connect_with_connector(tower::service_fn(move |_| {
-                let socket = socket.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(socket).await?,
-                    ))
-                }
-            }))
+        common::unix_channel(&self.socket)
             .await
             .expect("connect to containerd")
     }
@@ -831,4 +825,369 @@ async fn a_privileged_container_gets_the_host_devices_containerd_lists() {
         .expect("RemoveContainer");
     common::stop_pod(&mut rt, &pod).await;
     common::remove_pod(&mut rt, &pod).await;
+}
+
+/// A rootfs source with the host's (dynamic) busybox, its libraries and the applets
+/// the direct Task tests run.
+fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs-src");
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::copy("/bin/busybox", root.join("bin/busybox")).expect("the host's busybox");
+    for applet in ["sh", "cat", "sleep"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    let ldd = Command::new("ldd").arg("/bin/busybox").output().unwrap();
+    assert!(ldd.status.success(), "ldd /bin/busybox: {ldd:?}");
+    for library in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|word| word.starts_with('/'))
+    {
+        let target = root.join(library.trim_start_matches('/'));
+        fs::create_dir_all(target.parent().unwrap()).unwrap();
+        fs::copy(library, &target).unwrap_or_else(|e| panic!("copy {library}: {e}"));
+    }
+    root
+}
+
+/// A bundle of pod `group` running `args` in the busybox rootfs, in its own cgroup below
+/// `cgroup_parent` when `cgroup` is set (so `delete` can kill what is left of it).
+fn write_bundle(
+    dir: &Path,
+    rootfs: &Path,
+    group: &str,
+    cgroup_parent: &str,
+    name: &str,
+    args: &[&str],
+    cgroup: bool,
+) -> (PathBuf, Mount) {
+    let mut config = minimal_config(serde_json::json!({
+        "annotations": {"io.kubernetes.cri.sandbox-id": group},
+    }));
+    config["process"]["args"] = serde_json::json!(args);
+    if cgroup {
+        config["linux"]["cgroupsPath"] = serde_json::json!(format!("{cgroup_parent}/{name}"));
+    }
+    let bundle = dir.join(name);
+    fs::create_dir_all(&bundle).unwrap();
+    fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec(&config).unwrap(),
+    )
+    .unwrap();
+    let mut mount = Mount::new();
+    mount.type_ = "bind".into();
+    mount.source = rootfs.to_string_lossy().into_owned();
+    mount.options = vec!["rbind".into(), "ro".into()];
+    (bundle, mount)
+}
+
+/// berth's shim started the way containerd starts it, driven directly over ttrpc, for
+/// what containerd's CRI cannot reach from a test (stdin handling, a dead shim).
+struct DirectShim {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    address: PathBuf,
+    rootfs: PathBuf,
+    group: String,
+    /// The cgroup parent the tasks that ask for one get (removed on drop).
+    cgroup_parent: String,
+    task: TaskClient,
+    _reap: KillShimsOnDrop,
+}
+
+impl DirectShim {
+    /// Starts the shim of `group` with `first`'s bundle as `start`'s directory.
+    fn start(group: &str, first: &str, args: &[&str]) -> (DirectShim, PathBuf, Mount) {
+        require_containerd();
+        let dir = tempfile::Builder::new()
+            .prefix("shimv2")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let bin = shim_bin_dir(dir.path());
+        let address = dir.path().join("c.sock");
+        let reap = KillShimsOnDrop(address.to_string_lossy().into_owned());
+        let rootfs = busybox_rootfs(dir.path());
+        let cgroup_parent = format!("/berth-shimv2-{}", std::process::id());
+        let (bundle, mount) = write_bundle(
+            dir.path(),
+            &rootfs,
+            group,
+            &cgroup_parent,
+            first,
+            args,
+            false,
+        );
+        let output = Command::new(bin.join(SHIM_NAME))
+            .args(["-namespace", "test", "-address"])
+            .arg(&address)
+            .args(["-publish-binary", "/bin/true", "-id", first, "start"])
+            .current_dir(&bundle)
+            .env_remove("TTRPC_ADDRESS")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "start: {output:?}");
+        let shim_address = String::from_utf8(output.stdout).unwrap();
+        let client = containerd_shim_protos::ttrpc::Client::connect(&shim_address).unwrap();
+        let shim = DirectShim {
+            bin,
+            address,
+            rootfs,
+            group: group.to_string(),
+            cgroup_parent,
+            task: TaskClient::new(client),
+            dir,
+            _reap: reap,
+        };
+        (shim, bundle, mount)
+    }
+
+    fn bundle(&self, name: &str, args: &[&str], cgroup: bool) -> (PathBuf, Mount) {
+        write_bundle(
+            self.dir.path(),
+            &self.rootfs,
+            &self.group,
+            &self.cgroup_parent,
+            name,
+            args,
+            cgroup,
+        )
+    }
+
+    fn create(&self, name: &str, bundle: &Path, mount: Mount, stdin: &str, stdout: &str) -> u32 {
+        let mut request = CreateTaskRequest::new();
+        request.id = name.into();
+        request.bundle = bundle.to_string_lossy().into_owned();
+        request.rootfs = vec![mount];
+        request.stdin = stdin.into();
+        request.stdout = stdout.into();
+        self.task
+            .create(ctx(), &request)
+            .unwrap_or_else(|e| panic!("Create {name}: {e:?}\n{}", self.log()))
+            .pid
+    }
+
+    fn start_task(&self, name: &str) -> u32 {
+        let mut request = StartRequest::new();
+        request.id = name.into();
+        self.task
+            .start(ctx(), &request)
+            .unwrap_or_else(|e| panic!("Start {name}: {e:?}\n{}", self.log()))
+            .pid
+    }
+
+    fn fifo(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        path
+    }
+
+    /// The serving shim's log (beside its socket).
+    fn log(&self) -> String {
+        let Some(dir) = fs::read_dir(self.dir.path().join("s")).ok() else {
+            return String::new();
+        };
+        dir.flatten()
+            .filter_map(|e| fs::read_to_string(e.path().join("shim.log")).ok())
+            .collect()
+    }
+
+    fn shim_pids(&self) -> Vec<u32> {
+        processes_mentioning(&self.address.to_string_lossy())
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+
+    fn mounts(&self) -> Vec<String> {
+        let root = self.dir.path().to_string_lossy().into_owned();
+        fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|line| line.contains(&root))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// containerd's `delete` of a task whose shim is gone: the response it printed.
+    fn delete_command(&self, name: &str, bundle: &Path) -> DeleteResponse {
+        let output = Command::new(self.bin.join(SHIM_NAME))
+            .args(["-namespace", "test", "-address"])
+            .arg(&self.address)
+            .args(["-publish-binary", "/bin/true", "-id", name, "-bundle"])
+            .arg(bundle)
+            .arg("delete")
+            .current_dir(bundle)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "delete {name}: {output:?}");
+        DeleteResponse::parse_from_bytes(&output.stdout)
+            .unwrap_or_else(|e| panic!("delete {name} printed no DeleteResponse: {e}"))
+    }
+
+    fn shutdown(&self) {
+        let mut shutdown = ShutdownRequest::new();
+        shutdown.id = self.group.clone();
+        self.task.shutdown(ctx(), &shutdown).expect("Shutdown");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.shim_pids().is_empty() {
+            assert!(Instant::now() < deadline, "the shim did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for DirectShim {
+    fn drop(&mut self) {
+        for pid in self.shim_pids() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        for line in self.mounts().iter().rev() {
+            if let Some(target) = line.split_whitespace().nth(4) {
+                let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        for root in common::cgroup_roots() {
+            let parent = root.join(self.cgroup_parent.trim_start_matches('/'));
+            if let Ok(entries) = fs::read_dir(&parent) {
+                for entry in entries.flatten().filter(|e| e.path().is_dir()) {
+                    for pid in fs::read_to_string(entry.path().join("cgroup.procs"))
+                        .unwrap_or_default()
+                        .lines()
+                        .filter_map(|l| l.parse::<i32>().ok())
+                    {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while fs::remove_dir(entry.path()).is_err() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+            let _ = fs::remove_dir(parent);
+        }
+    }
+}
+
+fn ctx() -> containerd_shim_protos::ttrpc::context::Context {
+    containerd_shim_protos::ttrpc::context::with_timeout(30_000_000_000)
+}
+
+/// Reads what is in a FIFO now (it is open read-write and non-blocking: no EOF).
+fn read_available(fifo: &mut fs::File) -> String {
+    use std::io::Read;
+    let mut text = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match fifo.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => text.extend_from_slice(&buffer[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("read the FIFO: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+fn open_fifo_end(path: &Path) -> fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Read-write never waits for the other side; non-blocking, so reads stop at empty.
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .unwrap()
+}
+
+#[test]
+fn close_io_ends_the_tasks_stdin_while_containerd_keeps_its_end_open() {
+    let (shim, bundle, mount) = DirectShim::start("closeio", "cat", &["/bin/cat"]);
+    let stdin = shim.fifo("cat-stdin");
+    let stdout = shim.fifo("cat-stdout");
+    // containerd's ends, held for the whole test as containerd's CRI holds them.
+    let mut stdin_end = open_fifo_end(&stdin);
+    let mut stdout_end = open_fifo_end(&stdout);
+    shim.create(
+        "cat",
+        &bundle,
+        mount,
+        &stdin.to_string_lossy(),
+        &stdout.to_string_lossy(),
+    );
+    shim.start_task("cat");
+    use std::io::Write;
+    stdin_end.write_all(b"hello\n").unwrap();
+    let mut close = CloseIORequest::new();
+    close.id = "cat".into();
+    close.stdin = true;
+    shim.task
+        .close_io(ctx(), &close)
+        .unwrap_or_else(|e| panic!("CloseIO: {e:?}"));
+    // cat ends once its stdin does, with what was written before CloseIO passed on.
+    let mut wait = WaitRequest::new();
+    wait.id = "cat".into();
+    let exited = shim
+        .task
+        .wait(
+            containerd_shim_protos::ttrpc::context::with_timeout(10_000_000_000),
+            &wait,
+        )
+        .unwrap_or_else(|e| panic!("cat did not exit after CloseIO: {e:?}\n{}", shim.log()));
+    assert_eq!(exited.exit_status, 0);
+    assert_eq!(read_available(&mut stdout_end), "hello\n");
+    let mut delete = DeleteRequest::new();
+    delete.id = "cat".into();
+    let deleted = shim.task.delete(ctx(), &delete).expect("Delete");
+    assert_eq!(deleted.exit_status, 0);
+    shim.shutdown();
+    assert_eq!(shim.mounts(), Vec::<String>::new(), "mounts left");
+    drop((stdin_end, stdout_end));
+}
+
+#[test]
+fn delete_after_the_shim_was_killed_reports_the_exit_the_shim_recorded() {
+    let (shim, exits, exits_mount) =
+        DirectShim::start("dead", "exits3", &["/bin/sh", "-c", "exit 3"]);
+    shim.create("exits3", &exits, exits_mount, "", "");
+    shim.start_task("exits3");
+    let mut wait = WaitRequest::new();
+    wait.id = "exits3".into();
+    assert_eq!(shim.task.wait(ctx(), &wait).expect("Wait").exit_status, 3);
+    let (sleeper, sleeper_mount) = shim.bundle("sleeper", &["/bin/sleep", "1000"], true);
+    shim.create("sleeper", &sleeper, sleeper_mount, "", "");
+    let sleeper_pid = shim.start_task("sleeper");
+
+    let pids = shim.shim_pids();
+    assert_eq!(pids.len(), 1, "one shim: {pids:?}");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pids[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !shim.shim_pids().is_empty() {
+        assert!(Instant::now() < deadline, "the shim did not die");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The task had exited before the shim died: its recorded status, not a kill.
+    let deleted = shim.delete_command("exits3", &exits);
+    assert_eq!(deleted.exit_status, 3, "{deleted:?}");
+    // The other was still running: `delete` killed it.
+    let deleted = shim.delete_command("sleeper", &sleeper);
+    assert_eq!(
+        deleted.exit_status,
+        128 + libc::SIGKILL as u32,
+        "{deleted:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while common::process_exists(sleeper_pid) {
+        assert!(Instant::now() < deadline, "the sleeper outlived delete");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(shim.mounts(), Vec::<String>::new(), "mounts left");
 }

@@ -29,6 +29,7 @@ mod events;
 mod exec;
 mod exec_start;
 mod exec_sync;
+mod idle;
 mod interactive;
 pub mod log;
 mod oom;

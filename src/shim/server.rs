@@ -6,10 +6,10 @@ use std::os::unix::net::UnixListener as StdUnixListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
 use super::cmdline::ShimArgs;
+use super::idle::Activity;
 use super::shared::Shared;
 use crate::shim_api::shim_server::{Shim, ShimServer};
 use crate::shim_api::*;
@@ -33,18 +33,14 @@ pub(super) async fn serve(
         let shared = shared.clone();
         async move { shared.shutdown.notified().await }
     };
-    let activity = Arc::new(Activity::default());
-    tokio::spawn(trim_when_idle(activity.clone()));
+    let activity = Activity::spawn_trimmer();
     let server = tonic::transport::Server::builder()
         .add_service(ShimServer::with_interceptor(
             Service {
                 shared: shared.clone(),
             },
             move |request| {
-                activity
-                    .count
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                activity.notify.notify_one();
+                activity.touch();
                 Ok(request)
             },
         ))
@@ -71,34 +67,6 @@ pub(super) async fn serve(
 
 struct Service {
     shared: Arc<Shared>,
-}
-
-/// RPCs seen, so the shim can tell when it has gone quiet.
-#[derive(Default)]
-struct Activity {
-    count: std::sync::atomic::AtomicU64,
-    notify: Notify,
-}
-
-/// How long without an RPC before the shim gives back the code pages it touched.
-const IDLE_TRIM_AFTER: Duration = Duration::from_secs(1);
-
-/// After each burst of RPCs, once quiet, drops the clean file pages the burst mapped: a
-/// pod's shim is idle nearly all its life, and this keeps its resident set at what it
-/// really holds. No timer runs while nothing happens.
-async fn trim_when_idle(activity: Arc<Activity>) {
-    use std::sync::atomic::Ordering::Relaxed;
-    loop {
-        activity.notify.notified().await;
-        loop {
-            let seen = activity.count.load(Relaxed);
-            tokio::time::sleep(IDLE_TRIM_AFTER).await;
-            if activity.count.load(Relaxed) == seen {
-                break;
-            }
-        }
-        let _ = crate::linux::memory::trim_idle_pages();
-    }
 }
 
 #[tonic::async_trait]

@@ -288,17 +288,7 @@ impl TestDaemon {
     }
 
     async fn channel(&self) -> Result<Channel, tonic::transport::Error> {
-        let socket = self.socket.clone();
-        Endpoint::from_static("http://[::]:50051")
-            .connect_with_connector(tower::service_fn(move |_| {
-                let socket = socket.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(socket).await?,
-                    ))
-                }
-            }))
-            .await
+        unix_channel(&self.socket).await
     }
 
     async fn try_runtime(&self) -> Result<RuntimeServiceClient<Channel>, tonic::transport::Error> {
@@ -603,6 +593,21 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// A hang guard's limit, stretched by `BERTH_TEST_TIME_SCALE` (default 1) on slow
 /// machines: the emulated test VM (hack/vm.sh under TCG) runs fork+exec about 8x slower.
 /// Guards only: no test asserts a duration.
+/// A gRPC channel to a server on the unix socket at `path` (berth, containerd).
+pub async fn unix_channel(path: &Path) -> Result<Channel, tonic::transport::Error> {
+    let socket = path.to_path_buf();
+    Endpoint::from_static("http://[::]:50051")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+}
+
 pub fn slow(limit: std::time::Duration) -> std::time::Duration {
     let scale = std::env::var("BERTH_TEST_TIME_SCALE")
         .ok()

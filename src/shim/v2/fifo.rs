@@ -1,14 +1,19 @@
 //! The stdio containerd hands a task: paths of FIFOs it opened (or empty for none).
-//! Without a terminal the FIFOs themselves become the process's fds 0/1/2, so output
-//! goes to containerd with no copy in the shim. With a terminal, init's pty master is
-//! copied to the stdout FIFO and the stdin FIFO into it.
+//! Without a terminal the output FIFOs themselves become the process's fds 1/2, so output
+//! goes to containerd with no copy in the shim. Stdin is copied by the shim from
+//! containerd's FIFO into a pipe (or, with a terminal, into init's pty master, which is
+//! also copied to the stdout FIFO): containerd keeps its end of the FIFO open for later
+//! attaches, so the process could never see EOF there; CloseIO ends the copy instead.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::Stdio;
 
+use containerd_shim_protos::api::StateResponse;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe::{Receiver, Sender};
+use tokio::sync::oneshot;
 
 use crate::shim::stdio::ChildStdio;
 
@@ -19,6 +24,16 @@ pub struct StdioPaths {
     pub stdout: String,
     pub stderr: String,
     pub terminal: bool,
+}
+
+impl StdioPaths {
+    /// The paths as the State answer reports them.
+    pub fn fill_state(&self, response: &mut StateResponse) {
+        response.stdin = self.stdin.clone();
+        response.stdout = self.stdout.clone();
+        response.stderr = self.stderr.clone();
+        response.terminal = self.terminal;
+    }
 }
 
 /// A plain path, or `file://` one; other schemes (containerd's logging binaries) are not
@@ -58,69 +73,122 @@ fn open_one_way(path: &str, write: bool) -> io::Result<File> {
     Ok(one_way)
 }
 
-/// The fds 0/1/2 init gets: the FIFOs without a terminal, /dev/null with one (init opens
-/// the pty).
-pub fn child_stdio(paths: &StdioPaths) -> io::Result<ChildStdio> {
+/// Ends a process's stdin on CloseIO: what containerd already wrote to the FIFO still
+/// goes through, then the shim's end of the process's stdin closes. Dropping it (the
+/// process deleted, or never created) does the same.
+#[derive(Debug, Default)]
+pub struct StdinCloser(Option<oneshot::Sender<()>>);
+
+impl StdinCloser {
+    pub fn close(&mut self) {
+        if let Some(close) = self.0.take() {
+            let _ = close.send(());
+        }
+    }
+}
+
+/// The terminal's end-of-file character (VEOF, ^D): what a closed stdin looks like to a
+/// process reading a pty in canonical mode.
+const TERMINAL_EOF: &[u8] = &[0x04];
+
+/// The fds 0/1/2 init gets: the output FIFOs and a pipe fed from the stdin FIFO without
+/// a terminal, /dev/null with one (init opens the pty).
+pub fn child_stdio(paths: &StdioPaths) -> io::Result<(ChildStdio, StdinCloser)> {
     if paths.terminal {
-        return Ok(ChildStdio {
+        let child = ChildStdio {
             stdin: Stdio::null(),
             stdout: Stdio::null(),
             stderr: Stdio::null(),
-        });
+        };
+        return Ok((child, StdinCloser::default()));
     }
-    let open = |uri: &str, write: bool| -> io::Result<Stdio> {
+    let open = |uri: &str| -> io::Result<Stdio> {
         match fifo_path(uri)? {
-            Some(path) => Ok(Stdio::from(open_one_way(path, write)?)),
+            Some(path) => Ok(Stdio::from(open_one_way(path, true)?)),
             None => Ok(Stdio::null()),
         }
     };
-    Ok(ChildStdio {
-        stdin: open(&paths.stdin, false)?,
-        stdout: open(&paths.stdout, true)?,
-        stderr: open(&paths.stderr, true)?,
-    })
+    let (stdin, closer) = match fifo_path(&paths.stdin)? {
+        Some(path) => {
+            let input = open_one_way(path, false)?;
+            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+            let closer = copy_stdin(input, Sender::from_owned_fd(write)?, &[])?;
+            (Stdio::from(read), closer)
+        }
+        None => (Stdio::null(), StdinCloser::default()),
+    };
+    let child = ChildStdio {
+        stdin,
+        stdout: open(&paths.stdout)?,
+        stderr: open(&paths.stderr)?,
+    };
+    Ok((child, closer))
 }
 
 /// Copies the pty master to the stdout FIFO and the stdin FIFO to the master, until
-/// either side ends. Returns the master for resizes.
-pub fn copy_console(master: OwnedFd, paths: &StdioPaths) -> io::Result<OwnedFd> {
+/// either side ends. Returns the master for resizes, and what ends stdin.
+pub fn copy_console(master: OwnedFd, paths: &StdioPaths) -> io::Result<(OwnedFd, StdinCloser)> {
     let keep = master.try_clone()?;
     crate::shim::stdio::set_nonblocking(&master)?;
     if let Some(path) = fifo_path(&paths.stdout)? {
         let out = open_one_way(path, true)?;
-        let reader = master.try_clone()?;
+        let mut from = Receiver::from_owned_fd_unchecked(master.try_clone()?)?;
+        let mut to = Sender::from_file(out)?;
         tokio::spawn(async move {
-            let Ok(mut from) = tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(reader)
-            else {
-                return;
-            };
-            let Ok(mut to) = tokio::net::unix::pipe::Sender::from_file_unchecked(out) else {
-                return;
-            };
             let _ = copy(&mut from, &mut to).await;
         });
     }
-    if let Some(path) = fifo_path(&paths.stdin)? {
-        let input = open_one_way(path, false)?;
-        let writer = master.try_clone()?;
-        tokio::spawn(async move {
-            let Ok(mut from) = tokio::net::unix::pipe::Receiver::from_file_unchecked(input) else {
-                return;
+    let closer = match fifo_path(&paths.stdin)? {
+        Some(path) => {
+            let input = open_one_way(path, false)?;
+            let to = Sender::from_owned_fd_unchecked(master.try_clone()?)?;
+            copy_stdin(input, to, TERMINAL_EOF)?
+        }
+        None => StdinCloser::default(),
+    };
+    Ok((keep, closer))
+}
+
+/// Copies containerd's stdin FIFO into `to` until EOF, an error, or the closer fires;
+/// then what the FIFO already holds, then `eof`, and `to` is dropped.
+fn copy_stdin(input: File, mut to: Sender, eof: &'static [u8]) -> io::Result<StdinCloser> {
+    let mut from = Receiver::from_file(input)?;
+    let (close, mut closed) = oneshot::channel();
+    tokio::spawn(async move {
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            let n = tokio::select! {
+                read = from.read(&mut buffer) => read.unwrap_or(0),
+                _ = &mut closed => {
+                    let _ = drain(&from, &mut to, &mut buffer).await;
+                    if !eof.is_empty() {
+                        let _ = to.write_all(eof).await;
+                    }
+                    return;
+                }
             };
-            let Ok(mut to) = tokio::net::unix::pipe::Sender::from_owned_fd_unchecked(writer) else {
+            if n == 0 || to.write_all(&buffer[..n]).await.is_err() {
                 return;
-            };
-            let _ = copy(&mut from, &mut to).await;
-        });
+            }
+        }
+    });
+    Ok(StdinCloser(Some(close)))
+}
+
+/// Passes on what the FIFO holds now, without waiting for more.
+async fn drain(from: &Receiver, to: &mut Sender, buffer: &mut [u8]) -> io::Result<()> {
+    loop {
+        match from.try_read(buffer) {
+            Ok(0) => return Ok(()),
+            Ok(n) => to.write_all(&buffer[..n]).await?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
     }
-    Ok(keep)
 }
 
 /// Copies until EOF or an error (a pty master reads EIO once the terminal is gone).
-async fn copy(
-    from: &mut tokio::net::unix::pipe::Receiver,
-    to: &mut tokio::net::unix::pipe::Sender,
-) -> io::Result<()> {
+async fn copy(from: &mut Receiver, to: &mut Sender) -> io::Result<()> {
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
         let n = from.read(&mut buffer).await?;

@@ -8,14 +8,16 @@
 //! table, reaper and `berth init` (see `crate::shim`) behind containerd's Task API
 //! (`task`), with task events forwarded to containerd (`publish`). `delete` cleans up
 //! after a shim that died. Bundles are checked and their rootfs mounted in `bundle`,
-//! stdio FIFOs opened in `fifo`, Stats and Update translated in `stats`, the command line
+//! stdio FIFOs opened in `fifo`, execs kept in `exec`, Stats and Update translated in `stats`, the command line
 //! parsed in `cmdline`.
 
 pub mod bundle;
 pub mod cmdline;
+mod exec;
 mod fifo;
 mod publish;
 mod stats;
+mod status;
 mod task;
 
 use std::fs::{self, OpenOptions};
@@ -170,12 +172,15 @@ fn write_bundle_files(bundle: &Path, address: &str, pid: &str) -> Result<(), Str
 }
 
 /// `delete`: the shim of this task is gone; kill what is left of the task (its cgroup),
-/// unmount its rootfs, and print the exit containerd records (killed).
+/// unmount its rootfs, and print the exit containerd records: the one the shim wrote
+/// when the task exited before the shim died, else a kill (this `delete` killed it, or
+/// it never ran).
 fn delete(flags: &Flags) -> Result<(), String> {
     let bundle = match &flags.bundle {
         Some(bundle) => bundle.clone(),
         None => std::env::current_dir().map_err(|e| format!("current directory: {e}"))?,
     };
+    let recorded = recorded_exit(flags, &bundle);
     if let Some(path) = crate::shim::process::read_cgroups_path(&bundle)
         && let Ok(cgroups) = crate::linux::cgroup::Cgroups::detect()
         && let Err(e) = cgroups.destroy(&path, DELETE_KILL_WAIT)
@@ -183,16 +188,38 @@ fn delete(flags: &Flags) -> Result<(), String> {
         eprintln!("{BINARY_NAME}: remove cgroup {path}: {e}");
     }
     bundle::unmount_rootfs(&bundle)?;
+    let (exit_status, exited_at) = match &recorded {
+        Some((exit, _)) => (exit.exit_code as u32, publish::timestamp(exit.exited_at)),
+        None => (128 + libc::SIGKILL as u32, publish::now()),
+    };
     let mut response = containerd_shim_protos::api::DeleteResponse::new();
-    response.exit_status = 128 + libc::SIGKILL as u32;
-    response.exited_at = Some(publish::now()).into();
+    response.exit_status = exit_status;
+    response.exited_at = Some(exited_at).into();
     let bytes = response
         .write_to_bytes()
         .map_err(|e| format!("encode the delete response: {e}"))?;
     io::stdout()
         .write_all(&bytes)
         .map_err(|e| format!("write the delete response: {e}"))?;
+    // Read once: a later `delete` of a reused id must not find it.
+    if let Some((_, file)) = recorded {
+        let _ = fs::remove_file(file);
+    }
     Ok(())
+}
+
+/// The exit the dead shim of this task's group recorded for it (and that record's file),
+/// if the task exited while the shim lived.
+fn recorded_exit(
+    flags: &Flags,
+    bundle: &Path,
+) -> Option<(crate::shim::state::ExitRecord, PathBuf)> {
+    let group = group_of(bundle, &flags.id);
+    let socket = cmdline::socket_path(&flags.address, &flags.namespace, &group).ok()?;
+    let file = crate::shim::state::exit_file(&cmdline::state_dir(&socket), &flags.id);
+    let text = fs::read(&file).ok()?;
+    let exit = serde_json::from_slice(&text).ok()?;
+    Some((exit, file))
 }
 
 /// The daemonised shim of one group: serves the Task API on the listener `start` bound.

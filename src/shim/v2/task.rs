@@ -1,7 +1,6 @@
 //! containerd's Task service (`containerd.task.v2.Task`) over the pod shim's process
 //! table: a task is a process of `Shared` created from containerd's bundle by `berth
-//! init`; an exec is an exec through init with the process containerd sent. Each call
-//! maps its error to a ttrpc code in `status`.
+//! init`; its execs live in `exec`. Each call maps its error to a ttrpc code in `status`.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -19,16 +18,16 @@ use containerd_shim_protos::api::{
 };
 use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use tokio::sync::watch;
+use nix::sys::signal::Signal;
 
 use super::bundle;
-use super::fifo::{self, StdioPaths};
+use super::exec::{self, Exec, ExitFollower};
+use super::fifo::{self, StdinCloser, StdioPaths};
 use super::publish::{self, Publisher};
+use super::status::{TtrpcResult, invalid, not_found, status, unimplemented};
 use crate::shim::error::ApiError;
-use crate::shim::exec_start::ExecStartError;
-use crate::shim::process::{CREATE_TIMEOUT, StdioSource, read_cgroups_path};
+use crate::shim::idle::Activity;
+use crate::shim::process::{StdioSource, read_cgroups_path};
 use crate::shim::shared::Shared;
 use crate::shim_api::ProcessStatus;
 
@@ -42,48 +41,16 @@ struct TaskEntry {
     /// Rootfs mounts were made at `<bundle>/rootfs` and are undone on Delete.
     mounted: bool,
     console: Option<OwnedFd>,
-    execs: HashMap<String, ExecEntry>,
-}
-
-/// An exec containerd added; it runs once started.
-struct ExecEntry {
-    process: serde_json::Value,
-    stdio: StdioPaths,
-    pid: i32,
-    console: Option<OwnedFd>,
-    /// (exit status, exited at) once it exited.
-    exit: watch::Sender<Option<(u32, i64)>>,
+    stdin: StdinCloser,
+    execs: HashMap<String, Exec>,
 }
 
 pub struct TaskService {
     shared: Arc<Shared>,
     publisher: Publisher,
+    /// Touched by every request, so the shim gives back the code pages once quiet.
+    activity: Arc<Activity>,
     tasks: Mutex<HashMap<String, TaskEntry>>,
-}
-
-type TtrpcResult<T> = ttrpc::Result<T>;
-
-/// The ttrpc status of an error: the shim's own mapping to gRPC codes, whose numbers
-/// ttrpc shares.
-fn status(err: ApiError) -> ttrpc::Error {
-    let code = <ttrpc::Code as containerd_shim_protos::protobuf::Enum>::from_i32(err.code() as i32)
-        .unwrap_or(ttrpc::Code::INTERNAL);
-    ttrpc::Error::RpcStatus(ttrpc::get_status(code, err.chain()))
-}
-
-fn invalid(message: impl Into<String>) -> ttrpc::Error {
-    status(ApiError::InvalidArgument(message.into()))
-}
-
-fn not_found(what: &str) -> ttrpc::Error {
-    status(ApiError::NotFound(what.to_string()))
-}
-
-fn unimplemented(what: &str) -> ttrpc::Error {
-    ttrpc::Error::RpcStatus(ttrpc::get_status(
-        ttrpc::Code::UNIMPLEMENTED,
-        format!("{what} is not implemented by berth's shim"),
-    ))
 }
 
 impl TaskService {
@@ -91,6 +58,7 @@ impl TaskService {
         TaskService {
             shared,
             publisher,
+            activity: Activity::spawn_trimmer(),
             tasks: Mutex::default(),
         }
     }
@@ -108,6 +76,7 @@ impl TaskService {
     pub fn forward_exits(&self) {
         let mut exits = self.shared.subscribe_exits();
         let publisher = self.publisher.clone();
+        let activity = self.activity.clone();
         tokio::spawn(async move {
             loop {
                 let exit = match exits.recv().await {
@@ -115,6 +84,7 @@ impl TaskService {
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 };
+                activity.touch();
                 if exit.oom_killed {
                     publisher.publish(publish::task_oom(&exit.id));
                 }
@@ -171,7 +141,7 @@ impl TaskService {
             }
             err
         };
-        let child = fifo::child_stdio(&stdio_paths).map_err(|e| {
+        let (child, stdin) = fifo::child_stdio(&stdio_paths).map_err(|e| {
             undo_mounts(status(ApiError::Io {
                 what: "open stdio".into(),
                 source: e,
@@ -190,9 +160,9 @@ impl TaskService {
             )
             .await
             .map_err(|e| undo_mounts(status(e)))?;
-        let console = match created.console {
+        let (console, stdin) = match created.console {
             Some(master) => match fifo::copy_console(master, &stdio_paths) {
-                Ok(master) => Some(master),
+                Ok((master, stdin)) => (Some(master), stdin),
                 Err(e) => {
                     let _ = self.shared.kill_process(id, Signal::SIGKILL as u32, false);
                     return Err(undo_mounts(status(ApiError::Io {
@@ -201,7 +171,7 @@ impl TaskService {
                     })));
                 }
             },
-            None => None,
+            None => (None, stdin),
         };
         self.tasks().insert(
             id.to_string(),
@@ -210,6 +180,7 @@ impl TaskService {
                 stdio: stdio_paths,
                 mounted,
                 console,
+                stdin,
                 execs: HashMap::new(),
             },
         );
@@ -220,84 +191,37 @@ impl TaskService {
     }
 
     async fn start_exec(&self, id: &str, exec_id: &str) -> Result<u32, ttrpc::Error> {
-        let (process, stdio_paths) = {
-            let tasks = self.tasks();
-            let exec = tasks
-                .get(id)
-                .and_then(|t| t.execs.get(exec_id))
-                .ok_or_else(|| not_found(&format!("{id}/{exec_id}")))?;
-            if exec.pid != 0 {
-                return Err(status(ApiError::FailedPrecondition(format!(
-                    "exec {exec_id} was started already"
-                ))));
-            }
-            (exec.process.clone(), exec.stdio.clone())
-        };
-        let child = fifo::child_stdio(&stdio_paths).map_err(|e| {
-            status(ApiError::Io {
-                what: "open stdio".into(),
-                source: e,
-            })
-        })?;
-        let deadline = tokio::time::Instant::now() + CREATE_TIMEOUT;
-        let started = self
-            .shared
-            .start_exec_with(
-                id,
-                exec_id,
-                |_| Ok(process),
-                stdio_paths.terminal,
-                child,
-                deadline,
-            )
-            .await;
-        let started = match started {
-            Ok(started) => started,
-            Err(ExecStartError::TimedOut) => {
-                return Err(status(ApiError::DeadlineExceeded(format!(
-                    "exec {exec_id} did not start within {CREATE_TIMEOUT:?}"
-                ))));
-            }
-            Err(ExecStartError::Api(e)) => return Err(status(e)),
-        };
-        let console = match started.console {
-            Some(master) => Some(fifo::copy_console(master, &stdio_paths).map_err(|e| {
-                status(ApiError::Io {
-                    what: "copy the terminal".into(),
-                    source: e,
-                })
-            })?),
-            None => None,
-        };
+        let (process, stdio_paths) = self.with_exec(id, exec_id, |exec| exec.to_start(exec_id))?;
+        let started = exec::start(&self.shared, id, exec_id, process, &stdio_paths).await?;
         let pid = started.pid;
-        let exit_sender = {
-            let mut tasks = self.tasks();
-            let exec = tasks
-                .get_mut(id)
-                .and_then(|t| t.execs.get_mut(exec_id))
-                .ok_or_else(|| not_found(&format!("{id}/{exec_id}")))?;
-            exec.pid = pid;
-            exec.console = console;
-            exec.exit.clone()
+        let follow = ExitFollower {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            publisher: self.publisher.clone(),
+            activity: self.activity.clone(),
         };
-        let publisher = self.publisher.clone();
-        let (container, exec) = (id.to_string(), exec_id.to_string());
-        let exit = started.exit;
-        tokio::spawn(async move {
-            let code = exit.await.unwrap_or(255);
-            let at = crate::linux::process::now_unix_nanos();
-            exit_sender.send_replace(Some((code as u32, at)));
-            publisher.publish(publish::task_exit(
-                &container,
-                &exec,
-                pid as u32,
-                code as u32,
-                at,
-            ));
-        });
+        self.with_exec(id, exec_id, |exec| {
+            exec.record_start(started, follow);
+            Ok(())
+        })?;
         self.publisher
             .publish(publish::exec_started(id, exec_id, pid as u32));
         Ok(pid as u32)
+    }
+
+    /// Runs `f` on exec `exec_id` of task `id` under the table's lock.
+    fn with_exec<T>(
+        &self,
+        id: &str,
+        exec_id: &str,
+        f: impl FnOnce(&mut Exec) -> Result<T, ttrpc::Error>,
+    ) -> Result<T, ttrpc::Error> {
+        let mut tasks = self.tasks();
+        let exec = tasks
+            .get_mut(id)
+            .and_then(|t| t.execs.get_mut(exec_id))
+            .ok_or_else(|| not_found(&format!("{id}/{exec_id}")))?;
+        f(exec)
     }
 
     /// The task's cgroup: every process in it (and below) killed, the cgroup removed.
@@ -345,6 +269,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         request: CreateTaskRequest,
     ) -> TtrpcResult<CreateTaskResponse> {
+        self.activity.touch();
         let pid = self.create_task(request).await?;
         let mut response = CreateTaskResponse::new();
         response.pid = pid;
@@ -356,6 +281,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         request: StartRequest,
     ) -> TtrpcResult<StartResponse> {
+        self.activity.touch();
         let pid = match exec_id_of(&request.exec_id) {
             Some(exec_id) => self.start_exec(&request.id, exec_id).await?,
             None => {
@@ -382,6 +308,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         request: StateRequest,
     ) -> TtrpcResult<StateResponse> {
+        self.activity.touch();
         let mut response = StateResponse::new();
         response.id = request.id.clone();
         let tasks = self.tasks();
@@ -390,27 +317,13 @@ impl Task for TaskService {
             .ok_or_else(|| not_found(&request.id))?;
         response.bundle = task.bundle.to_string_lossy().into_owned();
         if let Some(exec_id) = exec_id_of(&request.exec_id) {
-            let exec = task
-                .execs
+            task.execs
                 .get(exec_id)
-                .ok_or_else(|| not_found(&format!("{}/{exec_id}", request.id)))?;
-            response.exec_id = exec_id.to_string();
-            response.pid = exec.pid.max(0) as u32;
-            fill_stdio(&mut response, &exec.stdio);
-            let exit = *exec.exit.borrow();
-            let state = match (exec.pid, exit) {
-                (_, Some((code, at))) => {
-                    response.exit_status = code;
-                    response.exited_at = Some(publish::timestamp(at)).into();
-                    TaskStatus::STOPPED
-                }
-                (0, None) => TaskStatus::CREATED,
-                _ => TaskStatus::RUNNING,
-            };
-            response.status = state.into();
+                .ok_or_else(|| not_found(&format!("{}/{exec_id}", request.id)))?
+                .fill_state(exec_id, &mut response);
             return Ok(response);
         }
-        fill_stdio(&mut response, &task.stdio);
+        task.stdio.fill_state(&mut response);
         drop(tasks);
         let state = self.shared.process_state(&request.id).map_err(status)?;
         response.pid = state.pid;
@@ -429,22 +342,9 @@ impl Task for TaskService {
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, request: KillRequest) -> TtrpcResult<Empty> {
+        self.activity.touch();
         if let Some(exec_id) = exec_id_of(&request.exec_id) {
-            let (pid, exited) = {
-                let tasks = self.tasks();
-                let exec = tasks
-                    .get(&request.id)
-                    .and_then(|t| t.execs.get(exec_id))
-                    .ok_or_else(|| not_found(&format!("{}/{exec_id}", request.id)))?;
-                (exec.pid, exec.exit.borrow().is_some())
-            };
-            if pid > 0 && !exited {
-                let signal = i32::try_from(request.signal)
-                    .ok()
-                    .and_then(|s| Signal::try_from(s).ok())
-                    .ok_or_else(|| invalid(format!("invalid signal {}", request.signal)))?;
-                let _ = kill(Pid::from_raw(pid), signal);
-            }
+            self.with_exec(&request.id, exec_id, |exec| exec.signal(request.signal))?;
             return Ok(Empty::new());
         }
         if !self.tasks().contains_key(&request.id) {
@@ -461,30 +361,21 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         request: DeleteRequest,
     ) -> TtrpcResult<DeleteResponse> {
-        let mut response = DeleteResponse::new();
+        self.activity.touch();
         if let Some(exec_id) = exec_id_of(&request.exec_id) {
             let mut tasks = self.tasks();
             let task = tasks
                 .get_mut(&request.id)
                 .ok_or_else(|| not_found(&request.id))?;
-            let exec = task
+            let response = task
                 .execs
                 .get(exec_id)
-                .ok_or_else(|| not_found(&format!("{}/{exec_id}", request.id)))?;
-            let exit = *exec.exit.borrow();
-            if exec.pid > 0 && exit.is_none() {
-                return Err(status(ApiError::FailedPrecondition(format!(
-                    "exec {exec_id} is running"
-                ))));
-            }
-            response.pid = exec.pid.max(0) as u32;
-            if let Some((code, at)) = exit {
-                response.exit_status = code;
-                response.exited_at = Some(publish::timestamp(at)).into();
-            }
+                .ok_or_else(|| not_found(&format!("{}/{exec_id}", request.id)))?
+                .delete_response(exec_id)?;
             task.execs.remove(exec_id);
             return Ok(response);
         }
+        let mut response = DeleteResponse::new();
         let bundle_dir = {
             let tasks = self.tasks();
             let task = tasks
@@ -521,16 +412,11 @@ impl Task for TaskService {
     }
 
     async fn wait(&self, _ctx: &TtrpcContext, request: WaitRequest) -> TtrpcResult<WaitResponse> {
+        self.activity.touch();
         let mut response = WaitResponse::new();
         if let Some(exec_id) = exec_id_of(&request.exec_id) {
-            let mut exit = {
-                let tasks = self.tasks();
-                let exec = tasks
-                    .get(&request.id)
-                    .and_then(|t| t.execs.get(exec_id))
-                    .ok_or_else(|| not_found(&format!("{}/{exec_id}", request.id)))?;
-                exec.exit.subscribe()
-            };
+            let mut exit =
+                self.with_exec(&request.id, exec_id, |exec| Ok(exec.subscribe_exit()))?;
             let done = exit
                 .wait_for(Option::is_some)
                 .await
@@ -560,6 +446,7 @@ impl Task for TaskService {
     }
 
     async fn exec(&self, _ctx: &TtrpcContext, request: ExecProcessRequest) -> TtrpcResult<Empty> {
+        self.activity.touch();
         let process: serde_json::Value = serde_json::from_slice(&request.spec.value)
             .map_err(|e| invalid(format!("exec {}: process spec: {e}", request.exec_id)))?;
         if request.exec_id.is_empty() || request.exec_id.contains('/') {
@@ -576,21 +463,14 @@ impl Task for TaskService {
                     request.id, request.exec_id
                 ))));
             }
-            task.execs.insert(
-                request.exec_id.clone(),
-                ExecEntry {
-                    process,
-                    stdio: StdioPaths {
-                        stdin: request.stdin.clone(),
-                        stdout: request.stdout.clone(),
-                        stderr: request.stderr.clone(),
-                        terminal: request.terminal,
-                    },
-                    pid: 0,
-                    console: None,
-                    exit: watch::Sender::new(None),
-                },
-            );
+            let stdio = StdioPaths {
+                stdin: request.stdin.clone(),
+                stdout: request.stdout.clone(),
+                stderr: request.stderr.clone(),
+                terminal: request.terminal,
+            };
+            task.execs
+                .insert(request.exec_id.clone(), Exec::new(process, stdio));
         }
         self.publisher
             .publish(publish::exec_added(&request.id, &request.exec_id));
@@ -602,12 +482,13 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         request: ResizePtyRequest,
     ) -> TtrpcResult<Empty> {
+        self.activity.touch();
         let tasks = self.tasks();
         let task = tasks
             .get(&request.id)
             .ok_or_else(|| not_found(&request.id))?;
         let console = match exec_id_of(&request.exec_id) {
-            Some(exec_id) => task.execs.get(exec_id).and_then(|e| e.console.as_ref()),
+            Some(exec_id) => task.execs.get(exec_id).and_then(Exec::console),
             None => task.console.as_ref(),
         };
         let console = console.ok_or_else(|| {
@@ -626,15 +507,31 @@ impl Task for TaskService {
     }
 
     async fn close_io(&self, _ctx: &TtrpcContext, request: CloseIORequest) -> TtrpcResult<Empty> {
-        // The process reads containerd's stdin FIFO itself (or the copy task does, with a
-        // terminal): it sees EOF when containerd closes its end. Nothing to close here.
-        if !self.tasks().contains_key(&request.id) {
-            return Err(not_found(&request.id));
+        self.activity.touch();
+        // containerd keeps its end of the stdin FIFO (another attach may come): the
+        // process's stdin ends here, whatever containerd does with the FIFO.
+        let mut tasks = self.tasks();
+        let task = tasks
+            .get_mut(&request.id)
+            .ok_or_else(|| not_found(&request.id))?;
+        match exec_id_of(&request.exec_id) {
+            Some(exec_id) => {
+                let exec = task
+                    .execs
+                    .get_mut(exec_id)
+                    .ok_or_else(|| not_found(&format!("{}/{exec_id}", request.id)))?;
+                if request.stdin {
+                    exec.close_stdin();
+                }
+            }
+            None if request.stdin => task.stdin.close(),
+            None => {}
         }
         Ok(Empty::new())
     }
 
     async fn pids(&self, _ctx: &TtrpcContext, request: PidsRequest) -> TtrpcResult<PidsResponse> {
+        self.activity.touch();
         let bundle_dir = self
             .tasks()
             .get(&request.id)
@@ -666,6 +563,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         request: ConnectRequest,
     ) -> TtrpcResult<ConnectResponse> {
+        self.activity.touch();
         let mut response = ConnectResponse::new();
         response.shim_pid = std::process::id();
         response.task_pid = self
@@ -677,6 +575,7 @@ impl Task for TaskService {
     }
 
     async fn shutdown(&self, _ctx: &TtrpcContext, _request: ShutdownRequest) -> TtrpcResult<Empty> {
+        self.activity.touch();
         // One shim serves the pod's tasks: it goes once the last is deleted.
         if self.is_empty() {
             self.shared.shutdown.notify_one();
@@ -689,6 +588,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         request: StatsRequest,
     ) -> TtrpcResult<StatsResponse> {
+        self.activity.touch();
         let bundle_dir = self
             .tasks()
             .get(&request.id)
@@ -712,6 +612,7 @@ impl Task for TaskService {
     }
 
     async fn update(&self, _ctx: &TtrpcContext, request: UpdateTaskRequest) -> TtrpcResult<Empty> {
+        self.activity.touch();
         let bundle_dir = self
             .tasks()
             .get(&request.id)
@@ -742,6 +643,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         _request: containerd_shim_protos::api::PauseRequest,
     ) -> TtrpcResult<Empty> {
+        self.activity.touch();
         Err(unimplemented("Pause"))
     }
 
@@ -750,6 +652,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         _request: containerd_shim_protos::api::ResumeRequest,
     ) -> TtrpcResult<Empty> {
+        self.activity.touch();
         Err(unimplemented("Resume"))
     }
 
@@ -758,13 +661,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         _request: containerd_shim_protos::api::CheckpointTaskRequest,
     ) -> TtrpcResult<Empty> {
+        self.activity.touch();
         Err(unimplemented("Checkpoint"))
     }
-}
-
-fn fill_stdio(response: &mut StateResponse, stdio: &StdioPaths) {
-    response.stdin = stdio.stdin.clone();
-    response.stdout = stdio.stdout.clone();
-    response.stderr = stdio.stderr.clone();
-    response.terminal = stdio.terminal;
 }
