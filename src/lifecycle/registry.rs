@@ -637,6 +637,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_waiter_is_woken_by_the_move_also_when_its_write_fails() {
+        let (reg, _) = registry();
+        let entry = reg.recovered(toy("id1", "n"), ());
+        assert!(!entry.wait_for(Toy::On, Duration::from_millis(5)).await);
+        let e = entry.clone();
+        let waiter = tokio::spawn(async move { e.wait_for(Toy::On, Duration::from_secs(5)).await });
+        // No record directory: the write fails, and the move stands in memory.
+        assert!(reg.transition(&entry, Toy::On, |_| {}).await.is_err());
+        assert!(waiter.await.unwrap(), "the waiter saw the move");
+        assert!(
+            entry.wait_for(Toy::On, Duration::ZERO).await,
+            "being there counts"
+        );
+    }
+
+    #[tokio::test]
     async fn a_list_skips_creations_and_selects_by_id_prefix_state_and_labels_oldest_first() {
         let (reg, _) = registry();
         for (id, state, at, label) in [

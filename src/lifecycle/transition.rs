@@ -88,11 +88,13 @@ struct Slot<R> {
 
 /// One object in memory: its record, the lock that serializes its mutations, and what
 /// the kind keeps beside it (a shim connection, a start flag).
-pub struct Entry<R, X = ()> {
+pub struct Entry<R: Record, X = ()> {
     pub id: String,
     slot: Mutex<Slot<R>>,
     /// Held by every mutating call of this object for its whole run.
     pub op: tokio::sync::Mutex<()>,
+    /// The state in memory, for whoever waits for a move (a stop waiting for the exit).
+    moves: tokio::sync::watch::Sender<R::State>,
     pub ext: X,
 }
 
@@ -109,6 +111,7 @@ impl<R: Record, X> Entry<R, X> {
     pub fn new(record: R, ext: X) -> Entry<R, X> {
         Entry {
             id: record.id().to_string(),
+            moves: tokio::sync::watch::Sender::new(record.state()),
             slot: Mutex::new(Slot {
                 record,
                 removed: false,
@@ -172,6 +175,7 @@ impl<R: Record, X> Entry<R, X> {
         }
         f(&mut slot.record);
         slot.record.set_state(to);
+        self.moves.send_replace(to);
         Ok((
             from,
             Moved {
@@ -179,6 +183,14 @@ impl<R: Record, X> Entry<R, X> {
                 changed: true,
             },
         ))
+    }
+
+    /// Waits until the state in memory is `state` (already being there counts), at most
+    /// `timeout`; whether it got there. The move's write may still be under way.
+    pub async fn wait_for(&self, state: R::State, timeout: std::time::Duration) -> bool {
+        let mut moves = self.moves.subscribe();
+        let reached = moves.wait_for(|now| *now == state);
+        matches!(tokio::time::timeout(timeout, reached).await, Ok(Ok(_)))
     }
 
     pub(super) fn mark_removed(&self) -> R {

@@ -272,7 +272,7 @@ impl ContainerManager {
         // Written before the shim is asked, so recovery can roll back a daemon crash
         // mid-create; not synced: after a power cut the processes are gone too, and
         // recovery removes container dirs that have no record.
-        let ext = ContainerExt::new(ContainerState::Creating);
+        let ext = ContainerExt::default();
         let admitted = self.records.admit(record, ext, Durability::Cached, undo);
         let container = timed(OP, "record_creating", admitted).await?;
         crate::fault::point("container.create.after_record");

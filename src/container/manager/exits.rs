@@ -13,8 +13,6 @@ use std::sync::atomic::Ordering;
 use serde::Deserialize;
 
 use super::{Container, ContainerManager, ContainerRecord, ContainerState};
-use crate::error::Result;
-use crate::lifecycle::Moved;
 use crate::persist;
 use crate::shim::client::ProcessExit;
 
@@ -48,24 +46,6 @@ impl ContainerManager {
             .join(&record.id)
     }
 
-    /// Every move to Exited goes through here: the transition (the one place that writes
-    /// the record and publishes STOPPED), then whoever waits for the exit is woken, also
-    /// when the write failed (the record in memory has exited either way).
-    pub(super) async fn move_to_exited(
-        &self,
-        container: &Container,
-        f: impl FnOnce(&mut ContainerRecord),
-    ) -> Result<Moved<ContainerRecord>> {
-        let moved = self
-            .records
-            .transition(container, ContainerState::Exited, f)
-            .await;
-        if container.state() == ContainerState::Exited {
-            container.ext.exited.send_replace(true);
-        }
-        moved
-    }
-
     /// A shim said process `exit.id` exited. Unknown ids (the pause process, a container
     /// removed meanwhile) and exits already applied are ignored: replays are expected.
     pub async fn process_exited(&self, exit: ProcessExit) {
@@ -95,8 +75,10 @@ impl ContainerManager {
         if container.is_removed() || !container.state().awaits_exit() {
             return container.record();
         }
+        let exited = |r: &mut ContainerRecord| exit_fields(r, &exit);
         match self
-            .move_to_exited(container, |r| exit_fields(r, &exit))
+            .records
+            .transition(container, ContainerState::Exited, exited)
             .await
         {
             Ok(moved) => {
@@ -136,19 +118,6 @@ impl ContainerManager {
             }
             _ => record,
         }
-    }
-
-    /// Waits until the container's exit was applied, at most `timeout`.
-    pub(super) async fn wait_exited(
-        &self,
-        container: &Container,
-        timeout: std::time::Duration,
-    ) -> bool {
-        let mut exited = container.ext.exited.subscribe();
-        matches!(
-            tokio::time::timeout(timeout, exited.wait_for(|exited| *exited)).await,
-            Ok(Ok(_))
-        )
     }
 
     /// After StopPodSandbox: the shim's last exits may still be on their way; what its

@@ -101,12 +101,15 @@ impl ContainerManager {
             return Ok(());
         }
         tracing::warn!(container_id = %record.id, sandbox_id = %record.sandbox_id, reason, "{message}");
-        let moved = self.move_to_exited(container, |r| {
+        let killed = |r: &mut ContainerRecord| {
             r.exit_code = KILLED_EXIT_CODE;
             r.finished_at = now_unix_nanos();
             r.reason = reason.into();
             r.message = message.into();
-        });
+        };
+        let moved = self
+            .records
+            .transition(container, ContainerState::Exited, killed);
         moved.await.map(|_| ())
     }
 }

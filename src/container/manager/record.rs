@@ -84,25 +84,13 @@ impl Record for ContainerRecord {
 }
 
 /// What the container manager keeps beside each record.
+#[derive(Default)]
 pub struct ContainerExt {
     /// Set while StartContainer opens the gate until it has published STARTED: an exit
     /// pushed meanwhile is held and applied after that, so the events come in order.
     pub(super) starting: AtomicBool,
     /// The exit the shim reported, until applied (see exits.rs).
     pub(super) exit: Mutex<Option<ProcessExit>>,
-    /// True once the record says Exited: StopContainer waits on it.
-    pub(super) exited: tokio::sync::watch::Sender<bool>,
-}
-
-impl ContainerExt {
-    /// For a record in `state` (a recovered one may have exited already).
-    pub(super) fn new(state: ContainerState) -> ContainerExt {
-        ContainerExt {
-            starting: AtomicBool::new(false),
-            exit: Mutex::new(None),
-            exited: tokio::sync::watch::Sender::new(state == ContainerState::Exited),
-        }
-    }
 }
 
 pub type Container = Entry<ContainerRecord, ContainerExt>;

@@ -16,8 +16,7 @@ impl ContainerManager {
         };
         let undo = |r: &ContainerRecord, undo: &mut Rollback| self.undo_process(r, undo);
         for record in self.records.recover(doomed, undo).await? {
-            let ext = ContainerExt::new(record.state);
-            let container = self.records.recovered(record, ext);
+            let container = self.records.recovered(record, ContainerExt::default());
             self.reconcile_recovered(&container).await;
             tracing::info!(container_id = %container.id, state = ?container.state(), "container recovered");
         }

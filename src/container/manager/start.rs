@@ -60,13 +60,16 @@ impl ContainerManager {
             Err(e) => {
                 let err = Error::from(e).context("starting the container");
                 let message = err.to_string();
-                self.move_to_exited(container, |r| {
+                let failed = |r: &mut ContainerRecord| {
                     r.exit_code = 128;
                     r.finished_at = now_unix_nanos();
                     r.reason = "StartError".into();
                     r.message = message;
-                })
-                .await?;
+                };
+                let moved = self
+                    .records
+                    .transition(container, ContainerState::Exited, failed);
+                moved.await?;
                 Err(err)
             }
         }

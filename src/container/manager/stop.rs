@@ -58,7 +58,7 @@ impl ContainerManager {
                 let _wait = step("StopContainer", "signal_to_exit");
                 let exited = tokio::select! {
                     biased;
-                    exited = self.wait_exited(container, timeout) => exited,
+                    exited = container.wait_for(ContainerState::Exited, timeout) => exited,
                     never = sweep => match never {},
                 };
                 if exited {
@@ -66,7 +66,7 @@ impl ContainerManager {
                 }
             }
             let _ = shim.kill(&record.id, libc::SIGKILL, true).await;
-            if self.wait_exited(container, KILL_GRACE).await {
+            if container.wait_for(ContainerState::Exited, KILL_GRACE).await {
                 return Ok(());
             }
         }
