@@ -14,7 +14,7 @@ use crate::error::{Error, Result, blocking, io_err};
 use crate::lifecycle::{Claim, Durability, Rollback, fingerprint, remove_cgroup};
 use crate::linux::netns;
 use crate::linux::process::now_unix_nanos;
-use crate::linux::systemd::{self as systemd_unit, UnitKind};
+use crate::linux::systemd::UnitKind;
 use crate::metrics::{step, timed};
 use crate::persist;
 use crate::shim::{PauseSpec, ShimClient, SpawnOptions};
@@ -296,9 +296,8 @@ impl SandboxManager {
                 owned.insert(0, (units.slice.clone(), UnitKind::Pod));
             }
             for (unit, kind) in owned {
-                let release =
-                    systemd_unit::release_quietly(driver.clone(), unit.clone(), kind, id.clone());
-                undo.push(format!("stop {unit}"), release);
+                let (driver, id, what) = (driver.clone(), id.clone(), format!("stop {unit}"));
+                undo.push_try(what, async move { driver.release(&unit, kind, &id).await });
             }
         }
         let shim_cgroup = super::shim_cgroup(&record.pod_cgroup, record.units.as_ref(), &record.id);
@@ -308,7 +307,7 @@ impl SandboxManager {
             .flatten()
         {
             let remove = remove_cgroup(self.cgroups.clone(), cg.clone(), KILL_WAIT);
-            undo.push(format!("remove cgroup {cg}"), remove);
+            undo.push_try(format!("remove cgroup {cg}"), remove);
         }
     }
 }

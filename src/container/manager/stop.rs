@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Container, ContainerManager, ContainerState, KILL_GRACE};
-use crate::error::{Result, blocking, io_err};
+use crate::error::{Result, io_err};
+use crate::lifecycle::Rollback;
 use crate::metrics::{step, timed};
 use crate::persist;
 
@@ -88,16 +89,9 @@ impl ContainerManager {
             let _ = timed("RemoveContainer", "shim_delete", shim.delete(&record.id)).await;
         }
         crate::fault::point("container.remove.after_shim_delete");
-        let (cgroups, path) = (self.sandboxes.cgroups().clone(), record.cgroup_path.clone());
-        let destroy = blocking("cgroup task", move || cgroups.destroy(&path, KILL_GRACE));
-        timed("RemoveContainer", "cgroup", destroy).await?;
-        if let (Some(driver), Some(scope)) = (
-            self.sandboxes.systemd(),
-            crate::linux::systemd::unit_of_path(&record.cgroup_path),
-        ) {
-            let kind = crate::linux::systemd::UnitKind::Container;
-            driver.release(scope, kind, &record.id).await?;
-        }
+        let mut taken = Rollback::new(format!("container {}", record.id));
+        self.undo_cgroup(&record, &mut taken);
+        timed("RemoveContainer", "cgroup", taken.finish()).await?;
         let _files = step("RemoveContainer", "files");
         persist::remove_file_if_exists(&self.exit_file(&record))
             .map_err(io_err("removing the exit file"))?;
