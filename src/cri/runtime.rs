@@ -14,7 +14,7 @@ use super::pod_convert::*;
 use super::stream::{self, ResponseStream};
 use crate::config::CgroupDriver;
 use crate::error::Error;
-use crate::sandbox::{SandboxFilter, SandboxState};
+use crate::sandbox::SandboxFilter;
 use crate::streaming::token::{StreamRequest, Streams};
 
 pub struct RuntimeCri {
@@ -28,18 +28,6 @@ impl RuntimeCri {
 }
 
 type RpcResult<T> = Result<Response<T>, Status>;
-
-/// The full id of a running container; NotFound or FailedPrecondition otherwise.
-fn running_container(daemon: &Services, id: &str) -> Result<String, Error> {
-    let record = daemon.containers.status(id)?;
-    if record.state != crate::container::manager::ContainerState::Running {
-        return Err(Error::failed_precondition(format!(
-            "container {} is not running",
-            record.id
-        )));
-    }
-    Ok(record.id)
-}
 
 /// A stream request must ask for some stream, and a terminal has no separate stderr (the
 /// kubelet's own rules).
@@ -285,7 +273,7 @@ impl RuntimeService for RuntimeCri {
             return Err(Error::invalid_argument("cmd is required").into());
         }
         check_streams(request.stdin, request.stdout, request.stderr, request.tty)?;
-        let container_id = running_container(&self.daemon, &request.container_id)?;
+        let container_id = self.daemon.containers.running(&request.container_id)?.id;
         let streams = Streams {
             stdin: request.stdin,
             stdout: request.stdout,
@@ -303,7 +291,7 @@ impl RuntimeService for RuntimeCri {
     async fn attach(&self, request: Request<cri::AttachRequest>) -> RpcResult<cri::AttachResponse> {
         let request = request.into_inner();
         check_streams(request.stdin, request.stdout, request.stderr, request.tty)?;
-        let container_id = running_container(&self.daemon, &request.container_id)?;
+        let container_id = self.daemon.containers.running(&request.container_id)?.id;
         let streams = Streams {
             stdin: request.stdin,
             stdout: request.stdout,
@@ -325,14 +313,11 @@ impl RuntimeService for RuntimeCri {
         if let Some(port) = request.port.iter().find(|p| !(1..=65535).contains(*p)) {
             return Err(Error::invalid_argument(format!("invalid port {port}")).into());
         }
-        let (record, state) = self.daemon.sandboxes.status(&request.pod_sandbox_id)?;
-        if state != SandboxState::Ready {
-            return Err(Error::failed_precondition(format!(
-                "pod sandbox {} is not ready",
-                record.id
-            ))
-            .into());
-        }
+        let needs = "a port forward needs it ready";
+        let record = self
+            .daemon
+            .sandboxes
+            .ready(&request.pod_sandbox_id, needs)?;
         let url = self.daemon.streaming.url_for(StreamRequest::PortForward {
             sandbox_id: record.id,
         });

@@ -236,6 +236,11 @@ impl SandboxManager {
         self.records.status(id)
     }
 
+    /// The record of a Ready pod (FailedPrecondition saying its state else).
+    pub fn ready(&self, id: &str, needs: &str) -> Result<SandboxRecord> {
+        self.get(id)?.require(|s| s == SandboxState::Ready, needs)
+    }
+
     pub fn list(&self, filter: &SandboxFilter) -> Vec<(SandboxRecord, SandboxState)> {
         self.records.list(filter)
     }

@@ -4,11 +4,9 @@
 use std::path::Path;
 
 use super::record::{SandboxExt, SandboxRecord};
-use super::run::{cni_del, shutdown_shim, unpin};
 use super::{SandboxManager, SandboxState};
 use crate::error::Result;
 use crate::lifecycle::Rollback;
-use crate::persist;
 use crate::shim::ShimClient;
 
 impl SandboxManager {
@@ -20,28 +18,6 @@ impl SandboxManager {
             self.recover_one(record).await;
         }
         Ok(())
-    }
-
-    /// What a run may have taken, given back (each step copes with what it never got).
-    fn undo_run(&self, record: &SandboxRecord, undo: &mut Rollback) {
-        if let Some(path) = &record.netns {
-            undo.push_try(format!("unpin {}", path.display()), unpin(path.clone()));
-        }
-        if let (Some(network), Some(attachment)) = (&record.network, record.attachment()) {
-            let result = network.result.as_ref().map(|r| r.raw.clone());
-            let del = cni_del(self.cni.clone(), network.config.clone(), attachment, result);
-            undo.push_try("CNI DEL", del);
-        }
-        self.undo_cgroups(record, undo);
-        let (socket, id) = (record.shim_socket.clone(), record.id.clone());
-        undo.push_try("shut the shim down", async move {
-            let shim = reachable_shim(&socket, &id).await;
-            let _ = persist::remove_file_if_exists(&socket);
-            match shim {
-                Some(shim) => shutdown_shim(shim).await,
-                None => Ok(()),
-            }
-        });
     }
 
     async fn recover_one(&self, record: SandboxRecord) {
@@ -66,7 +42,7 @@ impl SandboxManager {
 }
 
 /// The shim listening on `socket`, when it answers as the shim of pod `id`.
-async fn reachable_shim(socket: &Path, id: &str) -> Option<ShimClient> {
+pub(super) async fn reachable_shim(socket: &Path, id: &str) -> Option<ShimClient> {
     let shim = crate::shim::connect(socket).await.ok()?;
     match shim.clone().info().await {
         Ok((sandbox_id, _)) if sandbox_id == id => Some(shim),

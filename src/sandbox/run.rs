@@ -9,7 +9,6 @@ use super::record::{RECORD_VERSION, SandboxExt, process_start_time};
 use super::{
     KILL_WAIT, NetworkRecord, SandboxManager, SandboxRecord, SandboxState, podfiles, sysctl,
 };
-use crate::cni::{Attachment, CniManager, NetworkConfigList};
 use crate::error::{Error, Result, blocking, io_err};
 use crate::lifecycle::{Claim, Durability, Rollback, fingerprint, remove_cgroup};
 use crate::linux::netns;
@@ -17,7 +16,7 @@ use crate::linux::process::now_unix_nanos;
 use crate::linux::systemd::UnitKind;
 use crate::metrics::{step, timed};
 use crate::persist;
-use crate::shim::{PauseSpec, ShimClient, SpawnOptions};
+use crate::shim::{PauseSpec, SpawnOptions};
 use crate::store::lock;
 use futures_util::FutureExt as _;
 
@@ -100,6 +99,7 @@ impl SandboxManager {
         let admitted = self.records.admit(record, ext, Durability::Synced, undo);
         let sandbox = timed(OP, "record_creating", admitted).await?;
         crate::fault::point("sandbox.run.after_record");
+        self.undo_run(&sandbox.record(), undo);
 
         let pod_files_step = step(OP, "pod_files");
         let host_file = |path| std::fs::read_to_string(path).unwrap_or_default();
@@ -127,12 +127,9 @@ impl SandboxManager {
                 netns::pin_netns(&pin_path).map_err(io_err(what))
             });
             timed(OP, "netns", pin).await?;
-            undo.push_try(format!("unpin {}", path.display()), unpin(path.clone()));
             crate::fault::point("sandbox.run.after_netns_pin");
         }
 
-        // The pod's cgroups go with a failed run however far it got (a missing one is no error).
-        self.undo_cgroups(&sandbox.record(), undo);
         // The network and the processes only meet at the netns, which exists now.
         let network_setup = async {
             let Some(attachment) = sandbox.record().attachment() else {
@@ -155,11 +152,7 @@ impl SandboxManager {
             // A failed ADD was already undone by the CNI code (DEL of the whole list).
             let result =
                 result.map_err(|e| Error::from(e).context("setting up the pod network"))?;
-            let raw = Some(result.raw.clone());
-            Ok(Some((
-                result,
-                cni_del(self.cni.clone(), network, attachment, raw),
-            )))
+            Ok(Some(result))
         };
         let process_setup = async {
             if let Some((driver, units)) = &systemd {
@@ -175,7 +168,6 @@ impl SandboxManager {
             options.log = Some(state_dir.join("shim.log"));
             options.log_level = Some(self.config.log_level.as_str().to_string());
             let shim = timed(OP, "shim_spawn", crate::shim::spawn(options)).await?;
-            undo.push_try("shut the shim down", shutdown_shim(shim.clone()));
             crate::fault::point("sandbox.run.after_shim_start");
             let units = layout.units.as_ref();
             self.move_shim(id, &pod_cgroup, units, shim.spawned_pid())
@@ -231,26 +223,14 @@ impl SandboxManager {
         };
         let (network, processes) = tokio::join!(network_setup, process_setup);
         // A network that came up is undone even when the processes failed.
-        let network = network.map(|up| {
-            up.map(|(result, del)| {
-                undo.push_try("CNI DEL", del);
-                result
-            })
-        });
+        if let Ok(Some(result)) = &network {
+            let answered = |n: &mut NetworkRecord| n.result = Some(result.clone());
+            sandbox.update(|r| r.network.as_mut().map_or((), answered));
+            self.undo_network(&sandbox.record(), undo);
+        }
         let (shim_pid, pause_pid) =
             processes.map_err(|e| e.context("starting the pod's pause process"))?;
-        let ips = match network? {
-            Some(result) => {
-                let ips = result.ips.clone();
-                sandbox.update(|r| {
-                    if let Some(n) = r.network.as_mut() {
-                        n.result = Some(result)
-                    }
-                });
-                ips
-            }
-            None => Vec::new(),
-        };
+        let ips = network?.map(|result| result.ips).unwrap_or_default();
         if !host_network {
             let hosts = podfiles::render_hosts(&hostname, &ips, false, &hosts)?;
             let hosts_path = record_dir.join("hosts");
@@ -280,6 +260,35 @@ impl SandboxManager {
         );
         self.watch_shim(id);
         Ok(())
+    }
+
+    /// What a run may take, given back; each step copes with what it never got, so a run
+    /// pushes them before it takes anything, and recovery for a run a crash interrupted.
+    pub(super) fn undo_run(&self, record: &SandboxRecord, undo: &mut Rollback) {
+        if let Some(path) = &record.netns {
+            undo.push_try(format!("unpin {}", path.display()), unpin(path.clone()));
+        }
+        self.undo_network(record, undo);
+        self.undo_cgroups(record, undo);
+        let (socket, id) = (record.shim_socket.clone(), record.id.clone());
+        undo.push_try("shut the shim down", async move {
+            let shim = super::recover::reachable_shim(&socket, &id).await;
+            let _ = persist::remove_file_if_exists(&socket);
+            match shim {
+                Some(mut shim) => Ok(shim.shutdown().await?),
+                None => Ok(()),
+            }
+        });
+    }
+
+    /// CNI DEL with the config recorded before ADD (and its answer, once there is one).
+    fn undo_network(&self, record: &SandboxRecord, undo: &mut Rollback) {
+        if let (Some(network), Some(attachment)) = (&record.network, record.attachment()) {
+            let result = network.result.as_ref().map(|r| r.raw.clone());
+            let (cni, config) = (self.cni.clone(), network.config.clone());
+            let del = async move { Ok(cni.del(&config, &attachment, result.as_ref()).await?) };
+            undo.push_try("CNI DEL", del);
+        }
     }
 
     /// The pod's cgroups removed (the pod cgroup only when berth made it), the shim's
@@ -319,18 +328,4 @@ pub(super) async fn unpin(path: PathBuf) -> Result<()> {
         netns::unpin_netns(&path).map_err(io_err(what))
     })
     .await
-}
-
-/// The undo steps of a run (recovery uses them too for a run a crash interrupted).
-pub(super) async fn cni_del(
-    cni: CniManager,
-    network: NetworkConfigList,
-    attachment: Attachment,
-    result: Option<serde_json::Value>,
-) -> Result<()> {
-    Ok(cni.del(&network, &attachment, result.as_ref()).await?)
-}
-
-pub(super) async fn shutdown_shim(mut shim: ShimClient) -> Result<()> {
-    Ok(shim.shutdown().await?)
 }

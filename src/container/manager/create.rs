@@ -14,7 +14,6 @@ use crate::lifecycle::{Durability, Rollback, fingerprint};
 use crate::linux::process::now_unix_nanos;
 use crate::metrics::{step, timed};
 use crate::persist;
-use crate::sandbox::SandboxState;
 use futures_util::FutureExt as _;
 
 /// The operation name its steps are timed under (`berth_operation_step_duration_seconds`).
@@ -32,19 +31,14 @@ impl ContainerManager {
     /// that name is AlreadyExists naming the container that holds it.
     pub async fn create(self: &Arc<Self>, request: CreateRequest) -> Result<String> {
         let CreateRequest { sandbox_id, config } = request;
-        let sandbox = self.sandboxes.get(&sandbox_id)?;
-        let (sandbox_record, sandbox_state) = self.sandboxes.status(&sandbox.id)?;
-        if sandbox_state != SandboxState::Ready {
-            return Err(Error::failed_precondition(format!(
-                "pod sandbox {} is not ready",
-                sandbox.id
-            )));
-        }
+        let sandbox = self
+            .sandboxes
+            .ready(&sandbox_id, "it takes no new containers")?;
         let meta = &config.metadata;
         let key = name_key(&sandbox.id, &meta.name, meta.attempt);
         let (this, fingerprint) = (self.clone(), fingerprint(&config));
         let claim = self.records.create(&key, &fingerprint, move |id, undo| {
-            async move { this.create_steps(id, &sandbox_record, config, undo).await }.boxed()
+            async move { this.create_steps(id, &sandbox, config, undo).await }.boxed()
         })?;
         claim.wait().await
     }
@@ -86,16 +80,11 @@ impl ContainerManager {
             config.security.namespaces.pid,
             config.security.namespaces.target_id.as_str(),
         ) {
-            (crate::sandbox::NamespaceMode::Target, target) => {
-                let target = self.status(target)?;
-                if target.state != ContainerState::Running {
-                    return Err(Error::failed_precondition(format!(
-                        "target container {} is not running",
-                        target.id
-                    )));
-                }
-                Some(target.pid)
-            }
+            (crate::sandbox::NamespaceMode::Target, target) => Some(
+                self.running(target)
+                    .map_err(|e| e.context("target container"))?
+                    .pid,
+            ),
             _ => None,
         };
         let spec_config = config.clone();

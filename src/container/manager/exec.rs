@@ -6,7 +6,6 @@ use std::time::Duration;
 use super::{Container, ContainerManager, ContainerRecord, ContainerState};
 use crate::container::config::ContainerResources;
 use crate::error::{Error, ErrorKind, Result, blocking};
-use crate::shim::ShimClient;
 
 impl ContainerManager {
     /// UpdateContainerResources: written to the live cgroup (through the scope's unit
@@ -30,18 +29,8 @@ impl ContainerManager {
         container: &Container,
         resources: ContainerResources,
     ) -> Result<()> {
-        let record = container.record();
-        if container.is_removed() || record.state == ContainerState::Exited {
-            let state = if container.is_removed() {
-                "removed"
-            } else {
-                "exited"
-            };
-            return Err(Error::failed_precondition(format!(
-                "container {} is {state}; its resources cannot change",
-                record.id
-            )));
-        }
+        let live = |s| s != ContainerState::Exited;
+        let record = container.require(live, "its resources cannot change")?;
         self.check_resources(&resources).await?;
         let linux = crate::container::spec::linux_resources(&resources).map_err(Error::from)?;
         let scope = crate::linux::systemd::unit_of_path(&record.cgroup_path);
@@ -64,20 +53,16 @@ impl ContainerManager {
             .map(|_| ())
     }
 
-    /// The record and the pod's shim of a running container (FailedPrecondition else).
-    async fn running(&self, id: &str) -> Result<(ContainerRecord, ShimClient)> {
-        let record = self.status(id)?;
-        if record.state != ContainerState::Running {
-            let message = format!("container {} is not running", record.id);
-            return Err(Error::failed_precondition(message));
-        }
-        let shim = self.sandboxes.shim(&record.sandbox_id).await?;
-        Ok((record, shim))
+    /// The record of a running container (FailedPrecondition saying its state else).
+    pub fn running(&self, id: &str) -> Result<ContainerRecord> {
+        let running = |s| s == ContainerState::Running;
+        self.get(id)?.require(running, "it must be running")
     }
 
     /// ReopenContainerLog: the shim reopens the log file the kubelet rotated.
     pub async fn reopen_log(&self, id: &str) -> Result<()> {
-        let (record, mut shim) = self.running(id).await?;
+        let record = self.running(id)?;
+        let mut shim = self.sandboxes.shim(&record.sandbox_id).await?;
         shim.reopen_log(&record.id).await.map_err(Error::from)
     }
 
@@ -92,7 +77,8 @@ impl ContainerManager {
         if cmd.is_empty() {
             return Err(Error::invalid_argument("cmd is required"));
         }
-        let (record, mut shim) = self.running(id).await?;
+        let record = self.running(id)?;
+        let mut shim = self.sandboxes.shim(&record.sandbox_id).await?;
         let exec_id = hex::encode(rand::random::<[u8; 8]>());
         let output = shim
             .exec_sync(&record.id, &exec_id, cmd, timeout)
