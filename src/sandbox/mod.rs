@@ -35,12 +35,10 @@ use crate::linux::systemd::{PodUnits, SystemdDriver};
 use crate::shim::ShimClient;
 use crate::store::lock;
 pub use record::{NetworkRecord, Sandbox, SandboxExt, SandboxRecord};
-pub use shim_events::ContainerExitSink;
+pub use shim_events::{ContainerExitSink, ShimNews};
 pub use spec::{NamespaceMode, NamespaceOptions, PodMetadata, PodSpec, PortMapping, Protocol};
 pub use state::SandboxState;
 
-/// How many shim deaths may wait for their subscriber before it has to resynchronize.
-const SHIM_LOST_BACKLOG: usize = 256;
 /// How long to wait for a killed cgroup to empty.
 const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -77,9 +75,8 @@ pub struct SandboxManager {
     /// With the systemd cgroup driver: the units, and the slice of pods without a parent.
     systemd: Option<SystemdPods>,
     records: Registry<SandboxRecord, SandboxExt>,
-    /// Pods whose shim died unexpectedly (see shim_watch.rs).
-    shim_lost: tokio::sync::broadcast::Sender<String>,
-    /// Where the exits the shims push for containers go (see shim_events.rs).
+    /// Where the exits the shims push for containers, and their deaths, go (see
+    /// shim_events.rs).
     exit_sink: std::sync::OnceLock<ContainerExitSink>,
 }
 
@@ -109,7 +106,6 @@ impl SandboxManager {
             cgroups,
             systemd,
             records: Registry::new(dirs, record::publisher(events)),
-            shim_lost: tokio::sync::broadcast::channel(SHIM_LOST_BACKLOG).0,
             exit_sink: std::sync::OnceLock::new(),
         })
     }
@@ -127,6 +123,32 @@ impl SandboxManager {
         self.systemd.as_ref().map(|s| &s.driver)
     }
 
+    /// With the systemd driver, makes process `pid` (in cgroup `path`) the scope of the
+    /// pod's pause, shim or container `id` in the pod's slice; nothing with cgroupfs.
+    pub async fn start_scope(
+        &self,
+        units: Option<&PodUnits>,
+        kind: crate::linux::systemd::UnitKind,
+        id: &str,
+        pid: u32,
+        path: &str,
+        resources: Option<&oci_spec::runtime::LinuxResources>,
+    ) -> Result<()> {
+        let (Some(driver), Some(units)) = (self.systemd(), units) else {
+            return Ok(());
+        };
+        let shim = kind == crate::linux::systemd::UnitKind::Shim;
+        let scope = units.scope(&if shim {
+            format!("shim-{id}")
+        } else {
+            id.to_string()
+        });
+        let started = driver.start_scope(&scope, &units.slice, kind, id, pid, path, resources);
+        started
+            .await
+            .map_err(|e| e.context(format!("starting {scope}")))
+    }
+
     /// Moves the pod's shim (`pid`) into [`shim_cgroup`], before it starts the pause.
     async fn move_shim(
         &self,
@@ -136,12 +158,9 @@ impl SandboxManager {
         pid: u32,
     ) -> Result<()> {
         let path = shim_cgroup(pod_cgroup, units, id);
-        if let (Some(driver), Some(units)) = (self.systemd(), units) {
-            let scope = units.scope(&format!("shim-{id}"));
+        if units.is_some() {
             let kind = crate::linux::systemd::UnitKind::Shim;
-            return driver
-                .start_scope(&scope, &units.slice, kind, id, pid, &path, None)
-                .await;
+            return self.start_scope(units, kind, id, pid, &path, None).await;
         }
         let cgroups = self.cgroups.clone();
         crate::error::blocking("cgroup task", move || {

@@ -15,15 +15,14 @@ impl SandboxManager {
         let path = record.pod_cgroup.clone();
         let checked = resources.clone();
         let by_file = self.systemd().is_none() || record.units.is_none();
-        tokio::task::spawn_blocking(move || {
+        crate::error::blocking("pod cgroup task", move || {
             cgroups.check_resources(&checked)?;
             if by_file {
                 cgroups.apply_resources(&path, &checked)?;
             }
             Ok::<_, Error>(())
         })
-        .await
-        .map_err(|e| Error::internal("pod cgroup task", e))??;
+        .await?;
         if let (Some(driver), Some(units)) = (self.systemd(), &record.units) {
             driver
                 .update(&units.slice, &record.pod_cgroup, &resources)

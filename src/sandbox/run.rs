@@ -202,21 +202,10 @@ impl SandboxManager {
                 Ok::<_, Error>(shim.clone().create(id, &bundle, start).await?)
             });
             let pause_pid = created.await?;
-            if let Some((driver, units)) = &systemd {
-                let (scope, kind) = (units.scope(id), UnitKind::Pause);
-                driver
-                    .start_scope(
-                        &scope,
-                        &units.slice,
-                        kind,
-                        id,
-                        pause_pid,
-                        &pause_cgroup,
-                        None,
-                    )
-                    .await
-                    .map_err(|e| e.context("starting the pause process's scope"))?;
-            }
+            let units = layout.units.as_ref();
+            let kind = UnitKind::Pause;
+            self.start_scope(units, kind, id, pause_pid, &pause_cgroup, None)
+                .await?;
             let shim_pid = shim.spawned_pid();
             *lock(&sandbox.ext.shim) = Some(shim);
             Ok::<_, Error>((shim_pid, pause_pid))

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::record::{ContainerExt, RECORD_VERSION, name_key};
 use super::{ContainerManager, ContainerRecord, ContainerState};
 use crate::container::config::ContainerConfig;
-use crate::error::{Error, ErrorKind, Result, blocking, io_err};
+use crate::error::{Error, Result, blocking, invalid_err, io_err};
 use crate::lifecycle::{Durability, Rollback, fingerprint};
 use crate::linux::process::now_unix_nanos;
 use crate::metrics::{step, timed};
@@ -118,25 +118,14 @@ impl ContainerManager {
             for mount in spec_config.mounts.iter().filter(|m| m.image.is_none()) {
                 let source = Path::new(&mount.host_path);
                 if !source.exists() {
-                    std::fs::create_dir_all(source).map_err(|e| {
-                        Error::with_source(
-                            ErrorKind::InvalidArgument,
-                            format!("creating the mount source {}", mount.host_path),
-                            e,
-                        )
-                    })?;
+                    let what = format!("creating the mount source {}", mount.host_path);
+                    std::fs::create_dir_all(source).map_err(invalid_err(what))?;
                 }
             }
             let mut host_devices = BTreeMap::new();
             for device in &spec_config.devices {
                 let found = crate::container::host::host_device(Path::new(&device.host_path))
-                    .map_err(|e| {
-                        Error::with_source(
-                            ErrorKind::InvalidArgument,
-                            format!("device {}", device.host_path),
-                            e,
-                        )
-                    })?;
+                    .map_err(invalid_err(format!("device {}", device.host_path)))?;
                 host_devices.insert(device.host_path.clone(), found);
             }
             if spec_config.security.privileged {
@@ -187,9 +176,7 @@ impl ContainerManager {
                 .and_then(|l| l.seccomp().as_ref())
                 .map(crate::linux::seccomp::compiled)
                 .transpose()
-                .map_err(|e| {
-                    Error::with_source(ErrorKind::InvalidArgument, "seccomp profile", e)
-                })?;
+                .map_err(invalid_err("seccomp profile"))?;
             Ok::<_, Error>((spec, stop_signal, seccomp_program))
         })
         .await?;
@@ -288,21 +275,13 @@ impl ContainerManager {
             .await
             .map_err(|e| Error::from(e).context("creating the container"))?;
         drop(shim_step);
-        if let (Some(driver), Some(units)) = (self.sandboxes.systemd(), &sandbox.units) {
-            let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
-            driver
-                .start_scope(
-                    &units.scope(id),
-                    &units.slice,
-                    crate::linux::systemd::UnitKind::Container,
-                    id,
-                    pid,
-                    &cgroup_path,
-                    resources.as_ref(),
-                )
-                .await
-                .map_err(|e| e.context("starting the container's scope"))?;
-        }
+        let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
+        let kind = crate::linux::systemd::UnitKind::Container;
+        let units = sandbox.units.as_ref();
+        let scope =
+            self.sandboxes
+                .start_scope(units, kind, id, pid, &cgroup_path, resources.as_ref());
+        scope.await?;
         crate::fault::point("container.create.after_shim_create");
         let created = self
             .records
