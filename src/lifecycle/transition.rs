@@ -93,7 +93,8 @@ pub struct Entry<R: Record, X = ()> {
     slot: Mutex<Slot<R>>,
     /// Held by every mutating call of this object for its whole run.
     pub op: tokio::sync::Mutex<()>,
-    /// The state in memory, for whoever waits for a move (a stop waiting for the exit).
+    /// The state the last finished transition left, for whoever waits for a move (a stop
+    /// waiting for the exit).
     moves: tokio::sync::watch::Sender<R::State>,
     pub ext: X,
 }
@@ -193,7 +194,6 @@ impl<R: Record, X> Entry<R, X> {
         }
         f(&mut slot.record);
         slot.record.set_state(to);
-        self.moves.send_replace(to);
         Ok((
             from,
             Moved {
@@ -203,8 +203,12 @@ impl<R: Record, X> Entry<R, X> {
         ))
     }
 
-    /// Waits until the state in memory is `state` (already being there counts), at most
-    /// `timeout`; whether it got there. The move's write may still be under way.
+    pub(super) fn moved(&self, to: R::State) {
+        self.moves.send_replace(to);
+    }
+
+    /// Waits until a transition to `state` is done (already being there counts), at most
+    /// `timeout`; whether it got there.
     pub async fn wait_for(&self, state: R::State, timeout: std::time::Duration) -> bool {
         let mut moves = self.moves.subscribe();
         let reached = moves.wait_for(|now| *now == state);
