@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{Container, ContainerManager, ContainerRecord, ContainerState};
 use crate::container::config::ContainerResources;
-use crate::error::{Error, ErrorKind, Result, blocking};
+use crate::error::{Error, ErrorKind, Result};
 
 impl ContainerManager {
     /// UpdateContainerResources: written to the live cgroup (through the scope's unit
@@ -34,19 +34,10 @@ impl ContainerManager {
         self.check_resources(&resources).await?;
         let linux = crate::container::spec::linux_resources(&resources).map_err(Error::from)?;
         let scope = crate::linux::systemd::unit_of_path(&record.cgroup_path);
-        match (self.sandboxes.systemd(), scope) {
-            (Some(driver), Some(scope)) => {
-                driver.update(scope, &record.cgroup_path, &linux).await?;
-            }
-            _ => {
-                let (cgroups, path) =
-                    (self.sandboxes.cgroups().clone(), record.cgroup_path.clone());
-                blocking("cgroup task", move || {
-                    cgroups.apply_resources(&path, &linux)
-                })
-                .await?;
-            }
-        }
+        let applied = self
+            .sandboxes
+            .apply_resources(scope, &record.cgroup_path, &linux);
+        applied.await?;
         self.records
             .save(container, |r| r.config.resources = resources)
             .await
@@ -98,12 +89,10 @@ impl ContainerManager {
         Ok(output)
     }
 
-    /// Refuses resources this node cannot apply (CPUs it lacks, unified keys of a missing
-    /// controller, swap without swap accounting), naming the CRI field.
+    /// Refuses resources this node cannot apply, naming the CRI field (see the pod's).
     pub(super) async fn check_resources(&self, resources: &ContainerResources) -> Result<()> {
         let linux = crate::container::spec::linux_resources(resources).map_err(Error::from)?;
-        let cgroups = self.sandboxes.cgroups().clone();
-        blocking("cgroup check task", move || cgroups.check_resources(&linux)).await
+        self.sandboxes.check_resources(&linux).await
     }
 }
 

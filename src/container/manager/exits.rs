@@ -76,22 +76,10 @@ impl ContainerManager {
             return container.record();
         }
         let exited = |r: &mut ContainerRecord| exit_fields(r, &exit);
-        match self
-            .records
-            .transition(container, ContainerState::Exited, exited)
-            .await
-        {
-            Ok(moved) => {
-                if moved.changed {
-                    tracing::debug!(container_id = %moved.record.id, exit_code = moved.record.exit_code, "container exited");
-                }
-                moved.record
-            }
-            Err(e) => {
-                tracing::warn!(container_id = %container.id, error = %e, "recording an exit");
-                container.record()
-            }
-        }
+        self.records
+            .observed(container, ContainerState::Exited, exited)
+            .await;
+        container.record()
     }
 
     /// Reads the shim's exit file and applies it, for when no event can be relied on:
