@@ -57,14 +57,6 @@ pub fn shim_cgroup(record_pod_cgroup: &str, units: Option<&PodUnits>, id: &str) 
     }
 }
 
-/// A new pod's cgroup layout (see `SandboxManager::pod_cgroups`).
-struct PodCgroups {
-    pod: String,
-    owned: bool,
-    pause: String,
-    units: Option<PodUnits>,
-}
-
 /// Filter of ListPodSandbox.
 pub type SandboxFilter = Filter<SandboxState>;
 
@@ -170,43 +162,39 @@ impl SandboxManager {
         .await
     }
 
-    /// Where a new pod's cgroups go: the pod cgroup, whether berth makes it, the pause
-    /// cgroup, and (systemd driver) the units. A `cgroup_parent` the driver cannot take
-    /// is InvalidArgument naming the field.
-    fn pod_cgroups(&self, id: &str, parent: &str) -> Result<PodCgroups> {
+    /// Where a new pod's cgroups go, written into its `record`: the pod cgroup, whether
+    /// berth makes it, the pause cgroup, and (systemd driver) the units. A `cgroup_parent`
+    /// the driver cannot take is InvalidArgument naming the field.
+    fn place_cgroups(&self, record: &mut SandboxRecord) -> Result<()> {
+        let (id, parent) = (record.id.clone(), record.spec.cgroup_parent.clone());
+        record.owns_pod_cgroup = parent.is_empty();
         let Some(systemd) = &self.systemd else {
             if !parent.is_empty() {
-                crate::linux::cgroup::relative_path(parent).map_err(|_| {
+                crate::linux::cgroup::relative_path(&parent).map_err(|_| {
                     Error::invalid_argument(format!(
                         "linux.cgroup_parent: {parent:?} is not a cgroup path (the cgroupfs driver is in use)"
                     ))
                 })?;
             }
-            let (pod, owned) = if parent.is_empty() {
-                let default = self.config.default_cgroup_parent.trim_end_matches('/');
-                (format!("{default}/{id}"), true)
+            let default = self.config.default_cgroup_parent.trim_end_matches('/');
+            let pod = if parent.is_empty() {
+                format!("{default}/{id}")
             } else {
-                (parent.to_string(), false)
+                parent
             };
-            let pause = format!("{}/{}", pod.trim_end_matches('/'), id);
-            return Ok(PodCgroups {
-                pod,
-                owned,
-                pause,
-                units: None,
-            });
+            record.pause_cgroup = format!("{}/{id}", pod.trim_end_matches('/'));
+            record.pod_cgroup = pod;
+            return Ok(());
         };
-        let (units, owned) = if parent.is_empty() {
-            (PodUnits::owned(&systemd.default_slice, id)?, true)
+        let units = if parent.is_empty() {
+            PodUnits::owned(&systemd.default_slice, &id)?
         } else {
-            (PodUnits::from_parent("linux.cgroup_parent", parent)?, false)
+            PodUnits::from_parent("linux.cgroup_parent", &parent)?
         };
-        Ok(PodCgroups {
-            pod: units.slice_path.clone(),
-            owned,
-            pause: units.scope_path(id),
-            units: Some(units),
-        })
+        (record.pod_cgroup, record.pause_cgroup) =
+            (units.slice_path.clone(), units.scope_path(&id));
+        record.units = Some(units);
+        Ok(())
     }
 
     /// Holds the record and the pod files (hostname, hosts, resolv.conf).

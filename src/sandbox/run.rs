@@ -40,19 +40,13 @@ impl SandboxManager {
         let claim = self.records.create(&key, &fingerprint, move |id, undo| {
             async move { this.create_steps(id, spec, undo).await }.boxed()
         })?;
-        match claim {
-            Claim::Done(id)
-                if self
-                    .status(&id)
-                    .is_ok_and(|(_, s)| s == SandboxState::Ready) =>
-            {
-                Ok(id)
-            }
-            Claim::Done(id) => Err(Error::already_exists(format!(
-                "pod sandbox name {key} is reserved by {id}; remove it first"
-            ))),
-            running => running.wait().await,
+        if let Claim::Done(id) = &claim
+            && self.ready(id, "").is_err()
+        {
+            let message = format!("pod sandbox name {key} is reserved by {id}; remove it first");
+            return Err(Error::already_exists(message));
         }
+        claim.wait().await
     }
 
     async fn create_steps(
@@ -65,11 +59,6 @@ impl SandboxManager {
         let (record_dir, state_dir) = (self.record_dir(id), self.records.dirs().state_dir(id));
         let host_network = spec.namespaces.host_network();
         let metadata = spec.validate()?.clone();
-        let layout = self.pod_cgroups(id, &spec.cgroup_parent)?;
-        let (pod_cgroup, owns_pod_cgroup, pause_cgroup) =
-            (layout.pod.clone(), layout.owned, layout.pause.clone());
-        // Both set with the systemd driver: the units of this pod.
-        let systemd = self.systemd().cloned().zip(layout.units.clone());
         // Like containerd: a pod that names no hostname gets the node's.
         let hostname = if spec.hostname.is_empty() {
             nix::unistd::gethostname()
@@ -79,7 +68,7 @@ impl SandboxManager {
             spec.hostname.clone()
         };
         let netns = (!host_network).then(|| self.netns_path(id));
-        let record = SandboxRecord {
+        let mut record = SandboxRecord {
             version: RECORD_VERSION,
             id: id.to_string(),
             spec: spec.clone(),
@@ -87,13 +76,13 @@ impl SandboxManager {
             hostname: hostname.clone(),
             created_at: now_unix_nanos(),
             netns: netns.clone(),
-            pod_cgroup: pod_cgroup.clone(),
-            owns_pod_cgroup,
-            pause_cgroup: pause_cgroup.clone(),
             shim_socket: self.shim_socket(id),
-            units: layout.units.clone(),
             ..SandboxRecord::default()
         };
+        self.place_cgroups(&mut record)?;
+        let placed = record.clone();
+        // Both set with the systemd driver: the units of this pod.
+        let systemd = self.systemd().cloned().zip(placed.units.clone());
         // Written before any resource is taken: recovery rolls back a Creating record.
         let ext = SandboxExt::default();
         let admitted = self.records.admit(record, ext, Durability::Synced, undo);
@@ -156,11 +145,11 @@ impl SandboxManager {
         };
         let process_setup = async {
             if let Some((driver, units)) = &systemd {
-                let slice = driver.start_pod_slice(units, id, owns_pod_cgroup);
+                let slice = driver.start_pod_slice(units, id, placed.owns_pod_cgroup);
                 timed(OP, "slice", slice).await?;
             }
             let cgroups = self.cgroups.clone();
-            let cg = pause_cgroup.clone();
+            let cg = placed.pause_cgroup.clone();
             let create = blocking("cgroup task", move || cgroups.create(&cg));
             timed(OP, "cgroup", create).await?;
             let mut options =
@@ -169,8 +158,8 @@ impl SandboxManager {
             options.log_level = Some(self.config.log_level.as_str().to_string());
             let shim = timed(OP, "shim_spawn", crate::shim::spawn(options)).await?;
             crate::fault::point("sandbox.run.after_shim_start");
-            let units = layout.units.as_ref();
-            self.move_shim(id, &pod_cgroup, units, shim.spawned_pid())
+            let units = placed.units.as_ref();
+            self.move_shim(id, &placed.pod_cgroup, units, shim.spawned_pid())
                 .await
                 .map_err(|e| e.context("moving the shim into the pod's cgroup"))?;
             let bundle = state_dir.join("pause");
@@ -178,7 +167,7 @@ impl SandboxManager {
                 sandbox_id: id.to_string(),
                 netns: netns.clone(),
                 hostname: Some(hostname.clone()),
-                cgroup_path: Some(pause_cgroup.clone()),
+                cgroup_path: Some(placed.pause_cgroup.clone()),
                 sysctls: spec.sysctls.clone(),
                 // The pause owns a PID namespace unless the pod uses the host's.
                 share_pid_ns: !spec.namespaces.host_pid(),
@@ -202,9 +191,8 @@ impl SandboxManager {
                 Ok::<_, Error>(shim.clone().create(id, &bundle, start).await?)
             });
             let pause_pid = created.await?;
-            let units = layout.units.as_ref();
-            let kind = UnitKind::Pause;
-            self.start_scope(units, kind, id, pause_pid, &pause_cgroup, None)
+            let (units, kind) = (placed.units.as_ref(), UnitKind::Pause);
+            self.start_scope(units, kind, id, pause_pid, &placed.pause_cgroup, None)
                 .await?;
             let shim_pid = shim.spawned_pid();
             *lock(&sandbox.ext.shim) = Some(shim);

@@ -10,20 +10,9 @@
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-use serde::Deserialize;
-
 use super::{Container, ContainerManager, ContainerRecord, ContainerState};
 use crate::persist;
 use crate::shim::client::ProcessExit;
-
-/// An exit file of the shim (the same fields as its events).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-struct ExitFile {
-    exit_code: i32,
-    exited_at: i64,
-    #[serde(default)]
-    oom_killed: bool,
-}
 
 /// The record's fields for this exit (the move to Exited is the transition's).
 fn exit_fields(record: &mut ContainerRecord, exit: &ProcessExit) {
@@ -40,10 +29,8 @@ fn exit_fields(record: &mut ContainerRecord, exit: &ProcessExit) {
 
 impl ContainerManager {
     pub(super) fn exit_file(&self, record: &ContainerRecord) -> PathBuf {
-        self.sandboxes
-            .shim_state_dir(&record.sandbox_id)
-            .join("exits")
-            .join(&record.id)
+        let shim_state = self.sandboxes.shim_state_dir(&record.sandbox_id);
+        crate::shim::exit_file(&shim_state, &record.id)
     }
 
     /// A shim said process `exit.id` exited. Unknown ids (the pause process, a container
@@ -90,7 +77,9 @@ impl ContainerManager {
             return record;
         }
         let path = self.exit_file(&record);
-        let read = persist::off_executor(move || persist::read_json::<ExitFile>(&path)).await;
+        let read =
+            persist::off_executor(move || persist::read_json::<crate::shim::ExitRecord>(&path))
+                .await;
         match read {
             Ok(Some(file)) => {
                 let exit = ProcessExit {
