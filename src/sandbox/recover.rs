@@ -27,10 +27,9 @@ impl SandboxManager {
             _ => reachable_shim(&record.shim_socket, &id).await,
         };
         let unreachable = record.state == SandboxState::Ready && shim.is_none();
-        let ext = SandboxExt {
-            shim: std::sync::Mutex::new(shim),
-        };
-        let sandbox = self.records.recovered(record, ext);
+        let sandbox = self
+            .records
+            .recovered(record, SandboxExt { shim: shim.into() });
         if unreachable {
             tracing::warn!(sandbox_id = %id, "shim unreachable after restart; pod is not ready");
             self.records

@@ -54,13 +54,9 @@ impl SandboxManager {
                 .await
                 .map_err(|e| Error::from(e).context("tearing down the pod network"))?;
             crate::fault::point("sandbox.stop.after_cni_del");
-            self.records
-                .save(sb, |r| {
-                    if let Some(n) = r.network.as_mut() {
-                        n.torn_down = true
-                    }
-                })
-                .await?;
+            let torn_down =
+                |r: &mut SandboxRecord| r.network.iter_mut().for_each(|n| n.torn_down = true);
+            self.records.save(sb, torn_down).await?;
         }
         if let Some(path) = &record.netns {
             timed("StopPodSandbox", "netns", unpin(path.clone())).await?;
