@@ -221,18 +221,6 @@ impl SandboxManager {
         Ok(shim)
     }
 
-    fn netns_path(&self, id: &str) -> PathBuf {
-        self.config.state.join("netns").join(id)
-    }
-
-    /// Short, so `<state>/s/<16 hex>.sock` stays under the 107-byte socket path limit.
-    fn shim_socket(&self, id: &str) -> PathBuf {
-        self.config
-            .state
-            .join("s")
-            .join(format!("{}.sock", &id[..16]))
-    }
-
     /// Finds a sandbox by full id or unique prefix.
     pub fn get(&self, id: &str) -> Result<Arc<Sandbox>> {
         self.records.get(id)

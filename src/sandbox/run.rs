@@ -67,7 +67,8 @@ impl SandboxManager {
         } else {
             spec.hostname.clone()
         };
-        let netns = (!host_network).then(|| self.netns_path(id));
+        let state = &self.config.state;
+        let netns = (!host_network).then(|| state.join("netns").join(id));
         let mut record = SandboxRecord {
             version: RECORD_VERSION,
             id: id.to_string(),
@@ -76,7 +77,8 @@ impl SandboxManager {
             hostname: hostname.clone(),
             created_at: now_unix_nanos(),
             netns: netns.clone(),
-            shim_socket: self.shim_socket(id),
+            // Short, so that it stays under the 107-byte limit of a socket path.
+            shim_socket: state.join("s").join(format!("{}.sock", &id[..16])),
             ..SandboxRecord::default()
         };
         self.place_cgroups(&mut record)?;
@@ -152,8 +154,7 @@ impl SandboxManager {
             let cg = placed.pause_cgroup.clone();
             let create = blocking("cgroup task", move || cgroups.create(&cg));
             timed(OP, "cgroup", create).await?;
-            let mut options =
-                SpawnOptions::new(id, &self.shim_socket(id), &self.shim_state_dir(id));
+            let mut options = SpawnOptions::new(id, &placed.shim_socket, &self.shim_state_dir(id));
             options.log = Some(state_dir.join("shim.log"));
             options.log_level = Some(self.config.log_level.as_str().to_string());
             let shim = timed(OP, "shim_spawn", crate::shim::spawn(options)).await?;
