@@ -28,7 +28,7 @@ use std::sync::Arc;
 use crate::cni::CniManager;
 use crate::config::{CgroupDriver, Config};
 use crate::error::{Error, Result};
-use crate::events::SandboxPublisher;
+use crate::events::{EventKind, SandboxPublisher};
 use crate::lifecycle::{Dirs, Filter, Registry};
 use crate::linux::cgroup::Cgroups;
 use crate::linux::systemd::{PodUnits, SystemdDriver};
@@ -92,12 +92,20 @@ impl SandboxManager {
             }),
         };
         let dirs = Dirs::new::<SandboxRecord>(&config.root, &config.state);
+        // Each event carries the pod's state after it.
+        let publish = move |kind: EventKind, record: &SandboxRecord| {
+            let state = match kind {
+                EventKind::Created | EventKind::Started => SandboxState::Ready,
+                EventKind::Stopped | EventKind::Deleted => SandboxState::NotReady,
+            };
+            events.publish_sandbox(kind, &record.id, &|| (record.clone(), state));
+        };
         Ok(SandboxManager {
             config,
             cni,
             cgroups,
             systemd,
-            records: Registry::new(dirs, record::publisher(events)),
+            records: Registry::new(dirs, publish),
             exit_sink: std::sync::OnceLock::new(),
         })
     }
@@ -150,7 +158,7 @@ impl SandboxManager {
         pid: u32,
     ) -> Result<()> {
         let path = shim_cgroup(pod_cgroup, units, id);
-        if units.is_some() {
+        if self.systemd().is_some() && units.is_some() {
             let kind = crate::linux::systemd::UnitKind::Shim;
             return self.start_scope(units, kind, id, pid, &path, None).await;
         }
@@ -210,7 +218,7 @@ impl SandboxManager {
     /// The pod's shim, connected (again, after a daemon restart) when needed.
     pub async fn shim(&self, id: &str) -> Result<ShimClient> {
         let sb = self.get(id)?;
-        if let Some(shim) = record::shim_client(&sb) {
+        if let Some(shim) = lock(&sb.ext.shim).clone() {
             return Ok(shim);
         }
         let socket = sb.record().shim_socket;

@@ -212,13 +212,9 @@ impl SandboxManager {
         if !host_network {
             let hosts = podfiles::render_hosts(&hostname, &ips, false, &hosts)?;
             let hosts_path = record_dir.join("hosts");
-            timed(
-                OP,
-                "hosts_file",
-                persist::save_file(&hosts_path, hosts.into_bytes()),
-            )
-            .await
-            .map_err(io_err("writing the pod's hosts file"))?;
+            let saved = persist::save_file(&hosts_path, hosts.into_bytes());
+            let saved = timed(OP, "hosts_file", saved).await;
+            saved.map_err(io_err("writing the pod's hosts file"))?;
         }
         crate::fault::point("sandbox.run.after_pause_create");
         let ready = self.records.transition(&sandbox, SandboxState::Ready, |r| {

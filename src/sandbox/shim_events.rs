@@ -46,7 +46,7 @@ impl SandboxManager {
                 let Some(mut shim) = this
                     .get(&id)
                     .ok()
-                    .and_then(|sb| super::record::shim_client(&sb))
+                    .and_then(|sb| crate::store::lock(&sb.ext.shim).clone())
                 else {
                     return;
                 };

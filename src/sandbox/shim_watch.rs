@@ -13,7 +13,6 @@ use std::sync::Arc;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use super::record::shim_client;
 use super::{KILL_WAIT, SandboxManager, SandboxState, ShimNews};
 use crate::shim::cmdline::is_shim_of;
 use crate::store::lock;
@@ -22,7 +21,7 @@ impl SandboxManager {
     /// Whether the daemon holds a connection to the pod's shim (false for a stopped pod
     /// and for one whose shim died).
     pub fn shim_connected(&self, id: &str) -> bool {
-        self.get(id).is_ok_and(|sb| shim_client(&sb).is_some())
+        self.get(id).is_ok_and(|sb| lock(&sb.ext.shim).is_some())
     }
 
     /// Watches the shim of a pod that just became Ready.
@@ -59,7 +58,7 @@ impl SandboxManager {
     /// its pause and container processes may have outlived it).
     pub async fn watch_recovered_shims(self: &Arc<Self>) {
         for sb in self.records.all() {
-            if shim_client(&sb).is_some() {
+            if lock(&sb.ext.shim).is_some() {
                 self.watch_shim(&sb.id);
                 continue;
             }

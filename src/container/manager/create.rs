@@ -76,15 +76,12 @@ impl ContainerManager {
         for dir in [&upper, &work, &rootfs] {
             std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
         }
-        let target_pid = match (
-            config.security.namespaces.pid,
-            config.security.namespaces.target_id.as_str(),
-        ) {
-            (crate::sandbox::NamespaceMode::Target, target) => Some(
-                self.running(target)
-                    .map_err(|e| e.context("target container"))?
-                    .pid,
-            ),
+        let namespaces = &config.security.namespaces;
+        let target_pid = match namespaces.pid {
+            crate::sandbox::NamespaceMode::Target => {
+                let target = self.running(&namespaces.target_id);
+                Some(target.map_err(|e| e.context("target container"))?.pid)
+            }
             _ => None,
         };
         let spec_config = config.clone();
@@ -188,8 +185,11 @@ impl ContainerManager {
             .and_then(|l| l.cgroups_path().clone())
             .map(|p| p.to_string_lossy().to_string())
             .unwrap_or_default();
-        let user = spec.process().as_ref().map(|p| p.user().clone());
-        let user = user.unwrap_or_default();
+        let user = spec
+            .process()
+            .as_ref()
+            .map(|p| p.user().clone())
+            .unwrap_or_default();
         let rootfs_json = serde_json::json!({
             "lower": layers_top_first,
             "upper": upper,
@@ -222,7 +222,10 @@ impl ContainerManager {
         .map_err(io_err("writing the bundle"))?;
         drop(bundle_step);
 
-        let log_path = super::log_path(&sandbox.spec.log_directory, &config.log_path);
+        // The pod's log directory joined with the container's log path, when both are set.
+        let (log_dir, log_file) = (&sandbox.spec.log_directory, &config.log_path);
+        let log_path = (!log_dir.is_empty() && !log_file.is_empty())
+            .then(|| Path::new(log_dir).join(log_file));
         // For ContainerStatus.image_ref: a repo digest or tag of the image, else its ID.
         let image_name = image.repo_digests.first().or(image.repo_tags.first());
         let record = ContainerRecord {
@@ -259,21 +262,16 @@ impl ContainerManager {
         self.undo_process(&container.record(), undo);
         let shim_step = step(OP, "shim_create");
         let mut shim = self.sandboxes.shim(&sandbox.id).await?;
-        let pid = shim
-            .create(
-                id,
-                &bundle,
-                crate::shim::CreateOptions {
-                    start: false,
-                    log_path: log_path.clone(),
-                    tty: config.tty,
-                    stdin: config.stdin,
-                    stdin_once: config.stdin_once,
-                    cgroup_path: Some(cgroup_path.clone()),
-                },
-            )
-            .await
-            .map_err(|e| Error::from(e).context("creating the container"))?;
+        let options = crate::shim::CreateOptions {
+            start: false,
+            log_path: log_path.clone(),
+            tty: config.tty,
+            stdin: config.stdin,
+            stdin_once: config.stdin_once,
+            cgroup_path: Some(cgroup_path.clone()),
+        };
+        let created = shim.create(id, &bundle, options).await;
+        let pid = created.map_err(|e| Error::from(e).context("creating the container"))?;
         drop(shim_step);
         let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
         let kind = crate::linux::systemd::UnitKind::Container;

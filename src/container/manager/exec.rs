@@ -76,14 +76,9 @@ impl ContainerManager {
             .await
             .map_err(|e| Error::from(e).context("exec in the container"))?;
         if output.timed_out {
-            return Err(Error::new(
-                crate::ErrorKind::DeadlineExceeded,
-                format!(
-                    "command timed out after {}s in container {}",
-                    timeout.as_secs(),
-                    record.id
-                ),
-            ));
+            let (secs, id) = (timeout.as_secs(), &record.id);
+            let message = format!("command timed out after {secs}s in container {id}");
+            return Err(Error::deadline_exceeded(message));
         }
         check_exec_output(&output)?;
         Ok(output)

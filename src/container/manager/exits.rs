@@ -18,13 +18,12 @@ use crate::shim::client::ProcessExit;
 fn exit_fields(record: &mut ContainerRecord, exit: &ProcessExit) {
     record.exit_code = exit.exit_code;
     record.finished_at = exit.exited_at;
-    record.reason = if exit.oom_killed {
-        "OOMKilled".to_string()
-    } else if exit.exit_code == 0 {
-        "Completed".to_string()
-    } else {
-        "Error".to_string()
+    let reason = match (exit.oom_killed, exit.exit_code) {
+        (true, _) => "OOMKilled",
+        (false, 0) => "Completed",
+        _ => "Error",
     };
+    record.reason = reason.to_string();
 }
 
 impl ContainerManager {
@@ -36,10 +35,9 @@ impl ContainerManager {
     /// A shim said process `exit.id` exited. Unknown ids (the pause process, a container
     /// removed meanwhile) and exits already applied are ignored: replays are expected.
     pub async fn process_exited(&self, exit: ProcessExit) {
-        let Some(container) = self.records.get_exact(&exit.id) else {
-            return;
-        };
-        self.exit_arrived(&container, exit).await;
+        if let Some(container) = self.records.get_exact(&exit.id) {
+            self.exit_arrived(&container, exit).await;
+        }
     }
 
     /// Holds the exit and applies it, unless a start is publishing STARTED right now (it
@@ -80,21 +78,19 @@ impl ContainerManager {
         let read =
             persist::off_executor(move || persist::read_json::<crate::shim::ExitRecord>(&path))
                 .await;
-        match read {
-            Ok(Some(file)) => {
-                let exit = ProcessExit {
-                    id: record.id.clone(),
-                    pid: record.pid,
-                    exit_code: file.exit_code,
-                    exited_at: file.exited_at,
-                    oom_killed: file.oom_killed,
-                    replayed: true,
-                };
-                self.exit_arrived(container, exit).await;
-                container.record()
-            }
-            _ => record,
-        }
+        let Ok(Some(file)) = read else {
+            return record;
+        };
+        let exit = ProcessExit {
+            id: record.id.clone(),
+            pid: record.pid,
+            exit_code: file.exit_code,
+            exited_at: file.exited_at,
+            oom_killed: file.oom_killed,
+            replayed: true,
+        };
+        self.exit_arrived(container, exit).await;
+        container.record()
     }
 
     /// After StopPodSandbox: the shim's last exits may still be on their way; what its

@@ -1,13 +1,10 @@
 //! Daemon start: every container record loaded; creations a crash interrupted (and
 //! containers whose pod is gone) rolled back.
 
-use std::sync::Arc;
-
 use super::record::ContainerExt;
 use super::{ContainerManager, ContainerRecord, ContainerState, KILL_GRACE};
 use crate::error::Result;
 use crate::lifecycle::{Rollback, remove_cgroup};
-use crate::sandbox::SandboxManager;
 
 impl ContainerManager {
     pub async fn recover(&self) -> Result<()> {
@@ -27,9 +24,17 @@ impl ContainerManager {
     /// of a creation, also of one a crash cut short (a missing one is no error).
     pub(super) fn undo_process(&self, record: &ContainerRecord, undo: &mut Rollback) {
         self.undo_cgroup(record, undo);
-        let (sandboxes, sandbox_id) = (self.sandboxes.clone(), record.sandbox_id.clone());
-        let delete = delete_process(sandboxes, sandbox_id, record.id.clone());
-        undo.push("delete the process", delete);
+        let (sandboxes, sandbox_id, id) = (
+            self.sandboxes.clone(),
+            record.sandbox_id.clone(),
+            record.id.clone(),
+        );
+        undo.push("delete the process", async move {
+            if let Ok(mut shim) = sandboxes.shim(&sandbox_id).await {
+                let _ = shim.kill(&id, libc::SIGKILL, true).await;
+                let _ = shim.delete(&id).await;
+            }
+        });
     }
 }
 
@@ -51,12 +56,5 @@ impl ContainerManager {
         let (cgroups, cg) = (self.sandboxes.cgroups().clone(), record.cgroup_path.clone());
         let remove = remove_cgroup(cgroups, cg.clone(), KILL_GRACE);
         undo.push_try(format!("remove cgroup {cg}"), remove);
-    }
-}
-
-async fn delete_process(sandboxes: Arc<SandboxManager>, sandbox_id: String, id: String) {
-    if let Ok(mut shim) = sandboxes.shim(&sandbox_id).await {
-        let _ = shim.kill(&id, libc::SIGKILL, true).await;
-        let _ = shim.delete(&id).await;
     }
 }

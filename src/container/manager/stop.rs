@@ -32,13 +32,14 @@ impl ContainerManager {
 
     /// Returns as soon as the shim pushes the exit (see exits.rs), not at a poll.
     async fn stop_locked(&self, container: &Container, timeout: Duration) -> Result<()> {
-        let record = container.record();
+        let record = container.check(ContainerState::Exited)?;
         if record.state == ContainerState::Exited {
             return Ok(());
         }
-        container.check(ContainerState::Exited)?;
         if let Ok(mut shim) = self.sandboxes.shim(&record.sandbox_id).await {
-            let signal = if record.state == ContainerState::Created {
+            // A process still at the start gate has no handler for the stop signal yet.
+            let gated = record.state == ContainerState::Created;
+            let signal = if gated {
                 libc::SIGKILL
             } else {
                 record.stop_signal
