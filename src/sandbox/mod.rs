@@ -248,12 +248,3 @@ impl SandboxManager {
         self.records.list(filter)
     }
 }
-
-/// SIGKILLs the shim `pid` of pod `sandbox_id` while it runs (a reused pid is left alone).
-fn kill_shim(pid: u32, sandbox_id: &str) {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if crate::shim::cmdline::is_shim_of(&cmdline, sandbox_id) {
-        let pid = nix::unistd::Pid::from_raw(pid as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-    }
-}

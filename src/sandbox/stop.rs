@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::record::{Sandbox, SandboxRecord};
 use super::run::unpin;
-use super::{SandboxManager, SandboxState, kill_shim};
+use super::{SandboxManager, SandboxState};
 use crate::error::{Error, Result, io_err};
 use crate::lifecycle::Rollback;
 use crate::metrics::{step, timed};
@@ -74,8 +74,13 @@ impl SandboxManager {
         *lock(&sb.ext.shim) = None;
         // Whatever the shim could not reach (or if it is gone) dies with the cgroup.
         timed("StopPodSandbox", "kill", self.kill_pod_processes(record)).await?;
-        if let Some(pid) = record.shim_pid {
-            kill_shim(pid, &record.id);
+        // The shim itself, while it runs (a reused pid is left alone).
+        let cmdline = |pid| std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if let Some(pid) = record.shim_pid
+            && crate::shim::cmdline::is_shim_of(&cmdline(pid), &record.id)
+        {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
         crate::fault::point("sandbox.stop.after_processes_killed");
         Ok(())

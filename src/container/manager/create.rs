@@ -64,7 +64,9 @@ impl ContainerManager {
         let (image, layers, image_config) = timed(OP, "image", resolved)
             .await
             .map_err(|e| e.context(format!("image {}", config.image)))?;
-        let volumes = timed(OP, "image_volumes", self.image_volumes(&config)).await?;
+        // Resolved and checked (see container/image_volume.rs); none without image mounts.
+        let volumes = crate::container::image_volume::resolve(&self.images, &config.mounts);
+        let volumes = timed(OP, "image_volumes", volumes).await?;
         let layers_top_first: Vec<PathBuf> = layers.iter().rev().cloned().collect();
         let record_dir = self.records.dirs().record_dir(id);
         let bundle = self.records.dirs().state_dir(id).join("bundle");
@@ -294,19 +296,6 @@ impl ContainerManager {
             "container created"
         );
         Ok(())
-    }
-}
-
-impl ContainerManager {
-    /// The image volumes of `config`, resolved and checked (see container/image_volume.rs).
-    async fn image_volumes(
-        &self,
-        config: &ContainerConfig,
-    ) -> Result<crate::container::image_volume::ImageVolumes> {
-        if !config.mounts.iter().any(|m| m.image.is_some()) {
-            return Ok(Default::default());
-        }
-        crate::container::image_volume::resolve(&self.images, &config.mounts).await
     }
 
     /// A container that uses image `image_id`, as its own image or as a volume, in words

@@ -54,16 +54,16 @@ impl ContainerManager {
     /// second finds Exited, which is no move).
     pub(super) async fn apply_pending_exit(&self, container: &Container) -> ContainerRecord {
         let exit = crate::store::lock(&container.ext.exit).clone();
-        let Some(exit) = exit else {
-            return container.record();
-        };
-        if container.is_removed() || !container.state().awaits_exit() {
-            return container.record();
+        if let Some(exit) = exit
+            && !container.is_removed()
+            && container.state().awaits_exit()
+        {
+            let exited = |r: &mut ContainerRecord| exit_fields(r, &exit);
+            let moved = self
+                .records
+                .observed(container, ContainerState::Exited, exited);
+            moved.await;
         }
-        let exited = |r: &mut ContainerRecord| exit_fields(r, &exit);
-        self.records
-            .observed(container, ContainerState::Exited, exited)
-            .await;
         container.record()
     }
 
