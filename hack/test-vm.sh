@@ -38,10 +38,11 @@ suites_for() { # ARRAY NAME[:FILTER]...: appends "NAME=BINARY [FILTER]" for hack
 # only the VM enforces), with the crash suite cut to its cgroup-relevant part (the startup
 # sweep, kill -9 during a churn; its other 18 fault points are recovery logic that does not
 # depend on the kernel). 6.1 differs where nodes differ: the rootfs without lowerdir+,
-# cgroup files, id-mapped layers.
+# cgroup files, id-mapped layers. CheckpointContainer dumps with CRIU only here (the host's
+# kernel is newer than Debian's CRIU).
 vm_suites=(containers sandbox security apparmor stats streaming churn systemd
 	crash:the_startup_sweep crash:kill_9_at_random_instants
-	cri136:image_volumes cri136:psi_and_io)
+	cri136:image_volumes cri136:psi_and_io cri136:checkpoint)
 # BERTH_VM_SUITES="suite[:filter] ..." runs those instead (a developer's quick check).
 if [[ -n ${BERTH_VM_SUITES:-} ]]; then
 	read -ra vm_suites <<<"$BERTH_VM_SUITES"
@@ -57,7 +58,8 @@ suites_for systemd_pass containers sandbox stats
 for entry in "${systemd_pass[@]}"; do
 	on_612+=("${entry%%=*}-systemd=env BERTH_TEST_CGROUP_DRIVER=systemd ${entry#*=}")
 done
-export BERTH_TEST_TIME_SCALE=5 BERTH_CHURN_PODS=40
+# The VM's kernels are ones its CRIU supports: the checkpoint test must dump for real there.
+export BERTH_TEST_TIME_SCALE=5 BERTH_CHURN_PODS=40 BERTH_TEST_CRIU_WORKS=1
 # Both kernels run even when the first fails: one CI run shows both.
 status=0
 hack/vm.sh run --kernel 6.12 --timeout 35m -- hack/vm-suites.sh "${on_612[@]}" || status=1

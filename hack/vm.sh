@@ -54,6 +54,8 @@ VM_PACKAGES=(
 	# AppArmor's userspace: apparmor_parser loads berth's default profile; critest's AppArmor
 	# specs load their test profiles with `sudo apparmor_parser`.
 	apparmor sudo
+	# CheckpointContainer runs CRIU; bookworm's 3.17 works on bookworm's kernels, not the host's.
+	criu
 )
 # Modules the initramfs needs to find the root disk; 9p, overlay, bridge and veth load
 # from the rootfs.

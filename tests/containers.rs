@@ -843,6 +843,38 @@ fn processes_running(args: &[&str]) -> Vec<u32> {
         .collect()
 }
 
+/// Regression: a container's process stayed in the shim's session, led from outside its
+/// PID namespace, which CRIU refuses to checkpoint ("A session leader ... is outside of its
+/// pid namespace"). Like runc's, it leads its own session and process group.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_containers_process_leads_its_own_session() {
+    let daemon = TestDaemon::start().await;
+    let (mut rt, pod) = busybox_pod(&daemon, "session").await;
+    let id = run(
+        &mut rt,
+        &pod,
+        container_config("session", &["sleep", "3600"]),
+    )
+    .await;
+    // The pod shares its PID namespace: find the container's `sleep` among its processes.
+    let stats = exec_sync(&mut rt, &id, &["sh", "-c", "cat /proc/[0-9]*/stat"], 10)
+        .await
+        .unwrap();
+    let stats = String::from_utf8_lossy(&stats.stdout).into_owned();
+    let stat = stats
+        .lines()
+        .find(|l| l.contains(" (sleep) "))
+        .unwrap_or_else(|| panic!("no sleep in {stats}"));
+    // pid (comm) state ppid pgrp session: a leader outside the namespace reads as 0.
+    let pid = stat.split(' ').next().unwrap_or_default();
+    let after_comm: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest.split(' ').collect())
+        .unwrap_or_default();
+    assert_eq!(after_comm.get(2..4), Some(&[pid, pid][..]), "{stat}");
+    remove_pod(&daemon, &mut rt, &pod).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_sync_runs_in_the_container_and_honours_its_timeout() {
     let daemon = TestDaemon::start().await;

@@ -768,38 +768,6 @@ async fn privileged_and_capabilities_from_inside() {
     teardown(&daemon, &mut rt, &pod).await;
 }
 
-fn userns_options(
-    mode: cri::NamespaceMode,
-    maps: &[(u32, u32, u32)],
-) -> Option<cri::UserNamespace> {
-    let maps: Vec<cri::IdMapping> = maps
-        .iter()
-        .map(|&(container_id, host_id, length)| cri::IdMapping {
-            container_id,
-            host_id,
-            length,
-        })
-        .collect();
-    Some(cri::UserNamespace {
-        mode: mode as i32,
-        uids: maps.clone(),
-        gids: maps,
-    })
-}
-
-fn with_userns(config: &mut cri::PodSandboxConfig, userns: Option<cri::UserNamespace>) {
-    config.linux = Some(cri::LinuxPodSandboxConfig {
-        security_context: Some(cri::LinuxSandboxSecurityContext {
-            namespace_options: Some(cri::NamespaceOption {
-                userns_options: userns,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-}
-
 /// The host uid of a process, from /proc/<pid>/status.
 fn host_uid(pid: u64) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -158,7 +158,7 @@ async fn dump_and_archive(
         .map_err(io_error(format!("read {}", spec_path.display())))?;
     let spec: oci_spec::runtime::Spec = serde_json::from_slice(&spec_text)
         .map_err(|e| io_error(format!("parse {}", spec_path.display()))(io::Error::other(e)))?;
-    let args = dump_args(record.pid, &images, &spec, &own_netns(record.pid));
+    let args = dump_args(record.pid, &images, &spec, &pod_namespaces(record.pid));
     let mut command = tokio::process::Command::new(criu);
     command
         .args(&args)
@@ -186,8 +186,7 @@ async fn dump_and_archive(
                 .await
                 .unwrap_or_default(),
         );
-        let tail: Vec<&str> = log.lines().rev().take(8).collect();
-        let tail = tail.into_iter().rev().collect::<Vec<_>>().join(" | ");
+        let tail = log_excerpt(&log);
         // Where its own start-up probe of the kernel fails, no dump can ever work here.
         if log.contains("Could not initialize kernel features detection") {
             return Err(CheckpointError::Unsupported {
@@ -213,13 +212,58 @@ async fn dump_and_archive(
     .map_err(|e| io_error("archive task")(io::Error::other(e)))?
 }
 
-/// The container's network namespace when it is not the daemon's own (a pod network):
-/// CRIU must leave it alone, as the pause process holds it.
-fn own_netns(pid: u32) -> Option<u64> {
+/// What an operator needs from CRIU's log: its first errors (the cause; the last lines are
+/// only the unwinding that follows) and then its last lines.
+fn log_excerpt(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    let mut picked: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.contains("Error (") || l.contains("Error:"))
+        .take(3)
+        .copied()
+        .collect();
+    for line in &lines[lines.len().saturating_sub(4)..] {
+        if !picked.contains(line) {
+            picked.push(line);
+        }
+    }
+    picked.join(" | ")
+}
+
+/// The pod's namespaces the container joined, by inode, which CRIU must leave alone
+/// (declared external): the pause process holds them.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct PodNamespaces {
+    /// The pod network, when it is not the daemon's own (a host-network pod has none).
+    pub net: Option<u64>,
+    /// The pod's PID namespace, when the container shares it: its process is not that
+    /// namespace's init, and CRIU cannot dump a PID namespace without its init.
+    pub pid: Option<u64>,
+}
+
+fn pod_namespaces(pid: u32) -> PodNamespaces {
     use std::os::unix::fs::MetadataExt as _;
-    let theirs = std::fs::metadata(format!("/proc/{pid}/ns/net")).ok()?.ino();
-    let ours = std::fs::metadata("/proc/self/ns/net").ok()?.ino();
-    (theirs != ours).then_some(theirs)
+    let inode = |who: &str, ns: &str| {
+        std::fs::metadata(format!("/proc/{who}/ns/{ns}"))
+            .ok()
+            .map(|m| m.ino())
+    };
+    let theirs = inode(&pid.to_string(), "net");
+    let net = theirs.filter(|ino| Some(*ino) != inode("self", "net"));
+    // NSpid's last field is the pid inside the innermost namespace: 1 for its init.
+    let inner_pid = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|ids| ids.split_whitespace().last().map(str::to_owned))
+        });
+    let shares_pid_ns = inner_pid.is_some_and(|p| p != "1");
+    PodNamespaces {
+        net,
+        pid: inode(&pid.to_string(), "pid").filter(|_| shares_pid_ns),
+    }
 }
 
 /// criu's arguments. Every bind mount of the spec (volumes, pod files, device nodes) is
@@ -229,7 +273,7 @@ pub fn dump_args(
     pid: u32,
     images: &Path,
     spec: &oci_spec::runtime::Spec,
-    netns: &Option<u64>,
+    pod: &PodNamespaces,
 ) -> Vec<String> {
     let (pid, images) = (pid.to_string(), images.display().to_string());
     let mut args: Vec<String> = [
@@ -280,9 +324,13 @@ pub fn dump_args(
         args.push("--external".into());
         args.push(format!("mnt[{dest}]:{dest}"));
     }
-    if let Some(inode) = netns {
+    if let Some(inode) = pod.net {
         args.push("--external".into());
         args.push(format!("net[{inode}]:berth-pod-netns"));
+    }
+    if let Some(inode) = pod.pid {
+        args.push("--external".into());
+        args.push(format!("pid[{inode}]:berth-pod-pidns"));
     }
     args
 }
@@ -345,6 +393,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn criu_log_excerpt_keeps_the_first_errors_then_the_last_lines() {
+        let log = "(00.1) start\n(00.2) Error (criu/mount.c:10): cause\n(00.3) a\n(00.4) b\n\
+                   (00.5) c\n(00.6) Error (criu/cr-dump.c:2053): Dumping FAILED.";
+        assert_eq!(
+            log_excerpt(log),
+            "(00.2) Error (criu/mount.c:10): cause | (00.6) Error (criu/cr-dump.c:2053): Dumping FAILED. \
+             | (00.3) a | (00.4) b | (00.5) c"
+        );
+    }
+
+    #[test]
     fn criu_is_found_by_path_or_in_path_and_missing_is_none() {
         assert_eq!(find_criu(Path::new("/nonexistent/criu")), None);
         assert_eq!(find_criu(Path::new("no-such-criu-binary")), None);
@@ -369,7 +428,11 @@ mod tests {
             "linux": {"maskedPaths": ["/proc/kcore"]}
         }))
         .unwrap();
-        let args = dump_args(42, Path::new("/w/checkpoint"), &spec, &Some(4026532000));
+        let pod = PodNamespaces {
+            net: Some(4026532000),
+            pid: Some(4026532001),
+        };
+        let args = dump_args(42, Path::new("/w/checkpoint"), &spec, &pod);
         let text = args.join(" ");
         assert!(
             text.starts_with("dump --tree 42 --images-dir /w/checkpoint "),
@@ -382,9 +445,35 @@ mod tests {
             "mnt[/dev/null]:/dev/null",
             "mnt[/proc/kcore]:/proc/kcore",
             "net[4026532000]:berth-pod-netns",
+            "pid[4026532001]:berth-pod-pidns",
         ] {
             assert!(args.iter().any(|a| a == external), "{external} in {text}");
         }
         assert!(!text.contains("mnt[/proc]"), "{text}");
+        let own = dump_args(
+            42,
+            Path::new("/w/checkpoint"),
+            &spec,
+            &PodNamespaces::default(),
+        );
+        assert!(
+            !own.iter()
+                .any(|a| a.starts_with("pid[") || a.starts_with("net["))
+        );
+    }
+
+    #[test]
+    fn a_process_that_is_not_its_pid_namespaces_init_has_it_declared_external() {
+        use std::os::unix::fs::MetadataExt as _;
+        // This test's own process: not the init of its PID namespace, and in the daemon's
+        // (its own) network namespace.
+        let pid_ns = std::fs::metadata("/proc/self/ns/pid").unwrap().ino();
+        assert_eq!(
+            pod_namespaces(std::process::id()),
+            PodNamespaces {
+                net: None,
+                pid: Some(pid_ns)
+            }
+        );
     }
 }

@@ -107,9 +107,20 @@ fn setup(bundle: &Path, sync: &OwnedFd) -> Result<Outcome> {
     let linux = spec.linux().clone().unwrap_or_default();
     let plan = NamespacePlan::from_spec(&spec);
 
-    if let Some(cgroup) = linux.cgroups_path() {
-        join_cgroup(&cgroup.to_string_lossy(), linux.resources().as_ref())?;
-    }
+    // Where the host allows it (v2) a forked workload is born in its cgroup rather than
+    // joining it; init itself then never joins it. Not from inside a new user namespace,
+    // whose root may not write the host's cgroup files.
+    let born_into = match linux.cgroups_path() {
+        Some(cgroup) => prepare_cgroup(
+            &cgroup.to_string_lossy(),
+            linux.resources().as_ref(),
+            plan.needs_fork() && plan.user == UserNamespacePlan::Host,
+        )?,
+        None => None,
+    };
+    // A new cgroup namespace is rooted at its creator's cgroup: a workload born in its
+    // cgroup creates its own there.
+    let deferred_cgroupns = born_into.is_some() && plan.creates(LinuxNamespaceType::Cgroup);
     if let Some(requested) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
         set_oom_score_adj(requested)?;
     }
@@ -119,18 +130,21 @@ fn setup(bundle: &Path, sync: &OwnedFd) -> Result<Outcome> {
         .rootfs_propagation()
         .as_deref()
         .is_some_and(|p| p == "rshared" || p == "shared");
-    let user_ns = enter_namespaces(&plan, keep_shared, &linux)?;
+    let user_ns = enter_namespaces(&plan, keep_shared, &linux, deferred_cgroupns)?;
 
     // From here on this is the workload process. When it was forked, the intermediate
     // reports "created" with its pid once the ready pipe says setup finished.
     let ready_pipe = if plan.needs_fork() {
-        match fork_into_pid_namespace(sync)? {
+        match fork_into_pid_namespace(sync, born_into.as_ref())? {
             Forked::Intermediate(outcome) => return Ok(outcome),
             Forked::Workload(ready) => Some(ready),
         }
     } else {
         None
     };
+    if deferred_cgroupns {
+        unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| InitError::errno("create cgroupns", e))?;
+    }
 
     if let Some(hostname) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
         // A container joins its pod's UTS namespace: the pause process set the name.
@@ -217,13 +231,13 @@ fn setup_exec(bundle: &Path, target: i32, process_file: &Path, sync: &OwnedFd) -
         serde_json::from_slice(&text).map_err(|e| InitError::new(&step, e.to_string()))?;
 
     if let Some(cgroup) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) {
-        // The container made it; the exec only joins (resources are the container's).
+        // The container made it; the exec only joins (resources are the container's). By
+        // a write, before it joins the container's cgroup namespace: from inside that, a
+        // clone into the cgroup is refused (the exec's own cgroup is out of its sight).
         let path = cgroup.to_string_lossy();
-        let step = format!("join cgroup {path}");
-        let cgroups = Cgroups::detect().map_err(|e| InitError::new(&step, describe_chain(&e)))?;
-        cgroups
-            .add_process(&path, getpid().as_raw())
-            .map_err(|e| InitError::new(&step, describe_chain(&e)))?;
+        let cgroups = Cgroups::detect()
+            .map_err(|e| InitError::new(format!("join cgroup {path}"), describe_chain(&e)))?;
+        enter_cgroup(&cgroups, &path, false)?;
     }
     if let Some(requested) = process.oom_score_adj() {
         set_oom_score_adj(requested)?;
@@ -235,8 +249,9 @@ fn setup_exec(bundle: &Path, target: i32, process_file: &Path, sync: &OwnedFd) -
         &NamespacePlan::exec_into(target, join_user),
         false,
         &Default::default(),
+        false,
     )?;
-    let ready = match fork_into_pid_namespace(sync)? {
+    let ready = match fork_into_pid_namespace(sync, None)? {
         Forked::Intermediate(outcome) => return Ok(outcome),
         Forked::Workload(ready) => ready,
     };
@@ -427,7 +442,12 @@ enum Forked {
     Workload(OwnedFd),
 }
 
-fn join_cgroup(path: &str, resources: Option<&oci_spec::runtime::LinuxResources>) -> Result<()> {
+/// Creates the container's cgroup with its resources, then enters it (see enter_cgroup).
+fn prepare_cgroup(
+    path: &str,
+    resources: Option<&oci_spec::runtime::LinuxResources>,
+    forks: bool,
+) -> Result<Option<OwnedFd>> {
     let step = format!("join cgroup {path}");
     let cgroups = Cgroups::detect().map_err(|e| InitError::new(&step, describe_chain(&e)))?;
     cgroups
@@ -441,9 +461,69 @@ fn join_cgroup(path: &str, resources: Option<&oci_spec::runtime::LinuxResources>
             )
         })?;
     }
+    enter_cgroup(&cgroups, path, forks)
+}
+
+/// A workload that init forks is born in `path` where the host allows it (its directory
+/// is returned for the fork); otherwise init joins `path` now and its children inherit it.
+fn enter_cgroup(cgroups: &Cgroups, path: &str, forks: bool) -> Result<Option<OwnedFd>> {
+    let step = format!("join cgroup {path}");
+    if forks
+        && let Some(dir) = cgroups
+            .open_for_clone(path)
+            .map_err(|e| InitError::new(&step, describe_chain(&e)))?
+    {
+        return Ok(Some(dir));
+    }
     cgroups
         .add_process(path, getpid().as_raw())
-        .map_err(|e| InitError::new(&step, describe_chain(&e)))
+        .map_err(|e| InitError::new(&step, describe_chain(&e)))?;
+    Ok(None)
+}
+
+/// clone3's flag that starts the child in the cgroup `clone_args.cgroup` names (Linux 5.7).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// fork(), the child born in the cgroup `into` when given. A kernel without clone3's
+/// CLONE_INTO_CGROUP (before 5.7) gets the old way: init joins the cgroup by a write and
+/// the child inherits it.
+fn fork_into(into: Option<&OwnedFd>) -> Result<ForkResult> {
+    use std::os::fd::AsRawFd as _;
+    let fork_err = |e| InitError::errno("fork into the pid namespace", e);
+    let Some(cgroup) = into else {
+        // SAFETY: init is single-threaded, so the child may run arbitrary code.
+        return unsafe { fork() }.map_err(fork_err);
+    };
+    // SAFETY: clone_args is plain integers; all zero is "no option".
+    let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+    args.flags = CLONE_INTO_CGROUP;
+    args.exit_signal = libc::SIGCHLD as u64;
+    args.cgroup = cgroup.as_raw_fd() as u64;
+    // SAFETY: init is single-threaded; without CLONE_VM and with no stack given the child
+    // runs on a copy of this one, as after fork().
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut libc::clone_args,
+            std::mem::size_of::<libc::clone_args>(),
+        )
+    };
+    match rc {
+        0 => Ok(ForkResult::Child),
+        pid if pid > 0 => Ok(ForkResult::Parent {
+            child: nix::unistd::Pid::from_raw(pid as i32),
+        }),
+        _ => match Errno::last() {
+            Errno::ENOSYS | Errno::E2BIG => {
+                let procs = format!("/proc/self/fd/{}/cgroup.procs", cgroup.as_raw_fd());
+                fs::write(&procs, getpid().as_raw().to_string())
+                    .map_err(|e| InitError::io("join the cgroup (no CLONE_INTO_CGROUP)", &e))?;
+                // SAFETY: as above.
+                unsafe { fork() }.map_err(fork_err)
+            }
+            e => Err(fork_err(e)),
+        },
+    }
 }
 
 fn set_oom_score_adj(requested: i32) -> Result<()> {
@@ -467,6 +547,7 @@ fn enter_namespaces(
     plan: &NamespacePlan,
     keep_shared: bool,
     linux: &oci_spec::runtime::Linux,
+    deferred_cgroupns: bool,
 ) -> Result<Option<OwnedFd>> {
     // Open every path first: joining a mount namespace changes what later paths name.
     let mut opened = Vec::new();
@@ -494,7 +575,10 @@ fn enter_namespaces(
         // namespace then owns.
         create_user_namespace(linux)?;
     }
-    let flags = plan.unshare_flags();
+    let mut flags = plan.unshare_flags();
+    if deferred_cgroupns {
+        flags.remove(CloneFlags::CLONE_NEWCGROUP);
+    }
     if !flags.is_empty() {
         let names: Vec<&str> = plan.create.iter().map(|k| short_name(*k)).collect();
         let step = format!("create {}", names.join(","));
@@ -619,11 +703,10 @@ fn write_id_maps(pid: i32, uid_map: &str, gid_map: &str) -> std::result::Result<
 /// Forks the workload into the PID namespace. The intermediate waits until the workload
 /// is set up and reports its pid (the workload reports its own errors); the workload
 /// gets the ready pipe. The workload is reparented to the shim, the pod's subreaper.
-fn fork_into_pid_namespace(sync: &OwnedFd) -> Result<Forked> {
+fn fork_into_pid_namespace(sync: &OwnedFd, cgroup: Option<&OwnedFd>) -> Result<Forked> {
     let (read_end, write_end) =
         pipe2(OFlag::O_CLOEXEC).map_err(|e| InitError::errno("create ready pipe", e))?;
-    // SAFETY: init is single-threaded, so the child may run arbitrary code.
-    match unsafe { fork() }.map_err(|e| InitError::errno("fork into the pid namespace", e))? {
+    match fork_into(cgroup)? {
         ForkResult::Child => {
             drop(read_end);
             Ok(Forked::Workload(write_end))
@@ -692,13 +775,15 @@ fn terminal_owner(process: Option<&Process>, in_user_ns: bool) -> Option<u32> {
 }
 
 fn exec_process(exec: ExecPlan) -> Result<Outcome> {
+    // Every workload leads its own session, as runc's do, never the shim's: a session led
+    // from outside the container is what CRIU refuses to checkpoint. An exec already leads
+    // one.
+    let leads_session = nix::unistd::getsid(None).ok() == Some(nix::unistd::getpid());
+    if !leads_session {
+        nix::unistd::setsid().map_err(|e| InitError::errno("setsid", e))?;
+    }
     if exec.terminal {
-        // The pty slave is fd 0 (console::hand_over): make it the controlling terminal of
-        // a new session (an exec already leads one: EPERM then means just that).
-        let leads_session = nix::unistd::getsid(None).ok() == Some(nix::unistd::getpid());
-        if !leads_session {
-            nix::unistd::setsid().map_err(|e| InitError::errno("setsid", e))?;
-        }
+        // The pty slave is fd 0 (console::hand_over): the controlling terminal of that session.
         rustix::process::ioctl_tiocsctty(unsafe { std::os::fd::BorrowedFd::borrow_raw(0) })
             .map_err(|e| InitError::io("set the controlling terminal", &e.into()))?;
     }

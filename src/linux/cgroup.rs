@@ -414,6 +414,25 @@ impl Cgroups {
         fs::read_to_string(file).ok()?.trim().parse().ok()
     }
 
+    /// On a cgroup v2 host, `path`'s directory, opened so that a process can be started in
+    /// it (clone3's CLONE_INTO_CGROUP). Joining by a cgroup.procs write migrates the
+    /// process, and a migration waits for an RCU grace period (the writer side of the
+    /// kernel's cgroup_threadgroup_rwsem): milliseconds per container. A process born in
+    /// its cgroup never migrates. None on v1 and hybrid hosts, whose v1 hierarchies can
+    /// only be joined by a write.
+    pub fn open_for_clone(&self, path: &str) -> Result<Option<std::os::fd::OwnedFd>> {
+        if self.mode != Mode::V2 {
+            return Ok(None);
+        }
+        let relative = relative_path(path)?;
+        let Some(unified) = self.hierarchies.iter().find(|h| h.v2) else {
+            return Ok(None);
+        };
+        let dir = unified.mount_point.join(relative);
+        let opened = fs::File::open(&dir).map_err(io_err("open", &dir))?;
+        Ok(Some(opened.into()))
+    }
+
     /// Moves `pid` into `path` in every hierarchy.
     pub fn add_process(&self, path: &str, pid: i32) -> Result<()> {
         let relative = relative_path(path)?;

@@ -775,6 +775,42 @@ pub async fn busybox_pod_with(
     (rt, Pod { id, config, logs })
 }
 
+/// A user namespace of `mode` with the same (container id, host id, length) maps for
+/// uids and gids.
+pub fn userns_options(
+    mode: cri::NamespaceMode,
+    maps: &[(u32, u32, u32)],
+) -> Option<cri::UserNamespace> {
+    let maps: Vec<cri::IdMapping> = maps
+        .iter()
+        .map(|&(container_id, host_id, length)| cri::IdMapping {
+            container_id,
+            host_id,
+            length,
+        })
+        .collect();
+    Some(cri::UserNamespace {
+        mode: mode as i32,
+        uids: maps.clone(),
+        gids: maps,
+    })
+}
+
+/// `config` with its own user namespace as `userns` says (the other namespaces as the
+/// CRI defaults them).
+pub fn with_userns(config: &mut cri::PodSandboxConfig, userns: Option<cri::UserNamespace>) {
+    config.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                userns_options: userns,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+}
+
 pub async fn run_pod(
     client: &mut RuntimeServiceClient<Channel>,
     config: cri::PodSandboxConfig,
