@@ -18,7 +18,7 @@ use crate::error::Result;
 use crate::image::ImageService;
 use crate::metrics::registry::{mirror, set_by_state};
 use crate::metrics::{BerthMetrics, by_state};
-use crate::sandbox::{SandboxFilter, SandboxManager, SandboxState};
+use crate::sandbox::{SandboxFilter, SandboxManager, SandboxState, ShimNews};
 use crate::streaming::StreamingServer;
 
 /// Everything the daemon runs, built once at start.
@@ -63,7 +63,6 @@ impl Daemon {
         images.set_users(Arc::new(move |image_id: &str| {
             users.upgrade().and_then(|c| c.image_user(image_id))
         }));
-        follow_shim_deaths(&sandboxes, &containers);
         route_container_exits(&sandboxes, &containers);
         register_gauges(&sandboxes, &containers, &events);
         Ok(Daemon {
@@ -106,38 +105,22 @@ impl Daemon {
     pub async fn shutdown(&self) {}
 }
 
-/// Hands the exits the shims push (see sandbox/shim_events.rs) to the container manager.
+/// Hands the exits the shims push (see sandbox/shim_events.rs) and their deaths (see
+/// sandbox/shim_watch.rs) to the container manager.
 fn route_container_exits(sandboxes: &Arc<SandboxManager>, containers: &Arc<ContainerManager>) {
     // Weak: the sandbox manager must not keep the container manager (which holds it) alive.
     let containers = Arc::downgrade(containers);
-    sandboxes.on_container_exit(Arc::new(move |exit| {
-        if let Some(containers) = containers.upgrade() {
-            tokio::spawn(async move { containers.process_exited(exit).await });
-        }
-    }));
-}
-
-/// Marks the containers of every pod whose shim died as exited (see sandbox/shim_watch.rs).
-fn follow_shim_deaths(sandboxes: &Arc<SandboxManager>, containers: &Arc<ContainerManager>) {
-    let mut lost = sandboxes.subscribe_shim_lost();
-    let (sandboxes, containers) = (sandboxes.clone(), containers.clone());
-    tokio::spawn(async move {
-        loop {
-            match lost.recv().await {
-                Ok(sandbox_id) => containers.shim_lost(&sandbox_id).await,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    // Some deaths were missed: every pod without a shim is checked.
-                    let filter = SandboxFilter::default();
-                    for (record, _) in sandboxes.list(&filter) {
-                        if !sandboxes.shim_connected(&record.id) {
-                            containers.shim_lost(&record.id).await;
-                        }
-                    }
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+    sandboxes.on_container_exit(Arc::new(move |news| {
+        let Some(containers) = containers.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            match news {
+                ShimNews::Exit(exit) => containers.process_exited(exit).await,
+                ShimNews::Lost(sandbox_id) => containers.shim_lost(&sandbox_id).await,
             }
-        }
-    });
+        });
+    }));
 }
 
 fn container_state_name(state: ContainerState) -> &'static str {

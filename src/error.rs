@@ -100,6 +100,16 @@ pub fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::internal(what, e)
 }
 
+/// A failure the request caused (a path or a profile it names) as an InvalidArgument
+/// error saying what.
+pub fn invalid_err<E>(what: impl Into<String>) -> impl FnOnce(E) -> Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let what = what.into();
+    move |e| Error::with_source(ErrorKind::InvalidArgument, what, e)
+}
+
 /// Runs `work` on the blocking pool (file and cgroup I/O must not stall a tokio worker);
 /// `what` names it if the task itself fails.
 pub async fn blocking<T, E>(

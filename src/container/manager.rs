@@ -10,12 +10,13 @@
 //! Every mutating call runs in its own task (`crate::lifecycle::detach`): a client that
 //! gives up does not cut it short, and its retry joins it or finds it done.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::Result;
+use crate::events::EventKind;
 use crate::image::ImageService;
 use crate::lifecycle::{Dirs, Filter, Registry};
 use crate::sandbox::SandboxManager;
@@ -57,7 +58,13 @@ impl ContainerManager {
         apparmor: crate::container::spec::AppArmorHost,
     ) -> ContainerManager {
         let dirs = Dirs::new::<ContainerRecord>(&config.root, &config.state);
-        let publish = record::publisher(events, sandboxes.clone());
+        // Each event carries the pod as it is now.
+        let pods = sandboxes.clone();
+        let publish = move |kind: EventKind, record: &ContainerRecord| {
+            let oom_kill = kind == EventKind::Stopped && record.reason == "OOMKilled";
+            let pod = || (record.clone(), pods.status(&record.sandbox_id).ok());
+            events.publish_container(kind, &record.id, &record.sandbox_id, oom_kill, pod);
+        };
         ContainerManager {
             sandboxes,
             images,
@@ -98,12 +105,4 @@ impl ContainerManager {
             ..Default::default()
         })
     }
-}
-
-/// The pod's log directory joined with the container's log path (absolute), if any.
-pub fn log_path(log_directory: &str, log_path: &str) -> Option<PathBuf> {
-    if log_directory.is_empty() || log_path.is_empty() {
-        return None;
-    }
-    Some(Path::new(log_directory).join(log_path))
 }

@@ -10,6 +10,7 @@ pub mod container_convert;
 pub mod event_convert;
 pub mod image;
 pub mod pod_convert;
+mod pods;
 pub mod runtime;
 pub mod stats;
 pub mod stream;

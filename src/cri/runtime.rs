@@ -1,5 +1,5 @@
-//! CRI RuntimeService: one method per RPC, delegating to the managers (the pod conversions
-//! are in `pod_convert`, the container ones in `container_convert`).
+//! CRI RuntimeService: one method per RPC, delegating to the managers; the pod sandbox
+//! RPCs are answered in `pods.rs` (the container conversions are in `container_convert`).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -10,11 +10,10 @@ use crate::cri::api::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use super::Services;
-use super::pod_convert::*;
+use super::pods;
 use super::stream::{self, ResponseStream};
 use crate::config::CgroupDriver;
 use crate::error::Error;
-use crate::sandbox::{SandboxFilter, SandboxState};
 use crate::streaming::token::{StreamRequest, Streams};
 
 pub struct RuntimeCri {
@@ -29,16 +28,8 @@ impl RuntimeCri {
 
 type RpcResult<T> = Result<Response<T>, Status>;
 
-/// The full id of a running container; NotFound or FailedPrecondition otherwise.
-fn running_container(daemon: &Services, id: &str) -> Result<String, Error> {
-    let record = daemon.containers.status(id)?;
-    if record.state != crate::container::manager::ContainerState::Running {
-        return Err(Error::failed_precondition(format!(
-            "container {} is not running",
-            record.id
-        )));
-    }
-    Ok(record.id)
+fn answer<T>(result: Result<T, Error>) -> RpcResult<T> {
+    Ok(Response::new(result?))
 }
 
 /// A stream request must ask for some stream, and a terminal has no separate stderr (the
@@ -72,15 +63,7 @@ impl RuntimeService for RuntimeCri {
         &self,
         request: Request<cri::RunPodSandboxRequest>,
     ) -> RpcResult<cri::RunPodSandboxResponse> {
-        let request = request.into_inner();
-        let config = request
-            .config
-            .ok_or_else(|| Error::invalid_argument("config is required"))?;
-        let spec = pod_spec(config, request.runtime_handler)?;
-        let id = self.daemon.sandboxes.run(spec).await?;
-        Ok(Response::new(cri::RunPodSandboxResponse {
-            pod_sandbox_id: id,
-        }))
+        answer(pods::run_pod_sandbox(&self.daemon, request.into_inner()).await)
     }
 
     async fn stop_pod_sandbox(
@@ -88,16 +71,7 @@ impl RuntimeService for RuntimeCri {
         request: Request<cri::StopPodSandboxRequest>,
     ) -> RpcResult<cri::StopPodSandboxResponse> {
         let id = request.into_inner().pod_sandbox_id;
-        // The containers first, through StopContainer's path (as containerd does): their
-        // exits are recorded and whatever they left in their cgroups is killed.
-        // The pod itself is stopped even if one of them would not die; that error follows.
-        let containers = self.daemon.containers.stop_all_of(&id).await;
-        self.daemon.sandboxes.stop(&id).await?;
-        // The shim's last exits may still be on their way: its exit files say them now.
-        if let Ok(sandbox) = self.daemon.sandboxes.get(&id) {
-            self.daemon.containers.settle_exits_of(&sandbox.id).await;
-        }
-        containers?;
+        pods::stop_pod_sandbox(&self.daemon, id).await?;
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 
@@ -106,11 +80,7 @@ impl RuntimeService for RuntimeCri {
         request: Request<cri::RemovePodSandboxRequest>,
     ) -> RpcResult<cri::RemovePodSandboxResponse> {
         let id = request.into_inner().pod_sandbox_id;
-        // The pod's containers go first: their cgroups sit inside the pod's.
-        if let Ok(sandbox) = self.daemon.sandboxes.get(&id) {
-            self.daemon.containers.remove_all_of(&sandbox.id).await?;
-        }
-        self.daemon.sandboxes.remove(&id).await?;
+        pods::remove_pod_sandbox(&self.daemon, id).await?;
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 
@@ -118,33 +88,15 @@ impl RuntimeService for RuntimeCri {
         &self,
         request: Request<cri::PodSandboxStatusRequest>,
     ) -> RpcResult<cri::PodSandboxStatusResponse> {
-        let request = request.into_inner();
-        let (record, state) = self.daemon.sandboxes.status(&request.pod_sandbox_id)?;
-        Ok(Response::new(cri::PodSandboxStatusResponse {
-            status: Some(sandbox_status(&record, state)),
-            info: if request.verbose {
-                sandbox_info(&record)
-            } else {
-                HashMap::new()
-            },
-            containers_statuses: Vec::new(),
-            timestamp: crate::linux::process::now_unix_nanos(),
-        }))
+        answer(pods::pod_sandbox_status(&self.daemon, request.into_inner()))
     }
 
     async fn list_pod_sandbox(
         &self,
         request: Request<cri::ListPodSandboxRequest>,
     ) -> RpcResult<cri::ListPodSandboxResponse> {
-        let filter = sandbox_filter(request.into_inner().filter);
-        let items = self
-            .daemon
-            .sandboxes
-            .list(&filter)
-            .into_iter()
-            .map(pod_sandbox)
-            .collect();
-        Ok(Response::new(cri::ListPodSandboxResponse { items }))
+        let filter = request.into_inner().filter;
+        Ok(Response::new(pods::list_pod_sandbox(&self.daemon, filter)))
     }
 
     async fn create_container(
@@ -285,7 +237,7 @@ impl RuntimeService for RuntimeCri {
             return Err(Error::invalid_argument("cmd is required").into());
         }
         check_streams(request.stdin, request.stdout, request.stderr, request.tty)?;
-        let container_id = running_container(&self.daemon, &request.container_id)?;
+        let container_id = self.daemon.containers.running(&request.container_id)?.id;
         let streams = Streams {
             stdin: request.stdin,
             stdout: request.stdout,
@@ -303,7 +255,7 @@ impl RuntimeService for RuntimeCri {
     async fn attach(&self, request: Request<cri::AttachRequest>) -> RpcResult<cri::AttachResponse> {
         let request = request.into_inner();
         check_streams(request.stdin, request.stdout, request.stderr, request.tty)?;
-        let container_id = running_container(&self.daemon, &request.container_id)?;
+        let container_id = self.daemon.containers.running(&request.container_id)?.id;
         let streams = Streams {
             stdin: request.stdin,
             stdout: request.stdout,
@@ -325,14 +277,11 @@ impl RuntimeService for RuntimeCri {
         if let Some(port) = request.port.iter().find(|p| !(1..=65535).contains(*p)) {
             return Err(Error::invalid_argument(format!("invalid port {port}")).into());
         }
-        let (record, state) = self.daemon.sandboxes.status(&request.pod_sandbox_id)?;
-        if state != SandboxState::Ready {
-            return Err(Error::failed_precondition(format!(
-                "pod sandbox {} is not ready",
-                record.id
-            ))
-            .into());
-        }
+        let needs = "a port forward needs it ready";
+        let record = self
+            .daemon
+            .sandboxes
+            .ready(&request.pod_sandbox_id, needs)?;
         let url = self.daemon.streaming.url_for(StreamRequest::PortForward {
             sandbox_id: record.id,
         });
@@ -367,22 +316,17 @@ impl RuntimeService for RuntimeCri {
         request: Request<cri::PodSandboxStatsRequest>,
     ) -> RpcResult<cri::PodSandboxStatsResponse> {
         let id = request.into_inner().pod_sandbox_id;
-        let sandbox = self.daemon.sandboxes.status(&id)?;
-        let stats = super::stats::pods_stats(&self.daemon, vec![sandbox]).await;
-        Ok(Response::new(cri::PodSandboxStatsResponse {
-            stats: stats.into_iter().next(),
-        }))
+        answer(pods::pod_sandbox_stats(&self.daemon, id).await)
     }
 
     async fn list_pod_sandbox_stats(
         &self,
         request: Request<cri::ListPodSandboxStatsRequest>,
     ) -> RpcResult<cri::ListPodSandboxStatsResponse> {
-        let filter = stats_sandbox_filter(request.into_inner().filter);
-        let sandboxes = self.daemon.sandboxes.list(&filter);
-        Ok(Response::new(cri::ListPodSandboxStatsResponse {
-            stats: super::stats::pods_stats(&self.daemon, sandboxes).await,
-        }))
+        let filter = request.into_inner().filter;
+        Ok(Response::new(
+            pods::list_pod_sandbox_stats(&self.daemon, filter).await,
+        ))
     }
 
     async fn update_runtime_config(
@@ -557,11 +501,9 @@ impl RuntimeService for RuntimeCri {
         &self,
         _: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> RpcResult<cri::ListPodSandboxMetricsResponse> {
-        let sandboxes = self.daemon.sandboxes.list(&SandboxFilter::default());
-        let pod_metrics = super::stats::pods_metrics(&self.daemon, sandboxes).await;
-        Ok(Response::new(cri::ListPodSandboxMetricsResponse {
-            pod_metrics,
-        }))
+        Ok(Response::new(
+            pods::list_pod_sandbox_metrics(&self.daemon).await,
+        ))
     }
 
     async fn runtime_config(
@@ -584,12 +526,10 @@ impl RuntimeService for RuntimeCri {
         &self,
         request: Request<cri::StreamPodSandboxesRequest>,
     ) -> RpcResult<Self::StreamPodSandboxesStream> {
-        let filter = sandbox_filter(request.into_inner().filter);
-        let sandboxes = self.daemon.sandboxes.list(&filter);
-        Ok(Response::new(stream::converted(
-            sandboxes,
-            pod_sandbox,
-            |pod_sandboxes| cri::StreamPodSandboxesResponse { pod_sandboxes },
+        let filter = request.into_inner().filter;
+        Ok(Response::new(pods::stream_pod_sandboxes(
+            &self.daemon,
+            filter,
         )))
     }
 
@@ -633,16 +573,10 @@ impl RuntimeService for RuntimeCri {
         &self,
         request: Request<cri::StreamPodSandboxStatsRequest>,
     ) -> RpcResult<Self::StreamPodSandboxStatsStream> {
-        let filter = stats_sandbox_filter(request.into_inner().filter);
-        let sandboxes = self.daemon.sandboxes.list(&filter);
-        let daemon = self.daemon.clone();
-        Ok(Response::new(stream::batched(
-            sandboxes,
-            move |batch| {
-                let daemon = daemon.clone();
-                async move { super::stats::pods_stats(&daemon, batch).await }
-            },
-            |pod_sandbox_stats| cri::StreamPodSandboxStatsResponse { pod_sandbox_stats },
+        let filter = request.into_inner().filter;
+        Ok(Response::new(pods::stream_pod_sandbox_stats(
+            &self.daemon,
+            filter,
         )))
     }
 
@@ -652,17 +586,8 @@ impl RuntimeService for RuntimeCri {
         &self,
         _: Request<cri::StreamPodSandboxMetricsRequest>,
     ) -> RpcResult<Self::StreamPodSandboxMetricsStream> {
-        let sandboxes = self.daemon.sandboxes.list(&SandboxFilter::default());
-        let daemon = self.daemon.clone();
-        Ok(Response::new(stream::batched(
-            sandboxes,
-            move |batch| {
-                let daemon = daemon.clone();
-                async move { super::stats::pods_metrics(&daemon, batch).await }
-            },
-            |pod_sandbox_metrics| cri::StreamPodSandboxMetricsResponse {
-                pod_sandbox_metrics,
-            },
+        Ok(Response::new(pods::stream_pod_sandbox_metrics(
+            &self.daemon,
         )))
     }
 
@@ -670,14 +595,7 @@ impl RuntimeService for RuntimeCri {
         &self,
         request: Request<cri::UpdatePodSandboxResourcesRequest>,
     ) -> RpcResult<cri::UpdatePodSandboxResourcesResponse> {
-        let request = request.into_inner();
-        let combined = pod_resources(request.resources, request.overhead)?;
-        let resources = super::container_convert::resources(&combined);
-        let linux = crate::container::spec::linux_resources(&resources).map_err(Error::from)?;
-        self.daemon
-            .sandboxes
-            .update_resources(&request.pod_sandbox_id, linux)
-            .await?;
+        pods::update_pod_sandbox_resources(&self.daemon, request.into_inner()).await?;
         Ok(Response::new(cri::UpdatePodSandboxResourcesResponse {}))
     }
 }

@@ -400,8 +400,8 @@ impl<R: Record, X> Registry<R, X> {
         }
     }
 
-    /// Moves `entry` to `to` (applying `f` to the record with it), persists the record
-    /// and publishes the move's events. Staying put changes, writes and publishes nothing.
+    /// Moves `entry` to `to` (applying `f` to the record with it), persists the record,
+    /// publishes the move's events and wakes whoever waits for it (`Entry::wait_for`). Staying put changes, writes and publishes nothing.
     pub async fn transition(
         &self,
         entry: &Entry<R, X>,
@@ -411,10 +411,16 @@ impl<R: Record, X> Registry<R, X> {
         let (from, moved) = entry.apply(to, f)?;
         if moved.changed {
             tracing::debug!(id = %entry.id, kind = R::KIND, ?from, ?to, "transition");
-            self.persist(&moved.record).await?;
-            for kind in from.events(to) {
-                (self.publish)(*kind, &moved.record);
+            let persisted = self.persist(&moved.record).await;
+            if persisted.is_ok() {
+                for kind in from.events(to) {
+                    (self.publish)(*kind, &moved.record);
+                }
             }
+            // Waiters wake once the write is done (a removal after a stop must not race
+            // it), also when it failed: the move stands in memory.
+            entry.moved(to);
+            persisted?;
         }
         Ok(moved)
     }
@@ -633,6 +639,22 @@ mod tests {
                 "publish Started id1",
                 "publish Deleted id1",
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_waiter_is_woken_by_the_move_also_when_its_write_fails() {
+        let (reg, _) = registry();
+        let entry = reg.recovered(toy("id1", "n"), ());
+        assert!(!entry.wait_for(Toy::On, Duration::from_millis(5)).await);
+        let e = entry.clone();
+        let waiter = tokio::spawn(async move { e.wait_for(Toy::On, Duration::from_secs(5)).await });
+        // No record directory: the write fails, and the move stands in memory.
+        assert!(reg.transition(&entry, Toy::On, |_| {}).await.is_err());
+        assert!(waiter.await.unwrap(), "the waiter saw the move");
+        assert!(
+            entry.wait_for(Toy::On, Duration::ZERO).await,
+            "being there counts"
         );
     }
 

@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 
 struct Step {
     description: String,
-    undo: BoxFuture<'static, ()>,
+    undo: BoxFuture<'static, crate::error::Result<()>>,
 }
 
 pub struct Rollback {
@@ -34,26 +34,19 @@ impl Rollback {
         description: impl Into<String>,
         undo: impl Future<Output = ()> + Send + 'static,
     ) {
-        self.steps.push(Step {
-            description: description.into(),
-            undo: undo.boxed(),
-        });
+        self.push_try(description, undo.map(Ok));
     }
 
     /// `push` of a step that can fail: an undo cannot fail the call it cleans up after,
-    /// so the failure is logged.
+    /// so the failure is logged (`finish` returns it instead).
     pub fn push_try(
         &mut self,
         description: impl Into<String>,
         undo: impl Future<Output = crate::error::Result<()>> + Send + 'static,
     ) {
         let description = description.into();
-        let step = description.clone();
-        self.push(description, async move {
-            if let Err(e) = undo.await {
-                tracing::warn!(step, error = %e, "rollback step failed");
-            }
-        });
+        let undo = undo.boxed();
+        self.steps.push(Step { description, undo });
     }
 
     pub fn len(&self) -> usize {
@@ -74,12 +67,24 @@ impl Rollback {
         let steps = std::mem::take(&mut self.steps);
         run(&self.subject, steps).await;
     }
+
+    /// Runs the steps in reverse now as a removal does (RemoveX gives back what the
+    /// creation took, with its undo steps): the first failure stops it and is returned, so
+    /// the removal fails and its retry takes the steps again.
+    pub async fn finish(mut self) -> crate::error::Result<()> {
+        for step in std::mem::take(&mut self.steps).into_iter().rev() {
+            step.undo.await?;
+        }
+        Ok(())
+    }
 }
 
 async fn run(subject: &str, steps: Vec<Step>) {
     for step in steps.into_iter().rev() {
         tracing::info!(subject, step = %step.description, "rollback");
-        step.undo.await;
+        if let Err(e) = step.undo.await {
+            tracing::warn!(subject, step = %step.description, error = %e, "rollback step failed");
+        }
     }
 }
 
@@ -122,11 +127,8 @@ pub async fn remove_cgroup(
     cgroups: crate::linux::cgroup::Cgroups,
     path: String,
     wait: std::time::Duration,
-) {
-    let p = path.clone();
-    if let Err(e) = crate::error::blocking("cgroup task", move || cgroups.destroy(&p, wait)).await {
-        tracing::warn!(cgroup = %path, error = %e, "rollback: removing cgroup failed");
-    }
+) -> crate::error::Result<()> {
+    crate::error::blocking("cgroup task", move || cgroups.destroy(&path, wait)).await
 }
 
 #[cfg(test)]
@@ -168,6 +170,22 @@ mod tests {
         drop(rb);
         settle().await;
         assert_eq!(*j.lock().unwrap(), ["process", "netns", "dir"]);
+    }
+
+    #[tokio::test]
+    async fn finish_takes_the_steps_in_reverse_and_stops_at_the_first_failure() {
+        let j = journal();
+        let mut rb = Rollback::new("thing");
+        rb.push("remove dir", step(&j, "dir"));
+        rb.push_try("remove cgroup", async {
+            let busy = std::io::Error::other("EBUSY");
+            Err(crate::error::Error::internal("removing cgroup x", busy))
+        });
+        rb.push("stop unit", step(&j, "unit"));
+        let err = rb.finish().await.unwrap_err();
+        assert!(err.to_string().contains("removing cgroup x"), "{err}");
+        settle().await;
+        assert_eq!(*j.lock().unwrap(), ["unit"], "the rest waits for the retry");
     }
 
     #[tokio::test]

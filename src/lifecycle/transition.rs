@@ -88,11 +88,14 @@ struct Slot<R> {
 
 /// One object in memory: its record, the lock that serializes its mutations, and what
 /// the kind keeps beside it (a shim connection, a start flag).
-pub struct Entry<R, X = ()> {
+pub struct Entry<R: Record, X = ()> {
     pub id: String,
     slot: Mutex<Slot<R>>,
     /// Held by every mutating call of this object for its whole run.
     pub op: tokio::sync::Mutex<()>,
+    /// The state the last finished transition left, for whoever waits for a move (a stop
+    /// waiting for the exit).
+    moves: tokio::sync::watch::Sender<R::State>,
     pub ext: X,
 }
 
@@ -109,6 +112,7 @@ impl<R: Record, X> Entry<R, X> {
     pub fn new(record: R, ext: X) -> Entry<R, X> {
         Entry {
             id: record.id().to_string(),
+            moves: tokio::sync::watch::Sender::new(record.state()),
             slot: Mutex::new(Slot {
                 record,
                 removed: false,
@@ -145,6 +149,24 @@ impl<R: Record, X> Entry<R, X> {
         slot.record.clone()
     }
 
+    /// The record, unless the object is removed or reads as a state `allowed` refuses:
+    /// FailedPrecondition saying the state and what the call `needs`.
+    pub fn require(&self, allowed: impl FnOnce(R::State) -> bool, needs: &str) -> Result<R> {
+        let (record, removed) = {
+            let slot = lock(&self.slot);
+            (slot.record.clone(), slot.removed)
+        };
+        let state = record.reads_as();
+        if !removed && allowed(state) {
+            return Ok(record);
+        }
+        let state = if removed { "removed" } else { state.describe() };
+        let (kind, id) = (R::KIND, &self.id);
+        Err(Error::failed_precondition(format!(
+            "{kind} {id} is {state}; {needs}"
+        )))
+    }
+
     /// FailedPrecondition unless `to` can be reached from the current state (or is it).
     pub fn check(&self, to: R::State) -> Result<R> {
         let slot = lock(&self.slot);
@@ -179,6 +201,18 @@ impl<R: Record, X> Entry<R, X> {
                 changed: true,
             },
         ))
+    }
+
+    pub(super) fn moved(&self, to: R::State) {
+        self.moves.send_replace(to);
+    }
+
+    /// Waits until a transition to `state` is done (already being there counts), at most
+    /// `timeout`; whether it got there.
+    pub async fn wait_for(&self, state: R::State, timeout: std::time::Duration) -> bool {
+        let mut moves = self.moves.subscribe();
+        let reached = moves.wait_for(|now| *now == state);
+        matches!(tokio::time::timeout(timeout, reached).await, Ok(Ok(_)))
     }
 
     pub(super) fn mark_removed(&self) -> R {
@@ -308,5 +342,22 @@ pub(crate) mod tests {
         entry.mark_removed();
         let err = entry.check(Toy::On).unwrap_err();
         assert_eq!(err.to_string(), "toy a is removed; it cannot become on");
+    }
+
+    #[test]
+    fn require_refuses_the_state_it_reads_as_and_a_removed_object() {
+        let mut record = toy("a", "n");
+        record.state = Toy::On;
+        let entry = Entry::new(record, ());
+        let on = |s| s == Toy::On;
+        assert_eq!(entry.require(on, "it must be on").unwrap().id, "a");
+        // Reads Off while its record says On (as a pod whose pause died reads NotReady).
+        entry.update(|r| r.note = "dead".into());
+        let err = entry.require(on, "it must be on").unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::FailedPrecondition);
+        assert_eq!(err.to_string(), "toy a is off; it must be on");
+        entry.mark_removed();
+        let err = entry.require(|_| true, "it must exist").unwrap_err();
+        assert_eq!(err.to_string(), "toy a is removed; it must exist");
     }
 }

@@ -28,19 +28,17 @@ use std::sync::Arc;
 use crate::cni::CniManager;
 use crate::config::{CgroupDriver, Config};
 use crate::error::{Error, Result};
-use crate::events::SandboxPublisher;
+use crate::events::{EventKind, SandboxPublisher};
 use crate::lifecycle::{Dirs, Filter, Registry};
 use crate::linux::cgroup::Cgroups;
 use crate::linux::systemd::{PodUnits, SystemdDriver};
 use crate::shim::ShimClient;
 use crate::store::lock;
 pub use record::{NetworkRecord, Sandbox, SandboxExt, SandboxRecord};
-pub use shim_events::ContainerExitSink;
+pub use shim_events::{ContainerExitSink, ShimNews};
 pub use spec::{NamespaceMode, NamespaceOptions, PodMetadata, PodSpec, PortMapping, Protocol};
 pub use state::SandboxState;
 
-/// How many shim deaths may wait for their subscriber before it has to resynchronize.
-const SHIM_LOST_BACKLOG: usize = 256;
 /// How long to wait for a killed cgroup to empty.
 const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -59,14 +57,6 @@ pub fn shim_cgroup(record_pod_cgroup: &str, units: Option<&PodUnits>, id: &str) 
     }
 }
 
-/// A new pod's cgroup layout (see `SandboxManager::pod_cgroups`).
-struct PodCgroups {
-    pod: String,
-    owned: bool,
-    pause: String,
-    units: Option<PodUnits>,
-}
-
 /// Filter of ListPodSandbox.
 pub type SandboxFilter = Filter<SandboxState>;
 
@@ -77,9 +67,8 @@ pub struct SandboxManager {
     /// With the systemd cgroup driver: the units, and the slice of pods without a parent.
     systemd: Option<SystemdPods>,
     records: Registry<SandboxRecord, SandboxExt>,
-    /// Pods whose shim died unexpectedly (see shim_watch.rs).
-    shim_lost: tokio::sync::broadcast::Sender<String>,
-    /// Where the exits the shims push for containers go (see shim_events.rs).
+    /// Where the exits the shims push for containers, and their deaths, go (see
+    /// shim_events.rs).
     exit_sink: std::sync::OnceLock<ContainerExitSink>,
 }
 
@@ -103,13 +92,20 @@ impl SandboxManager {
             }),
         };
         let dirs = Dirs::new::<SandboxRecord>(&config.root, &config.state);
+        // Each event carries the pod's state after it.
+        let publish = move |kind: EventKind, record: &SandboxRecord| {
+            let state = match kind {
+                EventKind::Created | EventKind::Started => SandboxState::Ready,
+                EventKind::Stopped | EventKind::Deleted => SandboxState::NotReady,
+            };
+            events.publish_sandbox(kind, &record.id, &|| (record.clone(), state));
+        };
         Ok(SandboxManager {
             config,
             cni,
             cgroups,
             systemd,
-            records: Registry::new(dirs, record::publisher(events)),
-            shim_lost: tokio::sync::broadcast::channel(SHIM_LOST_BACKLOG).0,
+            records: Registry::new(dirs, publish),
             exit_sink: std::sync::OnceLock::new(),
         })
     }
@@ -127,6 +123,32 @@ impl SandboxManager {
         self.systemd.as_ref().map(|s| &s.driver)
     }
 
+    /// With the systemd driver, makes process `pid` (in cgroup `path`) the scope of the
+    /// pod's pause, shim or container `id` in the pod's slice; nothing with cgroupfs.
+    pub async fn start_scope(
+        &self,
+        units: Option<&PodUnits>,
+        kind: crate::linux::systemd::UnitKind,
+        id: &str,
+        pid: u32,
+        path: &str,
+        resources: Option<&oci_spec::runtime::LinuxResources>,
+    ) -> Result<()> {
+        let (Some(driver), Some(units)) = (self.systemd(), units) else {
+            return Ok(());
+        };
+        let shim = kind == crate::linux::systemd::UnitKind::Shim;
+        let scope = units.scope(&if shim {
+            format!("shim-{id}")
+        } else {
+            id.to_string()
+        });
+        let started = driver.start_scope(&scope, &units.slice, kind, id, pid, path, resources);
+        started
+            .await
+            .map_err(|e| e.context(format!("starting {scope}")))
+    }
+
     /// Moves the pod's shim (`pid`) into [`shim_cgroup`], before it starts the pause.
     async fn move_shim(
         &self,
@@ -136,12 +158,9 @@ impl SandboxManager {
         pid: u32,
     ) -> Result<()> {
         let path = shim_cgroup(pod_cgroup, units, id);
-        if let (Some(driver), Some(units)) = (self.systemd(), units) {
-            let scope = units.scope(&format!("shim-{id}"));
+        if self.systemd().is_some() && units.is_some() {
             let kind = crate::linux::systemd::UnitKind::Shim;
-            return driver
-                .start_scope(&scope, &units.slice, kind, id, pid, &path, None)
-                .await;
+            return self.start_scope(units, kind, id, pid, &path, None).await;
         }
         let cgroups = self.cgroups.clone();
         crate::error::blocking("cgroup task", move || {
@@ -151,43 +170,39 @@ impl SandboxManager {
         .await
     }
 
-    /// Where a new pod's cgroups go: the pod cgroup, whether berth makes it, the pause
-    /// cgroup, and (systemd driver) the units. A `cgroup_parent` the driver cannot take
-    /// is InvalidArgument naming the field.
-    fn pod_cgroups(&self, id: &str, parent: &str) -> Result<PodCgroups> {
+    /// Where a new pod's cgroups go, written into its `record`: the pod cgroup, whether
+    /// berth makes it, the pause cgroup, and (systemd driver) the units. A `cgroup_parent`
+    /// the driver cannot take is InvalidArgument naming the field.
+    fn place_cgroups(&self, record: &mut SandboxRecord) -> Result<()> {
+        let (id, parent) = (record.id.clone(), record.spec.cgroup_parent.clone());
+        record.owns_pod_cgroup = parent.is_empty();
         let Some(systemd) = &self.systemd else {
             if !parent.is_empty() {
-                crate::linux::cgroup::relative_path(parent).map_err(|_| {
+                crate::linux::cgroup::relative_path(&parent).map_err(|_| {
                     Error::invalid_argument(format!(
                         "linux.cgroup_parent: {parent:?} is not a cgroup path (the cgroupfs driver is in use)"
                     ))
                 })?;
             }
-            let (pod, owned) = if parent.is_empty() {
-                let default = self.config.default_cgroup_parent.trim_end_matches('/');
-                (format!("{default}/{id}"), true)
+            let default = self.config.default_cgroup_parent.trim_end_matches('/');
+            let pod = if parent.is_empty() {
+                format!("{default}/{id}")
             } else {
-                (parent.to_string(), false)
+                parent
             };
-            let pause = format!("{}/{}", pod.trim_end_matches('/'), id);
-            return Ok(PodCgroups {
-                pod,
-                owned,
-                pause,
-                units: None,
-            });
+            record.pause_cgroup = format!("{}/{id}", pod.trim_end_matches('/'));
+            record.pod_cgroup = pod;
+            return Ok(());
         };
-        let (units, owned) = if parent.is_empty() {
-            (PodUnits::owned(&systemd.default_slice, id)?, true)
+        let units = if parent.is_empty() {
+            PodUnits::owned(&systemd.default_slice, &id)?
         } else {
-            (PodUnits::from_parent("linux.cgroup_parent", parent)?, false)
+            PodUnits::from_parent("linux.cgroup_parent", &parent)?
         };
-        Ok(PodCgroups {
-            pod: units.slice_path.clone(),
-            owned,
-            pause: units.scope_path(id),
-            units: Some(units),
-        })
+        (record.pod_cgroup, record.pause_cgroup) =
+            (units.slice_path.clone(), units.scope_path(&id));
+        record.units = Some(units);
+        Ok(())
     }
 
     /// Holds the record and the pod files (hostname, hosts, resolv.conf).
@@ -203,7 +218,7 @@ impl SandboxManager {
     /// The pod's shim, connected (again, after a daemon restart) when needed.
     pub async fn shim(&self, id: &str) -> Result<ShimClient> {
         let sb = self.get(id)?;
-        if let Some(shim) = record::shim_client(&sb) {
+        if let Some(shim) = lock(&sb.ext.shim).clone() {
             return Ok(shim);
         }
         let socket = sb.record().shim_socket;
@@ -212,18 +227,6 @@ impl SandboxManager {
         })?;
         *lock(&sb.ext.shim) = Some(shim.clone());
         Ok(shim)
-    }
-
-    fn netns_path(&self, id: &str) -> PathBuf {
-        self.config.state.join("netns").join(id)
-    }
-
-    /// Short, so `<state>/s/<16 hex>.sock` stays under the 107-byte socket path limit.
-    fn shim_socket(&self, id: &str) -> PathBuf {
-        self.config
-            .state
-            .join("s")
-            .join(format!("{}.sock", &id[..16]))
     }
 
     /// Finds a sandbox by full id or unique prefix.
@@ -236,16 +239,12 @@ impl SandboxManager {
         self.records.status(id)
     }
 
+    /// The record of a Ready pod (FailedPrecondition saying its state else).
+    pub fn ready(&self, id: &str, needs: &str) -> Result<SandboxRecord> {
+        self.get(id)?.require(|s| s == SandboxState::Ready, needs)
+    }
+
     pub fn list(&self, filter: &SandboxFilter) -> Vec<(SandboxRecord, SandboxState)> {
         self.records.list(filter)
-    }
-}
-
-/// SIGKILLs the shim `pid` of pod `sandbox_id` while it runs (a reused pid is left alone).
-fn kill_shim(pid: u32, sandbox_id: &str) {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if crate::shim::cmdline::is_shim_of(&cmdline, sandbox_id) {
-        let pid = nix::unistd::Pid::from_raw(pid as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
     }
 }

@@ -2,16 +2,14 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
 use super::{PodMetadata, PodSpec, SandboxState};
 use crate::cni::{Attachment, CniResult, NetworkConfigList};
-use crate::events::{EventKind, SandboxPublisher};
 use crate::lifecycle::{Entry, Record, record_fields};
 use crate::shim::ShimClient;
-use crate::store::lock;
 
 pub(super) const RECORD_VERSION: u32 = 1;
 
@@ -128,23 +126,6 @@ pub struct SandboxExt {
 }
 
 pub type Sandbox = Entry<SandboxRecord, SandboxExt>;
-
-pub(super) fn shim_client(sb: &Sandbox) -> Option<ShimClient> {
-    lock(&sb.ext.shim).clone()
-}
-
-/// Publishes a pod's events on the daemon's bus, each with the pod's state after it.
-pub(super) fn publisher(
-    events: Arc<dyn SandboxPublisher<(SandboxRecord, SandboxState)>>,
-) -> impl Fn(EventKind, &SandboxRecord) + Send + Sync + 'static {
-    move |kind: EventKind, record: &SandboxRecord| {
-        let state = match kind {
-            EventKind::Created | EventKind::Started => SandboxState::Ready,
-            EventKind::Stopped | EventKind::Deleted => SandboxState::NotReady,
-        };
-        events.publish_sandbox(kind, &record.id, &|| (record.clone(), state));
-    }
-}
 
 #[cfg(test)]
 mod tests {

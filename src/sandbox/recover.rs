@@ -4,11 +4,9 @@
 use std::path::Path;
 
 use super::record::{SandboxExt, SandboxRecord};
-use super::run::{cni_del, shutdown_shim, unpin};
 use super::{SandboxManager, SandboxState};
 use crate::error::Result;
 use crate::lifecycle::Rollback;
-use crate::persist;
 use crate::shim::ShimClient;
 
 impl SandboxManager {
@@ -22,28 +20,6 @@ impl SandboxManager {
         Ok(())
     }
 
-    /// What a run may have taken, given back (each step copes with what it never got).
-    fn undo_run(&self, record: &SandboxRecord, undo: &mut Rollback) {
-        if let Some(path) = &record.netns {
-            undo.push_try(format!("unpin {}", path.display()), unpin(path.clone()));
-        }
-        if let (Some(network), Some(attachment)) = (&record.network, record.attachment()) {
-            let result = network.result.as_ref().map(|r| r.raw.clone());
-            let del = cni_del(self.cni.clone(), network.config.clone(), attachment, result);
-            undo.push_try("CNI DEL", del);
-        }
-        self.undo_cgroups(record, undo);
-        let (socket, id) = (record.shim_socket.clone(), record.id.clone());
-        undo.push_try("shut the shim down", async move {
-            let shim = reachable_shim(&socket, &id).await;
-            let _ = persist::remove_file_if_exists(&socket);
-            match shim {
-                Some(shim) => shutdown_shim(shim).await,
-                None => Ok(()),
-            }
-        });
-    }
-
     async fn recover_one(&self, record: SandboxRecord) {
         let id = record.id.clone();
         let shim = match record.state {
@@ -51,10 +27,9 @@ impl SandboxManager {
             _ => reachable_shim(&record.shim_socket, &id).await,
         };
         let unreachable = record.state == SandboxState::Ready && shim.is_none();
-        let ext = SandboxExt {
-            shim: std::sync::Mutex::new(shim),
-        };
-        let sandbox = self.records.recovered(record, ext);
+        let sandbox = self
+            .records
+            .recovered(record, SandboxExt { shim: shim.into() });
         if unreachable {
             tracing::warn!(sandbox_id = %id, "shim unreachable after restart; pod is not ready");
             self.records
@@ -66,7 +41,7 @@ impl SandboxManager {
 }
 
 /// The shim listening on `socket`, when it answers as the shim of pod `id`.
-async fn reachable_shim(socket: &Path, id: &str) -> Option<ShimClient> {
+pub(super) async fn reachable_shim(socket: &Path, id: &str) -> Option<ShimClient> {
     let shim = crate::shim::connect(socket).await.ok()?;
     match shim.clone().info().await {
         Ok((sandbox_id, _)) if sandbox_id == id => Some(shim),

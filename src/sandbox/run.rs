@@ -9,15 +9,14 @@ use super::record::{RECORD_VERSION, SandboxExt, process_start_time};
 use super::{
     KILL_WAIT, NetworkRecord, SandboxManager, SandboxRecord, SandboxState, podfiles, sysctl,
 };
-use crate::cni::{Attachment, CniManager, NetworkConfigList};
 use crate::error::{Error, Result, blocking, io_err};
 use crate::lifecycle::{Claim, Durability, Rollback, fingerprint, remove_cgroup};
 use crate::linux::netns;
 use crate::linux::process::now_unix_nanos;
-use crate::linux::systemd::{self as systemd_unit, UnitKind};
+use crate::linux::systemd::UnitKind;
 use crate::metrics::{step, timed};
 use crate::persist;
-use crate::shim::{PauseSpec, ShimClient, SpawnOptions};
+use crate::shim::{PauseSpec, SpawnOptions};
 use crate::store::lock;
 use futures_util::FutureExt as _;
 
@@ -41,19 +40,13 @@ impl SandboxManager {
         let claim = self.records.create(&key, &fingerprint, move |id, undo| {
             async move { this.create_steps(id, spec, undo).await }.boxed()
         })?;
-        match claim {
-            Claim::Done(id)
-                if self
-                    .status(&id)
-                    .is_ok_and(|(_, s)| s == SandboxState::Ready) =>
-            {
-                Ok(id)
-            }
-            Claim::Done(id) => Err(Error::already_exists(format!(
-                "pod sandbox name {key} is reserved by {id}; remove it first"
-            ))),
-            running => running.wait().await,
+        if let Claim::Done(id) = &claim
+            && self.ready(id, "").is_err()
+        {
+            let message = format!("pod sandbox name {key} is reserved by {id}; remove it first");
+            return Err(Error::already_exists(message));
         }
+        claim.wait().await
     }
 
     async fn create_steps(
@@ -66,11 +59,6 @@ impl SandboxManager {
         let (record_dir, state_dir) = (self.record_dir(id), self.records.dirs().state_dir(id));
         let host_network = spec.namespaces.host_network();
         let metadata = spec.validate()?.clone();
-        let layout = self.pod_cgroups(id, &spec.cgroup_parent)?;
-        let (pod_cgroup, owns_pod_cgroup, pause_cgroup) =
-            (layout.pod.clone(), layout.owned, layout.pause.clone());
-        // Both set with the systemd driver: the units of this pod.
-        let systemd = self.systemd().cloned().zip(layout.units.clone());
         // Like containerd: a pod that names no hostname gets the node's.
         let hostname = if spec.hostname.is_empty() {
             nix::unistd::gethostname()
@@ -79,8 +67,9 @@ impl SandboxManager {
         } else {
             spec.hostname.clone()
         };
-        let netns = (!host_network).then(|| self.netns_path(id));
-        let record = SandboxRecord {
+        let state = &self.config.state;
+        let netns = (!host_network).then(|| state.join("netns").join(id));
+        let mut record = SandboxRecord {
             version: RECORD_VERSION,
             id: id.to_string(),
             spec: spec.clone(),
@@ -88,18 +77,20 @@ impl SandboxManager {
             hostname: hostname.clone(),
             created_at: now_unix_nanos(),
             netns: netns.clone(),
-            pod_cgroup: pod_cgroup.clone(),
-            owns_pod_cgroup,
-            pause_cgroup: pause_cgroup.clone(),
-            shim_socket: self.shim_socket(id),
-            units: layout.units.clone(),
+            // Short, so that it stays under the 107-byte limit of a socket path.
+            shim_socket: state.join("s").join(format!("{}.sock", &id[..16])),
             ..SandboxRecord::default()
         };
+        self.place_cgroups(&mut record)?;
+        let placed = record.clone();
+        // Both set with the systemd driver: the units of this pod.
+        let systemd = self.systemd().cloned().zip(placed.units.clone());
         // Written before any resource is taken: recovery rolls back a Creating record.
         let ext = SandboxExt::default();
         let admitted = self.records.admit(record, ext, Durability::Synced, undo);
         let sandbox = timed(OP, "record_creating", admitted).await?;
         crate::fault::point("sandbox.run.after_record");
+        self.undo_run(&sandbox.record(), undo);
 
         let pod_files_step = step(OP, "pod_files");
         let host_file = |path| std::fs::read_to_string(path).unwrap_or_default();
@@ -127,12 +118,9 @@ impl SandboxManager {
                 netns::pin_netns(&pin_path).map_err(io_err(what))
             });
             timed(OP, "netns", pin).await?;
-            undo.push_try(format!("unpin {}", path.display()), unpin(path.clone()));
             crate::fault::point("sandbox.run.after_netns_pin");
         }
 
-        // The pod's cgroups go with a failed run however far it got (a missing one is no error).
-        self.undo_cgroups(&sandbox.record(), undo);
         // The network and the processes only meet at the netns, which exists now.
         let network_setup = async {
             let Some(attachment) = sandbox.record().attachment() else {
@@ -155,30 +143,24 @@ impl SandboxManager {
             // A failed ADD was already undone by the CNI code (DEL of the whole list).
             let result =
                 result.map_err(|e| Error::from(e).context("setting up the pod network"))?;
-            let raw = Some(result.raw.clone());
-            Ok(Some((
-                result,
-                cni_del(self.cni.clone(), network, attachment, raw),
-            )))
+            Ok(Some(result))
         };
         let process_setup = async {
             if let Some((driver, units)) = &systemd {
-                let slice = driver.start_pod_slice(units, id, owns_pod_cgroup);
+                let slice = driver.start_pod_slice(units, id, placed.owns_pod_cgroup);
                 timed(OP, "slice", slice).await?;
             }
             let cgroups = self.cgroups.clone();
-            let cg = pause_cgroup.clone();
+            let cg = placed.pause_cgroup.clone();
             let create = blocking("cgroup task", move || cgroups.create(&cg));
             timed(OP, "cgroup", create).await?;
-            let mut options =
-                SpawnOptions::new(id, &self.shim_socket(id), &self.shim_state_dir(id));
+            let mut options = SpawnOptions::new(id, &placed.shim_socket, &self.shim_state_dir(id));
             options.log = Some(state_dir.join("shim.log"));
             options.log_level = Some(self.config.log_level.as_str().to_string());
             let shim = timed(OP, "shim_spawn", crate::shim::spawn(options)).await?;
-            undo.push_try("shut the shim down", shutdown_shim(shim.clone()));
             crate::fault::point("sandbox.run.after_shim_start");
-            let units = layout.units.as_ref();
-            self.move_shim(id, &pod_cgroup, units, shim.spawned_pid())
+            let units = placed.units.as_ref();
+            self.move_shim(id, &placed.pod_cgroup, units, shim.spawned_pid())
                 .await
                 .map_err(|e| e.context("moving the shim into the pod's cgroup"))?;
             let bundle = state_dir.join("pause");
@@ -186,7 +168,7 @@ impl SandboxManager {
                 sandbox_id: id.to_string(),
                 netns: netns.clone(),
                 hostname: Some(hostname.clone()),
-                cgroup_path: Some(pause_cgroup.clone()),
+                cgroup_path: Some(placed.pause_cgroup.clone()),
                 sysctls: spec.sysctls.clone(),
                 // The pause owns a PID namespace unless the pod uses the host's.
                 share_pid_ns: !spec.namespaces.host_pid(),
@@ -210,57 +192,29 @@ impl SandboxManager {
                 Ok::<_, Error>(shim.clone().create(id, &bundle, start).await?)
             });
             let pause_pid = created.await?;
-            if let Some((driver, units)) = &systemd {
-                let (scope, kind) = (units.scope(id), UnitKind::Pause);
-                driver
-                    .start_scope(
-                        &scope,
-                        &units.slice,
-                        kind,
-                        id,
-                        pause_pid,
-                        &pause_cgroup,
-                        None,
-                    )
-                    .await
-                    .map_err(|e| e.context("starting the pause process's scope"))?;
-            }
+            let (units, kind) = (placed.units.as_ref(), UnitKind::Pause);
+            self.start_scope(units, kind, id, pause_pid, &placed.pause_cgroup, None)
+                .await?;
             let shim_pid = shim.spawned_pid();
             *lock(&sandbox.ext.shim) = Some(shim);
             Ok::<_, Error>((shim_pid, pause_pid))
         };
         let (network, processes) = tokio::join!(network_setup, process_setup);
         // A network that came up is undone even when the processes failed.
-        let network = network.map(|up| {
-            up.map(|(result, del)| {
-                undo.push_try("CNI DEL", del);
-                result
-            })
-        });
+        if let Ok(Some(result)) = &network {
+            let answered = |n: &mut NetworkRecord| n.result = Some(result.clone());
+            sandbox.update(|r| r.network.as_mut().map_or((), answered));
+            self.undo_network(&sandbox.record(), undo);
+        }
         let (shim_pid, pause_pid) =
             processes.map_err(|e| e.context("starting the pod's pause process"))?;
-        let ips = match network? {
-            Some(result) => {
-                let ips = result.ips.clone();
-                sandbox.update(|r| {
-                    if let Some(n) = r.network.as_mut() {
-                        n.result = Some(result)
-                    }
-                });
-                ips
-            }
-            None => Vec::new(),
-        };
+        let ips = network?.map(|result| result.ips).unwrap_or_default();
         if !host_network {
             let hosts = podfiles::render_hosts(&hostname, &ips, false, &hosts)?;
             let hosts_path = record_dir.join("hosts");
-            timed(
-                OP,
-                "hosts_file",
-                persist::save_file(&hosts_path, hosts.into_bytes()),
-            )
-            .await
-            .map_err(io_err("writing the pod's hosts file"))?;
+            let saved = persist::save_file(&hosts_path, hosts.into_bytes());
+            let saved = timed(OP, "hosts_file", saved).await;
+            saved.map_err(io_err("writing the pod's hosts file"))?;
         }
         crate::fault::point("sandbox.run.after_pause_create");
         let ready = self.records.transition(&sandbox, SandboxState::Ready, |r| {
@@ -282,6 +236,35 @@ impl SandboxManager {
         Ok(())
     }
 
+    /// What a run may take, given back; each step copes with what it never got, so a run
+    /// pushes them before it takes anything, and recovery for a run a crash interrupted.
+    pub(super) fn undo_run(&self, record: &SandboxRecord, undo: &mut Rollback) {
+        if let Some(path) = &record.netns {
+            undo.push_try(format!("unpin {}", path.display()), unpin(path.clone()));
+        }
+        self.undo_network(record, undo);
+        self.undo_cgroups(record, undo);
+        let (socket, id) = (record.shim_socket.clone(), record.id.clone());
+        undo.push_try("shut the shim down", async move {
+            let shim = super::recover::reachable_shim(&socket, &id).await;
+            let _ = persist::remove_file_if_exists(&socket);
+            match shim {
+                Some(mut shim) => Ok(shim.shutdown().await?),
+                None => Ok(()),
+            }
+        });
+    }
+
+    /// CNI DEL with the config recorded before ADD (and its answer, once there is one).
+    fn undo_network(&self, record: &SandboxRecord, undo: &mut Rollback) {
+        if let (Some(network), Some(attachment)) = (&record.network, record.attachment()) {
+            let result = network.result.as_ref().map(|r| r.raw.clone());
+            let (cni, config) = (self.cni.clone(), network.config.clone());
+            let del = async move { Ok(cni.del(&config, &attachment, result.as_ref()).await?) };
+            undo.push_try("CNI DEL", del);
+        }
+    }
+
     /// The pod's cgroups removed (the pod cgroup only when berth made it), the shim's
     /// too, and with the systemd driver the pod's units once their processes are gone.
     pub(super) fn undo_cgroups(&self, record: &SandboxRecord, undo: &mut Rollback) {
@@ -296,9 +279,8 @@ impl SandboxManager {
                 owned.insert(0, (units.slice.clone(), UnitKind::Pod));
             }
             for (unit, kind) in owned {
-                let release =
-                    systemd_unit::release_quietly(driver.clone(), unit.clone(), kind, id.clone());
-                undo.push(format!("stop {unit}"), release);
+                let (driver, id, what) = (driver.clone(), id.clone(), format!("stop {unit}"));
+                undo.push_try(what, async move { driver.release(&unit, kind, &id).await });
             }
         }
         let shim_cgroup = super::shim_cgroup(&record.pod_cgroup, record.units.as_ref(), &record.id);
@@ -308,7 +290,7 @@ impl SandboxManager {
             .flatten()
         {
             let remove = remove_cgroup(self.cgroups.clone(), cg.clone(), KILL_WAIT);
-            undo.push(format!("remove cgroup {cg}"), remove);
+            undo.push_try(format!("remove cgroup {cg}"), remove);
         }
     }
 }
@@ -320,18 +302,4 @@ pub(super) async fn unpin(path: PathBuf) -> Result<()> {
         netns::unpin_netns(&path).map_err(io_err(what))
     })
     .await
-}
-
-/// The undo steps of a run (recovery uses them too for a run a crash interrupted).
-pub(super) async fn cni_del(
-    cni: CniManager,
-    network: NetworkConfigList,
-    attachment: Attachment,
-    result: Option<serde_json::Value>,
-) -> Result<()> {
-    Ok(cni.del(&network, &attachment, result.as_ref()).await?)
-}
-
-pub(super) async fn shutdown_shim(mut shim: ShimClient) -> Result<()> {
-    Ok(shim.shutdown().await?)
 }

@@ -11,15 +11,24 @@ use std::time::Duration;
 use super::SandboxManager;
 use crate::shim::client::ProcessExit;
 
-/// Receives the exits of containers (not of pause processes).
-pub type ContainerExitSink = Arc<dyn Fn(ProcessExit) + Send + Sync>;
+/// What the pod's shims say about containers, told to [`ContainerExitSink`].
+pub enum ShimNews {
+    /// A container's process exited (a pause process's is not told).
+    Exit(ProcessExit),
+    /// The pod's shim died unexpectedly (see shim_watch.rs): the pod is NotReady and its
+    /// processes were killed with its cgroup.
+    Lost(String),
+}
+
+/// Receives what the shims say about containers.
+pub type ContainerExitSink = Arc<dyn Fn(ShimNews) + Send + Sync>;
 
 /// First and longest pause before subscribing again after the stream broke.
 const RETRY_FIRST: Duration = Duration::from_millis(10);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
 impl SandboxManager {
-    /// Where container exits go; set once, before recovery starts the subscriptions.
+    /// Where container news goes; set once, before recovery starts the subscriptions.
     pub fn on_container_exit(&self, sink: ContainerExitSink) {
         if self.exit_sink.set(sink).is_err() {
             tracing::warn!("a second container exit sink was ignored");
@@ -37,7 +46,7 @@ impl SandboxManager {
                 let Some(mut shim) = this
                     .get(&id)
                     .ok()
-                    .and_then(|sb| super::record::shim_client(&sb))
+                    .and_then(|sb| crate::store::lock(&sb.ext.shim).clone())
                 else {
                     return;
                 };
@@ -78,11 +87,13 @@ impl SandboxManager {
             }
             return;
         }
+        self.tell(sandbox_id, ShimNews::Exit(exit));
+    }
+
+    pub(super) fn tell(&self, sandbox_id: &str, news: ShimNews) {
         match self.exit_sink.get() {
-            Some(sink) => sink(exit),
-            None => {
-                tracing::debug!(sandbox_id, id = %exit.id, "a container exit with nobody to tell")
-            }
+            Some(sink) => sink(news),
+            None => tracing::debug!(sandbox_id, "container news with nobody to tell"),
         }
     }
 }

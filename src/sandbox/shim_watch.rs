@@ -2,8 +2,8 @@
 //! are not the daemon's children), so the daemon notices within moments when one dies.
 //!
 //! A shim that dies while its pod is Ready takes the pod down with it: the pod's processes
-//! are killed with its cgroup, the pod becomes NotReady, and the sandbox id is published on
-//! [`SandboxManager::subscribe_shim_lost`] so that the containers of the pod are marked exited.
+//! are killed with its cgroup, the pod becomes NotReady, and [`ShimNews::Lost`] tells the
+//! container manager, which marks the containers of the pod exited.
 //! A shim that ends because the pod was stopped is expected and changes nothing.
 
 use std::io;
@@ -13,21 +13,15 @@ use std::sync::Arc;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use super::record::shim_client;
-use super::{KILL_WAIT, SandboxManager, SandboxState};
+use super::{KILL_WAIT, SandboxManager, SandboxState, ShimNews};
 use crate::shim::cmdline::is_shim_of;
 use crate::store::lock;
 
 impl SandboxManager {
-    /// Sandbox ids whose shim died unexpectedly (their pod is NotReady by then).
-    pub fn subscribe_shim_lost(&self) -> tokio::sync::broadcast::Receiver<String> {
-        self.shim_lost.subscribe()
-    }
-
     /// Whether the daemon holds a connection to the pod's shim (false for a stopped pod
     /// and for one whose shim died).
     pub fn shim_connected(&self, id: &str) -> bool {
-        self.get(id).is_ok_and(|sb| shim_client(&sb).is_some())
+        self.get(id).is_ok_and(|sb| lock(&sb.ext.shim).is_some())
     }
 
     /// Watches the shim of a pod that just became Ready.
@@ -64,7 +58,7 @@ impl SandboxManager {
     /// its pause and container processes may have outlived it).
     pub async fn watch_recovered_shims(self: &Arc<Self>) {
         for sb in self.records.all() {
-            if shim_client(&sb).is_some() {
+            if lock(&sb.ext.shim).is_some() {
                 self.watch_shim(&sb.id);
                 continue;
             }
@@ -107,8 +101,7 @@ impl SandboxManager {
         self.records
             .observed(&sb, SandboxState::NotReady, |_| {})
             .await;
-        // No subscriber (a daemon without containers) is fine.
-        let _ = self.shim_lost.send(id.to_string());
+        self.tell(id, ShimNews::Lost(id.to_string()));
     }
 }
 

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use super::record::{Sandbox, SandboxRecord};
 use super::run::unpin;
-use super::{SandboxManager, SandboxState, kill_shim};
-use crate::error::{Error, Result, blocking, io_err};
-use crate::linux::systemd::UnitKind;
+use super::{SandboxManager, SandboxState};
+use crate::error::{Error, Result, io_err};
+use crate::lifecycle::Rollback;
 use crate::metrics::{step, timed};
 use crate::persist;
 use crate::store::lock;
@@ -54,13 +54,9 @@ impl SandboxManager {
                 .await
                 .map_err(|e| Error::from(e).context("tearing down the pod network"))?;
             crate::fault::point("sandbox.stop.after_cni_del");
-            self.records
-                .save(sb, |r| {
-                    if let Some(n) = r.network.as_mut() {
-                        n.torn_down = true
-                    }
-                })
-                .await?;
+            let torn_down =
+                |r: &mut SandboxRecord| r.network.iter_mut().for_each(|n| n.torn_down = true);
+            self.records.save(sb, torn_down).await?;
         }
         if let Some(path) = &record.netns {
             timed("StopPodSandbox", "netns", unpin(path.clone())).await?;
@@ -78,8 +74,13 @@ impl SandboxManager {
         *lock(&sb.ext.shim) = None;
         // Whatever the shim could not reach (or if it is gone) dies with the cgroup.
         timed("StopPodSandbox", "kill", self.kill_pod_processes(record)).await?;
-        if let Some(pid) = record.shim_pid {
-            kill_shim(pid, &record.id);
+        // The shim itself, while it runs (a reused pid is left alone).
+        let cmdline = |pid| std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if let Some(pid) = record.shim_pid
+            && crate::shim::cmdline::is_shim_of(&cmdline(pid), &record.id)
+        {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
         crate::fault::point("sandbox.stop.after_processes_killed");
         Ok(())
@@ -99,29 +100,12 @@ impl SandboxManager {
     async fn remove_locked(&self, sb: &Sandbox) -> Result<()> {
         self.stop_locked(sb).await?;
         let record = sb.record();
-        let cgroups = self.cgroups.clone();
-        let pause_cg = record.pause_cgroup.clone();
-        let pod_cg = record.owns_pod_cgroup.then(|| record.pod_cgroup.clone());
-        let shim_cg = super::shim_cgroup(&record.pod_cgroup, record.units.as_ref(), &record.id);
-        let remove_cgroups = blocking("cgroup task", move || {
-            cgroups.remove(&shim_cg)?;
-            cgroups.remove(&pause_cg)?;
-            pod_cg.map_or(Ok(()), |cg| cgroups.remove(&cg))
-        });
-        timed("RemovePodSandbox", "cgroups", remove_cgroups).await?;
-        if let (Some(driver), Some(units)) = (self.systemd(), &record.units) {
-            // The processes are gone: stopping the units only forgets them (and resets a
-            // failed one, so that the names can be used again).
-            let id = &record.id;
-            driver
-                .release(&units.scope(id), UnitKind::Pause, id)
-                .await?;
-            let shim_scope = units.scope(&format!("shim-{id}"));
-            driver.release(&shim_scope, UnitKind::Shim, id).await?;
-            if record.owns_pod_cgroup {
-                driver.release(&units.slice, UnitKind::Pod, id).await?;
-            }
-        }
+        // The cgroups and units the run took, given back as its undo would: the processes
+        // are gone, so stopping the units only forgets them (and resets a failed one, so
+        // that the names can be used again).
+        let mut taken = Rollback::new(format!("pod sandbox {}", record.id));
+        self.undo_cgroups(&record, &mut taken);
+        timed("RemovePodSandbox", "cgroups", taken.finish()).await?;
         let _files = step("RemovePodSandbox", "files");
         crate::fault::point("sandbox.remove.after_cgroups_removed");
         persist::remove_file_if_exists(&record.shim_socket)

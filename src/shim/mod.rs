@@ -57,6 +57,8 @@ pub use cmdline::ShimArgs;
 pub use error::ShimError;
 use error::{setup_err, shim_sys_err};
 pub use exec::{EXEC_SYNC_OUTPUT_LIMIT, ExecOutputTooLarge, check_exec_sync_output};
+/// The exit files the shim writes, which the daemon reads when no event can be relied on.
+pub use state::{ExitRecord, exit_file};
 
 pub fn run(args: ShimArgs) -> ExitCode {
     // SAFETY: nothing has started a thread yet (main only parsed argv), so the child may

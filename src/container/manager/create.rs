@@ -9,12 +9,11 @@ use std::sync::Arc;
 use super::record::{ContainerExt, RECORD_VERSION, name_key};
 use super::{ContainerManager, ContainerRecord, ContainerState};
 use crate::container::config::ContainerConfig;
-use crate::error::{Error, ErrorKind, Result, blocking, io_err};
+use crate::error::{Error, Result, blocking, invalid_err, io_err};
 use crate::lifecycle::{Durability, Rollback, fingerprint};
 use crate::linux::process::now_unix_nanos;
 use crate::metrics::{step, timed};
 use crate::persist;
-use crate::sandbox::SandboxState;
 use futures_util::FutureExt as _;
 
 /// The operation name its steps are timed under (`berth_operation_step_duration_seconds`).
@@ -32,19 +31,14 @@ impl ContainerManager {
     /// that name is AlreadyExists naming the container that holds it.
     pub async fn create(self: &Arc<Self>, request: CreateRequest) -> Result<String> {
         let CreateRequest { sandbox_id, config } = request;
-        let sandbox = self.sandboxes.get(&sandbox_id)?;
-        let (sandbox_record, sandbox_state) = self.sandboxes.status(&sandbox.id)?;
-        if sandbox_state != SandboxState::Ready {
-            return Err(Error::failed_precondition(format!(
-                "pod sandbox {} is not ready",
-                sandbox.id
-            )));
-        }
+        let sandbox = self
+            .sandboxes
+            .ready(&sandbox_id, "it takes no new containers")?;
         let meta = &config.metadata;
         let key = name_key(&sandbox.id, &meta.name, meta.attempt);
         let (this, fingerprint) = (self.clone(), fingerprint(&config));
         let claim = self.records.create(&key, &fingerprint, move |id, undo| {
-            async move { this.create_steps(id, &sandbox_record, config, undo).await }.boxed()
+            async move { this.create_steps(id, &sandbox, config, undo).await }.boxed()
         })?;
         claim.wait().await
     }
@@ -70,7 +64,9 @@ impl ContainerManager {
         let (image, layers, image_config) = timed(OP, "image", resolved)
             .await
             .map_err(|e| e.context(format!("image {}", config.image)))?;
-        let volumes = timed(OP, "image_volumes", self.image_volumes(&config)).await?;
+        // Resolved and checked (see container/image_volume.rs); none without image mounts.
+        let volumes = crate::container::image_volume::resolve(&self.images, &config.mounts);
+        let volumes = timed(OP, "image_volumes", volumes).await?;
         let layers_top_first: Vec<PathBuf> = layers.iter().rev().cloned().collect();
         let record_dir = self.records.dirs().record_dir(id);
         let bundle = self.records.dirs().state_dir(id).join("bundle");
@@ -82,19 +78,11 @@ impl ContainerManager {
         for dir in [&upper, &work, &rootfs] {
             std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
         }
-        let target_pid = match (
-            config.security.namespaces.pid,
-            config.security.namespaces.target_id.as_str(),
-        ) {
-            (crate::sandbox::NamespaceMode::Target, target) => {
-                let target = self.status(target)?;
-                if target.state != ContainerState::Running {
-                    return Err(Error::failed_precondition(format!(
-                        "target container {} is not running",
-                        target.id
-                    )));
-                }
-                Some(target.pid)
+        let namespaces = &config.security.namespaces;
+        let target_pid = match namespaces.pid {
+            crate::sandbox::NamespaceMode::Target => {
+                let target = self.running(&namespaces.target_id);
+                Some(target.map_err(|e| e.context("target container"))?.pid)
             }
             _ => None,
         };
@@ -129,25 +117,14 @@ impl ContainerManager {
             for mount in spec_config.mounts.iter().filter(|m| m.image.is_none()) {
                 let source = Path::new(&mount.host_path);
                 if !source.exists() {
-                    std::fs::create_dir_all(source).map_err(|e| {
-                        Error::with_source(
-                            ErrorKind::InvalidArgument,
-                            format!("creating the mount source {}", mount.host_path),
-                            e,
-                        )
-                    })?;
+                    let what = format!("creating the mount source {}", mount.host_path);
+                    std::fs::create_dir_all(source).map_err(invalid_err(what))?;
                 }
             }
             let mut host_devices = BTreeMap::new();
             for device in &spec_config.devices {
                 let found = crate::container::host::host_device(Path::new(&device.host_path))
-                    .map_err(|e| {
-                        Error::with_source(
-                            ErrorKind::InvalidArgument,
-                            format!("device {}", device.host_path),
-                            e,
-                        )
-                    })?;
+                    .map_err(invalid_err(format!("device {}", device.host_path)))?;
                 host_devices.insert(device.host_path.clone(), found);
             }
             if spec_config.security.privileged {
@@ -198,9 +175,7 @@ impl ContainerManager {
                 .and_then(|l| l.seccomp().as_ref())
                 .map(crate::linux::seccomp::compiled)
                 .transpose()
-                .map_err(|e| {
-                    Error::with_source(ErrorKind::InvalidArgument, "seccomp profile", e)
-                })?;
+                .map_err(invalid_err("seccomp profile"))?;
             Ok::<_, Error>((spec, stop_signal, seccomp_program))
         })
         .await?;
@@ -212,8 +187,11 @@ impl ContainerManager {
             .and_then(|l| l.cgroups_path().clone())
             .map(|p| p.to_string_lossy().to_string())
             .unwrap_or_default();
-        let user = spec.process().as_ref().map(|p| p.user().clone());
-        let user = user.unwrap_or_default();
+        let user = spec
+            .process()
+            .as_ref()
+            .map(|p| p.user().clone())
+            .unwrap_or_default();
         let rootfs_json = serde_json::json!({
             "lower": layers_top_first,
             "upper": upper,
@@ -246,7 +224,10 @@ impl ContainerManager {
         .map_err(io_err("writing the bundle"))?;
         drop(bundle_step);
 
-        let log_path = super::log_path(&sandbox.spec.log_directory, &config.log_path);
+        // The pod's log directory joined with the container's log path, when both are set.
+        let (log_dir, log_file) = (&sandbox.spec.log_directory, &config.log_path);
+        let log_path = (!log_dir.is_empty() && !log_file.is_empty())
+            .then(|| Path::new(log_dir).join(log_file));
         // For ContainerStatus.image_ref: a repo digest or tag of the image, else its ID.
         let image_name = image.repo_digests.first().or(image.repo_tags.first());
         let record = ContainerRecord {
@@ -272,7 +253,7 @@ impl ContainerManager {
         // Written before the shim is asked, so recovery can roll back a daemon crash
         // mid-create; not synced: after a power cut the processes are gone too, and
         // recovery removes container dirs that have no record.
-        let ext = ContainerExt::new(ContainerState::Creating);
+        let ext = ContainerExt::default();
         let admitted = self.records.admit(record, ext, Durability::Cached, undo);
         let container = timed(OP, "record_creating", admitted).await?;
         crate::fault::point("container.create.after_record");
@@ -283,37 +264,24 @@ impl ContainerManager {
         self.undo_process(&container.record(), undo);
         let shim_step = step(OP, "shim_create");
         let mut shim = self.sandboxes.shim(&sandbox.id).await?;
-        let pid = shim
-            .create(
-                id,
-                &bundle,
-                crate::shim::CreateOptions {
-                    start: false,
-                    log_path: log_path.clone(),
-                    tty: config.tty,
-                    stdin: config.stdin,
-                    stdin_once: config.stdin_once,
-                    cgroup_path: Some(cgroup_path.clone()),
-                },
-            )
-            .await
-            .map_err(|e| Error::from(e).context("creating the container"))?;
+        let options = crate::shim::CreateOptions {
+            start: false,
+            log_path: log_path.clone(),
+            tty: config.tty,
+            stdin: config.stdin,
+            stdin_once: config.stdin_once,
+            cgroup_path: Some(cgroup_path.clone()),
+        };
+        let created = shim.create(id, &bundle, options).await;
+        let pid = created.map_err(|e| Error::from(e).context("creating the container"))?;
         drop(shim_step);
-        if let (Some(driver), Some(units)) = (self.sandboxes.systemd(), &sandbox.units) {
-            let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
-            driver
-                .start_scope(
-                    &units.scope(id),
-                    &units.slice,
-                    crate::linux::systemd::UnitKind::Container,
-                    id,
-                    pid,
-                    &cgroup_path,
-                    resources.as_ref(),
-                )
-                .await
-                .map_err(|e| e.context("starting the container's scope"))?;
-        }
+        let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
+        let kind = crate::linux::systemd::UnitKind::Container;
+        let units = sandbox.units.as_ref();
+        let scope =
+            self.sandboxes
+                .start_scope(units, kind, id, pid, &cgroup_path, resources.as_ref());
+        scope.await?;
         crate::fault::point("container.create.after_shim_create");
         let created = self
             .records
@@ -328,19 +296,6 @@ impl ContainerManager {
             "container created"
         );
         Ok(())
-    }
-}
-
-impl ContainerManager {
-    /// The image volumes of `config`, resolved and checked (see container/image_volume.rs).
-    async fn image_volumes(
-        &self,
-        config: &ContainerConfig,
-    ) -> Result<crate::container::image_volume::ImageVolumes> {
-        if !config.mounts.iter().any(|m| m.image.is_some()) {
-            return Ok(Default::default());
-        }
-        crate::container::image_volume::resolve(&self.images, &config.mounts).await
     }
 
     /// A container that uses image `image_id`, as its own image or as a volume, in words

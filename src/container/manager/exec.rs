@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use super::{Container, ContainerManager, ContainerRecord, ContainerState};
 use crate::container::config::ContainerResources;
-use crate::error::{Error, ErrorKind, Result, blocking};
-use crate::shim::ShimClient;
+use crate::error::{Error, ErrorKind, Result};
 
 impl ContainerManager {
     /// UpdateContainerResources: written to the live cgroup (through the scope's unit
@@ -30,54 +29,31 @@ impl ContainerManager {
         container: &Container,
         resources: ContainerResources,
     ) -> Result<()> {
-        let record = container.record();
-        if container.is_removed() || record.state == ContainerState::Exited {
-            let state = if container.is_removed() {
-                "removed"
-            } else {
-                "exited"
-            };
-            return Err(Error::failed_precondition(format!(
-                "container {} is {state}; its resources cannot change",
-                record.id
-            )));
-        }
+        let live = |s| s != ContainerState::Exited;
+        let record = container.require(live, "its resources cannot change")?;
         self.check_resources(&resources).await?;
         let linux = crate::container::spec::linux_resources(&resources).map_err(Error::from)?;
         let scope = crate::linux::systemd::unit_of_path(&record.cgroup_path);
-        match (self.sandboxes.systemd(), scope) {
-            (Some(driver), Some(scope)) => {
-                driver.update(scope, &record.cgroup_path, &linux).await?;
-            }
-            _ => {
-                let (cgroups, path) =
-                    (self.sandboxes.cgroups().clone(), record.cgroup_path.clone());
-                blocking("cgroup task", move || {
-                    cgroups.apply_resources(&path, &linux)
-                })
-                .await?;
-            }
-        }
+        let applied = self
+            .sandboxes
+            .apply_resources(scope, &record.cgroup_path, &linux);
+        applied.await?;
         self.records
             .save(container, |r| r.config.resources = resources)
             .await
             .map(|_| ())
     }
 
-    /// The record and the pod's shim of a running container (FailedPrecondition else).
-    async fn running(&self, id: &str) -> Result<(ContainerRecord, ShimClient)> {
-        let record = self.status(id)?;
-        if record.state != ContainerState::Running {
-            let message = format!("container {} is not running", record.id);
-            return Err(Error::failed_precondition(message));
-        }
-        let shim = self.sandboxes.shim(&record.sandbox_id).await?;
-        Ok((record, shim))
+    /// The record of a running container (FailedPrecondition saying its state else).
+    pub fn running(&self, id: &str) -> Result<ContainerRecord> {
+        let running = |s| s == ContainerState::Running;
+        self.get(id)?.require(running, "it must be running")
     }
 
     /// ReopenContainerLog: the shim reopens the log file the kubelet rotated.
     pub async fn reopen_log(&self, id: &str) -> Result<()> {
-        let (record, mut shim) = self.running(id).await?;
+        let record = self.running(id)?;
+        let mut shim = self.sandboxes.shim(&record.sandbox_id).await?;
         shim.reopen_log(&record.id).await.map_err(Error::from)
     }
 
@@ -92,32 +68,26 @@ impl ContainerManager {
         if cmd.is_empty() {
             return Err(Error::invalid_argument("cmd is required"));
         }
-        let (record, mut shim) = self.running(id).await?;
+        let record = self.running(id)?;
+        let mut shim = self.sandboxes.shim(&record.sandbox_id).await?;
         let exec_id = hex::encode(rand::random::<[u8; 8]>());
         let output = shim
             .exec_sync(&record.id, &exec_id, cmd, timeout)
             .await
             .map_err(|e| Error::from(e).context("exec in the container"))?;
         if output.timed_out {
-            return Err(Error::new(
-                crate::ErrorKind::DeadlineExceeded,
-                format!(
-                    "command timed out after {}s in container {}",
-                    timeout.as_secs(),
-                    record.id
-                ),
-            ));
+            let (secs, id) = (timeout.as_secs(), &record.id);
+            let message = format!("command timed out after {secs}s in container {id}");
+            return Err(Error::deadline_exceeded(message));
         }
         check_exec_output(&output)?;
         Ok(output)
     }
 
-    /// Refuses resources this node cannot apply (CPUs it lacks, unified keys of a missing
-    /// controller, swap without swap accounting), naming the CRI field.
+    /// Refuses resources this node cannot apply, naming the CRI field (see the pod's).
     pub(super) async fn check_resources(&self, resources: &ContainerResources) -> Result<()> {
         let linux = crate::container::spec::linux_resources(resources).map_err(Error::from)?;
-        let cgroups = self.sandboxes.cgroups().clone();
-        blocking("cgroup check task", move || cgroups.check_resources(&linux)).await
+        self.sandboxes.check_resources(&linux).await
     }
 }
 

@@ -10,69 +10,34 @@
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-use serde::Deserialize;
-
 use super::{Container, ContainerManager, ContainerRecord, ContainerState};
-use crate::error::Result;
-use crate::lifecycle::Moved;
 use crate::persist;
 use crate::shim::client::ProcessExit;
-
-/// An exit file of the shim (the same fields as its events).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-struct ExitFile {
-    exit_code: i32,
-    exited_at: i64,
-    #[serde(default)]
-    oom_killed: bool,
-}
 
 /// The record's fields for this exit (the move to Exited is the transition's).
 fn exit_fields(record: &mut ContainerRecord, exit: &ProcessExit) {
     record.exit_code = exit.exit_code;
     record.finished_at = exit.exited_at;
-    record.reason = if exit.oom_killed {
-        "OOMKilled".to_string()
-    } else if exit.exit_code == 0 {
-        "Completed".to_string()
-    } else {
-        "Error".to_string()
+    let reason = match (exit.oom_killed, exit.exit_code) {
+        (true, _) => "OOMKilled",
+        (false, 0) => "Completed",
+        _ => "Error",
     };
+    record.reason = reason.to_string();
 }
 
 impl ContainerManager {
     pub(super) fn exit_file(&self, record: &ContainerRecord) -> PathBuf {
-        self.sandboxes
-            .shim_state_dir(&record.sandbox_id)
-            .join("exits")
-            .join(&record.id)
-    }
-
-    /// Every move to Exited goes through here: the transition (the one place that writes
-    /// the record and publishes STOPPED), then whoever waits for the exit is woken, also
-    /// when the write failed (the record in memory has exited either way).
-    pub(super) async fn move_to_exited(
-        &self,
-        container: &Container,
-        f: impl FnOnce(&mut ContainerRecord),
-    ) -> Result<Moved<ContainerRecord>> {
-        let moved = self
-            .records
-            .transition(container, ContainerState::Exited, f)
-            .await;
-        if container.state() == ContainerState::Exited {
-            container.ext.exited.send_replace(true);
-        }
-        moved
+        let shim_state = self.sandboxes.shim_state_dir(&record.sandbox_id);
+        crate::shim::exit_file(&shim_state, &record.id)
     }
 
     /// A shim said process `exit.id` exited. Unknown ids (the pause process, a container
     /// removed meanwhile) and exits already applied are ignored: replays are expected.
     pub async fn process_exited(&self, exit: ProcessExit) {
-        let Some(container) = self.records.get_exact(&exit.id) else {
-            return;
-        };
-        self.exit_arrived(&container, exit).await;
+        if let Some(container) = self.records.get_exact(&exit.id) {
+            self.exit_arrived(&container, exit).await;
+        }
     }
 
     /// Holds the exit and applies it, unless a start is publishing STARTED right now (it
@@ -89,27 +54,17 @@ impl ContainerManager {
     /// second finds Exited, which is no move).
     pub(super) async fn apply_pending_exit(&self, container: &Container) -> ContainerRecord {
         let exit = crate::store::lock(&container.ext.exit).clone();
-        let Some(exit) = exit else {
-            return container.record();
-        };
-        if container.is_removed() || !container.state().awaits_exit() {
-            return container.record();
-        }
-        match self
-            .move_to_exited(container, |r| exit_fields(r, &exit))
-            .await
+        if let Some(exit) = exit
+            && !container.is_removed()
+            && container.state().awaits_exit()
         {
-            Ok(moved) => {
-                if moved.changed {
-                    tracing::debug!(container_id = %moved.record.id, exit_code = moved.record.exit_code, "container exited");
-                }
-                moved.record
-            }
-            Err(e) => {
-                tracing::warn!(container_id = %container.id, error = %e, "recording an exit");
-                container.record()
-            }
+            let exited = |r: &mut ContainerRecord| exit_fields(r, &exit);
+            let moved = self
+                .records
+                .observed(container, ContainerState::Exited, exited);
+            moved.await;
         }
+        container.record()
     }
 
     /// Reads the shim's exit file and applies it, for when no event can be relied on:
@@ -120,35 +75,22 @@ impl ContainerManager {
             return record;
         }
         let path = self.exit_file(&record);
-        let read = persist::off_executor(move || persist::read_json::<ExitFile>(&path)).await;
-        match read {
-            Ok(Some(file)) => {
-                let exit = ProcessExit {
-                    id: record.id.clone(),
-                    pid: record.pid,
-                    exit_code: file.exit_code,
-                    exited_at: file.exited_at,
-                    oom_killed: file.oom_killed,
-                    replayed: true,
-                };
-                self.exit_arrived(container, exit).await;
-                container.record()
-            }
-            _ => record,
-        }
-    }
-
-    /// Waits until the container's exit was applied, at most `timeout`.
-    pub(super) async fn wait_exited(
-        &self,
-        container: &Container,
-        timeout: std::time::Duration,
-    ) -> bool {
-        let mut exited = container.ext.exited.subscribe();
-        matches!(
-            tokio::time::timeout(timeout, exited.wait_for(|exited| *exited)).await,
-            Ok(Ok(_))
-        )
+        let read =
+            persist::off_executor(move || persist::read_json::<crate::shim::ExitRecord>(&path))
+                .await;
+        let Ok(Some(file)) = read else {
+            return record;
+        };
+        let exit = ProcessExit {
+            id: record.id.clone(),
+            pid: record.pid,
+            exit_code: file.exit_code,
+            exited_at: file.exited_at,
+            oom_killed: file.oom_killed,
+            replayed: true,
+        };
+        self.exit_arrived(container, exit).await;
+        container.record()
     }
 
     /// After StopPodSandbox: the shim's last exits may still be on their way; what its

@@ -21,11 +21,8 @@ impl ContainerManager {
     pub async fn shim_lost(&self, sandbox_id: &str) {
         for container in self.records.of_sandbox(sandbox_id) {
             let _op = container.op.lock().await;
-            self.mark_lost(
-                &container,
-                "the pod's shim died; berth killed the container",
-            )
-            .await;
+            let why = "the pod's shim died; berth killed the container";
+            self.mark_lost(&container, why).await;
         }
     }
 
@@ -37,11 +34,8 @@ impl ContainerManager {
             return;
         }
         if !self.sandboxes.shim_connected(&record.sandbox_id) {
-            self.mark_lost(
-                container,
-                "the pod's shim was gone when berth restarted; berth killed the container",
-            )
-            .await;
+            let why = "the pod's shim was gone when berth restarted; berth killed the container";
+            self.mark_lost(container, why).await;
             return;
         }
         if record.state != ContainerState::Created {
@@ -101,12 +95,15 @@ impl ContainerManager {
             return Ok(());
         }
         tracing::warn!(container_id = %record.id, sandbox_id = %record.sandbox_id, reason, "{message}");
-        let moved = self.move_to_exited(container, |r| {
+        let killed = |r: &mut ContainerRecord| {
             r.exit_code = KILLED_EXIT_CODE;
             r.finished_at = now_unix_nanos();
             r.reason = reason.into();
             r.message = message.into();
-        });
+        };
+        let moved = self
+            .records
+            .transition(container, ContainerState::Exited, killed);
         moved.await.map(|_| ())
     }
 }

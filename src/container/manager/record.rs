@@ -1,16 +1,14 @@
 //! The container record (what is on disk) and how records are written and announced.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 use super::state::ContainerState;
 use crate::container::config::ContainerConfig;
-use crate::events::EventKind;
 use crate::lifecycle::{Entry, Record, record_fields};
-use crate::sandbox::SandboxManager;
 use crate::shim::client::ProcessExit;
 
 /// The bus of container and sandbox transitions, with the snapshots each event carries.
@@ -84,25 +82,13 @@ impl Record for ContainerRecord {
 }
 
 /// What the container manager keeps beside each record.
+#[derive(Default)]
 pub struct ContainerExt {
     /// Set while StartContainer opens the gate until it has published STARTED: an exit
     /// pushed meanwhile is held and applied after that, so the events come in order.
     pub(super) starting: AtomicBool,
     /// The exit the shim reported, until applied (see exits.rs).
     pub(super) exit: Mutex<Option<ProcessExit>>,
-    /// True once the record says Exited: StopContainer waits on it.
-    pub(super) exited: tokio::sync::watch::Sender<bool>,
-}
-
-impl ContainerExt {
-    /// For a record in `state` (a recovered one may have exited already).
-    pub(super) fn new(state: ContainerState) -> ContainerExt {
-        ContainerExt {
-            starting: AtomicBool::new(false),
-            exit: Mutex::new(None),
-            exited: tokio::sync::watch::Sender::new(state == ContainerState::Exited),
-        }
-    }
 }
 
 pub type Container = Entry<ContainerRecord, ContainerExt>;
@@ -113,17 +99,5 @@ pub(super) struct StartingFlag<'a>(pub &'a AtomicBool);
 impl Drop for StartingFlag<'_> {
     fn drop(&mut self) {
         self.0.store(false, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-/// Publishes a container's events on the daemon's bus, each with the pod as it is now.
-pub(super) fn publisher(
-    events: Arc<LifecycleEvents>,
-    sandboxes: Arc<SandboxManager>,
-) -> impl Fn(EventKind, &ContainerRecord) + Send + Sync + 'static {
-    move |kind: EventKind, record: &ContainerRecord| {
-        let oom_kill = kind == EventKind::Stopped && record.reason == "OOMKilled";
-        let pod = || (record.clone(), sandboxes.status(&record.sandbox_id).ok());
-        events.publish_container(kind, &record.id, &record.sandbox_id, oom_kill, pod);
     }
 }

@@ -19,13 +19,12 @@ impl ContainerManager {
     }
 
     async fn start_locked(&self, container: &Container) -> Result<()> {
-        let record = container.record();
-        if record.state == ContainerState::Running && !container.is_removed() {
+        let record = container.check(ContainerState::Running)?;
+        if record.state == ContainerState::Running {
             // A retry of a start that took effect (say, before a crash cut the answer off).
             tracing::info!(container_id = %record.id, "container already running");
             return Ok(());
         }
-        container.check(ContainerState::Running)?;
         let mut shim = self.sandboxes.shim(&record.sandbox_id).await?;
         // Taken before the gate opens: a workload that exits at once must not be seen
         // finishing before it started.
@@ -34,41 +33,39 @@ impl ContainerManager {
         let starting = StartingFlag(&container.ext.starting);
         let started = timed("StartContainer", "shim_start", shim.start(&record.id)).await;
         crate::fault::point("container.start.after_gate_open");
-        let result = self.started(container, started, started_at).await;
+        let result = async {
+            match started {
+                Ok(pid) => {
+                    let running =
+                        |r: &mut ContainerRecord| (r.pid, r.started_at) = (pid, started_at);
+                    let moved =
+                        self.records
+                            .transition(container, ContainerState::Running, running);
+                    timed("StartContainer", "record_running", moved).await?;
+                    tracing::info!(container_id = %container.id, pid, "container started");
+                    Ok(())
+                }
+                Err(e) => {
+                    let err = Error::from(e).context("starting the container");
+                    let message = err.to_string();
+                    let failed = |r: &mut ContainerRecord| {
+                        r.exit_code = 128;
+                        r.finished_at = now_unix_nanos();
+                        r.reason = "StartError".into();
+                        r.message = message;
+                    };
+                    let moved = self
+                        .records
+                        .transition(container, ContainerState::Exited, failed);
+                    moved.await?;
+                    Err(err)
+                }
+            }
+        }
+        .await;
         drop(starting);
         // An exit pushed while STARTED was on its way was held: it goes now.
         self.apply_pending_exit(container).await;
         result
-    }
-
-    async fn started(
-        &self,
-        container: &Container,
-        started: std::result::Result<u32, crate::shim::client::ClientError>,
-        started_at: i64,
-    ) -> Result<()> {
-        match started {
-            Ok(pid) => {
-                let running = |r: &mut ContainerRecord| (r.pid, r.started_at) = (pid, started_at);
-                let moved = self
-                    .records
-                    .transition(container, ContainerState::Running, running);
-                timed("StartContainer", "record_running", moved).await?;
-                tracing::info!(container_id = %container.id, pid, "container started");
-                Ok(())
-            }
-            Err(e) => {
-                let err = Error::from(e).context("starting the container");
-                let message = err.to_string();
-                self.move_to_exited(container, |r| {
-                    r.exit_code = 128;
-                    r.finished_at = now_unix_nanos();
-                    r.reason = "StartError".into();
-                    r.message = message;
-                })
-                .await?;
-                Err(err)
-            }
-        }
     }
 }

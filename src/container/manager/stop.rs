@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Container, ContainerManager, ContainerState, KILL_GRACE};
-use crate::error::{Result, blocking, io_err};
+use crate::error::{Result, io_err};
+use crate::lifecycle::Rollback;
 use crate::metrics::{step, timed};
 use crate::persist;
 
@@ -31,13 +32,14 @@ impl ContainerManager {
 
     /// Returns as soon as the shim pushes the exit (see exits.rs), not at a poll.
     async fn stop_locked(&self, container: &Container, timeout: Duration) -> Result<()> {
-        let record = container.record();
+        let record = container.check(ContainerState::Exited)?;
         if record.state == ContainerState::Exited {
             return Ok(());
         }
-        container.check(ContainerState::Exited)?;
         if let Ok(mut shim) = self.sandboxes.shim(&record.sandbox_id).await {
-            let signal = if record.state == ContainerState::Created {
+            // A process still at the start gate has no handler for the stop signal yet.
+            let gated = record.state == ContainerState::Created;
+            let signal = if gated {
                 libc::SIGKILL
             } else {
                 record.stop_signal
@@ -58,7 +60,7 @@ impl ContainerManager {
                 let _wait = step("StopContainer", "signal_to_exit");
                 let exited = tokio::select! {
                     biased;
-                    exited = self.wait_exited(container, timeout) => exited,
+                    exited = container.wait_for(ContainerState::Exited, timeout) => exited,
                     never = sweep => match never {},
                 };
                 if exited {
@@ -66,7 +68,7 @@ impl ContainerManager {
                 }
             }
             let _ = shim.kill(&record.id, libc::SIGKILL, true).await;
-            if self.wait_exited(container, KILL_GRACE).await {
+            if container.wait_for(ContainerState::Exited, KILL_GRACE).await {
                 return Ok(());
             }
         }
@@ -88,16 +90,9 @@ impl ContainerManager {
             let _ = timed("RemoveContainer", "shim_delete", shim.delete(&record.id)).await;
         }
         crate::fault::point("container.remove.after_shim_delete");
-        let (cgroups, path) = (self.sandboxes.cgroups().clone(), record.cgroup_path.clone());
-        let destroy = blocking("cgroup task", move || cgroups.destroy(&path, KILL_GRACE));
-        timed("RemoveContainer", "cgroup", destroy).await?;
-        if let (Some(driver), Some(scope)) = (
-            self.sandboxes.systemd(),
-            crate::linux::systemd::unit_of_path(&record.cgroup_path),
-        ) {
-            let kind = crate::linux::systemd::UnitKind::Container;
-            driver.release(scope, kind, &record.id).await?;
-        }
+        let mut taken = Rollback::new(format!("container {}", record.id));
+        self.undo_cgroup(&record, &mut taken);
+        timed("RemoveContainer", "cgroup", taken.finish()).await?;
         let _files = step("RemoveContainer", "files");
         persist::remove_file_if_exists(&self.exit_file(&record))
             .map_err(io_err("removing the exit file"))?;

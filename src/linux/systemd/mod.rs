@@ -230,15 +230,3 @@ impl SystemdDriver {
         }
     }
 }
-
-/// An undo step: releases a unit, logging a failure (an undo cannot fail its call).
-pub async fn release_quietly(
-    driver: std::sync::Arc<SystemdDriver>,
-    unit: String,
-    kind: UnitKind,
-    id: String,
-) {
-    if let Err(e) = driver.release(&unit, kind, &id).await {
-        tracing::warn!(unit = %unit, error = %e, "rollback: releasing a systemd unit failed");
-    }
-}
